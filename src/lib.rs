@@ -1,0 +1,8 @@
+//! zsa: zero standing access. People ask for a privileged task for a while; approvers say yes or
+//! no; a yes becomes a grant that ends by itself; every step lands in a hash-chained audit log.
+//!
+//! Dependencies point one way: model <- rules <- store <- daemon, and model <- client <- commands.
+
+pub mod model;
+pub mod policy;
+pub mod rules;

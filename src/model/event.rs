@@ -1,0 +1,203 @@
+//! Events: every change to zsa's state, in order. The log of events is the truth; current
+//! state is what you get by applying them one after another (see `rules::apply`).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{GrantId, RequestId, TokenId};
+
+/// One recorded change, with its place in the hash chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    pub at: DateTime<Utc>,
+    /// Who caused it: a user, `zsa` for the daemon itself.
+    pub actor: String,
+    #[serde(flatten)]
+    pub change: Change,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// What changed. Every variant that concerns a person or a task names them, so the log can be
+/// filtered and shown without looking anything else up.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Change {
+    PolicyLoaded {
+        sha256: String,
+        path: String,
+        tasks: u32,
+    },
+    RequestCreated {
+        request: RequestId,
+        task: String,
+        requester: String,
+        duration_secs: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ticket: Option<String>,
+        approvals_needed: u32,
+        pending_until: DateTime<Utc>,
+        break_glass: bool,
+    },
+    /// One approver said yes. Enough of these start a grant (a separate event).
+    RequestApproved {
+        request: RequestId,
+        task: String,
+        requester: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+    },
+    RequestDenied {
+        request: RequestId,
+        task: String,
+        requester: String,
+        comment: String,
+    },
+    RequestCancelled {
+        request: RequestId,
+        task: String,
+        requester: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    RequestExpired {
+        request: RequestId,
+        task: String,
+        requester: String,
+        deadline: DateTime<Utc>,
+    },
+    GrantStarted {
+        grant: GrantId,
+        request: RequestId,
+        task: String,
+        holder: String,
+        expires_at: DateTime<Utc>,
+        approved_by: Vec<String>,
+        break_glass: bool,
+    },
+    /// Ended at its deadline; `deadline` is when it ended, even if recorded later.
+    GrantExpired {
+        grant: GrantId,
+        task: String,
+        holder: String,
+        deadline: DateTime<Utc>,
+    },
+    GrantRevoked {
+        grant: GrantId,
+        task: String,
+        holder: String,
+        reason: String,
+    },
+    GrantRelinquished {
+        grant: GrantId,
+        task: String,
+        holder: String,
+    },
+    GrantReviewed {
+        grant: GrantId,
+        task: String,
+        holder: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+    },
+    /// Only the SHA-256 of the token is kept; the token itself is shown once to the admin.
+    TokenIssued {
+        token: TokenId,
+        user: String,
+        sha256: String,
+    },
+    TokenRevoked {
+        token: TokenId,
+        user: String,
+    },
+    UserDisabled {
+        user: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    UserEnabled {
+        user: String,
+    },
+}
+
+impl Change {
+    /// The snake_case name of the variant, as in the JSON `kind` field.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::PolicyLoaded { .. } => "policy_loaded",
+            Self::RequestCreated { .. } => "request_created",
+            Self::RequestApproved { .. } => "request_approved",
+            Self::RequestDenied { .. } => "request_denied",
+            Self::RequestCancelled { .. } => "request_cancelled",
+            Self::RequestExpired { .. } => "request_expired",
+            Self::GrantStarted { .. } => "grant_started",
+            Self::GrantExpired { .. } => "grant_expired",
+            Self::GrantRevoked { .. } => "grant_revoked",
+            Self::GrantRelinquished { .. } => "grant_relinquished",
+            Self::GrantReviewed { .. } => "grant_reviewed",
+            Self::TokenIssued { .. } => "token_issued",
+            Self::TokenRevoked { .. } => "token_revoked",
+            Self::UserDisabled { .. } => "user_disabled",
+            Self::UserEnabled { .. } => "user_enabled",
+        }
+    }
+
+    /// The person the change is about (requester, holder, token owner, disabled user).
+    pub fn subject(&self) -> Option<&str> {
+        match self {
+            Self::PolicyLoaded { .. } => None,
+            Self::RequestCreated { requester, .. }
+            | Self::RequestApproved { requester, .. }
+            | Self::RequestDenied { requester, .. }
+            | Self::RequestCancelled { requester, .. }
+            | Self::RequestExpired { requester, .. } => Some(requester),
+            Self::GrantStarted { holder, .. }
+            | Self::GrantExpired { holder, .. }
+            | Self::GrantRevoked { holder, .. }
+            | Self::GrantRelinquished { holder, .. }
+            | Self::GrantReviewed { holder, .. } => Some(holder),
+            Self::TokenIssued { user, .. }
+            | Self::TokenRevoked { user, .. }
+            | Self::UserDisabled { user, .. }
+            | Self::UserEnabled { user } => Some(user),
+        }
+    }
+
+    /// The task the change is about, if any.
+    pub fn task(&self) -> Option<&str> {
+        match self {
+            Self::RequestCreated { task, .. }
+            | Self::RequestApproved { task, .. }
+            | Self::RequestDenied { task, .. }
+            | Self::RequestCancelled { task, .. }
+            | Self::RequestExpired { task, .. }
+            | Self::GrantStarted { task, .. }
+            | Self::GrantExpired { task, .. }
+            | Self::GrantRevoked { task, .. }
+            | Self::GrantRelinquished { task, .. }
+            | Self::GrantReviewed { task, .. } => Some(task),
+            _ => None,
+        }
+    }
+
+    /// The request or grant id the change concerns, as shown to people.
+    pub fn target(&self) -> Option<String> {
+        match self {
+            Self::RequestCreated { request, .. }
+            | Self::RequestApproved { request, .. }
+            | Self::RequestDenied { request, .. }
+            | Self::RequestCancelled { request, .. }
+            | Self::RequestExpired { request, .. } => Some(request.to_string()),
+            Self::GrantStarted { grant, .. }
+            | Self::GrantExpired { grant, .. }
+            | Self::GrantRevoked { grant, .. }
+            | Self::GrantRelinquished { grant, .. }
+            | Self::GrantReviewed { grant, .. } => Some(grant.to_string()),
+            Self::TokenIssued { token, .. } | Self::TokenRevoked { token, .. } => Some(token.to_string()),
+            _ => None,
+        }
+    }
+}

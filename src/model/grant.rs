@@ -1,0 +1,73 @@
+//! A grant: approved access to one task for one person, ending by itself at `expires_at`.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{GrantId, RequestId};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantState {
+    Active,
+    Expired,
+    Revoked,
+    Relinquished,
+}
+
+impl GrantState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Expired => "expired",
+            Self::Revoked => "revoked",
+            Self::Relinquished => "relinquished",
+        }
+    }
+}
+
+/// How and when a grant ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantEnd {
+    pub at: DateTime<Utc>,
+    pub by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// An approver's after-the-fact look at a break-glass grant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Review {
+    pub by: String,
+    pub at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub id: GrantId,
+    pub request: RequestId,
+    pub task: String,
+    pub holder: String,
+    pub state: GrantState,
+    pub granted_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    /// Who approved it; `policy` for automatic tasks and break-glass.
+    pub approved_by: Vec<String>,
+    pub break_glass: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<Review>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<GrantEnd>,
+}
+
+impl Grant {
+    /// Active at `now`: not ended and not past its deadline, even if the sweep has not run yet.
+    pub fn is_active_at(&self, now: DateTime<Utc>) -> bool {
+        self.state == GrantState::Active && now < self.expires_at
+    }
+
+    pub fn needs_review(&self) -> bool {
+        self.break_glass && self.review.is_none()
+    }
+}

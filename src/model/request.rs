@@ -1,0 +1,73 @@
+//! A request: someone asks to do a task for a while, for a reason. It waits for approvals,
+//! then becomes a grant, or ends denied, cancelled or expired.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{GrantId, RequestId};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestState {
+    Pending,
+    /// Approved by enough approvers (or by policy): a grant exists.
+    Approved,
+    Denied,
+    Cancelled,
+    /// Nobody answered within the policy's `pending_ttl`.
+    Expired,
+}
+
+impl RequestState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Approved => "approved",
+            Self::Denied => "denied",
+            Self::Cancelled => "cancelled",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    pub by: String,
+    pub at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub id: RequestId,
+    pub task: String,
+    pub requester: String,
+    pub state: RequestState,
+    pub duration_secs: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+    pub created_at: DateTime<Utc>,
+    /// When the request expires if nobody answers it.
+    pub pending_until: DateTime<Utc>,
+    pub approvals_needed: u32,
+    pub approvals: Vec<Approval>,
+    pub break_glass: bool,
+    /// When it stopped being pending, by whom, and what they said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<GrantId>,
+}
+
+impl Request {
+    pub fn approved_by(&self, user: &str) -> bool {
+        self.approvals.iter().any(|a| a.by == user)
+    }
+}

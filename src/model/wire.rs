@@ -1,0 +1,164 @@
+//! The JSON bodies of the HTTP API, shared by the daemon and the client so they cannot drift.
+//! Incoming bodies refuse unknown fields: a misspelt field is an error, not silently ignored.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{Grant, Request, TokenId};
+
+/// Limits on what a user may type, checked by the daemon.
+pub const MAX_REASON_CHARS: usize = 1000;
+pub const MAX_COMMENT_CHARS: usize = 1000;
+pub const MAX_TICKET_CHARS: usize = 100;
+pub const MAX_NAME_CHARS: usize = 64;
+/// Largest request body the daemon reads.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WhoAmI {
+    pub user: String,
+    /// `admin`, `auditor`, `approver`, `requester`: what this user may do under the current policy.
+    pub roles: Vec<String>,
+    pub groups: Vec<String>,
+    pub disabled: bool,
+    /// `socket` (Unix account) or `token`.
+    pub via: String,
+    /// The daemon's clock, so clients can correct countdowns for their own clock's offset.
+    pub now: DateTime<Utc>,
+    pub policy_sha256: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TaskView {
+    pub name: String,
+    pub description: String,
+    /// `manual` or `auto`.
+    pub approval: String,
+    pub requesters: Vec<String>,
+    pub approvers: Vec<String>,
+    /// The people in the approver groups.
+    pub approver_users: Vec<String>,
+    pub approvals: u32,
+    pub max_duration_secs: u64,
+    pub default_duration_secs: u64,
+    pub require_reason: bool,
+    pub require_ticket: bool,
+    pub ticket_pattern: Option<String>,
+    pub reason_pattern: Option<String>,
+    pub break_glass: bool,
+    pub may_request: bool,
+    pub may_approve: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewRequest {
+    pub task: String,
+    #[serde(default)]
+    pub duration_secs: Option<u64>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub ticket: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Comment {
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reason {
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// A request after a change, with its grant if it has one.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Outcome {
+    pub request: Request,
+    pub grant: Option<Grant>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckAnswer {
+    pub allowed: bool,
+    pub user: String,
+    pub task: String,
+    pub grant: Option<Grant>,
+    /// Why not, and what to do, when not allowed; a summary when allowed.
+    pub message: String,
+    pub now: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    #[serde(default)]
+    pub since: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub until: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub task: Option<String>,
+    /// Only events with a sequence number above this.
+    #[serde(default)]
+    pub after: Option<u64>,
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyReport {
+    pub ok: bool,
+    pub events: u64,
+    /// The hash of the last event that verified: write it down to anchor the chain.
+    pub head: Option<String>,
+    pub first_bad_seq: Option<u64>,
+    pub problem: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssueToken {
+    pub user: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IssuedToken {
+    pub id: TokenId,
+    pub user: String,
+    /// Shown once; the daemon keeps only its SHA-256.
+    pub token: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TokenView {
+    pub id: TokenId,
+    pub user: String,
+    pub issued_at: DateTime<Utc>,
+    pub issued_by: String,
+    pub revoked: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PolicyLoad {
+    pub sha256: String,
+    pub path: String,
+    pub tasks: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}

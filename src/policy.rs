@@ -1,0 +1,562 @@
+//! The policy file: who is in which group, which tasks exist, who may ask for them, who approves.
+//! Parsing refuses unknown keys, unknown groups, duplicates and impossible values, and every
+//! error names the file and line. A loaded `Policy` is immutable; a reload builds a new one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::ops::Range;
+use std::path::Path;
+
+use regex::Regex;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use toml::Spanned;
+
+use crate::model::duration;
+use crate::model::text;
+use crate::model::wire::TaskView;
+
+/// Why a policy could not be loaded: every problem found, each with its place in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    pub file: String,
+    pub problems: Vec<(usize, String)>,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (line, message)) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            if *line == 0 {
+                write!(f, "{}: {message}", self.file)?;
+            } else {
+                write!(f, "{}:{line}: {message}", self.file)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApprovalMode {
+    Manual,
+    Auto,
+}
+
+/// One task as the rules see it.
+#[derive(Clone, Debug)]
+pub struct Task {
+    pub name: String,
+    pub description: String,
+    pub requesters: Vec<String>,
+    pub approval: ApprovalMode,
+    pub approvers: Vec<String>,
+    pub approvals: u32,
+    pub max_duration: u64,
+    pub default_duration: u64,
+    pub require_reason: bool,
+    pub require_ticket: bool,
+    pub ticket_pattern: Option<Pattern>,
+    pub reason_pattern: Option<Pattern>,
+    pub break_glass: bool,
+}
+
+/// A regex that must match a whole value, kept with the text the policy wrote.
+#[derive(Clone, Debug)]
+pub struct Pattern {
+    pub source: String,
+    regex: Regex,
+}
+
+impl Pattern {
+    fn new(source: &str) -> Result<Self, String> {
+        Regex::new(&format!("^(?:{source})$"))
+            .map(|regex| Pattern { source: source.to_string(), regex })
+            .map_err(|e| format!("'{source}' is not a valid regular expression: {e}"))
+    }
+
+    pub fn matches(&self, value: &str) -> bool {
+        self.regex.is_match(value)
+    }
+}
+
+/// A validated policy.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub pending_ttl: u64,
+    pub groups: BTreeMap<String, BTreeSet<String>>,
+    pub admin_groups: Vec<String>,
+    pub auditor_groups: Vec<String>,
+    pub tasks: BTreeMap<String, Task>,
+    /// SHA-256 of the file's bytes, recorded in the audit log at every load.
+    pub sha256: String,
+    pub path: String,
+}
+
+// ---- raw, as written in the file ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(default)]
+    settings: Option<Spanned<RawSettings>>,
+    #[serde(default)]
+    groups: BTreeMap<String, Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    roles: Option<Spanned<RawRoles>>,
+    #[serde(default)]
+    tasks: Vec<Spanned<RawTask>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    pending_ttl: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRoles {
+    #[serde(default)]
+    admins: Vec<Spanned<String>>,
+    #[serde(default)]
+    auditors: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTask {
+    name: Spanned<String>,
+    #[serde(default)]
+    description: String,
+    requesters: Spanned<Vec<Spanned<String>>>,
+    approval: Spanned<String>,
+    #[serde(default)]
+    approvers: Vec<Spanned<String>>,
+    approvals: Option<Spanned<i64>>,
+    max_duration: Spanned<String>,
+    default_duration: Option<Spanned<String>>,
+    #[serde(default)]
+    require_reason: bool,
+    #[serde(default)]
+    require_ticket: bool,
+    ticket_pattern: Option<Spanned<String>>,
+    reason_pattern: Option<Spanned<String>>,
+    #[serde(default)]
+    break_glass: bool,
+}
+
+/// Collects problems with their line numbers while validating.
+struct Problems<'a> {
+    source: &'a str,
+    list: Vec<(usize, String)>,
+}
+
+impl Problems<'_> {
+    fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let line = self.source[..span.start.min(self.source.len())].matches('\n').count() + 1;
+        self.list.push((line, message.into()));
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= crate::model::wire::MAX_NAME_CHARS
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '@'))
+}
+
+impl Policy {
+    /// Reads and validates a policy file.
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let file = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|e| PolicyError {
+            file: file.clone(),
+            problems: vec![(0, format!("cannot read the policy file: {e}"))],
+        })?;
+        let source = String::from_utf8(bytes).map_err(|e| PolicyError {
+            file: file.clone(),
+            problems: vec![(0, format!("the policy file is not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))],
+        })?;
+        Policy::parse(&source, &file)
+    }
+
+    /// Validates policy text; `file` is the name used in messages.
+    pub fn parse(source: &str, file: &str) -> Result<Policy, PolicyError> {
+        let raw: RawPolicy = toml::from_str(source).map_err(|e| {
+            let mut p = Problems { source, list: Vec::new() };
+            let message = e.message().trim().to_string();
+            match e.span() {
+                Some(span) => p.at(span, message),
+                None => p.list.push((0, message)),
+            }
+            PolicyError { file: file.to_string(), problems: p.list }
+        })?;
+        let mut p = Problems { source, list: Vec::new() };
+        let policy = Self::validate(raw, &mut p, source, file);
+        if p.list.is_empty() {
+            Ok(policy)
+        } else {
+            Err(PolicyError { file: file.to_string(), problems: p.list })
+        }
+    }
+
+    fn validate(raw: RawPolicy, p: &mut Problems, source: &str, file: &str) -> Policy {
+        let pending_ttl = match raw.settings.as_ref().and_then(|s| s.get_ref().pending_ttl.as_ref()) {
+            Some(ttl) => duration::parse(ttl.get_ref()).unwrap_or_else(|e| {
+                p.at(ttl.span(), format!("settings.pending_ttl: {e}"));
+                0
+            }),
+            None => 24 * 3600,
+        };
+
+        let mut groups = BTreeMap::new();
+        for (name, members) in raw.groups {
+            if !valid_name(&name) {
+                p.at(members.span(), format!("group name '{}' may hold only letters, digits, '.', '-', '_' and '@'", text::inert(&name)));
+            }
+            let mut set = BTreeSet::new();
+            for m in members.get_ref() {
+                if !valid_name(m.get_ref()) {
+                    p.at(m.span(), format!("'{}' in group '{name}' is not a valid user name", text::inert(m.get_ref())));
+                } else if !set.insert(m.get_ref().clone()) {
+                    p.at(m.span(), format!("'{}' is listed twice in group '{name}'", m.get_ref()));
+                }
+            }
+            groups.insert(name, set);
+        }
+
+        let group_refs = |list: &[Spanned<String>], what: &str, p: &mut Problems| -> Vec<String> {
+            let mut seen = BTreeSet::new();
+            for g in list {
+                if !groups.contains_key(g.get_ref()) {
+                    p.at(g.span(), format!("{what} names the group '{}', which [groups] does not define", text::inert(g.get_ref())));
+                } else if !seen.insert(g.get_ref().clone()) {
+                    p.at(g.span(), format!("{what} lists the group '{}' twice", g.get_ref()));
+                }
+            }
+            list.iter().map(|g| g.get_ref().clone()).collect()
+        };
+
+        let roles = raw.roles.map(|r| r.into_inner()).unwrap_or_default();
+        let admin_groups = group_refs(&roles.admins, "roles.admins", p);
+        let auditor_groups = group_refs(&roles.auditors, "roles.auditors", p);
+
+        let mut tasks = BTreeMap::new();
+        for spanned in raw.tasks {
+            let span = spanned.span();
+            let t = spanned.into_inner();
+            let name = t.name.get_ref().clone();
+            let here = format!("task '{}'", text::inert(&name));
+            if !valid_name(&name) {
+                p.at(t.name.span(), format!("{here}: a task name may hold only letters, digits, '.', '-', '_' and '@'"));
+            }
+            if tasks.contains_key(&name) {
+                p.at(t.name.span(), format!("{here} is defined twice"));
+            }
+            if t.requesters.get_ref().is_empty() {
+                p.at(t.requesters.span(), format!("{here}: requesters is empty, so nobody could ask for it"));
+            }
+            let requesters = group_refs(t.requesters.get_ref(), &format!("{here}: requesters"), p);
+            let problems_before = p.list.len();
+            let approvers = group_refs(&t.approvers, &format!("{here}: approvers"), p);
+            let approvers_ok = p.list.len() == problems_before;
+            let approval = match t.approval.get_ref().as_str() {
+                "manual" => ApprovalMode::Manual,
+                "auto" => ApprovalMode::Auto,
+                other => {
+                    p.at(t.approval.span(), format!("{here}: approval is '{}'; it must be \"manual\" or \"auto\"", text::inert(other)));
+                    ApprovalMode::Manual
+                }
+            };
+            let approver_people: BTreeSet<&String> =
+                approvers.iter().filter_map(|g| groups.get(g)).flatten().collect();
+            let approvals = match &t.approvals {
+                Some(n) if *n.get_ref() < 1 => {
+                    p.at(n.span(), format!("{here}: approvals is {}; it must be at least 1", n.get_ref()));
+                    1
+                }
+                Some(n) if *n.get_ref() > 100 => {
+                    p.at(n.span(), format!("{here}: approvals is {}; at most 100 are supported", n.get_ref()));
+                    1
+                }
+                Some(n) => *n.get_ref() as u32,
+                None => 1,
+            };
+            let needs_approvers = approval == ApprovalMode::Manual || t.break_glass;
+            if needs_approvers && approvers.is_empty() {
+                let why = if t.break_glass { "break-glass grants must be reviewed" } else { "approval is manual" };
+                p.at(span.clone(), format!("{here}: {why}, so approvers must name at least one group"));
+            } else if approvers_ok && approval == ApprovalMode::Manual && (approver_people.len() as u32) < approvals {
+                let at = t.approvals.as_ref().map(|a| a.span()).unwrap_or(span.clone());
+                p.at(at, format!(
+                    "{here}: needs {approvals} distinct approvals but its approver groups hold only {} people",
+                    approver_people.len()
+                ));
+            }
+            if approval == ApprovalMode::Auto && t.break_glass {
+                p.at(t.approval.span(), format!("{here}: break_glass and approval = \"auto\" contradict each other; break-glass tasks are manual and reviewed afterwards"));
+            }
+            let max_duration = duration::parse(t.max_duration.get_ref()).unwrap_or_else(|e| {
+                p.at(t.max_duration.span(), format!("{here}: max_duration: {e}"));
+                1
+            });
+            let default_duration = match &t.default_duration {
+                Some(d) => match duration::parse(d.get_ref()) {
+                    Ok(v) if v > max_duration => {
+                        p.at(d.span(), format!("{here}: default_duration {} is longer than max_duration {}", d.get_ref(), t.max_duration.get_ref()));
+                        v
+                    }
+                    Ok(v) => v,
+                    Err(e) => {
+                        p.at(d.span(), format!("{here}: default_duration: {e}"));
+                        1
+                    }
+                },
+                None => max_duration.min(3600),
+            };
+            let mut pattern = |field: &Option<Spanned<String>>, label: &str| {
+                field.as_ref().and_then(|s| match Pattern::new(s.get_ref()) {
+                    Ok(pat) => Some(pat),
+                    Err(e) => {
+                        p.at(s.span(), format!("{here}: {label}: {e}"));
+                        None
+                    }
+                })
+            };
+            let ticket_pattern = pattern(&t.ticket_pattern, "ticket_pattern");
+            let reason_pattern = pattern(&t.reason_pattern, "reason_pattern");
+            tasks.insert(
+                name.clone(),
+                Task {
+                    name,
+                    description: t.description,
+                    requesters,
+                    approval,
+                    approvers,
+                    approvals,
+                    max_duration,
+                    default_duration,
+                    require_reason: t.require_reason,
+                    require_ticket: t.require_ticket,
+                    ticket_pattern,
+                    reason_pattern,
+                    break_glass: t.break_glass,
+                },
+            );
+        }
+        if tasks.is_empty() && p.list.is_empty() {
+            p.list.push((0, "the policy defines no [[tasks]]; nobody could ask for anything".into()));
+        }
+
+        Policy {
+            pending_ttl,
+            groups,
+            admin_groups,
+            auditor_groups,
+            tasks,
+            sha256: hex::encode(Sha256::digest(source.as_bytes())),
+            path: file.to_string(),
+        }
+    }
+
+    pub fn groups_of(&self, user: &str) -> Vec<String> {
+        self.groups.iter().filter(|(_, m)| m.contains(user)).map(|(g, _)| g.clone()).collect()
+    }
+
+    fn in_any(&self, user: &str, groups: &[String]) -> bool {
+        groups.iter().any(|g| self.groups.get(g).is_some_and(|m| m.contains(user)))
+    }
+
+    /// A user the policy knows: in at least one group.
+    pub fn knows(&self, user: &str) -> bool {
+        self.groups.values().any(|m| m.contains(user))
+    }
+
+    pub fn is_admin(&self, user: &str) -> bool {
+        self.in_any(user, &self.admin_groups)
+    }
+
+    pub fn is_auditor(&self, user: &str) -> bool {
+        self.in_any(user, &self.auditor_groups)
+    }
+
+    /// Admins and auditors see every request, grant and event.
+    pub fn sees_everything(&self, user: &str) -> bool {
+        self.is_admin(user) || self.is_auditor(user)
+    }
+
+    pub fn may_request(&self, user: &str, task: &Task) -> bool {
+        self.in_any(user, &task.requesters)
+    }
+
+    pub fn may_approve(&self, user: &str, task: &Task) -> bool {
+        self.in_any(user, &task.approvers)
+    }
+
+    /// May approve (or review, or revoke) for the named task, if it still exists.
+    pub fn approves_task(&self, user: &str, task: &str) -> bool {
+        self.tasks.get(task).is_some_and(|t| self.may_approve(user, t))
+    }
+
+    pub fn approver_users(&self, task: &Task) -> Vec<String> {
+        let set: BTreeSet<&String> = task.approvers.iter().filter_map(|g| self.groups.get(g)).flatten().collect();
+        set.into_iter().cloned().collect()
+    }
+
+    pub fn roles_of(&self, user: &str) -> Vec<String> {
+        let mut roles = Vec::new();
+        if self.is_admin(user) {
+            roles.push("admin".to_string());
+        }
+        if self.is_auditor(user) {
+            roles.push("auditor".to_string());
+        }
+        if self.tasks.values().any(|t| self.may_approve(user, t)) {
+            roles.push("approver".to_string());
+        }
+        if self.tasks.values().any(|t| self.may_request(user, t)) {
+            roles.push("requester".to_string());
+        }
+        roles
+    }
+
+    pub fn task_view(&self, task: &Task, user: &str) -> TaskView {
+        TaskView {
+            name: task.name.clone(),
+            description: task.description.clone(),
+            approval: match task.approval {
+                ApprovalMode::Manual => "manual".into(),
+                ApprovalMode::Auto => "auto".into(),
+            },
+            requesters: task.requesters.clone(),
+            approvers: task.approvers.clone(),
+            approver_users: self.approver_users(task),
+            approvals: if task.approval == ApprovalMode::Auto { 0 } else { task.approvals },
+            max_duration_secs: task.max_duration,
+            default_duration_secs: task.default_duration,
+            require_reason: task.require_reason,
+            require_ticket: task.require_ticket,
+            ticket_pattern: task.ticket_pattern.as_ref().map(|p| p.source.clone()),
+            reason_pattern: task.reason_pattern.as_ref().map(|p| p.source.clone()),
+            break_glass: task.break_glass,
+            may_request: self.may_request(user, task),
+            may_approve: self.may_approve(user, task),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub const EXAMPLE: &str = include_str!("../assets/policy.toml");
+    const DEMO: &str = include_str!("../assets/demo-policy.toml");
+
+    fn errors(src: &str) -> String {
+        Policy::parse(src, "p.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn shipped_policies_load() {
+        let p = Policy::parse(EXAMPLE, "policy.toml").unwrap();
+        assert!(p.tasks.contains_key("exchange.journal-rule"));
+        assert_eq!(p.pending_ttl, 86_400);
+        assert!(p.is_admin("root"));
+        let d = Policy::parse(DEMO, "demo-policy.toml").unwrap();
+        assert!(d.tasks.len() >= 4);
+    }
+
+    const BASE: &str = r#"
+[groups]
+ops = ["carol"]
+approvers = ["alice", "bob"]
+[[tasks]]
+name = "t"
+requesters = ["ops"]
+approval = "manual"
+approvers = ["approvers"]
+max_duration = "1h"
+"#;
+
+    #[test]
+    fn a_minimal_policy_has_sensible_defaults() {
+        let p = Policy::parse(BASE, "p.toml").unwrap();
+        let t = &p.tasks["t"];
+        assert_eq!((t.approvals, t.max_duration, t.default_duration), (1, 3600, 3600));
+        assert_eq!(p.pending_ttl, 86_400);
+        assert_eq!(p.roles_of("alice"), vec!["approver"]);
+        assert_eq!(p.roles_of("carol"), vec!["requester"]);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_line() {
+        let src = BASE.replace("max_duration = \"1h\"", "max_duration = \"1h\"\nmax_duraton = \"2h\"");
+        let e = errors(&src);
+        assert!(e.starts_with("p.toml:11:") || e.starts_with("p.toml:10:"), "{e}");
+        assert!(e.contains("max_duraton"), "{e}");
+        let e = errors(&format!("[settingz]\n{BASE}"));
+        assert!(e.contains("p.toml:1:") && e.contains("settingz"), "{e}");
+    }
+
+    #[test]
+    fn unknown_groups_name_the_line() {
+        let e = errors(&BASE.replace("approvers = [\"approvers\"]", "approvers = [\"aprovers\"]"));
+        assert_eq!(e, "p.toml:9: task 't': approvers names the group 'aprovers', which [groups] does not define");
+        let e = errors(&format!("{BASE}[roles]\nadmins = [\"root\"]\n"));
+        assert!(e.contains("p.toml:12: roles.admins names the group 'root'"), "{e}");
+    }
+
+    #[test]
+    fn duplicates_are_refused() {
+        let e = errors(&format!("{BASE}[[tasks]]\nname = \"t\"\nrequesters = [\"ops\"]\napproval = \"auto\"\nmax_duration = \"1h\"\n"));
+        assert!(e.contains("p.toml:12: task 't' is defined twice"), "{e}");
+        let e = errors(&BASE.replace("[\"alice\", \"bob\"]", "[\"alice\", \"alice\"]"));
+        assert!(e.contains("p.toml:4: 'alice' is listed twice in group 'approvers'"), "{e}");
+        let e = errors(&BASE.replace("ops = [\"carol\"]", "ops = [\"carol\"]\nops = [\"dave\"]"));
+        assert!(e.contains("p.toml:4:") && e.to_lowercase().contains("duplicate"), "{e}");
+    }
+
+    #[test]
+    fn impossible_values_are_refused() {
+        let cases = [
+            ("max_duration = \"1h\"", "max_duration = \"0s\"", "longer than zero"),
+            ("max_duration = \"1h\"", "max_duration = \"1h\"\ndefault_duration = \"2h\"", "longer than max_duration"),
+            ("max_duration = \"1h\"", "max_duration = \"1h\"\napprovals = 3", "needs 3 distinct approvals but its approver groups hold only 2 people"),
+            ("max_duration = \"1h\"", "max_duration = \"1h\"\napprovals = 0", "at least 1"),
+            ("approval = \"manual\"", "approval = \"sometimes\"", "must be \"manual\" or \"auto\""),
+            ("approvers = [\"approvers\"]", "approvers = []", "approvers must name at least one group"),
+            ("requesters = [\"ops\"]", "requesters = []", "nobody could ask"),
+            ("max_duration = \"1h\"", "max_duration = \"1h\"\nticket_pattern = \"INC-[\"", "not a valid regular expression"),
+            ("max_duration = \"1h\"", "max_duration = \"99999999999d\"", "ten years"),
+            ("name = \"t\"", "name = \"bad name\"", "may hold only"),
+        ];
+        for (from, to, expect) in cases {
+            let e = errors(&BASE.replace(from, to));
+            assert!(e.contains(expect), "{to}: {e}");
+            assert!(e.starts_with("p.toml:"), "{e}");
+        }
+        assert!(errors("[groups]\n").contains("defines no [[tasks]]"));
+    }
+
+    #[test]
+    fn patterns_match_the_whole_value() {
+        let p = Policy::parse(&BASE.replace("max_duration = \"1h\"", "max_duration = \"1h\"\nticket_pattern = \"INC-[0-9]+\""), "p").unwrap();
+        let pat = p.tasks["t"].ticket_pattern.as_ref().unwrap();
+        assert!(pat.matches("INC-42"));
+        assert!(!pat.matches("xINC-42"));
+        assert!(!pat.matches("INC-42x"));
+        assert!(!pat.matches("INC-1|anything"));
+    }
+
+    #[test]
+    fn the_hash_is_of_the_exact_bytes() {
+        let a = Policy::parse(BASE, "p").unwrap();
+        let b = Policy::parse(&format!("{BASE}\n"), "p").unwrap();
+        assert_ne!(a.sha256, b.sha256);
+        assert_eq!(a.sha256.len(), 64);
+    }
+}

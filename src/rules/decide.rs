@@ -1,0 +1,416 @@
+//! `decide`: given the state, the policy, who is asking and the time, what happens. Pure.
+
+use chrono::{DateTime, Duration, Utc};
+
+use super::{Refusal, State};
+use crate::model::wire::{MAX_COMMENT_CHARS, MAX_NAME_CHARS, MAX_REASON_CHARS, MAX_TICKET_CHARS, NewRequest};
+use crate::model::{Change, GrantId, POLICY_APPROVER, Request, RequestId, RequestState, SYSTEM_ACTOR, TokenId, duration, text};
+use crate::policy::{ApprovalMode, Policy, Task};
+
+/// Something a person (or the daemon) asks zsa to do.
+#[derive(Clone, Debug)]
+pub enum Command {
+    Request(NewRequest),
+    Approve { request: RequestId, comment: Option<String> },
+    Deny { request: RequestId, comment: Option<String> },
+    Cancel { request: RequestId },
+    Revoke { grant: GrantId, reason: Option<String> },
+    Relinquish { grant: GrantId },
+    Review { grant: GrantId, comment: Option<String> },
+    IssueToken { user: String, sha256: String },
+    RevokeToken { token: TokenId },
+    DisableUser { user: String, reason: Option<String> },
+    EnableUser { user: String },
+    /// Record that `policy` is now in force.
+    LoadPolicy,
+    /// End everything whose deadline is at or before now. Only the daemon issues it.
+    Expire,
+}
+
+/// Decides what `actor` asking for `command` at `now` changes, or why it may not.
+pub fn decide(state: &State, policy: &Policy, actor: &str, command: &Command, now: DateTime<Utc>) -> Result<Vec<Change>, Refusal> {
+    let system = actor == SYSTEM_ACTOR;
+    if !system && state.is_disabled(actor) {
+        return Err(Refusal::forbidden(
+            "user_disabled",
+            format!("your account '{}' is disabled, so zsa refuses everything you ask; an admin can enable it again (zsa admin enable {})", text::inert(actor), text::inert(actor)),
+        ));
+    }
+    match command {
+        Command::Request(new) => request(state, policy, actor, new, now),
+        Command::Approve { request, comment } => approve(state, policy, actor, *request, comment.as_deref(), now),
+        Command::Deny { request, comment } => deny(state, policy, actor, *request, comment.as_deref(), now),
+        Command::Cancel { request } => cancel(state, actor, *request, now),
+        Command::Revoke { grant, reason } => revoke(state, policy, actor, *grant, reason.as_deref(), now),
+        Command::Relinquish { grant } => relinquish(state, actor, *grant, now),
+        Command::Review { grant, comment } => review(state, policy, actor, *grant, comment.as_deref()),
+        Command::IssueToken { user, sha256 } => {
+            admin_only(policy, actor, system, "issue tokens")?;
+            check_user_name(user)?;
+            if !policy.knows(user) {
+                return Err(Refusal::invalid(
+                    "unknown_user",
+                    format!("'{}' is in no group of the policy, so a token would let them do nothing; add them to a group first", text::inert(user)),
+                ));
+            }
+            Ok(vec![Change::TokenIssued { token: state.next_token_id(), user: user.clone(), sha256: sha256.clone() }])
+        }
+        Command::RevokeToken { token } => {
+            admin_only(policy, actor, system, "revoke tokens")?;
+            match state.tokens.get(token) {
+                None => Err(Refusal::not_found("no_such_token", format!("there is no token {token}"))),
+                Some(t) if t.revoked => Err(Refusal::conflict("token_revoked", format!("token {token} of {} is already revoked", t.user))),
+                Some(t) => Ok(vec![Change::TokenRevoked { token: *token, user: t.user.clone() }]),
+            }
+        }
+        Command::DisableUser { user, reason } => disable(state, policy, actor, system, user, reason.as_deref()),
+        Command::EnableUser { user } => {
+            admin_only(policy, actor, system, "enable users")?;
+            if !state.is_disabled(user) {
+                return Err(Refusal::conflict("not_disabled", format!("'{}' is not disabled", text::inert(user))));
+            }
+            Ok(vec![Change::UserEnabled { user: user.clone() }])
+        }
+        Command::LoadPolicy => {
+            admin_only(policy, actor, system, "reload the policy")?;
+            Ok(vec![Change::PolicyLoaded {
+                sha256: policy.sha256.clone(),
+                path: policy.path.clone(),
+                tasks: policy.tasks.len() as u32,
+            }])
+        }
+        Command::Expire => {
+            if !system {
+                return Err(Refusal::forbidden("daemon_only", "only the daemon ends things at their deadline"));
+            }
+            Ok(expire(state, now))
+        }
+    }
+}
+
+fn admin_only(policy: &Policy, actor: &str, system: bool, what: &str) -> Result<(), Refusal> {
+    if system || policy.is_admin(actor) {
+        return Ok(());
+    }
+    Err(Refusal::forbidden(
+        "admins_only",
+        format!(
+            "only admins may {what}; you ('{}') are not in the admin groups ({})",
+            text::inert(actor),
+            policy.admin_groups.join(", ")
+        ),
+    ))
+}
+
+fn check_user_name(user: &str) -> Result<(), Refusal> {
+    let ok = !user.is_empty()
+        && user.len() <= MAX_NAME_CHARS
+        && user.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Refusal::invalid(
+            "bad_user_name",
+            format!("'{}' is not a valid user name (letters, digits, '.', '-', '_', '@'; at most {MAX_NAME_CHARS})", text::inert(user)),
+        ))
+    }
+}
+
+/// A trimmed optional text: empty means absent. Checks length and control characters.
+fn optional_text(field: &str, value: Option<&str>, max: usize, multi_line: bool) -> Result<Option<String>, Refusal> {
+    let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    text::check(field, v, max, multi_line).map_err(|m| Refusal::invalid("bad_text", m))?;
+    Ok(Some(v.to_string()))
+}
+
+fn may_ask_for(policy: &Policy, user: &str) -> String {
+    let names: Vec<&str> = policy.tasks.values().filter(|t| policy.may_request(user, t)).map(|t| t.name.as_str()).collect();
+    if names.is_empty() {
+        "you may ask for no task under the current policy".into()
+    } else {
+        format!("tasks you may ask for: {} (see zsa tasks)", names.join(", "))
+    }
+}
+
+fn request(state: &State, policy: &Policy, actor: &str, new: &NewRequest, now: DateTime<Utc>) -> Result<Vec<Change>, Refusal> {
+    let Some(task) = policy.tasks.get(&new.task) else {
+        return Err(Refusal::not_found(
+            "unknown_task",
+            format!("there is no task '{}'; {}", text::inert(&new.task), may_ask_for(policy, actor)),
+        ));
+    };
+    let name = &task.name;
+    if !policy.may_request(actor, task) {
+        return Err(Refusal::forbidden(
+            "not_eligible",
+            format!(
+                "you ('{}') may not ask for '{name}': it is for members of {}; {}",
+                text::inert(actor),
+                task.requesters.join(", "),
+                may_ask_for(policy, actor)
+            ),
+        ));
+    }
+    let secs = new.duration_secs.unwrap_or(task.default_duration);
+    if secs == 0 {
+        return Err(Refusal::invalid("bad_duration", "the duration must be longer than zero"));
+    }
+    if secs > task.max_duration {
+        return Err(Refusal::invalid(
+            "too_long",
+            format!(
+                "you asked for {} but '{name}' allows at most {}; ask for {} or less",
+                duration::format(secs),
+                duration::format(task.max_duration),
+                duration::format(task.max_duration)
+            ),
+        ));
+    }
+    let reason = optional_text("reason", new.reason.as_deref(), MAX_REASON_CHARS, true)?;
+    let ticket = optional_text("ticket", new.ticket.as_deref(), MAX_TICKET_CHARS, false)?;
+    check_field(task, "reason", reason.as_deref(), task.require_reason, task.reason_pattern.as_ref())?;
+    check_field(task, "ticket", ticket.as_deref(), task.require_ticket, task.ticket_pattern.as_ref())?;
+    if let Some(dup) = state
+        .pending
+        .iter()
+        .filter_map(|id| state.requests.get(id))
+        .find(|r| r.requester == actor && r.task == *name && r.pending_until > now)
+    {
+        return Err(Refusal::conflict(
+            "already_pending",
+            format!("you already have pending request {} for '{name}'; wait for it, or cancel it with: zsa cancel {}", dup.id, dup.id),
+        ));
+    }
+
+    let id = state.next_request_id();
+    let immediate = task.approval == ApprovalMode::Auto || task.break_glass;
+    let mut changes = vec![Change::RequestCreated {
+        request: id,
+        task: name.clone(),
+        requester: actor.to_string(),
+        duration_secs: secs,
+        reason,
+        ticket,
+        approvals_needed: if immediate { 0 } else { task.approvals },
+        pending_until: now + Duration::seconds(policy.pending_ttl as i64),
+        break_glass: task.break_glass,
+    }];
+    if immediate {
+        changes.push(Change::GrantStarted {
+            grant: id.grant(),
+            request: id,
+            task: name.clone(),
+            holder: actor.to_string(),
+            expires_at: now + Duration::seconds(secs as i64),
+            approved_by: if task.break_glass { Vec::new() } else { vec![POLICY_APPROVER.to_string()] },
+            break_glass: task.break_glass,
+        });
+    }
+    Ok(changes)
+}
+
+fn check_field(task: &Task, field: &str, value: Option<&str>, required: bool, pattern: Option<&crate::policy::Pattern>) -> Result<(), Refusal> {
+    match (value, pattern) {
+        (None, _) if required => Err(Refusal::invalid(
+            "missing_field",
+            format!("'{}' needs a {field}: add --{field} \"...\"{}", task.name, pattern.map(|p| format!(" matching {}", p.source)).unwrap_or_default()),
+        )),
+        (Some(v), Some(p)) if !p.matches(v) => Err(Refusal::invalid(
+            "pattern_mismatch",
+            format!("the {field} '{}' does not match the pattern {} that '{}' requires", text::inert_line(v), p.source, task.name),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Finds a request that an approver may act on now, or says why not.
+fn actionable<'a>(state: &'a State, policy: &'a Policy, actor: &str, id: RequestId, now: DateTime<Utc>, verb: &str) -> Result<(&'a Request, &'a Task), Refusal> {
+    let request = state.requests.get(&id).ok_or_else(|| Refusal::not_found("no_such_request", format!("there is no request {id}")))?;
+    let task = policy.tasks.get(&request.task).ok_or_else(|| {
+        Refusal::conflict("task_removed", format!("{id} is for '{}', which the current policy no longer has", request.task))
+    })?;
+    if !policy.may_approve(actor, task) {
+        return Err(Refusal::forbidden(
+            "not_approver",
+            format!(
+                "you ('{}') may not {verb} requests for '{}': its approvers are {} ({})",
+                text::inert(actor),
+                task.name,
+                task.approvers.join(", "),
+                policy.approver_users(task).join(", ")
+            ),
+        ));
+    }
+    if request.requester == actor {
+        let others: Vec<String> = policy.approver_users(task).into_iter().filter(|u| u != actor).collect();
+        return Err(Refusal::forbidden(
+            "own_request",
+            format!("nobody may {verb} their own request; ask another approver of '{}': {}", task.name, others.join(", ")),
+        ));
+    }
+    ensure_pending(request, now)?;
+    Ok((request, task))
+}
+
+fn ensure_pending(request: &Request, now: DateTime<Utc>) -> Result<(), Refusal> {
+    let id = request.id;
+    match request.state {
+        RequestState::Pending if request.pending_until <= now => Err(Refusal::conflict(
+            "request_expired",
+            format!("{id} expired at {} without an answer; the requester must ask again", request.pending_until.to_rfc3339()),
+        )),
+        RequestState::Pending => Ok(()),
+        other => {
+            let by = request.decided_by.as_deref().map(|b| format!(" by {}", text::inert(b))).unwrap_or_default();
+            Err(Refusal::conflict("not_pending", format!("{id} is already {}{by}; only pending requests can change", other.as_str())))
+        }
+    }
+}
+
+fn approve(state: &State, policy: &Policy, actor: &str, id: RequestId, comment: Option<&str>, now: DateTime<Utc>) -> Result<Vec<Change>, Refusal> {
+    let (request, _task) = actionable(state, policy, actor, id, now, "approve")?;
+    if request.approved_by(actor) {
+        let left = (request.approvals_needed as usize).saturating_sub(request.approvals.len());
+        return Err(Refusal::conflict(
+            "already_approved",
+            format!("you already approved {id}; each approver counts once, and it needs {left} more from someone else"),
+        ));
+    }
+    let comment = optional_text("comment", comment, MAX_COMMENT_CHARS, true)?;
+    let mut changes = vec![Change::RequestApproved {
+        request: id,
+        task: request.task.clone(),
+        requester: request.requester.clone(),
+        comment,
+    }];
+    if request.approvals.len() + 1 >= request.approvals_needed as usize {
+        let mut approved_by: Vec<String> = request.approvals.iter().map(|a| a.by.clone()).collect();
+        approved_by.push(actor.to_string());
+        changes.push(Change::GrantStarted {
+            grant: id.grant(),
+            request: id,
+            task: request.task.clone(),
+            holder: request.requester.clone(),
+            expires_at: now + Duration::seconds(request.duration_secs as i64),
+            approved_by,
+            break_glass: false,
+        });
+    }
+    Ok(changes)
+}
+
+fn deny(state: &State, policy: &Policy, actor: &str, id: RequestId, comment: Option<&str>, now: DateTime<Utc>) -> Result<Vec<Change>, Refusal> {
+    let (request, _task) = actionable(state, policy, actor, id, now, "deny")?;
+    let Some(comment) = optional_text("comment", comment, MAX_COMMENT_CHARS, true)? else {
+        return Err(Refusal::invalid("comment_required", format!("a denial needs a comment that tells the requester why: zsa deny {id} --comment \"...\"")));
+    };
+    Ok(vec![Change::RequestDenied { request: id, task: request.task.clone(), requester: request.requester.clone(), comment }])
+}
+
+fn cancel(state: &State, actor: &str, id: RequestId, now: DateTime<Utc>) -> Result<Vec<Change>, Refusal> {
+    let request = state.requests.get(&id).ok_or_else(|| Refusal::not_found("no_such_request", format!("there is no request {id}")))?;
+    if request.requester != actor {
+        return Err(Refusal::forbidden(
+            "not_requester",
+            format!("only the requester ({}) may cancel {id}; an approver can deny it instead", text::inert(&request.requester)),
+        ));
+    }
+    ensure_pending(request, now)?;
+    Ok(vec![Change::RequestCancelled { request: id, task: request.task.clone(), requester: request.requester.clone(), reason: None }])
+}
+
+fn live_grant(state: &State, id: GrantId, now: DateTime<Utc>) -> Result<&crate::model::Grant, Refusal> {
+    let grant = state.grants.get(&id).ok_or_else(|| Refusal::not_found("no_such_grant", format!("there is no grant {id}")))?;
+    if let Some(end) = &grant.ended {
+        return Err(Refusal::conflict("grant_ended", format!("{id} already ended ({}) at {}", grant.state.as_str(), end.at.to_rfc3339())));
+    }
+    if !grant.is_active_at(now) {
+        return Err(Refusal::conflict("grant_ended", format!("{id} already ended (expired) at {}", grant.expires_at.to_rfc3339())));
+    }
+    Ok(grant)
+}
+
+fn revoke(state: &State, policy: &Policy, actor: &str, id: GrantId, reason: Option<&str>, now: DateTime<Utc>) -> Result<Vec<Change>, Refusal> {
+    let grant = live_grant(state, id, now)?;
+    if !policy.is_admin(actor) && !policy.approves_task(actor, &grant.task) {
+        return Err(Refusal::forbidden(
+            "may_not_revoke",
+            format!("only admins and approvers of '{}' may revoke {id}; the holder can relinquish it with: zsa relinquish {id}", grant.task),
+        ));
+    }
+    let Some(reason) = optional_text("reason", reason, MAX_REASON_CHARS, true)? else {
+        return Err(Refusal::invalid("reason_required", format!("a revocation needs a reason: zsa revoke {id} --reason \"...\"")));
+    };
+    Ok(vec![Change::GrantRevoked { grant: id, task: grant.task.clone(), holder: grant.holder.clone(), reason }])
+}
+
+fn relinquish(state: &State, actor: &str, id: GrantId, now: DateTime<Utc>) -> Result<Vec<Change>, Refusal> {
+    let grant = live_grant(state, id, now)?;
+    if grant.holder != actor {
+        return Err(Refusal::forbidden(
+            "not_holder",
+            format!("only the holder ({}) may relinquish {id}; approvers and admins can revoke it", text::inert(&grant.holder)),
+        ));
+    }
+    Ok(vec![Change::GrantRelinquished { grant: id, task: grant.task.clone(), holder: grant.holder.clone() }])
+}
+
+fn review(state: &State, policy: &Policy, actor: &str, id: GrantId, comment: Option<&str>) -> Result<Vec<Change>, Refusal> {
+    let grant = state.grants.get(&id).ok_or_else(|| Refusal::not_found("no_such_grant", format!("there is no grant {id}")))?;
+    if !grant.break_glass {
+        return Err(Refusal::conflict("not_break_glass", format!("{id} is not a break-glass grant; only those are reviewed")));
+    }
+    if let Some(r) = &grant.review {
+        return Err(Refusal::conflict("already_reviewed", format!("{id} was already reviewed by {} at {}", text::inert(&r.by), r.at.to_rfc3339())));
+    }
+    if !policy.approves_task(actor, &grant.task) {
+        return Err(Refusal::forbidden("not_approver", format!("only approvers of '{}' may review {id}", grant.task)));
+    }
+    if grant.holder == actor {
+        return Err(Refusal::forbidden("own_grant", format!("nobody may review their own break-glass grant; ask another approver of '{}'", grant.task)));
+    }
+    let comment = optional_text("comment", comment, MAX_COMMENT_CHARS, true)?;
+    Ok(vec![Change::GrantReviewed { grant: id, task: grant.task.clone(), holder: grant.holder.clone(), comment }])
+}
+
+fn disable(state: &State, policy: &Policy, actor: &str, system: bool, user: &str, reason: Option<&str>) -> Result<Vec<Change>, Refusal> {
+    admin_only(policy, actor, system, "disable users")?;
+    check_user_name(user)?;
+    if user == actor {
+        return Err(Refusal::invalid("disable_self", "you cannot disable your own account; ask another admin"));
+    }
+    if state.is_disabled(user) {
+        return Err(Refusal::conflict("already_disabled", format!("'{user}' is already disabled")));
+    }
+    let reason = optional_text("reason", reason, MAX_REASON_CHARS, true)?;
+    let why = format!("user disabled by {actor}");
+    let mut changes = vec![Change::UserDisabled { user: user.to_string(), reason }];
+    for r in state.pending.iter().filter_map(|id| state.requests.get(id)).filter(|r| r.requester == user) {
+        changes.push(Change::RequestCancelled { request: r.id, task: r.task.clone(), requester: r.requester.clone(), reason: Some(why.clone()) });
+    }
+    for g in state.active.iter().filter_map(|id| state.grants.get(id)).filter(|g| g.holder == user) {
+        changes.push(Change::GrantRevoked { grant: g.id, task: g.task.clone(), holder: g.holder.clone(), reason: why.clone() });
+    }
+    Ok(changes)
+}
+
+/// Everything whose deadline has come, earliest first, each stamped with its own deadline.
+fn expire(state: &State, now: DateTime<Utc>) -> Vec<Change> {
+    let mut due: Vec<(DateTime<Utc>, Change)> = Vec::new();
+    for r in state.pending.iter().filter_map(|id| state.requests.get(id)).filter(|r| r.pending_until <= now) {
+        due.push((
+            r.pending_until,
+            Change::RequestExpired { request: r.id, task: r.task.clone(), requester: r.requester.clone(), deadline: r.pending_until },
+        ));
+    }
+    for g in state.active.iter().filter_map(|id| state.grants.get(id)).filter(|g| g.expires_at <= now) {
+        due.push((
+            g.expires_at,
+            Change::GrantExpired { grant: g.id, task: g.task.clone(), holder: g.holder.clone(), deadline: g.expires_at },
+        ));
+    }
+    due.sort_by_key(|(at, _)| *at);
+    due.into_iter().map(|(_, c)| c).collect()
+}

@@ -1,0 +1,15 @@
+//! The rules of zsa, with no I/O: `decide` turns a command into events or a refusal, `apply`
+//! turns events into state. The clock is a parameter, so every rule is testable at any moment.
+
+mod decide;
+mod refusal;
+mod state;
+mod visibility;
+
+pub use decide::{Command, decide};
+pub use refusal::{Refusal, RefusalKind};
+pub use state::{State, Token};
+pub use visibility::{check_access, event_visible, grant_visible, request_visible};
+
+#[cfg(test)]
+mod tests;

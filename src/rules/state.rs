@@ -1,0 +1,261 @@
+//! Current state, derived from events by `apply`. Nothing else ever changes it, so replaying the
+//! log always rebuilds exactly the same state.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{
+    Approval, Change, Event, Grant, GrantEnd, GrantId, GrantState, Request, RequestId, RequestState, Review,
+    TokenId,
+};
+
+/// A bearer token as the daemon keeps it: only the SHA-256 of the secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    pub id: TokenId,
+    pub user: String,
+    pub sha256: String,
+    pub issued_at: DateTime<Utc>,
+    pub issued_by: String,
+    pub revoked: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct State {
+    pub requests: BTreeMap<RequestId, Request>,
+    pub grants: BTreeMap<GrantId, Grant>,
+    pub tokens: BTreeMap<TokenId, Token>,
+    pub token_by_hash: BTreeMap<String, TokenId>,
+    /// Disabled users and when they were disabled.
+    pub disabled: BTreeMap<String, DateTime<Utc>>,
+    /// Indexes of what is still open, so deadlines and queues never scan history.
+    pub pending: BTreeSet<RequestId>,
+    pub active: BTreeSet<GrantId>,
+    pub last_seq: u64,
+    pub last_hash: String,
+    pub policy_sha256: Option<String>,
+}
+
+impl State {
+    pub fn next_request_id(&self) -> RequestId {
+        RequestId(self.requests.keys().next_back().map_or(1, |id| id.0 + 1))
+    }
+
+    pub fn next_token_id(&self) -> TokenId {
+        TokenId(self.tokens.keys().next_back().map_or(1, |id| id.0 + 1))
+    }
+
+    pub fn is_disabled(&self, user: &str) -> bool {
+        self.disabled.contains_key(user)
+    }
+
+    /// The user a presented token's hash belongs to, if it is known and not revoked.
+    pub fn token_user(&self, sha256: &str) -> Option<&Token> {
+        self.token_by_hash
+            .get(sha256)
+            .and_then(|id| self.tokens.get(id))
+            .filter(|t| !t.revoked)
+    }
+
+    /// The earliest moment something must end by itself: a pending request or an active grant.
+    pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
+        let requests = self.pending.iter().filter_map(|id| self.requests.get(id)).map(|r| r.pending_until);
+        let grants = self.active.iter().filter_map(|id| self.grants.get(id)).map(|g| g.expires_at);
+        requests.chain(grants).min()
+    }
+
+    /// A copy of just the entities `changes` will touch, so they can be changed and written to
+    /// disk before the shared state is.
+    pub fn touched_by(&self, changes: &[Change]) -> State {
+        let mut out = State {
+            last_seq: self.last_seq,
+            last_hash: self.last_hash.clone(),
+            policy_sha256: self.policy_sha256.clone(),
+            ..State::default()
+        };
+        for change in changes {
+            match change {
+                Change::RequestApproved { request, .. }
+                | Change::RequestDenied { request, .. }
+                | Change::RequestCancelled { request, .. }
+                | Change::RequestExpired { request, .. }
+                | Change::GrantStarted { request, .. } => {
+                    if let Some(r) = self.requests.get(request) {
+                        out.requests.insert(*request, r.clone());
+                    }
+                }
+                Change::GrantExpired { grant, .. }
+                | Change::GrantRevoked { grant, .. }
+                | Change::GrantRelinquished { grant, .. }
+                | Change::GrantReviewed { grant, .. } => {
+                    if let Some(g) = self.grants.get(grant) {
+                        out.grants.insert(*grant, g.clone());
+                    }
+                }
+                Change::TokenRevoked { token, .. } => {
+                    if let Some(t) = self.tokens.get(token) {
+                        out.tokens.insert(*token, t.clone());
+                    }
+                }
+                Change::UserDisabled { user, .. } | Change::UserEnabled { user } => {
+                    if let Some(at) = self.disabled.get(user) {
+                        out.disabled.insert(user.clone(), *at);
+                    }
+                }
+                Change::PolicyLoaded { .. } | Change::RequestCreated { .. } | Change::TokenIssued { .. } => {}
+            }
+        }
+        out
+    }
+
+    /// Applies one recorded event. Events were decided against the state before them, so
+    /// applying never fails; an event naming something unknown is skipped.
+    pub fn apply(&mut self, event: &Event) {
+        let at = event.at;
+        let actor = &event.actor;
+        match &event.change {
+            Change::PolicyLoaded { sha256, .. } => self.policy_sha256 = Some(sha256.clone()),
+            Change::RequestCreated {
+                request,
+                task,
+                requester,
+                duration_secs,
+                reason,
+                ticket,
+                approvals_needed,
+                pending_until,
+                break_glass,
+            } => {
+                self.requests.insert(
+                    *request,
+                    Request {
+                        id: *request,
+                        task: task.clone(),
+                        requester: requester.clone(),
+                        state: RequestState::Pending,
+                        duration_secs: *duration_secs,
+                        reason: reason.clone(),
+                        ticket: ticket.clone(),
+                        created_at: at,
+                        pending_until: *pending_until,
+                        approvals_needed: *approvals_needed,
+                        approvals: Vec::new(),
+                        break_glass: *break_glass,
+                        decided_at: None,
+                        decided_by: None,
+                        comment: None,
+                        grant: None,
+                    },
+                );
+                self.pending.insert(*request);
+            }
+            Change::RequestApproved { request, comment, .. } => {
+                if let Some(r) = self.requests.get_mut(request) {
+                    r.approvals.push(Approval { by: actor.clone(), at, comment: comment.clone() });
+                }
+            }
+            Change::RequestDenied { request, comment, .. } => {
+                self.close_request(*request, RequestState::Denied, at, actor, Some(comment.clone()));
+            }
+            Change::RequestCancelled { request, reason, .. } => {
+                self.close_request(*request, RequestState::Cancelled, at, actor, reason.clone());
+            }
+            Change::RequestExpired { request, deadline, .. } => {
+                self.close_request(*request, RequestState::Expired, *deadline, actor, None);
+            }
+            Change::GrantStarted { grant, request, task, holder, expires_at, approved_by, break_glass } => {
+                self.close_request(*request, RequestState::Approved, at, actor, None);
+                if let Some(r) = self.requests.get_mut(request) {
+                    r.grant = Some(*grant);
+                }
+                self.grants.insert(
+                    *grant,
+                    Grant {
+                        id: *grant,
+                        request: *request,
+                        task: task.clone(),
+                        holder: holder.clone(),
+                        state: GrantState::Active,
+                        granted_at: at,
+                        expires_at: *expires_at,
+                        approved_by: approved_by.clone(),
+                        break_glass: *break_glass,
+                        review: None,
+                        ended: None,
+                    },
+                );
+                self.active.insert(*grant);
+            }
+            Change::GrantExpired { grant, deadline, .. } => {
+                self.end_grant(*grant, GrantState::Expired, GrantEnd { at: *deadline, by: actor.clone(), reason: None });
+            }
+            Change::GrantRevoked { grant, reason, .. } => {
+                self.end_grant(*grant, GrantState::Revoked, GrantEnd { at, by: actor.clone(), reason: Some(reason.clone()) });
+            }
+            Change::GrantRelinquished { grant, .. } => {
+                self.end_grant(*grant, GrantState::Relinquished, GrantEnd { at, by: actor.clone(), reason: None });
+            }
+            Change::GrantReviewed { grant, comment, .. } => {
+                if let Some(g) = self.grants.get_mut(grant) {
+                    g.review = Some(Review { by: actor.clone(), at, comment: comment.clone() });
+                }
+            }
+            Change::TokenIssued { token, user, sha256 } => {
+                self.tokens.insert(
+                    *token,
+                    Token {
+                        id: *token,
+                        user: user.clone(),
+                        sha256: sha256.clone(),
+                        issued_at: at,
+                        issued_by: actor.clone(),
+                        revoked: false,
+                    },
+                );
+                self.token_by_hash.insert(sha256.clone(), *token);
+            }
+            Change::TokenRevoked { token, .. } => {
+                if let Some(t) = self.tokens.get_mut(token) {
+                    t.revoked = true;
+                }
+            }
+            Change::UserDisabled { user, .. } => {
+                self.disabled.insert(user.clone(), at);
+            }
+            Change::UserEnabled { user } => {
+                self.disabled.remove(user);
+            }
+        }
+        self.last_seq = event.seq;
+        self.last_hash = event.hash.clone();
+    }
+
+    fn close_request(
+        &mut self,
+        id: RequestId,
+        to: RequestState,
+        at: DateTime<Utc>,
+        by: &str,
+        comment: Option<String>,
+    ) {
+        if let Some(r) = self.requests.get_mut(&id) {
+            r.state = to;
+            r.decided_at = Some(at);
+            r.decided_by = Some(by.to_string());
+            if comment.is_some() {
+                r.comment = comment;
+            }
+        }
+        self.pending.remove(&id);
+    }
+
+    fn end_grant(&mut self, id: GrantId, to: GrantState, end: GrantEnd) {
+        if let Some(g) = self.grants.get_mut(&id) {
+            g.state = to;
+            g.ended = Some(end);
+        }
+        self.active.remove(&id);
+    }
+}

@@ -1,0 +1,487 @@
+//! Every rule and every refusal, against a small policy and a clock the tests move by hand.
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+
+use super::*;
+use crate::model::wire::NewRequest;
+use crate::model::{Change, Event, GrantId, GrantState, RequestId, RequestState, SYSTEM_ACTOR};
+use crate::policy::Policy;
+
+const POLICY: &str = r#"
+[settings]
+pending_ttl = "1h"
+[groups]
+admins = ["root"]
+approvers = ["alice", "bob", "carol"]
+oncall = ["carol", "dave"]
+auditors = ["erin"]
+other = ["frank"]
+[roles]
+admins = ["admins"]
+auditors = ["auditors"]
+[[tasks]]
+name = "journal"
+requesters = ["oncall"]
+approval = "manual"
+approvers = ["approvers"]
+max_duration = "4h"
+default_duration = "1h"
+require_reason = true
+ticket_pattern = "INC-[0-9]+"
+[[tasks]]
+name = "export"
+requesters = ["oncall"]
+approval = "manual"
+approvers = ["approvers"]
+approvals = 2
+max_duration = "2h"
+require_ticket = true
+[[tasks]]
+name = "restart"
+requesters = ["oncall"]
+approval = "auto"
+max_duration = "15m"
+[[tasks]]
+name = "glass"
+requesters = ["oncall"]
+approval = "manual"
+approvers = ["approvers"]
+max_duration = "1h"
+break_glass = true
+[[tasks]]
+name = "other"
+requesters = ["other"]
+approval = "manual"
+approvers = ["other"]
+max_duration = "1h"
+"#;
+
+/// A state, a policy and a clock: commands are decided and their events applied, as the daemon does.
+struct World {
+    state: State,
+    policy: Policy,
+    now: DateTime<Utc>,
+    log: Vec<Event>,
+}
+
+impl World {
+    fn new() -> Self {
+        World {
+            state: State::default(),
+            policy: Policy::parse(POLICY, "test.toml").unwrap(),
+            now: Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).unwrap(),
+            log: Vec::new(),
+        }
+    }
+
+    fn run(&mut self, actor: &str, cmd: Command) -> Result<Vec<Change>, Refusal> {
+        let changes = decide(&self.state, &self.policy, actor, &cmd, self.now)?;
+        for change in &changes {
+            let event = Event {
+                seq: self.state.last_seq + 1,
+                at: self.now,
+                actor: actor.to_string(),
+                change: change.clone(),
+                prev_hash: self.state.last_hash.clone(),
+                hash: format!("h{}", self.state.last_seq + 1),
+            };
+            self.state.apply(&event);
+            self.log.push(event);
+        }
+        Ok(changes)
+    }
+
+    fn refused(&mut self, actor: &str, cmd: Command) -> Refusal {
+        let before = self.state.clone();
+        let r = self.run(actor, cmd).expect_err("expected a refusal");
+        assert_eq!(self.state, before, "a refused command changed the state");
+        r
+    }
+
+    fn ask(&mut self, who: &str, task: &str, secs: Option<u64>, reason: Option<&str>, ticket: Option<&str>) -> Result<RequestId, Refusal> {
+        let cmd = Command::Request(NewRequest {
+            task: task.into(),
+            duration_secs: secs,
+            reason: reason.map(Into::into),
+            ticket: ticket.map(Into::into),
+        });
+        self.run(who, cmd).map(|_| self.state.requests.keys().next_back().copied().unwrap())
+    }
+
+    fn approve(&mut self, who: &str, id: RequestId) -> Result<Vec<Change>, Refusal> {
+        self.run(who, Command::Approve { request: id, comment: None })
+    }
+
+    fn expire(&mut self) -> Vec<Change> {
+        self.run(SYSTEM_ACTOR, Command::Expire).unwrap()
+    }
+
+    fn advance(&mut self, secs: i64) {
+        self.now += Duration::seconds(secs);
+    }
+
+    fn allowed(&self, user: &str, task: &str) -> bool {
+        check_access(&self.state, &self.policy, user, user, task, self.now).unwrap().allowed
+    }
+}
+
+fn journal(w: &mut World) -> RequestId {
+    w.ask("carol", "journal", Some(1800), Some("mail flow"), None).unwrap()
+}
+
+#[test]
+fn the_whole_life_of_a_manual_request() {
+    let mut w = World::new();
+    let id = journal(&mut w);
+    assert_eq!(w.state.requests[&id].state, RequestState::Pending);
+    assert!(!w.allowed("carol", "journal"));
+
+    let e = w.refused("carol", Command::Approve { request: id, comment: None });
+    assert_eq!(e.code, "own_request");
+    assert!(e.message.contains("nobody may approve their own request") && e.message.contains("alice, bob"), "{e}");
+
+    let changes = w.approve("alice", id).unwrap();
+    assert!(matches!(changes[1], Change::GrantStarted { .. }));
+    let g = id.grant();
+    assert_eq!(w.state.grants[&g].expires_at, w.now + Duration::seconds(1800));
+    assert_eq!(w.state.grants[&g].approved_by, vec!["alice"]);
+    assert!(w.allowed("carol", "journal"));
+
+    w.advance(1799);
+    assert!(w.expire().is_empty());
+    assert!(w.allowed("carol", "journal"));
+    w.advance(1);
+    assert!(!w.allowed("carol", "journal"), "the deadline itself is the end, even before the sweep");
+    let ended = w.expire();
+    assert_eq!(ended.len(), 1);
+    let grant = &w.state.grants[&g];
+    assert_eq!(grant.state, GrantState::Expired);
+    assert_eq!(grant.ended.as_ref().unwrap().at, grant.expires_at, "stamped with its deadline");
+}
+
+#[test]
+fn expiry_is_stamped_with_the_deadline_even_when_late() {
+    let mut w = World::new();
+    let id = w.ask("dave", "restart", Some(60), None, None).unwrap();
+    w.advance(3600 * 5);
+    w.expire();
+    let g = &w.state.grants[&id.grant()];
+    assert_eq!(g.ended.as_ref().unwrap().at, g.expires_at);
+    let r = &w.state.requests[&id];
+    assert_eq!(r.state, RequestState::Approved);
+}
+
+#[test]
+fn refusals_of_a_request_say_why_and_what_would_be_allowed() {
+    let mut w = World::new();
+    let e = w.refused("carol", Command::Request(NewRequest { task: "nope".into(), ..Default::default() }));
+    assert_eq!(e.code, "unknown_task");
+    assert!(e.message.contains("there is no task 'nope'") && e.message.contains("export, glass, journal, restart"), "{e}");
+
+    let e = w.ask("frank", "journal", None, Some("x"), None).unwrap_err();
+    assert_eq!((e.code, e.kind), ("not_eligible", RefusalKind::Forbidden));
+    assert!(e.message.contains("members of oncall") && e.message.contains("tasks you may ask for: other"), "{e}");
+
+    let e = w.ask("erin", "journal", None, Some("x"), None).unwrap_err();
+    assert!(e.message.contains("you may ask for no task"), "{e}");
+
+    let e = w.ask("carol", "journal", Some(5 * 3600), Some("x"), None).unwrap_err();
+    assert_eq!(e.code, "too_long");
+    assert!(e.message.contains("you asked for 5h but 'journal' allows at most 4h; ask for 4h or less"), "{e}");
+
+    let e = w.ask("carol", "journal", Some(0), Some("x"), None).unwrap_err();
+    assert_eq!(e.code, "bad_duration");
+
+    let e = w.ask("carol", "journal", None, None, None).unwrap_err();
+    assert_eq!(e.code, "missing_field");
+    assert!(e.message.contains("'journal' needs a reason: add --reason"), "{e}");
+    let e = w.ask("carol", "journal", None, Some("   "), None).unwrap_err();
+    assert_eq!(e.code, "missing_field", "a blank reason is no reason");
+
+    let e = w.ask("carol", "export", None, None, None).unwrap_err();
+    assert!(e.message.contains("'export' needs a ticket"), "{e}");
+
+    let e = w.ask("carol", "journal", None, Some("x"), Some("JIRA-1")).unwrap_err();
+    assert_eq!(e.code, "pattern_mismatch");
+    assert!(e.message.contains("does not match the pattern INC-[0-9]+"), "{e}");
+
+    let e = w.ask("carol", "journal", None, Some("a\u{1b}[2Jb"), None).unwrap_err();
+    assert_eq!(e.code, "bad_text");
+    let e = w.ask("carol", "journal", None, Some(&"x".repeat(1001)), None).unwrap_err();
+    assert!(e.message.contains("at most 1000"), "{e}");
+    assert!(w.log.is_empty(), "no refusal wrote anything");
+
+    journal(&mut w);
+    let e = w.ask("carol", "journal", None, Some("again"), None).unwrap_err();
+    assert_eq!(e.code, "already_pending");
+    assert!(e.message.contains("zsa cancel R1"), "{e}");
+}
+
+#[test]
+fn the_default_duration_applies_when_none_is_asked() {
+    let mut w = World::new();
+    let id = w.ask("carol", "journal", None, Some("r"), Some("INC-7")).unwrap();
+    assert_eq!(w.state.requests[&id].duration_secs, 3600);
+    assert_eq!(w.state.requests[&id].ticket.as_deref(), Some("INC-7"));
+}
+
+#[test]
+fn auto_tasks_are_granted_at_once_by_policy() {
+    let mut w = World::new();
+    let id = w.ask("dave", "restart", None, None, None).unwrap();
+    let r = &w.state.requests[&id];
+    assert_eq!(r.state, RequestState::Approved);
+    let g = &w.state.grants[&id.grant()];
+    assert_eq!(g.approved_by, vec![crate::model::POLICY_APPROVER]);
+    assert_eq!(g.expires_at, w.now + Duration::minutes(15));
+    assert!(w.allowed("dave", "restart"));
+}
+
+#[test]
+fn two_approvals_from_distinct_approvers() {
+    let mut w = World::new();
+    let id = w.ask("dave", "export", None, None, Some("INC-1")).unwrap();
+    assert_eq!(w.approve("alice", id).unwrap().len(), 1);
+    let e = w.refused("alice", Command::Approve { request: id, comment: None });
+    assert_eq!(e.code, "already_approved");
+    assert!(e.message.contains("each approver counts once") && e.message.contains("needs 1 more"), "{e}");
+    assert!(!w.allowed("dave", "export"));
+    assert_eq!(w.approve("carol", id).unwrap().len(), 2, "carol approves others' requests");
+    assert!(w.allowed("dave", "export"));
+    assert_eq!(w.state.grants[&id.grant()].approved_by, vec!["alice", "carol"]);
+    let e = w.refused("bob", Command::Approve { request: id, comment: None });
+    assert_eq!(e.code, "not_pending");
+    assert!(e.message.contains("R1 is already approved by carol"), "{e}");
+}
+
+#[test]
+fn one_deny_ends_the_request_and_needs_a_comment() {
+    let mut w = World::new();
+    let id = w.ask("dave", "export", None, None, Some("INC-1")).unwrap();
+    w.approve("alice", id).unwrap();
+    let e = w.refused("bob", Command::Deny { request: id, comment: None });
+    assert_eq!(e.code, "comment_required");
+    assert!(e.message.contains("zsa deny R1 --comment"), "{e}");
+    w.run("bob", Command::Deny { request: id, comment: Some("not this week".into()) }).unwrap();
+    let r = &w.state.requests[&id];
+    assert_eq!((r.state, r.comment.as_deref()), (RequestState::Denied, Some("not this week")));
+    assert_eq!(w.refused("carol", Command::Approve { request: id, comment: None }).code, "not_pending");
+    assert!(!w.allowed("dave", "export"));
+}
+
+#[test]
+fn only_approvers_of_the_task_decide() {
+    let mut w = World::new();
+    let id = journal(&mut w);
+    for who in ["dave", "erin", "root", "frank"] {
+        let e = w.refused(who, Command::Approve { request: id, comment: None });
+        assert_eq!(e.code, "not_approver", "{who}");
+        assert!(e.message.contains("its approvers are approvers (alice, bob, carol)"), "{e}");
+    }
+    assert_eq!(w.refused("dave", Command::Deny { request: id, comment: Some("no".into()) }).code, "not_approver");
+    assert_eq!(w.refused("alice", Command::Approve { request: RequestId(99), comment: None }).code, "no_such_request");
+}
+
+#[test]
+fn pending_requests_expire_after_the_ttl() {
+    let mut w = World::new();
+    let id = journal(&mut w);
+    w.advance(3600);
+    let e = w.refused("alice", Command::Approve { request: id, comment: None });
+    assert_eq!(e.code, "request_expired", "an answer after the deadline is refused even before the sweep");
+    let changes = w.expire();
+    assert!(matches!(changes[0], Change::RequestExpired { .. }));
+    assert_eq!(w.state.requests[&id].state, RequestState::Expired);
+    assert_eq!(w.state.requests[&id].decided_at, Some(w.state.requests[&id].pending_until));
+    journal(&mut w);
+}
+
+#[test]
+fn requesters_cancel_their_own_pending_requests() {
+    let mut w = World::new();
+    let id = journal(&mut w);
+    let e = w.refused("dave", Command::Cancel { request: id });
+    assert_eq!(e.code, "not_requester");
+    assert!(e.message.contains("only the requester (carol) may cancel R1"), "{e}");
+    w.run("carol", Command::Cancel { request: id }).unwrap();
+    assert_eq!(w.state.requests[&id].state, RequestState::Cancelled);
+    assert_eq!(w.refused("carol", Command::Cancel { request: id }).code, "not_pending");
+    assert_eq!(w.refused("alice", Command::Approve { request: id, comment: None }).code, "not_pending");
+}
+
+#[test]
+fn holders_relinquish_and_approvers_or_admins_revoke() {
+    let mut w = World::new();
+    let id = w.ask("dave", "restart", None, None, None).unwrap();
+    let g = id.grant();
+    let e = w.refused("carol", Command::Relinquish { grant: g });
+    assert_eq!(e.code, "not_holder");
+    let e = w.refused("dave", Command::Revoke { grant: g, reason: Some("x".into()) });
+    assert_eq!(e.code, "may_not_revoke", "restart has no approvers and dave is no admin");
+    assert!(e.message.contains("zsa relinquish G1"), "{e}");
+    w.run("dave", Command::Relinquish { grant: g }).unwrap();
+    assert_eq!(w.state.grants[&g].state, GrantState::Relinquished);
+    assert!(!w.allowed("dave", "restart"));
+    assert_eq!(w.refused("dave", Command::Relinquish { grant: g }).code, "grant_ended");
+
+    let id = journal(&mut w);
+    w.approve("bob", id).unwrap();
+    let g = id.grant();
+    let e = w.refused("bob", Command::Revoke { grant: g, reason: None });
+    assert_eq!(e.code, "reason_required");
+    assert_eq!(w.refused("erin", Command::Revoke { grant: g, reason: Some("x".into()) }).code, "may_not_revoke", "auditors act on nothing");
+    w.run("alice", Command::Revoke { grant: g, reason: Some("done early".into()) }).unwrap();
+    let grant = &w.state.grants[&g];
+    assert_eq!(grant.state, GrantState::Revoked);
+    assert_eq!(grant.ended.as_ref().unwrap().reason.as_deref(), Some("done early"));
+    assert!(!w.allowed("carol", "journal"));
+
+    let id = w.ask("carol", "journal", None, Some("again"), None).unwrap();
+    w.approve("bob", id).unwrap();
+    w.run("root", Command::Revoke { grant: id.grant(), reason: Some("admin says".into()) }).unwrap();
+    assert_eq!(w.refused("root", Command::Revoke { grant: GrantId(42), reason: Some("x".into()) }).code, "no_such_grant");
+}
+
+#[test]
+fn revoking_after_the_deadline_is_refused_even_before_the_sweep() {
+    let mut w = World::new();
+    let id = w.ask("dave", "restart", Some(60), None, None).unwrap();
+    w.advance(60);
+    let e = w.refused("root", Command::Revoke { grant: id.grant(), reason: Some("x".into()) });
+    assert_eq!(e.code, "grant_ended");
+    assert!(e.message.contains("expired"), "{e}");
+}
+
+#[test]
+fn break_glass_is_active_at_once_and_waits_for_review() {
+    let mut w = World::new();
+    let id = w.ask("dave", "glass", Some(600), None, None).unwrap();
+    let g = id.grant();
+    assert!(w.allowed("dave", "glass"));
+    assert!(w.state.grants[&g].needs_review());
+    assert!(w.state.grants[&g].approved_by.is_empty());
+    assert_eq!(w.refused("dave", Command::Review { grant: g, comment: None }).code, "not_approver");
+    assert_eq!(w.refused("erin", Command::Review { grant: g, comment: None }).code, "not_approver");
+    w.advance(700);
+    w.expire();
+    w.run("alice", Command::Review { grant: g, comment: Some("looked fine".into()) }).unwrap();
+    let grant = &w.state.grants[&g];
+    assert!(!grant.needs_review());
+    assert_eq!(grant.review.as_ref().unwrap().by, "alice");
+    assert_eq!(w.refused("bob", Command::Review { grant: g, comment: None }).code, "already_reviewed");
+
+    let id = w.ask("carol", "glass", Some(600), None, None).unwrap();
+    let e = w.refused("carol", Command::Review { grant: id.grant(), comment: None });
+    assert_eq!(e.code, "own_grant");
+    let plain = w.ask("dave", "restart", None, None, None).unwrap();
+    assert_eq!(w.refused("alice", Command::Review { grant: plain.grant(), comment: None }).code, "not_break_glass");
+}
+
+#[test]
+fn disabling_a_user_ends_everything_of_theirs_at_once() {
+    let mut w = World::new();
+    let pending = journal(&mut w);
+    let active = w.ask("carol", "restart", None, None, None).unwrap();
+    let others = w.ask("dave", "restart", None, None, None).unwrap();
+    assert_eq!(w.refused("alice", Command::DisableUser { user: "carol".into(), reason: None }).code, "admins_only");
+    assert_eq!(w.refused("root", Command::DisableUser { user: "root".into(), reason: None }).code, "disable_self");
+    w.run("root", Command::DisableUser { user: "carol".into(), reason: Some("left the team".into()) }).unwrap();
+    assert_eq!(w.state.requests[&pending].state, RequestState::Cancelled);
+    assert_eq!(w.state.grants[&active.grant()].state, GrantState::Revoked);
+    assert_eq!(w.state.grants[&others.grant()].state, GrantState::Active);
+    assert!(!w.allowed("carol", "restart"));
+
+    let e = w.ask("carol", "restart", None, None, None).unwrap_err();
+    assert_eq!(e.code, "user_disabled");
+    assert!(e.message.contains("an admin can enable it again"), "{e}");
+    let id = w.ask("dave", "journal", None, Some("r"), None).unwrap();
+    assert_eq!(w.refused("carol", Command::Approve { request: id, comment: None }).code, "user_disabled");
+    assert_eq!(w.refused("root", Command::DisableUser { user: "carol".into(), reason: None }).code, "already_disabled");
+
+    w.run("root", Command::EnableUser { user: "carol".into() }).unwrap();
+    w.approve("carol", id).unwrap();
+    assert_eq!(w.refused("root", Command::EnableUser { user: "carol".into() }).code, "not_disabled");
+}
+
+#[test]
+fn tokens_are_for_known_users_and_issued_by_admins() {
+    let mut w = World::new();
+    let issue = |user: &str| Command::IssueToken { user: user.into(), sha256: format!("hash-of-{user}") };
+    assert_eq!(w.refused("alice", issue("carol")).code, "admins_only");
+    assert_eq!(w.refused("root", issue("mallory")).code, "unknown_user");
+    assert_eq!(w.refused("root", issue("bad name")).code, "bad_user_name");
+    w.run("root", issue("carol")).unwrap();
+    let t = w.state.token_user("hash-of-carol").unwrap().clone();
+    assert_eq!(t.user, "carol");
+    w.run("root", Command::RevokeToken { token: t.id }).unwrap();
+    assert!(w.state.token_user("hash-of-carol").is_none());
+    assert_eq!(w.refused("root", Command::RevokeToken { token: t.id }).code, "token_revoked");
+}
+
+#[test]
+fn only_the_daemon_expires_and_only_admins_reload() {
+    let mut w = World::new();
+    assert_eq!(w.refused("root", Command::Expire).code, "daemon_only");
+    assert_eq!(w.refused("alice", Command::LoadPolicy).code, "admins_only");
+    w.run("root", Command::LoadPolicy).unwrap();
+    assert_eq!(w.state.policy_sha256.as_deref(), Some(w.policy.sha256.as_str()));
+}
+
+#[test]
+fn check_of_someone_else_needs_a_role() {
+    let mut w = World::new();
+    w.ask("dave", "restart", None, None, None).unwrap();
+    let e = check_access(&w.state, &w.policy, "carol", "dave", "restart", w.now).unwrap_err();
+    assert_eq!(e.code, "may_not_check");
+    assert!(check_access(&w.state, &w.policy, "erin", "dave", "restart", w.now).unwrap().allowed);
+    let a = check_access(&w.state, &w.policy, "dave", "dave", "journal", w.now).unwrap();
+    assert!(!a.allowed && a.message.contains("zsa request journal"), "{}", a.message);
+    let a = check_access(&w.state, &w.policy, "dave", "dave", "ghost", w.now).unwrap();
+    assert!(!a.allowed && a.message.contains("no task 'ghost'"));
+}
+
+#[test]
+fn visibility_follows_roles() {
+    let mut w = World::new();
+    let id = journal(&mut w);
+    let other = w.ask("frank", "other", None, None, None).unwrap();
+    let r = w.state.requests[&id].clone();
+    let o = w.state.requests[&other].clone();
+    assert!(request_visible(&w.policy, "carol", &r));
+    assert!(request_visible(&w.policy, "alice", &r));
+    assert!(request_visible(&w.policy, "erin", &r));
+    assert!(!request_visible(&w.policy, "dave", &r));
+    assert!(!request_visible(&w.policy, "alice", &o));
+    let created = &w.log[0];
+    assert!(event_visible(&w.policy, "alice", created));
+    assert!(!event_visible(&w.policy, "dave", created));
+}
+
+#[test]
+fn replaying_the_log_rebuilds_the_same_state() {
+    let mut w = World::new();
+    let a = journal(&mut w);
+    w.approve("alice", a).unwrap();
+    let b = w.ask("dave", "export", None, None, Some("INC-2")).unwrap();
+    w.approve("bob", b).unwrap();
+    w.ask("dave", "glass", None, None, None).unwrap();
+    w.run("root", Command::DisableUser { user: "dave".into(), reason: None }).unwrap();
+    w.advance(7200);
+    w.expire();
+    let mut rebuilt = State::default();
+    for e in &w.log {
+        rebuilt.apply(e);
+    }
+    assert_eq!(rebuilt, w.state);
+}
+
+#[test]
+fn touched_by_copies_exactly_what_changes_will_need() {
+    let mut w = World::new();
+    let id = journal(&mut w);
+    let changes = decide(&w.state, &w.policy, "alice", &Command::Approve { request: id, comment: None }, w.now).unwrap();
+    let touched = w.state.touched_by(&changes);
+    assert_eq!(touched.requests.len(), 1);
+    assert!(touched.grants.is_empty());
+    assert_eq!(touched.last_seq, w.state.last_seq);
+}
