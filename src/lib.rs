@@ -3,6 +3,10 @@
 //!
 //! Dependencies point one way: model <- rules <- store <- daemon, and model <- client <- commands.
 
+pub mod clock;
+pub mod config;
+pub mod daemon;
 pub mod model;
 pub mod policy;
 pub mod rules;
+pub mod store;

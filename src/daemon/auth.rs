@@ -1,0 +1,88 @@
+//! Who is calling. On the Unix socket the kernel tells us the peer's account (SO_PEERCRED); a
+//! bearer token, issued by an admin, names a user instead. Tokens are compared by SHA-256, so
+//! the daemon never holds a usable secret. Disabled users are refused everything but `whoami`.
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::serve::IncomingStream;
+use sha2::{Digest, Sha256};
+use tokio::net::UnixListener;
+
+use super::Engine;
+use super::error::ApiError;
+
+/// The account on the other end of a Unix socket connection, looked up once per connection.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub uid: Option<u32>,
+    pub name: Option<String>,
+}
+
+impl Connected<IncomingStream<'_, UnixListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
+        let uid = stream.io().peer_cred().ok().map(|c| c.uid());
+        let name = uid.map(|uid| match nix::unistd::User::from_uid(uid.into()) {
+            Ok(Some(user)) => user.name,
+            _ => format!("uid-{uid}"),
+        });
+        Peer { uid, name }
+    }
+}
+
+/// The authenticated caller of a request.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub user: String,
+    /// `socket` or `token`.
+    pub via: &'static str,
+}
+
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+impl FromRequestParts<Arc<Engine>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, engine: &Arc<Engine>) -> Result<Self, Self::Rejection> {
+        let caller = match parts.headers.get(axum::http::header::AUTHORIZATION) {
+            Some(value) => {
+                let token = value
+                    .to_str()
+                    .ok()
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .ok_or_else(|| unauthorized("the Authorization header must be 'Bearer <token>'"))?;
+                let hash = token_hash(token);
+                let user = engine
+                    .read(|s, _| s.token_user(&hash).map(|t| t.user.clone()))
+                    .ok_or_else(|| unauthorized("this token is not valid or was revoked; ask an admin for a new one (zsa admin token issue USER)"))?;
+                Caller { user, via: "token" }
+            }
+            None => {
+                let peer = parts
+                    .extensions
+                    .get::<ConnectInfo<Peer>>()
+                    .and_then(|c| c.0.name.clone())
+                    .ok_or_else(|| unauthorized("cannot tell who you are: connect over the Unix socket or present a token"))?;
+                Caller { user: peer, via: "socket" }
+            }
+        };
+        if parts.uri.path() != "/v1/whoami" && engine.read(|s, _| s.is_disabled(&caller.user)) {
+            return Err(ApiError::forbidden(
+                "user_disabled",
+                format!("your account '{}' is disabled, so zsa refuses everything you ask; an admin can enable it again", crate::model::text::inert(&caller.user)),
+            ));
+        }
+        Ok(caller)
+    }
+}
+
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
+}

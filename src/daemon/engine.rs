@@ -1,0 +1,149 @@
+//! The engine: the one place that changes state. Writers are serialised; each command is decided
+//! against the current state, sealed into the hash chain, written durably, and only then applied
+//! in memory and broadcast. Readers (check, listings) read memory and never wait for the disk.
+
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{Notify, broadcast};
+
+use crate::clock::Clock;
+use crate::model::{Event, SYSTEM_ACTOR};
+use crate::policy::Policy;
+use crate::rules::{self, Command, Refusal, State};
+use crate::store::{EventFilter, Store, StoreError, chain};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How many events a slow stream client may fall behind before it re-reads from the store.
+const FEED_CAPACITY: usize = 4096;
+
+pub struct Engine {
+    state: RwLock<State>,
+    policy: RwLock<Arc<Policy>>,
+    writer: Mutex<Box<dyn Store>>,
+    reader: Mutex<Box<dyn Store>>,
+    clock: Arc<dyn Clock>,
+    feed: broadcast::Sender<Arc<Event>>,
+    deadlines: Notify,
+}
+
+fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Engine {
+    /// Rebuilds state by replaying the store's events.
+    pub fn open(mut store: Box<dyn Store>, policy: Policy, clock: Arc<dyn Clock>) -> Result<Engine, StoreError> {
+        let mut state = State::default();
+        store.replay(&mut |e| state.apply(&e))?;
+        let reader = store.reader()?;
+        let (feed, _) = broadcast::channel(FEED_CAPACITY);
+        Ok(Engine {
+            state: RwLock::new(state),
+            policy: RwLock::new(Arc::new(policy)),
+            writer: Mutex::new(store),
+            reader: Mutex::new(reader),
+            clock,
+            feed,
+            deadlines: Notify::new(),
+        })
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Runs `f` on the current state and policy. Keep `f` short: writers wait for it.
+    pub fn read<R>(&self, f: impl FnOnce(&State, &Policy) -> R) -> R {
+        let policy = self.policy();
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        f(&state, &policy)
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.feed.subscribe()
+    }
+
+    /// Decides and records a command. Blocking (it waits for the disk): call it from a blocking
+    /// task. Returns the events written, empty if there was nothing to do.
+    pub fn execute(&self, actor: &str, command: Command) -> Result<Vec<Arc<Event>>, EngineError> {
+        let mut store = lock(&self.writer);
+        let policy = self.policy();
+        self.commit(&mut **store, &policy, actor, &command)
+    }
+
+    /// Loads a new policy: recorded as an event by `actor`, who must be an admin under the new
+    /// policy too (so nobody can lock themselves out by reloading), then put in force.
+    pub fn reload(&self, actor: &str, policy: Policy) -> Result<Vec<Arc<Event>>, EngineError> {
+        let mut store = lock(&self.writer);
+        let events = self.commit(&mut **store, &policy, actor, &Command::LoadPolicy)?;
+        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
+        self.deadlines.notify_one();
+        Ok(events)
+    }
+
+    fn commit(&self, store: &mut dyn Store, policy: &Policy, actor: &str, command: &Command) -> Result<Vec<Arc<Event>>, EngineError> {
+        let now = self.clock.now();
+        let (events, touched) = {
+            let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+            let changes = rules::decide(&state, policy, actor, command, now)?;
+            if changes.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut touched = state.touched_by(&changes);
+            let events = chain::seal(state.last_seq, &state.last_hash, now, actor, changes);
+            for e in &events {
+                touched.apply(e);
+            }
+            (events, touched)
+        };
+        store.append(&events, &touched)?;
+        {
+            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+            for e in &events {
+                state.apply(e);
+            }
+        }
+        let events: Vec<Arc<Event>> = events.into_iter().map(Arc::new).collect();
+        for e in &events {
+            let _ = self.feed.send(e.clone()); // no subscribers is fine
+        }
+        self.deadlines.notify_one();
+        Ok(events)
+    }
+
+    /// Ends everything whose deadline has passed. The deadline task calls it; so does start-up.
+    pub fn expire_due(&self) -> Result<Vec<Arc<Event>>, EngineError> {
+        self.execute(SYSTEM_ACTOR, Command::Expire)
+    }
+
+    /// Wakes the deadline task so it looks at the clock and the deadlines again.
+    pub fn wake_deadlines(&self) {
+        self.deadlines.notify_one();
+    }
+
+    pub(crate) async fn deadlines_changed(&self) {
+        self.deadlines.notified().await
+    }
+
+    /// Events from the store (not memory): for audit queries and stream catch-up. Blocking.
+    pub fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {
+        lock(&self.reader).events(filter)
+    }
+
+    /// Recomputes the chain and the projections from the store. Blocking.
+    pub fn verify(&self) -> Result<crate::model::wire::VerifyReport, StoreError> {
+        lock(&self.reader).verify()
+    }
+}

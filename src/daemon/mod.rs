@@ -1,0 +1,14 @@
+//! The daemon: holds all state, decides every command through `rules`, writes every change to
+//! the store before it answers, ends grants on time, and streams changes to clients.
+//! It never imports the console.
+
+pub mod auth;
+pub mod deadlines;
+pub mod engine;
+pub mod error;
+pub mod feed;
+pub mod routes;
+pub mod server;
+
+pub use engine::Engine;
+pub use server::{DaemonConfig, DaemonHandle, start};

@@ -1,0 +1,97 @@
+//! Admin actions: tokens, disabling users, reloading the policy.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use rand::RngCore;
+
+use super::{Body, execute, parse_id};
+use crate::daemon::Engine;
+use crate::daemon::auth::{Caller, token_hash};
+use crate::daemon::engine::EngineError;
+use crate::daemon::error::ApiError;
+use crate::model::wire::{IssueToken, IssuedToken, PolicyLoad, Reason, TokenView};
+use crate::model::{Change, TokenId};
+use crate::policy::Policy;
+use crate::rules::Command;
+
+fn admins_only(engine: &Engine, caller: &Caller) -> Result<(), ApiError> {
+    if engine.policy().is_admin(&caller.user) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("admins_only", "only admins may do this; see [roles] admins in the policy"))
+    }
+}
+
+/// A new random bearer token: 256 bits, hex, with a prefix that makes leaked tokens easy to spot.
+pub fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("zsa_{}", hex::encode(bytes))
+}
+
+pub async fn issue_token(State(engine): State<Arc<Engine>>, caller: Caller, Body(body): Body<IssueToken>) -> Result<Json<IssuedToken>, ApiError> {
+    let token = new_token();
+    let events = execute(&engine, &caller, Command::IssueToken { user: body.user.clone(), sha256: token_hash(&token) }).await?;
+    let id = events
+        .iter()
+        .find_map(|e| match e.change {
+            Change::TokenIssued { token, .. } => Some(token),
+            _ => None,
+        })
+        .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the token was not recorded"))?;
+    Ok(Json(IssuedToken { id, user: body.user, token }))
+}
+
+pub async fn tokens(State(engine): State<Arc<Engine>>, caller: Caller) -> Result<Json<Vec<TokenView>>, ApiError> {
+    admins_only(&engine, &caller)?;
+    Ok(Json(engine.read(|s, _| {
+        s.tokens
+            .values()
+            .map(|t| TokenView { id: t.id, user: t.user.clone(), issued_at: t.issued_at, issued_by: t.issued_by.clone(), revoked: t.revoked })
+            .collect()
+    })))
+}
+
+pub async fn revoke_token(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    let token: TokenId = parse_id(&id)?;
+    execute(&engine, &caller, Command::RevokeToken { token }).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn disable(State(engine): State<Arc<Engine>>, caller: Caller, Path(user): Path<String>, Body(r): Body<Reason>) -> Result<StatusCode, ApiError> {
+    execute(&engine, &caller, Command::DisableUser { user, reason: r.reason }).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn enable(State(engine): State<Arc<Engine>>, caller: Caller, Path(user): Path<String>) -> Result<StatusCode, ApiError> {
+    execute(&engine, &caller, Command::EnableUser { user }).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Re-reads the policy file the daemon was started with. A file that does not validate is
+/// refused with its file:line messages and the old policy stays in force.
+pub async fn reload(State(engine): State<Arc<Engine>>, caller: Caller) -> Result<Json<PolicyLoad>, ApiError> {
+    admins_only(&engine, &caller)?;
+    let load = reload_policy(engine, caller.user).await?;
+    Ok(Json(load))
+}
+
+/// Loads the policy file again as `actor` (an admin, or the daemon on SIGHUP).
+pub async fn reload_policy(engine: Arc<Engine>, actor: String) -> Result<PolicyLoad, ApiError> {
+    let path = PathBuf::from(&engine.policy().path);
+    let result = tokio::task::spawn_blocking(move || {
+        let policy = Policy::load(&path).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "policy_invalid", e.to_string()))?;
+        let load = PolicyLoad { sha256: policy.sha256.clone(), path: policy.path.clone(), tasks: policy.tasks.len() as u32 };
+        match engine.reload(&actor, policy) {
+            Ok(_) => Ok(load),
+            Err(EngineError::Refused(r)) => Err(ApiError::from(r)),
+            Err(EngineError::Store(e)) => Err(ApiError::from(e)),
+        }
+    })
+    .await;
+    result.map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the reload task failed"))?
+}

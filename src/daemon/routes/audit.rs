@@ -1,0 +1,41 @@
+//! The audit log: query it, and verify its hash chain and projections.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+
+use super::{Query, blocking};
+use crate::daemon::Engine;
+use crate::daemon::auth::Caller;
+use crate::daemon::error::ApiError;
+use crate::model::Event;
+use crate::model::wire::{AuditQuery, VerifyReport};
+use crate::rules;
+use crate::store::EventFilter;
+
+pub const DEFAULT_PAGE: u32 = 1000;
+pub const MAX_PAGE: u32 = 10_000;
+
+/// Events, oldest first, one page at a time (`after` the last seq seen). Admins and auditors
+/// see everything; others see what concerns them and what they approve for.
+pub async fn list(State(engine): State<Arc<Engine>>, caller: Caller, Query(q): Query<AuditQuery>) -> Result<Json<Vec<Event>>, ApiError> {
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::bad_request("bad_query", format!("limit must be between 1 and {MAX_PAGE}")));
+    }
+    let policy = engine.policy();
+    let sees_all = policy.sees_everything(&caller.user);
+    let filter = EventFilter { after_seq: q.after, since: q.since, until: q.until, user: q.user, task: q.task, limit: Some(limit) };
+    let e = engine.clone();
+    let events = blocking(move || e.events(&filter)).await?;
+    Ok(Json(if sees_all { events } else { events.into_iter().filter(|e| rules::event_visible(&policy, &caller.user, e)).collect() }))
+}
+
+pub async fn verify(State(engine): State<Arc<Engine>>, caller: Caller) -> Result<Json<VerifyReport>, ApiError> {
+    if !engine.policy().sees_everything(&caller.user) {
+        return Err(ApiError::forbidden("auditors_only", "only auditors and admins may verify the whole log"));
+    }
+    let e = engine.clone();
+    Ok(Json(blocking(move || e.verify()).await?))
+}

@@ -1,0 +1,56 @@
+//! Who am I, what may I ask for, and do I (or someone) hold access now.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use serde::Deserialize;
+
+use super::Query;
+use crate::daemon::Engine;
+use crate::daemon::auth::Caller;
+use crate::daemon::error::ApiError;
+use crate::model::wire::{CheckAnswer, TaskView, WhoAmI};
+use crate::rules;
+
+pub async fn whoami(State(engine): State<Arc<Engine>>, caller: Caller) -> Json<WhoAmI> {
+    let now = engine.now();
+    Json(engine.read(|s, p| WhoAmI {
+        user: caller.user.clone(),
+        roles: p.roles_of(&caller.user),
+        groups: p.groups_of(&caller.user),
+        disabled: s.is_disabled(&caller.user),
+        via: caller.via.to_string(),
+        now,
+        policy_sha256: p.sha256.clone(),
+    }))
+}
+
+/// The tasks the caller may ask for or approve; admins and auditors see them all.
+pub async fn tasks(State(engine): State<Arc<Engine>>, caller: Caller) -> Json<Vec<TaskView>> {
+    let policy = engine.policy();
+    let user = &caller.user;
+    Json(
+        policy
+            .tasks
+            .values()
+            .filter(|t| policy.sees_everything(user) || policy.may_request(user, t) || policy.may_approve(user, t))
+            .map(|t| policy.task_view(t, user))
+            .collect(),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckQuery {
+    task: String,
+    user: Option<String>,
+}
+
+/// Answers from memory: other tools may gate every command on this.
+pub async fn check(State(engine): State<Arc<Engine>>, caller: Caller, Query(q): Query<CheckQuery>) -> Result<Json<CheckAnswer>, ApiError> {
+    let now = engine.now();
+    let user = q.user.unwrap_or_else(|| caller.user.clone());
+    let answer = engine.read(|s, p| rules::check_access(s, p, &caller.user, &user, &q.task, now))?;
+    Ok(Json(answer))
+}

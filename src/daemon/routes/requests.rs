@@ -1,0 +1,94 @@
+//! Requests: ask, list, show, approve, deny, cancel.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+
+use super::{Body, Query, execute, parse_id};
+use crate::daemon::Engine;
+use crate::daemon::auth::Caller;
+use crate::daemon::error::ApiError;
+use crate::model::wire::{Comment, NewRequest, Outcome};
+use crate::model::{Request, RequestId, RequestState};
+use crate::rules::{self, Command};
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// `pending` (default) or `all`.
+    #[serde(default)]
+    state: Option<String>,
+}
+
+fn outcome(engine: &Engine, caller: &Caller, id: RequestId) -> Result<Outcome, ApiError> {
+    engine.read(|s, p| {
+        let request = s
+            .requests
+            .get(&id)
+            .filter(|r| rules::request_visible(p, &caller.user, r))
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no_such_request", format!("there is no request {id} that you may see")))?;
+        Ok(Outcome { request: request.clone(), grant: request.grant.and_then(|g| s.grants.get(&g)).cloned() })
+    })
+}
+
+pub async fn create(State(engine): State<Arc<Engine>>, caller: Caller, Body(new): Body<NewRequest>) -> Result<(StatusCode, Json<Outcome>), ApiError> {
+    let events = execute(&engine, &caller, Command::Request(new)).await?;
+    let id = events
+        .iter()
+        .find_map(|e| match &e.change {
+            crate::model::Change::RequestCreated { request, .. } => Some(*request),
+            _ => None,
+        })
+        .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the request was not recorded"))?;
+    Ok((StatusCode::CREATED, Json(outcome(&engine, &caller, id)?)))
+}
+
+pub async fn list(State(engine): State<Arc<Engine>>, caller: Caller, Query(q): Query<ListQuery>) -> Result<Json<Vec<Request>>, ApiError> {
+    let all = match q.state.as_deref() {
+        None | Some("pending") => false,
+        Some("all") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request("bad_query", format!("state must be 'pending' or 'all', not '{}'", crate::model::text::inert(other))));
+        }
+    };
+    let now = engine.now();
+    Ok(Json(engine.read(|s, p| {
+        let visible = |r: &&Request| rules::request_visible(p, &caller.user, r);
+        if all {
+            s.requests.values().filter(visible).cloned().collect()
+        } else {
+            s.pending
+                .iter()
+                .filter_map(|id| s.requests.get(id))
+                .filter(|r| r.state == RequestState::Pending && r.pending_until > now)
+                .filter(visible)
+                .cloned()
+                .collect()
+        }
+    })))
+}
+
+pub async fn show(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): Path<String>) -> Result<Json<Outcome>, ApiError> {
+    Ok(Json(outcome(&engine, &caller, parse_id(&id)?)?))
+}
+
+pub async fn approve(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): Path<String>, Body(c): Body<Comment>) -> Result<Json<Outcome>, ApiError> {
+    let id = parse_id(&id)?;
+    execute(&engine, &caller, Command::Approve { request: id, comment: c.comment }).await?;
+    Ok(Json(outcome(&engine, &caller, id)?))
+}
+
+pub async fn deny(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): Path<String>, Body(c): Body<Comment>) -> Result<Json<Outcome>, ApiError> {
+    let id = parse_id(&id)?;
+    execute(&engine, &caller, Command::Deny { request: id, comment: c.comment }).await?;
+    Ok(Json(outcome(&engine, &caller, id)?))
+}
+
+pub async fn cancel(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): Path<String>) -> Result<Json<Outcome>, ApiError> {
+    let id = parse_id(&id)?;
+    execute(&engine, &caller, Command::Cancel { request: id }).await?;
+    Ok(Json(outcome(&engine, &caller, id)?))
+}

@@ -1,0 +1,166 @@
+//! Starting and stopping the daemon: the state directory (0700, locked so a second daemon on
+//! the same state refuses to start), the database (0600), the policy, the Unix socket, signals.
+
+use std::fs::{self, File};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use tokio::net::UnixListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::Engine;
+use super::auth::Peer;
+use super::routes;
+use crate::clock::Clock;
+use crate::model::SYSTEM_ACTOR;
+use crate::policy::Policy;
+use crate::rules::Command;
+use crate::store::sqlite::SqliteStore;
+
+#[derive(Clone, Debug)]
+pub struct DaemonConfig {
+    pub state_dir: PathBuf,
+    pub policy: PathBuf,
+    pub socket: PathBuf,
+}
+
+/// A running daemon. Dropping it does not stop it; call `shutdown`.
+pub struct DaemonHandle {
+    pub socket: PathBuf,
+    pub engine: Arc<Engine>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    _lock: File,
+}
+
+impl DaemonHandle {
+    /// Stops accepting, finishes what is in flight, removes the socket file.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let _ = fs::remove_file(&self.socket);
+    }
+
+    /// Resolves when a shutdown has been asked for (by a signal or `shutdown`).
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    pub fn stop_sender(&self) -> watch::Sender<bool> {
+        self.stop.clone()
+    }
+}
+
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("cannot create the state directory {}", dir.display()))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot make {} private (0700)", dir.display()))
+}
+
+/// Takes the state directory's lock, so two daemons never write the same state.
+fn lock_state(dir: &Path) -> anyhow::Result<File> {
+    let path = dir.join("daemon.lock");
+    let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => bail!(
+            "another zsa daemon is already using the state directory {}; stop it first, or give this one its own --state",
+            dir.display()
+        ),
+        Err(fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+    }
+}
+
+/// Binds the socket, removing a file left by a daemon that crashed, but never one in use.
+fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(parent) = path.parent() {
+        if !parent.exists() {
+            fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+            fs::set_permissions(parent, fs::Permissions::from_mode(0o755))?;
+        }
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!("a daemon is already listening on {}; stop it first, or use another --socket", path.display());
+        }
+        fs::remove_file(path).with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
+        tracing::info!(socket = %path.display(), "removed a socket left by a daemon that did not stop cleanly");
+    }
+    let listener = UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
+    // Anyone on the machine may connect: the kernel tells us who they are, and the policy decides.
+    fs::set_permissions(path, fs::Permissions::from_mode(0o666))?;
+    Ok(listener)
+}
+
+/// Starts a daemon and returns once it is listening.
+pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Result<DaemonHandle> {
+    private_dir(&config.state_dir)?;
+    let lock = lock_state(&config.state_dir)?;
+    let policy = Policy::load(&config.policy).map_err(|e| anyhow::anyhow!("the policy does not load:\n{e}"))?;
+    let db = config.state_dir.join("zsa.db");
+    let store = SqliteStore::open(&db).with_context(|| format!("cannot open the database {}", db.display()))?;
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", db.display()));
+        if file.exists() {
+            fs::set_permissions(&file, fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    let engine = Arc::new(Engine::open(Box::new(store), policy, clock).context("cannot read the event log")?);
+
+    // Every load of the policy is on the record, with the file's SHA-256; and anything whose
+    // deadline passed while the daemon was down ends now, stamped with its deadline.
+    let e = engine.clone();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        e.execute(SYSTEM_ACTOR, Command::LoadPolicy)?;
+        e.expire_due()?;
+        Ok(())
+    })
+    .await??;
+
+    let listener = bind_socket(&config.socket)?;
+    let (stop, stopped) = watch::channel(false);
+    let app = routes::router(engine.clone()).into_make_service_with_connect_info::<Peer>();
+    let mut server_stop = stopped.clone();
+    let server = tokio::spawn(async move {
+        let graceful = async move {
+            let _ = server_stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(graceful).await {
+            tracing::error!(error = %e, "the server stopped");
+        }
+    });
+    let deadlines = tokio::spawn(super::deadlines::run(engine.clone(), stopped));
+    tracing::info!(socket = %config.socket.display(), state = %config.state_dir.display(), "zsa daemon listening");
+    Ok(DaemonHandle { socket: config.socket, engine, stop, tasks: vec![server, deadlines], _lock: lock })
+}
+
+/// Runs a daemon until SIGTERM or SIGINT; SIGHUP reloads the policy.
+pub async fn run_until_signalled(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let handle = start(config, clock).await?;
+    eprintln!("zsa daemon listening on {}", handle.socket.display());
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                match routes::reload_policy_as_daemon(handle.engine.clone()).await {
+                    Ok(load) => tracing::info!(sha256 = %load.sha256, "policy reloaded on SIGHUP"),
+                    Err(e) => tracing::error!(error = %e.message, "SIGHUP: the policy was not reloaded; the old one stays in force"),
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!("stopping");
+    handle.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,86 @@
+//! The hash chain. Each event's hash is SHA-256 over the previous event's hash and the event's
+//! own canonical JSON, so changing, removing or reordering any event breaks every hash after it.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::model::{Change, Event};
+
+/// The `prev_hash` of the first event.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The part of an event that is hashed: everything but the hashes themselves.
+#[derive(Serialize)]
+struct Content<'a> {
+    seq: u64,
+    at: DateTime<Utc>,
+    actor: &'a str,
+    #[serde(flatten)]
+    change: &'a Change,
+}
+
+/// The canonical JSON of an event's content. serde_json writes struct fields in declaration
+/// order, so the same event always gives the same bytes; the store keeps these exact bytes.
+pub fn body(event: &Event) -> String {
+    let content = Content { seq: event.seq, at: event.at, actor: &event.actor, change: &event.change };
+    serde_json::to_string(&content).unwrap_or_default()
+}
+
+pub fn hash(prev_hash: &str, body: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(prev_hash.as_bytes());
+    h.update(b"\n");
+    h.update(body.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// Numbers and hashes new changes after the event `(last_seq, last_hash)`.
+pub fn seal(last_seq: u64, last_hash: &str, at: DateTime<Utc>, actor: &str, changes: Vec<Change>) -> Vec<Event> {
+    let mut prev = if last_hash.is_empty() { GENESIS.to_string() } else { last_hash.to_string() };
+    let mut seq = last_seq;
+    changes
+        .into_iter()
+        .map(|change| {
+            seq += 1;
+            let mut event = Event { seq, at, actor: actor.to_string(), change, prev_hash: prev.clone(), hash: String::new() };
+            event.hash = hash(&prev, &body(&event));
+            prev = event.hash.clone();
+            event
+        })
+        .collect()
+}
+
+/// Parses a stored body back into an event with its hashes.
+pub fn parse(body: &str, prev_hash: String, hash: String) -> Result<Event, String> {
+    let mut value: serde_json::Value = serde_json::from_str(body).map_err(|e| e.to_string())?;
+    if let Some(map) = value.as_object_mut() {
+        map.insert("prev_hash".into(), prev_hash.into());
+        map.insert("hash".into(), hash.into());
+    }
+    serde_json::from_value(value).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn sealing_links_each_event_to_the_one_before() {
+        let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let changes = vec![
+            Change::UserEnabled { user: "a".into() },
+            Change::UserEnabled { user: "b".into() },
+        ];
+        let events = seal(0, "", at, "root", changes);
+        assert_eq!(events[0].prev_hash, GENESIS);
+        assert_eq!(events[1].prev_hash, events[0].hash);
+        assert_eq!(events[1].seq, 2);
+        assert_eq!(events[1].hash, hash(&events[0].hash, &body(&events[1])));
+        let back = parse(&body(&events[1]), events[1].prev_hash.clone(), events[1].hash.clone()).unwrap();
+        assert_eq!(back, events[1]);
+        let tampered = body(&events[1]).replace("\"b\"", "\"c\"");
+        assert_ne!(hash(&events[0].hash, &tampered), events[1].hash);
+    }
+}

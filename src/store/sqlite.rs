@@ -1,0 +1,298 @@
+//! The embedded default store: one SQLite file.
+//!
+//! Durability: WAL journal with `synchronous = FULL`. In WAL mode FULL syncs the log at every
+//! commit, so a commit that returned survives a crash of the process and a loss of power; NORMAL
+//! would be faster but may lose the last commits on power loss, which would break the promise
+//! that an acknowledged change is never lost. WAL also lets readers run beside the writer.
+
+use std::path::{Path, PathBuf};
+
+use chrono::SecondsFormat;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{EventFilter, Store, StoreError, chain};
+use crate::model::wire::VerifyReport;
+use crate::model::{Event, Grant, Request};
+use crate::rules::{State, Token};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    subject TEXT,
+    task TEXT,
+    body TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_at ON events(at);
+CREATE INDEX IF NOT EXISTS events_subject_at ON events(subject, at);
+CREATE INDEX IF NOT EXISTS events_actor_at ON events(actor, at);
+CREATE INDEX IF NOT EXISTS events_task_at ON events(task, at);
+CREATE TABLE IF NOT EXISTS requests (
+    id INTEGER PRIMARY KEY, requester TEXT NOT NULL, task TEXT NOT NULL, state TEXT NOT NULL, body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS grants (
+    id INTEGER PRIMARY KEY, holder TEXT NOT NULL, task TEXT NOT NULL, state TEXT NOT NULL,
+    expires_at TEXT NOT NULL, body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    id INTEGER PRIMARY KEY, user TEXT NOT NULL, sha256 TEXT NOT NULL, revoked INTEGER NOT NULL, body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS disabled_users (user TEXT PRIMARY KEY, since TEXT NOT NULL);
+";
+
+/// Times in indexed columns have one fixed width, so text order is time order.
+fn column_time(t: &chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+pub struct SqliteStore {
+    path: PathBuf,
+    conn: Connection,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` for writing.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Corrupt(format!("SQLite refused WAL mode (got {mode})")));
+        }
+        conn.execute_batch("PRAGMA synchronous = FULL;")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(SqliteStore { path: path.to_path_buf(), conn })
+    }
+
+    fn open_reader(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch("PRAGMA query_only = 1;")?;
+        Ok(SqliteStore { path: path.to_path_buf(), conn })
+    }
+
+    /// Direct access for tests that must tamper with rows behind the daemon's back.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    fn row_to_event(body: String, prev: String, hash: String) -> Result<Event, StoreError> {
+        chain::parse(&body, prev, hash).map_err(StoreError::Corrupt)
+    }
+
+    /// Compares the projection tables with the state the events rebuild.
+    fn projection_problem(&self, rebuilt: &State) -> Result<Option<String>, StoreError> {
+        fn compare<T: PartialEq + serde::de::DeserializeOwned>(
+            conn: &Connection,
+            table: &str,
+            label: &str,
+            expected: &std::collections::BTreeMap<u64, &T>,
+        ) -> Result<Option<String>, StoreError> {
+            let mut stmt = conn.prepare(&format!("SELECT id, body FROM {table} ORDER BY id"))?;
+            let mut rows = stmt.query([])?;
+            let mut seen = 0usize;
+            while let Some(row) = rows.next()? {
+                let id: i64 = row.get(0)?;
+                let body: String = row.get(1)?;
+                seen += 1;
+                let stored: Option<T> = serde_json::from_str(&body).ok();
+                match (stored, expected.get(&(id as u64))) {
+                    (Some(s), Some(e)) if &s == *e => {}
+                    _ => return Ok(Some(format!("the {table} row of {label}{id} differs from what the events say"))),
+                }
+            }
+            if seen != expected.len() {
+                return Ok(Some(format!("the {table} table holds {seen} rows but the events make {}", expected.len())));
+            }
+            Ok(None)
+        }
+        let requests: std::collections::BTreeMap<u64, &Request> = rebuilt.requests.iter().map(|(k, v)| (k.0, v)).collect();
+        let grants: std::collections::BTreeMap<u64, &Grant> = rebuilt.grants.iter().map(|(k, v)| (k.0, v)).collect();
+        let tokens: std::collections::BTreeMap<u64, &Token> = rebuilt.tokens.iter().map(|(k, v)| (k.0, v)).collect();
+        if let Some(p) = compare(&self.conn, "requests", "R", &requests)? {
+            return Ok(Some(p));
+        }
+        if let Some(p) = compare(&self.conn, "grants", "G", &grants)? {
+            return Ok(Some(p));
+        }
+        if let Some(p) = compare(&self.conn, "tokens", "T", &tokens)? {
+            return Ok(Some(p));
+        }
+        let mut stmt = self.conn.prepare("SELECT user FROM disabled_users ORDER BY user")?;
+        let users: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        let expected: Vec<String> = rebuilt.disabled.keys().cloned().collect();
+        if users != expected {
+            return Ok(Some("the disabled_users table differs from what the events say".into()));
+        }
+        Ok(None)
+    }
+}
+
+impl Store for SqliteStore {
+    fn replay(&mut self, each: &mut dyn FnMut(Event)) -> Result<(), StoreError> {
+        let mut stmt = self.conn.prepare("SELECT body, prev_hash, hash FROM events ORDER BY seq")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            each(Self::row_to_event(row.get(0)?, row.get(1)?, row.get(2)?)?);
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, events: &[Event], touched: &State) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO events (seq, at, actor, kind, subject, task, body, prev_hash, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?;
+            for e in events {
+                insert.execute(params![
+                    e.seq as i64,
+                    column_time(&e.at),
+                    e.actor,
+                    e.change.kind(),
+                    e.change.subject(),
+                    e.change.task(),
+                    chain::body(e),
+                    e.prev_hash,
+                    e.hash,
+                ])?;
+            }
+            let mut req = tx.prepare_cached("INSERT OR REPLACE INTO requests (id, requester, task, state, body) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+            for r in touched.requests.values() {
+                let body = serde_json::to_string(r).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                req.execute(params![r.id.0 as i64, r.requester, r.task, r.state.as_str(), body])?;
+            }
+            let mut grant = tx.prepare_cached(
+                "INSERT OR REPLACE INTO grants (id, holder, task, state, expires_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for g in touched.grants.values() {
+                let body = serde_json::to_string(g).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                grant.execute(params![g.id.0 as i64, g.holder, g.task, g.state.as_str(), column_time(&g.expires_at), body])?;
+            }
+            let mut token = tx.prepare_cached("INSERT OR REPLACE INTO tokens (id, user, sha256, revoked, body) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+            for t in touched.tokens.values() {
+                let body = serde_json::to_string(t).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                token.execute(params![t.id.0 as i64, t.user, t.sha256, t.revoked, body])?;
+            }
+            for e in events {
+                match &e.change {
+                    crate::model::Change::UserDisabled { user, .. } => {
+                        tx.execute("INSERT OR REPLACE INTO disabled_users (user, since) VALUES (?1, ?2)", params![user, column_time(&e.at)])?;
+                    }
+                    crate::model::Change::UserEnabled { user } => {
+                        tx.execute("DELETE FROM disabled_users WHERE user = ?1", params![user])?;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn events(&mut self, f: &EventFilter) -> Result<Vec<Event>, StoreError> {
+        let mut sql = String::from("SELECT body, prev_hash, hash FROM events WHERE seq > ?1");
+        let mut args: Vec<rusqlite::types::Value> = vec![(f.after_seq.unwrap_or(0) as i64).into()];
+        if let Some(since) = &f.since {
+            args.push(column_time(since).into());
+            sql.push_str(&format!(" AND at >= ?{}", args.len()));
+        }
+        if let Some(until) = &f.until {
+            args.push(column_time(until).into());
+            sql.push_str(&format!(" AND at < ?{}", args.len()));
+        }
+        if let Some(user) = &f.user {
+            args.push(user.clone().into());
+            let n = args.len();
+            sql.push_str(&format!(" AND (subject = ?{n} OR actor = ?{n})"));
+        }
+        if let Some(task) = &f.task {
+            args.push(task.clone().into());
+            sql.push_str(&format!(" AND task = ?{}", args.len()));
+        }
+        sql.push_str(" ORDER BY seq");
+        if let Some(limit) = f.limit {
+            sql.push_str(&format!(" LIMIT {limit}"));
+        }
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            out.push(Self::row_to_event(row.get(0)?, row.get(1)?, row.get(2)?)?);
+        }
+        Ok(out)
+    }
+
+    fn verify(&mut self) -> Result<VerifyReport, StoreError> {
+        // One read transaction: the events and the projections are checked in one consistent snapshot.
+        let tx = self.conn.unchecked_transaction()?;
+        let mut report = VerifyReport { ok: true, events: 0, head: None, first_bad_seq: None, problem: None };
+        let mut rebuilt = State::default();
+        let mut prev = chain::GENESIS.to_string();
+        let mut expected_seq = 1u64;
+        {
+            let mut stmt = tx.prepare("SELECT seq, at, actor, kind, subject, task, body, prev_hash, hash FROM events ORDER BY seq")?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let seq = row.get::<_, i64>(0)? as u64;
+                let body: String = row.get(6)?;
+                let prev_hash: String = row.get(7)?;
+                let hash: String = row.get(8)?;
+                let problem = if seq != expected_seq {
+                    Some(format!("event {expected_seq} is missing (the next stored event is {seq})"))
+                } else if prev_hash != prev {
+                    Some(format!("event {seq} does not link to the event before it"))
+                } else if chain::hash(&prev_hash, &body) != hash {
+                    Some(format!("event {seq} was changed after it was written: its hash does not match its content"))
+                } else {
+                    match chain::parse(&body, prev_hash.clone(), hash.clone()) {
+                        Err(e) => Some(format!("event {seq} cannot be read: {e}")),
+                        Ok(e) => {
+                            let columns_match = row.get::<_, String>(1)? == column_time(&e.at)
+                                && row.get::<_, String>(2)? == e.actor
+                                && row.get::<_, String>(3)? == e.change.kind()
+                                && row.get::<_, Option<String>>(4)?.as_deref() == e.change.subject()
+                                && row.get::<_, Option<String>>(5)?.as_deref() == e.change.task();
+                            if columns_match {
+                                rebuilt.apply(&e);
+                                None
+                            } else {
+                                Some(format!("event {seq}'s indexed columns were changed; they no longer match its hashed content"))
+                            }
+                        }
+                    }
+                };
+                if let Some(problem) = problem {
+                    report.ok = false;
+                    report.first_bad_seq = Some(seq.min(expected_seq));
+                    report.problem = Some(problem);
+                    return Ok(report);
+                }
+                report.events += 1;
+                report.head = Some(hash.clone());
+                prev = hash;
+                expected_seq += 1;
+            }
+        }
+        if let Some(problem) = self.projection_problem(&rebuilt)? {
+            report.ok = false;
+            report.problem = Some(problem);
+        }
+        tx.finish()?;
+        Ok(report)
+    }
+
+    fn reader(&self) -> Result<Box<dyn Store>, StoreError> {
+        Ok(Box::new(Self::open_reader(&self.path)?))
+    }
+}
+
+/// The event with the highest sequence number, if any: used by tests and tools.
+pub fn last_seq(conn: &Connection) -> Result<Option<u64>, StoreError> {
+    Ok(conn.query_row("SELECT MAX(seq) FROM events", [], |r| r.get::<_, Option<i64>>(0)).optional()?.flatten().map(|v| v as u64))
+}
