@@ -3,7 +3,10 @@
 //!
 //! Dependencies point one way: model <- rules <- store <- daemon, and model <- client <- commands.
 
+pub mod cli;
+pub mod client;
 pub mod clock;
+pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod model;

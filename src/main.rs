@@ -1,1 +1,25 @@
-fn main() {}
+//! The `zsa` binary: parse the command line, set up logging, run the command. Nothing else.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = zsa::cli::Cli::parse();
+    let daemon = matches!(cli.command, Some(zsa::cli::Cmd::Daemon(_)) | Some(zsa::cli::Cmd::Demo));
+    let default = if daemon { "info" } else { "warn" };
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_env("ZSA_LOG").unwrap_or_else(|_| EnvFilter::new(default)))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none())
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("zsa: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(zsa::commands::run(cli))
+}

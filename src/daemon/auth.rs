@@ -41,6 +41,14 @@ pub struct Caller {
     pub via: &'static str,
 }
 
+/// A new random bearer token: 256 bits, hex, with a prefix that makes a leaked token easy to spot.
+pub fn new_token() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("zsa_{}", hex::encode(bytes))
+}
+
 pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }

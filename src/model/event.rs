@@ -201,3 +201,44 @@ impl Change {
         }
     }
 }
+
+impl Change {
+    /// A one-line account of the details, for logs and tables. User text is made inert.
+    pub fn summary(&self) -> String {
+        use super::{duration, text::inert_line};
+        let opt = |label: &str, v: &Option<String>| v.as_deref().map(|v| format!(" {label}: {}", inert_line(v))).unwrap_or_default();
+        match self {
+            Self::PolicyLoaded { sha256, path, tasks } => format!("{} ({tasks} tasks) sha256 {sha256}", inert_line(path)),
+            Self::RequestCreated { duration_secs, reason, ticket, approvals_needed, break_glass, .. } => format!(
+                "for {}, {}{}{}",
+                duration::format(*duration_secs),
+                match (*break_glass, *approvals_needed) {
+                    (true, _) => "break-glass".to_string(),
+                    (false, 0) => "granted by policy".to_string(),
+                    (false, 1) => "needs 1 approval".to_string(),
+                    (false, n) => format!("needs {n} approvals"),
+                },
+                opt("ticket", ticket),
+                opt("reason", reason)
+            ),
+            Self::RequestApproved { comment, .. } => opt("comment", comment).trim_start().to_string(),
+            Self::RequestDenied { comment, .. } => format!("comment: {}", inert_line(comment)),
+            Self::RequestCancelled { reason, .. } => opt("reason", reason).trim_start().to_string(),
+            Self::RequestExpired { deadline, .. } => format!("unanswered at its deadline {}", deadline.to_rfc3339()),
+            Self::GrantStarted { expires_at, approved_by, break_glass, .. } => format!(
+                "until {}{}, approved by {}",
+                expires_at.to_rfc3339(),
+                if *break_glass { " BREAK-GLASS" } else { "" },
+                if approved_by.is_empty() { "nobody yet".to_string() } else { inert_line(&approved_by.join(", ")) }
+            ),
+            Self::GrantExpired { deadline, .. } => format!("ended at its deadline {}", deadline.to_rfc3339()),
+            Self::GrantRevoked { reason, .. } => format!("reason: {}", inert_line(reason)),
+            Self::GrantRelinquished { .. } => String::new(),
+            Self::GrantReviewed { comment, .. } => opt("comment", comment).trim_start().to_string(),
+            Self::TokenIssued { token, .. } => format!("token {token}"),
+            Self::TokenRevoked { token, .. } => format!("token {token}"),
+            Self::UserDisabled { reason, .. } => opt("reason", reason).trim_start().to_string(),
+            Self::UserEnabled { .. } => String::new(),
+        }
+    }
+}

@@ -6,11 +6,10 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use rand::RngCore;
 
 use super::{Body, execute, parse_id};
 use crate::daemon::Engine;
-use crate::daemon::auth::{Caller, token_hash};
+use crate::daemon::auth::{Caller, new_token, token_hash};
 use crate::daemon::engine::EngineError;
 use crate::daemon::error::ApiError;
 use crate::model::wire::{IssueToken, IssuedToken, PolicyLoad, Reason, TokenView};
@@ -24,13 +23,6 @@ fn admins_only(engine: &Engine, caller: &Caller) -> Result<(), ApiError> {
     } else {
         Err(ApiError::forbidden("admins_only", "only admins may do this; see [roles] admins in the policy"))
     }
-}
-
-/// A new random bearer token: 256 bits, hex, with a prefix that makes leaked tokens easy to spot.
-pub fn new_token() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    format!("zsa_{}", hex::encode(bytes))
 }
 
 pub async fn issue_token(State(engine): State<Arc<Engine>>, caller: Caller, Body(body): Body<IssueToken>) -> Result<Json<IssuedToken>, ApiError> {

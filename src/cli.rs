@@ -1,0 +1,176 @@
+//! The command line: every subcommand and flag, in one place. Parsing only; `commands` acts.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "zsa", version, about = "Zero standing access: ask for privileged tasks, approve them, and let grants end by themselves.")]
+pub struct Cli {
+    /// The daemon's socket [default: /run/zsa/zsa.sock for root, else $XDG_RUNTIME_DIR/zsa/zsa.sock]
+    #[arg(long, global = true, env = "ZSA_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// A bearer token issued by an admin; without one, the daemon knows you by your Unix account
+    #[arg(long, global = true, env = "ZSA_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// Print JSON (one object per line) instead of text
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Option<Cmd>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Run the daemon that holds all state
+    Daemon(DaemonArgs),
+    /// Start a demo daemon with demo users and requests, and show how to use it
+    Demo,
+    /// Ask for a task
+    Request {
+        task: String,
+        /// How long, e.g. 30m, 1h30m (default: the task's default_duration)
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        ticket: Option<String>,
+    },
+    /// List requests: pending ones you made or may act on (default), or all
+    Requests {
+        #[arg(long, conflicts_with = "all")]
+        pending: bool,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show one request (R12) or grant (G12)
+    Show { id: String },
+    /// Approve a pending request
+    Approve {
+        id: String,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Deny a pending request (a comment saying why is required)
+    Deny {
+        id: String,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Cancel your own pending request
+    Cancel { id: String },
+    /// List active grants you hold or approve for, or all grants
+    Grants {
+        #[arg(long)]
+        all: bool,
+    },
+    /// End someone's grant now (approvers of the task and admins)
+    Revoke {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Give up your own grant before it ends
+    Relinquish { id: String },
+    /// Review a break-glass grant after the fact
+    Review {
+        id: String,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Exit 0 if the user (default: you) holds an active grant for the task now, else 1
+    Check {
+        task: String,
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Who the daemon thinks you are, and your roles
+    Whoami,
+    /// The tasks you may ask for, with their policy and approvers
+    Tasks,
+    /// Read (or verify) the audit log
+    Audit(AuditArgs),
+    /// Administration: tokens, users, policy reload
+    Admin {
+        #[command(subcommand)]
+        command: AdminCmd,
+    },
+    /// Policy files
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCmd,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct DaemonArgs {
+    /// State directory [default: /var/lib/zsa for root, else $XDG_STATE_HOME/zsa]
+    #[arg(long, env = "ZSA_STATE", value_name = "DIR")]
+    pub state: Option<PathBuf>,
+    /// Policy file [default: /etc/zsa/policy.toml for root, else $XDG_CONFIG_HOME/zsa/policy.toml]
+    #[arg(long, env = "ZSA_POLICY", value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    pub command: Option<AuditCmd>,
+    /// From this time: RFC 3339, a date (2026-11-01), or a duration ago (7d)
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Before this time (same forms as --since)
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Events by or about this user
+    #[arg(long)]
+    pub user: Option<String>,
+    #[arg(long)]
+    pub task: Option<String>,
+    /// Print CSV
+    #[arg(long, conflicts_with = "json")]
+    pub csv: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCmd {
+    /// Recompute the hash chain and check current state against it; exit 1 naming the first bad event
+    Verify,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCmd {
+    /// Bearer tokens
+    Token {
+        #[command(subcommand)]
+        command: TokenCmd,
+    },
+    /// Disable a user: their grants end and their pending requests are cancelled at once
+    Disable {
+        user: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Enable a disabled user again
+    Enable { user: String },
+    /// Reload the daemon's policy file (as SIGHUP does)
+    Reload,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCmd {
+    /// Issue a token for a user; it is shown once
+    Issue { user: String },
+    /// List tokens (never their secrets)
+    List,
+    /// Revoke a token
+    Revoke { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCmd {
+    /// Validate a policy file; exit 1 with file:line messages if it is wrong
+    Check { file: PathBuf },
+}

@@ -1,0 +1,242 @@
+//! The typed client of the daemon's API, over its Unix socket. The CLI and the console both use
+//! it, so they say and see exactly the same things. It never decides anything itself.
+
+mod follow;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use thiserror::Error;
+
+pub use follow::EventStream;
+
+use crate::model::wire::*;
+use crate::model::{Event, Grant, GrantId, Request, RequestId, TokenId};
+
+/// How long an ordinary call may take. The event stream has no such limit.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Error)]
+pub enum ClientError {
+    #[error("cannot reach the zsa daemon at {socket}: {detail}\nstart one with: zsa daemon --policy FILE (or point --socket / ZSA_SOCKET at a running one)")]
+    Unreachable { socket: String, detail: String },
+    #[error("{message}")]
+    Refused { status: u16, code: String, message: String },
+    #[error("unexpected answer from the daemon: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    pub fn code(&self) -> &str {
+        match self {
+            Self::Unreachable { .. } => "unreachable",
+            Self::Refused { code, .. } => code,
+            Self::Protocol(_) => "protocol",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    socket: PathBuf,
+    token: Option<String>,
+}
+
+/// The query of `GET /v1/audit`, as the client sends it.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AuditParams {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+impl Client {
+    pub fn new(socket: &Path, token: Option<String>) -> Result<Client, ClientError> {
+        let http = reqwest::Client::builder()
+            .unix_socket(socket)
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        Ok(Client { http, socket: socket.to_path_buf(), token: token.filter(|t| !t.is_empty()) })
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    fn call(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let mut rb = self.http.request(method, format!("http://zsa{path}"));
+        if let Some(token) = &self.token {
+            rb = rb.bearer_auth(token);
+        }
+        rb
+    }
+
+    fn unreachable(&self, e: &reqwest::Error) -> ClientError {
+        let mut detail = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            detail = s.to_string();
+            source = s.source();
+        }
+        ClientError::Unreachable { socket: self.socket.display().to_string(), detail }
+    }
+
+    async fn send<T: DeserializeOwned>(&self, rb: reqwest::RequestBuilder) -> Result<T, ClientError> {
+        let response = rb.timeout(CALL_TIMEOUT).send().await.map_err(|e| {
+            if e.is_connect() || e.is_timeout() { self.unreachable(&e) } else { ClientError::Protocol(e.to_string()) }
+        })?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| ClientError::Protocol(e.to_string()))?;
+        if status.is_success() {
+            let body: &[u8] = if status == StatusCode::NO_CONTENT || bytes.is_empty() { b"null" } else { &bytes };
+            return serde_json::from_slice(body).map_err(|e| ClientError::Protocol(format!("{e} in a {status} answer")));
+        }
+        match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(b) => Err(ClientError::Refused { status: status.as_u16(), code: b.error.code, message: b.error.message }),
+            Err(_) => Err(ClientError::Protocol(format!("{status} without an error body"))),
+        }
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.send(self.call(Method::GET, path)).await
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+        self.send(self.call(Method::POST, path).json(body)).await
+    }
+
+    pub async fn whoami(&self) -> Result<WhoAmI, ClientError> {
+        self.get("/v1/whoami").await
+    }
+
+    pub async fn tasks(&self) -> Result<Vec<TaskView>, ClientError> {
+        self.get("/v1/tasks").await
+    }
+
+    pub async fn request(&self, new: &NewRequest) -> Result<Outcome, ClientError> {
+        self.post("/v1/requests", new).await
+    }
+
+    pub async fn requests(&self, all: bool) -> Result<Vec<Request>, ClientError> {
+        self.get(if all { "/v1/requests?state=all" } else { "/v1/requests?state=pending" }).await
+    }
+
+    pub async fn show_request(&self, id: RequestId) -> Result<Outcome, ClientError> {
+        self.get(&format!("/v1/requests/{id}")).await
+    }
+
+    pub async fn approve(&self, id: RequestId, comment: Option<String>) -> Result<Outcome, ClientError> {
+        self.post(&format!("/v1/requests/{id}/approve"), &Comment { comment }).await
+    }
+
+    pub async fn deny(&self, id: RequestId, comment: Option<String>) -> Result<Outcome, ClientError> {
+        self.post(&format!("/v1/requests/{id}/deny"), &Comment { comment }).await
+    }
+
+    pub async fn cancel(&self, id: RequestId) -> Result<Outcome, ClientError> {
+        self.post(&format!("/v1/requests/{id}/cancel"), &serde_json::json!({})).await
+    }
+
+    pub async fn grants(&self, all: bool) -> Result<Vec<Grant>, ClientError> {
+        self.get(if all { "/v1/grants?all=true" } else { "/v1/grants" }).await
+    }
+
+    pub async fn show_grant(&self, id: GrantId) -> Result<Grant, ClientError> {
+        self.get(&format!("/v1/grants/{id}")).await
+    }
+
+    pub async fn revoke(&self, id: GrantId, reason: Option<String>) -> Result<Grant, ClientError> {
+        self.post(&format!("/v1/grants/{id}/revoke"), &Reason { reason }).await
+    }
+
+    pub async fn relinquish(&self, id: GrantId) -> Result<Grant, ClientError> {
+        self.post(&format!("/v1/grants/{id}/relinquish"), &serde_json::json!({})).await
+    }
+
+    pub async fn review(&self, id: GrantId, comment: Option<String>) -> Result<Grant, ClientError> {
+        self.post(&format!("/v1/grants/{id}/review"), &Comment { comment }).await
+    }
+
+    pub async fn check(&self, task: &str, user: Option<&str>) -> Result<CheckAnswer, ClientError> {
+        #[derive(Serialize)]
+        struct Q<'a> {
+            task: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            user: Option<&'a str>,
+        }
+        self.send(self.call(Method::GET, "/v1/check").query(&Q { task, user })).await
+    }
+
+    /// One page of the audit log.
+    pub async fn audit(&self, params: &AuditParams) -> Result<Vec<Event>, ClientError> {
+        self.send(self.call(Method::GET, "/v1/audit").query(params)).await
+    }
+
+    pub async fn verify(&self) -> Result<VerifyReport, ClientError> {
+        self.get("/v1/audit/verify").await
+    }
+
+    pub async fn issue_token(&self, user: &str) -> Result<IssuedToken, ClientError> {
+        self.post("/v1/admin/tokens", &IssueToken { user: user.to_string() }).await
+    }
+
+    pub async fn tokens(&self) -> Result<Vec<TokenView>, ClientError> {
+        self.get("/v1/admin/tokens").await
+    }
+
+    pub async fn revoke_token(&self, id: TokenId) -> Result<(), ClientError> {
+        self.post(&format!("/v1/admin/tokens/{id}/revoke"), &serde_json::json!({})).await
+    }
+
+    pub async fn disable(&self, user: &str, reason: Option<String>) -> Result<(), ClientError> {
+        self.post(&format!("/v1/admin/users/{}/disable", path_segment(user)), &Reason { reason }).await
+    }
+
+    pub async fn enable(&self, user: &str) -> Result<(), ClientError> {
+        self.post(&format!("/v1/admin/users/{}/enable", path_segment(user)), &serde_json::json!({})).await
+    }
+
+    pub async fn reload(&self) -> Result<PolicyLoad, ClientError> {
+        self.post("/v1/admin/reload", &serde_json::json!({})).await
+    }
+
+    /// Opens the live event stream, resuming after `after` if given (else from now).
+    pub async fn events(&self, after: Option<u64>) -> Result<EventStream, ClientError> {
+        let mut rb = self.call(Method::GET, "/v1/events").header("accept", "text/event-stream");
+        if let Some(after) = after {
+            rb = rb.header("last-event-id", after.to_string());
+        }
+        let response = rb.send().await.map_err(|e| if e.is_connect() { self.unreachable(&e) } else { ClientError::Protocol(e.to_string()) })?;
+        if !response.status().is_success() {
+            let status = response.status().as_u16();
+            let body = response.bytes().await.unwrap_or_default();
+            return Err(match serde_json::from_slice::<ErrorBody>(&body) {
+                Ok(b) => ClientError::Refused { status, code: b.error.code, message: b.error.message },
+                Err(_) => ClientError::Protocol(format!("{status} opening the event stream")),
+            });
+        }
+        Ok(EventStream::new(response))
+    }
+}
+
+/// User names are restricted to URL-safe characters by the daemon; anything else is escaped
+/// so it cannot change the path, and the daemon then refuses it as an invalid name.
+fn path_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'@') { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}

@@ -1,0 +1,134 @@
+//! `zsa whoami`, `tasks`, and `zsa admin ...`.
+
+use super::output::{json_line, table, time};
+use super::{CmdResult, id};
+use crate::cli::{AdminCmd, TokenCmd};
+use crate::client::Client;
+use crate::model::{duration, text};
+
+pub async fn whoami(client: &Client, json: bool) -> CmdResult {
+    let me = client.whoami().await?;
+    if json {
+        json_line(&me);
+        return Ok(());
+    }
+    let roles = if me.roles.is_empty() { "none".to_string() } else { me.roles.join(", ") };
+    println!("{} (via {}){}", text::inert(&me.user), me.via, if me.disabled { " DISABLED" } else { "" });
+    println!("roles:  {roles}");
+    println!("groups: {}", if me.groups.is_empty() { "none".to_string() } else { me.groups.join(", ") });
+    println!("daemon: {} (policy sha256 {})", client.socket().display(), me.policy_sha256);
+    Ok(())
+}
+
+pub async fn tasks(client: &Client, json: bool) -> CmdResult {
+    let tasks = client.tasks().await?;
+    if json {
+        tasks.iter().for_each(json_line);
+        return Ok(());
+    }
+    if tasks.is_empty() {
+        println!("you may ask for no task and approve none under the current policy");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = tasks
+        .iter()
+        .map(|t| {
+            let mut needs = Vec::new();
+            if t.require_reason {
+                needs.push(match &t.reason_pattern {
+                    Some(p) => format!("reason ~ {p}"),
+                    None => "reason".into(),
+                });
+            }
+            if t.require_ticket {
+                needs.push(match &t.ticket_pattern {
+                    Some(p) => format!("ticket ~ {p}"),
+                    None => "ticket".into(),
+                });
+            }
+            let approval = if t.break_glass {
+                "break-glass".to_string()
+            } else if t.approval == "auto" {
+                "auto".to_string()
+            } else {
+                format!("{} of {}", t.approvals, t.approver_users.join(","))
+            };
+            let you = match (t.may_request, t.may_approve) {
+                (true, true) => "ask, approve",
+                (true, false) => "ask",
+                (false, true) => "approve",
+                (false, false) => "see",
+            };
+            vec![
+                t.name.clone(),
+                approval,
+                format!("{} (max {})", duration::format(t.default_duration_secs), duration::format(t.max_duration_secs)),
+                if needs.is_empty() { "-".into() } else { needs.join(", ") },
+                you.into(),
+                text::inert_line(&t.description),
+            ]
+        })
+        .collect();
+    table(&["TASK", "APPROVAL", "DURATION", "NEEDS", "YOU MAY", "DESCRIPTION"], &rows);
+    Ok(())
+}
+
+pub async fn run(client: &Client, json: bool, command: &AdminCmd) -> CmdResult {
+    match command {
+        AdminCmd::Token { command: TokenCmd::Issue { user } } => {
+            let issued = client.issue_token(user).await?;
+            if json {
+                json_line(&issued);
+            } else {
+                eprintln!("token {} for {} (shown once; the daemon keeps only its hash):", issued.id, text::inert(&issued.user));
+                println!("{}", issued.token);
+            }
+        }
+        AdminCmd::Token { command: TokenCmd::List } => {
+            let tokens = client.tokens().await?;
+            if json {
+                tokens.iter().for_each(json_line);
+            } else {
+                let rows: Vec<Vec<String>> = tokens
+                    .iter()
+                    .map(|t| vec![t.id.to_string(), text::inert(&t.user).into_owned(), time(t.issued_at), text::inert(&t.issued_by).into_owned(), if t.revoked { "revoked" } else { "active" }.into()])
+                    .collect();
+                table(&["ID", "USER", "ISSUED", "BY", "STATE"], &rows);
+            }
+        }
+        AdminCmd::Token { command: TokenCmd::Revoke { id: raw } } => {
+            let token = id(raw)?;
+            client.revoke_token(token).await?;
+            if json {
+                json_line(&serde_json::json!({"id": token, "state": "revoked"}));
+            } else {
+                println!("token {token} revoked");
+            }
+        }
+        AdminCmd::Disable { user, reason } => {
+            client.disable(user, reason.clone()).await?;
+            if json {
+                json_line(&serde_json::json!({"user": user, "state": "disabled"}));
+            } else {
+                println!("{} disabled: their grants were revoked and pending requests cancelled", text::inert(user));
+            }
+        }
+        AdminCmd::Enable { user } => {
+            client.enable(user).await?;
+            if json {
+                json_line(&serde_json::json!({"user": user, "state": "enabled"}));
+            } else {
+                println!("{} enabled", text::inert(user));
+            }
+        }
+        AdminCmd::Reload => {
+            let load = client.reload().await?;
+            if json {
+                json_line(&load);
+            } else {
+                println!("policy reloaded from {}: {} tasks, sha256 {}", text::inert(&load.path), load.tasks, load.sha256);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,148 @@
+//! `zsa audit` (query, as text, JSON lines or CSV) and `zsa audit verify`.
+
+use chrono::{DateTime, NaiveDate, Utc};
+
+use super::output::{cell, json_line, table, time};
+use super::{CliError, CmdResult};
+use crate::cli::{AuditArgs, AuditCmd};
+use crate::client::{AuditParams, Client};
+use crate::model::{Event, duration, text};
+
+const PAGE: u32 = 1000;
+
+/// RFC 3339, a date (midnight UTC), or a duration ago such as `7d`.
+pub fn parse_time(raw: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(raw) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
+        if let Some(t) = d.and_hms_opt(0, 0, 0) {
+            return Ok(t.and_utc());
+        }
+    }
+    match duration::parse(raw) {
+        Ok(secs) => Ok(now - chrono::Duration::seconds(secs as i64)),
+        Err(_) => Err(format!(
+            "'{}' is not a time: use RFC 3339 (2026-11-23T09:00:00Z), a date (2026-11-23) or a duration ago (7d)",
+            text::inert(raw)
+        )),
+    }
+}
+
+pub async fn run(client: &Client, json: bool, args: &AuditArgs) -> CmdResult {
+    if let Some(AuditCmd::Verify) = args.command {
+        return verify(client, json).await;
+    }
+    let now = Utc::now();
+    let mut params = AuditParams {
+        since: args.since.as_deref().map(|s| parse_time(s, now)).transpose().map_err(CliError::Usage)?.map(|t| t.to_rfc3339()),
+        until: args.until.as_deref().map(|s| parse_time(s, now)).transpose().map_err(CliError::Usage)?.map(|t| t.to_rfc3339()),
+        user: args.user.clone(),
+        task: args.task.clone(),
+        after: None,
+        limit: Some(PAGE),
+    };
+    let mut csv = args.csv.then(|| csv::Writer::from_writer(std::io::stdout()));
+    if let Some(w) = csv.as_mut() {
+        w.write_record(["seq", "at", "actor", "kind", "user", "task", "target", "summary", "hash"]).map_err(anyhow::Error::from)?;
+    }
+    let mut rows = Vec::new();
+    loop {
+        let page = client.audit(&params).await?;
+        for e in &page {
+            if json {
+                json_line(e);
+            } else if let Some(w) = csv.as_mut() {
+                w.write_record(csv_record(e)).map_err(anyhow::Error::from)?;
+            } else {
+                rows.push(text_row(e));
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() as u32 == PAGE => params.after = Some(last.seq),
+            _ => break,
+        }
+    }
+    if let Some(mut w) = csv {
+        w.flush().map_err(anyhow::Error::from)?;
+    } else if !json {
+        if rows.is_empty() {
+            println!("no events match");
+        } else {
+            table(&["SEQ", "TIME", "ACTOR", "KIND", "TARGET", "USER", "TASK", "DETAILS"], &rows);
+        }
+    }
+    Ok(())
+}
+
+fn text_row(e: &Event) -> Vec<String> {
+    vec![
+        e.seq.to_string(),
+        time(e.at),
+        cell(&e.actor, 16),
+        e.change.kind().to_string(),
+        e.change.target().unwrap_or_default(),
+        cell(e.change.subject().unwrap_or("-"), 16),
+        cell(e.change.task().unwrap_or("-"), 24),
+        cell(&e.change.summary(), 80),
+    ]
+}
+
+/// A spreadsheet treats a cell starting with = + - @ as a formula; such user text is quoted.
+fn spreadsheet_safe(s: &str) -> String {
+    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{s}") } else { s.to_string() }
+}
+
+fn csv_record(e: &Event) -> Vec<String> {
+    vec![
+        e.seq.to_string(),
+        e.at.to_rfc3339(),
+        spreadsheet_safe(&e.actor),
+        e.change.kind().to_string(),
+        spreadsheet_safe(e.change.subject().unwrap_or("")),
+        spreadsheet_safe(e.change.task().unwrap_or("")),
+        e.change.target().unwrap_or_default(),
+        spreadsheet_safe(&e.change.summary()),
+        e.hash.clone(),
+    ]
+}
+
+async fn verify(client: &Client, json: bool) -> CmdResult {
+    let report = client.verify().await?;
+    if json {
+        json_line(&report);
+    }
+    if report.ok {
+        if !json {
+            println!("ok: {} events verified; chain head {}", report.events, report.head.as_deref().unwrap_or("(empty log)"));
+        }
+        Ok(())
+    } else {
+        let at = report.first_bad_seq.map(|s| format!(" at event {s}")).unwrap_or_default();
+        Err(CliError::Refused(format!(
+            "the audit log does NOT verify{at}: {} ({} events before it verified)",
+            report.problem.as_deref().unwrap_or("unknown problem"),
+            report.events
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_in_three_forms() {
+        let now = DateTime::parse_from_rfc3339("2026-11-23T12:00:00Z").unwrap().with_timezone(&Utc);
+        assert_eq!(parse_time("2026-11-23T09:00:00Z", now).unwrap().to_rfc3339(), "2026-11-23T09:00:00+00:00");
+        assert_eq!(parse_time("2026-11-01", now).unwrap().to_rfc3339(), "2026-11-01T00:00:00+00:00");
+        assert_eq!(parse_time("2h", now).unwrap().to_rfc3339(), "2026-11-23T10:00:00+00:00");
+        assert!(parse_time("yesterday", now).unwrap_err().contains("not a time"));
+    }
+
+    #[test]
+    fn formulas_are_defused() {
+        assert_eq!(spreadsheet_safe("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
+        assert_eq!(spreadsheet_safe("normal"), "normal");
+    }
+}

@@ -1,0 +1,104 @@
+//! `zsa demo`: a daemon on a temporary state directory with the demo policy, demo people with
+//! tokens, and a few requests and grants in every state, so there is something to look at.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::CmdResult;
+use crate::clock::SystemClock;
+use crate::daemon::auth::{new_token, token_hash};
+use crate::daemon::{DaemonConfig, Engine, start};
+use crate::model::wire::NewRequest;
+use crate::model::RequestId;
+use crate::rules::Command;
+
+pub const DEMO_POLICY: &str = include_str!("../../assets/demo-policy.toml");
+
+/// The demo people and what they play.
+pub const PEOPLE: [(&str, &str); 5] = [
+    ("carol", "on call: asks for tasks"),
+    ("dave", "on call: asks for tasks"),
+    ("alice", "approver"),
+    ("bob", "approver"),
+    ("erin", "auditor"),
+];
+
+fn ask(engine: &Engine, who: &str, task: &str, minutes: u64, reason: &str, ticket: Option<&str>) -> anyhow::Result<RequestId> {
+    let events = engine.execute(
+        who,
+        Command::Request(NewRequest {
+            task: task.into(),
+            duration_secs: Some(minutes * 60),
+            reason: Some(reason.into()),
+            ticket: ticket.map(Into::into),
+        }),
+    )?;
+    Ok(RequestId(events.first().map(|e| e.seq).and_then(|_| engine.read(|s, _| s.requests.keys().next_back().map(|id| id.0))).unwrap_or(0)))
+}
+
+/// Seeds the demo's story and returns a token for each demo person.
+pub fn seed(engine: &Engine) -> anyhow::Result<Vec<(String, String)>> {
+    let mut tokens = Vec::new();
+    for (user, _) in PEOPLE {
+        let token = new_token();
+        engine.execute(crate::model::SYSTEM_ACTOR, Command::IssueToken { user: user.into(), sha256: token_hash(&token) })?;
+        tokens.push((user.to_string(), token));
+    }
+    ask(engine, "carol", "exchange.journal-rule", 60, "Journal rule for the legal hold on the finance mailboxes", Some("INC-1042"))?;
+    let export = ask(engine, "dave", "mailbox.export", 30, "Customer asked for an export of their shared mailbox", Some("INC-1043"))?;
+    engine.execute("alice", Command::Approve { request: export, comment: Some("ticket checked".into()) })?;
+    ask(engine, "dave", "service.restart", 15, "nginx is leaking memory on web-3", None)?;
+    let journal = ask(engine, "dave", "exchange.journal-rule", 45, "Remove the old journal rule for the archive migration", Some("INC-1039"))?;
+    engine.execute("bob", Command::Approve { request: journal, comment: None })?;
+    ask(engine, "carol", "db.break-glass", 20, "Primary database refuses connections; pager went off at 02:10", None)?;
+    let dns = ask(engine, "dave", "dns.edit", 20, "Point www at the new load balancer", None)?;
+    engine.execute("alice", Command::Deny { request: dns, comment: Some("Wait for the change window on Thursday".into()) })?;
+    Ok(tokens)
+}
+
+pub async fn run(socket: Option<PathBuf>) -> CmdResult {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let dir = std::env::temp_dir().join(format!("zsa-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(anyhow::Error::from)?;
+    let policy = dir.join("demo-policy.toml");
+    std::fs::write(&policy, DEMO_POLICY).map_err(anyhow::Error::from)?;
+    let config = DaemonConfig { state_dir: dir.join("state"), policy, socket: socket.unwrap_or_else(|| dir.join("zsa.sock")) };
+    let handle = start(config, Arc::new(SystemClock)).await?;
+    let engine = handle.engine.clone();
+    let tokens = tokio::task::spawn_blocking(move || seed(&engine)).await.map_err(anyhow::Error::from)??;
+
+    println!("zsa demo: a daemon with the demo policy is running; everything is removed when you press Ctrl-C.");
+    println!();
+    println!("In another shell, point zsa at it:");
+    println!("  export ZSA_SOCKET={}", handle.socket.display());
+    println!();
+    println!("Then act as one of the demo people by setting their token:");
+    for ((user, token), (_, role)) in tokens.iter().zip(PEOPLE) {
+        println!("  {user:<6} ({role}):  export ZSA_TOKEN={token}");
+    }
+    println!();
+    println!("Things to try:");
+    println!("  zsa whoami; zsa tasks; zsa requests; zsa grants");
+    println!("  as alice:  zsa approve R1 --comment \"ok\"");
+    println!("  as bob:    zsa review G5 --comment \"looked at the session log\"");
+    println!("  as carol:  zsa request service.restart --for 5m --reason \"web-2 is stuck\"; zsa check service.restart");
+    println!("  as erin:   zsa audit; zsa audit verify; zsa audit --csv > audit.csv");
+    println!();
+    println!("Press Ctrl-C to stop.");
+
+    let mut stopping = handle.stopping();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = stopping.changed() => {}
+        _ = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut term) => { term.recv().await; }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
+    handle.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("zsa demo stopped; its state was removed.");
+    Ok(())
+}

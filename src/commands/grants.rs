@@ -1,0 +1,102 @@
+//! `zsa grants`, `revoke`, `relinquish`, `review`, `check`.
+
+use chrono::Utc;
+
+use super::output::{cell, json_line, table, time};
+use super::{CliError, CmdResult};
+use crate::client::Client;
+use crate::model::{Grant, GrantId, duration, text};
+
+fn print_grant(g: &Grant, json: bool) {
+    if json {
+        json_line(g);
+        return;
+    }
+    let end = g
+        .ended
+        .as_ref()
+        .map(|e| {
+            let why = e.reason.as_deref().map(|r| format!(": {}", text::inert_line(r))).unwrap_or_default();
+            format!(" at {} by {}{why}", time(e.at), text::inert(&e.by))
+        })
+        .unwrap_or_default();
+    println!("{} {} ({} for {}){end}", g.id, g.state.as_str(), text::inert(&g.holder), g.task);
+}
+
+pub async fn list(client: &Client, json: bool, all: bool) -> CmdResult {
+    let grants = client.grants(all).await?;
+    if json {
+        grants.iter().for_each(json_line);
+        return Ok(());
+    }
+    if grants.is_empty() {
+        println!("{}", if all { "no grants" } else { "no active grants" });
+        return Ok(());
+    }
+    let now = Utc::now();
+    let rows: Vec<Vec<String>> = grants
+        .iter()
+        .map(|g| {
+            let left = if g.is_active_at(now) { duration::clock((g.expires_at - now).num_seconds()) } else { "-".into() };
+            let mut flags = Vec::new();
+            if g.break_glass {
+                flags.push(if g.needs_review() { "break-glass, UNREVIEWED" } else { "break-glass, reviewed" });
+            }
+            vec![
+                g.id.to_string(),
+                g.state.as_str().into(),
+                g.task.clone(),
+                cell(&g.holder, 20),
+                time(g.expires_at),
+                left,
+                cell(&g.approved_by.join(","), 24),
+                flags.join(" "),
+            ]
+        })
+        .collect();
+    table(&["ID", "STATE", "TASK", "HOLDER", "EXPIRES", "LEFT", "APPROVED BY", "FLAGS"], &rows);
+    Ok(())
+}
+
+pub async fn revoke(client: &Client, json: bool, id: GrantId, reason: Option<String>) -> CmdResult {
+    print_grant(&client.revoke(id, reason).await?, json);
+    Ok(())
+}
+
+pub async fn relinquish(client: &Client, json: bool, id: GrantId) -> CmdResult {
+    print_grant(&client.relinquish(id).await?, json);
+    Ok(())
+}
+
+pub async fn review(client: &Client, json: bool, id: GrantId, comment: Option<String>) -> CmdResult {
+    let g = client.review(id, comment).await?;
+    if json {
+        json_line(&g);
+    } else if let Some(r) = &g.review {
+        println!("{} reviewed by {} at {}", g.id, text::inert(&r.by), time(r.at));
+    }
+    Ok(())
+}
+
+/// Exit 0 when access is active now, 1 (with the reason on stderr) when it is not.
+pub async fn check(client: &Client, json: bool, task: &str, user: Option<&str>) -> CmdResult {
+    let answer = client.check(task, user).await?;
+    if json {
+        let mut value = serde_json::to_value(&answer).unwrap_or_default();
+        if let (Some(map), Some(g)) = (value.as_object_mut(), &answer.grant) {
+            map.insert("id".into(), g.id.to_string().into());
+            map.insert("state".into(), g.state.as_str().into());
+            map.insert("holder".into(), g.holder.clone().into());
+            map.insert("expires_at".into(), serde_json::to_value(g.expires_at).unwrap_or_default());
+        }
+        json_line(&value);
+    }
+    if answer.allowed {
+        if !json {
+            println!("allowed: {}", text::inert(&answer.message));
+        }
+        Ok(())
+    } else {
+        Err(CliError::Refused(format!("not allowed: {}", answer.message)))
+    }
+}

@@ -1,0 +1,101 @@
+//! The scriptable commands, over the client. Each prints text for people or, with `--json`, one
+//! JSON object per line for scripts. Exit codes: 0 done, 1 refused or not allowed, 2 usage,
+//! 3 daemon unreachable.
+
+mod admin;
+mod audit;
+mod daemon;
+mod demo;
+mod grants;
+mod output;
+mod policy_check;
+mod requests;
+
+use std::process::ExitCode;
+
+use thiserror::Error;
+
+use crate::cli::{Cli, Cmd};
+use crate::client::{Client, ClientError};
+
+#[derive(Debug, Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// Refused or not allowed, with the reason already worded for the user.
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0:#}")]
+    Other(#[from] anyhow::Error),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => 2,
+            CliError::Client(ClientError::Unreachable { .. }) => 3,
+            _ => 1,
+        }
+    }
+}
+
+pub type CmdResult = Result<(), CliError>;
+
+/// Runs the parsed command line; prints errors to stderr and returns the exit code.
+pub async fn run(cli: Cli) -> ExitCode {
+    let result = dispatch(cli).await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let text = e.to_string();
+            // Line by line, so our own line breaks stay while anything else is made inert.
+            for line in text.lines() {
+                eprintln!("zsa: {}", crate::model::text::inert(line));
+            }
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn client(cli: &Cli) -> Result<Client, CliError> {
+    let socket = cli.socket.clone().unwrap_or_else(crate::config::default_socket);
+    Ok(Client::new(&socket, cli.token.clone())?)
+}
+
+/// Parses an id the user typed; a malformed one is a usage error.
+fn id<T: std::str::FromStr<Err = String>>(raw: &str) -> Result<T, CliError> {
+    raw.parse().map_err(CliError::Usage)
+}
+
+async fn dispatch(cli: Cli) -> CmdResult {
+    let json = cli.json;
+    let Some(command) = &cli.command else {
+        use clap::CommandFactory;
+        let _ = Cli::command().print_help();
+        return Err(CliError::Usage(String::new()));
+    };
+    match command {
+        Cmd::Daemon(args) => daemon::run(args, cli.socket.clone()).await,
+        Cmd::Demo => demo::run(cli.socket.clone()).await,
+        Cmd::Policy { command } => policy_check::run(command, json),
+        Cmd::Request { task, duration, reason, ticket } => {
+            requests::request(&client(&cli)?, json, task, duration.as_deref(), reason.clone(), ticket.clone()).await
+        }
+        Cmd::Requests { pending: _, all } => requests::list(&client(&cli)?, json, *all).await,
+        Cmd::Show { id: raw } => requests::show(&client(&cli)?, json, raw).await,
+        Cmd::Approve { id: raw, comment } => requests::approve(&client(&cli)?, json, id(raw)?, comment.clone()).await,
+        Cmd::Deny { id: raw, comment } => requests::deny(&client(&cli)?, json, id(raw)?, comment.clone()).await,
+        Cmd::Cancel { id: raw } => requests::cancel(&client(&cli)?, json, id(raw)?).await,
+        Cmd::Grants { all } => grants::list(&client(&cli)?, json, *all).await,
+        Cmd::Revoke { id: raw, reason } => grants::revoke(&client(&cli)?, json, id(raw)?, reason.clone()).await,
+        Cmd::Relinquish { id: raw } => grants::relinquish(&client(&cli)?, json, id(raw)?).await,
+        Cmd::Review { id: raw, comment } => grants::review(&client(&cli)?, json, id(raw)?, comment.clone()).await,
+        Cmd::Check { task, user } => grants::check(&client(&cli)?, json, task, user.as_deref()).await,
+        Cmd::Whoami => admin::whoami(&client(&cli)?, json).await,
+        Cmd::Tasks => admin::tasks(&client(&cli)?, json).await,
+        Cmd::Audit(args) => audit::run(&client(&cli)?, json, args).await,
+        Cmd::Admin { command } => admin::run(&client(&cli)?, json, command).await,
+    }
+}

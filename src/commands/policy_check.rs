@@ -1,0 +1,26 @@
+//! `zsa policy check FILE`: validates a policy without a daemon.
+
+use super::{CliError, CmdResult, output};
+use crate::cli::PolicyCmd;
+use crate::policy::Policy;
+
+pub fn run(command: &PolicyCmd, json: bool) -> CmdResult {
+    let PolicyCmd::Check { file } = command;
+    match Policy::load(file) {
+        Ok(p) => {
+            if json {
+                output::json_line(&serde_json::json!({"ok": true, "file": p.path, "sha256": p.sha256, "tasks": p.tasks.len()}));
+            } else {
+                println!("{}: ok, {} tasks, sha256 {}", p.path, p.tasks.len(), p.sha256);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            if json {
+                let problems: Vec<_> = e.problems.iter().map(|(line, m)| serde_json::json!({"line": line, "message": m})).collect();
+                output::json_line(&serde_json::json!({"ok": false, "file": e.file, "problems": problems}));
+            }
+            Err(CliError::Refused(e.to_string()))
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! `zsa request`, `requests`, `show`, `approve`, `deny`, `cancel`.
+
+use chrono::Utc;
+
+use super::output::{cell, json_line, relative, table, time};
+use super::{CliError, CmdResult, id};
+use crate::client::Client;
+use crate::model::wire::{NewRequest, Outcome};
+use crate::model::{GrantId, Request, RequestId, RequestState, duration, text};
+
+/// Prints a request and its grant: JSON lines, or a sentence a person reads.
+pub fn print_outcome(o: &Outcome, json: bool) {
+    if json {
+        json_line(&o.request);
+        if let Some(g) = &o.grant {
+            json_line(g);
+        }
+        return;
+    }
+    let r = &o.request;
+    let now = Utc::now();
+    match (&o.grant, r.state) {
+        (Some(g), _) => {
+            let glass = if g.break_glass { " (BREAK-GLASS: an approver must review it)" } else { "" };
+            println!(
+                "{} {}: {} holds {} for {} until {} ({}){glass}",
+                r.id,
+                r.state.as_str(),
+                text::inert(&g.holder),
+                g.id,
+                g.task,
+                time(g.expires_at),
+                g.state.as_str()
+            );
+        }
+        (None, RequestState::Pending) => println!(
+            "{} pending: {} asks for {} for {}; {}/{} approvals; expires {} if nobody answers",
+            r.id,
+            text::inert(&r.requester),
+            r.task,
+            duration::format(r.duration_secs),
+            r.approvals.len(),
+            r.approvals_needed,
+            relative(r.pending_until, now)
+        ),
+        (None, state) => {
+            let by = r.decided_by.as_deref().map(|b| format!(" by {}", text::inert(b))).unwrap_or_default();
+            let why = r.comment.as_deref().map(|c| format!(": {}", text::inert_line(c))).unwrap_or_default();
+            println!("{} {}{by}{why}", r.id, state.as_str());
+        }
+    }
+}
+
+pub async fn request(client: &Client, json: bool, task: &str, for_: Option<&str>, reason: Option<String>, ticket: Option<String>) -> CmdResult {
+    let duration_secs = for_.map(duration::parse).transpose().map_err(CliError::Usage)?;
+    let outcome = client.request(&NewRequest { task: task.to_string(), duration_secs, reason, ticket }).await?;
+    print_outcome(&outcome, json);
+    Ok(())
+}
+
+pub async fn list(client: &Client, json: bool, all: bool) -> CmdResult {
+    let requests = client.requests(all).await?;
+    if json {
+        requests.iter().for_each(json_line);
+        return Ok(());
+    }
+    if requests.is_empty() {
+        println!("{}", if all { "no requests" } else { "no pending requests" });
+        return Ok(());
+    }
+    let now = Utc::now();
+    let rows: Vec<Vec<String>> = requests.iter().map(|r| row(r, now)).collect();
+    table(&["ID", "STATE", "TASK", "REQUESTER", "FOR", "APPROVALS", "AGE", "TICKET", "REASON"], &rows);
+    Ok(())
+}
+
+fn row(r: &Request, now: chrono::DateTime<Utc>) -> Vec<String> {
+    vec![
+        r.id.to_string(),
+        r.state.as_str().to_string(),
+        r.task.clone(),
+        cell(&r.requester, 20),
+        duration::format(r.duration_secs),
+        if r.approvals_needed == 0 { "-".into() } else { format!("{}/{}", r.approvals.len(), r.approvals_needed) },
+        duration::format((now - r.created_at).num_seconds().max(0) as u64),
+        cell(r.ticket.as_deref().unwrap_or("-"), 16),
+        cell(r.reason.as_deref().unwrap_or("-"), 50),
+    ]
+}
+
+/// `zsa show R12` or `zsa show G12`.
+pub async fn show(client: &Client, json: bool, raw: &str) -> CmdResult {
+    if raw.trim().to_ascii_uppercase().starts_with('G') {
+        let grant = client.show_grant(id::<GrantId>(raw)?).await?;
+        let outcome = client.show_request(grant.request).await?;
+        print_outcome(&outcome, json);
+    } else {
+        let outcome = client.show_request(id::<RequestId>(raw)?).await?;
+        print_outcome(&outcome, json);
+        if !json {
+            let r = &outcome.request;
+            if let Some(reason) = &r.reason {
+                println!("  reason: {}", text::inert(reason));
+            }
+            if let Some(ticket) = &r.ticket {
+                println!("  ticket: {}", text::inert(ticket));
+            }
+            for a in &r.approvals {
+                let c = a.comment.as_deref().map(|c| format!(": {}", text::inert_line(c))).unwrap_or_default();
+                println!("  approved by {} at {}{c}", text::inert(&a.by), time(a.at));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn approve(client: &Client, json: bool, id: RequestId, comment: Option<String>) -> CmdResult {
+    print_outcome(&client.approve(id, comment).await?, json);
+    Ok(())
+}
+
+pub async fn deny(client: &Client, json: bool, id: RequestId, comment: Option<String>) -> CmdResult {
+    print_outcome(&client.deny(id, comment).await?, json);
+    Ok(())
+}
+
+pub async fn cancel(client: &Client, json: bool, id: RequestId) -> CmdResult {
+    print_outcome(&client.cancel(id).await?, json);
+    Ok(())
+}
