@@ -1,0 +1,217 @@
+//! The test harness: the real `zsa` binary runs as the daemon on a temporary socket and SQLite
+//! file; tests talk to it through the real client and the real CLI. Nothing of ours is mocked.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use zsa::client::{Client, EventStream};
+use zsa::model::Event;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_zsa");
+
+/// A policy for tests. `{ADMIN}` becomes the account running the tests, which therefore is the
+/// admin when it connects over the socket without a token.
+pub const POLICY: &str = r#"
+[settings]
+pending_ttl = "1h"
+[groups]
+admins = ["{ADMIN}"]
+approvers = ["alice", "bob", "carol"]
+oncall = ["carol", "dave"]
+auditors = ["erin"]
+[roles]
+admins = ["admins"]
+auditors = ["auditors"]
+[[tasks]]
+name = "journal"
+description = "Exchange journal rules"
+requesters = ["oncall"]
+approval = "manual"
+approvers = ["approvers"]
+max_duration = "4h"
+default_duration = "1h"
+require_reason = true
+ticket_pattern = "INC-[0-9]+"
+[[tasks]]
+name = "export"
+requesters = ["oncall"]
+approval = "manual"
+approvers = ["approvers"]
+approvals = 2
+max_duration = "2h"
+[[tasks]]
+name = "restart"
+requesters = ["oncall"]
+approval = "auto"
+max_duration = "15m"
+[[tasks]]
+name = "glass"
+requesters = ["oncall"]
+approval = "manual"
+approvers = ["approvers"]
+max_duration = "1h"
+break_glass = true
+"#;
+
+pub fn current_user() -> String {
+    nix::unistd::User::from_uid(nix::unistd::geteuid()).ok().flatten().map(|u| u.name).unwrap_or_else(|| "root".into())
+}
+
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub state: PathBuf,
+    pub policy: PathBuf,
+    child: Option<Child>,
+    tokens: HashMap<String, String>,
+}
+
+impl Daemon {
+    pub fn start() -> Daemon {
+        Self::start_with(POLICY)
+    }
+
+    pub fn start_with(policy: &str) -> Daemon {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let policy_path = dir.path().join("policy.toml");
+        std::fs::write(&policy_path, policy.replace("{ADMIN}", &current_user())).expect("write policy");
+        let mut d = Daemon {
+            socket: dir.path().join("zsa.sock"),
+            state: dir.path().join("state"),
+            policy: policy_path,
+            dir,
+            child: None,
+            tokens: HashMap::new(),
+        };
+        d.spawn();
+        d
+    }
+
+    /// Starts the daemon process and waits until its socket accepts connections.
+    pub fn spawn(&mut self) {
+        let child = Command::new(BIN)
+            .args(["daemon", "--state"])
+            .arg(&self.state)
+            .arg("--policy")
+            .arg(&self.policy)
+            .arg("--socket")
+            .arg(&self.socket)
+            .env("ZSA_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn zsa daemon");
+        self.child = Some(child);
+        wait_for_socket(&self.socket);
+    }
+
+    /// SIGKILL, as a crash or a power cut would stop it: no clean-up runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait: the clean stop.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM).expect("signal");
+        c.wait().expect("wait")
+    }
+
+    pub fn restart_after_kill(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// The account running the tests, known by the socket's peer credentials: the admin.
+    pub fn admin(&self) -> Client {
+        Client::new(&self.socket, None).expect("client")
+    }
+
+    /// A client acting as `user`, with a token the admin issues (once per user).
+    pub async fn user(&mut self, user: &str) -> Client {
+        let token = self.token(user).await;
+        Client::new(&self.socket, Some(token)).expect("client")
+    }
+
+    pub async fn token(&mut self, user: &str) -> String {
+        if let Some(t) = self.tokens.get(user) {
+            return t.clone();
+        }
+        let issued = self.admin().issue_token(user).await.expect("issue token");
+        self.tokens.insert(user.to_string(), issued.token.clone());
+        issued.token
+    }
+
+    /// Runs the real CLI against this daemon as `user` (None: the test account, the admin).
+    pub async fn cli(&mut self, user: Option<&str>, args: &[&str]) -> Output {
+        let token = match user {
+            Some(u) => Some(self.token(u).await),
+            None => None,
+        };
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).env("ZSA_SOCKET", &self.socket).env_remove("ZSA_TOKEN");
+        if let Some(t) = token {
+            cmd.env("ZSA_TOKEN", t);
+        }
+        cmd.output().expect("run zsa")
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.state.join("zsa.db")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn wait_for_socket(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if UnixStream::connect(path).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("the daemon did not listen on {} within 20s", path.display());
+}
+
+/// Reads events until one matches, failing after `within`.
+pub async fn wait_for_event(stream: &mut EventStream, within: Duration, mut matches: impl FnMut(&Event) -> bool) -> Event {
+    let found = tokio::time::timeout(within, async {
+        while let Some(item) = stream.next().await {
+            let e = item.expect("stream item");
+            if matches(&e) {
+                return e;
+            }
+        }
+        panic!("the event stream ended before the event came");
+    })
+    .await;
+    found.expect("the expected event did not arrive in time")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
