@@ -173,10 +173,8 @@ impl Policy {
     /// Reads and validates a policy file.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
         let file = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|e| PolicyError {
-            file: file.clone(),
-            problems: vec![(0, format!("cannot read the policy file: {e}"))],
-        })?;
+        let bytes = std::fs::read(path)
+            .map_err(|e| PolicyError { file: file.clone(), problems: vec![(0, format!("cannot read the policy file: {e}"))] })?;
         let source = String::from_utf8(bytes).map_err(|e| PolicyError {
             file: file.clone(),
             problems: vec![(0, format!("the policy file is not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))],
@@ -197,11 +195,7 @@ impl Policy {
         })?;
         let mut p = Problems { source, list: Vec::new() };
         let policy = Self::validate(raw, &mut p, source, file);
-        if p.list.is_empty() {
-            Ok(policy)
-        } else {
-            Err(PolicyError { file: file.to_string(), problems: p.list })
-        }
+        if p.list.is_empty() { Ok(policy) } else { Err(PolicyError { file: file.to_string(), problems: p.list }) }
     }
 
     fn validate(raw: RawPolicy, p: &mut Problems, source: &str, file: &str) -> Policy {
@@ -272,8 +266,7 @@ impl Policy {
                     ApprovalMode::Manual
                 }
             };
-            let approver_people: BTreeSet<&String> =
-                approvers.iter().filter_map(|g| groups.get(g)).flatten().collect();
+            let approver_people: BTreeSet<&String> = approvers.iter().filter_map(|g| groups.get(g)).flatten().collect();
             let approvals = match &t.approvals {
                 Some(n) if *n.get_ref() < 1 => {
                     p.at(n.span(), format!("{here}: approvals is {}; it must be at least 1", n.get_ref()));
@@ -292,10 +285,13 @@ impl Policy {
                 p.at(span.clone(), format!("{here}: {why}, so approvers must name at least one group"));
             } else if approvers_ok && approval == ApprovalMode::Manual && (approver_people.len() as u32) < approvals {
                 let at = t.approvals.as_ref().map(|a| a.span()).unwrap_or(span.clone());
-                p.at(at, format!(
-                    "{here}: needs {approvals} distinct approvals but its approver groups hold only {} people",
-                    approver_people.len()
-                ));
+                p.at(
+                    at,
+                    format!(
+                        "{here}: needs {approvals} distinct approvals but its approver groups hold only {} people",
+                        approver_people.len()
+                    ),
+                );
             }
             if approval == ApprovalMode::Auto && t.break_glass {
                 p.at(t.approval.span(), format!("{here}: break_glass and approval = \"auto\" contradict each other; break-glass tasks are manual and reviewed afterwards"));
@@ -307,7 +303,10 @@ impl Policy {
             let default_duration = match &t.default_duration {
                 Some(d) => match duration::parse(d.get_ref()) {
                     Ok(v) if v > max_duration => {
-                        p.at(d.span(), format!("{here}: default_duration {} is longer than max_duration {}", d.get_ref(), t.max_duration.get_ref()));
+                        p.at(
+                            d.span(),
+                            format!("{here}: default_duration {} is longer than max_duration {}", d.get_ref(), t.max_duration.get_ref()),
+                        );
                         v
                     }
                     Ok(v) => v,
@@ -525,7 +524,11 @@ max_duration = "1h"
         let cases = [
             ("max_duration = \"1h\"", "max_duration = \"0s\"", "longer than zero"),
             ("max_duration = \"1h\"", "max_duration = \"1h\"\ndefault_duration = \"2h\"", "longer than max_duration"),
-            ("max_duration = \"1h\"", "max_duration = \"1h\"\napprovals = 3", "needs 3 distinct approvals but its approver groups hold only 2 people"),
+            (
+                "max_duration = \"1h\"",
+                "max_duration = \"1h\"\napprovals = 3",
+                "needs 3 distinct approvals but its approver groups hold only 2 people",
+            ),
             ("max_duration = \"1h\"", "max_duration = \"1h\"\napprovals = 0", "at least 1"),
             ("approval = \"manual\"", "approval = \"sometimes\"", "must be \"manual\" or \"auto\""),
             ("approvers = [\"approvers\"]", "approvers = []", "approvers must name at least one group"),
@@ -544,7 +547,8 @@ max_duration = "1h"
 
     #[test]
     fn patterns_match_the_whole_value() {
-        let p = Policy::parse(&BASE.replace("max_duration = \"1h\"", "max_duration = \"1h\"\nticket_pattern = \"INC-[0-9]+\""), "p").unwrap();
+        let p =
+            Policy::parse(&BASE.replace("max_duration = \"1h\"", "max_duration = \"1h\"\nticket_pattern = \"INC-[0-9]+\""), "p").unwrap();
         let pat = p.tasks["t"].ticket_pattern.as_ref().unwrap();
         assert!(pat.matches("INC-42"));
         assert!(!pat.matches("xINC-42"));

@@ -22,7 +22,10 @@ async fn the_whole_life_of_a_manual_request() {
     let out = d.cli(Some("carol"), &["request", "journal", "--for", "2s", "--reason", "mail flow stuck", "--json"]).await;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let req: serde_json::Value = serde_json::from_str(stdout(&out).lines().next().unwrap()).unwrap();
-    assert_eq!((req["id"].as_str(), req["task"].as_str(), req["state"].as_str(), req["requester"].as_str()), (Some("R1"), Some("journal"), Some("pending"), Some("carol")));
+    assert_eq!(
+        (req["id"].as_str(), req["task"].as_str(), req["state"].as_str(), req["requester"].as_str()),
+        (Some("R1"), Some("journal"), Some("pending"), Some("carol"))
+    );
 
     // carol is an approver of journal too, yet may not approve her own request.
     let out = d.cli(Some("carol"), &["approve", "R1"]).await;

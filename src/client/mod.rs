@@ -21,7 +21,9 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Error)]
 pub enum ClientError {
-    #[error("cannot reach the zsa daemon at {socket}: {detail}\nstart one with: zsa daemon --policy FILE (or point --socket / ZSA_SOCKET at a running one)")]
+    #[error(
+        "cannot reach the zsa daemon at {socket}: {detail}\nstart one with: zsa daemon --policy FILE (or point --socket / ZSA_SOCKET at a running one)"
+    )]
     Unreachable { socket: String, detail: String },
     #[error("{message}")]
     Refused { status: u16, code: String, message: String },
@@ -96,9 +98,11 @@ impl Client {
     }
 
     async fn send<T: DeserializeOwned>(&self, rb: reqwest::RequestBuilder) -> Result<T, ClientError> {
-        let response = rb.timeout(CALL_TIMEOUT).send().await.map_err(|e| {
-            if e.is_connect() || e.is_timeout() { self.unreachable(&e) } else { ClientError::Protocol(e.to_string()) }
-        })?;
+        let response = rb
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| if e.is_connect() || e.is_timeout() { self.unreachable(&e) } else { ClientError::Protocol(e.to_string()) })?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(|e| ClientError::Protocol(e.to_string()))?;
         if status.is_success() {
@@ -220,7 +224,8 @@ impl Client {
         if let Some(after) = after {
             rb = rb.header("last-event-id", after.to_string());
         }
-        let response = rb.send().await.map_err(|e| if e.is_connect() { self.unreachable(&e) } else { ClientError::Protocol(e.to_string()) })?;
+        let response =
+            rb.send().await.map_err(|e| if e.is_connect() { self.unreachable(&e) } else { ClientError::Protocol(e.to_string()) })?;
         if !response.status().is_success() {
             let status = response.status().as_u16();
             let body = response.bytes().await.unwrap_or_default();
@@ -237,6 +242,8 @@ impl Client {
 /// so it cannot change the path, and the daemon then refuses it as an invalid name.
 fn path_segment(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'@') { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'@') { (b as char).to_string() } else { format!("%{b:02X}") }
+        })
         .collect()
 }

@@ -91,7 +91,15 @@ pub async fn run(client: &Client, json: bool, command: &AdminCmd) -> CmdResult {
             } else {
                 let rows: Vec<Vec<String>> = tokens
                     .iter()
-                    .map(|t| vec![t.id.to_string(), text::inert(&t.user).into_owned(), time(t.issued_at), text::inert(&t.issued_by).into_owned(), if t.revoked { "revoked" } else { "active" }.into()])
+                    .map(|t| {
+                        vec![
+                            t.id.to_string(),
+                            text::inert(&t.user).into_owned(),
+                            time(t.issued_at),
+                            text::inert(&t.issued_by).into_owned(),
+                            if t.revoked { "revoked" } else { "active" }.into(),
+                        ]
+                    })
                     .collect();
                 table(&["ID", "USER", "ISSUED", "BY", "STATE"], &rows);
             }

@@ -15,10 +15,8 @@ pub fn parse_time(raw: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String
     if let Ok(t) = DateTime::parse_from_rfc3339(raw) {
         return Ok(t.with_timezone(&Utc));
     }
-    if let Ok(d) = NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
-        if let Some(t) = d.and_hms_opt(0, 0, 0) {
-            return Ok(t.and_utc());
-        }
+    if let Some(t) = NaiveDate::parse_from_str(raw, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)) {
+        return Ok(t.and_utc());
     }
     match duration::parse(raw) {
         Ok(secs) => Ok(now - chrono::Duration::seconds(secs as i64)),

@@ -8,8 +8,8 @@ use super::CmdResult;
 use crate::clock::SystemClock;
 use crate::daemon::auth::{new_token, token_hash};
 use crate::daemon::{DaemonConfig, Engine, start};
-use crate::model::wire::NewRequest;
 use crate::model::RequestId;
+use crate::model::wire::NewRequest;
 use crate::rules::Command;
 
 pub const DEMO_POLICY: &str = include_str!("../../assets/demo-policy.toml");
@@ -48,7 +48,8 @@ pub fn seed(engine: &Engine) -> anyhow::Result<Vec<(String, String)>> {
     let export = ask(engine, "dave", "mailbox.export", 30, "Customer asked for an export of their shared mailbox", Some("INC-1043"))?;
     engine.execute("alice", Command::Approve { request: export, comment: Some("ticket checked".into()) })?;
     ask(engine, "dave", "service.restart", 15, "nginx is leaking memory on web-3", None)?;
-    let journal = ask(engine, "dave", "exchange.journal-rule", 45, "Remove the old journal rule for the archive migration", Some("INC-1039"))?;
+    let journal =
+        ask(engine, "dave", "exchange.journal-rule", 45, "Remove the old journal rule for the archive migration", Some("INC-1039"))?;
     engine.execute("bob", Command::Approve { request: journal, comment: None })?;
     ask(engine, "carol", "db.break-glass", 20, "Primary database refuses connections; pager went off at 02:10", None)?;
     let dns = ask(engine, "dave", "dns.edit", 20, "Point www at the new load balancer", None)?;

@@ -54,11 +54,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
 /// `in 12m`, `3m ago`, relative to `now`.
 pub fn relative(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
     let secs = (t - now).num_seconds();
-    if secs >= 0 {
-        format!("in {}", duration::format(secs.max(1) as u64))
-    } else {
-        format!("{} ago", duration::format((-secs) as u64))
-    }
+    if secs >= 0 { format!("in {}", duration::format(secs.max(1) as u64)) } else { format!("{} ago", duration::format((-secs) as u64)) }
 }
 
 pub fn time(t: DateTime<Utc>) -> String {

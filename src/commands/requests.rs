@@ -51,7 +51,14 @@ pub fn print_outcome(o: &Outcome, json: bool) {
     }
 }
 
-pub async fn request(client: &Client, json: bool, task: &str, for_: Option<&str>, reason: Option<String>, ticket: Option<String>) -> CmdResult {
+pub async fn request(
+    client: &Client,
+    json: bool,
+    task: &str,
+    for_: Option<&str>,
+    reason: Option<String>,
+    ticket: Option<String>,
+) -> CmdResult {
     let duration_secs = for_.map(duration::parse).transpose().map_err(CliError::Usage)?;
     let outcome = client.request(&NewRequest { task: task.to_string(), duration_secs, reason, ticket }).await?;
     print_outcome(&outcome, json);

@@ -67,9 +67,9 @@ impl FromRequestParts<Arc<Engine>> for Caller {
                     .filter(|t| !t.is_empty())
                     .ok_or_else(|| unauthorized("the Authorization header must be 'Bearer <token>'"))?;
                 let hash = token_hash(token);
-                let user = engine
-                    .read(|s, _| s.token_user(&hash).map(|t| t.user.clone()))
-                    .ok_or_else(|| unauthorized("this token is not valid or was revoked; ask an admin for a new one (zsa admin token issue USER)"))?;
+                let user = engine.read(|s, _| s.token_user(&hash).map(|t| t.user.clone())).ok_or_else(|| {
+                    unauthorized("this token is not valid or was revoked; ask an admin for a new one (zsa admin token issue USER)")
+                })?;
                 Caller { user, via: "token" }
             }
             None => {
@@ -84,7 +84,10 @@ impl FromRequestParts<Arc<Engine>> for Caller {
         if parts.uri.path() != "/v1/whoami" && engine.read(|s, _| s.is_disabled(&caller.user)) {
             return Err(ApiError::forbidden(
                 "user_disabled",
-                format!("your account '{}' is disabled, so zsa refuses everything you ask; an admin can enable it again", crate::model::text::inert(&caller.user)),
+                format!(
+                    "your account '{}' is disabled, so zsa refuses everything you ask; an admin can enable it again",
+                    crate::model::text::inert(&caller.user)
+                ),
             ));
         }
         Ok(caller)

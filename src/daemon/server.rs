@@ -58,14 +58,17 @@ impl DaemonHandle {
 
 fn private_dir(dir: &Path) -> anyhow::Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("cannot create the state directory {}", dir.display()))?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("cannot make {} private (0700)", dir.display()))
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).with_context(|| format!("cannot make {} private (0700)", dir.display()))
 }
 
 /// Takes the state directory's lock, so two daemons never write the same state.
 fn lock_state(dir: &Path) -> anyhow::Result<File> {
     let path = dir.join("daemon.lock");
-    let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
@@ -79,11 +82,9 @@ fn lock_state(dir: &Path) -> anyhow::Result<File> {
 
 /// Binds the socket, removing a file left by a daemon that crashed, but never one in use.
 fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
-    if let Some(parent) = path.parent() {
-        if !parent.exists() {
-            fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-            fs::set_permissions(parent, fs::Permissions::from_mode(0o755))?;
-        }
+    if let Some(parent) = path.parent().filter(|p| !p.exists()) {
+        fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        fs::set_permissions(parent, fs::Permissions::from_mode(0o755))?;
     }
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {

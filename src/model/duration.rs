@@ -27,9 +27,7 @@ pub fn parse(input: &str) -> Result<u64, String> {
         if digits.is_empty() {
             return Err(invalid(input, "each unit needs a number before it"));
         }
-        let n: u64 = digits
-            .parse()
-            .map_err(|_| invalid(input, "the number is too large"))?;
+        let n: u64 = digits.parse().map_err(|_| invalid(input, "the number is too large"))?;
         total = n
             .checked_mul(unit)
             .and_then(|v| v.checked_add(total))
@@ -47,10 +45,7 @@ pub fn parse(input: &str) -> Result<u64, String> {
 }
 
 fn invalid(input: &str, why: &str) -> String {
-    format!(
-        "'{}' is not a valid duration: {why} (for example 90s, 30m, 4h, 1d or 1h30m)",
-        super::text::inert(input)
-    )
+    format!("'{}' is not a valid duration: {why} (for example 90s, 30m, 4h, 1d or 1h30m)", super::text::inert(input))
 }
 
 /// Formats whole seconds the way `parse` reads them, largest units first: `1h30m`.

@@ -24,10 +24,7 @@ macro_rules! prefixed_id {
             /// Accepts `R12`, `r12` or a bare `12`.
             fn from_str(s: &str) -> Result<Self, Self::Err> {
                 let t = s.trim();
-                let digits = t
-                    .strip_prefix($prefix)
-                    .or_else(|| t.strip_prefix(&$prefix.to_ascii_lowercase()))
-                    .unwrap_or(t);
+                let digits = t.strip_prefix($prefix).or_else(|| t.strip_prefix(&$prefix.to_ascii_lowercase())).unwrap_or(t);
                 match digits.parse::<u64>() {
                     Ok(n) if n > 0 && !digits.starts_with('+') => Ok($name(n)),
                     _ => Err(format!(

@@ -37,11 +37,7 @@ pub fn check(field: &str, value: &str, max_chars: usize, multi_line: bool) -> Re
     if count > max_chars {
         return Err(format!("the {field} is {count} characters long; at most {max_chars} are allowed"));
     }
-    if let Some((pos, c)) = value
-        .chars()
-        .enumerate()
-        .find(|(_, c)| is_unsafe(*c) && !(multi_line && matches!(c, '\n' | '\t')))
-    {
+    if let Some((pos, c)) = value.chars().enumerate().find(|(_, c)| is_unsafe(*c) && !(multi_line && matches!(c, '\n' | '\t'))) {
         return Err(format!(
             "the {field} contains the control character U+{:04X} at position {}; remove it and try again",
             c as u32,

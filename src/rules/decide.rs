@@ -11,16 +11,42 @@ use crate::policy::{ApprovalMode, Policy, Task};
 #[derive(Clone, Debug)]
 pub enum Command {
     Request(NewRequest),
-    Approve { request: RequestId, comment: Option<String> },
-    Deny { request: RequestId, comment: Option<String> },
-    Cancel { request: RequestId },
-    Revoke { grant: GrantId, reason: Option<String> },
-    Relinquish { grant: GrantId },
-    Review { grant: GrantId, comment: Option<String> },
-    IssueToken { user: String, sha256: String },
-    RevokeToken { token: TokenId },
-    DisableUser { user: String, reason: Option<String> },
-    EnableUser { user: String },
+    Approve {
+        request: RequestId,
+        comment: Option<String>,
+    },
+    Deny {
+        request: RequestId,
+        comment: Option<String>,
+    },
+    Cancel {
+        request: RequestId,
+    },
+    Revoke {
+        grant: GrantId,
+        reason: Option<String>,
+    },
+    Relinquish {
+        grant: GrantId,
+    },
+    Review {
+        grant: GrantId,
+        comment: Option<String>,
+    },
+    IssueToken {
+        user: String,
+        sha256: String,
+    },
+    RevokeToken {
+        token: TokenId,
+    },
+    DisableUser {
+        user: String,
+        reason: Option<String>,
+    },
+    EnableUser {
+        user: String,
+    },
     /// Record that `policy` is now in force.
     LoadPolicy,
     /// End everything whose deadline is at or before now. Only the daemon issues it.
@@ -33,7 +59,11 @@ pub fn decide(state: &State, policy: &Policy, actor: &str, command: &Command, no
     if !system && state.is_disabled(actor) {
         return Err(Refusal::forbidden(
             "user_disabled",
-            format!("your account '{}' is disabled, so zsa refuses everything you ask; an admin can enable it again (zsa admin enable {})", text::inert(actor), text::inert(actor)),
+            format!(
+                "your account '{}' is disabled, so zsa refuses everything you ask; an admin can enable it again (zsa admin enable {})",
+                text::inert(actor),
+                text::inert(actor)
+            ),
         ));
     }
     match command {
@@ -50,7 +80,10 @@ pub fn decide(state: &State, policy: &Policy, actor: &str, command: &Command, no
             if !policy.knows(user) {
                 return Err(Refusal::invalid(
                     "unknown_user",
-                    format!("'{}' is in no group of the policy, so a token would let them do nothing; add them to a group first", text::inert(user)),
+                    format!(
+                        "'{}' is in no group of the policy, so a token would let them do nothing; add them to a group first",
+                        text::inert(user)
+                    ),
                 ));
             }
             Ok(vec![Change::TokenIssued { token: state.next_token_id(), user: user.clone(), sha256: sha256.clone() }])
@@ -73,11 +106,7 @@ pub fn decide(state: &State, policy: &Policy, actor: &str, command: &Command, no
         }
         Command::LoadPolicy => {
             admin_only(policy, actor, system, "reload the policy")?;
-            Ok(vec![Change::PolicyLoaded {
-                sha256: policy.sha256.clone(),
-                path: policy.path.clone(),
-                tasks: policy.tasks.len() as u32,
-            }])
+            Ok(vec![Change::PolicyLoaded { sha256: policy.sha256.clone(), path: policy.path.clone(), tasks: policy.tasks.len() as u32 }])
         }
         Command::Expire => {
             if !system {
@@ -94,11 +123,7 @@ fn admin_only(policy: &Policy, actor: &str, system: bool, what: &str) -> Result<
     }
     Err(Refusal::forbidden(
         "admins_only",
-        format!(
-            "only admins may {what}; you ('{}') are not in the admin groups ({})",
-            text::inert(actor),
-            policy.admin_groups.join(", ")
-        ),
+        format!("only admins may {what}; you ('{}') are not in the admin groups ({})", text::inert(actor), policy.admin_groups.join(", ")),
     ))
 }
 
@@ -211,11 +236,21 @@ fn request(state: &State, policy: &Policy, actor: &str, new: &NewRequest, now: D
     Ok(changes)
 }
 
-fn check_field(task: &Task, field: &str, value: Option<&str>, required: bool, pattern: Option<&crate::policy::Pattern>) -> Result<(), Refusal> {
+fn check_field(
+    task: &Task,
+    field: &str,
+    value: Option<&str>,
+    required: bool,
+    pattern: Option<&crate::policy::Pattern>,
+) -> Result<(), Refusal> {
     match (value, pattern) {
         (None, _) if required => Err(Refusal::invalid(
             "missing_field",
-            format!("'{}' needs a {field}: add --{field} \"...\"{}", task.name, pattern.map(|p| format!(" matching {}", p.source)).unwrap_or_default()),
+            format!(
+                "'{}' needs a {field}: add --{field} \"...\"{}",
+                task.name,
+                pattern.map(|p| format!(" matching {}", p.source)).unwrap_or_default()
+            ),
         )),
         (Some(v), Some(p)) if !p.matches(v) => Err(Refusal::invalid(
             "pattern_mismatch",
@@ -226,7 +261,14 @@ fn check_field(task: &Task, field: &str, value: Option<&str>, required: bool, pa
 }
 
 /// Finds a request that an approver may act on now, or says why not.
-fn actionable<'a>(state: &'a State, policy: &'a Policy, actor: &str, id: RequestId, now: DateTime<Utc>, verb: &str) -> Result<(&'a Request, &'a Task), Refusal> {
+fn actionable<'a>(
+    state: &'a State,
+    policy: &'a Policy,
+    actor: &str,
+    id: RequestId,
+    now: DateTime<Utc>,
+    verb: &str,
+) -> Result<(&'a Request, &'a Task), Refusal> {
     let request = state.requests.get(&id).ok_or_else(|| Refusal::not_found("no_such_request", format!("there is no request {id}")))?;
     let task = policy.tasks.get(&request.task).ok_or_else(|| {
         Refusal::conflict("task_removed", format!("{id} is for '{}', which the current policy no longer has", request.task))
@@ -269,7 +311,14 @@ fn ensure_pending(request: &Request, now: DateTime<Utc>) -> Result<(), Refusal> 
     }
 }
 
-fn approve(state: &State, policy: &Policy, actor: &str, id: RequestId, comment: Option<&str>, now: DateTime<Utc>) -> Result<Vec<Change>, Refusal> {
+fn approve(
+    state: &State,
+    policy: &Policy,
+    actor: &str,
+    id: RequestId,
+    comment: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Change>, Refusal> {
     let (request, _task) = actionable(state, policy, actor, id, now, "approve")?;
     if request.approved_by(actor) {
         let left = (request.approvals_needed as usize).saturating_sub(request.approvals.len());
@@ -279,12 +328,8 @@ fn approve(state: &State, policy: &Policy, actor: &str, id: RequestId, comment: 
         ));
     }
     let comment = optional_text("comment", comment, MAX_COMMENT_CHARS, true)?;
-    let mut changes = vec![Change::RequestApproved {
-        request: id,
-        task: request.task.clone(),
-        requester: request.requester.clone(),
-        comment,
-    }];
+    let mut changes =
+        vec![Change::RequestApproved { request: id, task: request.task.clone(), requester: request.requester.clone(), comment }];
     if request.approvals.len() + 1 >= request.approvals_needed as usize {
         let mut approved_by: Vec<String> = request.approvals.iter().map(|a| a.by.clone()).collect();
         approved_by.push(actor.to_string());
@@ -301,10 +346,20 @@ fn approve(state: &State, policy: &Policy, actor: &str, id: RequestId, comment: 
     Ok(changes)
 }
 
-fn deny(state: &State, policy: &Policy, actor: &str, id: RequestId, comment: Option<&str>, now: DateTime<Utc>) -> Result<Vec<Change>, Refusal> {
+fn deny(
+    state: &State,
+    policy: &Policy,
+    actor: &str,
+    id: RequestId,
+    comment: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Change>, Refusal> {
     let (request, _task) = actionable(state, policy, actor, id, now, "deny")?;
     let Some(comment) = optional_text("comment", comment, MAX_COMMENT_CHARS, true)? else {
-        return Err(Refusal::invalid("comment_required", format!("a denial needs a comment that tells the requester why: zsa deny {id} --comment \"...\"")));
+        return Err(Refusal::invalid(
+            "comment_required",
+            format!("a denial needs a comment that tells the requester why: zsa deny {id} --comment \"...\""),
+        ));
     };
     Ok(vec![Change::RequestDenied { request: id, task: request.task.clone(), requester: request.requester.clone(), comment }])
 }
@@ -332,12 +387,22 @@ fn live_grant(state: &State, id: GrantId, now: DateTime<Utc>) -> Result<&crate::
     Ok(grant)
 }
 
-fn revoke(state: &State, policy: &Policy, actor: &str, id: GrantId, reason: Option<&str>, now: DateTime<Utc>) -> Result<Vec<Change>, Refusal> {
+fn revoke(
+    state: &State,
+    policy: &Policy,
+    actor: &str,
+    id: GrantId,
+    reason: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Change>, Refusal> {
     let grant = live_grant(state, id, now)?;
     if !policy.is_admin(actor) && !policy.approves_task(actor, &grant.task) {
         return Err(Refusal::forbidden(
             "may_not_revoke",
-            format!("only admins and approvers of '{}' may revoke {id}; the holder can relinquish it with: zsa relinquish {id}", grant.task),
+            format!(
+                "only admins and approvers of '{}' may revoke {id}; the holder can relinquish it with: zsa relinquish {id}",
+                grant.task
+            ),
         ));
     }
     let Some(reason) = optional_text("reason", reason, MAX_REASON_CHARS, true)? else {
@@ -363,13 +428,19 @@ fn review(state: &State, policy: &Policy, actor: &str, id: GrantId, comment: Opt
         return Err(Refusal::conflict("not_break_glass", format!("{id} is not a break-glass grant; only those are reviewed")));
     }
     if let Some(r) = &grant.review {
-        return Err(Refusal::conflict("already_reviewed", format!("{id} was already reviewed by {} at {}", text::inert(&r.by), r.at.to_rfc3339())));
+        return Err(Refusal::conflict(
+            "already_reviewed",
+            format!("{id} was already reviewed by {} at {}", text::inert(&r.by), r.at.to_rfc3339()),
+        ));
     }
     if !policy.approves_task(actor, &grant.task) {
         return Err(Refusal::forbidden("not_approver", format!("only approvers of '{}' may review {id}", grant.task)));
     }
     if grant.holder == actor {
-        return Err(Refusal::forbidden("own_grant", format!("nobody may review their own break-glass grant; ask another approver of '{}'", grant.task)));
+        return Err(Refusal::forbidden(
+            "own_grant",
+            format!("nobody may review their own break-glass grant; ask another approver of '{}'", grant.task),
+        ));
     }
     let comment = optional_text("comment", comment, MAX_COMMENT_CHARS, true)?;
     Ok(vec![Change::GrantReviewed { grant: id, task: grant.task.clone(), holder: grant.holder.clone(), comment }])
@@ -388,7 +459,12 @@ fn disable(state: &State, policy: &Policy, actor: &str, system: bool, user: &str
     let why = format!("user disabled by {actor}");
     let mut changes = vec![Change::UserDisabled { user: user.to_string(), reason }];
     for r in state.pending.iter().filter_map(|id| state.requests.get(id)).filter(|r| r.requester == user) {
-        changes.push(Change::RequestCancelled { request: r.id, task: r.task.clone(), requester: r.requester.clone(), reason: Some(why.clone()) });
+        changes.push(Change::RequestCancelled {
+            request: r.id,
+            task: r.task.clone(),
+            requester: r.requester.clone(),
+            reason: Some(why.clone()),
+        });
     }
     for g in state.active.iter().filter_map(|id| state.grants.get(id)).filter(|g| g.holder == user) {
         changes.push(Change::GrantRevoked { grant: g.id, task: g.task.clone(), holder: g.holder.clone(), reason: why.clone() });

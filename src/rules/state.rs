@@ -6,10 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{
-    Approval, Change, Event, Grant, GrantEnd, GrantId, GrantState, Request, RequestId, RequestState, Review,
-    TokenId,
-};
+use crate::model::{Approval, Change, Event, Grant, GrantEnd, GrantId, GrantState, Request, RequestId, RequestState, Review, TokenId};
 
 /// A bearer token as the daemon keeps it: only the SHA-256 of the secret.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,10 +50,7 @@ impl State {
 
     /// The user a presented token's hash belongs to, if it is known and not revoked.
     pub fn token_user(&self, sha256: &str) -> Option<&Token> {
-        self.token_by_hash
-            .get(sha256)
-            .and_then(|id| self.tokens.get(id))
-            .filter(|t| !t.revoked)
+        self.token_by_hash.get(sha256).and_then(|id| self.tokens.get(id)).filter(|t| !t.revoked)
     }
 
     /// The earliest moment something must end by itself: a pending request or an active grant.
@@ -232,14 +226,7 @@ impl State {
         self.last_hash = event.hash.clone();
     }
 
-    fn close_request(
-        &mut self,
-        id: RequestId,
-        to: RequestState,
-        at: DateTime<Utc>,
-        by: &str,
-        comment: Option<String>,
-    ) {
+    fn close_request(&mut self, id: RequestId, to: RequestState, at: DateTime<Utc>, by: &str, comment: Option<String>) {
         if let Some(r) = self.requests.get_mut(&id) {
             r.state = to;
             r.decided_at = Some(at);

@@ -31,11 +31,22 @@ pub fn event_visible(policy: &Policy, user: &str, e: &Event) -> bool {
 
 /// Does `user` hold an active grant for `task` at `now`? `caller` may ask about themselves; about
 /// others only if they see everything or approve that task (a gate's service account is an auditor).
-pub fn check_access(state: &State, policy: &Policy, caller: &str, user: &str, task: &str, now: DateTime<Utc>) -> Result<CheckAnswer, Refusal> {
+pub fn check_access(
+    state: &State,
+    policy: &Policy,
+    caller: &str,
+    user: &str,
+    task: &str,
+    now: DateTime<Utc>,
+) -> Result<CheckAnswer, Refusal> {
     if caller != user && !policy.sees_everything(caller) && !policy.approves_task(caller, task) {
         return Err(Refusal::forbidden(
             "may_not_check",
-            format!("you may check only your own access; checking '{}' needs the admin or auditor role, or approving '{}'", text::inert(user), text::inert(task)),
+            format!(
+                "you may check only your own access; checking '{}' needs the admin or auditor role, or approving '{}'",
+                text::inert(user),
+                text::inert(task)
+            ),
         ));
     }
     let known_task = policy.tasks.contains_key(task);
@@ -51,12 +62,24 @@ pub fn check_access(state: &State, policy: &Policy, caller: &str, user: &str, ta
         _ if disabled => (false, format!("'{}' is disabled", text::inert(user))),
         Some(g) => (
             true,
-            format!("{} holds {} for '{}' until {} ({} left)", g.holder, g.id, g.task, g.expires_at.to_rfc3339(), crate::model::duration::clock((g.expires_at - now).num_seconds())),
+            format!(
+                "{} holds {} for '{}' until {} ({} left)",
+                g.holder,
+                g.id,
+                g.task,
+                g.expires_at.to_rfc3339(),
+                crate::model::duration::clock((g.expires_at - now).num_seconds())
+            ),
         ),
         None if !known_task => (false, format!("there is no task '{}' in the policy", text::inert(task))),
         None => (
             false,
-            format!("'{}' holds no active grant for '{}'; ask for one with: zsa request {} --reason \"...\"", text::inert(user), task, task),
+            format!(
+                "'{}' holds no active grant for '{}'; ask for one with: zsa request {} --reason \"...\"",
+                text::inert(user),
+                task,
+                task
+            ),
         ),
     };
     Ok(CheckAnswer { allowed, user: user.to_string(), task: task.to_string(), grant: grant.filter(|_| !disabled), message, now })

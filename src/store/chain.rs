@@ -69,10 +69,7 @@ mod tests {
     #[test]
     fn sealing_links_each_event_to_the_one_before() {
         let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
-        let changes = vec![
-            Change::UserEnabled { user: "a".into() },
-            Change::UserEnabled { user: "b".into() },
-        ];
+        let changes = vec![Change::UserEnabled { user: "a".into() }, Change::UserEnabled { user: "b".into() }];
         let events = seal(0, "", at, "root", changes);
         assert_eq!(events[0].prev_hash, GENESIS);
         assert_eq!(events[1].prev_hash, events[0].hash);

@@ -162,7 +162,8 @@ impl Store for SqliteStore {
                     e.hash,
                 ])?;
             }
-            let mut req = tx.prepare_cached("INSERT OR REPLACE INTO requests (id, requester, task, state, body) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+            let mut req =
+                tx.prepare_cached("INSERT OR REPLACE INTO requests (id, requester, task, state, body) VALUES (?1, ?2, ?3, ?4, ?5)")?;
             for r in touched.requests.values() {
                 let body = serde_json::to_string(r).map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 req.execute(params![r.id.0 as i64, r.requester, r.task, r.state.as_str(), body])?;
@@ -174,7 +175,8 @@ impl Store for SqliteStore {
                 let body = serde_json::to_string(g).map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 grant.execute(params![g.id.0 as i64, g.holder, g.task, g.state.as_str(), column_time(&g.expires_at), body])?;
             }
-            let mut token = tx.prepare_cached("INSERT OR REPLACE INTO tokens (id, user, sha256, revoked, body) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+            let mut token =
+                tx.prepare_cached("INSERT OR REPLACE INTO tokens (id, user, sha256, revoked, body) VALUES (?1, ?2, ?3, ?4, ?5)")?;
             for t in touched.tokens.values() {
                 let body = serde_json::to_string(t).map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 token.execute(params![t.id.0 as i64, t.user, t.sha256, t.revoked, body])?;
@@ -182,7 +184,10 @@ impl Store for SqliteStore {
             for e in events {
                 match &e.change {
                     crate::model::Change::UserDisabled { user, .. } => {
-                        tx.execute("INSERT OR REPLACE INTO disabled_users (user, since) VALUES (?1, ?2)", params![user, column_time(&e.at)])?;
+                        tx.execute(
+                            "INSERT OR REPLACE INTO disabled_users (user, since) VALUES (?1, ?2)",
+                            params![user, column_time(&e.at)],
+                        )?;
                     }
                     crate::model::Change::UserEnabled { user } => {
                         tx.execute("DELETE FROM disabled_users WHERE user = ?1", params![user])?;

@@ -25,7 +25,11 @@ fn admins_only(engine: &Engine, caller: &Caller) -> Result<(), ApiError> {
     }
 }
 
-pub async fn issue_token(State(engine): State<Arc<Engine>>, caller: Caller, Body(body): Body<IssueToken>) -> Result<Json<IssuedToken>, ApiError> {
+pub async fn issue_token(
+    State(engine): State<Arc<Engine>>,
+    caller: Caller,
+    Body(body): Body<IssueToken>,
+) -> Result<Json<IssuedToken>, ApiError> {
     let token = new_token();
     let events = execute(&engine, &caller, Command::IssueToken { user: body.user.clone(), sha256: token_hash(&token) }).await?;
     let id = events
@@ -43,7 +47,13 @@ pub async fn tokens(State(engine): State<Arc<Engine>>, caller: Caller) -> Result
     Ok(Json(engine.read(|s, _| {
         s.tokens
             .values()
-            .map(|t| TokenView { id: t.id, user: t.user.clone(), issued_at: t.issued_at, issued_by: t.issued_by.clone(), revoked: t.revoked })
+            .map(|t| TokenView {
+                id: t.id,
+                user: t.user.clone(),
+                issued_at: t.issued_at,
+                issued_by: t.issued_by.clone(),
+                revoked: t.revoked,
+            })
             .collect()
     })))
 }
@@ -54,7 +64,12 @@ pub async fn revoke_token(State(engine): State<Arc<Engine>>, caller: Caller, Pat
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn disable(State(engine): State<Arc<Engine>>, caller: Caller, Path(user): Path<String>, Body(r): Body<Reason>) -> Result<StatusCode, ApiError> {
+pub async fn disable(
+    State(engine): State<Arc<Engine>>,
+    caller: Caller,
+    Path(user): Path<String>,
+    Body(r): Body<Reason>,
+) -> Result<StatusCode, ApiError> {
     execute(&engine, &caller, Command::DisableUser { user, reason: r.reason }).await?;
     Ok(StatusCode::NO_CONTENT)
 }

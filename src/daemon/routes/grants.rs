@@ -50,7 +50,12 @@ pub async fn show(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): P
     Ok(Json(grant(&engine, &caller, parse_id(&id)?)?))
 }
 
-pub async fn revoke(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): Path<String>, Body(r): Body<Reason>) -> Result<Json<Grant>, ApiError> {
+pub async fn revoke(
+    State(engine): State<Arc<Engine>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(r): Body<Reason>,
+) -> Result<Json<Grant>, ApiError> {
     let id = parse_id(&id)?;
     execute(&engine, &caller, Command::Revoke { grant: id, reason: r.reason }).await?;
     Ok(Json(grant(&engine, &caller, id)?))
@@ -62,7 +67,12 @@ pub async fn relinquish(State(engine): State<Arc<Engine>>, caller: Caller, Path(
     Ok(Json(grant(&engine, &caller, id)?))
 }
 
-pub async fn review(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): Path<String>, Body(c): Body<Comment>) -> Result<Json<Grant>, ApiError> {
+pub async fn review(
+    State(engine): State<Arc<Engine>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(c): Body<Comment>,
+) -> Result<Json<Grant>, ApiError> {
     let id = parse_id(&id)?;
     execute(&engine, &caller, Command::Review { grant: id, comment: c.comment }).await?;
     Ok(Json(grant(&engine, &caller, id)?))

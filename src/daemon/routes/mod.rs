@@ -48,7 +48,9 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/admin/users/{user}/disable", post(admin::disable))
         .route("/v1/admin/users/{user}/enable", post(admin::enable))
         .route("/v1/admin/reload", post(admin::reload))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no_such_endpoint", "there is no such endpoint; see the API list in README.md") })
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "no_such_endpoint", "there is no such endpoint; see the API list in README.md")
+        })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not take that method")
         })

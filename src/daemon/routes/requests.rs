@@ -25,16 +25,19 @@ pub struct ListQuery {
 
 fn outcome(engine: &Engine, caller: &Caller, id: RequestId) -> Result<Outcome, ApiError> {
     engine.read(|s, p| {
-        let request = s
-            .requests
-            .get(&id)
-            .filter(|r| rules::request_visible(p, &caller.user, r))
-            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no_such_request", format!("there is no request {id} that you may see")))?;
+        let request =
+            s.requests.get(&id).filter(|r| rules::request_visible(p, &caller.user, r)).ok_or_else(|| {
+                ApiError::new(StatusCode::NOT_FOUND, "no_such_request", format!("there is no request {id} that you may see"))
+            })?;
         Ok(Outcome { request: request.clone(), grant: request.grant.and_then(|g| s.grants.get(&g)).cloned() })
     })
 }
 
-pub async fn create(State(engine): State<Arc<Engine>>, caller: Caller, Body(new): Body<NewRequest>) -> Result<(StatusCode, Json<Outcome>), ApiError> {
+pub async fn create(
+    State(engine): State<Arc<Engine>>,
+    caller: Caller,
+    Body(new): Body<NewRequest>,
+) -> Result<(StatusCode, Json<Outcome>), ApiError> {
     let events = execute(&engine, &caller, Command::Request(new)).await?;
     let id = events
         .iter()
@@ -51,7 +54,10 @@ pub async fn list(State(engine): State<Arc<Engine>>, caller: Caller, Query(q): Q
         None | Some("pending") => false,
         Some("all") => true,
         Some(other) => {
-            return Err(ApiError::bad_request("bad_query", format!("state must be 'pending' or 'all', not '{}'", crate::model::text::inert(other))));
+            return Err(ApiError::bad_request(
+                "bad_query",
+                format!("state must be 'pending' or 'all', not '{}'", crate::model::text::inert(other)),
+            ));
         }
     };
     let now = engine.now();
@@ -75,13 +81,23 @@ pub async fn show(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): P
     Ok(Json(outcome(&engine, &caller, parse_id(&id)?)?))
 }
 
-pub async fn approve(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): Path<String>, Body(c): Body<Comment>) -> Result<Json<Outcome>, ApiError> {
+pub async fn approve(
+    State(engine): State<Arc<Engine>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(c): Body<Comment>,
+) -> Result<Json<Outcome>, ApiError> {
     let id = parse_id(&id)?;
     execute(&engine, &caller, Command::Approve { request: id, comment: c.comment }).await?;
     Ok(Json(outcome(&engine, &caller, id)?))
 }
 
-pub async fn deny(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): Path<String>, Body(c): Body<Comment>) -> Result<Json<Outcome>, ApiError> {
+pub async fn deny(
+    State(engine): State<Arc<Engine>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(c): Body<Comment>,
+) -> Result<Json<Outcome>, ApiError> {
     let id = parse_id(&id)?;
     execute(&engine, &caller, Command::Deny { request: id, comment: c.comment }).await?;
     Ok(Json(outcome(&engine, &caller, id)?))
