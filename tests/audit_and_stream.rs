@@ -188,3 +188,40 @@ async fn every_policy_load_is_on_the_record_and_bad_reloads_change_nothing() {
     let restart = d.admin().tasks().await.unwrap().into_iter().find(|t| t.name == "restart").unwrap();
     assert_eq!(restart.max_duration_secs, 1200);
 }
+
+#[tokio::test]
+async fn paging_the_log_as_a_requester_never_stops_early() {
+    let mut d = Daemon::start();
+    let dave = d.user("dave").await;
+    let carol = d.user("carol").await;
+    for i in 0..3 {
+        dave.request(&restart()).await.unwrap();
+        for _ in 0..4 {
+            let g = carol.request(&restart()).await.unwrap().grant.unwrap();
+            carol.relinquish(g.id).await.unwrap();
+        }
+        let _ = i;
+    }
+    // Pages of 2, by the last seq seen: every one of dave's events, each once.
+    let mut params = zsa::client::AuditParams { limit: Some(2), ..Default::default() };
+    let mut seen = Vec::new();
+    loop {
+        let page = dave.audit(&params).await.unwrap();
+        seen.extend(page.iter().map(|e| e.seq));
+        match page.last() {
+            Some(last) if page.len() == 2 => params.after = Some(last.seq),
+            _ => break,
+        }
+    }
+    let all_of_daves: Vec<u64> = d
+        .admin()
+        .audit(&Default::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.actor == "dave" || e.change.subject() == Some("dave") || matches!(e.change, Change::PolicyLoaded { .. }))
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seen, all_of_daves);
+    assert!(seen.len() >= 7, "{seen:?}");
+}

@@ -8,8 +8,8 @@ use super::CmdResult;
 use crate::clock::SystemClock;
 use crate::daemon::auth::{new_token, token_hash};
 use crate::daemon::{DaemonConfig, Engine, start};
-use crate::model::RequestId;
 use crate::model::wire::NewRequest;
+use crate::model::{Change, RequestId};
 use crate::rules::Command;
 
 pub const DEMO_POLICY: &str = include_str!("../../assets/demo-policy.toml");
@@ -33,7 +33,13 @@ fn ask(engine: &Engine, who: &str, task: &str, minutes: u64, reason: &str, ticke
             ticket: ticket.map(Into::into),
         }),
     )?;
-    Ok(RequestId(events.first().map(|e| e.seq).and_then(|_| engine.read(|s, _| s.requests.keys().next_back().map(|id| id.0))).unwrap_or(0)))
+    events
+        .iter()
+        .find_map(|e| match e.change {
+            Change::RequestCreated { request, .. } => Some(request),
+            _ => None,
+        })
+        .ok_or_else(|| anyhow::anyhow!("the demo request for {task} was not recorded"))
 }
 
 /// Seeds the demo's story and returns a token for each demo person.

@@ -25,11 +25,27 @@ pub async fn list(State(engine): State<Arc<Engine>>, caller: Caller, Query(q): Q
         return Err(ApiError::bad_request("bad_query", format!("limit must be between 1 and {MAX_PAGE}")));
     }
     let policy = engine.policy();
-    let sees_all = policy.sees_everything(&caller.user);
+    let user = caller.user.clone();
     let filter = EventFilter { after_seq: q.after, since: q.since, until: q.until, user: q.user, task: q.task, limit: Some(limit) };
     let e = engine.clone();
-    let events = blocking(move || e.events(&filter)).await?;
-    Ok(Json(if sees_all { events } else { events.into_iter().filter(|e| rules::event_visible(&policy, &caller.user, e)).collect() }))
+    // A page holds `limit` events the caller may see: for callers who see only some events,
+    // read on until the page is full or the log ends, so paging by `after` never stops early.
+    let events = blocking(move || {
+        let mut page = Vec::new();
+        let mut filter = filter;
+        loop {
+            let batch = e.events(&filter)?;
+            let full = batch.len() as u32 == limit;
+            filter.after_seq = batch.last().map(|ev| ev.seq).or(filter.after_seq);
+            page.extend(batch.into_iter().filter(|ev| rules::event_visible(&policy, &user, ev)));
+            if !full || page.len() as u32 >= limit {
+                page.truncate(limit as usize);
+                return Ok(page);
+            }
+        }
+    })
+    .await?;
+    Ok(Json(events))
 }
 
 pub async fn verify(State(engine): State<Arc<Engine>>, caller: Caller) -> Result<Json<VerifyReport>, ApiError> {
