@@ -24,7 +24,13 @@ pub struct Cli {
 pub enum Cmd {
     /// Run the daemon that holds all state
     Daemon(DaemonArgs),
-    /// Start a demo daemon with demo users and requests, and show how to use it
+    /// Open the console (the default when no command is given)
+    Tui {
+        /// Do not ring the terminal bell when a request arrives for you
+        #[arg(long)]
+        no_bell: bool,
+    },
+    /// Start a demo daemon with demo people, requests and grants, and open the console on it
     Demo,
     /// Ask for a task
     Request {

@@ -194,13 +194,12 @@ async fn paging_the_log_as_a_requester_never_stops_early() {
     let mut d = Daemon::start();
     let dave = d.user("dave").await;
     let carol = d.user("carol").await;
-    for i in 0..3 {
+    for _ in 0..3 {
         dave.request(&restart()).await.unwrap();
         for _ in 0..4 {
             let g = carol.request(&restart()).await.unwrap().grant.unwrap();
             carol.relinquish(g.id).await.unwrap();
         }
-        let _ = i;
     }
     // Pages of 2, by the last seq seen: every one of dave's events, each once.
     let mut params = zsa::client::AuditParams { limit: Some(2), ..Default::default() };

@@ -63,6 +63,8 @@ pub struct AuditParams {
     pub after: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tail: Option<u32>,
 }
 
 impl Client {

@@ -6,6 +6,7 @@ use super::output::{cell, json_line, table, time};
 use super::{CliError, CmdResult};
 use crate::cli::{AuditArgs, AuditCmd};
 use crate::client::{AuditParams, Client};
+use crate::export;
 use crate::model::{Event, duration, text};
 
 const PAGE: u32 = 1000;
@@ -39,10 +40,11 @@ pub async fn run(client: &Client, json: bool, args: &AuditArgs) -> CmdResult {
         task: args.task.clone(),
         after: None,
         limit: Some(PAGE),
+        tail: None,
     };
     let mut csv = args.csv.then(|| csv::Writer::from_writer(std::io::stdout()));
     if let Some(w) = csv.as_mut() {
-        w.write_record(["seq", "at", "actor", "kind", "user", "task", "target", "summary", "hash"]).map_err(anyhow::Error::from)?;
+        w.write_record(export::CSV_HEADER).map_err(anyhow::Error::from)?;
     }
     let mut rows = Vec::new();
     loop {
@@ -51,7 +53,7 @@ pub async fn run(client: &Client, json: bool, args: &AuditArgs) -> CmdResult {
             if json {
                 json_line(e);
             } else if let Some(w) = csv.as_mut() {
-                w.write_record(csv_record(e)).map_err(anyhow::Error::from)?;
+                w.write_record(export::csv_record(e)).map_err(anyhow::Error::from)?;
             } else {
                 rows.push(text_row(e));
             }
@@ -86,25 +88,6 @@ fn text_row(e: &Event) -> Vec<String> {
     ]
 }
 
-/// A spreadsheet treats a cell starting with = + - @ as a formula; such user text is quoted.
-fn spreadsheet_safe(s: &str) -> String {
-    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{s}") } else { s.to_string() }
-}
-
-fn csv_record(e: &Event) -> Vec<String> {
-    vec![
-        e.seq.to_string(),
-        e.at.to_rfc3339(),
-        spreadsheet_safe(&e.actor),
-        e.change.kind().to_string(),
-        spreadsheet_safe(e.change.subject().unwrap_or("")),
-        spreadsheet_safe(e.change.task().unwrap_or("")),
-        e.change.target().unwrap_or_default(),
-        spreadsheet_safe(&e.change.summary()),
-        e.hash.clone(),
-    ]
-}
-
 async fn verify(client: &Client, json: bool) -> CmdResult {
     let report = client.verify().await?;
     if json {
@@ -136,11 +119,5 @@ mod tests {
         assert_eq!(parse_time("2026-11-01", now).unwrap().to_rfc3339(), "2026-11-01T00:00:00+00:00");
         assert_eq!(parse_time("2h", now).unwrap().to_rfc3339(), "2026-11-23T10:00:00+00:00");
         assert!(parse_time("yesterday", now).unwrap_err().contains("not a time"));
-    }
-
-    #[test]
-    fn formulas_are_defused() {
-        assert_eq!(spreadsheet_safe("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
-        assert_eq!(spreadsheet_safe("normal"), "normal");
     }
 }

@@ -14,13 +14,13 @@ use crate::rules::Command;
 
 pub const DEMO_POLICY: &str = include_str!("../../assets/demo-policy.toml");
 
-/// The demo people and what they play.
+/// The demo people and what they play, in the order F2 walks through them in the console.
 pub const PEOPLE: [(&str, &str); 5] = [
-    ("carol", "on call: asks for tasks"),
-    ("dave", "on call: asks for tasks"),
     ("alice", "approver"),
-    ("bob", "approver"),
+    ("carol", "on call: asks for tasks"),
     ("erin", "auditor"),
+    ("bob", "approver"),
+    ("dave", "on call: asks for tasks"),
 ];
 
 fn ask(engine: &Engine, who: &str, task: &str, minutes: u64, reason: &str, ticket: Option<&str>) -> anyhow::Result<RequestId> {
@@ -74,6 +74,17 @@ pub async fn run(socket: Option<PathBuf>) -> CmdResult {
     let engine = handle.engine.clone();
     let tokens = tokio::task::spawn_blocking(move || seed(&engine)).await.map_err(anyhow::Error::from)??;
 
+    if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        // A person at a terminal gets the console; F2 walks through the demo people.
+        let result =
+            crate::tui::run(crate::tui::TuiOptions { socket: handle.socket.clone(), token: None, bell: true, people: tokens.clone() })
+                .await;
+        handle.shutdown().await;
+        let _ = std::fs::remove_dir_all(&dir);
+        result?;
+        println!("zsa demo stopped; its state was removed.");
+        return Ok(());
+    }
     println!("zsa demo: a daemon with the demo policy is running; everything is removed when you press Ctrl-C.");
     println!();
     println!("In another shell, point zsa at it:");

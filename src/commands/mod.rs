@@ -64,6 +64,16 @@ fn client(cli: &Cli) -> Result<Client, CliError> {
     Ok(Client::new(&socket, cli.token.clone())?)
 }
 
+/// Opens the console. Before taking over the terminal it checks that the daemon answers, so an
+/// unreachable daemon is reported like any other command's (exit 3), not inside a blank screen.
+async fn console(cli: &Cli, bell: bool) -> CmdResult {
+    let client = client(cli)?;
+    client.whoami().await?;
+    let socket = client.socket().to_path_buf();
+    crate::tui::run(crate::tui::TuiOptions { socket, token: cli.token.clone(), bell, people: Vec::new() }).await?;
+    Ok(())
+}
+
 /// Parses an id the user typed; a malformed one is a usage error.
 fn id<T: std::str::FromStr<Err = String>>(raw: &str) -> Result<T, CliError> {
     raw.parse().map_err(CliError::Usage)
@@ -72,11 +82,10 @@ fn id<T: std::str::FromStr<Err = String>>(raw: &str) -> Result<T, CliError> {
 async fn dispatch(cli: Cli) -> CmdResult {
     let json = cli.json;
     let Some(command) = &cli.command else {
-        use clap::CommandFactory;
-        let _ = Cli::command().print_help();
-        return Err(CliError::Usage(String::new()));
+        return console(&cli, true).await;
     };
     match command {
+        Cmd::Tui { no_bell } => console(&cli, !no_bell).await,
         Cmd::Daemon(args) => daemon::run(args, cli.socket.clone()).await,
         Cmd::Demo => demo::run(cli.socket.clone()).await,
         Cmd::Policy { command } => policy_check::run(command, json),

@@ -50,7 +50,7 @@ pub struct TaskView {
     pub may_approve: bool,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewRequest {
     pub task: String,
@@ -110,6 +110,9 @@ pub struct AuditQuery {
     pub after: Option<u64>,
     #[serde(default)]
     pub limit: Option<u32>,
+    /// Only the most recent N events (still returned oldest first).
+    #[serde(default)]
+    pub tail: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -31,6 +31,8 @@ pub struct EventFilter {
     pub user: Option<String>,
     pub task: Option<String>,
     pub limit: Option<u32>,
+    /// Only the most recent N matching events (still returned oldest first).
+    pub tail: Option<u32>,
 }
 
 pub trait Store: Send {

@@ -220,15 +220,23 @@ impl Store for SqliteStore {
             args.push(task.clone().into());
             sql.push_str(&format!(" AND task = ?{}", args.len()));
         }
-        sql.push_str(" ORDER BY seq");
-        if let Some(limit) = f.limit {
-            sql.push_str(&format!(" LIMIT {limit}"));
+        match f.tail {
+            Some(n) => sql.push_str(&format!(" ORDER BY seq DESC LIMIT {}", n.min(f.limit.unwrap_or(u32::MAX)))),
+            None => {
+                sql.push_str(" ORDER BY seq");
+                if let Some(limit) = f.limit {
+                    sql.push_str(&format!(" LIMIT {limit}"));
+                }
+            }
         }
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
             out.push(Self::row_to_event(row.get(0)?, row.get(1)?, row.get(2)?)?);
+        }
+        if f.tail.is_some() {
+            out.reverse();
         }
         Ok(out)
     }

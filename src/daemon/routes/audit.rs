@@ -26,7 +26,8 @@ pub async fn list(State(engine): State<Arc<Engine>>, caller: Caller, Query(q): Q
     }
     let policy = engine.policy();
     let user = caller.user.clone();
-    let filter = EventFilter { after_seq: q.after, since: q.since, until: q.until, user: q.user, task: q.task, limit: Some(limit) };
+    let filter =
+        EventFilter { after_seq: q.after, since: q.since, until: q.until, user: q.user, task: q.task, limit: Some(limit), tail: q.tail };
     let e = engine.clone();
     // A page holds `limit` events the caller may see: for callers who see only some events,
     // read on until the page is full or the log ends, so paging by `after` never stops early.
@@ -35,7 +36,8 @@ pub async fn list(State(engine): State<Arc<Engine>>, caller: Caller, Query(q): Q
         let mut filter = filter;
         loop {
             let batch = e.events(&filter)?;
-            let full = batch.len() as u32 == limit;
+            // A tail is one read: it goes backwards, so there is nothing to read on into.
+            let full = batch.len() as u32 == limit && filter.tail.is_none();
             filter.after_seq = batch.last().map(|ev| ev.seq).or(filter.after_seq);
             page.extend(batch.into_iter().filter(|ev| rules::event_visible(&policy, &user, ev)));
             if !full || page.len() as u32 >= limit {

@@ -1,0 +1,103 @@
+//! What can happen to the console: intents (from keys) and results (from the daemon). Intents are
+//! imperative (`ApproveSelected`), results past tense (`RequestLoaded`).
+
+use chrono::{DateTime, Utc};
+use crossterm::event::KeyEvent;
+
+use crate::model::wire::{NewRequest, Outcome, TaskView, VerifyReport, WhoAmI};
+use crate::model::{Event, Grant, GrantId, Request, RequestId};
+
+#[derive(Clone, Debug)]
+pub enum Action {
+    /// A key the user pressed; `update` translates it through the keymap.
+    Key(KeyEvent),
+    /// A second passed (only sent while something on screen counts down).
+    Tick,
+    Resize,
+
+    // Intents, from the keymap.
+    Quit,
+    NextPane,
+    SelectPane(usize),
+    Up,
+    Down,
+    PageUp,
+    PageDown,
+    Top,
+    Bottom,
+    NextSection,
+    PrevSection,
+    OpenDetail,
+    Back,
+    ToggleHelp,
+    NewRequest,
+    CancelSelected,
+    RelinquishSelected,
+    ApproveSelected,
+    DenySelected,
+    RevokeSelected,
+    ReviewSelected,
+    StartFilter,
+    ToggleFollow,
+    ExportLog,
+    VerifyLog,
+    ToggleBell,
+    SwitchUser,
+    DismissToast,
+
+    // Results, from effects and the event stream.
+    Loaded {
+        me: WhoAmI,
+        tasks: Vec<TaskView>,
+        requests: Vec<Request>,
+        grants: Vec<Grant>,
+        log: Vec<Event>,
+    },
+    LoadFailed(String),
+    EventReceived(Event),
+    RequestLoaded(Box<Outcome>),
+    GrantLoaded(Box<Grant>),
+    StreamConnected,
+    StreamLost(String),
+    Done(String),
+    Failed(String),
+    Verified(VerifyReport),
+    Exported {
+        path: String,
+        count: usize,
+    },
+}
+
+/// Work for the runtime to do outside `update`, which never waits on I/O.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    LoadAll,
+    FetchRequest(RequestId),
+    FetchGrant(GrantId),
+    Submit(Submission),
+    Verify,
+    Export {
+        path: String,
+        events: Vec<Event>,
+    },
+    Bell,
+    /// Act as the next demo person: a new client, stream and load.
+    SwitchUser(usize),
+}
+
+/// A change the user confirmed, sent to the daemon.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Submission {
+    Request(NewRequest),
+    Approve(RequestId, Option<String>),
+    Deny(RequestId, String),
+    Cancel(RequestId),
+    Revoke(GrantId, String),
+    Relinquish(GrantId),
+    Review(GrantId, Option<String>),
+}
+
+/// The daemon's time as the console believes it: local time corrected by the measured offset.
+pub fn daemon_now(offset_ms: i64) -> DateTime<Utc> {
+    Utc::now() + chrono::Duration::milliseconds(offset_ms)
+}

@@ -1,0 +1,841 @@
+//! The console's state and its `update`: pure, it never awaits. Each action changes the state
+//! and returns effects for the runtime to carry out; results come back as actions.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+
+use super::action::{Action, Effect, Submission};
+use super::form::{Field, RequestForm};
+use super::keymap;
+use crate::model::wire::{TaskView, VerifyReport, WhoAmI};
+use crate::model::{Change, Event, Grant, GrantId, GrantState, Request, RequestId, RequestState, text};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pane {
+    Requester,
+    Approver,
+    Auditor,
+}
+
+impl Pane {
+    pub fn title(self) -> &'static str {
+        match self {
+            Pane::Requester => "Requester",
+            Pane::Approver => "Approver",
+            Pane::Auditor => "Auditor",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Connection {
+    Connecting,
+    Live,
+    /// The stream broke; the runtime is reconnecting.
+    Lost(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VerifyState {
+    Unknown,
+    Checking,
+    Done(VerifyReport),
+}
+
+/// What a confirm prompt will do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PromptKind {
+    Approve(RequestId),
+    Deny(RequestId),
+    Cancel(RequestId),
+    Revoke(GrantId),
+    Relinquish(GrantId),
+    Review(GrantId),
+}
+
+impl PromptKind {
+    pub fn title(self) -> String {
+        match self {
+            Self::Approve(id) => format!("Approve {id}"),
+            Self::Deny(id) => format!("Deny {id}"),
+            Self::Cancel(id) => format!("Cancel your request {id}"),
+            Self::Revoke(id) => format!("Revoke {id}"),
+            Self::Relinquish(id) => format!("Give up your grant {id}"),
+            Self::Review(id) => format!("Review break-glass grant {id}"),
+        }
+    }
+
+    /// The label of the text field, and whether it must be filled; None: no text.
+    pub fn input(self) -> Option<(&'static str, bool)> {
+        match self {
+            Self::Approve(_) | Self::Review(_) => Some(("comment (optional)", false)),
+            Self::Deny(_) => Some(("comment (required: tell them why)", true)),
+            Self::Revoke(_) => Some(("reason (required)", true)),
+            Self::Cancel(_) | Self::Relinquish(_) => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prompt {
+    pub kind: PromptKind,
+    pub input: String,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Normal,
+    Help,
+    Detail,
+    Form(RequestForm),
+    Prompt(Prompt),
+    /// Editing the auditor's filter.
+    Filter,
+    /// Editing the export path.
+    Export(String),
+}
+
+/// One selectable row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Item {
+    Request(RequestId),
+    Grant(GrantId),
+    /// An index into `App::log`.
+    Event(usize),
+}
+
+pub struct Section {
+    pub title: &'static str,
+    pub items: Vec<Item>,
+    /// Drawn to stand out (break-glass grants waiting for review).
+    pub urgent: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cursor {
+    pub section: usize,
+    pub row: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Toast {
+    pub text: String,
+    pub error: bool,
+    pub until: DateTime<Utc>,
+}
+
+/// How long a toast stays unless dismissed.
+const TOAST_SECS: i64 = 6;
+/// Events kept for the auditor pane; older ones are in the daemon's log.
+pub const LOG_KEEP: usize = 200_000;
+
+pub struct App {
+    /// The daemon's time, as of the last action.
+    pub now: DateTime<Utc>,
+    pub daemon: String,
+    pub me: Option<WhoAmI>,
+    pub connection: Connection,
+    pub tasks: Vec<TaskView>,
+    pub requests: BTreeMap<RequestId, Request>,
+    pub grants: BTreeMap<GrantId, Grant>,
+    pub log: Vec<Event>,
+    pub filter: String,
+    pub follow: bool,
+    pub verify: VerifyState,
+    pub panes: Vec<Pane>,
+    pub pane: Pane,
+    pub mode: Mode,
+    pub cursors: [Cursor; 3],
+    /// Sections per pane, rebuilt when data changes, never per frame.
+    pub sections: [Vec<Section>; 3],
+    /// Pending requests that arrived while the console was open and not yet looked at.
+    pub fresh: BTreeSet<RequestId>,
+    pub bell: bool,
+    pub toast: Option<Toast>,
+    /// Demo people to switch between with F2 (names only; the runtime holds the tokens).
+    pub people: Vec<String>,
+    pub person: usize,
+    pub quit: bool,
+    /// Something visible changed since the last frame.
+    pub dirty: bool,
+}
+
+impl App {
+    pub fn new(daemon: String, now: DateTime<Utc>, bell: bool, people: Vec<String>) -> Self {
+        let mut app = App {
+            now,
+            daemon,
+            me: None,
+            connection: Connection::Connecting,
+            tasks: Vec::new(),
+            requests: BTreeMap::new(),
+            grants: BTreeMap::new(),
+            log: Vec::new(),
+            filter: String::new(),
+            follow: true,
+            verify: VerifyState::Unknown,
+            panes: vec![Pane::Requester],
+            pane: Pane::Requester,
+            mode: Mode::Normal,
+            cursors: [Cursor::default(); 3],
+            sections: [Vec::new(), Vec::new(), Vec::new()],
+            fresh: BTreeSet::new(),
+            bell,
+            toast: None,
+            people,
+            person: 0,
+            quit: false,
+            dirty: true,
+        };
+        app.rebuild();
+        app
+    }
+
+    pub fn user(&self) -> &str {
+        self.me.as_ref().map(|m| m.user.as_str()).unwrap_or("?")
+    }
+
+    fn has_role(&self, role: &str) -> bool {
+        self.me.as_ref().is_some_and(|m| m.roles.iter().any(|r| r == role))
+    }
+
+    fn approves(&self, task: &str) -> bool {
+        self.tasks.iter().any(|t| t.name == task && t.may_approve)
+    }
+
+    /// Ticks are needed only while something on screen counts down or a toast is shown.
+    pub fn needs_ticks(&self) -> bool {
+        self.toast.is_some() || self.grants.values().any(|g| g.state == GrantState::Active)
+    }
+
+    pub fn current_sections(&self) -> &[Section] {
+        &self.sections[self.pane.index()]
+    }
+
+    pub fn cursor(&self) -> Cursor {
+        self.cursors[self.pane.index()]
+    }
+
+    pub fn selected(&self) -> Option<Item> {
+        let c = self.cursor();
+        self.current_sections().get(c.section).and_then(|s| s.items.get(c.row)).copied()
+    }
+
+    /// Does an event match the auditor's filter (user, task, kind or any text)?
+    pub fn matches_filter(&self, e: &Event) -> bool {
+        if self.filter.is_empty() {
+            return true;
+        }
+        let f = self.filter.to_lowercase();
+        let hay = [
+            e.actor.as_str(),
+            e.change.kind(),
+            e.change.subject().unwrap_or(""),
+            e.change.task().unwrap_or(""),
+            &e.change.target().unwrap_or_default(),
+            &e.change.summary(),
+        ];
+        hay.iter().any(|h| h.to_lowercase().contains(&f))
+    }
+
+    /// Rebuilds every pane's sections from the data. O(items), on data changes only.
+    pub fn rebuild(&mut self) {
+        let me = self.user().to_string();
+        let now = self.now;
+
+        let mut my_grants: Vec<&Grant> = self.grants.values().filter(|g| g.holder == me && g.state == GrantState::Active).collect();
+        my_grants.sort_by_key(|g| g.expires_at);
+        let mut my_pending: Vec<&Request> =
+            self.requests.values().filter(|r| r.requester == me && r.state == RequestState::Pending).collect();
+        my_pending.sort_by_key(|r| r.created_at);
+        let mut history: Vec<&Request> = self
+            .requests
+            .values()
+            .filter(|r| {
+                r.requester == me
+                    && (r.state != RequestState::Pending)
+                    && !r.grant.is_some_and(|g| self.grants.get(&g).is_some_and(|g| g.state == GrantState::Active))
+            })
+            .collect();
+        history.sort_by_key(|r| std::cmp::Reverse(r.decided_at.unwrap_or(r.created_at)));
+        self.sections[0] = vec![
+            Section { title: "My active grants", items: my_grants.iter().map(|g| Item::Grant(g.id)).collect(), urgent: false },
+            Section { title: "My pending requests", items: my_pending.iter().map(|r| Item::Request(r.id)).collect(), urgent: false },
+            Section { title: "My history", items: history.iter().map(|r| Item::Request(r.id)).collect(), urgent: false },
+        ];
+
+        let mut queue: Vec<&Request> = self
+            .requests
+            .values()
+            .filter(|r| r.state == RequestState::Pending && r.pending_until > now && self.approves(&r.task))
+            .collect();
+        queue.sort_by_key(|r| r.created_at);
+        let review: Vec<&Grant> = self.grants.values().filter(|g| g.needs_review() && self.approves(&g.task)).collect();
+        let mut watched: Vec<&Grant> = self.grants.values().filter(|g| g.state == GrantState::Active && self.approves(&g.task)).collect();
+        watched.sort_by_key(|g| g.expires_at);
+        self.sections[1] = vec![
+            Section { title: "Waiting for approval", items: queue.iter().map(|r| Item::Request(r.id)).collect(), urgent: false },
+            Section {
+                title: "Break-glass: review needed",
+                items: review.iter().map(|g| Item::Grant(g.id)).collect(),
+                urgent: !review.is_empty(),
+            },
+            Section { title: "Active grants you approve for", items: watched.iter().map(|g| Item::Grant(g.id)).collect(), urgent: false },
+        ];
+
+        let log: Vec<Item> =
+            self.log.iter().enumerate().rev().filter(|(_, e)| self.matches_filter(e)).map(|(i, _)| Item::Event(i)).collect();
+        let mut expiring: Vec<&Grant> = self.grants.values().filter(|g| g.state == GrantState::Active).collect();
+        expiring.sort_by_key(|g| g.expires_at);
+        self.sections[2] = vec![
+            Section { title: "Event log (newest first)", items: log, urgent: false },
+            Section { title: "Expiring soon", items: expiring.iter().map(|g| Item::Grant(g.id)).collect(), urgent: false },
+        ];
+
+        for pane in [Pane::Requester, Pane::Approver, Pane::Auditor] {
+            self.clamp_cursor(pane);
+        }
+        self.dirty = true;
+    }
+
+    fn clamp_cursor(&mut self, pane: Pane) {
+        let sections = &self.sections[pane.index()];
+        let c = &mut self.cursors[pane.index()];
+        if sections.is_empty() {
+            *c = Cursor::default();
+            return;
+        }
+        c.section = c.section.min(sections.len() - 1);
+        let len = sections[c.section].items.len();
+        c.row = if len == 0 { 0 } else { c.row.min(len - 1) };
+    }
+
+    fn set_panes(&mut self) {
+        let mut panes = Vec::new();
+        if self.has_role("requester") || !(self.has_role("approver") || self.has_role("admin") || self.has_role("auditor")) {
+            panes.push(Pane::Requester);
+        }
+        if self.has_role("approver") {
+            panes.push(Pane::Approver);
+        }
+        if self.has_role("admin") || self.has_role("auditor") {
+            panes.push(Pane::Auditor);
+        }
+        if !panes.contains(&self.pane) {
+            self.pane = panes[0];
+        }
+        self.panes = panes;
+    }
+
+    fn toast(&mut self, text: impl Into<String>, error: bool) {
+        self.toast = Some(Toast { text: text.into(), error, until: self.now + chrono::Duration::seconds(TOAST_SECS) });
+    }
+
+    /// Handles one action at daemon time `now`; returns what the runtime must do.
+    pub fn update(&mut self, action: Action, now: DateTime<Utc>) -> Vec<Effect> {
+        self.now = now;
+        if !matches!(action, Action::Tick) {
+            self.dirty = true;
+        }
+        match action {
+            Action::Key(key) => {
+                if matches!(self.mode, Mode::Form(_) | Mode::Prompt(_) | Mode::Filter | Mode::Export(_)) {
+                    return self.edit(key);
+                }
+                match keymap::translate(self, key) {
+                    Some(a) => self.update(a, now),
+                    None => Vec::new(),
+                }
+            }
+            Action::Tick => {
+                if self.toast.as_ref().is_some_and(|t| t.until <= now) {
+                    self.toast = None;
+                }
+                self.dirty = true;
+                Vec::new()
+            }
+            Action::Resize => Vec::new(),
+            Action::Quit => {
+                self.quit = true;
+                Vec::new()
+            }
+            Action::NextPane => {
+                let i = self.panes.iter().position(|p| *p == self.pane).unwrap_or(0);
+                self.pane = self.panes[(i + 1) % self.panes.len()];
+                self.mode = Mode::Normal;
+                Vec::new()
+            }
+            Action::SelectPane(n) => {
+                let wanted = [Pane::Requester, Pane::Approver, Pane::Auditor].get(n).copied();
+                match wanted {
+                    Some(p) if self.panes.contains(&p) => {
+                        self.pane = p;
+                        self.mode = Mode::Normal;
+                    }
+                    Some(p) => self.toast(format!("the {} pane is not for you: it needs the {} role", p.title(), pane_role(p)), true),
+                    None => {}
+                }
+                Vec::new()
+            }
+            Action::Up => self.move_by(-1),
+            Action::Down => self.move_by(1),
+            Action::PageUp => self.move_by(-10),
+            Action::PageDown => self.move_by(10),
+            Action::Top => {
+                self.cursors[self.pane.index()] = Cursor::default();
+                self.follow = self.pane == Pane::Auditor;
+                Vec::new()
+            }
+            Action::Bottom => {
+                let sections = &self.sections[self.pane.index()];
+                if let Some((i, s)) = sections.iter().enumerate().rev().find(|(_, s)| !s.items.is_empty()) {
+                    self.cursors[self.pane.index()] = Cursor { section: i, row: s.items.len() - 1 };
+                }
+                self.follow = false;
+                Vec::new()
+            }
+            Action::NextSection | Action::PrevSection => {
+                let n = self.current_sections().len();
+                if n > 0 {
+                    let c = &mut self.cursors[self.pane.index()];
+                    c.section = if matches!(action, Action::NextSection) { (c.section + 1) % n } else { (c.section + n - 1) % n };
+                    c.row = 0;
+                }
+                Vec::new()
+            }
+            Action::OpenDetail => {
+                if let Some(Item::Request(id)) = self.selected() {
+                    self.fresh.remove(&id);
+                }
+                if self.selected().is_some() {
+                    self.mode = Mode::Detail;
+                }
+                Vec::new()
+            }
+            Action::Back => {
+                if matches!(self.mode, Mode::Filter) {
+                    self.filter.clear();
+                    self.rebuild();
+                }
+                if self.mode == Mode::Normal {
+                    self.toast = None;
+                }
+                self.mode = Mode::Normal;
+                Vec::new()
+            }
+            Action::ToggleHelp => {
+                self.mode = if self.mode == Mode::Help { Mode::Normal } else { Mode::Help };
+                Vec::new()
+            }
+            Action::DismissToast => {
+                self.toast = None;
+                Vec::new()
+            }
+            Action::ToggleBell => {
+                self.bell = !self.bell;
+                self.toast(if self.bell { "bell on for new requests" } else { "bell off" }, false);
+                Vec::new()
+            }
+            Action::ToggleFollow => {
+                self.follow = !self.follow;
+                if self.follow {
+                    self.cursors[Pane::Auditor.index()] = Cursor::default();
+                }
+                Vec::new()
+            }
+            Action::StartFilter => {
+                self.mode = Mode::Filter;
+                Vec::new()
+            }
+            Action::ExportLog => {
+                let ext = "jsonl";
+                self.mode = Mode::Export(format!("zsa-audit-{}.{ext}", now.format("%Y%m%d-%H%M%S")));
+                Vec::new()
+            }
+            Action::VerifyLog => {
+                self.verify = VerifyState::Checking;
+                vec![Effect::Verify]
+            }
+            Action::SwitchUser => {
+                if self.people.is_empty() {
+                    self.toast("switching people is for the demo; use --token to be someone else", true);
+                    return Vec::new();
+                }
+                self.person = (self.person + 1) % self.people.len();
+                self.reset_data();
+                vec![Effect::SwitchUser(self.person)]
+            }
+            Action::NewRequest => {
+                if super::form::requestable(&self.tasks).is_empty() {
+                    self.toast("you may ask for no task under the current policy", true);
+                } else {
+                    self.mode = Mode::Form(RequestForm::new(&self.tasks));
+                }
+                Vec::new()
+            }
+            Action::ApproveSelected | Action::DenySelected => self.start_decision(matches!(action, Action::ApproveSelected)),
+            Action::CancelSelected => self.start_on_request(|r, me| {
+                if r.requester != me {
+                    Err(format!("{} is {}'s request; only they may cancel it", r.id, text::inert_line(&r.requester)))
+                } else if r.state != RequestState::Pending {
+                    Err(format!("{} is already {}", r.id, r.state.as_str()))
+                } else {
+                    Ok(PromptKind::Cancel(r.id))
+                }
+            }),
+            Action::RelinquishSelected => self.start_on_grant(|g, me, _| {
+                if g.holder != me {
+                    Err(format!("{} is {}'s grant; only they may give it up (approvers revoke with r)", g.id, text::inert_line(&g.holder)))
+                } else if g.state != GrantState::Active {
+                    Err(format!("{} has already ended", g.id))
+                } else {
+                    Ok(PromptKind::Relinquish(g.id))
+                }
+            }),
+            Action::RevokeSelected => self.start_on_grant(|g, _, approves| {
+                if g.state != GrantState::Active {
+                    Err(format!("{} has already ended", g.id))
+                } else if !approves {
+                    Err(format!("only approvers of {} and admins may revoke {}", g.task, g.id))
+                } else {
+                    Ok(PromptKind::Revoke(g.id))
+                }
+            }),
+            Action::ReviewSelected => self.start_on_grant(|g, me, approves| {
+                if !g.needs_review() {
+                    Err(format!("{} is not a break-glass grant waiting for review", g.id))
+                } else if g.holder == me {
+                    Err("nobody may review their own break-glass grant".to_string())
+                } else if !approves {
+                    Err(format!("only approvers of {} may review it", g.task))
+                } else {
+                    Ok(PromptKind::Review(g.id))
+                }
+            }),
+
+            Action::Loaded { me, tasks, requests, grants, log } => {
+                let first = self.me.is_none();
+                self.me = Some(me);
+                self.tasks = tasks;
+                self.requests = requests.into_iter().map(|r| (r.id, r)).collect();
+                self.grants = grants.into_iter().map(|g| (g.id, g)).collect();
+                self.log = log;
+                self.set_panes();
+                if first {
+                    // Open where the work is: the queue for approvers, the log for auditors.
+                    self.pane = if self.panes.contains(&Pane::Approver) { Pane::Approver } else { self.panes[0] };
+                }
+                self.rebuild();
+                if self.panes.contains(&Pane::Auditor) && self.verify == VerifyState::Unknown {
+                    self.verify = VerifyState::Checking;
+                    return vec![Effect::Verify];
+                }
+                Vec::new()
+            }
+            Action::LoadFailed(why) => {
+                self.toast(format!("could not load: {why}"), true);
+                Vec::new()
+            }
+            Action::EventReceived(event) => self.on_event(event),
+            Action::RequestLoaded(outcome) => {
+                let outcome = *outcome;
+                if let Some(g) = outcome.grant {
+                    self.grants.insert(g.id, g);
+                }
+                self.requests.insert(outcome.request.id, outcome.request);
+                self.rebuild();
+                Vec::new()
+            }
+            Action::GrantLoaded(g) => {
+                self.grants.insert(g.id, *g);
+                self.rebuild();
+                Vec::new()
+            }
+            Action::StreamConnected => {
+                // The stream is followed before anything is loaded, so nothing falls between
+                // the load and the first event; after a loss, everything is loaded again.
+                let before = std::mem::replace(&mut self.connection, Connection::Live);
+                match before {
+                    Connection::Live => Vec::new(),
+                    Connection::Connecting => vec![Effect::LoadAll],
+                    Connection::Lost(_) => {
+                        self.toast("reconnected to the daemon; caught up on what was missed", false);
+                        vec![Effect::LoadAll]
+                    }
+                }
+            }
+            Action::StreamLost(why) => {
+                if !matches!(self.connection, Connection::Lost(_)) {
+                    self.toast(format!("lost the daemon ({why}); reconnecting…"), true);
+                }
+                self.connection = Connection::Lost(why);
+                Vec::new()
+            }
+            Action::Done(message) => {
+                self.toast(message, false);
+                Vec::new()
+            }
+            Action::Failed(message) => {
+                self.toast(message, true);
+                Vec::new()
+            }
+            Action::Verified(report) => {
+                self.verify = VerifyState::Done(report);
+                Vec::new()
+            }
+            Action::Exported { path, count } => {
+                self.toast(format!("exported {count} events to {}", text::inert_line(&path)), false);
+                Vec::new()
+            }
+        }
+    }
+
+    /// Keys typed while a text field has focus.
+    pub fn edit(&mut self, key: crossterm::event::KeyEvent) -> Vec<Effect> {
+        use crossterm::event::{KeyCode, KeyModifiers};
+        self.dirty = true;
+        let tasks = self.tasks.clone();
+        match &mut self.mode {
+            Mode::Form(form) => match key.code {
+                KeyCode::Esc => self.mode = Mode::Normal,
+                KeyCode::Tab | KeyCode::Down => form.next_field(true),
+                KeyCode::BackTab | KeyCode::Up => form.next_field(false),
+                KeyCode::Left if form.field == Field::Task => form.cycle_task(&tasks, false),
+                KeyCode::Right if form.field == Field::Task => form.cycle_task(&tasks, true),
+                KeyCode::Backspace => form.backspace(),
+                KeyCode::Enter => {
+                    if form.problems(&tasks).is_empty()
+                        && let Some(new) = form.to_request(&tasks)
+                    {
+                        self.mode = Mode::Normal;
+                        return vec![Effect::Submit(Submission::Request(new))];
+                    }
+                    form.tried = true;
+                }
+                KeyCode::Char(c) if !key.modifiers.contains(KeyModifiers::CONTROL) => form.type_char(c),
+                _ => {}
+            },
+            Mode::Prompt(prompt) => match key.code {
+                KeyCode::Esc => self.mode = Mode::Normal,
+                KeyCode::Backspace => drop(prompt.input.pop()),
+                KeyCode::Enter => return self.confirm_prompt(),
+                KeyCode::Char(c) if prompt.kind.input().is_some() && !key.modifiers.contains(KeyModifiers::CONTROL) => prompt.input.push(c),
+                KeyCode::Char('y') => return self.confirm_prompt(),
+                KeyCode::Char('n') => self.mode = Mode::Normal,
+                _ => {}
+            },
+            Mode::Filter => match key.code {
+                KeyCode::Esc => return self.update(Action::Back, self.now),
+                KeyCode::Enter => self.mode = Mode::Normal,
+                KeyCode::Backspace => {
+                    self.filter.pop();
+                    self.rebuild();
+                }
+                KeyCode::Char(c) if !key.modifiers.contains(KeyModifiers::CONTROL) => {
+                    self.filter.push(c);
+                    self.cursors[Pane::Auditor.index()] = Cursor::default();
+                    self.rebuild();
+                }
+                _ => {}
+            },
+            Mode::Export(path) => match key.code {
+                KeyCode::Esc => self.mode = Mode::Normal,
+                KeyCode::Backspace => drop(path.pop()),
+                KeyCode::Enter => {
+                    let path = path.clone();
+                    self.mode = Mode::Normal;
+                    let events = self.sections[Pane::Auditor.index()][0]
+                        .items
+                        .iter()
+                        .rev()
+                        .filter_map(|i| match i {
+                            Item::Event(n) => self.log.get(*n).cloned(),
+                            _ => None,
+                        })
+                        .collect();
+                    return vec![Effect::Export { path, events }];
+                }
+                KeyCode::Char(c) if !key.modifiers.contains(KeyModifiers::CONTROL) => path.push(c),
+                _ => {}
+            },
+            _ => {}
+        }
+        Vec::new()
+    }
+
+    fn confirm_prompt(&mut self) -> Vec<Effect> {
+        let Mode::Prompt(prompt) = &mut self.mode else { return Vec::new() };
+        let text = prompt.input.trim().to_string();
+        if let Some((label, true)) = prompt.kind.input()
+            && text.is_empty()
+        {
+            prompt.error = Some(format!("a {} is needed", label.split(' ').next().unwrap_or("comment")));
+            return Vec::new();
+        }
+        let opt = Some(text.clone()).filter(|t| !t.is_empty());
+        let submission = match prompt.kind {
+            PromptKind::Approve(id) => Submission::Approve(id, opt),
+            PromptKind::Deny(id) => Submission::Deny(id, text),
+            PromptKind::Cancel(id) => Submission::Cancel(id),
+            PromptKind::Revoke(id) => Submission::Revoke(id, text),
+            PromptKind::Relinquish(id) => Submission::Relinquish(id),
+            PromptKind::Review(id) => Submission::Review(id, opt),
+        };
+        self.mode = Mode::Normal;
+        vec![Effect::Submit(submission)]
+    }
+
+    fn move_by(&mut self, delta: i64) -> Vec<Effect> {
+        let idx = self.pane.index();
+        let sections = &self.sections[idx];
+        if sections.is_empty() {
+            return Vec::new();
+        }
+        // Moving walks through the sections' rows as if they were one list.
+        let flat: Vec<(usize, usize)> = sections.iter().enumerate().map(|(i, s)| (i, s.items.len())).collect();
+        let total: usize = flat.iter().map(|(_, n)| n).sum();
+        if total == 0 {
+            return Vec::new();
+        }
+        let c = self.cursors[idx];
+        let before: usize = flat.iter().take(c.section).map(|(_, n)| n).sum();
+        let pos = (before + c.row) as i64;
+        let target = (pos + delta).clamp(0, total as i64 - 1) as usize;
+        let mut acc = 0;
+        for (i, n) in flat {
+            if target < acc + n {
+                self.cursors[idx] = Cursor { section: i, row: target - acc };
+                break;
+            }
+            acc += n;
+        }
+        if self.pane == Pane::Auditor {
+            self.follow = self.cursors[idx] == Cursor::default();
+        }
+        if let Some(Item::Request(id)) = self.selected() {
+            self.fresh.remove(&id);
+        }
+        Vec::new()
+    }
+
+    fn start_decision(&mut self, approve: bool) -> Vec<Effect> {
+        let me = self.user().to_string();
+        let approves = |t: &str| self.approves(t);
+        let result = match self.selected() {
+            Some(Item::Request(id)) => match self.requests.get(&id) {
+                Some(r) if r.requester == me => Err(format!("{id} is your own request: nobody approves or denies their own")),
+                Some(r) if !approves(&r.task) => Err(format!("you do not approve requests for {}", r.task)),
+                Some(r) if r.state != RequestState::Pending => Err(format!("{id} is already {}", r.state.as_str())),
+                Some(r) if approve && r.approved_by(&me) => Err(format!("you already approved {id}; each approver counts once")),
+                Some(_) => Ok(if approve { PromptKind::Approve(id) } else { PromptKind::Deny(id) }),
+                None => Err("select a request first".into()),
+            },
+            _ => Err("select a pending request first".into()),
+        };
+        self.open_prompt(result)
+    }
+
+    fn start_on_request(&mut self, check: impl Fn(&Request, &str) -> Result<PromptKind, String>) -> Vec<Effect> {
+        let result = match self.selected() {
+            Some(Item::Request(id)) => {
+                self.requests.get(&id).map(|r| check(r, self.user())).unwrap_or_else(|| Err("select a request first".into()))
+            }
+            _ => Err("select a request first".into()),
+        };
+        self.open_prompt(result)
+    }
+
+    fn start_on_grant(&mut self, check: impl Fn(&Grant, &str, bool) -> Result<PromptKind, String>) -> Vec<Effect> {
+        let admin = self.has_role("admin");
+        let id = match self.selected() {
+            Some(Item::Grant(id)) => Some(id),
+            Some(Item::Request(id)) => self.requests.get(&id).and_then(|r| r.grant),
+            _ => None,
+        };
+        let result = match id.and_then(|id| self.grants.get(&id)) {
+            Some(g) => check(g, self.user(), admin || self.approves(&g.task)),
+            None => Err("select a grant first".into()),
+        };
+        self.open_prompt(result)
+    }
+
+    fn open_prompt(&mut self, result: Result<PromptKind, String>) -> Vec<Effect> {
+        match result {
+            Ok(kind) => self.mode = Mode::Prompt(Prompt { kind, input: String::new(), error: None }),
+            Err(why) => self.toast(why, true),
+        }
+        Vec::new()
+    }
+
+    fn reset_data(&mut self) {
+        self.me = None;
+        self.tasks.clear();
+        self.requests.clear();
+        self.grants.clear();
+        self.log.clear();
+        self.fresh.clear();
+        self.verify = VerifyState::Unknown;
+        self.mode = Mode::Normal;
+        self.cursors = [Cursor::default(); 3];
+        self.connection = Connection::Connecting;
+        self.rebuild();
+    }
+
+    fn on_event(&mut self, event: Event) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        match &event.change {
+            Change::RequestCreated { request, requester, task, .. } => {
+                effects.push(Effect::FetchRequest(*request));
+                if requester != self.user() && self.approves(task) {
+                    self.fresh.insert(*request);
+                    if self.bell {
+                        effects.push(Effect::Bell);
+                    }
+                }
+            }
+            Change::RequestApproved { request, .. }
+            | Change::RequestDenied { request, .. }
+            | Change::RequestCancelled { request, .. }
+            | Change::RequestExpired { request, .. }
+            | Change::GrantStarted { request, .. } => effects.push(Effect::FetchRequest(*request)),
+            Change::GrantExpired { grant, .. }
+            | Change::GrantRevoked { grant, .. }
+            | Change::GrantRelinquished { grant, .. }
+            | Change::GrantReviewed { grant, .. } => effects.push(Effect::FetchGrant(*grant)),
+            Change::PolicyLoaded { .. } => effects.push(Effect::LoadAll),
+            Change::UserDisabled { user, .. } | Change::UserEnabled { user } if user == self.user() => effects.push(Effect::LoadAll),
+            _ => {}
+        }
+        if matches!(event.change, Change::GrantExpired { .. }) && event.change.subject() == Some(self.user()) {
+            let target = event.change.target().unwrap_or_default();
+            self.toast(format!("{target} for {} has ended", event.change.task().unwrap_or("?")), false);
+        }
+        if !self.follow && self.matches_filter(&event) {
+            // Keep the selected event under the cursor as new ones arrive on top.
+            let c = &mut self.cursors[Pane::Auditor.index()];
+            if c.section == 0 {
+                c.row += 1;
+            }
+        }
+        self.log.push(event);
+        if self.log.len() > LOG_KEEP {
+            self.log.drain(..self.log.len() - LOG_KEEP);
+        }
+        self.rebuild();
+        effects
+    }
+}
+
+fn pane_role(p: Pane) -> &'static str {
+    match p {
+        Pane::Requester => "requester",
+        Pane::Approver => "approver",
+        Pane::Auditor => "auditor or admin",
+    }
+}

@@ -1,0 +1,26 @@
+//! The console: requester, approver and auditor panes over the same client the CLI uses,
+//! following the daemon's live event stream. It never imports the store or the server.
+
+pub mod action;
+pub mod app;
+pub mod form;
+pub mod keymap;
+mod overlays;
+pub mod panes;
+pub mod runtime;
+pub mod theme;
+pub mod ui;
+pub mod widgets;
+
+use std::path::PathBuf;
+
+pub struct TuiOptions {
+    pub socket: PathBuf,
+    pub token: Option<String>,
+    /// Ring the terminal bell when a new request arrives for me.
+    pub bell: bool,
+    /// Demo people and their tokens, to switch between with F2 (empty outside the demo).
+    pub people: Vec<(String, String)>,
+}
+
+pub use runtime::run;

@@ -1,0 +1,83 @@
+//! The auditor pane: the live event log (newest first, filterable, exportable) with the chain's
+//! verification state, and an expiring-soon board of every active grant.
+
+use ratatui::layout::Constraint;
+use ratatui::text::Span;
+use ratatui::widgets::Cell;
+
+use super::{Columns, text_cell};
+use crate::tui::app::{App, Item, Mode, VerifyState};
+use crate::tui::theme::Theme;
+use crate::tui::widgets::{countdown, gauge};
+
+pub fn columns(section: usize) -> Columns {
+    use Constraint::*;
+    match section {
+        0 => Columns {
+            header: &["SEQ", "TIME", "ACTOR", "KIND", "ID", "DETAILS"],
+            widths: vec![Length(6), Length(8), Length(10), Length(18), Length(5), Fill(1)],
+        },
+        _ => Columns {
+            header: &["ID", "HOLDER", "TASK", "LEFT", "USED"],
+            widths: vec![Length(5), Length(10), Fill(2), Length(8), Length(12)],
+        },
+    }
+}
+
+/// Follow mode, the filter and the chain's state, in the log's title.
+pub fn log_title_extra(app: &App, theme: &Theme) -> Vec<Span<'static>> {
+    let mut out = Vec::new();
+    if app.follow {
+        out.push(Span::styled("[follow] ", theme.ok()));
+    }
+    if !app.filter.is_empty() || app.mode == Mode::Filter {
+        let cursor = if app.mode == Mode::Filter { "▏" } else { "" };
+        out.push(Span::styled(format!("filter: {}{cursor} ", crate::model::text::inert_line(&app.filter)), theme.warn()));
+    }
+    let last = app.log.last().map(|e| e.seq).unwrap_or(0);
+    out.push(match &app.verify {
+        VerifyState::Unknown => Span::styled("chain: not checked (V) ", theme.dim()),
+        VerifyState::Checking => Span::styled("chain: checking… ", theme.dim()),
+        VerifyState::Done(r) if r.ok => {
+            let newer = last.saturating_sub(r.events);
+            let tail = if newer > 0 { format!(", {newer} newer") } else { String::new() };
+            Span::styled(format!("chain: verified up to event {}{tail} ", r.events), theme.ok())
+        }
+        VerifyState::Done(r) => Span::styled(
+            format!(
+                "chain: BROKEN at event {}: {} ",
+                r.first_bad_seq.map(|s| s.to_string()).unwrap_or_else(|| "?".into()),
+                r.problem.as_deref().unwrap_or("")
+            ),
+            theme.danger(),
+        ),
+    });
+    out
+}
+
+pub fn cells(app: &App, section: usize, item: Item, theme: &Theme) -> Vec<Cell<'static>> {
+    match (section, item) {
+        (0, Item::Event(i)) => {
+            let Some(e) = app.log.get(i) else { return vec![] };
+            vec![
+                Cell::from(e.seq.to_string()),
+                Cell::from(e.at.format("%H:%M:%S").to_string()),
+                text_cell(&e.actor),
+                Cell::from(e.change.kind()),
+                Cell::from(e.change.target().unwrap_or_default()),
+                text_cell(&format!("{} {} {}", e.change.subject().unwrap_or(""), e.change.task().unwrap_or(""), e.change.summary())),
+            ]
+        }
+        (_, Item::Grant(id)) => {
+            let Some(g) = app.grants.get(&id) else { return vec![] };
+            vec![
+                Cell::from(g.id.to_string()),
+                text_cell(&g.holder),
+                Cell::from(g.task.clone()),
+                countdown(theme, g, app.now),
+                gauge(theme, g, app.now, 12),
+            ]
+        }
+        _ => vec![],
+    }
+}

@@ -1,0 +1,74 @@
+//! The three panes. Each is a stack of sections; a section is a table whose rows are built only
+//! for the visible window. The panes only read the app's state.
+
+mod approver;
+mod auditor;
+mod requester;
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Cell;
+
+use super::app::{App, Item, Pane};
+use super::theme::Theme;
+use super::widgets::windowed_table;
+
+/// What a pane says about one of its sections: its columns and how to draw a row.
+pub struct Columns {
+    pub header: &'static [&'static str],
+    pub widths: Vec<Constraint>,
+}
+
+pub fn render(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
+    let sections = app.current_sections();
+    if sections.is_empty() {
+        return;
+    }
+    let third = (area.height / 3).max(3);
+    let last = sections.len() - 1;
+    let constraints: Vec<Constraint> = sections
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let want = (s.items.len() as u16 + 3).clamp(3, third);
+            match (app.pane, i) {
+                (Pane::Auditor, 0) => Constraint::Fill(1),
+                (Pane::Auditor, _) => Constraint::Length(want),
+                (_, i) if i == last => Constraint::Fill(1),
+                _ => Constraint::Length(want),
+            }
+        })
+        .collect();
+    let areas = Layout::vertical(constraints).split(area);
+    let cursor = app.cursor();
+    for (i, (section, rect)) in sections.iter().zip(areas.iter()).enumerate() {
+        let columns = match app.pane {
+            Pane::Requester => requester::columns(i),
+            Pane::Approver => approver::columns(i),
+            Pane::Auditor => auditor::columns(i),
+        };
+        let title_style = if section.urgent { theme.danger() } else { theme.title() };
+        let mut title = vec![Span::styled(format!(" {} ({}) ", section.title, section.items.len()), title_style)];
+        if app.pane == Pane::Auditor && i == 0 {
+            title.extend(auditor::log_title_extra(app, theme));
+        }
+        let selected = (cursor.section == i && !section.items.is_empty()).then_some(cursor.row);
+        windowed_table(frame, *rect, Line::from(title), columns.header, &columns.widths, section.items.len(), selected, theme, |row| {
+            cells(app, i, section.items[row], theme)
+        });
+    }
+}
+
+fn cells(app: &App, section: usize, item: Item, theme: &Theme) -> Vec<Cell<'static>> {
+    match app.pane {
+        Pane::Requester => requester::cells(app, section, item, theme),
+        Pane::Approver => approver::cells(app, section, item, theme),
+        Pane::Auditor => auditor::cells(app, section, item, theme),
+    }
+}
+
+/// User text for a table cell: one line, inert.
+pub fn text_cell(s: &str) -> Cell<'static> {
+    Cell::from(crate::model::text::inert_line(s))
+}

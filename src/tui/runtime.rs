@@ -1,0 +1,257 @@
+//! The console's runtime: one channel merges keys, the daemon's event stream, effect results and
+//! (only while something counts down) a once-a-second tick. It redraws only when the state says
+//! something visible changed, so an idle console sleeps. It owns the terminal and always gives it
+//! back: on quit, on SIGTERM, and on panic (ratatui's hook).
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use crossterm::event::{Event as TermEvent, EventStream};
+use futures_util::StreamExt;
+use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
+use tokio::task::JoinHandle;
+
+use super::TuiOptions;
+use super::action::{Action, Effect, Submission, daemon_now};
+use super::app::App;
+use super::theme::Theme;
+use super::ui;
+use crate::client::{AuditParams, Client, ClientError};
+
+/// How many recent events the auditor pane loads at start; older ones stay in the daemon's log.
+const LOG_TAIL: u32 = 10_000;
+
+type Tx = UnboundedSender<Action>;
+
+/// Who the console is talking as: a client, and its event-stream follower.
+struct Session {
+    client: Client,
+    follower: JoinHandle<()>,
+}
+
+impl Session {
+    fn start(client: Client, tx: Tx) -> Session {
+        let follower = tokio::spawn(follow(client.clone(), tx));
+        Session { client, follower }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.follower.abort();
+    }
+}
+
+pub async fn run(opts: TuiOptions) -> anyhow::Result<()> {
+    let theme = Theme::from_env();
+    let mut terminal = ratatui::init();
+    let result = event_loop(&mut terminal, opts, theme).await;
+    ratatui::restore();
+    result
+}
+
+async fn event_loop(terminal: &mut ratatui::DefaultTerminal, opts: TuiOptions, theme: Theme) -> anyhow::Result<()> {
+    let (tx, mut rx) = unbounded_channel();
+    let offset = Arc::new(AtomicI64::new(0));
+    let names = opts.people.iter().map(|(n, _)| n.clone()).collect();
+    let first_token = opts.people.first().map(|(_, t)| t.clone()).or(opts.token.clone());
+    let mut session = Session::start(Client::new(&opts.socket, first_token)?, tx.clone());
+    let mut app = App::new(opts.socket.display().to_string(), Utc::now(), opts.bell, names);
+
+    tokio::spawn(keys(tx.clone()));
+    let term_tx = tx.clone();
+    tokio::spawn(async move {
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            term.recv().await;
+            let _ = term_tx.send(Action::Quit);
+        }
+    });
+
+    loop {
+        if app.dirty {
+            terminal.draw(|f| ui::render(&app, f, &theme))?;
+            app.dirty = false;
+        }
+        let action = if app.needs_ticks() {
+            let ms = 1000 - daemon_now(offset.load(Ordering::Relaxed)).timestamp_subsec_millis().min(999) as u64;
+            tokio::select! {
+                a = rx.recv() => a,
+                _ = tokio::time::sleep(Duration::from_millis(ms)) => Some(Action::Tick),
+            }
+        } else {
+            rx.recv().await
+        };
+        let Some(action) = action else { break };
+        for effect in app.update(action, daemon_now(offset.load(Ordering::Relaxed))) {
+            match effect {
+                Effect::SwitchUser(i) => {
+                    let token = opts.people.get(i).map(|(_, t)| t.clone());
+                    session = Session::start(Client::new(&opts.socket, token)?, tx.clone());
+                }
+                Effect::Bell => {
+                    let mut out = std::io::stdout();
+                    let _ = out.write_all(b"\x07").and_then(|_| out.flush());
+                }
+                other => {
+                    tokio::spawn(perform(other, session.client.clone(), tx.clone(), offset.clone()));
+                }
+            }
+        }
+        if app.quit {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Terminal input as actions.
+async fn keys(tx: Tx) {
+    let mut events = EventStream::new();
+    while let Some(Ok(event)) = events.next().await {
+        let action = match event {
+            TermEvent::Key(k) => Action::Key(k),
+            TermEvent::Resize(..) => Action::Resize,
+            _ => continue,
+        };
+        if tx.send(action).is_err() {
+            return;
+        }
+    }
+}
+
+/// Follows the daemon's event stream for as long as the console runs, reconnecting with growing
+/// pauses and resuming after the last event it saw, so nothing is missed across a restart.
+async fn follow(client: Client, tx: Tx) {
+    let mut last: Option<u64> = None;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match client.events(last).await {
+            Ok(mut stream) => {
+                pause = Duration::from_millis(100);
+                if tx.send(Action::StreamConnected).is_err() {
+                    return;
+                }
+                while let Some(item) = stream.next().await {
+                    let Ok(event) = item else { break };
+                    last = Some(event.seq);
+                    if tx.send(Action::EventReceived(event)).is_err() {
+                        return;
+                    }
+                }
+                let _ = tx.send(Action::StreamLost("the daemon closed the stream".into()));
+            }
+            Err(e) => {
+                let why = match e {
+                    ClientError::Unreachable { .. } => "the daemon is not answering".to_string(),
+                    other => other.to_string(),
+                };
+                let _ = tx.send(Action::StreamLost(why));
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
+fn message(e: ClientError) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_string()
+}
+
+/// Carries out one effect against the daemon and reports back as actions.
+async fn perform(effect: Effect, client: Client, tx: Tx, offset: Arc<AtomicI64>) {
+    let send = |a: Action| {
+        let _ = tx.send(a);
+    };
+    match effect {
+        Effect::LoadAll => match load(&client, &offset).await {
+            Ok(a) => send(a),
+            Err(e) => send(Action::LoadFailed(message(e))),
+        },
+        Effect::FetchRequest(id) => {
+            if let Ok(o) = client.show_request(id).await {
+                send(Action::RequestLoaded(Box::new(o)));
+            }
+        }
+        Effect::FetchGrant(id) => {
+            if let Ok(g) = client.show_grant(id).await {
+                send(Action::GrantLoaded(Box::new(g)));
+            }
+        }
+        Effect::Verify => match client.verify().await {
+            Ok(r) => send(Action::Verified(r)),
+            Err(e) => send(Action::Failed(format!("could not verify: {}", message(e)))),
+        },
+        Effect::Export { path, events } => {
+            let target = path.clone();
+            let written = tokio::task::spawn_blocking(move || {
+                let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&target)?;
+                crate::export::write_events(file, &events, target.to_ascii_lowercase().ends_with(".csv"))
+            })
+            .await;
+            match written {
+                Ok(Ok(count)) => send(Action::Exported { path, count }),
+                Ok(Err(e)) => send(Action::Failed(format!("could not export to {path}: {e}"))),
+                Err(e) => send(Action::Failed(format!("export failed: {e}"))),
+            }
+        }
+        Effect::Submit(s) => submit(s, &client, send).await,
+        Effect::Bell | Effect::SwitchUser(_) => {}
+    }
+}
+
+async fn submit(s: Submission, client: &Client, send: impl Fn(Action)) {
+    let result = match s {
+        Submission::Request(new) => client.request(&new).await.map(|o| {
+            let msg = match &o.grant {
+                Some(g) => format!("{} granted at once as {}", o.request.id, g.id),
+                None => format!("{} sent: waiting for {} approval(s)", o.request.id, o.request.approvals_needed),
+            };
+            (Action::RequestLoaded(Box::new(o)), msg)
+        }),
+        Submission::Approve(id, comment) => client.approve(id, comment).await.map(|o| {
+            let msg = match &o.grant {
+                Some(g) => format!("approved {id}: {} is active", g.id),
+                None => format!("approved {id}: {}/{} approvals", o.request.approvals.len(), o.request.approvals_needed),
+            };
+            (Action::RequestLoaded(Box::new(o)), msg)
+        }),
+        Submission::Deny(id, comment) => {
+            client.deny(id, Some(comment)).await.map(|o| (Action::RequestLoaded(Box::new(o)), format!("denied {id}")))
+        }
+        Submission::Cancel(id) => client.cancel(id).await.map(|o| (Action::RequestLoaded(Box::new(o)), format!("cancelled {id}"))),
+        Submission::Revoke(id, reason) => {
+            client.revoke(id, Some(reason)).await.map(|g| (Action::GrantLoaded(Box::new(g)), format!("revoked {id}")))
+        }
+        Submission::Relinquish(id) => client.relinquish(id).await.map(|g| (Action::GrantLoaded(Box::new(g)), format!("gave up {id}"))),
+        Submission::Review(id, comment) => {
+            client.review(id, comment).await.map(|g| (Action::GrantLoaded(Box::new(g)), format!("reviewed {id}")))
+        }
+    };
+    match result {
+        Ok((loaded, msg)) => {
+            send(loaded);
+            send(Action::Done(msg));
+        }
+        Err(e) => send(Action::Failed(message(e))),
+    }
+}
+
+/// Loads everything the panes show, and measures the daemon's clock against ours.
+async fn load(client: &Client, offset: &AtomicI64) -> Result<Action, ClientError> {
+    let sent = Utc::now();
+    let me = client.whoami().await?;
+    let received = Utc::now();
+    let midpoint = sent + (received - sent) / 2;
+    offset.store((me.now - midpoint).num_milliseconds(), Ordering::Relaxed);
+    let (tasks, requests, grants) = tokio::try_join!(client.tasks(), client.requests(true), client.grants(true))?;
+    let sees_log = me.roles.iter().any(|r| r == "admin" || r == "auditor");
+    let log = if sees_log {
+        client.audit(&AuditParams { tail: Some(LOG_TAIL), limit: Some(LOG_TAIL), ..Default::default() }).await?
+    } else {
+        Vec::new()
+    };
+    Ok(Action::Loaded { me, tasks, requests, grants, log })
+}
