@@ -24,3 +24,6 @@ pub struct TuiOptions {
 }
 
 pub use runtime::run;
+
+#[cfg(test)]
+mod tests;

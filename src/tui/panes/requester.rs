@@ -21,9 +21,10 @@ pub fn columns(section: usize) -> Columns {
             header: &["ID", "TASK", "FOR", "APPROVALS", "AGE", "EXPIRES IN"],
             widths: vec![Length(5), Fill(2), Length(6), Length(9), Length(7), Length(10)],
         },
-        _ => {
-            Columns { header: &["ID", "TASK", "OUTCOME", "WHEN", "NOTE"], widths: vec![Length(5), Fill(2), Length(20), Length(8), Fill(2)] }
-        }
+        _ => Columns {
+            header: &["ID", "TASK", "OUTCOME", "WHEN", "NOTE"],
+            widths: vec![Length(5), Fill(2), Length(16), Length(10), Fill(2)],
+        },
     }
 }
 

@@ -1,0 +1,536 @@
+//! The console without a terminal: every key's effect on the state, and what each pane draws
+//! (snapshots of the buffer at 80x24 and at a large size, with a fixed clock so nothing moves).
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+
+use super::action::{Action, Effect, Submission};
+use super::app::{App, Connection, Item, Mode, Pane, PromptKind};
+use super::theme::Theme;
+use super::ui;
+use crate::model::wire::{NewRequest, Outcome, TaskView, WhoAmI};
+use crate::model::{Approval, Change, Event, Grant, GrantId, GrantState, Request, RequestId, RequestState};
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).unwrap()
+}
+
+fn task(name: &str, approval: &str, approvals: u32, may_request: bool, may_approve: bool) -> TaskView {
+    TaskView {
+        name: name.into(),
+        description: format!("{name} things"),
+        approval: approval.into(),
+        requesters: vec!["oncall".into()],
+        approvers: vec!["approvers".into()],
+        approver_users: vec!["alice".into(), "bob".into()],
+        approvals,
+        max_duration_secs: 4 * 3600,
+        default_duration_secs: 3600,
+        require_reason: true,
+        require_ticket: name == "journal",
+        ticket_pattern: (name == "journal").then(|| "INC-[0-9]+".to_string()),
+        reason_pattern: None,
+        break_glass: name == "glass",
+        may_request,
+        may_approve,
+    }
+}
+
+fn request(id: u64, who: &str, task: &str, state: RequestState, reason: &str, age_min: i64) -> Request {
+    Request {
+        id: RequestId(id),
+        task: task.into(),
+        requester: who.into(),
+        state,
+        duration_secs: 1800,
+        reason: Some(reason.into()),
+        ticket: (task == "journal").then(|| format!("INC-{id}")),
+        created_at: t0() - Duration::minutes(age_min),
+        pending_until: t0() - Duration::minutes(age_min) + Duration::hours(2),
+        approvals_needed: if task == "export" { 2 } else { 1 },
+        approvals: Vec::new(),
+        break_glass: task == "glass",
+        decided_at: None,
+        decided_by: None,
+        comment: None,
+        grant: None,
+    }
+}
+
+fn grant(id: u64, who: &str, task: &str, left_min: i64, total_min: i64) -> Grant {
+    Grant {
+        id: GrantId(id),
+        request: RequestId(id),
+        task: task.into(),
+        holder: who.into(),
+        state: GrantState::Active,
+        granted_at: t0() + Duration::minutes(left_min - total_min),
+        expires_at: t0() + Duration::minutes(left_min),
+        approved_by: vec!["bob".into()],
+        break_glass: task == "glass",
+        review: None,
+        ended: None,
+    }
+}
+
+fn event(seq: u64, actor: &str, change: Change) -> Event {
+    Event {
+        seq,
+        at: t0() - Duration::minutes(60 - seq as i64),
+        actor: actor.into(),
+        change,
+        prev_hash: "p".into(),
+        hash: format!("h{seq}"),
+    }
+}
+
+/// alice approves journal and export; she asked for dns herself; carol and dave work on call.
+fn loaded(user: &str, roles: &[&str]) -> App {
+    let mut app = App::new("/run/zsa/zsa.sock".into(), t0(), true, Vec::new());
+    let mut requests = vec![
+        request(1, "carol", "journal", RequestState::Pending, "journal rule for the legal hold", 12),
+        request(2, "dave", "export", RequestState::Pending, "customer export", 5),
+        request(3, "alice", "journal", RequestState::Pending, "my own change", 3),
+        request(4, "alice", "restart", RequestState::Approved, "web-3 leaks", 30),
+        request(5, "dave", "glass", RequestState::Approved, "db down", 20),
+        request(6, "alice", "journal", RequestState::Denied, "too broad", 90),
+    ];
+    requests[1].approvals.push(Approval { by: "bob".into(), at: t0(), comment: None });
+    requests[3].grant = Some(GrantId(4));
+    requests[4].grant = Some(GrantId(5));
+    requests[5].decided_by = Some("bob".into());
+    requests[5].comment = Some("narrow it down".into());
+    requests[5].decided_at = Some(t0() - Duration::minutes(80));
+    let grants = vec![grant(4, "alice", "restart", 8, 15), grant(5, "dave", "glass", 1, 30), grant(7, "carol", "journal", 45, 60)];
+    let log = vec![
+        event(1, "zsa:daemon", Change::PolicyLoaded { sha256: "ab".repeat(32), path: "/etc/zsa/policy.toml".into(), tasks: 4 }),
+        event(
+            2,
+            "carol",
+            Change::RequestCreated {
+                request: RequestId(1),
+                task: "journal".into(),
+                requester: "carol".into(),
+                duration_secs: 1800,
+                reason: Some("journal rule".into()),
+                ticket: Some("INC-1".into()),
+                approvals_needed: 1,
+                pending_until: t0(),
+                break_glass: false,
+            },
+        ),
+        event(3, "bob", Change::RequestApproved { request: RequestId(2), task: "export".into(), requester: "dave".into(), comment: None }),
+        event(4, "dave", Change::GrantRelinquished { grant: GrantId(9), task: "restart".into(), holder: "dave".into() }),
+    ];
+    let me = WhoAmI {
+        user: user.into(),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+        groups: vec![],
+        disabled: false,
+        via: "token".into(),
+        now: t0(),
+        policy_sha256: "ab".repeat(32),
+    };
+    let tasks = vec![
+        task("journal", "manual", 1, true, true),
+        task("export", "manual", 2, true, true),
+        task("restart", "auto", 0, true, false),
+        task("glass", "manual", 1, true, true),
+    ];
+    app.update(Action::StreamConnected, t0());
+    app.update(Action::Loaded { me, tasks, requests, grants, log }, t0());
+    app
+}
+
+fn alice() -> App {
+    loaded("alice", &["approver", "requester", "auditor"])
+}
+
+fn key(app: &mut App, code: KeyCode) -> Vec<Effect> {
+    app.update(Action::Key(KeyEvent::new(code, KeyModifiers::NONE)), app.now)
+}
+
+fn typed(app: &mut App, text: &str) {
+    for c in text.chars() {
+        key(app, KeyCode::Char(c));
+    }
+}
+
+fn screen(app: &App, w: u16, h: u16) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(w, h)).unwrap();
+    terminal.draw(|f| ui::render(app, f, &Theme { color: true })).unwrap();
+    let buf = terminal.backend().buffer().clone();
+    let mut out = String::new();
+    for y in 0..h {
+        for x in 0..w {
+            out.push_str(buf[(x, y)].symbol());
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn it_opens_where_the_work_is_and_loads_on_connect() {
+    let mut app = App::new("s".into(), t0(), true, vec![]);
+    assert_eq!(app.update(Action::StreamConnected, t0()), vec![Effect::LoadAll], "the stream is followed first, then everything loads");
+    let app = alice();
+    assert_eq!(app.panes, vec![Pane::Requester, Pane::Approver, Pane::Auditor]);
+    assert_eq!(app.pane, Pane::Approver);
+    let erin = loaded("erin", &["auditor"]);
+    assert_eq!((erin.panes.clone(), erin.pane), (vec![Pane::Auditor], Pane::Auditor));
+}
+
+#[test]
+fn the_queue_is_oldest_first_and_shows_my_own_requests() {
+    let app = alice();
+    let queue: Vec<Item> = app.sections[1][0].items.clone();
+    assert_eq!(queue, vec![Item::Request(RequestId(1)), Item::Request(RequestId(2)), Item::Request(RequestId(3))]);
+    assert_eq!(app.sections[1][1].items, vec![Item::Grant(GrantId(5))], "break-glass waiting for review");
+    assert!(app.sections[1][1].urgent);
+}
+
+#[test]
+fn moving_walks_through_sections_and_panes_switch() {
+    let mut app = alice();
+    assert_eq!(app.selected(), Some(Item::Request(RequestId(1))));
+    key(&mut app, KeyCode::Char('j'));
+    assert_eq!(app.selected(), Some(Item::Request(RequestId(2))));
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Down);
+    assert_eq!(app.selected(), Some(Item::Grant(GrantId(5))), "down flows into the next section");
+    key(&mut app, KeyCode::Char('k'));
+    assert_eq!(app.selected(), Some(Item::Request(RequestId(3))));
+    key(&mut app, KeyCode::Char('G'));
+    assert_eq!(app.cursor().section, 2);
+    key(&mut app, KeyCode::Char('g'));
+    assert_eq!(app.selected(), Some(Item::Request(RequestId(1))));
+    key(&mut app, KeyCode::Char('l'));
+    assert_eq!(app.cursor().section, 1);
+    key(&mut app, KeyCode::Char('h'));
+    assert_eq!(app.cursor().section, 0);
+    key(&mut app, KeyCode::Tab);
+    assert_eq!(app.pane, Pane::Auditor);
+    key(&mut app, KeyCode::Char('1'));
+    assert_eq!(app.pane, Pane::Requester);
+    key(&mut app, KeyCode::Char('3'));
+    assert_eq!(app.pane, Pane::Auditor);
+    let mut dave = loaded("dave", &["requester"]);
+    key(&mut dave, KeyCode::Char('3'));
+    assert_eq!(dave.pane, Pane::Requester);
+    assert!(dave.toast.as_ref().unwrap().text.contains("not for you"));
+}
+
+#[test]
+fn approve_is_confirmed_in_one_keystroke() {
+    let mut app = alice();
+    assert!(key(&mut app, KeyCode::Char('a')).is_empty());
+    assert!(matches!(&app.mode, Mode::Prompt(p) if p.kind == PromptKind::Approve(RequestId(1))));
+    typed(&mut app, "ok by me");
+    assert_eq!(key(&mut app, KeyCode::Enter), vec![Effect::Submit(Submission::Approve(RequestId(1), Some("ok by me".into())))]);
+    assert_eq!(app.mode, Mode::Normal);
+    // And it is reflected at once when the daemon answers.
+    let mut r = app.requests[&RequestId(1)].clone();
+    r.state = RequestState::Approved;
+    r.grant = Some(GrantId(1));
+    let g = Grant { id: GrantId(1), holder: "carol".into(), ..app.grants[&GrantId(7)].clone() };
+    app.update(Action::RequestLoaded(Box::new(Outcome { request: r, grant: Some(g) })), t0());
+    assert!(!app.sections[1][0].items.contains(&Item::Request(RequestId(1))));
+}
+
+#[test]
+fn deny_needs_a_comment_and_escape_cancels() {
+    let mut app = alice();
+    key(&mut app, KeyCode::Char('d'));
+    assert!(key(&mut app, KeyCode::Enter).is_empty(), "no comment, no denial");
+    assert!(matches!(&app.mode, Mode::Prompt(p) if p.error.as_deref() == Some("a comment is needed")));
+    typed(&mut app, "no ticket");
+    assert_eq!(key(&mut app, KeyCode::Enter), vec![Effect::Submit(Submission::Deny(RequestId(1), "no ticket".into()))]);
+    key(&mut app, KeyCode::Char('d'));
+    key(&mut app, KeyCode::Esc);
+    assert_eq!(app.mode, Mode::Normal);
+}
+
+#[test]
+fn my_own_request_is_shown_but_not_actionable() {
+    let mut app = alice();
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Down);
+    assert_eq!(app.selected(), Some(Item::Request(RequestId(3))));
+    assert!(key(&mut app, KeyCode::Char('a')).is_empty());
+    assert_eq!(app.mode, Mode::Normal);
+    assert!(app.toast.as_ref().unwrap().text.contains("your own request"), "{:?}", app.toast);
+}
+
+#[test]
+fn already_approved_by_me_is_refused_before_asking() {
+    let mut bob = loaded("bob", &["approver"]);
+    key(&mut bob, KeyCode::Down);
+    assert_eq!(bob.selected(), Some(Item::Request(RequestId(2))));
+    key(&mut bob, KeyCode::Char('a'));
+    assert!(bob.toast.as_ref().unwrap().text.contains("each approver counts once"));
+}
+
+#[test]
+fn revoke_needs_a_reason_and_review_targets_break_glass() {
+    let mut app = alice();
+    key(&mut app, KeyCode::Char('l')); // break-glass section
+    key(&mut app, KeyCode::Char('v'));
+    assert!(matches!(&app.mode, Mode::Prompt(p) if p.kind == PromptKind::Review(GrantId(5))));
+    assert_eq!(key(&mut app, KeyCode::Enter), vec![Effect::Submit(Submission::Review(GrantId(5), None))]);
+    key(&mut app, KeyCode::Char('r'));
+    assert!(key(&mut app, KeyCode::Enter).is_empty());
+    typed(&mut app, "incident over");
+    assert_eq!(key(&mut app, KeyCode::Enter), vec![Effect::Submit(Submission::Revoke(GrantId(5), "incident over".into()))]);
+}
+
+#[test]
+fn requesters_cancel_and_relinquish_with_a_yes() {
+    let mut app = alice();
+    key(&mut app, KeyCode::Char('1'));
+    assert_eq!(app.selected(), Some(Item::Grant(GrantId(4))));
+    key(&mut app, KeyCode::Char('x'));
+    assert_eq!(key(&mut app, KeyCode::Char('y')), vec![Effect::Submit(Submission::Relinquish(GrantId(4)))]);
+    key(&mut app, KeyCode::Down);
+    assert_eq!(app.selected(), Some(Item::Request(RequestId(3))));
+    key(&mut app, KeyCode::Char('c'));
+    assert!(key(&mut app, KeyCode::Char('n')).is_empty());
+    assert_eq!(app.mode, Mode::Normal);
+    key(&mut app, KeyCode::Char('c'));
+    assert_eq!(key(&mut app, KeyCode::Enter), vec![Effect::Submit(Submission::Cancel(RequestId(3)))]);
+    key(&mut app, KeyCode::Char('x'));
+    assert!(app.toast.as_ref().unwrap().text.contains("select a grant"), "a pending request has no grant to give up");
+}
+
+#[test]
+fn the_request_form_is_checked_against_the_policy_as_you_type() {
+    let mut app = alice();
+    key(&mut app, KeyCode::Char('1'));
+    key(&mut app, KeyCode::Char('n'));
+    let Mode::Form(form) = &app.mode else { panic!("the form opens") };
+    assert_eq!(form.task(&app.tasks).unwrap().name, "journal");
+    assert_eq!(form.duration, "1h", "the task's default");
+    let problems = form.problems(&app.tasks);
+    assert!(problems.iter().any(|(_, p)| p == "this task needs a reason"), "{problems:?}");
+    assert!(problems.iter().any(|(_, p)| p == "this task needs a ticket"));
+    assert!(key(&mut app, KeyCode::Enter).is_empty(), "nothing is sent while a field is wrong");
+
+    key(&mut app, KeyCode::Tab);
+    for _ in 0..2 {
+        key(&mut app, KeyCode::Backspace);
+    }
+    typed(&mut app, "5h");
+    let Mode::Form(form) = &app.mode else { panic!() };
+    assert!(form.problems(&app.tasks).iter().any(|(_, p)| p == "at most 4h for this task"));
+    key(&mut app, KeyCode::Backspace);
+    key(&mut app, KeyCode::Backspace);
+    typed(&mut app, "30m");
+    key(&mut app, KeyCode::Tab);
+    typed(&mut app, "legal hold");
+    key(&mut app, KeyCode::Tab);
+    typed(&mut app, "JIRA-1");
+    let Mode::Form(form) = &app.mode else { panic!() };
+    assert!(form.problems(&app.tasks).iter().any(|(_, p)| p == "must match INC-[0-9]+"));
+    for _ in 0.."JIRA-1".len() {
+        key(&mut app, KeyCode::Backspace);
+    }
+    typed(&mut app, "INC-7");
+    let sent = key(&mut app, KeyCode::Enter);
+    let expected =
+        NewRequest { task: "journal".into(), duration_secs: Some(1800), reason: Some("legal hold".into()), ticket: Some("INC-7".into()) };
+    assert_eq!(sent, vec![Effect::Submit(Submission::Request(expected))]);
+
+    key(&mut app, KeyCode::Char('n'));
+    key(&mut app, KeyCode::Right);
+    let Mode::Form(form) = &app.mode else { panic!() };
+    assert_eq!(form.task(&app.tasks).unwrap().name, "export", "left and right pick the task");
+    key(&mut app, KeyCode::Esc);
+    assert_eq!(app.mode, Mode::Normal);
+}
+
+#[test]
+fn the_auditor_filters_follows_exports_and_verifies() {
+    let mut app = alice();
+    key(&mut app, KeyCode::Char('3'));
+    assert_eq!(app.sections[2][0].items.len(), 4);
+    assert_eq!(app.selected(), Some(Item::Event(3)), "newest first");
+    key(&mut app, KeyCode::Char('/'));
+    typed(&mut app, "carol");
+    assert_eq!(app.sections[2][0].items, vec![Item::Event(1)], "by user");
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.filter, "carol");
+    let effects = {
+        key(&mut app, KeyCode::Char('e'));
+        let Mode::Export(path) = &app.mode else { panic!("asks where to export") };
+        assert!(path.starts_with("zsa-audit-20261123-") && path.ends_with(".jsonl"));
+        key(&mut app, KeyCode::Enter)
+    };
+    let [Effect::Export { events, .. }] = effects.as_slice() else { panic!("{effects:?}") };
+    assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2], "what the filter shows");
+    key(&mut app, KeyCode::Char('/'));
+    key(&mut app, KeyCode::Esc);
+    assert!(app.filter.is_empty() && app.sections[2][0].items.len() == 4, "Esc clears the filter");
+    key(&mut app, KeyCode::Char('/'));
+    typed(&mut app, "grant_relinquished");
+    assert_eq!(app.sections[2][0].items, vec![Item::Event(3)], "by kind");
+    key(&mut app, KeyCode::Esc);
+
+    assert!(app.follow);
+    key(&mut app, KeyCode::Char('j'));
+    assert!(!app.follow, "moving down the log stops following");
+    key(&mut app, KeyCode::Char('f'));
+    assert!(app.follow);
+    assert_eq!(key(&mut app, KeyCode::Char('V')), vec![Effect::Verify]);
+}
+
+#[test]
+fn help_bell_quit_and_demo_switching() {
+    let mut app = alice();
+    key(&mut app, KeyCode::Char('?'));
+    assert_eq!(app.mode, Mode::Help);
+    key(&mut app, KeyCode::Char('x'));
+    assert_eq!(app.mode, Mode::Normal, "any key closes the help");
+    key(&mut app, KeyCode::Char('b'));
+    assert!(!app.bell);
+    key(&mut app, KeyCode::F(2));
+    assert!(app.toast.as_ref().unwrap().text.contains("for the demo"));
+    let mut demo = App::new("s".into(), t0(), true, vec!["alice".into(), "carol".into()]);
+    assert_eq!(demo.update(Action::SwitchUser, t0()), vec![Effect::SwitchUser(1)]);
+    assert_eq!(demo.connection, Connection::Connecting);
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.mode, Mode::Detail);
+    key(&mut app, KeyCode::Esc);
+    key(&mut app, KeyCode::Char('q'));
+    assert!(app.quit);
+    let mut other = alice();
+    other.update(Action::Key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)), t0());
+    assert!(other.quit, "Ctrl-C quits too");
+}
+
+#[test]
+fn new_requests_for_me_announce_themselves() {
+    let mut app = alice();
+    let created = event(
+        5,
+        "dave",
+        Change::RequestCreated {
+            request: RequestId(8),
+            task: "export".into(),
+            requester: "dave".into(),
+            duration_secs: 60,
+            reason: None,
+            ticket: None,
+            approvals_needed: 2,
+            pending_until: t0() + Duration::hours(1),
+            break_glass: false,
+        },
+    );
+    let effects = app.update(Action::EventReceived(created.clone()), t0());
+    assert_eq!(effects, vec![Effect::FetchRequest(RequestId(8)), Effect::Bell]);
+    assert!(app.fresh.contains(&RequestId(8)));
+    app.bell = false;
+    let effects = app.update(Action::EventReceived(Event { seq: 6, ..created }), t0());
+    assert_eq!(effects, vec![Effect::FetchRequest(RequestId(8))], "the bell can be turned off");
+}
+
+#[test]
+fn losing_the_daemon_says_so_and_reconnecting_reloads() {
+    let mut app = alice();
+    app.update(Action::StreamLost("the daemon is not answering".into()), t0());
+    assert!(matches!(app.connection, Connection::Lost(_)));
+    assert!(screen(&app, 80, 24).contains("reconnecting"));
+    assert_eq!(app.update(Action::StreamConnected, t0()), vec![Effect::LoadAll]);
+    assert!(app.toast.as_ref().unwrap().text.contains("reconnected"));
+}
+
+#[test]
+fn an_idle_console_needs_no_ticks() {
+    let mut app = loaded("erin", &["auditor"]);
+    assert!(app.needs_ticks(), "active grants count down");
+    app.grants.values_mut().for_each(|g| g.state = GrantState::Expired);
+    app.toast = None;
+    assert!(!app.needs_ticks(), "nothing counts down: no ticks, no redraws");
+    app.dirty = false;
+    app.update(Action::Tick, t0());
+    assert!(app.dirty, "a tick that arrives anyway redraws once");
+}
+
+#[test]
+fn typed_escape_sequences_are_drawn_inert() {
+    let mut app = alice();
+    let hostile = "fix\u{1b}[2J\u{1b}]0;owned\u{7} now\u{9b}1m\u{202e}";
+    app.requests.get_mut(&RequestId(1)).unwrap().reason = Some(hostile.into());
+    app.requests.get_mut(&RequestId(1)).unwrap().requester = "car\u{1b}[31mol".into();
+    app.rebuild();
+    for (w, h) in [(80, 24), (200, 50)] {
+        let s = screen(&app, w, h);
+        assert!(!s.chars().any(|c| c.is_control() && c != '\n'), "no control character reaches the screen");
+        assert!(!s.contains('\u{202e}'));
+        assert!(s.contains("\\u{1b}"), "{s}");
+    }
+    key(&mut app, KeyCode::Enter);
+    let s = screen(&app, 100, 40);
+    assert!(s.contains("fix\\u{1b}[2J\\u{1b}]0;owned\\u{7} now"), "{s}");
+}
+
+#[test]
+fn countdowns_change_colour_and_say_when_they_end() {
+    let app = loaded("erin", &["auditor"]);
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("0:01:00") && s.contains("0:08:00") && s.contains("0:45:00"), "{s}");
+    let theme = Theme { color: true };
+    let g = &app.grants[&GrantId(5)];
+    let cell_style = |now: DateTime<Utc>| super::widgets::countdown_style(&theme, (g.expires_at - now).num_seconds());
+    assert_eq!(cell_style(t0()), theme.danger(), "under two minutes: red");
+    assert_eq!(cell_style(t0() - Duration::minutes(5)), theme.warn(), "under ten: yellow");
+    assert_eq!(cell_style(t0() - Duration::minutes(30)), theme.ok());
+    let mut later = loaded("erin", &["auditor"]);
+    later.update(Action::Tick, t0() + Duration::minutes(2));
+    assert!(screen(&later, 80, 24).contains("ENDED"), "a clear moment when it ends");
+}
+
+#[test]
+fn renders_the_same_work_with_ten_or_a_hundred_thousand_items() {
+    let mut app = loaded("erin", &["auditor"]);
+    let template = app.log[3].clone();
+    app.log = (1..=100_000).map(|seq| Event { seq, ..template.clone() }).collect();
+    app.rebuild();
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("100000") && s.contains("Event log (newest first) (100000)"), "{s}");
+}
+
+macro_rules! snapshot {
+    ($name:ident, $user:expr, $roles:expr, $setup:expr) => {
+        #[test]
+        fn $name() {
+            let mut app = loaded($user, $roles);
+            #[allow(clippy::redundant_closure_call)]
+            ($setup)(&mut app);
+            insta::assert_snapshot!(concat!(stringify!($name), "_80x24"), screen(&app, 80, 24));
+            insta::assert_snapshot!(concat!(stringify!($name), "_160x48"), screen(&app, 160, 48));
+        }
+    };
+}
+
+snapshot!(requester_pane, "alice", &["approver", "requester", "auditor"], |app: &mut App| {
+    key(app, KeyCode::Char('1'));
+});
+snapshot!(approver_pane, "alice", &["approver", "requester", "auditor"], |_: &mut App| {});
+snapshot!(auditor_pane, "alice", &["approver", "requester", "auditor"], |app: &mut App| {
+    key(app, KeyCode::Char('3'));
+});
+snapshot!(help_overlay, "alice", &["approver", "requester", "auditor"], |app: &mut App| {
+    key(app, KeyCode::Char('?'));
+});
+snapshot!(request_form, "alice", &["approver", "requester", "auditor"], |app: &mut App| {
+    key(app, KeyCode::Char('1'));
+    key(app, KeyCode::Char('n'));
+});
+snapshot!(approve_prompt, "alice", &["approver", "requester", "auditor"], |app: &mut App| {
+    key(app, KeyCode::Char('a'));
+});
+snapshot!(request_detail, "alice", &["approver", "requester", "auditor"], |app: &mut App| {
+    key(app, KeyCode::Enter);
+});

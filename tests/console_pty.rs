@@ -1,0 +1,171 @@
+//! The real `zsa` console in a pseudo-terminal against a real daemon, read through a terminal
+//! emulator (vt100): what a person at the keyboard would see and do.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::Daemon;
+use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+use zsa::model::wire::NewRequest;
+use zsa::model::{RequestId, RequestState};
+
+struct Console {
+    screen: Arc<Mutex<vt100::Parser>>,
+    raw: Arc<Mutex<Vec<u8>>>,
+    writer: Box<dyn Write + Send>,
+    child: Box<dyn portable_pty::Child + Send + Sync>,
+}
+
+impl Console {
+    fn open(d: &Daemon, token: &str) -> Console {
+        let pair = native_pty_system().openpty(PtySize { rows: 30, cols: 110, pixel_width: 0, pixel_height: 0 }).unwrap();
+        let mut cmd = CommandBuilder::new(common::BIN);
+        cmd.arg("tui");
+        cmd.env("ZSA_SOCKET", &d.socket);
+        cmd.env("ZSA_TOKEN", token);
+        cmd.env("TERM", "xterm-256color");
+        cmd.env("ZSA_LOG", "off");
+        let child = pair.slave.spawn_command(cmd).unwrap();
+        drop(pair.slave);
+        let mut reader = pair.master.try_clone_reader().unwrap();
+        let writer = pair.master.take_writer().unwrap();
+        let screen =
+            Arc::new(Mutex::new(vt100::Parser::new(std::num::NonZeroU16::new(30).unwrap(), std::num::NonZeroU16::new(110).unwrap(), 0)));
+        let raw = Arc::new(Mutex::new(Vec::new()));
+        let (s, r) = (screen.clone(), raw.clone());
+        std::thread::spawn(move || {
+            let _master = pair.master; // keep the pty open while reading
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                s.lock().unwrap().process(&buf[..n]);
+                r.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Console { screen, raw, writer, child }
+    }
+
+    fn contents(&self) -> String {
+        self.screen.lock().unwrap().screen().contents()
+    }
+
+    /// Waits until the screen satisfies `ok`, or fails showing what was there.
+    fn wait(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = self.contents();
+            if ok(&s) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "the screen never showed {what}:\n{s}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn wait_for(&self, text: &str) -> String {
+        self.wait(text, |s| s.contains(text))
+    }
+
+    fn press(&mut self, keys: &str) {
+        self.writer.write_all(keys.as_bytes()).unwrap();
+        self.writer.flush().unwrap();
+    }
+
+    fn quit(mut self) -> Vec<u8> {
+        self.press("q");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "the console exits cleanly");
+                break;
+            }
+            assert!(Instant::now() < deadline, "the console did not quit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        self.raw.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approver_sees_a_request_arrive_and_approves_it_with_a_key() {
+    let mut d = Daemon::start();
+    let alice = d.token("alice").await;
+    let dave = d.user("dave").await;
+    let mut console = Console::open(&d, &alice);
+    console.wait_for("Waiting for approval (0)");
+
+    let id = dave
+        .request(&NewRequest { task: "journal".into(), reason: Some("mail flow stuck".into()), ..Default::default() })
+        .await
+        .unwrap()
+        .request
+        .id;
+    let screen = console.wait_for("Waiting for approval (1)");
+    assert!(screen.contains("R1") && screen.contains("dave") && screen.contains("mail flow stuck"), "{screen}");
+
+    console.press("a");
+    console.wait_for("Approve R1?");
+    console.press("fine\r");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = d.admin().show_request(id).await.unwrap().request;
+        if r.state == RequestState::Approved {
+            assert_eq!(r.approvals[0].by, "alice");
+            assert_eq!(r.approvals[0].comment.as_deref(), Some("fine"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "the daemon never recorded the approval");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    console.wait_for("Waiting for approval (0)");
+
+    // The daemon restarts: the console says so, reconnects by itself and keeps following.
+    d.restart_after_kill();
+    console.wait("the reconnection", |s| s.contains("reconnect"));
+    console.wait_for("● live");
+    dave.request(&NewRequest { task: "export".into(), ..Default::default() }).await.unwrap();
+    let screen = console.wait_for("Waiting for approval (1)");
+    assert!(screen.contains("R2"), "{screen}");
+
+    let raw = console.quit();
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.contains("\u{1b}[?1049l"), "the terminal is given back (alternate screen left)");
+    assert_eq!(d.admin().show_request(RequestId(2)).await.unwrap().request.state, RequestState::Pending);
+}
+
+/// Reads the first h:mm:ss countdown on the screen, in seconds.
+fn countdown(screen: &str) -> Option<i64> {
+    screen.split_whitespace().find_map(|w| {
+        let parts: Vec<&str> = w.split(':').collect();
+        if parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())) {
+            Some(parts[0].parse::<i64>().ok()? * 3600 + parts[1].parse::<i64>().ok()? * 60 + parts[2].parse::<i64>().ok()?)
+        } else {
+            None
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_requesters_countdown_runs_down_and_the_grant_leaves_when_it_expires() {
+    let mut d = Daemon::start();
+    let token = d.token("dave").await;
+    let dave = d.user("dave").await;
+    let console = Console::open(&d, &token);
+    console.wait_for("My active grants (0)");
+
+    dave.request(&NewRequest { task: "restart".into(), duration_secs: Some(4), ..Default::default() }).await.unwrap();
+    let first = console.wait("a countdown", |s| s.contains("My active grants (1)") && countdown(s).is_some());
+    let start = countdown(&first).unwrap();
+    assert!((1..=4).contains(&start), "{first}");
+    let later = console.wait("the countdown going down", |s| countdown(s).is_some_and(|n| n < start));
+    assert!(countdown(&later).unwrap() < start);
+    let gone = console.wait_for("My active grants (0)");
+    assert!(gone.contains("G1") && gone.contains("expired"), "it moves to the history: {gone}");
+    console.quit();
+}
