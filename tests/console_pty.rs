@@ -21,6 +21,10 @@ struct Console {
 
 impl Console {
     fn open(d: &Daemon, token: &str) -> Console {
+        Self::open_in(d, token, d.dir.path())
+    }
+
+    fn open_in(d: &Daemon, token: &str, cwd: &std::path::Path) -> Console {
         let pair = native_pty_system().openpty(PtySize { rows: 30, cols: 110, pixel_width: 0, pixel_height: 0 }).unwrap();
         let mut cmd = CommandBuilder::new(common::BIN);
         cmd.arg("tui");
@@ -28,6 +32,7 @@ impl Console {
         cmd.env("ZSA_TOKEN", token);
         cmd.env("TERM", "xterm-256color");
         cmd.env("ZSA_LOG", "off");
+        cmd.cwd(cwd);
         let child = pair.slave.spawn_command(cmd).unwrap();
         drop(pair.slave);
         let mut reader = pair.master.try_clone_reader().unwrap();
@@ -168,4 +173,46 @@ async fn a_requesters_countdown_runs_down_and_the_grant_leaves_when_it_expires()
     let gone = console.wait_for("My active grants (0)");
     assert!(gone.contains("G1") && gone.contains("expired"), "it moves to the history: {gone}");
     console.quit();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_auditor_filters_the_live_log_exports_it_and_sigterm_gives_the_terminal_back() {
+    let mut d = Daemon::start();
+    let erin = d.token("erin").await;
+    let dave = d.user("dave").await;
+    let carol = d.user("carol").await;
+    dave.request(&NewRequest { task: "restart".into(), ..Default::default() }).await.unwrap();
+    carol.request(&NewRequest { task: "restart".into(), ..Default::default() }).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut console = Console::open_in(&d, &erin, out.path());
+    console.wait("the log and its verified chain", |s| s.contains("Event log") && s.contains("chain: verified up to event"));
+
+    console.press("/dave\r");
+    console.wait_for("filter: dave");
+    console.press("e");
+    console.wait_for("export to:");
+    console.press("\r");
+    let screen = console.wait_for("exported");
+    assert!(screen.contains("exported 3 events"), "{screen}");
+    let file =
+        std::fs::read_dir(out.path()).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|x| x == "jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(file).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3);
+    assert!(lines.iter().all(|e| e.to_string().contains("dave")), "{lines:?}");
+
+    // A change made elsewhere shows up live in the log.
+    carol.request(&NewRequest { task: "restart".into(), reason: Some("again".into()), ..Default::default() }).await.ok();
+    console.press("\u{1b}");
+    console.wait_for("request_created");
+
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(console.child.process_id().unwrap() as i32), nix::sys::signal::Signal::SIGTERM)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while console.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "SIGTERM did not stop the console");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let raw = String::from_utf8_lossy(&console.raw.lock().unwrap()).into_owned();
+    assert!(raw.ends_with("\u{1b}[?1049l") || raw.contains("\u{1b}[?1049l"), "the terminal is given back on SIGTERM");
 }
