@@ -9,7 +9,7 @@ use super::{Columns, text_cell};
 use crate::model::duration;
 use crate::tui::app::{App, Item};
 use crate::tui::theme::Theme;
-use crate::tui::widgets::{age, countdown, gauge};
+use crate::tui::widgets::age;
 
 pub fn columns(section: usize) -> Columns {
     use Constraint::*;
@@ -22,10 +22,7 @@ pub fn columns(section: usize) -> Columns {
             header: &["ID", "HOLDER", "TASK", "STATE", "STARTED", "REASON"],
             widths: vec![Length(5), Length(8), Fill(2), Length(12), Length(8), Fill(3)],
         },
-        _ => Columns {
-            header: &["ID", "HOLDER", "TASK", "LEFT", "USED"],
-            widths: vec![Length(5), Length(10), Fill(2), Length(8), Length(12)],
-        },
+        _ => super::countdown_columns(),
     }
 }
 
@@ -67,16 +64,7 @@ pub fn cells(app: &App, section: usize, item: Item, theme: &Theme) -> Vec<Cell<'
                 text_cell(&reason),
             ]
         }
-        (_, Item::Grant(id)) => {
-            let Some(g) = app.grants.get(&id) else { return vec![] };
-            vec![
-                Cell::from(g.id.to_string()),
-                text_cell(&g.holder),
-                Cell::from(g.task.clone()),
-                countdown(theme, g, now),
-                gauge(theme, g, now, 12),
-            ]
-        }
+        (_, Item::Grant(id)) => super::countdown_cells(app, id, theme),
         _ => vec![],
     }
 }

@@ -8,7 +8,6 @@ use ratatui::widgets::Cell;
 use super::{Columns, text_cell};
 use crate::tui::app::{App, Item, Mode, VerifyState};
 use crate::tui::theme::Theme;
-use crate::tui::widgets::{countdown, gauge};
 
 pub fn columns(section: usize) -> Columns {
     use Constraint::*;
@@ -17,10 +16,7 @@ pub fn columns(section: usize) -> Columns {
             header: &["SEQ", "TIME", "ACTOR", "KIND", "ID", "DETAILS"],
             widths: vec![Length(6), Length(8), Length(10), Length(18), Length(5), Fill(1)],
         },
-        _ => Columns {
-            header: &["ID", "HOLDER", "TASK", "LEFT", "USED"],
-            widths: vec![Length(5), Length(10), Fill(2), Length(8), Length(12)],
-        },
+        _ => super::countdown_columns(),
     }
 }
 
@@ -68,16 +64,7 @@ pub fn cells(app: &App, section: usize, item: Item, theme: &Theme) -> Vec<Cell<'
                 text_cell(&format!("{} {} {}", e.change.subject().unwrap_or(""), e.change.task().unwrap_or(""), e.change.summary())),
             ]
         }
-        (_, Item::Grant(id)) => {
-            let Some(g) = app.grants.get(&id) else { return vec![] };
-            vec![
-                Cell::from(g.id.to_string()),
-                text_cell(&g.holder),
-                Cell::from(g.task.clone()),
-                countdown(theme, g, app.now),
-                gauge(theme, g, app.now, 12),
-            ]
-        }
+        (_, Item::Grant(id)) => super::countdown_cells(app, id, theme),
         _ => vec![],
     }
 }

@@ -68,6 +68,23 @@ fn cells(app: &App, section: usize, item: Item, theme: &Theme) -> Vec<Cell<'stat
     }
 }
 
+/// The columns of a grant counting down, shared by the approver's and the auditor's boards.
+pub fn countdown_columns() -> Columns {
+    use Constraint::*;
+    Columns { header: &["ID", "HOLDER", "TASK", "LEFT", "USED"], widths: vec![Length(5), Length(10), Fill(2), Length(8), Length(12)] }
+}
+
+pub fn countdown_cells(app: &App, id: crate::model::GrantId, theme: &Theme) -> Vec<Cell<'static>> {
+    let Some(g) = app.grants.get(&id) else { return vec![] };
+    vec![
+        Cell::from(g.id.to_string()),
+        text_cell(&g.holder),
+        Cell::from(g.task.clone()),
+        super::widgets::countdown(theme, g, app.now),
+        super::widgets::gauge(theme, g, app.now, 12),
+    ]
+}
+
 /// User text for a table cell: one line, inert.
 pub fn text_cell(s: &str) -> Cell<'static> {
     Cell::from(crate::model::text::inert_line(s))
