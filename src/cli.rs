@@ -42,6 +42,15 @@ pub enum Cmd {
         reason: Option<String>,
         #[arg(long)]
         ticket: Option<String>,
+        /// Fix a parameter of the task's command now, so approvers approve exactly what will run
+        #[arg(long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
+    },
+    /// Run an approved task's command (the daemon runs it; output streams back; exits with its code)
+    Run {
+        task: String,
+        #[arg(long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
     },
     /// List requests: pending ones you made or may act on (default), or all
     Requests {
@@ -144,6 +153,8 @@ pub struct AuditArgs {
 pub enum AuditCmd {
     /// Recompute the hash chain and check current state against it; exit 1 naming the first bad event
     Verify,
+    /// Show what a run printed, and check it against the digest in the audit log
+    Transcript { run: String },
 }
 
 #[derive(Subcommand, Debug)]

@@ -63,6 +63,116 @@ pub struct Task {
     pub ticket_pattern: Option<Pattern>,
     pub reason_pattern: Option<Pattern>,
     pub break_glass: bool,
+    /// What the daemon runs for the grant's holder, if anything.
+    pub run: Option<RunSpec>,
+}
+
+/// The longest parameter value accepted.
+pub const MAX_PARAM_CHARS: usize = 256;
+
+/// What a parameter accepts.
+#[derive(Clone, Debug)]
+pub enum ParamRule {
+    OneOf(Vec<String>),
+    Pattern(Pattern),
+    Range(i64, i64),
+}
+
+impl ParamRule {
+    pub fn describe(&self) -> String {
+        match self {
+            Self::OneOf(v) => format!("one of {}", v.join(", ")),
+            Self::Pattern(p) => format!("matching {}", p.source),
+            Self::Range(a, b) => format!("an integer from {a} to {b}"),
+        }
+    }
+
+    fn accepts(&self, value: &str) -> bool {
+        match self {
+            Self::OneOf(v) => v.iter().any(|x| x == value),
+            Self::Pattern(p) => p.matches(value),
+            Self::Range(a, b) => {
+                let digits = value.strip_prefix('-').unwrap_or(value);
+                !digits.is_empty()
+                    && digits.chars().all(|c| c.is_ascii_digit())
+                    && value.parse::<i64>().is_ok_and(|n| (*a..=*b).contains(&n))
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnExpiry {
+    /// Stop the command when the grant ends (the default).
+    Stop,
+    /// Let a started command finish.
+    Finish,
+}
+
+/// A task's command: an argument vector with `{param}` placeholders, never a shell line.
+#[derive(Clone, Debug)]
+pub struct RunSpec {
+    pub argv: Vec<String>,
+    pub run_as: Option<String>,
+    pub timeout: u64,
+    pub on_expiry: OnExpiry,
+    pub params: BTreeMap<String, ParamRule>,
+}
+
+/// The `{name}` placeholders in one argument, in order.
+fn placeholders(arg: &str) -> Result<Vec<&str>, String> {
+    let mut out = Vec::new();
+    let mut rest = arg;
+    while let Some(open) = rest.find(['{', '}']) {
+        if rest[open..].starts_with('}') {
+            return Err(format!("'{arg}' has a '}}' without a '{{'"));
+        }
+        let close = rest[open..].find('}').ok_or_else(|| format!("'{arg}' has a '{{' without a '}}'"))?;
+        out.push(&rest[open + 1..open + close]);
+        rest = &rest[open + close + 1..];
+    }
+    Ok(out)
+}
+
+impl RunSpec {
+    /// Checks every parameter and builds the argument vector. Unknown, missing and extra
+    /// parameters are refused, and so is any value the parameter's rule does not accept.
+    pub fn build(&self, task: &str, params: &BTreeMap<String, String>) -> Result<Vec<String>, String> {
+        if let Some(extra) = params.keys().find(|k| !self.params.contains_key(*k)) {
+            let known: Vec<&str> = self.params.keys().map(String::as_str).collect();
+            return Err(format!(
+                "'{task}' has no parameter '{}'; its parameters are: {}",
+                text::inert(extra),
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            ));
+        }
+        for (name, rule) in &self.params {
+            let Some(value) = params.get(name) else {
+                return Err(format!("'{task}' needs --param {name}=VALUE ({})", rule.describe()));
+            };
+            let count = value.chars().count();
+            if count == 0 || count > MAX_PARAM_CHARS {
+                return Err(format!("parameter '{name}' must be 1 to {MAX_PARAM_CHARS} characters long, not {count}"));
+            }
+            if let Some(c) = value.chars().find(|c| c.is_control()) {
+                return Err(format!("parameter '{name}' contains the control character U+{:04X}; it is refused", c as u32));
+            }
+            if !rule.accepts(value) {
+                return Err(format!("parameter '{name}' may not be '{}': it must be {}", text::inert(value), rule.describe()));
+            }
+        }
+        Ok(self
+            .argv
+            .iter()
+            .map(|arg| {
+                let mut out = arg.clone();
+                for (name, value) in params {
+                    out = out.replace(&format!("{{{name}}}"), value);
+                }
+                out
+            })
+            .collect())
+    }
 }
 
 /// A regex that must match a whole value, kept with the text the policy wrote.
@@ -148,6 +258,20 @@ struct RawTask {
     reason_pattern: Option<Spanned<String>>,
     #[serde(default)]
     break_glass: bool,
+    run: Option<Spanned<Vec<String>>>,
+    run_as: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    on_expiry: Option<Spanned<String>>,
+    #[serde(default)]
+    params: BTreeMap<String, Spanned<RawParam>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawParam {
+    one_of: Option<Vec<String>>,
+    pattern: Option<String>,
+    range: Option<[i64; 2]>,
 }
 
 /// Collects problems with their line numbers while validating.
@@ -328,6 +452,7 @@ impl Policy {
             };
             let ticket_pattern = pattern(&t.ticket_pattern, "ticket_pattern");
             let reason_pattern = pattern(&t.reason_pattern, "reason_pattern");
+            let run = Self::validate_run(&t, &here, span.clone(), p);
             tasks.insert(
                 name.clone(),
                 Task {
@@ -344,6 +469,7 @@ impl Policy {
                     ticket_pattern,
                     reason_pattern,
                     break_glass: t.break_glass,
+                    run,
                 },
             );
         }
@@ -360,6 +486,105 @@ impl Policy {
             sha256: hex::encode(Sha256::digest(source.as_bytes())),
             path: file.to_string(),
         }
+    }
+
+    /// Checks a task's `run`, `run_as`, `timeout`, `on_expiry` and `params`.
+    fn validate_run(t: &RawTask, here: &str, span: Range<usize>, p: &mut Problems) -> Option<RunSpec> {
+        let Some(argv) = &t.run else {
+            for (field, present) in [
+                ("run_as", t.run_as.is_some()),
+                ("timeout", t.timeout.is_some()),
+                ("on_expiry", t.on_expiry.is_some()),
+                ("params", !t.params.is_empty()),
+            ] {
+                if present {
+                    p.at(span.clone(), format!("{here}: {field} is set but the task has no run = [...] command"));
+                }
+            }
+            return None;
+        };
+        let mut params = BTreeMap::new();
+        for (name, raw) in &t.params {
+            let r = raw.get_ref();
+            let given = [r.one_of.is_some(), r.pattern.is_some(), r.range.is_some()].iter().filter(|x| **x).count();
+            if !valid_name(name) {
+                p.at(raw.span(), format!("{here}: parameter name '{}' may hold only letters, digits, '.', '-', '_'", text::inert(name)));
+            }
+            if given != 1 {
+                p.at(raw.span(), format!("{here}: parameter '{name}' needs exactly one of one_of, pattern or range"));
+                continue;
+            }
+            let rule = if let Some(list) = &r.one_of {
+                if list.is_empty() {
+                    p.at(raw.span(), format!("{here}: parameter '{name}': one_of is empty, so nothing could be passed"));
+                }
+                ParamRule::OneOf(list.clone())
+            } else if let Some(src) = &r.pattern {
+                match Pattern::new(src) {
+                    Ok(pat) => ParamRule::Pattern(pat),
+                    Err(e) => {
+                        p.at(raw.span(), format!("{here}: parameter '{name}': {e}"));
+                        continue;
+                    }
+                }
+            } else {
+                let [lo, hi] = r.range.unwrap_or([0, 0]);
+                if lo > hi {
+                    p.at(raw.span(), format!("{here}: parameter '{name}': range [{lo}, {hi}] is empty"));
+                }
+                ParamRule::Range(lo, hi)
+            };
+            params.insert(name.clone(), rule);
+        }
+        let list = argv.get_ref();
+        match list.first() {
+            None => p.at(argv.span(), format!("{here}: run is empty; it must name a program")),
+            Some(prog) if !prog.starts_with('/') => p.at(
+                argv.span(),
+                format!("{here}: run must start with an absolute path (not '{}'): the daemon never searches PATH", text::inert(prog)),
+            ),
+            _ => {}
+        }
+        let mut used = BTreeSet::new();
+        for arg in list {
+            match placeholders(arg) {
+                Err(e) => p.at(argv.span(), format!("{here}: run: {e}")),
+                Ok(names) => {
+                    for n in names {
+                        if !t.params.contains_key(n) {
+                            p.at(argv.span(), format!("{here}: run uses {{{n}}} but [tasks.params.{n}] is not defined"));
+                        }
+                        used.insert(n.to_string());
+                    }
+                }
+            }
+        }
+        if list.first().is_some_and(|prog| prog.contains('{')) {
+            p.at(argv.span(), format!("{here}: the program itself may not be a parameter"));
+        }
+        for name in t.params.keys().filter(|n| !used.contains(*n)) {
+            p.at(t.params[name].span(), format!("{here}: parameter '{name}' is defined but run never uses {{{name}}}"));
+        }
+        if let Some(user) = t.run_as.as_ref().filter(|u| !valid_name(u.get_ref())) {
+            p.at(user.span(), format!("{here}: run_as '{}' is not a valid account name", text::inert(user.get_ref())));
+        }
+        let timeout = match &t.timeout {
+            Some(d) => duration::parse(d.get_ref()).unwrap_or_else(|e| {
+                p.at(d.span(), format!("{here}: timeout: {e}"));
+                1
+            }),
+            None => 3600,
+        };
+        let on_expiry = match t.on_expiry.as_ref().map(|s| s.get_ref().as_str()) {
+            None | Some("stop") => OnExpiry::Stop,
+            Some("finish") => OnExpiry::Finish,
+            Some(other) => {
+                let at = t.on_expiry.as_ref().map(|s| s.span()).unwrap_or(span);
+                p.at(at, format!("{here}: on_expiry is '{}'; it must be \"stop\" or \"finish\"", text::inert(other)));
+                OnExpiry::Stop
+            }
+        };
+        Some(RunSpec { argv: list.clone(), run_as: t.run_as.as_ref().map(|u| u.get_ref().clone()), timeout, on_expiry, params })
     }
 
     pub fn groups_of(&self, user: &str) -> Vec<String> {
@@ -444,6 +669,13 @@ impl Policy {
             break_glass: task.break_glass,
             may_request: self.may_request(user, task),
             may_approve: self.may_approve(user, task),
+            run: task.run.as_ref().map(|r| crate::model::wire::RunView {
+                argv: r.argv.clone(),
+                run_as: r.run_as.clone(),
+                timeout_secs: r.timeout,
+                on_expiry: if r.on_expiry == OnExpiry::Stop { "stop".into() } else { "finish".into() },
+                params: r.params.iter().map(|(k, v)| (k.clone(), v.describe())).collect(),
+            }),
         }
     }
 }

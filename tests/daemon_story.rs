@@ -9,7 +9,7 @@ use zsa::model::wire::NewRequest;
 use zsa::model::{Change, GrantState, RequestState};
 
 fn ask(task: &str, secs: Option<u64>, reason: Option<&str>) -> NewRequest {
-    NewRequest { task: task.into(), duration_secs: secs, reason: reason.map(Into::into), ticket: None }
+    NewRequest { task: task.into(), duration_secs: secs, reason: reason.map(Into::into), ..Default::default() }
 }
 
 #[tokio::test]

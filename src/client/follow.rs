@@ -1,4 +1,5 @@
-//! The client side of `GET /v1/events`: a stream of typed events parsed from Server-Sent Events.
+//! Streams from the daemon: `GET /v1/events` (typed events parsed from Server-Sent Events) and
+//! `POST /v1/runs` (a run's output, one JSON object a line).
 
 use std::pin::Pin;
 
@@ -7,6 +8,7 @@ use futures_util::{Stream, StreamExt};
 
 use super::ClientError;
 use crate::model::Event;
+use crate::model::wire::RunOutput;
 
 type Inner = Pin<Box<dyn Stream<Item = Result<Event, ClientError>> + Send>>;
 
@@ -27,5 +29,30 @@ impl EventStream {
 
     pub async fn next(&mut self) -> Option<Result<Event, ClientError>> {
         self.inner.next().await
+    }
+}
+
+type ByteStream = Pin<Box<dyn Stream<Item = std::io::Result<bytes::Bytes>> + Send>>;
+type LineReader = tokio::io::Lines<tokio::io::BufReader<tokio_util::io::StreamReader<ByteStream, bytes::Bytes>>>;
+
+/// A run's lines: started, output as it comes, ended.
+pub struct RunStream {
+    lines: LineReader,
+}
+
+impl RunStream {
+    pub(super) fn new(response: reqwest::Response) -> Self {
+        let bytes: ByteStream = Box::pin(response.bytes_stream().map(|r| r.map_err(std::io::Error::other)));
+        let reader = tokio::io::BufReader::new(tokio_util::io::StreamReader::new(bytes));
+        RunStream { lines: tokio::io::AsyncBufReadExt::lines(reader) }
+    }
+
+    /// The next line, or None when the daemon has said all.
+    pub async fn next(&mut self) -> Option<Result<RunOutput, ClientError>> {
+        match self.lines.next_line().await {
+            Ok(Some(line)) => Some(serde_json::from_str(&line).map_err(|e| ClientError::Protocol(format!("bad run output: {e}")))),
+            Ok(None) => None,
+            Err(e) => Some(Err(ClientError::Protocol(format!("the run's stream broke: {e}")))),
+        }
     }
 }

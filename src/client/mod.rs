@@ -11,10 +11,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use thiserror::Error;
 
-pub use follow::EventStream;
+pub use follow::{EventStream, RunStream};
 
 use crate::model::wire::*;
-use crate::model::{Event, Grant, GrantId, Request, RequestId, TokenId};
+use crate::model::{Event, Grant, GrantId, Request, RequestId, Run, RunId, TokenId};
 
 /// How long an ordinary call may take. The event stream has no such limit.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -218,6 +218,52 @@ impl Client {
 
     pub async fn reload(&self) -> Result<PolicyLoad, ClientError> {
         self.post("/v1/admin/reload", &serde_json::json!({})).await
+    }
+
+    /// Starts a task's command on the daemon; its output arrives as a stream of lines.
+    pub async fn run(&self, req: &RunRequest) -> Result<RunStream, ClientError> {
+        let response = self
+            .call(Method::POST, "/v1/runs")
+            .json(req)
+            .send()
+            .await
+            .map_err(|e| if e.is_connect() { self.unreachable(&e) } else { ClientError::Protocol(e.to_string()) })?;
+        if !response.status().is_success() {
+            let status = response.status().as_u16();
+            let body = response.bytes().await.unwrap_or_default();
+            return Err(match serde_json::from_slice::<ErrorBody>(&body) {
+                Ok(b) => ClientError::Refused { status, code: b.error.code, message: b.error.message },
+                Err(_) => ClientError::Protocol(format!("{status} starting the run")),
+            });
+        }
+        Ok(RunStream::new(response))
+    }
+
+    pub async fn runs(&self) -> Result<Vec<Run>, ClientError> {
+        self.get("/v1/runs").await
+    }
+
+    pub async fn show_run(&self, id: RunId) -> Result<Run, ClientError> {
+        self.get(&format!("/v1/runs/{id}")).await
+    }
+
+    /// A finished run's transcript, as the daemon kept it.
+    pub async fn transcript(&self, id: RunId) -> Result<Vec<u8>, ClientError> {
+        let response = self
+            .call(Method::GET, &format!("/v1/runs/{id}/transcript"))
+            .timeout(CALL_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| if e.is_connect() { self.unreachable(&e) } else { ClientError::Protocol(e.to_string()) })?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| ClientError::Protocol(e.to_string()))?;
+        if status.is_success() {
+            return Ok(bytes.to_vec());
+        }
+        match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(b) => Err(ClientError::Refused { status: status.as_u16(), code: b.error.code, message: b.error.message }),
+            Err(_) => Err(ClientError::Protocol(format!("{status} without an error body"))),
+        }
     }
 
     /// Opens the live event stream, resuming after `after` if given (else from now).

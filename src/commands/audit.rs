@@ -29,8 +29,10 @@ pub fn parse_time(raw: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String
 }
 
 pub async fn run(client: &Client, json: bool, args: &AuditArgs) -> CmdResult {
-    if let Some(AuditCmd::Verify) = args.command {
-        return verify(client, json).await;
+    match &args.command {
+        Some(AuditCmd::Verify) => return verify(client, json).await,
+        Some(AuditCmd::Transcript { run }) => return super::runs::transcript(client, json, run).await,
+        None => {}
     }
     let now = Utc::now();
     let mut params = AuditParams {

@@ -31,6 +31,7 @@ fn ask(engine: &Engine, who: &str, task: &str, minutes: u64, reason: &str, ticke
             duration_secs: Some(minutes * 60),
             reason: Some(reason.into()),
             ticket: ticket.map(Into::into),
+            params: Default::default(),
         }),
     )?;
     events

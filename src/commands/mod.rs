@@ -10,6 +10,7 @@ mod grants;
 mod output;
 mod policy_check;
 mod requests;
+mod runs;
 
 use std::process::ExitCode;
 
@@ -29,6 +30,9 @@ pub enum CliError {
     Refused(String),
     #[error("{0:#}")]
     Other(#[from] anyhow::Error),
+    /// A run's own exit code, passed through; the reason was already printed.
+    #[error("")]
+    Exit(u8),
 }
 
 impl CliError {
@@ -36,6 +40,7 @@ impl CliError {
         match self {
             CliError::Usage(_) => 2,
             CliError::Client(ClientError::Unreachable { .. }) => 3,
+            CliError::Exit(code) => *code,
             _ => 1,
         }
     }
@@ -89,9 +94,11 @@ async fn dispatch(cli: Cli) -> CmdResult {
         Cmd::Daemon(args) => daemon::run(args, cli.socket.clone()).await,
         Cmd::Demo => demo::run(cli.socket.clone()).await,
         Cmd::Policy { command } => policy_check::run(command, json),
-        Cmd::Request { task, duration, reason, ticket } => {
-            requests::request(&client(&cli)?, json, task, duration.as_deref(), reason.clone(), ticket.clone()).await
+        Cmd::Request { task, duration, reason, ticket, params } => {
+            let params = runs::parse_params(params)?;
+            requests::request(&client(&cli)?, json, task, duration.as_deref(), reason.clone(), ticket.clone(), params).await
         }
+        Cmd::Run { task, params } => runs::run(&client(&cli)?, json, task, runs::parse_params(params)?).await,
         Cmd::Requests { pending: _, all } => requests::list(&client(&cli)?, json, *all).await,
         Cmd::Show { id: raw } => requests::show(&client(&cli)?, json, raw).await,
         Cmd::Approve { id: raw, comment } => requests::approve(&client(&cli)?, json, id(raw)?, comment.clone()).await,

@@ -58,9 +58,10 @@ pub async fn request(
     for_: Option<&str>,
     reason: Option<String>,
     ticket: Option<String>,
+    params: std::collections::BTreeMap<String, String>,
 ) -> CmdResult {
     let duration_secs = for_.map(duration::parse).transpose().map_err(CliError::Usage)?;
-    let outcome = client.request(&NewRequest { task: task.to_string(), duration_secs, reason, ticket }).await?;
+    let outcome = client.request(&NewRequest { task: task.to_string(), duration_secs, reason, ticket, params }).await?;
     print_outcome(&outcome, json);
     Ok(())
 }

@@ -32,6 +32,8 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     feed: broadcast::Sender<Arc<Event>>,
     deadlines: Notify,
+    /// Where run transcripts are kept.
+    runs_dir: std::path::PathBuf,
 }
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -53,7 +55,18 @@ impl Engine {
             clock,
             feed,
             deadlines: Notify::new(),
+            runs_dir: std::env::temp_dir(),
         })
+    }
+
+    /// Keeps run transcripts in `dir` (the daemon uses `STATE/transcripts`).
+    pub fn with_runs_dir(mut self, dir: std::path::PathBuf) -> Self {
+        self.runs_dir = dir;
+        self
+    }
+
+    pub fn runs_dir(&self) -> &std::path::Path {
+        &self.runs_dir
     }
 
     pub fn now(&self) -> DateTime<Utc> {

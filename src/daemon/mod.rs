@@ -8,6 +8,7 @@ pub mod engine;
 pub mod error;
 pub mod feed;
 pub mod routes;
+pub mod runner;
 pub mod server;
 
 pub use engine::Engine;

@@ -112,13 +112,17 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
             fs::set_permissions(&file, fs::Permissions::from_mode(0o600))?;
         }
     }
-    let engine = Arc::new(Engine::open(Box::new(store), policy, clock).context("cannot read the event log")?);
+    let transcripts = config.state_dir.join("transcripts");
+    private_dir(&transcripts)?;
+    let engine = Arc::new(Engine::open(Box::new(store), policy, clock).context("cannot read the event log")?.with_runs_dir(transcripts));
 
-    // Every load of the policy is on the record, with the file's SHA-256; and anything whose
-    // deadline passed while the daemon was down ends now, stamped with its deadline.
+    // Every load of the policy is on the record, with the file's SHA-256; runs that were going
+    // when the daemon stopped are recorded as abandoned; and anything whose deadline passed
+    // while the daemon was down ends now, stamped with its deadline.
     let e = engine.clone();
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         e.execute(SYSTEM_ACTOR, Command::LoadPolicy)?;
+        e.execute(SYSTEM_ACTOR, Command::AbandonRuns)?;
         e.expire_due()?;
         Ok(())
     })

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{GrantId, RequestId, TokenId};
+use super::{GrantId, RequestId, RunId, RunOutcome, TokenId};
 
 /// One recorded change, with its place in the hash chain.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +41,8 @@ pub enum Change {
         approvals_needed: u32,
         pending_until: DateTime<Utc>,
         break_glass: bool,
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        params: std::collections::BTreeMap<String, String>,
     },
     /// One approver said yes. Enough of these start a grant (a separate event).
     RequestApproved {
@@ -121,6 +123,29 @@ pub enum Change {
     UserEnabled {
         user: String,
     },
+    /// The daemon started a task's command for a grant's holder: exactly this argument vector.
+    RunStarted {
+        run: RunId,
+        grant: GrantId,
+        task: String,
+        holder: String,
+        argv: Vec<String>,
+        run_as: String,
+        timeout_secs: u64,
+    },
+    RunEnded {
+        run: RunId,
+        grant: GrantId,
+        task: String,
+        holder: String,
+        outcome: RunOutcome,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i32>,
+        transcript_bytes: u64,
+        transcript_sha256: String,
+        transcript_cap: u64,
+        truncated: bool,
+    },
 }
 
 impl Change {
@@ -142,6 +167,8 @@ impl Change {
             Self::TokenRevoked { .. } => "token_revoked",
             Self::UserDisabled { .. } => "user_disabled",
             Self::UserEnabled { .. } => "user_enabled",
+            Self::RunStarted { .. } => "run_started",
+            Self::RunEnded { .. } => "run_ended",
         }
     }
 
@@ -155,6 +182,8 @@ impl Change {
             | Self::RequestCancelled { requester, .. }
             | Self::RequestExpired { requester, .. } => Some(requester),
             Self::GrantStarted { holder, .. }
+            | Self::RunStarted { holder, .. }
+            | Self::RunEnded { holder, .. }
             | Self::GrantExpired { holder, .. }
             | Self::GrantRevoked { holder, .. }
             | Self::GrantRelinquished { holder, .. }
@@ -178,7 +207,9 @@ impl Change {
             | Self::GrantExpired { task, .. }
             | Self::GrantRevoked { task, .. }
             | Self::GrantRelinquished { task, .. }
-            | Self::GrantReviewed { task, .. } => Some(task),
+            | Self::GrantReviewed { task, .. }
+            | Self::RunStarted { task, .. }
+            | Self::RunEnded { task, .. } => Some(task),
             _ => None,
         }
     }
@@ -197,6 +228,7 @@ impl Change {
             | Self::GrantRelinquished { grant, .. }
             | Self::GrantReviewed { grant, .. } => Some(grant.to_string()),
             Self::TokenIssued { token, .. } | Self::TokenRevoked { token, .. } => Some(token.to_string()),
+            Self::RunStarted { run, .. } | Self::RunEnded { run, .. } => Some(run.to_string()),
             _ => None,
         }
     }
@@ -239,6 +271,15 @@ impl Change {
             Self::TokenRevoked { token, .. } => format!("token {token}"),
             Self::UserDisabled { reason, .. } => opt("reason", reason).trim_start().to_string(),
             Self::UserEnabled { .. } => String::new(),
+            Self::RunStarted { grant, argv, run_as, .. } => {
+                format!("with {grant} as {}: {}", inert_line(run_as), inert_line(&argv.join(" ")))
+            }
+            Self::RunEnded { outcome, exit_code, transcript_bytes, transcript_sha256, truncated, .. } => format!(
+                "{}{}, transcript {transcript_bytes} bytes{} sha256 {transcript_sha256}",
+                outcome.as_str(),
+                exit_code.map(|c| format!(" with exit code {c}")).unwrap_or_default(),
+                if *truncated { " (cut at the cap)" } else { "" }
+            ),
         }
     }
 }

@@ -56,6 +56,7 @@ macro_rules! prefixed_id {
 prefixed_id!(RequestId, "R", "request");
 prefixed_id!(GrantId, "G", "grant");
 prefixed_id!(TokenId, "T", "token");
+prefixed_id!(RunId, "X", "run");
 
 impl RequestId {
     /// A request has at most one grant, so the grant shares its number: R12 becomes G12.

@@ -5,13 +5,15 @@ pub mod event;
 pub mod grant;
 pub mod ids;
 pub mod request;
+pub mod run;
 pub mod text;
 pub mod wire;
 
 pub use event::{Change, Event};
 pub use grant::{Grant, GrantEnd, GrantState, Review};
-pub use ids::{GrantId, RequestId, TokenId};
+pub use ids::{GrantId, RequestId, RunId, TokenId};
 pub use request::{Approval, Request, RequestState};
+pub use run::{Run, RunEnd, RunOutcome};
 
 /// The name the daemon acts under when it does something by itself (expiry, policy loads).
 /// A colon cannot appear in a Unix account name or a policy user, so nobody can be it.

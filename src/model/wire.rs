@@ -48,6 +48,8 @@ pub struct TaskView {
     pub break_glass: bool,
     pub may_request: bool,
     pub may_approve: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunView>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +62,37 @@ pub struct NewRequest {
     pub reason: Option<String>,
     #[serde(default)]
     pub ticket: Option<String>,
+    /// Parameters of the task's command, fixed now so the approver sees what will run.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub params: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunRequest {
+    pub task: String,
+    #[serde(default)]
+    pub params: std::collections::BTreeMap<String, String>,
+}
+
+/// One line of a run's answer stream (newline-delimited JSON).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RunOutput {
+    Started { run: super::RunId, argv: Vec<String> },
+    Output { stream: String, data: String },
+    Ended { run: super::RunId, exit_code: Option<i32>, outcome: super::RunOutcome, message: String },
+}
+
+/// What `zsa tasks` shows of a task that runs something.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunView {
+    pub argv: Vec<String>,
+    pub run_as: Option<String>,
+    pub timeout_secs: u64,
+    pub on_expiry: String,
+    /// Each parameter and what it accepts.
+    pub params: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

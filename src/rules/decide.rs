@@ -1,10 +1,14 @@
 //! `decide`: given the state, the policy, who is asking and the time, what happens. Pure.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Duration, Utc};
 
 use super::{Refusal, State};
 use crate::model::wire::{MAX_COMMENT_CHARS, MAX_NAME_CHARS, MAX_REASON_CHARS, MAX_TICKET_CHARS, NewRequest};
-use crate::model::{Change, GrantId, POLICY_APPROVER, Request, RequestId, RequestState, SYSTEM_ACTOR, TokenId, duration, text};
+use crate::model::{
+    Change, GrantId, POLICY_APPROVER, Request, RequestId, RequestState, RunId, RunOutcome, SYSTEM_ACTOR, TokenId, duration, text,
+};
 use crate::policy::{ApprovalMode, Policy, Task};
 
 /// Something a person (or the daemon) asks zsa to do.
@@ -51,6 +55,24 @@ pub enum Command {
     LoadPolicy,
     /// End everything whose deadline is at or before now. Only the daemon issues it.
     Expire,
+    /// Run the task's command with the actor's active grant.
+    StartRun {
+        task: String,
+        params: BTreeMap<String, String>,
+        run_as: String,
+    },
+    /// Record how a run ended. Only the daemon issues it.
+    EndRun {
+        run: RunId,
+        outcome: RunOutcome,
+        exit_code: Option<i32>,
+        transcript_bytes: u64,
+        transcript_sha256: String,
+        transcript_cap: u64,
+        truncated: bool,
+    },
+    /// On start: runs that were going when the daemon stopped ended in an unknown way.
+    AbandonRuns,
 }
 
 /// Decides what `actor` asking for `command` at `now` changes, or why it may not.
@@ -113,6 +135,50 @@ pub fn decide(state: &State, policy: &Policy, actor: &str, command: &Command, no
                 return Err(Refusal::forbidden("daemon_only", "only the daemon ends things at their deadline"));
             }
             Ok(expire(state, now))
+        }
+        Command::StartRun { task, params, run_as } => start_run(state, policy, actor, task, params, run_as, now),
+        Command::EndRun { run, outcome, exit_code, transcript_bytes, transcript_sha256, transcript_cap, truncated } => {
+            if !system {
+                return Err(Refusal::forbidden("daemon_only", "only the daemon records how a run ended"));
+            }
+            let r = state.runs.get(run).ok_or_else(|| Refusal::not_found("no_such_run", format!("there is no run {run}")))?;
+            if r.ended.is_some() {
+                return Err(Refusal::conflict("run_ended", format!("{run} has already ended")));
+            }
+            Ok(vec![Change::RunEnded {
+                run: *run,
+                grant: r.grant,
+                task: r.task.clone(),
+                holder: r.holder.clone(),
+                outcome: *outcome,
+                exit_code: *exit_code,
+                transcript_bytes: *transcript_bytes,
+                transcript_sha256: transcript_sha256.clone(),
+                transcript_cap: *transcript_cap,
+                truncated: *truncated,
+            }])
+        }
+        Command::AbandonRuns => {
+            if !system {
+                return Err(Refusal::forbidden("daemon_only", "only the daemon abandons runs"));
+            }
+            Ok(state
+                .running
+                .iter()
+                .filter_map(|id| state.runs.get(id))
+                .map(|r| Change::RunEnded {
+                    run: r.id,
+                    grant: r.grant,
+                    task: r.task.clone(),
+                    holder: r.holder.clone(),
+                    outcome: RunOutcome::Abandoned,
+                    exit_code: None,
+                    transcript_bytes: 0,
+                    transcript_sha256: String::new(),
+                    transcript_cap: 0,
+                    truncated: false,
+                })
+                .collect())
         }
     }
 }
@@ -209,6 +275,13 @@ fn request(state: &State, policy: &Policy, actor: &str, new: &NewRequest, now: D
         ));
     }
 
+    if !new.params.is_empty() {
+        let Some(run) = &task.run else {
+            return Err(Refusal::invalid("no_params", format!("'{name}' runs no command, so it takes no parameters")));
+        };
+        run.build(name, &new.params).map_err(|m| Refusal::invalid("bad_param", m))?;
+    }
+
     let id = state.next_request_id();
     let immediate = task.approval == ApprovalMode::Auto || task.break_glass;
     let mut changes = vec![Change::RequestCreated {
@@ -221,6 +294,7 @@ fn request(state: &State, policy: &Policy, actor: &str, new: &NewRequest, now: D
         approvals_needed: if immediate { 0 } else { task.approvals },
         pending_until: now + Duration::seconds(policy.pending_ttl as i64),
         break_glass: task.break_glass,
+        params: new.params.clone(),
     }];
     if immediate {
         changes.push(Change::GrantStarted {
@@ -470,6 +544,62 @@ fn disable(state: &State, policy: &Policy, actor: &str, system: bool, user: &str
         changes.push(Change::GrantRevoked { grant: g.id, task: g.task.clone(), holder: g.holder.clone(), reason: why.clone() });
     }
     Ok(changes)
+}
+
+/// Starts a task's command for the holder of an active grant. Parameters fixed in the request
+/// are the ones that run; otherwise the caller's are checked against the task's rules.
+fn start_run(
+    state: &State,
+    policy: &Policy,
+    actor: &str,
+    task_name: &str,
+    params: &BTreeMap<String, String>,
+    run_as: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<Change>, Refusal> {
+    let task = policy.tasks.get(task_name).ok_or_else(|| {
+        Refusal::not_found("unknown_task", format!("there is no task '{}'; {}", text::inert(task_name), may_ask_for(policy, actor)))
+    })?;
+    let run = task.run.as_ref().ok_or_else(|| {
+        Refusal::invalid(
+            "nothing_to_run",
+            format!("'{}' runs no command: zsa only checks access to it (zsa check {})", task.name, task.name),
+        )
+    })?;
+    let grant = state
+        .active
+        .iter()
+        .filter_map(|id| state.grants.get(id))
+        .filter(|g| g.holder == actor && g.task == task.name && g.is_active_at(now))
+        .max_by_key(|g| g.expires_at)
+        .ok_or_else(|| {
+            Refusal::forbidden(
+                "no_grant",
+                format!("you hold no active grant for '{}'; ask for one with: zsa request {} --reason \"...\"", task.name, task.name),
+            )
+        })?;
+    let fixed = state.requests.get(&grant.request).map(|r| &r.params).filter(|p| !p.is_empty());
+    let params = match fixed {
+        Some(fixed) if params.is_empty() || params == fixed => fixed,
+        Some(fixed) => {
+            let shown: Vec<String> = fixed.iter().map(|(k, v)| format!("{k}={}", text::inert(v))).collect();
+            return Err(Refusal::invalid(
+                "params_fixed",
+                format!("{} was approved for exactly these parameters: {}; run it with those (or none)", grant.id, shown.join(" ")),
+            ));
+        }
+        None => params,
+    };
+    let argv = run.build(&task.name, params).map_err(|m| Refusal::invalid("bad_param", m))?;
+    Ok(vec![Change::RunStarted {
+        run: state.next_run_id(),
+        grant: grant.id,
+        task: task.name.clone(),
+        holder: actor.to_string(),
+        argv,
+        run_as: run_as.to_string(),
+        timeout_secs: run.timeout,
+    }])
 }
 
 /// Everything whose deadline has come, earliest first, each stamped with its own deadline.

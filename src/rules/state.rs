@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Approval, Change, Event, Grant, GrantEnd, GrantId, GrantState, Request, RequestId, RequestState, Review, TokenId};
+use crate::model::{
+    Approval, Change, Event, Grant, GrantEnd, GrantId, GrantState, Request, RequestId, RequestState, Review, Run, RunEnd, RunId, TokenId,
+};
 
 /// A bearer token as the daemon keeps it: only the SHA-256 of the secret.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +26,9 @@ pub struct State {
     pub requests: BTreeMap<RequestId, Request>,
     pub grants: BTreeMap<GrantId, Grant>,
     pub tokens: BTreeMap<TokenId, Token>,
+    pub runs: BTreeMap<RunId, Run>,
+    /// Runs started and not yet ended.
+    pub running: BTreeSet<RunId>,
     pub token_by_hash: BTreeMap<String, TokenId>,
     /// Disabled users and when they were disabled.
     pub disabled: BTreeMap<String, DateTime<Utc>>,
@@ -38,6 +43,10 @@ pub struct State {
 impl State {
     pub fn next_request_id(&self) -> RequestId {
         RequestId(self.requests.keys().next_back().map_or(1, |id| id.0 + 1))
+    }
+
+    pub fn next_run_id(&self) -> RunId {
+        RunId(self.runs.keys().next_back().map_or(1, |id| id.0 + 1))
     }
 
     pub fn next_token_id(&self) -> TokenId {
@@ -98,7 +107,12 @@ impl State {
                         out.disabled.insert(user.clone(), *at);
                     }
                 }
-                Change::PolicyLoaded { .. } | Change::RequestCreated { .. } | Change::TokenIssued { .. } => {}
+                Change::RunEnded { run, .. } => {
+                    if let Some(r) = self.runs.get(run) {
+                        out.runs.insert(*run, r.clone());
+                    }
+                }
+                Change::PolicyLoaded { .. } | Change::RequestCreated { .. } | Change::TokenIssued { .. } | Change::RunStarted { .. } => {}
             }
         }
         out
@@ -121,6 +135,7 @@ impl State {
                 approvals_needed,
                 pending_until,
                 break_glass,
+                params,
             } => {
                 self.requests.insert(
                     *request,
@@ -141,6 +156,7 @@ impl State {
                         decided_by: None,
                         comment: None,
                         grant: None,
+                        params: params.clone(),
                     },
                 );
                 self.pending.insert(*request);
@@ -220,6 +236,36 @@ impl State {
             }
             Change::UserEnabled { user } => {
                 self.disabled.remove(user);
+            }
+            Change::RunStarted { run, grant, task, holder, argv, run_as, .. } => {
+                self.runs.insert(
+                    *run,
+                    Run {
+                        id: *run,
+                        grant: *grant,
+                        task: task.clone(),
+                        holder: holder.clone(),
+                        argv: argv.clone(),
+                        run_as: run_as.clone(),
+                        started_at: at,
+                        ended: None,
+                    },
+                );
+                self.running.insert(*run);
+            }
+            Change::RunEnded { run, outcome, exit_code, transcript_bytes, transcript_sha256, transcript_cap, truncated, .. } => {
+                if let Some(r) = self.runs.get_mut(run) {
+                    r.ended = Some(RunEnd {
+                        at,
+                        outcome: *outcome,
+                        exit_code: *exit_code,
+                        transcript_bytes: *transcript_bytes,
+                        transcript_sha256: transcript_sha256.clone(),
+                        transcript_cap: *transcript_cap,
+                        truncated: *truncated,
+                    });
+                }
+                self.running.remove(run);
             }
         }
         self.last_seq = event.seq;

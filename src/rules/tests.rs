@@ -104,6 +104,7 @@ impl World {
             duration_secs: secs,
             reason: reason.map(Into::into),
             ticket: ticket.map(Into::into),
+            params: Default::default(),
         });
         self.run(who, cmd).map(|_| self.state.requests.keys().next_back().copied().unwrap())
     }

@@ -16,6 +16,10 @@ pub fn grant_visible(policy: &Policy, user: &str, g: &Grant) -> bool {
     policy.sees_everything(user) || g.holder == user || policy.approves_task(user, &g.task)
 }
 
+pub fn run_visible(policy: &Policy, user: &str, r: &crate::model::Run) -> bool {
+    policy.sees_everything(user) || r.holder == user || policy.approves_task(user, &r.task)
+}
+
 pub fn event_visible(policy: &Policy, user: &str, e: &Event) -> bool {
     if policy.sees_everything(user) || e.actor == user || matches!(e.change, Change::PolicyLoaded { .. }) {
         return true;

@@ -149,6 +149,7 @@ impl RequestForm {
             duration_secs: duration::parse(&self.duration).ok(),
             reason: some(&self.reason),
             ticket: some(&self.ticket),
+            params: Default::default(),
         })
     }
 }

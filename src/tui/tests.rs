@@ -35,6 +35,7 @@ fn task(name: &str, approval: &str, approvals: u32, may_request: bool, may_appro
         break_glass: name == "glass",
         may_request,
         may_approve,
+        run: None,
     }
 }
 
@@ -56,6 +57,7 @@ fn request(id: u64, who: &str, task: &str, state: RequestState, reason: &str, ag
         decided_by: None,
         comment: None,
         grant: None,
+        params: Default::default(),
     }
 }
 
@@ -119,6 +121,7 @@ fn loaded(user: &str, roles: &[&str]) -> App {
                 approvals_needed: 1,
                 pending_until: t0(),
                 break_glass: false,
+                params: Default::default(),
             },
         ),
         event(3, "bob", Change::RequestApproved { request: RequestId(2), task: "export".into(), requester: "dave".into(), comment: None }),
@@ -338,8 +341,13 @@ fn the_request_form_is_checked_against_the_policy_as_you_type() {
     }
     typed(&mut app, "INC-7");
     let sent = key(&mut app, KeyCode::Enter);
-    let expected =
-        NewRequest { task: "journal".into(), duration_secs: Some(1800), reason: Some("legal hold".into()), ticket: Some("INC-7".into()) };
+    let expected = NewRequest {
+        task: "journal".into(),
+        duration_secs: Some(1800),
+        reason: Some("legal hold".into()),
+        ticket: Some("INC-7".into()),
+        params: Default::default(),
+    };
     assert_eq!(sent, vec![Effect::Submit(Submission::Request(expected))]);
 
     key(&mut app, KeyCode::Char('n'));
@@ -425,6 +433,7 @@ fn new_requests_for_me_announce_themselves() {
             approvals_needed: 2,
             pending_until: t0() + Duration::hours(1),
             break_glass: false,
+            params: Default::default(),
         },
     );
     let effects = app.update(Action::EventReceived(created.clone()), t0());

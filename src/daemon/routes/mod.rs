@@ -6,6 +6,7 @@ mod audit;
 mod grants;
 mod me;
 mod requests;
+mod runs;
 
 use std::sync::Arc;
 
@@ -40,6 +41,9 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/grants/{id}/revoke", post(grants::revoke))
         .route("/v1/grants/{id}/relinquish", post(grants::relinquish))
         .route("/v1/grants/{id}/review", post(grants::review))
+        .route("/v1/runs", get(runs::list).post(runs::start))
+        .route("/v1/runs/{id}", get(runs::show))
+        .route("/v1/runs/{id}/transcript", get(runs::transcript))
         .route("/v1/audit", get(audit::list))
         .route("/v1/audit/verify", get(audit::verify))
         .route("/v1/events", get(super::feed::stream))
