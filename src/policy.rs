@@ -777,6 +777,49 @@ max_duration = "1h"
         assert!(errors("[groups]\n").contains("defines no [[tasks]]"));
     }
 
+    const RUN: &str = r#"
+[[tasks]]
+name = "r"
+requesters = ["ops"]
+approval = "auto"
+max_duration = "15m"
+run = ["/usr/bin/systemctl", "restart", "{unit}"]
+timeout = "5m"
+[tasks.params.unit]
+one_of = ["nginx.service"]
+"#;
+
+    #[test]
+    fn a_run_task_loads_and_builds_its_argv() {
+        let p = Policy::parse(&format!("{BASE}{RUN}"), "p").unwrap();
+        let run = p.tasks["r"].run.as_ref().unwrap();
+        assert_eq!((run.timeout, run.on_expiry), (300, OnExpiry::Stop));
+        let params = BTreeMap::from([("unit".to_string(), "nginx.service".to_string())]);
+        assert_eq!(run.build("r", &params).unwrap(), vec!["/usr/bin/systemctl", "restart", "nginx.service"]);
+        assert!(run.build("r", &BTreeMap::new()).unwrap_err().contains("needs --param unit=VALUE (one of nginx.service)"));
+    }
+
+    #[test]
+    fn run_mistakes_are_refused_with_their_line() {
+        let cases = [
+            ("\"/usr/bin/systemctl\"", "\"systemctl\"", "absolute path"),
+            ("\"{unit}\"]", "\"{unti}\"]", "run uses {unti} but [tasks.params.unti] is not defined"),
+            ("\"{unit}\"]", "\"x\"]", "parameter 'unit' is defined but run never uses {unit}"),
+            ("one_of = [\"nginx.service\"]", "one_of = [\"a\"]\npattern = \"b\"", "exactly one of one_of, pattern or range"),
+            ("one_of = [\"nginx.service\"]", "range = [5, 1]", "range [5, 1] is empty"),
+            ("one_of = [\"nginx.service\"]", "pattern = \"(\"", "not a valid regular expression"),
+            ("timeout = \"5m\"", "timeout = \"5m\"\non_expiry = \"never\"", "must be \"stop\" or \"finish\""),
+            ("one_of = [\"nginx.service\"]", "one_of = [\"x\"]\nsudo = true", "unknown field"),
+        ];
+        for (from, to, expect) in cases {
+            let e = errors(&format!("{BASE}{}", RUN.replace(from, to)));
+            assert!(e.contains(expect), "{to}: {e}");
+            assert!(e.starts_with("p.toml:"), "{e}");
+        }
+        let e = errors(&BASE.replace("max_duration = \"1h\"", "max_duration = \"1h\"\ntimeout = \"1m\""));
+        assert!(e.contains("timeout is set but the task has no run"), "{e}");
+    }
+
     #[test]
     fn patterns_match_the_whole_value() {
         let p =
