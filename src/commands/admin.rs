@@ -70,6 +70,18 @@ pub async fn tasks(client: &Client, json: bool) -> CmdResult {
         })
         .collect();
     table(&["TASK", "APPROVAL", "DURATION", "NEEDS", "YOU MAY", "DESCRIPTION"], &rows);
+    for t in tasks.iter() {
+        if let Some(run) = &t.run {
+            let params: Vec<String> = run.params.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+            println!();
+            println!("{} runs (zsa run {}): {}", t.name, t.name, text::inert_line(&run.argv.join(" ")));
+            let who = run.run_as.as_deref().map(|u| format!(" as {}", text::inert_line(u))).unwrap_or_default();
+            println!("  {who} timeout {}, on expiry {}", duration::format(run.timeout_secs), run.on_expiry);
+            for p in params {
+                println!("  --param {}", text::inert_line(&p));
+            }
+        }
+    }
     Ok(())
 }
 

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use crossterm::event::KeyEvent;
 
 use crate::model::wire::{NewRequest, Outcome, TaskView, VerifyReport, WhoAmI};
-use crate::model::{Event, Grant, GrantId, Request, RequestId};
+use crate::model::{Event, Grant, GrantId, Request, RequestId, RunId};
 
 #[derive(Clone, Debug)]
 pub enum Action {
@@ -66,6 +66,12 @@ pub enum Action {
         path: String,
         count: usize,
     },
+    /// A run's transcript and the SHA-256 of the bytes received.
+    TranscriptLoaded {
+        run: RunId,
+        text: String,
+        sha256: String,
+    },
 }
 
 /// Work for the runtime to do outside `update`, which never waits on I/O.
@@ -83,6 +89,7 @@ pub enum Effect {
     Bell,
     /// Act as the next demo person: a new client, stream and load.
     SwitchUser(usize),
+    FetchTranscript(RunId),
 }
 
 /// A change the user confirmed, sent to the daemon.

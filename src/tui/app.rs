@@ -9,7 +9,7 @@ use super::action::{Action, Effect, Submission};
 use super::form::{Field, RequestForm};
 use super::keymap;
 use crate::model::wire::{TaskView, VerifyReport, WhoAmI};
-use crate::model::{Change, Event, Grant, GrantId, GrantState, Request, RequestId, RequestState, text};
+use crate::model::{Change, Event, Grant, GrantId, GrantState, Request, RequestId, RequestState, RunId, text};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pane {
@@ -161,6 +161,8 @@ pub struct App {
     /// Demo people to switch between with F2 (names only; the runtime holds the tokens).
     pub people: Vec<String>,
     pub person: usize,
+    /// Transcripts loaded for the detail view: text, and the SHA-256 of what arrived.
+    pub transcripts: BTreeMap<RunId, (String, String)>,
     pub quit: bool,
     /// Something visible changed since the last frame.
     pub dirty: bool,
@@ -190,6 +192,7 @@ impl App {
             toast: None,
             people,
             person: 0,
+            transcripts: BTreeMap::new(),
             quit: false,
             dirty: true,
         };
@@ -410,13 +413,22 @@ impl App {
                 Vec::new()
             }
             Action::OpenDetail => {
-                if let Some(Item::Request(id)) = self.selected() {
-                    self.fresh.remove(&id);
+                let mut effects = Vec::new();
+                match self.selected() {
+                    Some(Item::Request(id)) => {
+                        self.fresh.remove(&id);
+                    }
+                    Some(Item::Event(i)) => {
+                        if let Some(Change::RunEnded { run, .. }) = self.log.get(i).map(|e| &e.change) {
+                            effects.push(Effect::FetchTranscript(*run));
+                        }
+                    }
+                    _ => {}
                 }
                 if self.selected().is_some() {
                     self.mode = Mode::Detail;
                 }
-                Vec::new()
+                effects
             }
             Action::Back => {
                 if matches!(self.mode, Mode::Filter) {
@@ -587,6 +599,10 @@ impl App {
             }
             Action::Verified(report) => {
                 self.verify = VerifyState::Done(report);
+                Vec::new()
+            }
+            Action::TranscriptLoaded { run, text, sha256 } => {
+                self.transcripts.insert(run, (text, sha256));
                 Vec::new()
             }
             Action::Exported { path, count } => {

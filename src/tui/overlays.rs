@@ -10,7 +10,7 @@ use super::keymap;
 use super::theme::Theme;
 use super::widgets::popup;
 use crate::model::text::{inert, inert_line};
-use crate::model::{RequestId, duration};
+use crate::model::{Change, RequestId, duration};
 
 fn boxed<'a>(title: &str, theme: &Theme) -> Block<'a> {
     Block::default().borders(Borders::ALL).title(Span::styled(format!(" {title} "), theme.title()))
@@ -125,6 +125,10 @@ pub fn detail(app: &App, frame: &mut Frame, theme: &Theme) {
                     ]
                 })
                 .unwrap_or_default();
+            let mut lines = lines;
+            if let Some(Change::RunEnded { run, transcript_sha256, .. }) = app.log.get(i).map(|e| &e.change) {
+                lines.extend(transcript_lines(app, *run, transcript_sha256, frame.area().height.saturating_sub(16) as usize, theme));
+            }
             ("Event".to_string(), lines)
         }
         None => return,
@@ -133,6 +137,26 @@ pub fn detail(app: &App, frame: &mut Frame, theme: &Theme) {
     let mut block_lines = lines;
     block_lines.push(Line::styled("Esc or Enter: back", theme.dim()));
     frame.render_widget(Paragraph::new(block_lines).wrap(Wrap { trim: false }).block(boxed(&title, theme)), area);
+}
+
+/// A run's transcript, inert, cut to fit, with whether it matches the digest in the log.
+fn transcript_lines(app: &App, run: crate::model::RunId, recorded: &str, room: usize, theme: &Theme) -> Vec<Line<'static>> {
+    let Some((text, sha256)) = app.transcripts.get(&run) else {
+        return vec![Line::styled(format!("loading the transcript of {run}…"), theme.dim())];
+    };
+    let mut lines = vec![if sha256 == recorded {
+        Line::styled(format!("transcript of {run} (matches the digest in the log):"), theme.ok())
+    } else {
+        Line::styled(format!("transcript of {run} DOES NOT MATCH the digest in the log"), theme.danger())
+    }];
+    let all: Vec<&str> = text.lines().collect();
+    for l in all.iter().take(room.max(1)) {
+        lines.push(Line::raw(format!("  {}", inert(l))));
+    }
+    if all.len() > room.max(1) {
+        lines.push(Line::styled(format!("  … {} more lines: zsa audit transcript {run}", all.len() - room.max(1)), theme.dim()));
+    }
+    lines
 }
 
 pub fn form(app: &App, form: &RequestForm, frame: &mut Frame, theme: &Theme) {

@@ -198,6 +198,14 @@ async fn perform(effect: Effect, client: Client, tx: Tx, offset: Arc<AtomicI64>)
             }
         }
         Effect::Submit(s) => submit(s, &client, send).await,
+        Effect::FetchTranscript(run) => match client.transcript(run).await {
+            Ok(bytes) => {
+                use sha2::Digest;
+                let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
+                send(Action::TranscriptLoaded { run, text: String::from_utf8_lossy(&bytes).into_owned(), sha256 });
+            }
+            Err(e) => send(Action::Failed(format!("could not load the transcript of {run}: {}", message(e)))),
+        },
         Effect::Bell | Effect::SwitchUser(_) => {}
     }
 }

@@ -445,6 +445,33 @@ fn new_requests_for_me_announce_themselves() {
 }
 
 #[test]
+fn a_run_event_shows_its_transcript_checked_against_the_log() {
+    let mut app = loaded("erin", &["auditor"]);
+    let sha = "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03".to_string(); // "hello\n"
+    let ended = Change::RunEnded {
+        run: crate::model::RunId(1),
+        grant: GrantId(4),
+        task: "restart".into(),
+        holder: "alice".into(),
+        outcome: crate::model::RunOutcome::Exited,
+        exit_code: Some(0),
+        transcript_bytes: 6,
+        transcript_sha256: sha.clone(),
+        transcript_cap: 1 << 20,
+        truncated: false,
+    };
+    app.update(Action::EventReceived(event(5, "zsa:daemon", ended)), t0());
+    assert_eq!(app.selected(), Some(Item::Event(4)));
+    assert_eq!(key(&mut app, KeyCode::Enter), vec![Effect::FetchTranscript(crate::model::RunId(1))]);
+    assert!(screen(&app, 100, 40).contains("loading the transcript of X1"));
+    app.update(Action::TranscriptLoaded { run: crate::model::RunId(1), text: "hello\n\u{1b}[2J".into(), sha256: sha }, t0());
+    let s = screen(&app, 100, 40);
+    assert!(s.contains("matches the digest in the log") && s.contains("hello") && s.contains("\\u{1b}[2J"), "{s}");
+    app.update(Action::TranscriptLoaded { run: crate::model::RunId(1), text: "forged".into(), sha256: "00".into() }, t0());
+    assert!(screen(&app, 100, 40).contains("DOES NOT MATCH"));
+}
+
+#[test]
 fn losing_the_daemon_says_so_and_reconnecting_reloads() {
     let mut app = alice();
     app.update(Action::StreamLost("the daemon is not answering".into()), t0());
