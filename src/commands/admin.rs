@@ -75,8 +75,8 @@ pub async fn tasks(client: &Client, json: bool) -> CmdResult {
             let params: Vec<String> = run.params.iter().map(|(k, v)| format!("{k}: {v}")).collect();
             println!();
             println!("{} runs (zsa run {}): {}", t.name, t.name, text::inert_line(&run.argv.join(" ")));
-            let who = run.run_as.as_deref().map(|u| format!(" as {}", text::inert_line(u))).unwrap_or_default();
-            println!("  {who} timeout {}, on expiry {}", duration::format(run.timeout_secs), run.on_expiry);
+            let who = run.run_as.as_deref().map(|u| format!(", as {}", text::inert_line(u))).unwrap_or_default();
+            println!("  timeout {}, on expiry {}{who}", duration::format(run.timeout_secs), run.on_expiry);
             for p in params {
                 println!("  --param {}", text::inert_line(&p));
             }
