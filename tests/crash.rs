@@ -1,0 +1,175 @@
+//! Crash consistency: several clients drive thousands of operations while the daemon is killed
+//! with SIGKILL at random moments, again and again. Afterwards every acknowledged change is
+//! there, nothing half-exists, the chain verifies without gaps, and grants whose deadline passed
+//! while the daemon was down ended at their deadline.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::Daemon;
+use rand::Rng;
+use zsa::client::{Client, ClientError};
+use zsa::model::wire::NewRequest;
+use zsa::model::{GrantId, GrantState, RequestId, RequestState};
+
+const POLICY: &str = r#"
+[groups]
+admins = ["{ADMIN}"]
+req = ["u1", "u2", "u3", "u4"]
+appr = ["alice"]
+[roles]
+admins = ["admins"]
+[[tasks]]
+name = "auto"
+requesters = ["req"]
+approval = "auto"
+max_duration = "1h"
+[[tasks]]
+name = "manual"
+requesters = ["req"]
+approval = "manual"
+approvers = ["appr"]
+max_duration = "1h"
+"#;
+
+/// Something the daemon said it did.
+#[derive(Debug, Clone)]
+enum Ack {
+    Requested { id: RequestId, requester: String, task: String, secs: u64 },
+    Approved { id: RequestId },
+    Relinquished { grant: GrantId },
+}
+
+/// A refusal is an answer; only a lost connection leaves the outcome unknown.
+fn answered<T>(r: &Result<T, ClientError>) -> bool {
+    !matches!(r, Err(ClientError::Unreachable { .. } | ClientError::Protocol(_)))
+}
+
+async fn client_loop(
+    me: String,
+    c: Client,
+    alice: Client,
+    acks: Arc<Mutex<Vec<Ack>>>,
+    stop: Arc<AtomicBool>,
+    ops: Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let mut mine: Vec<GrantId> = Vec::new();
+    let mut pending: Vec<RequestId> = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let pick = rand::rng().random_range(0..10);
+        let done = match pick {
+            0..=4 => {
+                let secs = rand::rng().random_range(1..=3);
+                let r = c.request(&NewRequest { task: "auto".into(), duration_secs: Some(secs), ..Default::default() }).await;
+                if let Ok(o) = &r {
+                    acks.lock().unwrap().push(Ack::Requested { id: o.request.id, requester: me.clone(), task: "auto".into(), secs });
+                    mine.extend(o.grant.as_ref().map(|g| g.id));
+                }
+                answered(&r)
+            }
+            5..=6 => {
+                let r = c.request(&NewRequest { task: "manual".into(), duration_secs: Some(2), ..Default::default() }).await;
+                if let Ok(o) = &r {
+                    acks.lock().unwrap().push(Ack::Requested { id: o.request.id, requester: me.clone(), task: "manual".into(), secs: 2 });
+                    pending.push(o.request.id);
+                }
+                answered(&r)
+            }
+            7..=8 => match pending.pop() {
+                Some(id) => {
+                    let r = alice.approve(id, None).await;
+                    if r.is_ok() {
+                        acks.lock().unwrap().push(Ack::Approved { id });
+                    }
+                    answered(&r)
+                }
+                None => true,
+            },
+            _ => match mine.pop() {
+                Some(grant) => {
+                    let r = c.relinquish(grant).await;
+                    if r.is_ok() {
+                        acks.lock().unwrap().push(Ack::Relinquished { grant });
+                    }
+                    answered(&r)
+                }
+                None => true,
+            },
+        };
+        ops.fetch_add(1, Ordering::Relaxed);
+        if !done {
+            tokio::time::sleep(Duration::from_millis(10)).await; // the daemon is down; try again
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_changes_survive_sigkill_at_random_moments() {
+    let mut d = Daemon::start_with(POLICY);
+    let alice = d.user("alice").await;
+    let acks = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let ops = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for who in ["u1", "u2", "u3", "u4"] {
+        let c = d.user(who).await;
+        clients.push(tokio::spawn(client_loop(who.to_string(), c, alice.clone(), acks.clone(), stop.clone(), ops.clone())));
+    }
+    const KILLS: usize = 24;
+    for _ in 0..KILLS {
+        let up = rand::rng().random_range(100..400);
+        tokio::time::sleep(Duration::from_millis(up)).await;
+        d.kill9();
+        let down = rand::rng().random_range(0..300);
+        tokio::time::sleep(Duration::from_millis(down)).await;
+        d.spawn();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    let ops = ops.load(Ordering::Relaxed);
+    let acks = acks.lock().unwrap().clone();
+    assert!(ops > 1000, "a few thousand operations were tried ({ops})");
+    eprintln!("crash test: {ops} operations, {} acknowledged, {KILLS} kills", acks.len());
+
+    let admin = d.admin();
+    let report = admin.verify().await.unwrap();
+    assert!(report.ok, "the chain and the projections verify after {KILLS} kills: {report:?}");
+    let requests = admin.requests(true).await.unwrap();
+    let grants = admin.grants(true).await.unwrap();
+    let find = |id: RequestId| requests.iter().find(|r| r.id == id);
+    for ack in &acks {
+        match ack {
+            Ack::Requested { id, requester, task, secs } => {
+                let r = find(*id).unwrap_or_else(|| panic!("acknowledged {id} is missing"));
+                assert_eq!((&r.requester, &r.task, r.duration_secs), (requester, task, *secs), "{id}");
+            }
+            Ack::Approved { id } => {
+                let r = find(*id).unwrap();
+                assert_eq!(r.state, RequestState::Approved, "{id}");
+                assert!(r.approvals.iter().any(|a| a.by == "alice"));
+            }
+            Ack::Relinquished { grant } => {
+                let g = grants.iter().find(|g| g.id == *grant).unwrap();
+                assert_eq!(g.state, GrantState::Relinquished, "{grant}");
+            }
+        }
+    }
+    // Every grant is whole and ended properly: none is active past its deadline, and every
+    // expired one ended exactly at its deadline, even when the daemon was down then.
+    let now = chrono::Utc::now();
+    for g in &grants {
+        assert!(requests.iter().any(|r| r.grant == Some(g.id)), "{} has its request", g.id);
+        match g.state {
+            GrantState::Active => assert!(g.expires_at > now - chrono::Duration::seconds(1), "{} outlived its deadline", g.id),
+            GrantState::Expired => assert_eq!(g.ended.as_ref().unwrap().at, g.expires_at, "{}", g.id),
+            _ => {}
+        }
+    }
+    assert!(grants.iter().any(|g| g.state == GrantState::Expired), "some grants expired during the test");
+}
