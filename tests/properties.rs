@@ -1,0 +1,340 @@
+//! Hostile input, by property: random sequences of commands and clock moves (forwards and
+//! backwards) must keep the rules' invariants; random text must never crash the policy or
+//! duration parsers; random bodies must never crash the API. (These stand in for cargo-fuzz
+//! targets, which need a nightly toolchain this project's machines do not have.)
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use proptest::prelude::*;
+use zsa::model::wire::NewRequest;
+use zsa::model::{Event, GrantId, GrantState, POLICY_APPROVER, RequestId, RequestState, SYSTEM_ACTOR, duration};
+use zsa::policy::Policy;
+use zsa::rules::{Command, State, decide};
+use zsa::store::chain;
+
+const POLICY: &str = r#"
+[settings]
+pending_ttl = "2h"
+[groups]
+admins = ["root"]
+approvers = ["alice", "bob", "carol"]
+oncall = ["carol", "dave", "erin"]
+[roles]
+admins = ["admins"]
+[[tasks]]
+name = "one"
+requesters = ["oncall"]
+approval = "manual"
+approvers = ["approvers"]
+max_duration = "4h"
+[[tasks]]
+name = "two"
+requesters = ["oncall"]
+approval = "manual"
+approvers = ["approvers"]
+approvals = 2
+max_duration = "2h"
+[[tasks]]
+name = "auto"
+requesters = ["oncall"]
+approval = "auto"
+max_duration = "15m"
+[[tasks]]
+name = "glass"
+requesters = ["oncall"]
+approval = "manual"
+approvers = ["approvers"]
+max_duration = "1h"
+break_glass = true
+"#;
+
+const PEOPLE: [&str; 6] = ["root", "alice", "bob", "carol", "dave", "erin"];
+const TASKS: [&str; 5] = ["one", "two", "auto", "glass", "nope"];
+
+#[derive(Debug, Clone)]
+enum Op {
+    Ask { who: usize, task: usize, secs: u64 },
+    Approve { who: usize, pick: usize },
+    Deny { who: usize, pick: usize },
+    Cancel { who: usize, pick: usize },
+    Revoke { who: usize, pick: usize },
+    Relinquish { who: usize, pick: usize },
+    Review { who: usize, pick: usize },
+    Disable { who: usize },
+    Enable { who: usize },
+    Clock { secs: i64 },
+    Expire,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let who = 0..PEOPLE.len();
+    prop_oneof![
+        4 => (who.clone(), 0..TASKS.len(), 0u64..20_000).prop_map(|(who, task, secs)| Op::Ask { who, task, secs }),
+        4 => (who.clone(), 0usize..50).prop_map(|(who, pick)| Op::Approve { who, pick }),
+        1 => (who.clone(), 0usize..50).prop_map(|(who, pick)| Op::Deny { who, pick }),
+        1 => (who.clone(), 0usize..50).prop_map(|(who, pick)| Op::Cancel { who, pick }),
+        1 => (who.clone(), 0usize..50).prop_map(|(who, pick)| Op::Revoke { who, pick }),
+        1 => (who.clone(), 0usize..50).prop_map(|(who, pick)| Op::Relinquish { who, pick }),
+        1 => (who.clone(), 0usize..50).prop_map(|(who, pick)| Op::Review { who, pick }),
+        1 => who.clone().prop_map(|who| Op::Disable { who }),
+        1 => who.prop_map(|who| Op::Enable { who }),
+        3 => (-3600i64..7200).prop_map(|secs| Op::Clock { secs }),
+        2 => Just(Op::Expire),
+    ]
+}
+
+struct World {
+    state: State,
+    policy: Policy,
+    now: DateTime<Utc>,
+    log: Vec<Event>,
+}
+
+impl World {
+    fn run(&mut self, actor: &str, cmd: Command) {
+        let before = self.state.clone();
+        match decide(&self.state, &self.policy, actor, &cmd, self.now) {
+            Ok(changes) => {
+                for e in chain::seal(self.state.last_seq, &self.state.last_hash, self.now, actor, changes) {
+                    self.state.apply(&e);
+                    self.log.push(e);
+                }
+            }
+            Err(_) => assert_eq!(self.state, before, "a refusal changed the state"),
+        }
+    }
+
+    fn nth_request(&self, pick: usize) -> Option<RequestId> {
+        let ids: Vec<RequestId> = self.state.requests.keys().copied().collect();
+        (!ids.is_empty()).then(|| ids[pick % ids.len()])
+    }
+
+    fn nth_grant(&self, pick: usize) -> Option<GrantId> {
+        let ids: Vec<GrantId> = self.state.grants.keys().copied().collect();
+        (!ids.is_empty()).then(|| ids[pick % ids.len()])
+    }
+
+    fn step(&mut self, op: &Op) {
+        match *op {
+            Op::Ask { who, task, secs } => {
+                let new =
+                    NewRequest { task: TASKS[task].into(), duration_secs: Some(secs), reason: Some("r".into()), ..Default::default() };
+                self.run(PEOPLE[who], Command::Request(new));
+            }
+            Op::Approve { who, pick } => {
+                if let Some(request) = self.nth_request(pick) {
+                    self.run(PEOPLE[who], Command::Approve { request, comment: None });
+                }
+            }
+            Op::Deny { who, pick } => {
+                if let Some(request) = self.nth_request(pick) {
+                    self.run(PEOPLE[who], Command::Deny { request, comment: Some("no".into()) });
+                }
+            }
+            Op::Cancel { who, pick } => {
+                if let Some(request) = self.nth_request(pick) {
+                    self.run(PEOPLE[who], Command::Cancel { request });
+                }
+            }
+            Op::Revoke { who, pick } => {
+                if let Some(grant) = self.nth_grant(pick) {
+                    self.run(PEOPLE[who], Command::Revoke { grant, reason: Some("x".into()) });
+                }
+            }
+            Op::Relinquish { who, pick } => {
+                if let Some(grant) = self.nth_grant(pick) {
+                    self.run(PEOPLE[who], Command::Relinquish { grant });
+                }
+            }
+            Op::Review { who, pick } => {
+                if let Some(grant) = self.nth_grant(pick) {
+                    self.run(PEOPLE[who], Command::Review { grant, comment: None });
+                }
+            }
+            Op::Disable { who } => self.run("root", Command::DisableUser { user: PEOPLE[who].into(), reason: None }),
+            Op::Enable { who } => self.run("root", Command::EnableUser { user: PEOPLE[who].into() }),
+            Op::Clock { secs } => self.now += Duration::seconds(secs),
+            Op::Expire => {
+                self.run(SYSTEM_ACTOR, Command::Expire);
+                for g in self.state.grants.values().filter(|g| g.state == GrantState::Active) {
+                    assert!(g.expires_at > self.now, "{} is active past its deadline after the sweep", g.id);
+                }
+                for r in self.state.requests.values().filter(|r| r.state == RequestState::Pending) {
+                    assert!(r.pending_until > self.now, "{} is pending past its deadline after the sweep", r.id);
+                }
+            }
+        }
+    }
+
+    fn check_invariants(&self) {
+        for g in self.state.grants.values() {
+            let r = &self.state.requests[&g.request];
+            let task = &self.policy.tasks[&g.task];
+            // No grant outlives its approved duration or the task's maximum.
+            assert_eq!((g.expires_at - g.granted_at).num_seconds() as u64, r.duration_secs, "{}", g.id);
+            assert!(r.duration_secs <= task.max_duration && r.duration_secs > 0);
+            assert_eq!(r.state, RequestState::Approved);
+            // No grant without its approvals, from distinct people who may approve, never the holder.
+            if task.break_glass {
+                assert!(g.approved_by.is_empty() && g.break_glass);
+            } else if g.approved_by == [POLICY_APPROVER] {
+                assert_eq!(task.approval, zsa::policy::ApprovalMode::Auto);
+            } else {
+                let distinct: BTreeSet<&String> = g.approved_by.iter().collect();
+                assert_eq!(distinct.len(), g.approved_by.len(), "{}: an approver counted twice", g.id);
+                assert_eq!(g.approved_by.len() as u32, task.approvals, "{}", g.id);
+                assert!(!g.approved_by.contains(&g.holder), "{}: approved by its holder", g.id);
+                assert!(g.approved_by.iter().all(|a| self.policy.may_approve(a, task)));
+            }
+            if let Some(review) = &g.review {
+                assert_ne!(review.by, g.holder, "{}: reviewed by its holder", g.id);
+            }
+        }
+        for r in self.state.requests.values() {
+            assert!(!r.approved_by(&r.requester), "{}: the requester approved their own request", r.id);
+            assert!(self.policy.may_request(&r.requester, &self.policy.tasks[&r.task]));
+        }
+        for user in self.state.disabled.keys() {
+            assert!(
+                !self
+                    .state
+                    .grants
+                    .values()
+                    .any(|g| &g.holder == user && g.state == GrantState::Active && g.granted_at <= self.state.disabled[user])
+            );
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_rules_keep_their_invariants_over_any_sequence(ops in proptest::collection::vec(op(), 1..80)) {
+        let mut w = World {
+            state: State::default(),
+            policy: Policy::parse(POLICY, "p.toml").unwrap(),
+            now: Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).unwrap(),
+            log: Vec::new(),
+        };
+        for op in &ops {
+            w.step(op);
+            w.check_invariants();
+        }
+        // Every change has its event: replaying the events rebuilds exactly this state.
+        let mut replayed = State::default();
+        for e in &w.log {
+            replayed.apply(e);
+        }
+        prop_assert_eq!(&replayed, &w.state);
+        // And the chain links, whatever the clock did.
+        let mut prev = chain::GENESIS.to_string();
+        for (i, e) in w.log.iter().enumerate() {
+            prop_assert_eq!(e.seq, i as u64 + 1);
+            prop_assert_eq!(&e.prev_hash, &prev);
+            prop_assert_eq!(&chain::hash(&prev, &chain::body(e)), &e.hash);
+            prev = e.hash.clone();
+        }
+    }
+
+    #[test]
+    fn durations_never_crash_and_round_trip(s in "\\PC{0,30}", n in 1u64..=duration::MAX_SECS) {
+        let _ = duration::parse(&s);
+        prop_assert_eq!(duration::parse(&duration::format(n)), Ok(n));
+    }
+
+    #[test]
+    fn the_policy_parser_never_crashes_and_always_says_where(s in "\\PC{0,400}") {
+        if let Err(e) = Policy::parse(&s, "p.toml") {
+            prop_assert!(e.to_string().starts_with("p.toml"), "{}", e);
+        }
+    }
+
+    #[test]
+    fn a_damaged_policy_is_refused_with_its_file_and_line(cut in 0usize..2000, insert in "[\\[\\]=\"a-z0-9 \\n]{0,12}") {
+        let src = include_str!("../assets/policy.toml");
+        let at = cut % src.len();
+        let at = (0..=at).rev().find(|i| src.is_char_boundary(*i)).unwrap_or(0);
+        let damaged = format!("{}{insert}{}", &src[..at], &src[at..]);
+        if let Err(e) = Policy::parse(&damaged, "policy.toml") {
+            prop_assert!(e.problems.iter().all(|(line, m)| *line <= damaged.lines().count() + 1 && !m.is_empty()), "{}", e);
+        }
+    }
+}
+
+/// The API's JSON bodies, through the real router, engine and SQLite store: whatever arrives,
+/// the answer is a success or a clear refusal in the error format, never a server error.
+mod api_bodies {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+    use zsa::daemon::{Engine, routes};
+
+    fn router() -> (axum::Router, String, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = zsa::store::sqlite::SqliteStore::open(&dir.path().join("zsa.db")).unwrap();
+        let clock = Arc::new(zsa::clock::ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).unwrap()));
+        let engine = Arc::new(Engine::open(Box::new(store), Policy::parse(POLICY, "p.toml").unwrap(), clock).unwrap());
+        let token = zsa::daemon::auth::new_token();
+        engine.execute(SYSTEM_ACTOR, Command::IssueToken { user: "dave".into(), sha256: zsa::daemon::auth::token_hash(&token) }).unwrap();
+        (routes::router(engine), token, dir)
+    }
+
+    fn json_ish() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..200),
+            "\\{\"task\": \"(auto|one|two|x)\"(, \"(duration_secs|reason|ticket|params|extra)\": (-?[0-9]{1,25}|\"\\PC{0,20}\"|null|\\[\\]|\\{\\}))*\\}".prop_map(String::into_bytes),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_body_gets_a_clear_answer(body in json_ish(), path in prop_oneof![
+            Just("/v1/requests"), Just("/v1/requests/R1/approve"), Just("/v1/requests/R1/deny"),
+            Just("/v1/grants/G1/revoke"), Just("/v1/admin/tokens"), Just("/v1/runs"),
+        ]) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let (router, token, _dir) = router();
+            let (status, bytes) = rt.block_on(async move {
+                let req = Request::post(path)
+                    .header("content-type", "application/json")
+                    .header("authorization", format!("Bearer {token}"))
+                    .body(Body::from(body))
+                    .unwrap();
+                let resp = router.oneshot(req).await.unwrap();
+                let status = resp.status();
+                (status, axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap())
+            });
+            prop_assert!(!status.is_server_error(), "{status}: {}", String::from_utf8_lossy(&bytes));
+            if status.is_client_error() {
+                let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                prop_assert!(v["error"]["code"].is_string() && v["error"]["message"].is_string(), "{v}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_clock_jumping_backwards_neither_extends_nor_ends_a_grant() {
+    let mut w = World {
+        state: State::default(),
+        policy: Policy::parse(POLICY, "p.toml").unwrap(),
+        now: Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).unwrap(),
+        log: Vec::new(),
+    };
+    w.step(&Op::Ask { who: 4, task: 2, secs: 600 });
+    let g = *w.state.grants.keys().next().unwrap();
+    let deadline = w.state.grants[&g].expires_at;
+    w.now -= Duration::hours(3); // NTP steps the clock back
+    w.step(&Op::Expire);
+    assert_eq!(w.state.grants[&g].state, GrantState::Active, "not ended early");
+    assert_eq!(w.state.grants[&g].expires_at, deadline, "not extended: the deadline is absolute");
+    w.now = deadline;
+    w.step(&Op::Expire);
+    assert_eq!(w.state.grants[&g].ended.as_ref().unwrap().at, deadline);
+}
