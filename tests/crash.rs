@@ -108,6 +108,19 @@ async fn client_loop(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_changes_survive_sigkill_at_random_moments() {
+    crash_and_check(24).await;
+}
+
+/// The same, for as many kills as ZSA_SOAK_KILLS says (default 500): a soak of many minutes.
+/// Run it with: ZSA_SOAK_KILLS=1000 cargo test --test crash -- --ignored --nocapture
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a long soak; see docs/SECURITY.md"]
+async fn soak_many_kills() {
+    let kills = std::env::var("ZSA_SOAK_KILLS").ok().and_then(|v| v.parse().ok()).unwrap_or(500);
+    crash_and_check(kills).await;
+}
+
+async fn crash_and_check(kills: usize) {
     let mut d = Daemon::start_with(POLICY);
     let alice = d.user("alice").await;
     let acks = Arc::new(Mutex::new(Vec::new()));
@@ -118,8 +131,7 @@ async fn acknowledged_changes_survive_sigkill_at_random_moments() {
         let c = d.user(who).await;
         clients.push(tokio::spawn(client_loop(who.to_string(), c, alice.clone(), acks.clone(), stop.clone(), ops.clone())));
     }
-    const KILLS: usize = 24;
-    for _ in 0..KILLS {
+    for _ in 0..kills {
         let up = rand::rng().random_range(100..400);
         tokio::time::sleep(Duration::from_millis(up)).await;
         d.kill9();
@@ -134,12 +146,12 @@ async fn acknowledged_changes_survive_sigkill_at_random_moments() {
     }
     let ops = ops.load(Ordering::Relaxed);
     let acks = acks.lock().unwrap().clone();
-    assert!(ops > 1000, "a few thousand operations were tried ({ops})");
-    eprintln!("crash test: {ops} operations, {} acknowledged, {KILLS} kills", acks.len());
+    assert!(ops > 40 * kills, "thousands of operations were tried ({ops})");
+    eprintln!("crash test: {ops} operations, {} acknowledged, {kills} kills", acks.len());
 
     let admin = d.admin();
     let report = admin.verify().await.unwrap();
-    assert!(report.ok, "the chain and the projections verify after {KILLS} kills: {report:?}");
+    assert!(report.ok, "the chain and the projections verify after {kills} kills: {report:?}");
     let requests = admin.requests(true).await.unwrap();
     let grants = admin.grants(true).await.unwrap();
     let find = |id: RequestId| requests.iter().find(|r| r.id == id);
