@@ -180,3 +180,35 @@ async fn policy_check_names_file_and_line() {
     assert_eq!(code(&out), 1);
     assert!(stderr(&out).contains("bad.toml:5: task 't': requesters names the group 'opz'"), "{}", stderr(&out));
 }
+
+#[tokio::test]
+async fn no_token_ever_reaches_the_daemons_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, common::POLICY.replace("{ADMIN}", &common::current_user())).unwrap();
+    let socket = dir.path().join("zsa.sock");
+    let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
+    let mut child = std::process::Command::new(common::BIN)
+        .args(["daemon", "--state"])
+        .arg(dir.path().join("state"))
+        .arg("--policy")
+        .arg(&policy)
+        .arg("--socket")
+        .arg(&socket)
+        .env("ZSA_LOG", "trace")
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    common::wait_for_socket(&socket);
+    let admin = Client::new(&socket, None).unwrap();
+    let issued = admin.issue_token("dave").await.unwrap();
+    let dave = Client::new(&socket, Some(issued.token.clone())).unwrap();
+    dave.request(&zsa::model::wire::NewRequest { task: "restart".into(), ..Default::default() }).await.unwrap();
+    let _ = Client::new(&socket, Some("zsa_wrong_token".into())).unwrap().whoami().await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap();
+    assert!(text.contains("TRACE") || text.contains("DEBUG") || text.contains("INFO"), "the log was written at trace level");
+    assert!(!text.contains(&issued.token) && !text.contains("zsa_wrong_token"), "a token reached the log");
+    assert!(!text.contains(&issued.token[4..20]), "not even part of one");
+}

@@ -348,3 +348,23 @@ async fn the_shipped_wrapper_gates_a_command_on_zsa_check() {
     assert_eq!((code(&out), stdout(&out).as_str()), (0, "restarted\n"));
     assert_eq!(code(&gate(&["restart"])), 2, "usage");
 }
+
+#[tokio::test]
+async fn run_as_switches_to_the_named_account() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: run_as needs the daemon to run as root");
+        return;
+    }
+    let policy = format!(
+        "{}{RUN_TASKS}\n[[tasks]]\nname = \"whoami\"\nrequesters = [\"oncall\"]\napproval = \"auto\"\nmax_duration = \"1h\"\nrun = [\"/usr/bin/id\", \"-u\"]\nrun_as = \"nobody\"\n",
+        common::POLICY
+    );
+    let mut d = Daemon::start_with(&policy);
+    let dave = d.user("dave").await;
+    grant(&dave, "whoami", None).await;
+    let (out, _, _) = run(&dave, "whoami", &[]).await;
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap().uid.as_raw();
+    assert_eq!(out.trim(), nobody.to_string());
+    let events = run_events(&d);
+    assert!(matches!(&events[0].change, Change::RunStarted { run_as, .. } if run_as == "nobody"), "the account is on the record");
+}

@@ -148,8 +148,7 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
 /// Runs a daemon until SIGTERM or SIGINT; SIGHUP reloads the policy.
 pub async fn run_until_signalled(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let handle = start(config, clock).await?;
-    eprintln!("zsa daemon listening on {}", handle.socket.display());
+    let handle = start(config, clock).await?; // it logs where it listens
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

@@ -206,6 +206,10 @@ fn moving_walks_through_sections_and_panes_switch() {
     assert_eq!(app.selected(), Some(Item::Grant(GrantId(5))), "down flows into the next section");
     key(&mut app, KeyCode::Char('k'));
     assert_eq!(app.selected(), Some(Item::Request(RequestId(3))));
+    key(&mut app, KeyCode::PageDown);
+    assert_eq!(app.selected(), Some(Item::Grant(GrantId(7))), "a page down reaches the last row");
+    key(&mut app, KeyCode::PageUp);
+    assert_eq!(app.selected(), Some(Item::Request(RequestId(1))), "a page up the first");
     key(&mut app, KeyCode::Char('G'));
     assert_eq!(app.cursor().section, 2);
     key(&mut app, KeyCode::Char('g'));
