@@ -212,3 +212,24 @@ async fn no_token_ever_reaches_the_daemons_log() {
     assert!(!text.contains(&issued.token) && !text.contains("zsa_wrong_token"), "a token reached the log");
     assert!(!text.contains(&issued.token[4..20]), "not even part of one");
 }
+
+#[tokio::test]
+async fn sigterm_stops_the_daemon_promptly_even_with_streams_open() {
+    let mut d = Daemon::start();
+    let mut streams = Vec::new();
+    for _ in 0..5 {
+        streams.push(d.admin().events(None).await.unwrap());
+    }
+    let stopped = tokio::task::spawn_blocking(move || {
+        let status = d.stop();
+        (status, d)
+    });
+    let (status, _d) =
+        tokio::time::timeout(std::time::Duration::from_secs(10), stopped).await.expect("the daemon stopped within 10 s").unwrap();
+    assert!(status.success());
+    // The streams were closed, not left hanging: each ends, and a client would reconnect.
+    for mut s in streams {
+        let end = tokio::time::timeout(std::time::Duration::from_secs(5), s.next()).await.expect("the stream ended");
+        assert!(end.is_none() || end.is_some_and(|e| e.is_err()));
+    }
+}

@@ -34,6 +34,8 @@ pub struct Engine {
     deadlines: Notify,
     /// Where run transcripts are kept.
     runs_dir: std::path::PathBuf,
+    /// Set when the daemon stops: event streams end, so connections close and clients reconnect.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -56,7 +58,18 @@ impl Engine {
             feed,
             deadlines: Notify::new(),
             runs_dir: std::env::temp_dir(),
+            closing: tokio::sync::watch::channel(false).0,
         })
+    }
+
+    /// Ends every event stream (the daemon is stopping).
+    pub fn close_streams(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves when the daemon is stopping.
+    pub(crate) fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 
     /// Keeps run transcripts in `dir` (the daemon uses `STATE/transcripts`).

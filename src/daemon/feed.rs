@@ -92,11 +92,13 @@ async fn catch_up(engine: &Arc<Engine>, user: &str, mut last: u64, tx: &Sink) ->
 }
 
 async fn follow(engine: Arc<Engine>, user: String, after: u64, mut live: broadcast::Receiver<Arc<Event>>, tx: Sink) {
+    let mut closing = engine.closing();
     let Ok(mut last) = catch_up(&engine, &user, after, &tx).await else { return };
     loop {
         let received = tokio::select! {
             r = live.recv() => r,
             _ = tx.closed() => return, // the client went away while nothing happened
+            _ = closing.wait_for(|c| *c) => return, // the daemon is stopping: end the stream
         };
         match received {
             Ok(event) if event.seq <= last => {}

@@ -20,6 +20,9 @@ use crate::policy::Policy;
 use crate::rules::Command;
 use crate::store::sqlite::SqliteStore;
 
+/// How long a stopping daemon waits for requests in flight.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[derive(Clone, Debug)]
 pub struct DaemonConfig {
     pub state_dir: PathBuf,
@@ -37,11 +40,17 @@ pub struct DaemonHandle {
 }
 
 impl DaemonHandle {
-    /// Stops accepting, finishes what is in flight, removes the socket file.
+    /// Stops accepting, ends the event streams, finishes what is in flight (waiting at most
+    /// `SHUTDOWN_GRACE`), removes the socket file.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
+        self.engine.close_streams();
         for t in self.tasks {
-            let _ = t.await;
+            let abort = t.abort_handle();
+            if tokio::time::timeout(SHUTDOWN_GRACE, t).await.is_err() {
+                tracing::warn!("a connection did not finish in time; stopping anyway");
+                abort.abort();
+            }
         }
         let _ = fs::remove_file(&self.socket);
     }

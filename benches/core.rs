@@ -1,0 +1,94 @@
+//! `cargo bench --bench core`: the pure parts. Deciding a command, applying an event,
+//! rebuilding state from events, and drawing each console pane with 10, 10,000 and 100,000 items.
+
+#[path = "fixtures.rs"]
+mod fixtures;
+
+use std::hint::black_box;
+
+use chrono::Duration;
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use fixtures::Builder;
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use zsa::model::wire::{TaskView, WhoAmI};
+use zsa::rules::{Command, State, decide};
+use zsa::tui::action::Action;
+use zsa::tui::app::App;
+use zsa::tui::theme::Theme;
+
+fn rules(c: &mut Criterion) {
+    let b = Builder::everyday(30_000, Duration::days(7));
+    let pending = *b.state.pending.iter().next().expect("some request is pending");
+    c.bench_function("decide: approve a request", |bench| {
+        bench.iter(|| decide(black_box(&b.state), &b.policy, "bob", &Command::Approve { request: pending, comment: None }, b.now).unwrap())
+    });
+    c.bench_function("decide: check access", |bench| {
+        bench.iter(|| zsa::rules::check_access(black_box(&b.state), &b.policy, "u7", "u7", "restart", b.now).unwrap())
+    });
+    let last = b.events.last().unwrap().clone();
+    c.bench_function("apply: one event", |bench| {
+        bench.iter_batched(
+            || b.state.touched_by(std::slice::from_ref(&last.change)),
+            |mut s| s.apply(black_box(&last)),
+            BatchSize::SmallInput,
+        )
+    });
+    for n in [10_000usize, 100_000] {
+        let built = Builder::everyday(n, Duration::days(28));
+        c.bench_function(&format!("rebuild state from {n} events"), |bench| {
+            bench.iter(|| {
+                let mut s = State::default();
+                for e in &built.events {
+                    s.apply(e);
+                }
+                s
+            })
+        });
+    }
+}
+
+/// An app holding `n` requests, grants and events, as a person who sees all three panes.
+fn app_with(n: usize) -> App {
+    let b = Builder::everyday(n.max(30), Duration::days(7));
+    let mut app = App::new("/run/zsa/zsa.sock".into(), b.now, false, Vec::new());
+    let me = WhoAmI {
+        user: "alice".into(),
+        roles: vec!["admin".into(), "approver".into(), "requester".into()],
+        groups: vec![],
+        disabled: false,
+        via: "socket".into(),
+        now: b.now,
+        policy_sha256: String::new(),
+    };
+    let tasks: Vec<TaskView> = b.policy.tasks.values().map(|t| b.policy.task_view(t, "alice")).collect();
+    let requests = b.state.requests.values().take(n).cloned().collect();
+    let grants = b.state.grants.values().take(n).cloned().collect();
+    let log = b.events.iter().take(n).cloned().collect();
+    app.update(Action::StreamConnected, b.now);
+    app.update(Action::Loaded { me, tasks, requests, grants, log }, b.now);
+    app
+}
+
+fn render(c: &mut Criterion) {
+    let theme = Theme { color: true };
+    for n in [10usize, 10_000, 100_000] {
+        let mut app = app_with(n);
+        let mut terminal = Terminal::new(TestBackend::new(160, 48)).unwrap();
+        for (key, pane) in [('1', "requester"), ('2', "approver"), ('3', "auditor")] {
+            app.update(Action::Key(crossterm::event::KeyEvent::from(crossterm::event::KeyCode::Char(key))), app.now);
+            c.bench_function(&format!("render {pane} pane, {n} items"), |bench| {
+                bench.iter(|| {
+                    terminal.draw(|f| zsa::tui::ui::render(black_box(&app), f, &theme)).unwrap();
+                })
+            });
+        }
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(2)).warm_up_time(std::time::Duration::from_millis(500));
+    targets = rules, render
+}
+criterion_main!(benches);

@@ -1,0 +1,421 @@
+//! `cargo bench --bench load [-- NAME...]`: the real daemon, measured over its Unix socket, each
+//! number printed next to the physical limit measured in the same run:
+//!   check     check throughput and latency (1, 8, 64 clients) next to a bare axum handler
+//!   writes    durable writes per second next to raw single-row SQLite commits (WAL, FULL)
+//!   fanout    approval to event arrival at 100 event-stream clients
+//!   expiry    lateness of 10,000 grants ending within the same minute
+//!   start     start time and memory with 1,000,000 events; an audit query for one user, one week
+//!   console   the console's idle CPU with 100,000 items on screen
+//! With no names, all run. Results go to stdout as a Markdown table.
+
+#[path = "fixtures.rs"]
+mod fixtures;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use fixtures::Builder;
+use zsa::client::{AuditParams, Client};
+use zsa::clock::SystemClock;
+use zsa::daemon::{DaemonConfig, DaemonHandle, start};
+use zsa::model::Change;
+use zsa::model::wire::NewRequest;
+
+struct Row(String, String, String, String);
+
+fn me() -> String {
+    nix::unistd::User::from_uid(nix::unistd::geteuid()).ok().flatten().map(|u| u.name).unwrap_or_else(|| "root".into())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
+}
+
+async fn daemon(dir: &Path) -> DaemonHandle {
+    let policy = dir.join("policy.toml");
+    std::fs::write(&policy, fixtures::policy_text(&me())).unwrap();
+    start(DaemonConfig { state_dir: dir.join("state"), policy, socket: dir.join("zsa.sock") }, Arc::new(SystemClock)).await.unwrap()
+}
+
+async fn token_client(h: &DaemonHandle, user: &str) -> Client {
+    let admin = Client::new(&h.socket, None).unwrap();
+    let t = admin.issue_token(user).await.unwrap();
+    Client::new(&h.socket, Some(t.token)).unwrap()
+}
+
+/// Hammers `path` on `socket` from `clients` connections for `secs`; returns (per second, sorted latencies).
+async fn hammer(socket: &Path, path: &'static str, clients: usize, secs: u64) -> (f64, Vec<Duration>) {
+    let until = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let http = reqwest::Client::builder().unix_socket(socket).build().unwrap();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while Instant::now() < until {
+                let t = Instant::now();
+                let r = http.get(format!("http://zsa{path}")).send().await.unwrap();
+                let _ = r.bytes().await.unwrap();
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort();
+    (all.len() as f64 / secs as f64, all)
+}
+
+async fn check(rows: &mut Vec<Row>) {
+    let dir = tempfile::tempdir().unwrap();
+    let h = daemon(dir.path()).await;
+    let u7 = token_client(&h, "u7").await;
+    u7.request(&NewRequest { task: "restart".into(), duration_secs: Some(3600), ..Default::default() }).await.unwrap();
+    // The limit: a bare axum handler answering a similar JSON body on the same kind of socket.
+    let bare_sock = dir.path().join("bare.sock");
+    let listener = tokio::net::UnixListener::bind(&bare_sock).unwrap();
+    let app = axum::Router::new().route(
+        "/v1/check",
+        axum::routing::get(|| async {
+            axum::Json(serde_json::json!({"allowed": true, "user": "u7", "task": "restart", "message": "u7 holds G1"}))
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    for clients in [1, 8, 64] {
+        let (zsa_rate, zsa_lat) = hammer(&h.socket, "/v1/check?task=restart&user=u7", clients, 3).await;
+        let (bare_rate, bare_lat) = hammer(&bare_sock, "/v1/check", clients, 3).await;
+        rows.push(Row(
+            format!("check, {clients} client(s): requests/s"),
+            format!("{zsa_rate:.0}"),
+            format!("{bare_rate:.0} (bare axum)"),
+            format!("{:.2}", zsa_rate / bare_rate),
+        ));
+        for (label, p) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)] {
+            rows.push(Row(
+                format!("check, {clients} client(s): {label}"),
+                ms(percentile(&zsa_lat, p)),
+                ms(percentile(&bare_lat, p)),
+                format!("{:.2}", percentile(&zsa_lat, p).as_secs_f64() / percentile(&bare_lat, p).as_secs_f64().max(1e-9)),
+            ));
+        }
+    }
+    h.shutdown().await;
+}
+
+/// Raw single-row commits with the daemon's journal and synchronous settings, same disk.
+fn raw_sqlite_commits(dir: &Path, secs: u64) -> f64 {
+    let conn = rusqlite::Connection::open(dir.join("raw.db")).unwrap();
+    conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)).unwrap();
+    conn.execute_batch("PRAGMA synchronous = FULL; CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT NOT NULL);").unwrap();
+    let body = "x".repeat(300);
+    let until = Instant::now() + Duration::from_secs(secs);
+    let mut n = 0u64;
+    while Instant::now() < until {
+        let tx = conn.unchecked_transaction().unwrap();
+        tx.execute("INSERT INTO t (body) VALUES (?1)", [&body]).unwrap();
+        tx.commit().unwrap();
+        n += 1;
+    }
+    n as f64 / secs as f64
+}
+
+async fn writes(rows: &mut Vec<Row>) {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = raw_sqlite_commits(dir.path(), 4);
+    let h = daemon(dir.path()).await;
+    let alice = token_client(&h, "alice").await;
+    for clients in [1usize, 8] {
+        let mut tasks = Vec::new();
+        let until = Instant::now() + Duration::from_secs(4);
+        for i in 0..clients {
+            let u = token_client(&h, &format!("u{}", 100 + i)).await;
+            let alice = alice.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut pairs = 0u64;
+                while Instant::now() < until {
+                    let id = u
+                        .request(&NewRequest { task: "journal".into(), duration_secs: Some(60), ..Default::default() })
+                        .await
+                        .unwrap()
+                        .request
+                        .id;
+                    alice.approve(id, None).await.unwrap();
+                    pairs += 1;
+                }
+                pairs
+            }));
+        }
+        let mut pairs = 0;
+        for t in tasks {
+            pairs += t.await.unwrap();
+        }
+        let per_sec = pairs as f64 / 4.0;
+        rows.push(Row(
+            format!("writes, {clients} client(s): request+approve pairs/s (2 commits each)"),
+            format!("{per_sec:.0} pairs = {:.0} commits/s", per_sec * 2.0),
+            format!("{raw:.0} raw commits/s"),
+            format!("{:.2}", per_sec * 2.0 / raw),
+        ));
+    }
+    h.shutdown().await;
+}
+
+async fn fanout(rows: &mut Vec<Row>) {
+    let dir = tempfile::tempdir().unwrap();
+    let h = daemon(dir.path()).await;
+    let alice = token_client(&h, "alice").await;
+    let u1 = token_client(&h, "u1").await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Instant)>();
+    for _ in 0..100 {
+        let mut stream = Client::new(&h.socket, None).unwrap().events(None).await.unwrap();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(e)) = stream.next().await {
+                if matches!(e.change, Change::GrantStarted { .. }) {
+                    let _ = tx.send((e.seq, Instant::now()));
+                }
+            }
+        });
+    }
+    let mut lat = Vec::new();
+    for _ in 0..50 {
+        let id =
+            u1.request(&NewRequest { task: "journal".into(), duration_secs: Some(60), ..Default::default() }).await.unwrap().request.id;
+        let t0 = Instant::now();
+        alice.approve(id, None).await.unwrap();
+        for _ in 0..100 {
+            let (_, at) = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+            lat.push(at - t0);
+        }
+    }
+    lat.sort();
+    for (label, p) in [("p50", 0.5), ("p99", 0.99), ("max", 1.0)] {
+        rows.push(Row(format!("fan-out to 100 stream clients: {label}"), ms(percentile(&lat, p)), "20 ms (target)".into(), String::new()));
+    }
+    h.shutdown().await;
+}
+
+async fn expiry(rows: &mut Vec<Row>) {
+    let dir = tempfile::tempdir().unwrap();
+    let h = daemon(dir.path()).await;
+    let mut feed = Client::new(&h.socket, None).unwrap().events(None).await.unwrap();
+    let window = Utc::now() + chrono::Duration::seconds(70);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..8 {
+        let u = token_client(&h, &format!("u{}", 200 + c)).await;
+        tasks.push(tokio::spawn(async move {
+            for i in 0..1250 {
+                // Deadlines spread over one minute starting at `window`.
+                let target = window + chrono::Duration::milliseconds(((c * 1250 + i) % 60_000) as i64 * 6);
+                let secs = (target - Utc::now()).num_seconds().max(1) as u64;
+                u.request(&NewRequest { task: "restart".into(), duration_secs: Some(secs), ..Default::default() }).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let created = start.elapsed();
+    let mut late = Vec::new();
+    while late.len() < 10_000 {
+        let e = tokio::time::timeout(Duration::from_secs(120), feed.next()).await.unwrap().unwrap().unwrap();
+        if let Change::GrantExpired { deadline, .. } = e.change {
+            late.push((e.at - deadline).to_std().unwrap_or_default());
+        }
+    }
+    late.sort();
+    for (label, p) in [("p50", 0.5), ("p99", 0.99), ("max", 1.0)] {
+        rows.push(Row(
+            format!("expiry lateness, 10,000 grants in one minute: {label}"),
+            ms(percentile(&late, p)),
+            "1 s (target)".into(),
+            String::new(),
+        ));
+    }
+    eprintln!("expiry: created 10,000 grants in {created:?}");
+    h.shutdown().await;
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+/// Writes about `n` events of everyday work straight into a state directory's store.
+fn seed_state(dir: &Path, n: usize) -> Builder {
+    let b = Builder::everyday(n, chrono::Duration::days(28));
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let mut store = zsa::store::sqlite::SqliteStore::open(&state.join("zsa.db")).unwrap();
+    for chunk in b.events.chunks(20_000) {
+        let mut rows = zsa::rules::State::default();
+        for e in chunk {
+            if let Some(t) = e.change.target() {
+                match t.as_bytes()[0] {
+                    b'R' => {
+                        let id = t.parse().unwrap();
+                        rows.requests.insert(id, b.state.requests[&id].clone());
+                    }
+                    b'G' => {
+                        let id = t.parse().unwrap();
+                        rows.grants.insert(id, b.state.grants[&id].clone());
+                        let r = b.state.grants[&id].request;
+                        rows.requests.insert(r, b.state.requests[&r].clone());
+                    }
+                    _ => {}
+                }
+            }
+        }
+        zsa::store::Store::append(&mut store, chunk, &rows).unwrap();
+    }
+    b
+}
+
+fn spawn_daemon(dir: &Path) -> (std::process::Child, Duration, PathBuf) {
+    let policy = dir.join("policy.toml");
+    std::fs::write(&policy, fixtures::policy_text(&me())).unwrap();
+    let socket = dir.join("zsa.sock");
+    let t = Instant::now();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_zsa"))
+        .args(["daemon", "--state"])
+        .arg(dir.join("state"))
+        .arg("--policy")
+        .arg(&policy)
+        .arg("--socket")
+        .arg(&socket)
+        .env("ZSA_LOG", "warn")
+        .spawn()
+        .unwrap();
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(120), "the daemon did not start");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    (child, t.elapsed(), socket)
+}
+
+async fn start_and_audit(rows: &mut Vec<Row>) {
+    let dir = tempfile::tempdir().unwrap();
+    let t = Instant::now();
+    let b = seed_state(dir.path(), 1_000_000);
+    eprintln!("start: seeded {} events in {:?}", b.events.len(), t.elapsed());
+    let (mut child, took, socket) = spawn_daemon(dir.path());
+    rows.push(Row("start with 1,000,000 events".into(), ms(took), "3 s (target)".into(), String::new()));
+    rows.push(Row(
+        "daemon memory (RSS) with 1,000,000 events".into(),
+        format!("{} MiB", rss_kib(child.id()) / 1024),
+        String::new(),
+        String::new(),
+    ));
+    let admin = Client::new(&socket, None).unwrap();
+    let until = b.now;
+    let since = until - chrono::Duration::days(7);
+    let params = AuditParams {
+        user: Some("u17".into()),
+        since: Some(since.to_rfc3339()),
+        until: Some(until.to_rfc3339()),
+        limit: Some(10_000),
+        ..Default::default()
+    };
+    let mut lat = Vec::new();
+    let mut found = 0;
+    for _ in 0..20 {
+        let t = Instant::now();
+        found = admin.audit(&params).await.unwrap().len();
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    rows.push(Row(
+        format!("audit query, one user, one week ({found} events): p50"),
+        ms(percentile(&lat, 0.5)),
+        "50 ms (target)".into(),
+        String::new(),
+    ));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+async fn console(rows: &mut Vec<Row>) {
+    use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+    let dir = tempfile::tempdir().unwrap();
+    seed_state(dir.path(), 300_000); // about 100,000 requests with their grants
+    let (mut daemon, _, socket) = spawn_daemon(dir.path());
+    let pair = native_pty_system().openpty(PtySize { rows: 48, cols: 160, pixel_width: 0, pixel_height: 0 }).unwrap();
+    let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_zsa"));
+    cmd.arg("tui");
+    cmd.env("ZSA_SOCKET", &socket);
+    cmd.env("TERM", "xterm-256color");
+    let mut child = pair.slave.spawn_command(cmd).unwrap();
+    let mut reader = pair.master.try_clone_reader().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 65536];
+        while matches!(std::io::Read::read(&mut reader, &mut buf), Ok(n) if n > 0) {}
+    });
+    let pid = child.process_id().unwrap();
+    tokio::time::sleep(Duration::from_secs(8)).await; // load everything and settle
+    let (c0, t0) = (cpu_ticks(pid), Instant::now());
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let ticks = cpu_ticks(pid) - c0;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
+    let cpu = ticks as f64 / hz / t0.elapsed().as_secs_f64() * 100.0;
+    rows.push(Row(
+        "console idle CPU, ~100,000 requests loaded, countdowns on screen".into(),
+        format!("{cpu:.2} %"),
+        "1 % (target)".into(),
+        String::new(),
+    ));
+    rows.push(Row("console memory (RSS), same".into(), format!("{} MiB", rss_kib(pid) / 1024), String::new(), String::new()));
+    let _ = child.kill();
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+}
+
+fn main() {
+    let wanted: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let want = |name: &str| wanted.is_empty() || wanted.iter().any(|w| w == name);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let mut rows = Vec::new();
+    rt.block_on(async {
+        if want("check") {
+            check(&mut rows).await;
+        }
+        if want("writes") {
+            writes(&mut rows).await;
+        }
+        if want("fanout") {
+            fanout(&mut rows).await;
+        }
+        if want("expiry") {
+            expiry(&mut rows).await;
+        }
+        if want("start") {
+            start_and_audit(&mut rows).await;
+        }
+        if want("console") {
+            console(&mut rows).await;
+        }
+    });
+    println!("| measure | zsa | limit in the same run | ratio |");
+    println!("| --- | --- | --- | --- |");
+    for Row(a, b, c, d) in rows {
+        println!("| {a} | {b} | {c} | {d} |");
+    }
+}
