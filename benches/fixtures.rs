@@ -80,11 +80,11 @@ impl Builder {
             let who = format!("u{}", i % PEOPLE);
             b.now += step;
             let has_pending = b.state.pending.iter().any(|id| b.state.requests[id].requester == who);
-            if i % 3 == 0 && !has_pending {
+            if i.is_multiple_of(3) && !has_pending {
                 let new =
                     NewRequest { task: "journal".into(), duration_secs: Some(600), reason: Some("change".into()), ..Default::default() };
                 b.run(&who, Command::Request(new));
-                if i % 6 == 0 {
+                if i.is_multiple_of(6) {
                     let id = *b.state.requests.keys().next_back().unwrap();
                     b.run("alice", Command::Approve { request: id, comment: None });
                 }
@@ -92,7 +92,7 @@ impl Builder {
                 let new = NewRequest { task: "restart".into(), duration_secs: Some(60), ..Default::default() };
                 b.run(&who, Command::Request(new));
             }
-            if i % 50 == 0 {
+            if i.is_multiple_of(50) {
                 b.run(SYSTEM_ACTOR, Command::Expire);
             }
             i += 1;
