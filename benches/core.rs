@@ -1,7 +1,7 @@
 //! `cargo bench --bench core`: the pure parts. Deciding a command, applying an event,
 //! rebuilding state from events, and drawing each console pane with 10, 10,000 and 100,000 items.
 
-#[path = "fixtures.rs"]
+#[path = "common/fixtures.rs"]
 mod fixtures;
 
 use std::hint::black_box;
@@ -86,9 +86,22 @@ fn render(c: &mut Criterion) {
     }
 }
 
+/// The pieces of start-up: reading stored bodies back into events, and applying them.
+fn replay_parts(c: &mut Criterion) {
+    let b = Builder::everyday(20_000, Duration::days(7));
+    let stored: Vec<(String, String, String)> =
+        b.events.iter().map(|e| (zsa::store::chain::body(e), e.prev_hash.clone(), e.hash.clone())).collect();
+    c.bench_function("parse 20000 stored events", |bench| {
+        bench.iter(|| stored.iter().map(|(body, p, h)| zsa::store::chain::parse(body, p.clone(), h.clone()).unwrap()).collect::<Vec<_>>())
+    });
+    c.bench_function("hash 20000 stored events", |bench| {
+        bench.iter(|| stored.iter().map(|(body, p, _)| zsa::store::chain::hash(p, body)).collect::<Vec<_>>())
+    });
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(2)).warm_up_time(std::time::Duration::from_millis(500));
-    targets = rules, render
+    targets = rules, render, replay_parts
 }
 criterion_main!(benches);

@@ -8,7 +8,7 @@
 //!   console   the console's idle CPU with 100,000 items on screen
 //! With no names, all run. Results go to stdout as a Markdown table.
 
-#[path = "fixtures.rs"]
+#[path = "common/fixtures.rs"]
 mod fixtures;
 
 use std::path::{Path, PathBuf};
@@ -302,7 +302,7 @@ fn spawn_daemon(dir: &Path) -> (std::process::Child, Duration, PathBuf) {
         .arg(&policy)
         .arg("--socket")
         .arg(&socket)
-        .env("ZSA_LOG", "warn")
+        .env("ZSA_LOG", "info")
         .spawn()
         .unwrap();
     while std::os::unix::net::UnixStream::connect(&socket).is_err() {
@@ -313,11 +313,20 @@ fn spawn_daemon(dir: &Path) -> (std::process::Child, Duration, PathBuf) {
 }
 
 async fn start_and_audit(rows: &mut Vec<Row>) {
-    let dir = tempfile::tempdir().unwrap();
+    // ZSA_BENCH_DIR keeps the seeded state between runs (seeding 1,000,000 events takes a minute).
+    let kept = std::env::var_os("ZSA_BENCH_DIR").map(PathBuf::from);
+    let temp = tempfile::tempdir().unwrap();
+    let dir = kept.clone().unwrap_or_else(|| temp.path().to_path_buf());
     let t = Instant::now();
-    let b = seed_state(dir.path(), 1_000_000);
-    eprintln!("start: seeded {} events in {:?}", b.events.len(), t.elapsed());
-    let (mut child, took, socket) = spawn_daemon(dir.path());
+    let b = if kept.is_some() && dir.join("state/zsa.db").exists() {
+        Builder::everyday(1_000_000, chrono::Duration::days(28))
+    } else {
+        std::fs::create_dir_all(&dir).unwrap();
+        seed_state(&dir, 1_000_000)
+    };
+    eprintln!("start: {} events ready in {:?}", b.events.len(), t.elapsed());
+    let dir = dir.as_path();
+    let (mut child, took, socket) = spawn_daemon(dir);
     rows.push(Row("start with 1,000,000 events".into(), ms(took), "3 s (target)".into(), String::new()));
     rows.push(Row(
         "daemon memory (RSS) with 1,000,000 events".into(),
@@ -388,6 +397,38 @@ async fn console(rows: &mut Vec<Row>) {
     let _ = daemon.wait();
 }
 
+/// Start-up's stages on a kept state (ZSA_BENCH_DIR): reading rows, parsing them, applying them.
+fn replay_stages(rows: &mut Vec<Row>) {
+    let Some(dir) = std::env::var_os("ZSA_BENCH_DIR").map(PathBuf::from) else { return };
+    let db = dir.join("state/zsa.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let t = Instant::now();
+    let mut stmt = conn.prepare("SELECT body, prev_hash, hash FROM events ORDER BY seq").unwrap();
+    let mut q = stmt.query([]).unwrap();
+    let mut raw = Vec::new();
+    while let Some(r) = q.next().unwrap() {
+        raw.push((r.get::<_, String>(0).unwrap(), r.get::<_, String>(1).unwrap(), r.get::<_, String>(2).unwrap()));
+    }
+    let read = t.elapsed();
+    let t = Instant::now();
+    let events: Vec<_> = raw.into_iter().map(|(b, p, h)| zsa::store::chain::parse(&b, p, h).unwrap()).collect();
+    let parsed = t.elapsed();
+    let t = Instant::now();
+    let mut s = zsa::rules::State::default();
+    for e in &events {
+        s.apply(e);
+    }
+    let applied = t.elapsed();
+    let t = Instant::now();
+    let mut store = zsa::store::sqlite::SqliteStore::open(&db).unwrap();
+    let mut s2 = zsa::rules::State::default();
+    zsa::store::Store::replay(&mut store, &mut |e| s2.apply(&e)).unwrap();
+    let whole = t.elapsed();
+    for (what, d) in [("read rows", read), ("parse", parsed), ("apply", applied), ("replay as the daemon does", whole)] {
+        rows.push(Row(format!("start stage, {} events: {what}", events.len()), ms(d), String::new(), String::new()));
+    }
+}
+
 fn main() {
     let wanted: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let want = |name: &str| wanted.is_empty() || wanted.iter().any(|w| w == name);
@@ -408,6 +449,9 @@ fn main() {
         }
         if want("start") {
             start_and_audit(&mut rows).await;
+        }
+        if want("replay") {
+            replay_stages(&mut rows);
         }
         if want("console") {
             console(&mut rows).await;

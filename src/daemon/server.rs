@@ -110,6 +110,7 @@ fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
 
 /// Starts a daemon and returns once it is listening.
 pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Result<DaemonHandle> {
+    let started = std::time::Instant::now();
     private_dir(&config.state_dir)?;
     let lock = lock_state(&config.state_dir)?;
     let policy = Policy::load(&config.policy).map_err(|e| anyhow::anyhow!("the policy does not load:\n{e}"))?;
@@ -123,7 +124,9 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
     }
     let transcripts = config.state_dir.join("transcripts");
     private_dir(&transcripts)?;
+    let opened = started.elapsed();
     let engine = Arc::new(Engine::open(Box::new(store), policy, clock).context("cannot read the event log")?.with_runs_dir(transcripts));
+    let replayed = started.elapsed();
 
     // Every load of the policy is on the record, with the file's SHA-256; runs that were going
     // when the daemon stopped are recorded as abandoned; and anything whose deadline passed
@@ -150,7 +153,16 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
         }
     });
     let deadlines = tokio::spawn(super::deadlines::run(engine.clone(), stopped));
-    tracing::info!(socket = %config.socket.display(), state = %config.state_dir.display(), "zsa daemon listening");
+    let events = engine.read(|s, _| s.last_seq);
+    tracing::info!(
+        socket = %config.socket.display(),
+        state = %config.state_dir.display(),
+        events,
+        open_ms = opened.as_millis() as u64,
+        replay_ms = (replayed - opened).as_millis() as u64,
+        ready_ms = started.elapsed().as_millis() as u64,
+        "zsa daemon listening"
+    );
     Ok(DaemonHandle { socket: config.socket, engine, stop, tasks: vec![server, deadlines], _lock: lock })
 }
 

@@ -51,14 +51,20 @@ pub fn seal(last_seq: u64, last_hash: &str, at: DateTime<Utc>, actor: &str, chan
         .collect()
 }
 
+/// What `body` wrote, read back in one pass (start-up parses every stored event).
+#[derive(serde::Deserialize)]
+struct Stored {
+    seq: u64,
+    at: DateTime<Utc>,
+    actor: String,
+    #[serde(flatten)]
+    change: Change,
+}
+
 /// Parses a stored body back into an event with its hashes.
 pub fn parse(body: &str, prev_hash: String, hash: String) -> Result<Event, String> {
-    let mut value: serde_json::Value = serde_json::from_str(body).map_err(|e| e.to_string())?;
-    if let Some(map) = value.as_object_mut() {
-        map.insert("prev_hash".into(), prev_hash.into());
-        map.insert("hash".into(), hash.into());
-    }
-    serde_json::from_value(value).map_err(|e| e.to_string())
+    let s: Stored = serde_json::from_str(body).map_err(|e| e.to_string())?;
+    Ok(Event { seq: s.seq, at: s.at, actor: s.actor, change: s.change, prev_hash, hash })
 }
 
 #[cfg(test)]

@@ -57,11 +57,13 @@ pub struct Builder {
     pub events: Vec<Event>,
 }
 
-impl Builder {
-    pub fn new() -> Self {
+impl Default for Builder {
+    fn default() -> Self {
         Builder { state: State::default(), policy: policy(), now: t0(), events: Vec::new() }
     }
+}
 
+impl Builder {
     pub fn run(&mut self, actor: &str, cmd: Command) {
         let changes = decide(&self.state, &self.policy, actor, &cmd, self.now).unwrap();
         for e in chain::seal(self.state.last_seq, &self.state.last_hash, self.now, actor, changes) {
@@ -73,7 +75,7 @@ impl Builder {
     /// About `n` events of everyday work over `span`: auto grants that expire, manual requests
     /// approved by alice, some left pending.
     pub fn everyday(n: usize, span: Duration) -> Builder {
-        let mut b = Builder::new();
+        let mut b = Builder::default();
         let step = span / (n as i32 / 3).max(1);
         let mut i = 0usize;
         while b.events.len() < n {
