@@ -145,41 +145,38 @@ pub fn decide(state: &State, policy: &Policy, actor: &str, command: &Command, no
             if r.ended.is_some() {
                 return Err(Refusal::conflict("run_ended", format!("{run} has already ended")));
             }
-            Ok(vec![Change::RunEnded {
-                run: *run,
-                grant: r.grant,
-                task: r.task.clone(),
-                holder: r.holder.clone(),
-                outcome: *outcome,
-                exit_code: *exit_code,
-                transcript_bytes: *transcript_bytes,
-                transcript_sha256: transcript_sha256.clone(),
-                transcript_cap: *transcript_cap,
-                truncated: *truncated,
-            }])
+            let transcript = (*transcript_bytes, transcript_sha256.clone(), *transcript_cap, *truncated);
+            Ok(vec![run_ended(r, *outcome, *exit_code, transcript)])
         }
         Command::AbandonRuns => {
             if !system {
                 return Err(Refusal::forbidden("daemon_only", "only the daemon abandons runs"));
             }
+            let unknown = (0, String::new(), 0, false);
             Ok(state
                 .running
                 .iter()
                 .filter_map(|id| state.runs.get(id))
-                .map(|r| Change::RunEnded {
-                    run: r.id,
-                    grant: r.grant,
-                    task: r.task.clone(),
-                    holder: r.holder.clone(),
-                    outcome: RunOutcome::Abandoned,
-                    exit_code: None,
-                    transcript_bytes: 0,
-                    transcript_sha256: String::new(),
-                    transcript_cap: 0,
-                    truncated: false,
-                })
+                .map(|r| run_ended(r, RunOutcome::Abandoned, None, unknown.clone()))
                 .collect())
         }
+    }
+}
+
+/// The event that ends a run; `transcript` is (bytes kept, their SHA-256, the cap, cut at the cap).
+fn run_ended(r: &crate::model::Run, outcome: RunOutcome, exit_code: Option<i32>, transcript: (u64, String, u64, bool)) -> Change {
+    let (transcript_bytes, transcript_sha256, transcript_cap, truncated) = transcript;
+    Change::RunEnded {
+        run: r.id,
+        grant: r.grant,
+        task: r.task.clone(),
+        holder: r.holder.clone(),
+        outcome,
+        exit_code,
+        transcript_bytes,
+        transcript_sha256,
+        transcript_cap,
+        truncated,
     }
 }
 

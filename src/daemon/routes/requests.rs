@@ -81,6 +81,12 @@ pub async fn show(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): P
     Ok(Json(outcome(&engine, &caller, parse_id(&id)?)?))
 }
 
+/// Runs a decision on request `id` and answers with the request as it is now.
+async fn act(engine: &Arc<Engine>, caller: &Caller, id: RequestId, command: Command) -> Result<Json<Outcome>, ApiError> {
+    execute(engine, caller, command).await?;
+    Ok(Json(outcome(engine, caller, id)?))
+}
+
 pub async fn approve(
     State(engine): State<Arc<Engine>>,
     caller: Caller,
@@ -88,8 +94,7 @@ pub async fn approve(
     Body(c): Body<Comment>,
 ) -> Result<Json<Outcome>, ApiError> {
     let id = parse_id(&id)?;
-    execute(&engine, &caller, Command::Approve { request: id, comment: c.comment }).await?;
-    Ok(Json(outcome(&engine, &caller, id)?))
+    act(&engine, &caller, id, Command::Approve { request: id, comment: c.comment }).await
 }
 
 pub async fn deny(
@@ -99,12 +104,10 @@ pub async fn deny(
     Body(c): Body<Comment>,
 ) -> Result<Json<Outcome>, ApiError> {
     let id = parse_id(&id)?;
-    execute(&engine, &caller, Command::Deny { request: id, comment: c.comment }).await?;
-    Ok(Json(outcome(&engine, &caller, id)?))
+    act(&engine, &caller, id, Command::Deny { request: id, comment: c.comment }).await
 }
 
 pub async fn cancel(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): Path<String>) -> Result<Json<Outcome>, ApiError> {
     let id = parse_id(&id)?;
-    execute(&engine, &caller, Command::Cancel { request: id }).await?;
-    Ok(Json(outcome(&engine, &caller, id)?))
+    act(&engine, &caller, id, Command::Cancel { request: id }).await
 }
