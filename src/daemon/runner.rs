@@ -157,6 +157,14 @@ impl Transcript {
     }
 }
 
+/// Reads from a pipe while it is open; a closed one never becomes ready.
+async fn read_open<R: tokio::io::AsyncRead + Unpin>(pipe: &mut Option<R>, buf: &mut [u8]) -> std::io::Result<usize> {
+    match pipe {
+        Some(p) => p.read(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
 fn signal_group(pid: Option<u32>, signal: Signal) {
     if let Some(pid) = pid {
         let _ = killpg(Pid::from_raw(pid as i32), signal);
@@ -239,14 +247,14 @@ async fn watch(
 
     let status = loop {
         let stop = tokio::select! {
-            n = async { stdout.as_mut().unwrap().read(&mut out_buf).await }, if stdout.is_some() => {
+            n = read_open(&mut stdout, &mut out_buf), if stdout.is_some() => {
                 match n {
                     Ok(n) if n > 0 => { transcript.write(&out_buf[..n]).await; send(tx, &RunOutput::Output { stream: "stdout".into(), data: String::from_utf8_lossy(&out_buf[..n]).into_owned() }).await; }
                     _ => stdout = None,
                 }
                 None
             }
-            n = async { stderr.as_mut().unwrap().read(&mut err_buf).await }, if stderr.is_some() => {
+            n = read_open(&mut stderr, &mut err_buf), if stderr.is_some() => {
                 match n {
                     Ok(n) if n > 0 => { transcript.write(&err_buf[..n]).await; send(tx, &RunOutput::Output { stream: "stderr".into(), data: String::from_utf8_lossy(&err_buf[..n]).into_owned() }).await; }
                     _ => stderr = None,
