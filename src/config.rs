@@ -15,13 +15,36 @@ fn home() -> PathBuf {
     env_dir("HOME").unwrap_or_else(|| PathBuf::from("/"))
 }
 
+/// The per-user fallback directory in the shared temp dir, used when XDG_RUNTIME_DIR is unset.
+pub fn fallback_runtime_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("zsa-{}", nix::unistd::geteuid()))
+}
+
+/// In a shared directory anyone may create `zsa-UID` first and plant a socket that collects tokens.
+/// The fallback is trusted only if it is a directory owned by this user and closed to others.
+pub fn check_fallback_dir(dir: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::symlink_metadata(dir) else { return Ok(()) }; // not there: nothing to trust yet
+    let me = nix::unistd::geteuid().as_raw();
+    if !meta.is_dir() || meta.uid() != me || meta.mode() & 0o077 != 0 {
+        return Err(format!(
+            "{} is not a private directory of yours (owner uid {}, mode {:o}); someone may have planted it. \
+             Remove it, set XDG_RUNTIME_DIR, or pass --socket",
+            dir.display(),
+            meta.uid(),
+            meta.mode() & 0o777
+        ));
+    }
+    Ok(())
+}
+
 pub fn default_socket() -> PathBuf {
     if is_root() {
         return PathBuf::from("/run/zsa/zsa.sock");
     }
     match env_dir("XDG_RUNTIME_DIR") {
         Some(dir) => dir.join("zsa/zsa.sock"),
-        None => std::env::temp_dir().join(format!("zsa-{}/zsa.sock", nix::unistd::geteuid())),
+        None => fallback_runtime_dir().join("zsa.sock"),
     }
 }
 

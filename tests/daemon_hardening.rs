@@ -233,3 +233,23 @@ async fn sigterm_stops_the_daemon_promptly_even_with_streams_open() {
         assert!(end.is_none() || end.is_some_and(|e| e.is_err()));
     }
 }
+
+#[test]
+fn a_planted_fallback_socket_directory_is_not_trusted() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    assert!(zsa::config::check_fallback_dir(&dir.path().join("absent")).is_ok(), "nothing there yet: fine");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    assert!(zsa::config::check_fallback_dir(dir.path()).is_ok(), "mine and private");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = zsa::config::check_fallback_dir(dir.path()).unwrap_err();
+    assert!(err.contains("not a private directory of yours") && err.contains("XDG_RUNTIME_DIR"), "{err}");
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, b"").unwrap();
+    assert!(zsa::config::check_fallback_dir(&file).is_err(), "not a directory");
+    if nix::unistd::geteuid().is_root() {
+        std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(zsa::config::check_fallback_dir(dir.path()).unwrap_err().contains("owner uid 65534"), "someone else's");
+    }
+}

@@ -66,6 +66,9 @@ pub async fn run(cli: Cli) -> ExitCode {
 
 fn client(cli: &Cli) -> Result<Client, CliError> {
     let socket = cli.socket.clone().unwrap_or_else(crate::config::default_socket);
+    if cli.socket.is_none() && socket.parent() == Some(crate::config::fallback_runtime_dir().as_path()) {
+        crate::config::check_fallback_dir(&crate::config::fallback_runtime_dir()).map_err(CliError::Refused)?;
+    }
     Ok(Client::new(&socket, cli.token.clone())?)
 }
 

@@ -93,7 +93,12 @@ fn lock_state(dir: &Path) -> anyhow::Result<File> {
 fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
     if let Some(parent) = path.parent().filter(|p| !p.exists()) {
         fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-        fs::set_permissions(parent, fs::Permissions::from_mode(0o755))?;
+        // The per-user fallback in the shared temp dir is private; a system directory is open.
+        let private = parent == crate::config::fallback_runtime_dir();
+        fs::set_permissions(parent, fs::Permissions::from_mode(if private { 0o700 } else { 0o755 }))?;
+    }
+    if path.parent() == Some(crate::config::fallback_runtime_dir().as_path()) {
+        crate::config::check_fallback_dir(&crate::config::fallback_runtime_dir()).map_err(anyhow::Error::msg)?;
     }
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
