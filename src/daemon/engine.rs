@@ -106,20 +106,25 @@ impl Engine {
     pub fn execute(&self, actor: &str, command: Command) -> Result<Vec<Arc<Event>>, EngineError> {
         let mut store = lock(&self.writer);
         let policy = self.policy();
-        self.commit(&mut **store, &policy, actor, &command)
+        let events = self.record(&mut **store, &policy, actor, &command)?;
+        self.publish(&events);
+        Ok(events)
     }
 
     /// Loads a new policy: recorded as an event by `actor`, who must be an admin under the new
     /// policy too (so nobody can lock themselves out by reloading), then put in force.
     pub fn reload(&self, actor: &str, policy: Policy) -> Result<Vec<Arc<Event>>, EngineError> {
         let mut store = lock(&self.writer);
-        let events = self.commit(&mut **store, &policy, actor, &Command::LoadPolicy)?;
+        let events = self.record(&mut **store, &policy, actor, &Command::LoadPolicy)?;
+        // In force before anyone hears of it: a client that reloads on the event gets the new one.
         *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
-        self.deadlines.notify_one();
+        self.publish(&events);
         Ok(events)
     }
 
-    fn commit(&self, store: &mut dyn Store, policy: &Policy, actor: &str, command: &Command) -> Result<Vec<Arc<Event>>, EngineError> {
+    /// Decides, writes durably, and applies in memory. The caller holds the writer lock and
+    /// publishes afterwards.
+    fn record(&self, store: &mut dyn Store, policy: &Policy, actor: &str, command: &Command) -> Result<Vec<Arc<Event>>, EngineError> {
         let now = self.clock.now();
         let (events, touched) = {
             let state = self.state.read().unwrap_or_else(|e| e.into_inner());
@@ -141,12 +146,17 @@ impl Engine {
                 state.apply(e);
             }
         }
-        let events: Vec<Arc<Event>> = events.into_iter().map(Arc::new).collect();
-        for e in &events {
+        Ok(events.into_iter().map(Arc::new).collect())
+    }
+
+    /// Tells the event streams and the deadline task.
+    fn publish(&self, events: &[Arc<Event>]) {
+        for e in events {
             let _ = self.feed.send(e.clone()); // no subscribers is fine
         }
-        self.deadlines.notify_one();
-        Ok(events)
+        if !events.is_empty() {
+            self.deadlines.notify_one();
+        }
     }
 
     /// Ends everything whose deadline has passed. The deadline task calls it; so does start-up.
