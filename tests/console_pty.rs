@@ -216,3 +216,24 @@ async fn an_auditor_filters_the_live_log_exports_it_and_sigterm_gives_the_termin
     let raw = String::from_utf8_lossy(&console.raw.lock().unwrap()).into_owned();
     assert!(raw.ends_with("\u{1b}[?1049l") || raw.contains("\u{1b}[?1049l"), "the terminal is given back on SIGTERM");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hangup_quits_the_console_cleanly() {
+    let mut d = Daemon::start();
+    let token = d.token("dave").await;
+    let mut console = Console::open(&d, &token);
+    console.wait_for("My active grants");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(console.child.process_id().unwrap() as i32), nix::sys::signal::Signal::SIGHUP)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = console.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "SIGHUP did not stop the console");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "it quit, it was not killed");
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(String::from_utf8_lossy(&console.raw.lock().unwrap()).contains("\u{1b}[?1049l"), "the terminal is given back");
+}

@@ -62,13 +62,17 @@ async fn event_loop(terminal: &mut ratatui::DefaultTerminal, opts: TuiOptions, t
     let mut app = App::new(opts.socket.display().to_string(), Utc::now(), opts.bell, names);
 
     tokio::spawn(keys(tx.clone()));
-    let term_tx = tx.clone();
-    tokio::spawn(async move {
-        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            term.recv().await;
-            let _ = term_tx.send(Action::Quit);
+    // SIGTERM, and SIGHUP (the SSH session or terminal went away): quit cleanly, so the terminal
+    // is restored and whoever started the console (the demo) can clean up after it.
+    for kind in [tokio::signal::unix::SignalKind::terminate(), tokio::signal::unix::SignalKind::hangup()] {
+        let quit_tx = tx.clone();
+        if let Ok(mut signal) = tokio::signal::unix::signal(kind) {
+            tokio::spawn(async move {
+                signal.recv().await;
+                let _ = quit_tx.send(Action::Quit);
+            });
         }
-    });
+    }
 
     loop {
         if app.dirty {
