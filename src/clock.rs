@@ -18,8 +18,8 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that moves only when told to. After moving it, poke the daemon's deadline task
-/// (`Engine::wake_deadlines`) so it looks again.
+/// A clock that moves only when told to. The daemon's deadline task looks at the clock at least
+/// once a second, so a move is noticed within a second.
 pub struct ManualClock {
     now: Mutex<DateTime<Utc>>,
 }

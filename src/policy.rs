@@ -287,7 +287,8 @@ impl Problems<'_> {
     }
 }
 
-fn valid_name(name: &str) -> bool {
+/// A user, group, task or parameter name: letters, digits, '.', '-', '_', '@', at most 64.
+pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= crate::model::wire::MAX_NAME_CHARS
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '@'))

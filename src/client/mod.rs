@@ -99,22 +99,31 @@ impl Client {
         ClientError::Unreachable { socket: self.socket.display().to_string(), detail }
     }
 
-    async fn send<T: DeserializeOwned>(&self, rb: reqwest::RequestBuilder) -> Result<T, ClientError> {
+    /// Sends a request. A connection that fails means the daemon is unreachable; an answer that
+    /// is not a success becomes the daemon's refusal. Every call goes through here.
+    async fn open(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
         let response = rb
-            .timeout(CALL_TIMEOUT)
             .send()
             .await
             .map_err(|e| if e.is_connect() || e.is_timeout() { self.unreachable(&e) } else { ClientError::Protocol(e.to_string()) })?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| ClientError::Protocol(e.to_string()))?;
         if status.is_success() {
-            let body: &[u8] = if status == StatusCode::NO_CONTENT || bytes.is_empty() { b"null" } else { &bytes };
-            return serde_json::from_slice(body).map_err(|e| ClientError::Protocol(format!("{e} in a {status} answer")));
+            return Ok(response);
         }
-        match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(b) => Err(ClientError::Refused { status: status.as_u16(), code: b.error.code, message: b.error.message }),
-            Err(_) => Err(ClientError::Protocol(format!("{status} without an error body"))),
-        }
+        let bytes = response.bytes().await.unwrap_or_default();
+        Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(b) => ClientError::Refused { status: status.as_u16(), code: b.error.code, message: b.error.message },
+            Err(_) => ClientError::Protocol(format!("{status} without an error body")),
+        })
+    }
+
+    /// An ordinary call: a JSON answer within `CALL_TIMEOUT`.
+    async fn send<T: DeserializeOwned>(&self, rb: reqwest::RequestBuilder) -> Result<T, ClientError> {
+        let response = self.open(rb.timeout(CALL_TIMEOUT)).await?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let body: &[u8] = if status == StatusCode::NO_CONTENT || bytes.is_empty() { b"null" } else { &bytes };
+        serde_json::from_slice(body).map_err(|e| ClientError::Protocol(format!("{e} in a {status} answer")))
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
@@ -222,25 +231,7 @@ impl Client {
 
     /// Starts a task's command on the daemon; its output arrives as a stream of lines.
     pub async fn run(&self, req: &RunRequest) -> Result<RunStream, ClientError> {
-        let response = self
-            .call(Method::POST, "/v1/runs")
-            .json(req)
-            .send()
-            .await
-            .map_err(|e| if e.is_connect() { self.unreachable(&e) } else { ClientError::Protocol(e.to_string()) })?;
-        if !response.status().is_success() {
-            let status = response.status().as_u16();
-            let body = response.bytes().await.unwrap_or_default();
-            return Err(match serde_json::from_slice::<ErrorBody>(&body) {
-                Ok(b) => ClientError::Refused { status, code: b.error.code, message: b.error.message },
-                Err(_) => ClientError::Protocol(format!("{status} starting the run")),
-            });
-        }
-        Ok(RunStream::new(response))
-    }
-
-    pub async fn runs(&self) -> Result<Vec<Run>, ClientError> {
-        self.get("/v1/runs").await
+        Ok(RunStream::new(self.open(self.call(Method::POST, "/v1/runs").json(req)).await?))
     }
 
     pub async fn show_run(&self, id: RunId) -> Result<Run, ClientError> {
@@ -249,21 +240,8 @@ impl Client {
 
     /// A finished run's transcript, as the daemon kept it.
     pub async fn transcript(&self, id: RunId) -> Result<Vec<u8>, ClientError> {
-        let response = self
-            .call(Method::GET, &format!("/v1/runs/{id}/transcript"))
-            .timeout(CALL_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| if e.is_connect() { self.unreachable(&e) } else { ClientError::Protocol(e.to_string()) })?;
-        let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| ClientError::Protocol(e.to_string()))?;
-        if status.is_success() {
-            return Ok(bytes.to_vec());
-        }
-        match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(b) => Err(ClientError::Refused { status: status.as_u16(), code: b.error.code, message: b.error.message }),
-            Err(_) => Err(ClientError::Protocol(format!("{status} without an error body"))),
-        }
+        let response = self.open(self.call(Method::GET, &format!("/v1/runs/{id}/transcript")).timeout(CALL_TIMEOUT)).await?;
+        Ok(response.bytes().await.map_err(|e| ClientError::Protocol(e.to_string()))?.to_vec())
     }
 
     /// Opens the live event stream, resuming after `after` if given (else from now).
@@ -272,17 +250,7 @@ impl Client {
         if let Some(after) = after {
             rb = rb.header("last-event-id", after.to_string());
         }
-        let response =
-            rb.send().await.map_err(|e| if e.is_connect() { self.unreachable(&e) } else { ClientError::Protocol(e.to_string()) })?;
-        if !response.status().is_success() {
-            let status = response.status().as_u16();
-            let body = response.bytes().await.unwrap_or_default();
-            return Err(match serde_json::from_slice::<ErrorBody>(&body) {
-                Ok(b) => ClientError::Refused { status, code: b.error.code, message: b.error.message },
-                Err(_) => ClientError::Protocol(format!("{status} opening the event stream")),
-            });
-        }
-        Ok(EventStream::new(response))
+        Ok(EventStream::new(self.open(rb).await?))
     }
 }
 

@@ -164,11 +164,6 @@ impl Engine {
         self.execute(SYSTEM_ACTOR, Command::Expire)
     }
 
-    /// Wakes the deadline task so it looks at the clock and the deadlines again.
-    pub fn wake_deadlines(&self) {
-        self.deadlines.notify_one();
-    }
-
     pub(crate) async fn deadlines_changed(&self) {
         self.deadlines.notified().await
     }

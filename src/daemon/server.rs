@@ -59,10 +59,6 @@ impl DaemonHandle {
     pub fn stopping(&self) -> watch::Receiver<bool> {
         self.stop.subscribe()
     }
-
-    pub fn stop_sender(&self) -> watch::Sender<bool> {
-        self.stop.clone()
-    }
 }
 
 fn private_dir(dir: &Path) -> anyhow::Result<()> {

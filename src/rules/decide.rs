@@ -191,10 +191,7 @@ fn admin_only(policy: &Policy, actor: &str, system: bool, what: &str) -> Result<
 }
 
 fn check_user_name(user: &str) -> Result<(), Refusal> {
-    let ok = !user.is_empty()
-        && user.len() <= MAX_NAME_CHARS
-        && user.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '@'));
-    if ok {
+    if crate::policy::valid_name(user) {
         Ok(())
     } else {
         Err(Refusal::invalid(

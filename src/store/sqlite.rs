@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use chrono::SecondsFormat;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
 use super::{EventFilter, Store, StoreError, chain};
 use crate::model::wire::VerifyReport;
@@ -73,11 +73,6 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch("PRAGMA query_only = 1;")?;
         Ok(SqliteStore { path: path.to_path_buf(), conn })
-    }
-
-    /// Direct access for tests that must tamper with rows behind the daemon's back.
-    pub fn connection(&self) -> &Connection {
-        &self.conn
     }
 
     fn row_to_event(body: String, prev: String, hash: String) -> Result<Event, StoreError> {
@@ -351,9 +346,4 @@ impl Store for SqliteStore {
     fn reader(&self) -> Result<Box<dyn Store>, StoreError> {
         Ok(Box::new(Self::open_reader(&self.path)?))
     }
-}
-
-/// The event with the highest sequence number, if any: used by tests and tools.
-pub fn last_seq(conn: &Connection) -> Result<Option<u64>, StoreError> {
-    Ok(conn.query_row("SELECT MAX(seq) FROM events", [], |r| r.get::<_, Option<i64>>(0)).optional()?.flatten().map(|v| v as u64))
 }

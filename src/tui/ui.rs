@@ -63,10 +63,10 @@ fn render_tabs(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
         }
         let label = format!(" {} {} ", n + 1, pane.title());
         let extra = match pane {
-            Pane::Approver if !app.current_sections_of(pane).is_empty() => {
-                let waiting = app.current_sections_of(pane)[0].items.len();
-                if waiting > 0 { format!("({waiting}) ") } else { String::new() }
-            }
+            Pane::Approver => match app.sections[pane as usize].first().map(|queue| queue.items.len()) {
+                Some(waiting) if waiting > 0 => format!("({waiting}) "),
+                _ => String::new(),
+            },
             _ => String::new(),
         };
         let style = if pane == app.pane { theme.selected() } else { theme.plain() };
@@ -99,10 +99,4 @@ fn render_footer(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
         }
     };
     frame.render_widget(Paragraph::new(line), area);
-}
-
-impl App {
-    pub fn current_sections_of(&self, pane: Pane) -> &[super::app::Section] {
-        &self.sections[pane as usize]
-    }
 }
