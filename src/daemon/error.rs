@@ -53,6 +53,15 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::daemon::engine::EngineError> for ApiError {
+    fn from(e: crate::daemon::engine::EngineError) -> Self {
+        match e {
+            crate::daemon::engine::EngineError::Refused(r) => r.into(),
+            crate::daemon::engine::EngineError::Store(s) => s.into(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody { error: ErrorDetail { code: self.code, message: self.message } };

@@ -7,10 +7,9 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
-use super::{Body, execute, parse_id};
+use super::{Body, blocking, execute, parse_id};
 use crate::daemon::Engine;
 use crate::daemon::auth::{Caller, new_token, token_hash};
-use crate::daemon::engine::EngineError;
 use crate::daemon::error::ApiError;
 use crate::model::wire::{IssueToken, IssuedToken, PolicyLoad, Reason, TokenView};
 use crate::model::{Change, TokenId};
@@ -90,15 +89,11 @@ pub async fn reload(State(engine): State<Arc<Engine>>, caller: Caller) -> Result
 /// Loads the policy file again as `actor` (an admin, or the daemon on SIGHUP).
 pub async fn reload_policy(engine: Arc<Engine>, actor: String) -> Result<PolicyLoad, ApiError> {
     let path = PathBuf::from(&engine.policy().path);
-    let result = tokio::task::spawn_blocking(move || {
+    blocking(move || {
         let policy = Policy::load(&path).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "policy_invalid", e.to_string()))?;
         let load = PolicyLoad { sha256: policy.sha256.clone(), path: policy.path.clone(), tasks: policy.tasks.len() as u32 };
-        match engine.reload(&actor, policy) {
-            Ok(_) => Ok(load),
-            Err(EngineError::Refused(r)) => Err(ApiError::from(r)),
-            Err(EngineError::Store(e)) => Err(ApiError::from(e)),
-        }
+        engine.reload(&actor, policy)?;
+        Ok::<_, ApiError>(load)
     })
-    .await;
-    result.map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the reload task failed"))?
+    .await
 }

@@ -42,7 +42,7 @@ pub async fn list(State(engine): State<Arc<Engine>>, caller: Caller, Query(q): Q
             page.extend(batch.into_iter().filter(|ev| rules::event_visible(&policy, &user, ev)));
             if !full || page.len() as u32 >= limit {
                 page.truncate(limit as usize);
-                return Ok(page);
+                return Ok::<_, crate::store::StoreError>(page);
             }
         }
     })

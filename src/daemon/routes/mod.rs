@@ -20,7 +20,6 @@ use serde::de::DeserializeOwned;
 
 use super::Engine;
 use super::auth::Caller;
-use super::engine::EngineError;
 use super::error::ApiError;
 use crate::model::Event;
 use crate::model::wire::MAX_BODY_BYTES;
@@ -113,23 +112,18 @@ pub fn parse_id<T: std::str::FromStr<Err = String>>(raw: &str) -> Result<T, ApiE
 pub async fn execute(engine: &Arc<Engine>, caller: &Caller, command: Command) -> Result<Vec<Arc<Event>>, ApiError> {
     let engine = engine.clone();
     let actor = caller.user.clone();
-    match tokio::task::spawn_blocking(move || engine.execute(&actor, command)).await {
-        Ok(Ok(events)) => Ok(events),
-        Ok(Err(EngineError::Refused(r))) => Err(r.into()),
-        Ok(Err(EngineError::Store(e))) => Err(e.into()),
-        Err(e) => {
-            tracing::error!(error = %e, "a command's task failed");
-            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the daemon failed while handling this; its log says why"))
-        }
-    }
+    blocking(move || engine.execute(&actor, command)).await
 }
 
-/// Runs a blocking read of the store (audit queries, verification).
-pub async fn blocking<R: Send + 'static>(f: impl FnOnce() -> Result<R, crate::store::StoreError> + Send + 'static) -> Result<R, ApiError> {
+/// Runs blocking work (commands, store reads, policy loads) off the async threads; its error, or
+/// a failure of the task itself, becomes the API's error.
+pub async fn blocking<R: Send + 'static, E: Into<ApiError> + Send + 'static>(
+    f: impl FnOnce() -> Result<R, E> + Send + 'static,
+) -> Result<R, ApiError> {
     match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r.map_err(ApiError::from),
+        Ok(r) => r.map_err(Into::into),
         Err(e) => {
-            tracing::error!(error = %e, "a read task failed");
+            tracing::error!(error = %e, "a blocking task failed");
             Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the daemon failed while handling this; its log says why"))
         }
     }
