@@ -213,3 +213,48 @@ async fn pending_requests_expire_with_nobody_connected() {
     assert_eq!(r.state, RequestState::Expired);
     assert_eq!(r.decided_at, Some(r.pending_until));
 }
+
+/// The daemon keeps only what is live in memory and starts from the store's current rows; history
+/// must come back whole after a restart, and refusals about long-ended things still say what
+/// became of them.
+#[tokio::test]
+async fn history_is_whole_after_a_restart_though_memory_holds_only_what_is_live() {
+    let mut d = Daemon::start();
+    let dave = d.user("dave").await;
+    let alice = d.user("alice").await;
+    let admin = d.admin();
+    let denied = dave.request(&ask("export", None, None)).await.unwrap().request.id;
+    alice.deny(denied, Some("not today".into())).await.unwrap();
+    let given_up = dave.request(&ask("restart", None, None)).await.unwrap().grant.unwrap().id;
+    dave.relinquish(given_up).await.unwrap();
+    let glass = dave.request(&ask("glass", None, None)).await.unwrap().grant.unwrap().id;
+    dave.relinquish(glass).await.unwrap();
+    let pending = dave.request(&ask("export", None, None)).await.unwrap().request.id;
+    let active = dave.request(&ask("restart", None, None)).await.unwrap().grant.unwrap().id;
+    let before = (admin.requests(true).await.unwrap(), admin.grants(true).await.unwrap(), alice.requests(true).await.unwrap());
+    assert_eq!(before.0.len(), 5);
+
+    assert!(d.stop().success());
+    d.spawn();
+    // New clients: the old ones' connections went with the old process.
+    let (dave, alice, admin) = (d.user("dave").await, d.user("alice").await, d.admin());
+    let after = (admin.requests(true).await.unwrap(), admin.grants(true).await.unwrap(), alice.requests(true).await.unwrap());
+    assert_eq!(after, before, "the same history, read from the store");
+    assert_eq!(admin.requests(false).await.unwrap().iter().map(|r| r.id).collect::<Vec<_>>(), vec![pending]);
+    assert_eq!(admin.grants(false).await.unwrap().iter().map(|g| g.id).collect::<Vec<_>>(), vec![active]);
+    assert!(dave.check("restart", None).await.unwrap().allowed);
+
+    // Ended things are refused with what became of them, exactly as before the restart.
+    let err = alice.approve(denied, None).await.unwrap_err();
+    assert_eq!(err.code(), "not_pending");
+    assert!(err.to_string().contains("already denied by alice"), "{err}");
+    assert_eq!(dave.relinquish(given_up).await.unwrap_err().code(), "grant_ended");
+    // A break-glass grant is reviewed after it ended, from the store.
+    assert_eq!(alice.review(glass, Some("looked at the session".into())).await.unwrap().review.unwrap().by, "alice");
+    assert_eq!(alice.review(glass, None).await.unwrap_err().code(), "already_reviewed");
+    assert_eq!(admin.show_grant(glass).await.unwrap().review.unwrap().comment.as_deref(), Some("looked at the session"));
+    // New ids carry on from history, never reused.
+    let next = dave.request(&ask("glass", None, None)).await.unwrap().request.id;
+    assert!(before.0.iter().all(|r| r.id < next), "{next} reuses an id");
+    assert!(admin.verify().await.unwrap().ok);
+}

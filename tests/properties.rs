@@ -8,11 +8,15 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use proptest::prelude::*;
+use zsa::clock::ManualClock;
+use zsa::daemon::Engine;
+use zsa::daemon::engine::EngineError;
 use zsa::model::wire::NewRequest;
 use zsa::model::{Event, GrantId, GrantState, POLICY_APPROVER, RequestId, RequestState, SYSTEM_ACTOR, duration};
 use zsa::policy::Policy;
 use zsa::rules::{Command, State, decide};
 use zsa::store::chain;
+use zsa::store::sqlite::SqliteStore;
 
 const POLICY: &str = r#"
 [settings]
@@ -90,19 +94,70 @@ struct World {
     policy: Policy,
     now: DateTime<Utc>,
     log: Vec<Event>,
+    /// The real engine on a real SQLite file, fed the same commands: it keeps only what is live
+    /// in memory and must decide exactly as this full state does.
+    twin: Option<Twin>,
+}
+
+struct Twin {
+    engine: Arc<Engine>,
+    clock: Arc<ManualClock>,
+    _dir: tempfile::TempDir,
+}
+
+impl Twin {
+    fn new(policy: &Policy, now: DateTime<Utc>) -> Twin {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("zsa.db")).unwrap();
+        let clock = Arc::new(ManualClock::new(now));
+        let engine = Arc::new(Engine::open(Box::new(store), policy.clone(), clock.clone()).unwrap());
+        Twin { engine, clock, _dir: dir }
+    }
 }
 
 impl World {
+    fn new(twin: bool) -> World {
+        let policy = Policy::parse(POLICY, "p.toml").unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).unwrap();
+        let twin = twin.then(|| Twin::new(&policy, now));
+        World { state: State::default(), policy, now, log: Vec::new(), twin }
+    }
+
     fn run(&mut self, actor: &str, cmd: Command) {
         let before = self.state.clone();
-        match decide(&self.state, &self.policy, actor, &cmd, self.now) {
+        let decided = decide(&self.state, &self.policy, actor, &cmd, self.now);
+        let twin = self.twin.as_ref().map(|t| {
+            t.clock.set(self.now);
+            t.engine.execute(actor, cmd.clone())
+        });
+        match decided {
             Ok(changes) => {
-                for e in chain::seal(self.state.last_seq, &self.state.last_hash, self.now, actor, changes) {
+                let events = chain::seal(self.state.last_seq, &self.state.last_hash, self.now, actor, changes);
+                if let Some(twin) = twin {
+                    let written: Vec<Event> = twin.unwrap().iter().map(|e| (**e).clone()).collect();
+                    assert_eq!(written, events, "the engine decided {cmd:?} differently");
+                }
+                for e in events {
                     self.state.apply(&e);
                     self.log.push(e);
                 }
             }
-            Err(_) => assert_eq!(self.state, before, "a refusal changed the state"),
+            Err(refusal) => {
+                assert_eq!(self.state, before, "a refusal changed the state");
+                if let Some(twin) = twin {
+                    match twin {
+                        Err(EngineError::Refused(r)) => assert_eq!(r, refusal, "the engine refused {cmd:?} differently"),
+                        other => panic!("{cmd:?}: the full state refuses ({refusal}), the engine answered {other:?}"),
+                    }
+                }
+            }
+        }
+        if let Some(twin) = &self.twin {
+            let live = self.state.live();
+            let memory = twin.engine.read(|s, _| s.clone());
+            assert_eq!(memory, live, "after {cmd:?} the engine's memory is not exactly the live state");
+            let loaded = twin.engine.stored(|s| s.load_live()).unwrap();
+            assert_eq!(loaded, live, "after {cmd:?} the store would start from another state");
         }
     }
 
@@ -213,12 +268,7 @@ proptest! {
 
     #[test]
     fn the_rules_keep_their_invariants_over_any_sequence(ops in proptest::collection::vec(op(), 1..80)) {
-        let mut w = World {
-            state: State::default(),
-            policy: Policy::parse(POLICY, "p.toml").unwrap(),
-            now: Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).unwrap(),
-            log: Vec::new(),
-        };
+        let mut w = World::new(false);
         for op in &ops {
             w.step(op);
             w.check_invariants();
@@ -261,6 +311,24 @@ proptest! {
         if let Err(e) = Policy::parse(&damaged, "policy.toml") {
             prop_assert!(e.problems.iter().all(|(line, m)| *line <= damaged.lines().count() + 1 && !m.is_empty()), "{}", e);
         }
+    }
+}
+
+proptest! {
+    // Every write is a durable SQLite commit, so fewer cases than the pure properties above.
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Memory holds only what is live and the store supplies the rest: the real engine on a
+    /// real SQLite file decides every command exactly as the full state does, its memory is
+    /// exactly the live part, and the store would start from that same state.
+    #[test]
+    fn the_engine_with_only_live_state_decides_as_the_full_state_does(ops in proptest::collection::vec(op(), 1..60)) {
+        let mut w = World::new(true);
+        for op in &ops {
+            w.step(op);
+        }
+        let twin = w.twin.as_ref().unwrap();
+        prop_assert!(twin.engine.verify().unwrap().ok);
     }
 }
 
@@ -321,12 +389,7 @@ mod api_bodies {
 
 #[test]
 fn the_clock_jumping_backwards_neither_extends_nor_ends_a_grant() {
-    let mut w = World {
-        state: State::default(),
-        policy: Policy::parse(POLICY, "p.toml").unwrap(),
-        now: Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).unwrap(),
-        log: Vec::new(),
-    };
+    let mut w = World::new(false);
     w.step(&Op::Ask { who: 4, task: 2, secs: 600 });
     let g = *w.state.grants.keys().next().unwrap();
     let deadline = w.state.grants[&g].expires_at;

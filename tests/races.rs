@@ -125,7 +125,8 @@ fn a_revoke_racing_the_expiry_ends_the_grant_exactly_once() {
         let ends = expired.iter().filter(|e| matches!(e.change, Change::GrantExpired { grant: g, .. } if g == grant)).count()
             + usize::from(revoked.is_ok());
         assert_eq!(ends, 1, "round {round}: exactly one end ({revoked:?}, {expired:?})");
-        engine.read(|s, _| assert!(s.grants[&grant].ended.is_some()));
+        assert!(engine.stored(|s| s.grant(grant)).unwrap().unwrap().ended.is_some());
+        engine.read(|s, _| assert!(!s.grants.contains_key(&grant), "round {round}: an ended grant left in memory"));
     }
     assert!(engine.verify().unwrap().ok);
 }

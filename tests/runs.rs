@@ -368,3 +368,28 @@ async fn run_as_switches_to_the_named_account() {
     let events = run_events(&d);
     assert!(matches!(&events[0].change, Change::RunStarted { run_as, .. } if run_as == "nobody"), "the account is on the record");
 }
+
+/// A database written before runs had their own table is brought up to date when the daemon
+/// opens it: the runs are rebuilt from the log, and new runs carry on from them.
+#[tokio::test]
+async fn runs_from_before_the_runs_table_are_rebuilt_from_the_log() {
+    let mut d = daemon();
+    let dave = d.user("dave").await;
+    grant(&dave, "echo", None).await;
+    run(&dave, "echo", &[("name", "one")]).await;
+    run(&dave, "echo", &[("name", "two")]).await;
+    assert!(d.stop().success());
+    {
+        let conn = rusqlite::Connection::open(d.db()).unwrap();
+        conn.execute_batch("DROP TABLE runs; PRAGMA user_version = 0;").unwrap();
+    }
+    d.spawn();
+    let dave = d.user("dave").await;
+    let first = dave.show_run("X1".parse().unwrap()).await.unwrap();
+    assert_eq!(first.argv, ["/bin/echo", "hello", "one"]);
+    assert_eq!(first.ended.unwrap().outcome, RunOutcome::Exited);
+    assert_eq!(dave.transcript(first.id).await.unwrap(), b"hello one\n");
+    let (_, _, end) = run(&dave, "echo", &[("name", "three")]).await;
+    assert!(matches!(end, RunOutput::Ended { run, .. } if run.to_string() == "X3"), "{end:?}");
+    assert!(d.admin().verify().await.unwrap().ok);
+}

@@ -1,6 +1,8 @@
 //! The engine: the one place that changes state. Writers are serialised; each command is decided
 //! against the current state, sealed into the hash chain, written durably, and only then applied
-//! in memory and broadcast. Readers (check, listings) read memory and never wait for the disk.
+//! in memory and broadcast. Readers of what is live (check, pending requests, active grants)
+//! read memory and never wait for the disk; history (ended things, `--all` listings, audit) is
+//! read from the store. Memory holds only what is live, so start-up does not grow with history.
 
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
@@ -10,7 +12,7 @@ use tokio::sync::{Notify, broadcast};
 use crate::clock::Clock;
 use crate::model::{Event, SYSTEM_ACTOR};
 use crate::policy::Policy;
-use crate::rules::{self, Command, Refusal, State};
+use crate::rules::{self, Command, Entity, Refusal, State};
 use crate::store::{EventFilter, Store, StoreError, chain};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,10 +45,9 @@ fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Engine {
-    /// Rebuilds state by replaying the store's events.
+    /// Starts from the live state the store keeps (not a replay of the whole log).
     pub fn open(mut store: Box<dyn Store>, policy: Policy, clock: Arc<dyn Clock>) -> Result<Engine, StoreError> {
-        let mut state = State::default();
-        store.replay(&mut |e| state.apply(&e))?;
+        let state = store.load_live()?;
         let reader = store.reader()?;
         let (feed, _) = broadcast::channel(FEED_CAPACITY);
         Ok(Engine {
@@ -125,6 +126,28 @@ impl Engine {
     /// Decides, writes durably, and applies in memory. The caller holds the writer lock and
     /// publishes afterwards.
     fn record(&self, store: &mut dyn Store, policy: &Policy, actor: &str, command: &Command) -> Result<Vec<Arc<Event>>, EngineError> {
+        let named = command.names();
+        if let Some(entity) = &named {
+            self.admit(store, entity)?;
+        }
+        let written = self.write(store, policy, actor, command);
+        {
+            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+            let events = written.as_deref().unwrap_or_default();
+            for e in events {
+                state.apply(e);
+            }
+            // Whatever was decided, memory keeps only what is live.
+            let changed = events.iter().filter_map(|e| Entity::changed_by(&e.change));
+            for entity in named.into_iter().chain(changed) {
+                state.forget_ended(&entity);
+            }
+        }
+        Ok(written?.into_iter().map(Arc::new).collect())
+    }
+
+    /// Decides against memory and writes the events and the rows they change in one transaction.
+    fn write(&self, store: &mut dyn Store, policy: &Policy, actor: &str, command: &Command) -> Result<Vec<Event>, EngineError> {
         let now = self.clock.now();
         let (events, touched) = {
             let state = self.state.read().unwrap_or_else(|e| e.into_inner());
@@ -140,13 +163,33 @@ impl Engine {
             (events, touched)
         };
         store.append(&events, &touched)?;
-        {
-            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-            for e in &events {
-                state.apply(e);
-            }
+        Ok(events)
+    }
+
+    /// Brings the ended request, grant or run a command names back from the store, so the
+    /// decision sees it as it is (approving a request that was denied last year says so).
+    fn admit(&self, store: &mut dyn Store, entity: &Entity) -> Result<(), StoreError> {
+        let in_memory = self.read(|s, _| match entity {
+            Entity::Request(id) => s.requests.contains_key(id),
+            Entity::Grant(id) => s.grants.contains_key(id),
+            Entity::Run(id) => s.runs.contains_key(id),
+            Entity::Token(_) | Entity::User(_) => true,
+        });
+        if in_memory {
+            return Ok(());
         }
-        Ok(events.into_iter().map(Arc::new).collect())
+        // Read before taking the lock: readers never wait for the disk.
+        let (request, grant, run) = match entity {
+            Entity::Request(id) => (store.request(*id)?, None, None),
+            Entity::Grant(id) => (None, store.grant(*id)?, None),
+            Entity::Run(id) => (None, None, store.run(*id)?),
+            Entity::Token(_) | Entity::User(_) => (None, None, None),
+        };
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        request.into_iter().for_each(|r| state.admit_request(r));
+        grant.into_iter().for_each(|g| state.admit_grant(g));
+        run.into_iter().for_each(|r| state.admit_run(r));
+        Ok(())
     }
 
     /// Tells the event streams and the deadline task.
@@ -166,6 +209,12 @@ impl Engine {
 
     pub(crate) async fn deadlines_changed(&self) {
         self.deadlines.notified().await
+    }
+
+    /// Reads history from the store (not memory): requests, grants and runs by id or all of
+    /// them. Blocking.
+    pub fn stored<R>(&self, f: impl FnOnce(&mut dyn Store) -> Result<R, StoreError>) -> Result<R, StoreError> {
+        f(&mut **lock(&self.reader))
     }
 
     /// Events from the store (not memory): for audit queries and stream catch-up. Blocking.

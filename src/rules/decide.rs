@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
 
-use super::{Refusal, State};
+use super::{Entity, Refusal, State};
 use crate::model::wire::{MAX_COMMENT_CHARS, MAX_NAME_CHARS, MAX_REASON_CHARS, MAX_TICKET_CHARS, NewRequest};
 use crate::model::{
     Change, GrantId, POLICY_APPROVER, Request, RequestId, RequestState, RunId, RunOutcome, SYSTEM_ACTOR, TokenId, duration, text,
@@ -73,6 +73,28 @@ pub enum Command {
     },
     /// On start: runs that were going when the daemon stopped ended in an unknown way.
     AbandonRuns,
+}
+
+impl Command {
+    /// The existing entity the command is about. The engine makes sure it is in memory (even if
+    /// it ended long ago) before deciding, so a refusal can say what became of it.
+    pub fn names(&self) -> Option<Entity> {
+        match self {
+            Command::Approve { request, .. } | Command::Deny { request, .. } | Command::Cancel { request } => {
+                Some(Entity::Request(*request))
+            }
+            Command::Revoke { grant, .. } | Command::Relinquish { grant } | Command::Review { grant, .. } => Some(Entity::Grant(*grant)),
+            Command::RevokeToken { token } => Some(Entity::Token(*token)),
+            Command::EndRun { run, .. } => Some(Entity::Run(*run)),
+            Command::DisableUser { user, .. } | Command::EnableUser { user } => Some(Entity::User(user.clone())),
+            Command::Request(_)
+            | Command::IssueToken { .. }
+            | Command::LoadPolicy
+            | Command::Expire
+            | Command::StartRun { .. }
+            | Command::AbandonRuns => None,
+        }
+    }
 }
 
 /// Decides what `actor` asking for `command` at `now` changes, or why it may not.

@@ -1,5 +1,11 @@
 //! Current state, derived from events by `apply`. Nothing else ever changes it, so replaying the
 //! log always rebuilds exactly the same state.
+//!
+//! The daemon keeps only what is live in memory (pending requests, active grants and their
+//! requests, running runs, every token and disabled user) so that starting takes time in
+//! proportion to what is open, not to history. The maps are a cache that holds at least that:
+//! before deciding, the engine `admit`s from the store the one ended entity a command names, and
+//! afterwards `forget_ended` drops whatever is no longer live. The index sets say what is live.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -35,18 +41,51 @@ pub struct State {
     /// Indexes of what is still open, so deadlines and queues never scan history.
     pub pending: BTreeSet<RequestId>,
     pub active: BTreeSet<GrantId>,
+    /// The highest ids ever given, so new ids never repeat once history has left memory.
+    pub last_request: u64,
+    pub last_run: u64,
     pub last_seq: u64,
     pub last_hash: String,
-    pub policy_sha256: Option<String>,
+}
+
+/// Something a command or an event is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Entity {
+    Request(RequestId),
+    Grant(GrantId),
+    Run(RunId),
+    Token(TokenId),
+    User(String),
+}
+
+impl Entity {
+    /// The existing entity an event changes (none for events that create something).
+    pub fn changed_by(change: &Change) -> Option<Entity> {
+        match change {
+            Change::RequestApproved { request, .. }
+            | Change::RequestDenied { request, .. }
+            | Change::RequestCancelled { request, .. }
+            | Change::RequestExpired { request, .. }
+            | Change::GrantStarted { request, .. } => Some(Entity::Request(*request)),
+            Change::GrantExpired { grant, .. }
+            | Change::GrantRevoked { grant, .. }
+            | Change::GrantRelinquished { grant, .. }
+            | Change::GrantReviewed { grant, .. } => Some(Entity::Grant(*grant)),
+            Change::TokenRevoked { token, .. } => Some(Entity::Token(*token)),
+            Change::UserDisabled { user, .. } | Change::UserEnabled { user } => Some(Entity::User(user.clone())),
+            Change::RunEnded { run, .. } => Some(Entity::Run(*run)),
+            Change::PolicyLoaded { .. } | Change::RequestCreated { .. } | Change::TokenIssued { .. } | Change::RunStarted { .. } => None,
+        }
+    }
 }
 
 impl State {
     pub fn next_request_id(&self) -> RequestId {
-        RequestId(self.requests.keys().next_back().map_or(1, |id| id.0 + 1))
+        RequestId(self.last_request + 1)
     }
 
     pub fn next_run_id(&self) -> RunId {
-        RunId(self.runs.keys().next_back().map_or(1, |id| id.0 + 1))
+        RunId(self.last_run + 1)
     }
 
     pub fn next_token_id(&self) -> TokenId {
@@ -72,48 +111,92 @@ impl State {
     /// A copy of just the entities `changes` will touch, so they can be changed and written to
     /// disk before the shared state is.
     pub fn touched_by(&self, changes: &[Change]) -> State {
-        let mut out = State {
-            last_seq: self.last_seq,
-            last_hash: self.last_hash.clone(),
-            policy_sha256: self.policy_sha256.clone(),
-            ..State::default()
-        };
-        for change in changes {
-            match change {
-                Change::RequestApproved { request, .. }
-                | Change::RequestDenied { request, .. }
-                | Change::RequestCancelled { request, .. }
-                | Change::RequestExpired { request, .. }
-                | Change::GrantStarted { request, .. } => {
-                    if let Some(r) = self.requests.get(request) {
-                        out.requests.insert(*request, r.clone());
+        let mut out = State { last_seq: self.last_seq, last_hash: self.last_hash.clone(), ..State::default() };
+        for entity in changes.iter().filter_map(Entity::changed_by) {
+            match entity {
+                Entity::Request(id) => {
+                    if let Some(r) = self.requests.get(&id) {
+                        out.requests.insert(id, r.clone());
                     }
                 }
-                Change::GrantExpired { grant, .. }
-                | Change::GrantRevoked { grant, .. }
-                | Change::GrantRelinquished { grant, .. }
-                | Change::GrantReviewed { grant, .. } => {
-                    if let Some(g) = self.grants.get(grant) {
-                        out.grants.insert(*grant, g.clone());
+                Entity::Grant(id) => {
+                    if let Some(g) = self.grants.get(&id) {
+                        out.grants.insert(id, g.clone());
                     }
                 }
-                Change::TokenRevoked { token, .. } => {
-                    if let Some(t) = self.tokens.get(token) {
-                        out.tokens.insert(*token, t.clone());
+                Entity::Token(id) => {
+                    if let Some(t) = self.tokens.get(&id) {
+                        out.tokens.insert(id, t.clone());
                     }
                 }
-                Change::UserDisabled { user, .. } | Change::UserEnabled { user } => {
-                    if let Some(at) = self.disabled.get(user) {
-                        out.disabled.insert(user.clone(), *at);
+                Entity::User(user) => {
+                    if let Some(at) = self.disabled.get(&user) {
+                        out.disabled.insert(user, *at);
                     }
                 }
-                Change::RunEnded { run, .. } => {
-                    if let Some(r) = self.runs.get(run) {
-                        out.runs.insert(*run, r.clone());
+                Entity::Run(id) => {
+                    if let Some(r) = self.runs.get(&id) {
+                        out.runs.insert(id, r.clone());
                     }
                 }
-                Change::PolicyLoaded { .. } | Change::RequestCreated { .. } | Change::TokenIssued { .. } | Change::RunStarted { .. } => {}
             }
+        }
+        out
+    }
+
+    /// Is this request still needed in memory: pending, or the request of an active grant (whose
+    /// parameters a run uses)?
+    fn request_live(&self, id: RequestId) -> bool {
+        self.pending.contains(&id) || self.requests.get(&id).and_then(|r| r.grant).is_some_and(|g| self.active.contains(&g))
+    }
+
+    /// Puts an entity read from the store into the cache, so a decision can see it.
+    pub fn admit_request(&mut self, r: Request) {
+        self.requests.entry(r.id).or_insert(r);
+    }
+
+    pub fn admit_grant(&mut self, g: Grant) {
+        self.grants.entry(g.id).or_insert(g);
+    }
+
+    pub fn admit_run(&mut self, r: Run) {
+        self.runs.entry(r.id).or_insert(r);
+    }
+
+    /// Drops `entity` from memory if it is no longer live (a grant takes its request with it).
+    pub fn forget_ended(&mut self, entity: &Entity) {
+        match entity {
+            Entity::Request(id) => {
+                if !self.request_live(*id) {
+                    self.requests.remove(id);
+                }
+            }
+            Entity::Grant(id) => {
+                if !self.active.contains(id)
+                    && let Some(g) = self.grants.remove(id)
+                    && !self.request_live(g.request)
+                {
+                    self.requests.remove(&g.request);
+                }
+            }
+            Entity::Run(id) => {
+                if !self.running.contains(id) {
+                    self.runs.remove(id);
+                }
+            }
+            Entity::Token(_) | Entity::User(_) => {}
+        }
+    }
+
+    /// Only what is live: what the daemon keeps in memory, and what a store loads at start.
+    pub fn live(&self) -> State {
+        let mut out = self.clone();
+        let ended: Vec<Entity> = (self.requests.keys().map(|id| Entity::Request(*id)))
+            .chain(self.grants.keys().map(|id| Entity::Grant(*id)))
+            .chain(self.runs.keys().map(|id| Entity::Run(*id)))
+            .collect();
+        for e in &ended {
+            out.forget_ended(e);
         }
         out
     }
@@ -124,7 +207,7 @@ impl State {
         let at = event.at;
         let actor = &event.actor;
         match &event.change {
-            Change::PolicyLoaded { sha256, .. } => self.policy_sha256 = Some(sha256.clone()),
+            Change::PolicyLoaded { .. } => {}
             Change::RequestCreated {
                 request,
                 task,
@@ -160,6 +243,7 @@ impl State {
                     },
                 );
                 self.pending.insert(*request);
+                self.last_request = self.last_request.max(request.0);
             }
             Change::RequestApproved { request, comment, .. } => {
                 if let Some(r) = self.requests.get_mut(request) {
@@ -252,6 +336,7 @@ impl State {
                     },
                 );
                 self.running.insert(*run);
+                self.last_run = self.last_run.max(run.0);
             }
             Change::RunEnded { run, outcome, exit_code, transcript_bytes, transcript_sha256, transcript_cap, truncated, .. } => {
                 if let Some(r) = self.runs.get_mut(run) {

@@ -1,6 +1,8 @@
 //! Durable storage behind one trait, so backends can be swapped without touching the domain.
 //! A store keeps the hash-chained event log and, written in the same transaction, the current
-//! state of every request, grant, token and disabled user (the projections).
+//! state of every request, grant, run, token and disabled user (the projections). The daemon
+//! starts from the projections' live rows and reads history from them; only `verify` replays
+//! the whole log.
 
 pub mod chain;
 pub mod sqlite;
@@ -8,8 +10,9 @@ pub mod sqlite;
 use chrono::{DateTime, Utc};
 use thiserror::Error;
 
-use crate::model::Event;
 use crate::model::wire::VerifyReport;
+use crate::model::{Event, Grant, GrantId, Request, RequestId, Run, RunId};
+use crate::policy::Policy;
 use crate::rules::State;
 
 #[derive(Debug, Error)]
@@ -35,9 +38,42 @@ pub struct EventFilter {
     pub tail: Option<u32>,
 }
 
+/// Which requests, grants and runs a listing may hold. The rule itself is `rules::*_visible`;
+/// this lets the store skip rows the caller could never see.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    Everything,
+    /// The user's own, and those for the tasks they approve.
+    Concerning {
+        user: String,
+        tasks: Vec<String>,
+    },
+}
+
+impl Scope {
+    pub fn of(policy: &Policy, user: &str) -> Scope {
+        if policy.sees_everything(user) {
+            return Scope::Everything;
+        }
+        let tasks = policy.tasks.keys().filter(|t| policy.approves_task(user, t)).cloned().collect();
+        Scope::Concerning { user: user.to_string(), tasks }
+    }
+}
+
 pub trait Store: Send {
-    /// Calls `each` with every event, in order. Used once at start to rebuild state.
+    /// Calls `each` with every event, in order.
     fn replay(&mut self, each: &mut dyn FnMut(Event)) -> Result<(), StoreError>;
+    /// What is live (see `rules::State`), read from the projections: what the daemon starts from.
+    fn load_live(&mut self) -> Result<State, StoreError>;
+    fn request(&mut self, id: RequestId) -> Result<Option<Request>, StoreError>;
+    fn grant(&mut self, id: GrantId) -> Result<Option<Grant>, StoreError>;
+    fn run(&mut self, id: RunId) -> Result<Option<Run>, StoreError>;
+    /// Every request in `scope`, oldest first.
+    fn requests(&mut self, scope: &Scope) -> Result<Vec<Request>, StoreError>;
+    /// Every grant in `scope`, oldest first.
+    fn grants(&mut self, scope: &Scope) -> Result<Vec<Grant>, StoreError>;
+    /// Every run in `scope`, oldest first.
+    fn runs(&mut self, scope: &Scope) -> Result<Vec<Run>, StoreError>;
     /// Appends sealed events and writes the rows of `touched` (the entities the events changed,
     /// already changed) in one transaction that is durable when this returns.
     fn append(&mut self, events: &[Event], touched: &State) -> Result<(), StoreError>;

@@ -8,11 +8,13 @@
 use std::path::{Path, PathBuf};
 
 use chrono::SecondsFormat;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
-use super::{EventFilter, Store, StoreError, chain};
+use super::{EventFilter, Scope, Store, StoreError, chain};
 use crate::model::wire::VerifyReport;
-use crate::model::{Event, Grant, Request};
+use crate::model::{Event, Grant, GrantId, Request, RequestId, Run, RunId};
 use crate::rules::{State, Token};
 
 const SCHEMA: &str = "
@@ -42,7 +44,63 @@ CREATE TABLE IF NOT EXISTS tokens (
     id INTEGER PRIMARY KEY, user TEXT NOT NULL, sha256 TEXT NOT NULL, revoked INTEGER NOT NULL, body TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS disabled_users (user TEXT PRIMARY KEY, since TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY, holder TEXT NOT NULL, task TEXT NOT NULL, state TEXT NOT NULL, body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS requests_pending ON requests(id) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS grants_active ON grants(id) WHERE state = 'active';
+CREATE INDEX IF NOT EXISTS runs_running ON runs(id) WHERE state = 'running';
 ";
+
+/// `PRAGMA user_version` of the schema above. Version 1 added the runs table, which `open`
+/// fills from the log for a database written before it.
+const SCHEMA_VERSION: i64 = 1;
+
+/// A run's `state` column: the live index looks for `running`.
+fn run_state(r: &Run) -> &'static str {
+    if r.ended.is_some() { "ended" } else { "running" }
+}
+
+fn from_json<T: DeserializeOwned>(body: &str) -> Result<T, StoreError> {
+    serde_json::from_str(body).map_err(|e| StoreError::Corrupt(format!("a stored row cannot be read: {e}")))
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// The JSON `body` column of every row a query returns, read back.
+fn bodies<T: DeserializeOwned>(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<Vec<T>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(args)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(from_json(row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?)?);
+    }
+    Ok(out)
+}
+
+/// One row of `table` by id.
+fn by_id<T: DeserializeOwned>(conn: &Connection, table: &str, id: u64) -> Result<Option<T>, StoreError> {
+    Ok(bodies(conn, &format!("SELECT body FROM {table} WHERE id = ?1"), [id as i64])?.pop())
+}
+
+/// Every row of `table` in `scope`; `person` is the column naming whose it is.
+fn in_scope<T: DeserializeOwned>(conn: &Connection, table: &str, person: &str, scope: &Scope) -> Result<Vec<T>, StoreError> {
+    let mut sql = format!("SELECT body FROM {table}");
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    if let Scope::Concerning { user, tasks } = scope {
+        args.push(user.clone().into());
+        sql.push_str(&format!(" WHERE {person} = ?1"));
+        if !tasks.is_empty() {
+            let marks: Vec<String> = (2..tasks.len() + 2).map(|n| format!("?{n}")).collect();
+            sql.push_str(&format!(" OR task IN ({})", marks.join(", ")));
+            args.extend(tasks.iter().map(|t| t.clone().into()));
+        }
+    }
+    sql.push_str(" ORDER BY id");
+    bodies(conn, &sql, rusqlite::params_from_iter(args))
+}
 
 /// Times in indexed columns have one fixed width, so text order is time order.
 fn column_time(t: &chrono::DateTime<chrono::Utc>) -> String {
@@ -64,8 +122,30 @@ impl SqliteStore {
             return Err(StoreError::Corrupt(format!("SQLite refused WAL mode (got {mode})")));
         }
         conn.execute_batch("PRAGMA synchronous = FULL;")?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         conn.execute_batch(SCHEMA)?;
-        Ok(SqliteStore { path: path.to_path_buf(), conn })
+        let mut store = SqliteStore { path: path.to_path_buf(), conn };
+        if version < SCHEMA_VERSION {
+            store.upgrade()?;
+        }
+        Ok(store)
+    }
+
+    /// Brings a database from before the runs table up to date: its runs are rebuilt from the
+    /// log, in one transaction with the new version number.
+    fn upgrade(&mut self) -> Result<(), StoreError> {
+        let mut full = State::default();
+        self.replay(&mut |e| full.apply(&e))?;
+        let tx = self.conn.transaction()?;
+        for r in full.runs.values() {
+            tx.execute(
+                "INSERT OR REPLACE INTO runs (id, holder, task, state, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![r.id.0 as i64, r.holder, r.task, run_state(r), to_json(r)?],
+            )?;
+        }
+        tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
+        tx.commit()?;
+        Ok(())
     }
 
     fn open_reader(path: &Path) -> Result<Self, StoreError> {
@@ -108,10 +188,14 @@ impl SqliteStore {
         let requests: std::collections::BTreeMap<u64, &Request> = rebuilt.requests.iter().map(|(k, v)| (k.0, v)).collect();
         let grants: std::collections::BTreeMap<u64, &Grant> = rebuilt.grants.iter().map(|(k, v)| (k.0, v)).collect();
         let tokens: std::collections::BTreeMap<u64, &Token> = rebuilt.tokens.iter().map(|(k, v)| (k.0, v)).collect();
+        let runs: std::collections::BTreeMap<u64, &Run> = rebuilt.runs.iter().map(|(k, v)| (k.0, v)).collect();
         if let Some(p) = compare(&self.conn, "requests", "R", &requests)? {
             return Ok(Some(p));
         }
         if let Some(p) = compare(&self.conn, "grants", "G", &grants)? {
+            return Ok(Some(p));
+        }
+        if let Some(p) = compare(&self.conn, "runs", "X", &runs)? {
             return Ok(Some(p));
         }
         if let Some(p) = compare(&self.conn, "tokens", "T", &tokens)? {
@@ -185,6 +269,82 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn load_live(&mut self) -> Result<State, StoreError> {
+        // One read transaction, so the parts agree with each other.
+        let tx = self.conn.unchecked_transaction()?;
+        let mut s = State::default();
+        for g in bodies::<Grant>(&tx, "SELECT body FROM grants WHERE state = 'active'", [])? {
+            s.active.insert(g.id);
+            s.grants.insert(g.id, g);
+        }
+        for r in bodies::<Request>(&tx, "SELECT body FROM requests WHERE state = 'pending'", [])? {
+            s.pending.insert(r.id);
+            s.requests.insert(r.id, r);
+        }
+        let of_grants: Vec<RequestId> = s.grants.values().map(|g| g.request).collect();
+        for id in of_grants {
+            if let Some(r) = by_id::<Request>(&tx, "requests", id.0)? {
+                s.requests.insert(id, r);
+            }
+        }
+        for r in bodies::<Run>(&tx, "SELECT body FROM runs WHERE state = 'running'", [])? {
+            s.running.insert(r.id);
+            s.runs.insert(r.id, r);
+        }
+        for t in bodies::<Token>(&tx, "SELECT body FROM tokens", [])? {
+            s.token_by_hash.insert(t.sha256.clone(), t.id);
+            s.tokens.insert(t.id, t);
+        }
+        let mut stmt = tx.prepare("SELECT user, since FROM disabled_users")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let since: String = row.get(1)?;
+            let since = chrono::DateTime::parse_from_rfc3339(&since)
+                .map_err(|e| StoreError::Corrupt(format!("a disabled user's time cannot be read: {e}")))?;
+            s.disabled.insert(row.get(0)?, since.with_timezone(&chrono::Utc));
+        }
+        drop(rows);
+        drop(stmt);
+        let max_id = |table: &str| -> Result<u64, StoreError> {
+            Ok(tx.query_row(&format!("SELECT COALESCE(MAX(id), 0) FROM {table}"), [], |r| r.get::<_, i64>(0))? as u64)
+        };
+        s.last_request = max_id("requests")?;
+        s.last_run = max_id("runs")?;
+        let head = tx
+            .query_row("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+            .optional()?;
+        if let Some((seq, hash)) = head {
+            s.last_seq = seq as u64;
+            s.last_hash = hash;
+        }
+        drop(tx);
+        Ok(s)
+    }
+
+    fn request(&mut self, id: RequestId) -> Result<Option<Request>, StoreError> {
+        by_id(&self.conn, "requests", id.0)
+    }
+
+    fn grant(&mut self, id: GrantId) -> Result<Option<Grant>, StoreError> {
+        by_id(&self.conn, "grants", id.0)
+    }
+
+    fn run(&mut self, id: RunId) -> Result<Option<Run>, StoreError> {
+        by_id(&self.conn, "runs", id.0)
+    }
+
+    fn requests(&mut self, scope: &Scope) -> Result<Vec<Request>, StoreError> {
+        in_scope(&self.conn, "requests", "requester", scope)
+    }
+
+    fn grants(&mut self, scope: &Scope) -> Result<Vec<Grant>, StoreError> {
+        in_scope(&self.conn, "grants", "holder", scope)
+    }
+
+    fn runs(&mut self, scope: &Scope) -> Result<Vec<Run>, StoreError> {
+        in_scope(&self.conn, "runs", "holder", scope)
+    }
+
     fn append(&mut self, events: &[Event], touched: &State) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         {
@@ -208,21 +368,22 @@ impl Store for SqliteStore {
             let mut req =
                 tx.prepare_cached("INSERT OR REPLACE INTO requests (id, requester, task, state, body) VALUES (?1, ?2, ?3, ?4, ?5)")?;
             for r in touched.requests.values() {
-                let body = serde_json::to_string(r).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                req.execute(params![r.id.0 as i64, r.requester, r.task, r.state.as_str(), body])?;
+                req.execute(params![r.id.0 as i64, r.requester, r.task, r.state.as_str(), to_json(r)?])?;
             }
             let mut grant = tx.prepare_cached(
                 "INSERT OR REPLACE INTO grants (id, holder, task, state, expires_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for g in touched.grants.values() {
-                let body = serde_json::to_string(g).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                grant.execute(params![g.id.0 as i64, g.holder, g.task, g.state.as_str(), column_time(&g.expires_at), body])?;
+                grant.execute(params![g.id.0 as i64, g.holder, g.task, g.state.as_str(), column_time(&g.expires_at), to_json(g)?])?;
+            }
+            let mut run = tx.prepare_cached("INSERT OR REPLACE INTO runs (id, holder, task, state, body) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+            for r in touched.runs.values() {
+                run.execute(params![r.id.0 as i64, r.holder, r.task, run_state(r), to_json(r)?])?;
             }
             let mut token =
                 tx.prepare_cached("INSERT OR REPLACE INTO tokens (id, user, sha256, revoked, body) VALUES (?1, ?2, ?3, ?4, ?5)")?;
             for t in touched.tokens.values() {
-                let body = serde_json::to_string(t).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                token.execute(params![t.id.0 as i64, t.user, t.sha256, t.revoked, body])?;
+                token.execute(params![t.id.0 as i64, t.user, t.sha256, t.revoked, to_json(t)?])?;
             }
             for e in events {
                 match &e.change {

@@ -7,13 +7,14 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 
-use super::{Body, Query, execute, parse_id};
+use super::{Body, Query, blocking, execute, parse_id};
 use crate::daemon::Engine;
 use crate::daemon::auth::Caller;
 use crate::daemon::error::ApiError;
 use crate::model::wire::{Comment, Reason};
 use crate::model::{Grant, GrantId};
 use crate::rules::{self, Command};
+use crate::store::Scope;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -23,31 +24,40 @@ pub struct ListQuery {
     all: bool,
 }
 
-fn grant(engine: &Engine, caller: &Caller, id: GrantId) -> Result<Grant, ApiError> {
-    engine.read(|s, p| {
-        s.grants
-            .get(&id)
-            .filter(|g| rules::grant_visible(p, &caller.user, g))
-            .cloned()
-            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no_such_grant", format!("there is no grant {id} that you may see")))
-    })
+/// A grant as stored now (ended ones live only in the store).
+async fn grant(engine: &Arc<Engine>, caller: &Caller, id: GrantId) -> Result<Grant, ApiError> {
+    let e = engine.clone();
+    let grant = blocking(move || e.stored(|s| s.grant(id))).await?;
+    let policy = engine.policy();
+    grant
+        .filter(|g| rules::grant_visible(&policy, &caller.user, g))
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no_such_grant", format!("there is no grant {id} that you may see")))
 }
 
-/// Active grants (those whose deadline has not passed), or every grant with `all=true`.
-pub async fn list(State(engine): State<Arc<Engine>>, caller: Caller, Query(q): Query<ListQuery>) -> Json<Vec<Grant>> {
+/// Active grants (those whose deadline has not passed) from memory, or every grant with
+/// `all=true` from the store.
+pub async fn list(State(engine): State<Arc<Engine>>, caller: Caller, Query(q): Query<ListQuery>) -> Result<Json<Vec<Grant>>, ApiError> {
+    if q.all {
+        let policy = engine.policy();
+        let scope = Scope::of(&policy, &caller.user);
+        let e = engine.clone();
+        let mut grants = blocking(move || e.stored(|s| s.grants(&scope))).await?;
+        grants.retain(|g| rules::grant_visible(&policy, &caller.user, g));
+        return Ok(Json(grants));
+    }
     let now = engine.now();
-    Json(engine.read(|s, p| {
-        let visible = |g: &&Grant| rules::grant_visible(p, &caller.user, g);
-        if q.all {
-            s.grants.values().filter(visible).cloned().collect()
-        } else {
-            s.active.iter().filter_map(|id| s.grants.get(id)).filter(|g| g.is_active_at(now)).filter(visible).cloned().collect()
-        }
-    }))
+    Ok(Json(engine.read(|s, p| {
+        s.active
+            .iter()
+            .filter_map(|id| s.grants.get(id))
+            .filter(|g| g.is_active_at(now) && rules::grant_visible(p, &caller.user, g))
+            .cloned()
+            .collect()
+    })))
 }
 
 pub async fn show(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): Path<String>) -> Result<Json<Grant>, ApiError> {
-    Ok(Json(grant(&engine, &caller, parse_id(&id)?)?))
+    Ok(Json(grant(&engine, &caller, parse_id(&id)?).await?))
 }
 
 pub async fn revoke(
@@ -58,13 +68,13 @@ pub async fn revoke(
 ) -> Result<Json<Grant>, ApiError> {
     let id = parse_id(&id)?;
     execute(&engine, &caller, Command::Revoke { grant: id, reason: r.reason }).await?;
-    Ok(Json(grant(&engine, &caller, id)?))
+    Ok(Json(grant(&engine, &caller, id).await?))
 }
 
 pub async fn relinquish(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): Path<String>) -> Result<Json<Grant>, ApiError> {
     let id = parse_id(&id)?;
     execute(&engine, &caller, Command::Relinquish { grant: id }).await?;
-    Ok(Json(grant(&engine, &caller, id)?))
+    Ok(Json(grant(&engine, &caller, id).await?))
 }
 
 pub async fn review(
@@ -75,5 +85,5 @@ pub async fn review(
 ) -> Result<Json<Grant>, ApiError> {
     let id = parse_id(&id)?;
     execute(&engine, &caller, Command::Review { grant: id, comment: c.comment }).await?;
-    Ok(Json(grant(&engine, &caller, id)?))
+    Ok(Json(grant(&engine, &caller, id).await?))
 }

@@ -7,13 +7,14 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 
-use super::{Body, Query, execute, parse_id};
+use super::{Body, Query, blocking, execute, parse_id};
 use crate::daemon::Engine;
 use crate::daemon::auth::Caller;
 use crate::daemon::error::ApiError;
 use crate::model::wire::{Comment, NewRequest, Outcome};
 use crate::model::{Request, RequestId, RequestState};
 use crate::rules::{self, Command};
+use crate::store::Scope;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -23,14 +24,25 @@ pub struct ListQuery {
     state: Option<String>,
 }
 
-fn outcome(engine: &Engine, caller: &Caller, id: RequestId) -> Result<Outcome, ApiError> {
-    engine.read(|s, p| {
-        let request =
-            s.requests.get(&id).filter(|r| rules::request_visible(p, &caller.user, r)).ok_or_else(|| {
-                ApiError::new(StatusCode::NOT_FOUND, "no_such_request", format!("there is no request {id} that you may see"))
-            })?;
-        Ok(Outcome { request: request.clone(), grant: request.grant.and_then(|g| s.grants.get(&g)).cloned() })
+/// A request and its grant as stored now (ended ones live only in the store).
+async fn outcome(engine: &Arc<Engine>, caller: &Caller, id: RequestId) -> Result<Outcome, ApiError> {
+    let e = engine.clone();
+    let (request, grant) = blocking(move || {
+        e.stored(|s| {
+            let request = s.request(id)?;
+            let grant = match request.as_ref().and_then(|r| r.grant) {
+                Some(g) => s.grant(g)?,
+                None => None,
+            };
+            Ok((request, grant))
+        })
     })
+    .await?;
+    let policy = engine.policy();
+    let request = request
+        .filter(|r| rules::request_visible(&policy, &caller.user, r))
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no_such_request", format!("there is no request {id} that you may see")))?;
+    Ok(Outcome { request, grant })
 }
 
 pub async fn create(
@@ -46,7 +58,7 @@ pub async fn create(
             _ => None,
         })
         .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the request was not recorded"))?;
-    Ok((StatusCode::CREATED, Json(outcome(&engine, &caller, id)?)))
+    Ok((StatusCode::CREATED, Json(outcome(&engine, &caller, id).await?)))
 }
 
 pub async fn list(State(engine): State<Arc<Engine>>, caller: Caller, Query(q): Query<ListQuery>) -> Result<Json<Vec<Request>>, ApiError> {
@@ -60,31 +72,34 @@ pub async fn list(State(engine): State<Arc<Engine>>, caller: Caller, Query(q): Q
             ));
         }
     };
+    if all {
+        let policy = engine.policy();
+        let scope = Scope::of(&policy, &caller.user);
+        let e = engine.clone();
+        let mut requests = blocking(move || e.stored(|s| s.requests(&scope))).await?;
+        requests.retain(|r| rules::request_visible(&policy, &caller.user, r));
+        return Ok(Json(requests));
+    }
     let now = engine.now();
     Ok(Json(engine.read(|s, p| {
-        let visible = |r: &&Request| rules::request_visible(p, &caller.user, r);
-        if all {
-            s.requests.values().filter(visible).cloned().collect()
-        } else {
-            s.pending
-                .iter()
-                .filter_map(|id| s.requests.get(id))
-                .filter(|r| r.state == RequestState::Pending && r.pending_until > now)
-                .filter(visible)
-                .cloned()
-                .collect()
-        }
+        s.pending
+            .iter()
+            .filter_map(|id| s.requests.get(id))
+            .filter(|r| r.state == RequestState::Pending && r.pending_until > now)
+            .filter(|r| rules::request_visible(p, &caller.user, r))
+            .cloned()
+            .collect()
     })))
 }
 
 pub async fn show(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): Path<String>) -> Result<Json<Outcome>, ApiError> {
-    Ok(Json(outcome(&engine, &caller, parse_id(&id)?)?))
+    Ok(Json(outcome(&engine, &caller, parse_id(&id)?).await?))
 }
 
 /// Runs a decision on request `id` and answers with the request as it is now.
 async fn act(engine: &Arc<Engine>, caller: &Caller, id: RequestId, command: Command) -> Result<Json<Outcome>, ApiError> {
     execute(engine, caller, command).await?;
-    Ok(Json(outcome(engine, caller, id)?))
+    Ok(Json(outcome(engine, caller, id).await?))
 }
 
 pub async fn approve(

@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{Body, parse_id};
+use super::{Body, blocking, parse_id};
 use crate::daemon::Engine;
 use crate::daemon::auth::Caller;
 use crate::daemon::error::ApiError;
@@ -15,32 +15,38 @@ use crate::daemon::runner;
 use crate::model::wire::RunRequest;
 use crate::model::{Run, RunId};
 use crate::rules;
+use crate::store::Scope;
 
 pub async fn start(State(engine): State<Arc<Engine>>, caller: Caller, Body(req): Body<RunRequest>) -> Result<Response, ApiError> {
     runner::start(engine, caller, req).await
 }
 
-fn visible_run(engine: &Engine, caller: &Caller, id: RunId) -> Result<Run, ApiError> {
-    engine.read(|s, p| {
-        s.runs
-            .get(&id)
-            .filter(|r| rules::run_visible(p, &caller.user, r))
-            .cloned()
-            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no_such_run", format!("there is no run {id} that you may see")))
-    })
+/// A run as stored now (ended ones live only in the store).
+async fn visible_run(engine: &Arc<Engine>, caller: &Caller, id: RunId) -> Result<Run, ApiError> {
+    let e = engine.clone();
+    let run = blocking(move || e.stored(|s| s.run(id))).await?;
+    let policy = engine.policy();
+    run.filter(|r| rules::run_visible(&policy, &caller.user, r))
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no_such_run", format!("there is no run {id} that you may see")))
 }
 
-pub async fn list(State(engine): State<Arc<Engine>>, caller: Caller) -> Json<Vec<Run>> {
-    Json(engine.read(|s, p| s.runs.values().filter(|r| rules::run_visible(p, &caller.user, r)).cloned().collect()))
+/// Every run the caller may see, from the store.
+pub async fn list(State(engine): State<Arc<Engine>>, caller: Caller) -> Result<Json<Vec<Run>>, ApiError> {
+    let policy = engine.policy();
+    let scope = Scope::of(&policy, &caller.user);
+    let e = engine.clone();
+    let mut runs = blocking(move || e.stored(|s| s.runs(&scope))).await?;
+    runs.retain(|r| rules::run_visible(&policy, &caller.user, r));
+    Ok(Json(runs))
 }
 
 pub async fn show(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): Path<String>) -> Result<Json<Run>, ApiError> {
-    Ok(Json(visible_run(&engine, &caller, parse_id(&id)?)?))
+    Ok(Json(visible_run(&engine, &caller, parse_id(&id)?).await?))
 }
 
 /// The transcript's bytes as kept. The client checks them against the digest in the audit log.
 pub async fn transcript(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let run = visible_run(&engine, &caller, parse_id(&id)?)?;
+    let run = visible_run(&engine, &caller, parse_id(&id)?).await?;
     if run.ended.is_none() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
