@@ -86,6 +86,35 @@ fn render(c: &mut Criterion) {
     }
 }
 
+/// A burst of 100 events reaching a console holding 100,000 items: rebuilding the sections
+/// after each event, as the console once did, next to absorbing them all and rebuilding once.
+fn console_burst(c: &mut Criterion) {
+    let mut app = app_with(100_000);
+    let burst: Vec<zsa::model::Event> = (0..100u64)
+        .map(|i| zsa::model::Event {
+            seq: 2_000_000 + i,
+            at: app.now,
+            actor: "root".into(),
+            change: zsa::model::Change::UserEnabled { user: format!("u{i}") },
+            prev_hash: String::new(),
+            hash: String::new(),
+        })
+        .collect();
+    c.bench_function("console: 100 events, 100000 items, rebuilt per event", |bench| {
+        bench.iter(|| {
+            let now = app.now;
+            burst.iter().for_each(|e| drop(app.update(Action::EventReceived(e.clone()), now)))
+        })
+    });
+    c.bench_function("console: 100 events, 100000 items, absorbed then rebuilt once", |bench| {
+        bench.iter(|| {
+            let now = app.now;
+            burst.iter().for_each(|e| drop(app.absorb(Action::EventReceived(e.clone()), now)));
+            app.refresh();
+        })
+    });
+}
+
 /// The pieces of start-up: reading stored bodies back into events, and applying them.
 fn replay_parts(c: &mut Criterion) {
     let b = Builder::everyday(20_000, Duration::days(7));
@@ -102,6 +131,6 @@ fn replay_parts(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(2)).warm_up_time(std::time::Duration::from_millis(500));
-    targets = rules, render, replay_parts
+    targets = rules, render, console_burst, replay_parts
 }
 criterion_main!(benches);

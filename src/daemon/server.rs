@@ -127,7 +127,7 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
     private_dir(&transcripts)?;
     let opened = started.elapsed();
     let engine = Arc::new(Engine::open(Box::new(store), policy, clock).context("cannot read the event log")?.with_runs_dir(transcripts));
-    let replayed = started.elapsed();
+    let loaded = started.elapsed();
 
     // Every load of the policy is on the record, with the file's SHA-256; runs that were going
     // when the daemon stopped are recorded as abandoned; and anything whose deadline passed
@@ -160,7 +160,7 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
         state = %config.state_dir.display(),
         events,
         open_ms = opened.as_millis() as u64,
-        replay_ms = (replayed - opened).as_millis() as u64,
+        load_ms = (loaded - opened).as_millis() as u64,
         ready_ms = started.elapsed().as_millis() as u64,
         "zsa daemon listening"
     );

@@ -166,6 +166,9 @@ pub struct App {
     pub quit: bool,
     /// Something visible changed since the last frame.
     pub dirty: bool,
+    /// Data changed since the sections were built. A burst of events marks them once and they
+    /// are rebuilt once, before the next key or frame, not once per event.
+    stale: bool,
 }
 
 impl App {
@@ -195,6 +198,7 @@ impl App {
             transcripts: BTreeMap::new(),
             quit: false,
             dirty: true,
+            stale: false,
         };
         app.rebuild();
         app
@@ -304,6 +308,7 @@ impl App {
         for pane in [Pane::Requester, Pane::Approver, Pane::Auditor] {
             self.clamp_cursor(pane);
         }
+        self.stale = false;
         self.dirty = true;
     }
 
@@ -340,8 +345,28 @@ impl App {
         self.toast = Some(Toast { text: text.into(), error, until: self.now + chrono::Duration::seconds(TOAST_SECS) });
     }
 
-    /// Handles one action at daemon time `now`; returns what the runtime must do.
+    /// Handles one action at daemon time `now` and brings the sections up to date; returns what
+    /// the runtime must do.
     pub fn update(&mut self, action: Action, now: DateTime<Utc>) -> Vec<Effect> {
+        let effects = self.absorb(action, now);
+        self.refresh();
+        effects
+    }
+
+    /// Rebuilds the sections if data changed since they were built.
+    pub fn refresh(&mut self) {
+        if self.stale {
+            self.rebuild();
+        }
+    }
+
+    /// Handles one action, leaving the sections stale if only data arrived: the runtime absorbs
+    /// everything queued, then refreshes once and draws.
+    pub fn absorb(&mut self, action: Action, now: DateTime<Utc>) -> Vec<Effect> {
+        if !matches!(action, Action::EventReceived(_) | Action::RequestLoaded(_) | Action::GrantLoaded(_) | Action::Tick) {
+            // Keys and the rest act on what is on screen.
+            self.refresh();
+        }
         self.now = now;
         if !matches!(action, Action::Tick) {
             self.dirty = true;
@@ -561,12 +586,12 @@ impl App {
                     self.grants.insert(g.id, g);
                 }
                 self.requests.insert(outcome.request.id, outcome.request);
-                self.rebuild();
+                self.stale = true;
                 Vec::new()
             }
             Action::GrantLoaded(g) => {
                 self.grants.insert(g.id, *g);
-                self.rebuild();
+                self.stale = true;
                 Vec::new()
             }
             Action::StreamConnected => {
@@ -843,7 +868,7 @@ impl App {
         if self.log.len() > LOG_KEEP {
             self.log.drain(..self.log.len() - LOG_KEEP);
         }
-        self.rebuild();
+        self.stale = true;
         effects
     }
 }

@@ -24,6 +24,9 @@ use crate::client::{AuditParams, Client, ClientError};
 /// How many recent events the auditor pane loads at start; older ones stay in the daemon's log.
 const LOG_TAIL: u32 = 10_000;
 
+/// A flood of events still lets a frame through this often.
+const MAX_ACTIONS_PER_FRAME: usize = 1024;
+
 type Tx = UnboundedSender<Action>;
 
 /// Who the console is talking as: a client, and its event-stream follower.
@@ -88,8 +91,20 @@ async fn event_loop(terminal: &mut ratatui::DefaultTerminal, opts: TuiOptions, t
         } else {
             rx.recv().await
         };
-        let Some(action) = action else { break };
-        for effect in app.update(action, daemon_now(offset.load(Ordering::Relaxed))) {
+        let Some(first) = action else { break };
+        // What is already queued (up to a frame's worth) is absorbed before the next frame, so a
+        // burst of events rebuilds the sections once, not once per event.
+        let mut effects = app.absorb(first, daemon_now(offset.load(Ordering::Relaxed)));
+        let mut absorbed = 1;
+        while !app.quit
+            && absorbed < MAX_ACTIONS_PER_FRAME
+            && let Ok(more) = rx.try_recv()
+        {
+            absorbed += 1;
+            effects.extend(app.absorb(more, daemon_now(offset.load(Ordering::Relaxed))));
+        }
+        app.refresh();
+        for effect in effects {
             match effect {
                 Effect::SwitchUser(i) => {
                     let token = opts.people.get(i).map(|(_, t)| t.clone());

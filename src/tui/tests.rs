@@ -574,3 +574,23 @@ snapshot!(approve_prompt, "alice", &["approver", "requester", "auditor"], |app: 
 snapshot!(request_detail, "alice", &["approver", "requester", "auditor"], |app: &mut App| {
     key(app, KeyCode::Enter);
 });
+
+#[test]
+fn a_burst_of_events_is_absorbed_then_rebuilt_once_before_a_key_acts() {
+    let mut app = alice();
+    key(&mut app, KeyCode::Char('3'));
+    let before = app.sections[2][0].items.len();
+    for seq in 0..50 {
+        let effects = app.absorb(Action::EventReceived(event(100 + seq, "root", Change::UserEnabled { user: "zed".into() })), t0());
+        assert!(effects.is_empty());
+    }
+    assert_eq!(app.sections[2][0].items.len(), before, "events are absorbed without rebuilding the sections each time");
+    // A key acts on what is on screen after the burst: the sections are rebuilt first.
+    key(&mut app, KeyCode::Down);
+    assert_eq!(app.sections[2][0].items.len(), before + 50);
+    assert_eq!(app.cursor().row, 1);
+    // And the runtime's refresh before a frame does the same.
+    app.absorb(Action::EventReceived(event(200, "root", Change::UserEnabled { user: "zed".into() })), t0());
+    app.refresh();
+    assert_eq!(app.sections[2][0].items.len(), before + 51);
+}
