@@ -89,7 +89,7 @@ fn render(c: &mut Criterion) {
 /// A burst of 100 events reaching a console holding 100,000 items: rebuilding the sections
 /// after each event, as the console once did, next to absorbing them all and rebuilding once.
 fn console_burst(c: &mut Criterion) {
-    let mut app = app_with(100_000);
+    let app = app_with(100_000);
     let burst: Vec<zsa::model::Event> = (0..100u64)
         .map(|i| zsa::model::Event {
             seq: 2_000_000 + i,
@@ -101,17 +101,27 @@ fn console_burst(c: &mut Criterion) {
         })
         .collect();
     c.bench_function("console: 100 events, 100000 items, rebuilt per event", |bench| {
-        bench.iter(|| {
-            let now = app.now;
-            burst.iter().for_each(|e| drop(app.update(Action::EventReceived(e.clone()), now)))
-        })
+        bench.iter_batched(
+            || app.clone(),
+            |mut app| {
+                let now = app.now;
+                burst.iter().for_each(|e| drop(app.update(Action::EventReceived(e.clone()), now)));
+                app
+            },
+            criterion::BatchSize::LargeInput,
+        )
     });
     c.bench_function("console: 100 events, 100000 items, absorbed then rebuilt once", |bench| {
-        bench.iter(|| {
-            let now = app.now;
-            burst.iter().for_each(|e| drop(app.absorb(Action::EventReceived(e.clone()), now)));
-            app.refresh();
-        })
+        bench.iter_batched(
+            || app.clone(),
+            |mut app| {
+                let now = app.now;
+                burst.iter().for_each(|e| drop(app.absorb(Action::EventReceived(e.clone()), now)));
+                app.refresh();
+                app
+            },
+            criterion::BatchSize::LargeInput,
+        )
     });
 }
 

@@ -110,6 +110,7 @@ pub enum Item {
     Event(usize),
 }
 
+#[derive(Clone)]
 pub struct Section {
     pub title: &'static str,
     pub items: Vec<Item>,
@@ -134,7 +135,11 @@ pub struct Toast {
 const TOAST_SECS: i64 = 6;
 /// Events kept for the auditor pane; older ones are in the daemon's log.
 pub const LOG_KEEP: usize = 200_000;
+/// The log is trimmed back to `LOG_KEEP` only once it is this much over, so a full log does not
+/// move every kept event for each new one.
+const LOG_SLACK: usize = LOG_KEEP / 8;
 
+#[derive(Clone)]
 pub struct App {
     /// The daemon's time, as of the last action.
     pub now: DateTime<Utc>,
@@ -865,7 +870,7 @@ impl App {
             }
         }
         self.log.push(event);
-        if self.log.len() > LOG_KEEP {
+        if self.log.len() > LOG_KEEP + LOG_SLACK {
             self.log.drain(..self.log.len() - LOG_KEEP);
         }
         self.stale = true;
