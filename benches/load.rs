@@ -169,6 +169,29 @@ async fn writes(rows: &mut Vec<Row>) {
             format!("{:.2}", per_sec * 2.0 / raw),
         ));
     }
+    // The same pairs straight through the engine, without HTTP: what the store and the rules cost.
+    let engine = h.engine.clone();
+    let pairs = tokio::task::spawn_blocking(move || {
+        let until = Instant::now() + Duration::from_secs(4);
+        let mut pairs = 0u64;
+        while Instant::now() < until {
+            let new = NewRequest { task: "journal".into(), duration_secs: Some(60), ..Default::default() };
+            let events = engine.execute("u200", Command::Request(new)).unwrap();
+            let Change::RequestCreated { request, .. } = events[0].change else { panic!("{events:?}") };
+            engine.execute("alice", Command::Approve { request, comment: None }).unwrap();
+            pairs += 1;
+        }
+        pairs
+    })
+    .await
+    .unwrap();
+    let per_sec = pairs as f64 / 4.0;
+    rows.push(Row(
+        "writes through the engine alone (no HTTP), 1 thread".into(),
+        format!("{per_sec:.0} pairs = {:.0} commits/s", per_sec * 2.0),
+        format!("{raw:.0} raw commits/s"),
+        format!("{:.2}", per_sec * 2.0 / raw),
+    ));
     h.shutdown().await;
 }
 

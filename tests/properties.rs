@@ -14,7 +14,7 @@ use zsa::daemon::engine::EngineError;
 use zsa::model::wire::NewRequest;
 use zsa::model::{Event, GrantId, GrantState, POLICY_APPROVER, RequestId, RequestState, SYSTEM_ACTOR, duration};
 use zsa::policy::Policy;
-use zsa::rules::{Command, State, decide};
+use zsa::rules::{Command, Deadline, State, decide};
 use zsa::store::chain;
 use zsa::store::sqlite::SqliteStore;
 
@@ -224,6 +224,12 @@ impl World {
     }
 
     fn check_invariants(&self) {
+        // The deadline index holds exactly what is open, each at its own deadline.
+        let open: BTreeSet<(DateTime<Utc>, Deadline)> = (self.state.pending.iter())
+            .map(|id| (self.state.requests[id].pending_until, Deadline::Request(*id)))
+            .chain(self.state.active.iter().map(|id| (self.state.grants[id].expires_at, Deadline::Grant(*id))))
+            .collect();
+        assert_eq!(self.state.deadlines, open);
         for g in self.state.grants.values() {
             let r = &self.state.requests[&g.request];
             let task = &self.policy.tasks[&g.task];

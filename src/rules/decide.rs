@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
 
-use super::{Entity, Refusal, State};
+use super::{Deadline, Entity, Refusal, State};
 use crate::model::wire::{MAX_COMMENT_CHARS, MAX_NAME_CHARS, MAX_REASON_CHARS, MAX_TICKET_CHARS, NewRequest};
 use crate::model::{
     Change, GrantId, POLICY_APPROVER, Request, RequestId, RequestState, RunId, RunOutcome, SYSTEM_ACTOR, TokenId, duration, text,
@@ -620,19 +620,20 @@ fn start_run(
 
 /// Everything whose deadline has come, earliest first, each stamped with its own deadline.
 fn expire(state: &State, now: DateTime<Utc>) -> Vec<Change> {
-    let mut due: Vec<(DateTime<Utc>, Change)> = Vec::new();
-    for r in state.pending.iter().filter_map(|id| state.requests.get(id)).filter(|r| r.pending_until <= now) {
-        due.push((
-            r.pending_until,
-            Change::RequestExpired { request: r.id, task: r.task.clone(), requester: r.requester.clone(), deadline: r.pending_until },
-        ));
-    }
-    for g in state.active.iter().filter_map(|id| state.grants.get(id)).filter(|g| g.expires_at <= now) {
-        due.push((
-            g.expires_at,
-            Change::GrantExpired { grant: g.id, task: g.task.clone(), holder: g.holder.clone(), deadline: g.expires_at },
-        ));
-    }
-    due.sort_by_key(|(at, _)| *at);
-    due.into_iter().map(|(_, c)| c).collect()
+    let due = state.deadlines.iter().take_while(|(at, _)| *at <= now);
+    due.filter_map(|(_, what)| match what {
+        Deadline::Request(id) => state.requests.get(id).map(|r| Change::RequestExpired {
+            request: r.id,
+            task: r.task.clone(),
+            requester: r.requester.clone(),
+            deadline: r.pending_until,
+        }),
+        Deadline::Grant(id) => state.grants.get(id).map(|g| Change::GrantExpired {
+            grant: g.id,
+            task: g.task.clone(),
+            holder: g.holder.clone(),
+            deadline: g.expires_at,
+        }),
+    })
+    .collect()
 }

@@ -8,7 +8,7 @@ mod visibility;
 
 pub use decide::{Command, decide};
 pub use refusal::{Refusal, RefusalKind};
-pub use state::{Entity, State, Token};
+pub use state::{Deadline, Entity, State, Token};
 pub use visibility::{check_access, event_visible, grant_visible, request_visible, run_visible};
 
 #[cfg(test)]

@@ -41,11 +41,21 @@ pub struct State {
     /// Indexes of what is still open, so deadlines and queues never scan history.
     pub pending: BTreeSet<RequestId>,
     pub active: BTreeSet<GrantId>,
+    /// What is open, by the moment it ends by itself: the deadline task and `Expire` look at the
+    /// front, never at everything (requests before grants at the same instant, then by id).
+    pub deadlines: BTreeSet<(DateTime<Utc>, Deadline)>,
     /// The highest ids ever given, so new ids never repeat once history has left memory.
     pub last_request: u64,
     pub last_run: u64,
     pub last_seq: u64,
     pub last_hash: String,
+}
+
+/// Something that ends by itself at a deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Deadline {
+    Request(RequestId),
+    Grant(GrantId),
 }
 
 /// Something a command or an event is about.
@@ -103,9 +113,21 @@ impl State {
 
     /// The earliest moment something must end by itself: a pending request or an active grant.
     pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
-        let requests = self.pending.iter().filter_map(|id| self.requests.get(id)).map(|r| r.pending_until);
-        let grants = self.active.iter().filter_map(|id| self.grants.get(id)).map(|g| g.expires_at);
-        requests.chain(grants).min()
+        self.deadlines.first().map(|(at, _)| *at)
+    }
+
+    /// Puts a pending request into memory with its indexes (the store loading live state).
+    pub fn load_pending(&mut self, r: Request) {
+        self.pending.insert(r.id);
+        self.deadlines.insert((r.pending_until, Deadline::Request(r.id)));
+        self.requests.insert(r.id, r);
+    }
+
+    /// Puts an active grant into memory with its indexes (the store loading live state).
+    pub fn load_active(&mut self, g: Grant) {
+        self.active.insert(g.id);
+        self.deadlines.insert((g.expires_at, Deadline::Grant(g.id)));
+        self.grants.insert(g.id, g);
     }
 
     /// A copy of just the entities `changes` will touch, so they can be changed and written to
@@ -243,6 +265,7 @@ impl State {
                     },
                 );
                 self.pending.insert(*request);
+                self.deadlines.insert((*pending_until, Deadline::Request(*request)));
                 self.last_request = self.last_request.max(request.0);
             }
             Change::RequestApproved { request, comment, .. } => {
@@ -281,6 +304,7 @@ impl State {
                     },
                 );
                 self.active.insert(*grant);
+                self.deadlines.insert((*expires_at, Deadline::Grant(*grant)));
             }
             Change::GrantExpired { grant, deadline, .. } => {
                 self.end_grant(*grant, GrantState::Expired, GrantEnd { at: *deadline, by: actor.clone(), reason: None });
@@ -359,6 +383,9 @@ impl State {
 
     fn close_request(&mut self, id: RequestId, to: RequestState, at: DateTime<Utc>, by: &str, comment: Option<String>) {
         if let Some(r) = self.requests.get_mut(&id) {
+            if self.pending.contains(&id) {
+                self.deadlines.remove(&(r.pending_until, Deadline::Request(id)));
+            }
             r.state = to;
             r.decided_at = Some(at);
             r.decided_by = Some(by.to_string());
@@ -371,6 +398,9 @@ impl State {
 
     fn end_grant(&mut self, id: GrantId, to: GrantState, end: GrantEnd) {
         if let Some(g) = self.grants.get_mut(&id) {
+            if self.active.contains(&id) {
+                self.deadlines.remove(&(g.expires_at, Deadline::Grant(id)));
+            }
             g.state = to;
             g.ended = Some(end);
         }

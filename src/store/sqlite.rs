@@ -274,12 +274,10 @@ impl Store for SqliteStore {
         let tx = self.conn.unchecked_transaction()?;
         let mut s = State::default();
         for g in bodies::<Grant>(&tx, "SELECT body FROM grants WHERE state = 'active'", [])? {
-            s.active.insert(g.id);
-            s.grants.insert(g.id, g);
+            s.load_active(g);
         }
         for r in bodies::<Request>(&tx, "SELECT body FROM requests WHERE state = 'pending'", [])? {
-            s.pending.insert(r.id);
-            s.requests.insert(r.id, r);
+            s.load_pending(r);
         }
         let of_grants: Vec<RequestId> = s.grants.values().map(|g| g.request).collect();
         for id in of_grants {
