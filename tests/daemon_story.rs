@@ -224,9 +224,12 @@ async fn history_is_whole_after_a_restart_though_memory_holds_only_what_is_live(
     let alice = d.user("alice").await;
     let admin = d.admin();
     let denied = dave.request(&ask("export", None, None)).await.unwrap().request.id;
-    alice.deny(denied, Some("not today".into())).await.unwrap();
+    let answer = alice.deny(denied, Some("not today".into())).await.unwrap();
+    let shown = admin.show_request(denied).await.unwrap();
+    assert_eq!((answer.request, answer.grant), (shown.request, shown.grant), "a write answers with the rows as stored");
     let given_up = dave.request(&ask("restart", None, None)).await.unwrap().grant.unwrap().id;
-    dave.relinquish(given_up).await.unwrap();
+    let answer = dave.relinquish(given_up).await.unwrap();
+    assert_eq!(answer, admin.show_grant(given_up).await.unwrap());
     let glass = dave.request(&ask("glass", None, None)).await.unwrap().grant.unwrap().id;
     dave.relinquish(glass).await.unwrap();
     let pending = dave.request(&ask("export", None, None)).await.unwrap().request.id;

@@ -23,6 +23,12 @@ pub enum EngineError {
     Store(#[from] StoreError),
 }
 
+/// What a command recorded: its events, and the rows they changed exactly as written to the store.
+pub struct Written {
+    pub events: Vec<Arc<Event>>,
+    pub rows: State,
+}
+
 /// How many events a slow stream client may fall behind before it re-reads from the store.
 const FEED_CAPACITY: usize = 4096;
 
@@ -105,18 +111,24 @@ impl Engine {
     /// Decides and records a command. Blocking (it waits for the disk): call it from a blocking
     /// task. Returns the events written, empty if there was nothing to do.
     pub fn execute(&self, actor: &str, command: Command) -> Result<Vec<Arc<Event>>, EngineError> {
+        Ok(self.execute_written(actor, command)?.events)
+    }
+
+    /// Like `execute`, and also hands back the rows as written, so an answer can show them
+    /// without reading them back from the store.
+    pub fn execute_written(&self, actor: &str, command: Command) -> Result<Written, EngineError> {
         let mut store = lock(&self.writer);
         let policy = self.policy();
-        let events = self.record(&mut **store, &policy, actor, &command)?;
-        self.publish(&events);
-        Ok(events)
+        let written = self.record(&mut **store, &policy, actor, &command)?;
+        self.publish(&written.events);
+        Ok(written)
     }
 
     /// Loads a new policy: recorded as an event by `actor`, who must be an admin under the new
     /// policy too (so nobody can lock themselves out by reloading), then put in force.
     pub fn reload(&self, actor: &str, policy: Policy) -> Result<Vec<Arc<Event>>, EngineError> {
         let mut store = lock(&self.writer);
-        let events = self.record(&mut **store, &policy, actor, &Command::LoadPolicy)?;
+        let events = self.record(&mut **store, &policy, actor, &Command::LoadPolicy)?.events;
         // In force before anyone hears of it: a client that reloads on the event gets the new one.
         *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
         self.publish(&events);
@@ -125,7 +137,7 @@ impl Engine {
 
     /// Decides, writes durably, and applies in memory. The caller holds the writer lock and
     /// publishes afterwards.
-    fn record(&self, store: &mut dyn Store, policy: &Policy, actor: &str, command: &Command) -> Result<Vec<Arc<Event>>, EngineError> {
+    fn record(&self, store: &mut dyn Store, policy: &Policy, actor: &str, command: &Command) -> Result<Written, EngineError> {
         let named = command.names();
         if let Some(entity) = &named {
             self.admit(store, entity)?;
@@ -133,7 +145,7 @@ impl Engine {
         let written = self.write(store, policy, actor, command);
         {
             let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-            let events = written.as_deref().unwrap_or_default();
+            let events = written.as_ref().map(|(events, _)| events.as_slice()).unwrap_or_default();
             for e in events {
                 state.apply(e);
             }
@@ -143,17 +155,18 @@ impl Engine {
                 state.forget_ended(&entity);
             }
         }
-        Ok(written?.into_iter().map(Arc::new).collect())
+        let (events, rows) = written?;
+        Ok(Written { events: events.into_iter().map(Arc::new).collect(), rows })
     }
 
     /// Decides against memory and writes the events and the rows they change in one transaction.
-    fn write(&self, store: &mut dyn Store, policy: &Policy, actor: &str, command: &Command) -> Result<Vec<Event>, EngineError> {
+    fn write(&self, store: &mut dyn Store, policy: &Policy, actor: &str, command: &Command) -> Result<(Vec<Event>, State), EngineError> {
         let now = self.clock.now();
         let (events, touched) = {
             let state = self.state.read().unwrap_or_else(|e| e.into_inner());
             let changes = rules::decide(&state, policy, actor, command, now)?;
             if changes.is_empty() {
-                return Ok(Vec::new());
+                return Ok((Vec::new(), State::default()));
             }
             let mut touched = state.touched_by(&changes);
             let events = chain::seal(state.last_seq, &state.last_hash, now, actor, changes);
@@ -163,7 +176,7 @@ impl Engine {
             (events, touched)
         };
         store.append(&events, &touched)?;
-        Ok(events)
+        Ok((events, touched))
     }
 
     /// Brings the ended request, grant or run a command names back from the store, so the

@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 
-use super::{Body, Query, blocking, execute, parse_id};
+use super::{Body, Query, blocking, execute_and_read, parse_id};
 use crate::daemon::Engine;
 use crate::daemon::auth::Caller;
 use crate::daemon::error::ApiError;
@@ -24,14 +24,23 @@ pub struct ListQuery {
     all: bool,
 }
 
-/// A grant as stored now (ended ones live only in the store).
-async fn grant(engine: &Arc<Engine>, caller: &Caller, id: GrantId) -> Result<Grant, ApiError> {
-    let e = engine.clone();
-    let grant = blocking(move || e.stored(|s| s.grant(id))).await?;
+/// The grant, if the caller may see it.
+fn visible(engine: &Engine, caller: &Caller, id: GrantId, grant: Option<Grant>) -> Result<Grant, ApiError> {
     let policy = engine.policy();
     grant
         .filter(|g| rules::grant_visible(&policy, &caller.user, g))
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no_such_grant", format!("there is no grant {id} that you may see")))
+}
+
+/// Runs a decision on grant `id` and answers with the grant as written (or else as stored: an
+/// ended grant is no longer in memory).
+async fn act(engine: &Arc<Engine>, caller: &Caller, id: GrantId, command: Command) -> Result<Json<Grant>, ApiError> {
+    let grant = execute_and_read(engine, caller, command, move |e, written| match written.rows.grants.get(&id) {
+        Some(g) => Ok(Some(g.clone())),
+        None => Ok(e.stored(|s| s.grant(id))?),
+    })
+    .await?;
+    Ok(Json(visible(engine, caller, id, grant)?))
 }
 
 /// Active grants (those whose deadline has not passed) from memory, or every grant with
@@ -57,7 +66,10 @@ pub async fn list(State(engine): State<Arc<Engine>>, caller: Caller, Query(q): Q
 }
 
 pub async fn show(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): Path<String>) -> Result<Json<Grant>, ApiError> {
-    Ok(Json(grant(&engine, &caller, parse_id(&id)?).await?))
+    let id = parse_id(&id)?;
+    let e = engine.clone();
+    let grant = blocking(move || e.stored(|s| s.grant(id))).await?;
+    Ok(Json(visible(&engine, &caller, id, grant)?))
 }
 
 pub async fn revoke(
@@ -67,14 +79,12 @@ pub async fn revoke(
     Body(r): Body<Reason>,
 ) -> Result<Json<Grant>, ApiError> {
     let id = parse_id(&id)?;
-    execute(&engine, &caller, Command::Revoke { grant: id, reason: r.reason }).await?;
-    Ok(Json(grant(&engine, &caller, id).await?))
+    act(&engine, &caller, id, Command::Revoke { grant: id, reason: r.reason }).await
 }
 
 pub async fn relinquish(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): Path<String>) -> Result<Json<Grant>, ApiError> {
     let id = parse_id(&id)?;
-    execute(&engine, &caller, Command::Relinquish { grant: id }).await?;
-    Ok(Json(grant(&engine, &caller, id).await?))
+    act(&engine, &caller, id, Command::Relinquish { grant: id }).await
 }
 
 pub async fn review(
@@ -84,6 +94,5 @@ pub async fn review(
     Body(c): Body<Comment>,
 ) -> Result<Json<Grant>, ApiError> {
     let id = parse_id(&id)?;
-    execute(&engine, &caller, Command::Review { grant: id, comment: c.comment }).await?;
-    Ok(Json(grant(&engine, &caller, id).await?))
+    act(&engine, &caller, id, Command::Review { grant: id, comment: c.comment }).await
 }

@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 
 use super::Engine;
 use super::auth::Caller;
+use super::engine::{EngineError, Written};
 use super::error::ApiError;
 use crate::model::Event;
 use crate::model::wire::MAX_BODY_BYTES;
@@ -110,9 +111,24 @@ pub fn parse_id<T: std::str::FromStr<Err = String>>(raw: &str) -> Result<T, ApiE
 
 /// Runs a command on a blocking thread (the engine waits for the disk) and maps its errors.
 pub async fn execute(engine: &Arc<Engine>, caller: &Caller, command: Command) -> Result<Vec<Arc<Event>>, ApiError> {
+    execute_and_read(engine, caller, command, |_, written| Ok(written.events)).await
+}
+
+/// Runs a command, then `read` (the answer, from what was written or else the store) on the
+/// same blocking thread: one hand-off per write, not two.
+pub async fn execute_and_read<R: Send + 'static>(
+    engine: &Arc<Engine>,
+    caller: &Caller,
+    command: Command,
+    read: impl FnOnce(&Engine, Written) -> Result<R, EngineError> + Send + 'static,
+) -> Result<R, ApiError> {
     let engine = engine.clone();
     let actor = caller.user.clone();
-    blocking(move || engine.execute(&actor, command)).await
+    blocking(move || {
+        let written = engine.execute_written(&actor, command)?;
+        read(&engine, written)
+    })
+    .await
 }
 
 /// Runs blocking work (commands, store reads, policy loads) off the async threads; its error, or

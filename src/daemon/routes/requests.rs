@@ -7,14 +7,15 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 
-use super::{Body, Query, blocking, execute, parse_id};
+use super::{Body, Query, blocking, execute_and_read, parse_id};
 use crate::daemon::Engine;
 use crate::daemon::auth::Caller;
+use crate::daemon::engine::Written;
 use crate::daemon::error::ApiError;
 use crate::model::wire::{Comment, NewRequest, Outcome};
-use crate::model::{Request, RequestId, RequestState};
+use crate::model::{Grant, Request, RequestId, RequestState};
 use crate::rules::{self, Command};
-use crate::store::Scope;
+use crate::store::{Scope, StoreError};
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -24,21 +25,31 @@ pub struct ListQuery {
     state: Option<String>,
 }
 
-/// A request and its grant as stored now (ended ones live only in the store).
-async fn outcome(engine: &Arc<Engine>, caller: &Caller, id: RequestId) -> Result<Outcome, ApiError> {
-    let e = engine.clone();
-    let (request, grant) = blocking(move || {
-        e.stored(|s| {
-            let request = s.request(id)?;
-            let grant = match request.as_ref().and_then(|r| r.grant) {
-                Some(g) => s.grant(g)?,
-                None => None,
-            };
-            Ok((request, grant))
-        })
+/// A request and its grant as stored now (ended ones live only in the store). Blocking.
+fn stored(engine: &Engine, id: RequestId) -> Result<(Option<Request>, Option<Grant>), StoreError> {
+    engine.stored(|s| {
+        let request = s.request(id)?;
+        let grant = match request.as_ref().and_then(|r| r.grant) {
+            Some(g) => s.grant(g)?,
+            None => None,
+        };
+        Ok((request, grant))
     })
-    .await?;
+}
+
+/// A request and its grant as a command just wrote them, or else as stored. Blocking.
+fn written_or_stored(engine: &Engine, written: &Written, id: RequestId) -> Result<(Option<Request>, Option<Grant>), StoreError> {
+    let Some(request) = written.rows.requests.get(&id) else { return stored(engine, id) };
+    match request.grant.map(|g| written.rows.grants.get(&g)) {
+        Some(None) => stored(engine, id),
+        grant => Ok((Some(request.clone()), grant.flatten().cloned())),
+    }
+}
+
+/// The outcome, if the caller may see the request.
+fn visible(engine: &Engine, caller: &Caller, id: RequestId, found: (Option<Request>, Option<Grant>)) -> Result<Outcome, ApiError> {
     let policy = engine.policy();
+    let (request, grant) = found;
     let request = request
         .filter(|r| rules::request_visible(&policy, &caller.user, r))
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no_such_request", format!("there is no request {id} that you may see")))?;
@@ -50,15 +61,19 @@ pub async fn create(
     caller: Caller,
     Body(new): Body<NewRequest>,
 ) -> Result<(StatusCode, Json<Outcome>), ApiError> {
-    let events = execute(&engine, &caller, Command::Request(new)).await?;
-    let id = events
-        .iter()
-        .find_map(|e| match &e.change {
-            crate::model::Change::RequestCreated { request, .. } => Some(*request),
-            _ => None,
-        })
-        .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the request was not recorded"))?;
-    Ok((StatusCode::CREATED, Json(outcome(&engine, &caller, id).await?)))
+    let (id, found) = execute_and_read(&engine, &caller, Command::Request(new), |e, written| {
+        let id = written
+            .events
+            .iter()
+            .find_map(|e| match &e.change {
+                crate::model::Change::RequestCreated { request, .. } => Some(*request),
+                _ => None,
+            })
+            .ok_or_else(|| StoreError::Corrupt("the request was not recorded".into()))?;
+        Ok((id, written_or_stored(e, &written, id)?))
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(visible(&engine, &caller, id, found)?)))
 }
 
 pub async fn list(State(engine): State<Arc<Engine>>, caller: Caller, Query(q): Query<ListQuery>) -> Result<Json<Vec<Request>>, ApiError> {
@@ -93,13 +108,16 @@ pub async fn list(State(engine): State<Arc<Engine>>, caller: Caller, Query(q): Q
 }
 
 pub async fn show(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): Path<String>) -> Result<Json<Outcome>, ApiError> {
-    Ok(Json(outcome(&engine, &caller, parse_id(&id)?).await?))
+    let id = parse_id(&id)?;
+    let e = engine.clone();
+    let found = blocking(move || stored(&e, id)).await?;
+    Ok(Json(visible(&engine, &caller, id, found)?))
 }
 
 /// Runs a decision on request `id` and answers with the request as it is now.
 async fn act(engine: &Arc<Engine>, caller: &Caller, id: RequestId, command: Command) -> Result<Json<Outcome>, ApiError> {
-    execute(engine, caller, command).await?;
-    Ok(Json(outcome(engine, caller, id).await?))
+    let found = execute_and_read(engine, caller, command, move |e, written| Ok(written_or_stored(e, &written, id)?)).await?;
+    Ok(Json(visible(engine, caller, id, found)?))
 }
 
 pub async fn approve(
