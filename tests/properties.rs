@@ -230,6 +230,9 @@ impl World {
             .chain(self.state.active.iter().map(|id| (self.state.grants[id].expires_at, Deadline::Grant(*id))))
             .collect();
         assert_eq!(self.state.deadlines, open);
+        let held: BTreeSet<(String, String, GrantId)> =
+            (self.state.active.iter()).map(|id| &self.state.grants[id]).map(|g| (g.holder.clone(), g.task.clone(), g.id)).collect();
+        assert_eq!(self.state.held, held);
         for g in self.state.grants.values() {
             let r = &self.state.requests[&g.request];
             let task = &self.policy.tasks[&g.task];

@@ -582,18 +582,12 @@ fn start_run(
             format!("'{}' runs no command: zsa only checks access to it (zsa check {})", task.name, task.name),
         )
     })?;
-    let grant = state
-        .active
-        .iter()
-        .filter_map(|id| state.grants.get(id))
-        .filter(|g| g.holder == actor && g.task == task.name && g.is_active_at(now))
-        .max_by_key(|g| g.expires_at)
-        .ok_or_else(|| {
-            Refusal::forbidden(
-                "no_grant",
-                format!("you hold no active grant for '{}'; ask for one with: zsa request {} --reason \"...\"", task.name, task.name),
-            )
-        })?;
+    let grant = state.held_by(actor, &task.name).filter(|g| g.is_active_at(now)).max_by_key(|g| g.expires_at).ok_or_else(|| {
+        Refusal::forbidden(
+            "no_grant",
+            format!("you hold no active grant for '{}'; ask for one with: zsa request {} --reason \"...\"", task.name, task.name),
+        )
+    })?;
     let fixed = state.requests.get(&grant.request).map(|r| &r.params).filter(|p| !p.is_empty());
     let params = match fixed {
         Some(fixed) if params.is_empty() || params == fixed => fixed,

@@ -44,6 +44,8 @@ pub struct State {
     /// What is open, by the moment it ends by itself: the deadline task and `Expire` look at the
     /// front, never at everything (requests before grants at the same instant, then by id).
     pub deadlines: BTreeSet<(DateTime<Utc>, Deadline)>,
+    /// Active grants by (holder, task), so `check` looks at the caller's grants only.
+    pub held: BTreeSet<(String, String, GrantId)>,
     /// The highest ids ever given, so new ids never repeat once history has left memory.
     pub last_request: u64,
     pub last_run: u64,
@@ -116,6 +118,13 @@ impl State {
         self.deadlines.first().map(|(at, _)| *at)
     }
 
+    /// The active grants `user` holds for `task` (those whose deadline may still have passed).
+    pub fn held_by<'a>(&'a self, user: &str, task: &str) -> impl Iterator<Item = &'a Grant> + 'a {
+        let from = (user.to_string(), task.to_string(), GrantId(0));
+        let to = (user.to_string(), task.to_string(), GrantId(u64::MAX));
+        self.held.range(from..=to).filter_map(|(_, _, id)| self.grants.get(id))
+    }
+
     /// Puts a pending request into memory with its indexes (the store loading live state).
     pub fn load_pending(&mut self, r: Request) {
         self.pending.insert(r.id);
@@ -127,6 +136,7 @@ impl State {
     pub fn load_active(&mut self, g: Grant) {
         self.active.insert(g.id);
         self.deadlines.insert((g.expires_at, Deadline::Grant(g.id)));
+        self.held.insert((g.holder.clone(), g.task.clone(), g.id));
         self.grants.insert(g.id, g);
     }
 
@@ -305,6 +315,7 @@ impl State {
                 );
                 self.active.insert(*grant);
                 self.deadlines.insert((*expires_at, Deadline::Grant(*grant)));
+                self.held.insert((holder.clone(), task.clone(), *grant));
             }
             Change::GrantExpired { grant, deadline, .. } => {
                 self.end_grant(*grant, GrantState::Expired, GrantEnd { at: *deadline, by: actor.clone(), reason: None });
@@ -400,6 +411,7 @@ impl State {
         if let Some(g) = self.grants.get_mut(&id) {
             if self.active.contains(&id) {
                 self.deadlines.remove(&(g.expires_at, Deadline::Grant(id)));
+                self.held.remove(&(g.holder.clone(), g.task.clone(), id));
             }
             g.state = to;
             g.ended = Some(end);

@@ -54,13 +54,7 @@ pub fn check_access(
         ));
     }
     let known_task = policy.tasks.contains_key(task);
-    let grant = state
-        .active
-        .iter()
-        .filter_map(|id| state.grants.get(id))
-        .filter(|g| g.holder == user && g.task == task && g.is_active_at(now))
-        .max_by_key(|g| g.expires_at)
-        .cloned();
+    let grant = state.held_by(user, task).filter(|g| g.is_active_at(now)).max_by_key(|g| g.expires_at).cloned();
     let disabled = state.is_disabled(user);
     let (allowed, message) = match &grant {
         _ if disabled => (false, format!("'{}' is disabled", text::inert(user))),
