@@ -134,13 +134,21 @@ fn raw_sqlite_commits(dir: &Path, secs: u64) -> f64 {
 async fn writes(rows: &mut Vec<Row>) {
     let dir = tempfile::tempdir().unwrap();
     let raw = raw_sqlite_commits(dir.path(), 4);
-    let h = daemon(dir.path()).await;
-    let alice = token_client(&h, "alice").await;
+    // The daemon as it runs in production: its own process, so the clients here do not share
+    // its threads.
+    let (mut daemon, _, socket) = spawn_daemon(dir.path());
+    let admin = Client::new(&socket, None).unwrap();
+    let token = |user: String| {
+        let admin = admin.clone();
+        let socket = socket.clone();
+        async move { Client::new(&socket, Some(admin.issue_token(&user).await.unwrap().token)).unwrap() }
+    };
+    let alice = token("alice".into()).await;
     for clients in [1usize, 8] {
         let mut tasks = Vec::new();
         let until = Instant::now() + Duration::from_secs(4);
         for i in 0..clients {
-            let u = token_client(&h, &format!("u{}", 100 + i)).await;
+            let u = token(format!("u{}", 100 + i)).await;
             let alice = alice.clone();
             tasks.push(tokio::spawn(async move {
                 let mut pairs = 0u64;
@@ -169,7 +177,12 @@ async fn writes(rows: &mut Vec<Row>) {
             format!("{:.2}", per_sec * 2.0 / raw),
         ));
     }
+    let _ = daemon.kill();
+    let _ = daemon.wait();
     // The same pairs straight through the engine, without HTTP: what the store and the rules cost.
+    let engine_dir = dir.path().join("engine");
+    std::fs::create_dir_all(&engine_dir).unwrap();
+    let h = self::daemon(&engine_dir).await;
     let engine = h.engine.clone();
     let pairs = tokio::task::spawn_blocking(move || {
         let until = Instant::now() + Duration::from_secs(4);
