@@ -7,14 +7,13 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 
-use super::{Body, Query, blocking, execute_and_read, parse_id};
+use super::{Body, Query, blocking, execute_and_read, parse_id, stored_list};
 use crate::daemon::Engine;
 use crate::daemon::auth::Caller;
 use crate::daemon::error::ApiError;
 use crate::model::wire::{Comment, Reason};
 use crate::model::{Grant, GrantId};
 use crate::rules::{self, Command};
-use crate::store::Scope;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -47,12 +46,7 @@ async fn act(engine: &Arc<Engine>, caller: &Caller, id: GrantId, command: Comman
 /// `all=true` from the store.
 pub async fn list(State(engine): State<Arc<Engine>>, caller: Caller, Query(q): Query<ListQuery>) -> Result<Json<Vec<Grant>>, ApiError> {
     if q.all {
-        let policy = engine.policy();
-        let scope = Scope::of(&policy, &caller.user);
-        let e = engine.clone();
-        let mut grants = blocking(move || e.stored(|s| s.grants(&scope))).await?;
-        grants.retain(|g| rules::grant_visible(&policy, &caller.user, g));
-        return Ok(Json(grants));
+        return Ok(Json(stored_list(&engine, &caller, |s, scope| s.grants(scope), rules::grant_visible).await?));
     }
     let now = engine.now();
     Ok(Json(engine.read(|s, p| {

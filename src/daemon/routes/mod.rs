@@ -24,7 +24,9 @@ use super::engine::{EngineError, Written};
 use super::error::ApiError;
 use crate::model::Event;
 use crate::model::wire::MAX_BODY_BYTES;
+use crate::policy::Policy;
 use crate::rules::Command;
+use crate::store::{Scope, Store, StoreError};
 
 pub fn router(engine: Arc<Engine>) -> Router {
     Router::new()
@@ -143,6 +145,22 @@ pub async fn blocking<R: Send + 'static, E: Into<ApiError> + Send + 'static>(
             Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the daemon failed while handling this; its log says why"))
         }
     }
+}
+
+/// Every row of one kind the caller may see, from the store (history is not in memory). The store
+/// skips rows outside the caller's scope; `visible`, the rule itself, has the last word.
+pub async fn stored_list<T: Send + 'static>(
+    engine: &Arc<Engine>,
+    caller: &Caller,
+    read: fn(&mut dyn Store, &Scope) -> Result<Vec<T>, StoreError>,
+    visible: fn(&Policy, &str, &T) -> bool,
+) -> Result<Vec<T>, ApiError> {
+    let policy = engine.policy();
+    let scope = Scope::of(&policy, &caller.user);
+    let e = engine.clone();
+    let mut rows = blocking(move || e.stored(|s| read(s, &scope))).await?;
+    rows.retain(|row| visible(&policy, &caller.user, row));
+    Ok(rows)
 }
 
 /// SIGHUP: the daemon reloads its own policy file.

@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 
-use super::{Body, Query, blocking, execute_and_read, parse_id};
+use super::{Body, Query, blocking, execute_and_read, parse_id, stored_list};
 use crate::daemon::Engine;
 use crate::daemon::auth::Caller;
 use crate::daemon::engine::Written;
@@ -15,7 +15,7 @@ use crate::daemon::error::ApiError;
 use crate::model::wire::{Comment, NewRequest, Outcome};
 use crate::model::{Grant, Request, RequestId, RequestState};
 use crate::rules::{self, Command};
-use crate::store::{Scope, StoreError};
+use crate::store::StoreError;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -88,12 +88,7 @@ pub async fn list(State(engine): State<Arc<Engine>>, caller: Caller, Query(q): Q
         }
     };
     if all {
-        let policy = engine.policy();
-        let scope = Scope::of(&policy, &caller.user);
-        let e = engine.clone();
-        let mut requests = blocking(move || e.stored(|s| s.requests(&scope))).await?;
-        requests.retain(|r| rules::request_visible(&policy, &caller.user, r));
-        return Ok(Json(requests));
+        return Ok(Json(stored_list(&engine, &caller, |s, scope| s.requests(scope), rules::request_visible).await?));
     }
     let now = engine.now();
     Ok(Json(engine.read(|s, p| {

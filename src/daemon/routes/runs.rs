@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{Body, blocking, parse_id};
+use super::{Body, blocking, parse_id, stored_list};
 use crate::daemon::Engine;
 use crate::daemon::auth::Caller;
 use crate::daemon::error::ApiError;
@@ -15,7 +15,6 @@ use crate::daemon::runner;
 use crate::model::wire::RunRequest;
 use crate::model::{Run, RunId};
 use crate::rules;
-use crate::store::Scope;
 
 pub async fn start(State(engine): State<Arc<Engine>>, caller: Caller, Body(req): Body<RunRequest>) -> Result<Response, ApiError> {
     runner::start(engine, caller, req).await
@@ -32,12 +31,7 @@ async fn visible_run(engine: &Arc<Engine>, caller: &Caller, id: RunId) -> Result
 
 /// Every run the caller may see, from the store.
 pub async fn list(State(engine): State<Arc<Engine>>, caller: Caller) -> Result<Json<Vec<Run>>, ApiError> {
-    let policy = engine.policy();
-    let scope = Scope::of(&policy, &caller.user);
-    let e = engine.clone();
-    let mut runs = blocking(move || e.stored(|s| s.runs(&scope))).await?;
-    runs.retain(|r| rules::run_visible(&policy, &caller.user, r));
-    Ok(Json(runs))
+    Ok(Json(stored_list(&engine, &caller, |s, scope| s.runs(scope), rules::run_visible).await?))
 }
 
 pub async fn show(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): Path<String>) -> Result<Json<Run>, ApiError> {
