@@ -454,7 +454,7 @@ async fn console(rows: &mut Vec<Row>) {
 }
 
 /// On a kept state (ZSA_BENCH_DIR): what start-up reads (the live rows) next to what a full
-/// replay of the log costs (what `audit verify` still does, and start-up did before).
+/// replay of the log costs (what start-up did before).
 fn start_stages(rows: &mut Vec<Row>) {
     let Some(dir) = std::env::var_os("ZSA_BENCH_DIR").map(PathBuf::from) else { return };
     let db = dir.join("state/zsa.db");
@@ -468,7 +468,7 @@ fn start_stages(rows: &mut Vec<Row>) {
     let replayed = t.elapsed();
     let what = format!("{} pending, {} active", live.pending.len(), live.active.len());
     rows.push(Row(format!("load the live state ({what})"), ms(loaded), String::new(), String::new()));
-    rows.push(Row(format!("replay all {} events (audit verify's cost)", full.last_seq), ms(replayed), String::new(), String::new()));
+    rows.push(Row(format!("replay all {} events (start-up before)", full.last_seq), ms(replayed), String::new(), String::new()));
 
     // Start-up grows with what is open: 100,000 grants active at once.
     let busy = tempfile::tempdir().unwrap();

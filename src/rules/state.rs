@@ -125,15 +125,17 @@ impl State {
         self.held.range(from..=to).filter_map(|(_, _, id)| self.grants.get(id))
     }
 
-    /// Puts a pending request into memory with its indexes (the store loading live state).
-    pub fn load_pending(&mut self, r: Request) {
+    /// Adds a pending request with its indexes: `apply` on `request_created`, and the store
+    /// loading live state.
+    pub fn add_pending(&mut self, r: Request) {
         self.pending.insert(r.id);
         self.deadlines.insert((r.pending_until, Deadline::Request(r.id)));
         self.requests.insert(r.id, r);
     }
 
-    /// Puts an active grant into memory with its indexes (the store loading live state).
-    pub fn load_active(&mut self, g: Grant) {
+    /// Adds an active grant with its indexes: `apply` on `grant_started`, and the store loading
+    /// live state.
+    pub fn add_active(&mut self, g: Grant) {
         self.active.insert(g.id);
         self.deadlines.insert((g.expires_at, Deadline::Grant(g.id)));
         self.held.insert((g.holder.clone(), g.task.clone(), g.id));
@@ -252,30 +254,25 @@ impl State {
                 break_glass,
                 params,
             } => {
-                self.requests.insert(
-                    *request,
-                    Request {
-                        id: *request,
-                        task: task.clone(),
-                        requester: requester.clone(),
-                        state: RequestState::Pending,
-                        duration_secs: *duration_secs,
-                        reason: reason.clone(),
-                        ticket: ticket.clone(),
-                        created_at: at,
-                        pending_until: *pending_until,
-                        approvals_needed: *approvals_needed,
-                        approvals: Vec::new(),
-                        break_glass: *break_glass,
-                        decided_at: None,
-                        decided_by: None,
-                        comment: None,
-                        grant: None,
-                        params: params.clone(),
-                    },
-                );
-                self.pending.insert(*request);
-                self.deadlines.insert((*pending_until, Deadline::Request(*request)));
+                self.add_pending(Request {
+                    id: *request,
+                    task: task.clone(),
+                    requester: requester.clone(),
+                    state: RequestState::Pending,
+                    duration_secs: *duration_secs,
+                    reason: reason.clone(),
+                    ticket: ticket.clone(),
+                    created_at: at,
+                    pending_until: *pending_until,
+                    approvals_needed: *approvals_needed,
+                    approvals: Vec::new(),
+                    break_glass: *break_glass,
+                    decided_at: None,
+                    decided_by: None,
+                    comment: None,
+                    grant: None,
+                    params: params.clone(),
+                });
                 self.last_request = self.last_request.max(request.0);
             }
             Change::RequestApproved { request, comment, .. } => {
@@ -297,25 +294,19 @@ impl State {
                 if let Some(r) = self.requests.get_mut(request) {
                     r.grant = Some(*grant);
                 }
-                self.grants.insert(
-                    *grant,
-                    Grant {
-                        id: *grant,
-                        request: *request,
-                        task: task.clone(),
-                        holder: holder.clone(),
-                        state: GrantState::Active,
-                        granted_at: at,
-                        expires_at: *expires_at,
-                        approved_by: approved_by.clone(),
-                        break_glass: *break_glass,
-                        review: None,
-                        ended: None,
-                    },
-                );
-                self.active.insert(*grant);
-                self.deadlines.insert((*expires_at, Deadline::Grant(*grant)));
-                self.held.insert((holder.clone(), task.clone(), *grant));
+                self.add_active(Grant {
+                    id: *grant,
+                    request: *request,
+                    task: task.clone(),
+                    holder: holder.clone(),
+                    state: GrantState::Active,
+                    granted_at: at,
+                    expires_at: *expires_at,
+                    approved_by: approved_by.clone(),
+                    break_glass: *break_glass,
+                    review: None,
+                    ended: None,
+                });
             }
             Change::GrantExpired { grant, deadline, .. } => {
                 self.end_grant(*grant, GrantState::Expired, GrantEnd { at: *deadline, by: actor.clone(), reason: None });
@@ -394,9 +385,7 @@ impl State {
 
     fn close_request(&mut self, id: RequestId, to: RequestState, at: DateTime<Utc>, by: &str, comment: Option<String>) {
         if let Some(r) = self.requests.get_mut(&id) {
-            if self.pending.contains(&id) {
-                self.deadlines.remove(&(r.pending_until, Deadline::Request(id)));
-            }
+            self.deadlines.remove(&(r.pending_until, Deadline::Request(id)));
             r.state = to;
             r.decided_at = Some(at);
             r.decided_by = Some(by.to_string());
@@ -409,10 +398,8 @@ impl State {
 
     fn end_grant(&mut self, id: GrantId, to: GrantState, end: GrantEnd) {
         if let Some(g) = self.grants.get_mut(&id) {
-            if self.active.contains(&id) {
-                self.deadlines.remove(&(g.expires_at, Deadline::Grant(id)));
-                self.held.remove(&(g.holder.clone(), g.task.clone(), id));
-            }
+            self.deadlines.remove(&(g.expires_at, Deadline::Grant(id)));
+            self.held.remove(&(g.holder.clone(), g.task.clone(), id));
             g.state = to;
             g.ended = Some(end);
         }

@@ -61,7 +61,7 @@ impl Scope {
 }
 
 pub trait Store: Send {
-    /// Calls `each` with every event, in order.
+    /// Calls `each` with every event, in order (upgrading a store; benchmarks).
     fn replay(&mut self, each: &mut dyn FnMut(Event)) -> Result<(), StoreError>;
     /// What is live (see `rules::State`), read from the projections: what the daemon starts from.
     fn load_live(&mut self) -> Result<State, StoreError>;

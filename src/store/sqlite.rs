@@ -212,60 +212,14 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
-    /// Start-up's hot path. Two cores share it: a reader thread reads rows in batches and
-    /// parses every other batch; this thread parses the rest and applies all, in order.
+    /// Only the upgrade to a new schema reads the whole log this way (start-up loads the live
+    /// rows), so it is a plain loop.
     fn replay(&mut self, each: &mut dyn FnMut(Event)) -> Result<(), StoreError> {
-        const BATCH: usize = 4096;
-        type Raw = Vec<(String, String, String)>;
-        enum Batch {
-            Raw(Raw),
-            Parsed(Result<Vec<Event>, StoreError>),
-            Failed(StoreError),
+        let mut stmt = self.conn.prepare("SELECT body, prev_hash, hash FROM events ORDER BY seq")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            each(Self::row_to_event(row.get(0)?, row.get(1)?, row.get(2)?)?);
         }
-        fn parse_all(rows: Raw) -> Result<Vec<Event>, StoreError> {
-            rows.into_iter().map(|(b, p, h)| SqliteStore::row_to_event(b, p, h)).collect()
-        }
-        let reader = Self::open_reader(&self.path)?;
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(4);
-        let thread = std::thread::spawn(move || {
-            let read = || -> Result<(), StoreError> {
-                let mut stmt = reader.conn.prepare("SELECT body, prev_hash, hash FROM events ORDER BY seq")?;
-                let mut rows = stmt.query([])?;
-                let mut batch = Vec::with_capacity(BATCH);
-                let mut odd = false;
-                let flush = |batch: Raw, odd: bool| {
-                    let msg = if odd { Batch::Parsed(parse_all(batch)) } else { Batch::Raw(batch) };
-                    tx.send(msg).is_ok()
-                };
-                while let Some(row) = rows.next()? {
-                    batch.push((row.get(0)?, row.get(1)?, row.get(2)?));
-                    if batch.len() == BATCH {
-                        if !flush(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)), odd) {
-                            return Ok(());
-                        }
-                        odd = !odd;
-                    }
-                }
-                if !batch.is_empty() {
-                    flush(batch, odd);
-                }
-                Ok(())
-            };
-            if let Err(e) = read() {
-                let _ = tx.send(Batch::Failed(e));
-            }
-        });
-        for batch in rx {
-            let events = match batch {
-                Batch::Raw(rows) => parse_all(rows)?,
-                Batch::Parsed(parsed) => parsed?,
-                Batch::Failed(e) => return Err(e),
-            };
-            for e in events {
-                each(e);
-            }
-        }
-        let _ = thread.join();
         Ok(())
     }
 
@@ -274,10 +228,10 @@ impl Store for SqliteStore {
         let tx = self.conn.unchecked_transaction()?;
         let mut s = State::default();
         for g in bodies::<Grant>(&tx, "SELECT body FROM grants WHERE state = 'active'", [])? {
-            s.load_active(g);
+            s.add_active(g);
         }
         for r in bodies::<Request>(&tx, "SELECT body FROM requests WHERE state = 'pending'", [])? {
-            s.load_pending(r);
+            s.add_pending(r);
         }
         let of_grants: Vec<RequestId> = s.grants.values().map(|g| g.request).collect();
         for id in of_grants {
