@@ -5,18 +5,19 @@ use std::io::Write;
 
 use crate::model::Event;
 
-pub const CSV_HEADER: [&str; 9] = ["seq", "at", "actor", "kind", "user", "task", "target", "summary", "hash"];
+pub const CSV_HEADER: [&str; 10] = ["seq", "at", "actor", "proved", "kind", "user", "task", "target", "summary", "hash"];
 
 /// A spreadsheet treats a cell starting with = + - @ as a formula; such user text is quoted.
 pub fn spreadsheet_safe(s: &str) -> String {
     if s.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{s}") } else { s.to_string() }
 }
 
-pub fn csv_record(e: &Event) -> [String; 9] {
+pub fn csv_record(e: &Event) -> [String; 10] {
     [
         e.seq.to_string(),
         e.at.to_rfc3339(),
         spreadsheet_safe(&e.actor),
+        spreadsheet_safe(&e.proved()),
         e.change.kind().to_string(),
         spreadsheet_safe(e.change.subject().unwrap_or("")),
         spreadsheet_safe(e.change.task().unwrap_or("")),

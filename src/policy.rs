@@ -63,6 +63,9 @@ pub struct Task {
     pub ticket_pattern: Option<Pattern>,
     pub reason_pattern: Option<Pattern>,
     pub break_glass: bool,
+    /// How approvers must have authenticated for their approval to count: `peer` (their own Unix
+    /// login) and/or `token`. Both by default.
+    pub approve_via: Vec<String>,
     /// What the daemon runs for the grant's holder, if anything.
     pub run: Option<RunSpec>,
 }
@@ -258,6 +261,7 @@ struct RawTask {
     reason_pattern: Option<Spanned<String>>,
     #[serde(default)]
     break_glass: bool,
+    approve_via: Option<Spanned<Vec<Spanned<String>>>>,
     run: Option<Spanned<Vec<String>>>,
     run_as: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
@@ -453,6 +457,7 @@ impl Policy {
             };
             let ticket_pattern = pattern(&t.ticket_pattern, "ticket_pattern");
             let reason_pattern = pattern(&t.reason_pattern, "reason_pattern");
+            let approve_via = Self::validate_approve_via(&t, &here, p);
             let run = Self::validate_run(&t, &here, span.clone(), p);
             tasks.insert(
                 name.clone(),
@@ -470,6 +475,7 @@ impl Policy {
                     ticket_pattern,
                     reason_pattern,
                     break_glass: t.break_glass,
+                    approve_via,
                     run,
                 },
             );
@@ -490,6 +496,32 @@ impl Policy {
     }
 
     /// Checks a task's `run`, `run_as`, `timeout`, `on_expiry` and `params`.
+    /// `approve_via`: a non-empty list of the kinds in `APPROVE_VIA_KINDS`; both when absent.
+    fn validate_approve_via(t: &RawTask, here: &str, p: &mut Problems) -> Vec<String> {
+        use crate::model::auth::APPROVE_VIA_KINDS;
+        let Some(list) = &t.approve_via else {
+            return APPROVE_VIA_KINDS.iter().map(|k| k.to_string()).collect();
+        };
+        if list.get_ref().is_empty() {
+            p.at(list.span(), format!("{here}: approve_via is empty, so no approval could ever count; name \"peer\", \"token\" or both"));
+        }
+        let mut kinds = Vec::new();
+        for k in list.get_ref() {
+            if !APPROVE_VIA_KINDS.contains(&k.get_ref().as_str()) {
+                p.at(
+                    k.span(),
+                    format!(
+                        "{here}: approve_via has '{}'; it may hold \"peer\" (the approver's own Unix login) and \"token\"",
+                        text::inert(k.get_ref())
+                    ),
+                );
+            } else if !kinds.contains(k.get_ref()) {
+                kinds.push(k.get_ref().clone());
+            }
+        }
+        kinds
+    }
+
     fn validate_run(t: &RawTask, here: &str, span: Range<usize>, p: &mut Problems) -> Option<RunSpec> {
         let Some(argv) = &t.run else {
             for (field, present) in [
@@ -668,6 +700,7 @@ impl Policy {
             ticket_pattern: task.ticket_pattern.as_ref().map(|p| p.source.clone()),
             reason_pattern: task.reason_pattern.as_ref().map(|p| p.source.clone()),
             break_glass: task.break_glass,
+            approve_via: task.approve_via.clone(),
             may_request: self.may_request(user, task),
             may_approve: self.may_approve(user, task),
             run: task.run.as_ref().map(|r| crate::model::wire::RunView {

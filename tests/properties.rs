@@ -125,14 +125,14 @@ impl World {
 
     fn run(&mut self, actor: &str, cmd: Command) {
         let before = self.state.clone();
-        let decided = decide(&self.state, &self.policy, actor, &cmd, self.now);
+        let decided = decide(&self.state, &self.policy, &zsa::model::Actor::from(actor), &cmd, self.now);
         let twin = self.twin.as_ref().map(|t| {
             t.clock.set(self.now);
             t.engine.execute(actor, cmd.clone())
         });
         match decided {
             Ok(changes) => {
-                let events = chain::seal(self.state.last_seq, &self.state.last_hash, self.now, actor, changes);
+                let events = chain::seal(self.state.last_seq, &self.state.last_hash, self.now, &zsa::model::Actor::from(actor), changes);
                 if let Some(twin) = twin {
                     let written: Vec<Event> = twin.unwrap().iter().map(|e| (**e).clone()).collect();
                     assert_eq!(written, events, "the engine decided {cmd:?} differently");

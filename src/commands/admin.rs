@@ -16,7 +16,19 @@ pub async fn whoami(client: &Client, json: bool) -> CmdResult {
     println!("{} (via {}){}", text::inert(&me.user), me.via, if me.disabled { " DISABLED" } else { "" });
     println!("roles:  {roles}");
     println!("groups: {}", if me.groups.is_empty() { "none".to_string() } else { me.groups.join(", ") });
+    if let Some(auth) = &me.auth {
+        println!("proved: {}", auth.describe());
+    }
     println!("daemon: {} (policy sha256 {})", client.socket().display(), me.policy_sha256);
+    if !me.tokens.is_empty() {
+        // Anyone holding one of these can act as you: say who made each.
+        println!("tokens issued in your name:");
+        for t in &me.tokens {
+            let by = if t.issued_by == me.user { "you".to_string() } else { text::inert(&t.issued_by).into_owned() };
+            let state = if t.revoked { "revoked" } else { "valid" };
+            println!("  {} issued by {by} at {} ({state})", t.id, time(t.issued_at));
+        }
+    }
     Ok(())
 }
 

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{GrantId, RequestId, RunId, RunOutcome, TokenId};
+use super::{Auth, GrantId, RequestId, RunId, RunOutcome, TokenId};
 
 /// One recorded change, with its place in the hash chain.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -13,6 +13,9 @@ pub struct Event {
     pub at: DateTime<Utc>,
     /// Who caused it: a user, `zsa` for the daemon itself.
     pub actor: String,
+    /// How the actor authenticated; absent on events written before zsa recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<Auth>,
     #[serde(flatten)]
     pub change: Change,
     pub prev_hash: String,
@@ -51,6 +54,16 @@ pub enum Change {
         requester: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         comment: Option<String>,
+    },
+    /// An earlier approval that no longer counts under the current policy and users (its
+    /// approver left the approvers or was disabled, its token was revoked): dropped, so the
+    /// request waits for another.
+    ApprovalDropped {
+        request: RequestId,
+        task: String,
+        requester: String,
+        approver: String,
+        why: String,
     },
     RequestDenied {
         request: RequestId,
@@ -148,6 +161,14 @@ pub enum Change {
     },
 }
 
+impl Event {
+    /// How the actor authenticated, for people: `token T4 issued by dave`, or `not recorded` on
+    /// events written before zsa kept it.
+    pub fn proved(&self) -> String {
+        self.auth.as_ref().map(Auth::describe).unwrap_or_else(|| "not recorded".into())
+    }
+}
+
 impl Change {
     /// The snake_case name of the variant, as in the JSON `kind` field.
     pub fn kind(&self) -> &'static str {
@@ -155,6 +176,7 @@ impl Change {
             Self::PolicyLoaded { .. } => "policy_loaded",
             Self::RequestCreated { .. } => "request_created",
             Self::RequestApproved { .. } => "request_approved",
+            Self::ApprovalDropped { .. } => "approval_dropped",
             Self::RequestDenied { .. } => "request_denied",
             Self::RequestCancelled { .. } => "request_cancelled",
             Self::RequestExpired { .. } => "request_expired",
@@ -178,6 +200,7 @@ impl Change {
             Self::PolicyLoaded { .. } => None,
             Self::RequestCreated { requester, .. }
             | Self::RequestApproved { requester, .. }
+            | Self::ApprovalDropped { requester, .. }
             | Self::RequestDenied { requester, .. }
             | Self::RequestCancelled { requester, .. }
             | Self::RequestExpired { requester, .. } => Some(requester),
@@ -200,6 +223,7 @@ impl Change {
         match self {
             Self::RequestCreated { task, .. }
             | Self::RequestApproved { task, .. }
+            | Self::ApprovalDropped { task, .. }
             | Self::RequestDenied { task, .. }
             | Self::RequestCancelled { task, .. }
             | Self::RequestExpired { task, .. }
@@ -219,6 +243,7 @@ impl Change {
         match self {
             Self::RequestCreated { request, .. }
             | Self::RequestApproved { request, .. }
+            | Self::ApprovalDropped { request, .. }
             | Self::RequestDenied { request, .. }
             | Self::RequestCancelled { request, .. }
             | Self::RequestExpired { request, .. } => Some(request.to_string()),
@@ -254,6 +279,9 @@ impl Change {
                 opt("reason", reason)
             ),
             Self::RequestApproved { comment, .. } => opt("comment", comment).trim_start().to_string(),
+            Self::ApprovalDropped { approver, why, .. } => {
+                format!("the approval of {} no longer counts: {}", inert_line(approver), inert_line(why))
+            }
             Self::RequestDenied { comment, .. } => format!("comment: {}", inert_line(comment)),
             Self::RequestCancelled { reason, .. } => opt("reason", reason).trim_start().to_string(),
             Self::RequestExpired { deadline, .. } => format!("unanswered at its deadline {}", deadline.to_rfc3339()),

@@ -7,7 +7,7 @@ use chrono::{DateTime, Duration, Utc};
 use super::{Deadline, Entity, Refusal, State};
 use crate::model::wire::{MAX_COMMENT_CHARS, MAX_NAME_CHARS, MAX_REASON_CHARS, MAX_TICKET_CHARS, NewRequest};
 use crate::model::{
-    Change, GrantId, POLICY_APPROVER, Request, RequestId, RequestState, RunId, RunOutcome, SYSTEM_ACTOR, TokenId, duration, text,
+    Actor, Approval, Auth, Change, GrantId, POLICY_APPROVER, Request, RequestId, RequestState, RunId, RunOutcome, TokenId, duration, text,
 };
 use crate::policy::{ApprovalMode, Policy, Task};
 
@@ -98,8 +98,9 @@ impl Command {
 }
 
 /// Decides what `actor` asking for `command` at `now` changes, or why it may not.
-pub fn decide(state: &State, policy: &Policy, actor: &str, command: &Command, now: DateTime<Utc>) -> Result<Vec<Change>, Refusal> {
-    let system = actor == SYSTEM_ACTOR;
+pub fn decide(state: &State, policy: &Policy, who: &Actor, command: &Command, now: DateTime<Utc>) -> Result<Vec<Change>, Refusal> {
+    let actor = who.user.as_str();
+    let system = who.is_daemon();
     if !system && state.is_disabled(actor) {
         return Err(Refusal::forbidden(
             "user_disabled",
@@ -112,7 +113,7 @@ pub fn decide(state: &State, policy: &Policy, actor: &str, command: &Command, no
     }
     match command {
         Command::Request(new) => request(state, policy, actor, new, now),
-        Command::Approve { request, comment } => approve(state, policy, actor, *request, comment.as_deref(), now),
+        Command::Approve { request, comment } => approve(state, policy, who, *request, comment.as_deref(), now),
         Command::Deny { request, comment } => deny(state, policy, actor, *request, comment.as_deref(), now),
         Command::Cancel { request } => cancel(state, actor, *request, now),
         Command::Revoke { grant, reason } => revoke(state, policy, actor, *grant, reason.as_deref(), now),
@@ -137,7 +138,14 @@ pub fn decide(state: &State, policy: &Policy, actor: &str, command: &Command, no
             match state.tokens.get(token) {
                 None => Err(Refusal::not_found("no_such_token", format!("there is no token {token}"))),
                 Some(t) if t.revoked => Err(Refusal::conflict("token_revoked", format!("token {token} of {} is already revoked", t.user))),
-                Some(t) => Ok(vec![Change::TokenRevoked { token: *token, user: t.user.clone() }]),
+                Some(t) => {
+                    let mut changes = vec![Change::TokenRevoked { token: *token, user: t.user.clone() }];
+                    changes.extend(drop_stale(state, |_, a| {
+                        matches!(&a.auth, Some(Auth::Token { token: through, .. }) if through == token)
+                            .then(|| format!("token {token} it was given through was revoked"))
+                    }));
+                    Ok(changes)
+                }
             }
         }
         Command::DisableUser { user, reason } => disable(state, policy, actor, system, user, reason.as_deref()),
@@ -150,7 +158,11 @@ pub fn decide(state: &State, policy: &Policy, actor: &str, command: &Command, no
         }
         Command::LoadPolicy => {
             admin_only(policy, actor, system, "reload the policy")?;
-            Ok(vec![Change::PolicyLoaded { sha256: policy.sha256.clone(), path: policy.path.clone(), tasks: policy.tasks.len() as u32 }])
+            let mut changes =
+                vec![Change::PolicyLoaded { sha256: policy.sha256.clone(), path: policy.path.clone(), tasks: policy.tasks.len() as u32 }];
+            // Approvals given under the old policy count only if the new one would accept them too.
+            changes.extend(drop_stale(state, |r, a| policy.tasks.get(&r.task).and_then(|t| why_stale(state, policy, t, r, a))));
+            Ok(changes)
         }
         Command::Expire => {
             if !system {
@@ -404,12 +416,13 @@ fn ensure_pending(request: &Request, now: DateTime<Utc>) -> Result<(), Refusal> 
 fn approve(
     state: &State,
     policy: &Policy,
-    actor: &str,
+    who: &Actor,
     id: RequestId,
     comment: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Vec<Change>, Refusal> {
-    let (request, _task) = actionable(state, policy, actor, id, now, "approve")?;
+    let actor = who.user.as_str();
+    let (request, task) = actionable(state, policy, actor, id, now, "approve")?;
     if request.approved_by(actor) {
         let left = (request.approvals_needed as usize).saturating_sub(request.approvals.len());
         return Err(Refusal::conflict(
@@ -417,12 +430,29 @@ fn approve(
             format!("you already approved {id}; each approver counts once, and it needs {left} more from someone else"),
         ));
     }
+    if let Some(why) = auth_refused(task, request, &who.auth) {
+        return Err(Refusal::forbidden("approval_not_accepted", why));
+    }
     let comment = optional_text("comment", comment, MAX_COMMENT_CHARS, true)?;
-    let mut changes =
-        vec![Change::RequestApproved { request: id, task: request.task.clone(), requester: request.requester.clone(), comment }];
-    if request.approvals.len() + 1 >= request.approvals_needed as usize {
-        let mut approved_by: Vec<String> = request.approvals.iter().map(|a| a.by.clone()).collect();
-        approved_by.push(actor.to_string());
+    // Every earlier approval must still hold under the current policy and users; those that do
+    // not are dropped on the record, and the request waits for others.
+    let mut changes = Vec::new();
+    let mut approved_by = Vec::new();
+    for a in &request.approvals {
+        match why_stale(state, policy, task, request, a) {
+            Some(why) => changes.push(Change::ApprovalDropped {
+                request: id,
+                task: request.task.clone(),
+                requester: request.requester.clone(),
+                approver: a.by.clone(),
+                why,
+            }),
+            None => approved_by.push(a.by.clone()),
+        }
+    }
+    changes.push(Change::RequestApproved { request: id, task: request.task.clone(), requester: request.requester.clone(), comment });
+    approved_by.push(actor.to_string());
+    if approved_by.len() >= request.approvals_needed as usize {
         changes.push(Change::GrantStarted {
             grant: id.grant(),
             request: id,
@@ -434,6 +464,68 @@ fn approve(
         });
     }
     Ok(changes)
+}
+
+/// Why an approval given through `auth` proves nothing for `request`, if it does not: a token
+/// the requester issued (he could mint approvers at will), or a kind of login the task refuses.
+fn auth_refused(task: &Task, request: &Request, auth: &Auth) -> Option<String> {
+    if let Auth::Token { token, issued_by } = auth
+        && *issued_by == request.requester
+    {
+        return Some(format!(
+            "you are using token {token}, which {} issued, and {} is their own request: an approval through a token the requester issued does not count; approve at your own login (zsa approve over SSH) or with a token another admin issued",
+            text::inert(issued_by),
+            request.id
+        ));
+    }
+    let checked = matches!(auth, Auth::Peer { .. } | Auth::Token { .. });
+    if checked && !task.approve_via.iter().any(|k| k == auth.kind()) {
+        return Some(format!(
+            "'{}' accepts approvals only through {} (approve_via in the policy), and you came through {}; approve at your own login on the daemon's host, e.g. over SSH: zsa approve {}",
+            task.name,
+            task.approve_via.join(", "),
+            auth.kind(),
+            request.id
+        ));
+    }
+    None
+}
+
+/// Why an earlier approval no longer counts, if it does not: its approver was disabled or left
+/// the task's approvers, or the way it was given is no longer accepted.
+fn why_stale(state: &State, policy: &Policy, task: &Task, request: &Request, a: &Approval) -> Option<String> {
+    let by = text::inert(&a.by);
+    if state.is_disabled(&a.by) {
+        return Some(format!("{by} has been disabled since"));
+    }
+    if !policy.may_approve(&a.by, task) {
+        return Some(format!("{by} is no longer an approver of '{}'", task.name));
+    }
+    match &a.auth {
+        Some(Auth::Token { token, .. }) if state.tokens.get(token).is_none_or(|t| t.revoked) => {
+            Some(format!("token {token} it was given through was revoked"))
+        }
+        Some(auth) => auth_refused(task, request, auth),
+        None => None,
+    }
+}
+
+/// `approval_dropped` for every approval on a pending request for which `stale` gives a reason.
+fn drop_stale(state: &State, stale: impl Fn(&Request, &Approval) -> Option<String>) -> Vec<Change> {
+    let pending = state.pending.iter().filter_map(|id| state.requests.get(id));
+    pending
+        .flat_map(|r| {
+            r.approvals.iter().filter_map(|a| {
+                stale(r, a).map(|why| Change::ApprovalDropped {
+                    request: r.id,
+                    task: r.task.clone(),
+                    requester: r.requester.clone(),
+                    approver: a.by.clone(),
+                    why,
+                })
+            })
+        })
+        .collect()
 }
 
 fn deny(
@@ -559,6 +651,7 @@ fn disable(state: &State, policy: &Policy, actor: &str, system: bool, user: &str
     for g in state.active.iter().filter_map(|id| state.grants.get(id)).filter(|g| g.holder == user) {
         changes.push(Change::GrantRevoked { grant: g.id, task: g.task.clone(), holder: g.holder.clone(), reason: why.clone() });
     }
+    changes.extend(drop_stale(state, |r, a| (a.by == user && r.requester != user).then(|| format!("{user} was disabled by {actor}"))));
     Ok(changes)
 }
 

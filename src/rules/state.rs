@@ -27,6 +27,19 @@ pub struct Token {
     pub revoked: bool,
 }
 
+impl Token {
+    /// What an admin (or the token's owner) is shown: never the hash.
+    pub fn view(&self) -> crate::model::wire::TokenView {
+        crate::model::wire::TokenView {
+            id: self.id,
+            user: self.user.clone(),
+            issued_at: self.issued_at,
+            issued_by: self.issued_by.clone(),
+            revoked: self.revoked,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
     pub requests: BTreeMap<RequestId, Request>,
@@ -75,6 +88,7 @@ impl Entity {
     pub fn changed_by(change: &Change) -> Option<Entity> {
         match change {
             Change::RequestApproved { request, .. }
+            | Change::ApprovalDropped { request, .. }
             | Change::RequestDenied { request, .. }
             | Change::RequestCancelled { request, .. }
             | Change::RequestExpired { request, .. }
@@ -277,7 +291,12 @@ impl State {
             }
             Change::RequestApproved { request, comment, .. } => {
                 if let Some(r) = self.requests.get_mut(request) {
-                    r.approvals.push(Approval { by: actor.clone(), at, comment: comment.clone() });
+                    r.approvals.push(Approval { by: actor.clone(), at, auth: event.auth.clone(), comment: comment.clone() });
+                }
+            }
+            Change::ApprovalDropped { request, approver, .. } => {
+                if let Some(r) = self.requests.get_mut(request) {
+                    r.approvals.retain(|a| a.by != *approver);
                 }
             }
             Change::RequestDenied { request, comment, .. } => {

@@ -846,6 +846,7 @@ impl App {
                 }
             }
             Change::RequestApproved { request, .. }
+            | Change::ApprovalDropped { request, .. }
             | Change::RequestDenied { request, .. }
             | Change::RequestCancelled { request, .. }
             | Change::RequestExpired { request, .. }
@@ -857,6 +858,13 @@ impl App {
             Change::PolicyLoaded { .. } => effects.push(Effect::LoadAll),
             Change::UserDisabled { user, .. } | Change::UserEnabled { user } if user == self.user() => effects.push(Effect::LoadAll),
             _ => {}
+        }
+        if let Change::TokenIssued { token, user, .. } = &event.change
+            && user == self.user()
+            && event.actor != *user
+        {
+            // Someone else can now act as you: you hear of it at once (zsa whoami lists your tokens).
+            self.toast(format!("{} issued token {token} in your name; zsa whoami lists your tokens", text::inert_line(&event.actor)), true);
         }
         if matches!(event.change, Change::GrantExpired { .. }) && event.change.subject() == Some(self.user()) {
             let target = event.change.target().unwrap_or_default();

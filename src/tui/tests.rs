@@ -33,6 +33,7 @@ fn task(name: &str, approval: &str, approvals: u32, may_request: bool, may_appro
         ticket_pattern: (name == "journal").then(|| "INC-[0-9]+".to_string()),
         reason_pattern: None,
         break_glass: name == "glass",
+        approve_via: vec!["peer".into(), "token".into()],
         may_request,
         may_approve,
         run: None,
@@ -82,6 +83,7 @@ fn event(seq: u64, actor: &str, change: Change) -> Event {
         seq,
         at: t0() - Duration::minutes(60 - seq as i64),
         actor: actor.into(),
+        auth: None,
         change,
         prev_hash: "p".into(),
         hash: format!("h{seq}"),
@@ -99,7 +101,7 @@ fn loaded(user: &str, roles: &[&str]) -> App {
         request(5, "dave", "glass", RequestState::Approved, "db down", 20),
         request(6, "alice", "journal", RequestState::Denied, "too broad", 90),
     ];
-    requests[1].approvals.push(Approval { by: "bob".into(), at: t0(), comment: None });
+    requests[1].approvals.push(Approval { by: "bob".into(), at: t0(), auth: None, comment: None });
     requests[3].grant = Some(GrantId(4));
     requests[4].grant = Some(GrantId(5));
     requests[5].decided_by = Some("bob".into());
@@ -133,6 +135,8 @@ fn loaded(user: &str, roles: &[&str]) -> App {
         groups: vec![],
         disabled: false,
         via: "token".into(),
+        auth: None,
+        tokens: vec![],
         now: t0(),
         policy_sha256: "ab".repeat(32),
     };
