@@ -126,6 +126,10 @@ pub struct DaemonArgs {
     /// Policy file [default: /etc/zsa/policy.toml for root, else $XDG_CONFIG_HOME/zsa/policy.toml]
     #[arg(long, env = "ZSA_POLICY", value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// Rebuild the current-state tables from the hash-chained log before serving (after the
+    /// daemon refused to start because a row did not match the log); the rebuild is recorded
+    #[arg(long)]
+    pub rebuild_from_log: bool,
 }
 
 #[derive(Args, Debug)]

@@ -182,7 +182,8 @@ async fn every_endpoint_against_every_caller() {
             }
         }
     }
-    assert!(w.d.admin().verify().await.unwrap().ok);
+    let report = w.d.admin().verify().await.unwrap();
+    assert!(report.ok, "{report:?}");
 }
 
 #[tokio::test]

@@ -28,6 +28,8 @@ pub struct DaemonConfig {
     pub state_dir: PathBuf,
     pub policy: PathBuf,
     pub socket: PathBuf,
+    /// Rewrite the current-state tables from the log before serving (and record that it did).
+    pub rebuild_from_log: bool,
 }
 
 /// A running daemon. Dropping it does not stop it; call `shutdown`.
@@ -116,7 +118,11 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
     let lock = lock_state(&config.state_dir)?;
     let policy = Policy::load(&config.policy).map_err(|e| anyhow::anyhow!("the policy does not load:\n{e}"))?;
     let db = config.state_dir.join("zsa.db");
-    let store = SqliteStore::open(&db).with_context(|| format!("cannot open the database {}", db.display()))?;
+    let mut store = SqliteStore::open(&db).with_context(|| format!("cannot open the database {}", db.display()))?;
+    let rebuilt = match config.rebuild_from_log {
+        true => Some(store.rebuild_from_log().context("cannot rebuild the current state from the log")?),
+        false => None,
+    };
     for suffix in ["", "-wal", "-shm"] {
         let file = PathBuf::from(format!("{}{suffix}", db.display()));
         if file.exists() {
@@ -126,7 +132,8 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
     let transcripts = config.state_dir.join("transcripts");
     private_dir(&transcripts)?;
     let opened = started.elapsed();
-    let engine = Arc::new(Engine::open(Box::new(store), policy, clock).context("cannot read the event log")?.with_runs_dir(transcripts));
+    let engine =
+        Arc::new(Engine::open(Box::new(store), policy, clock).context("cannot start from the stored state")?.with_runs_dir(transcripts));
     let loaded = started.elapsed();
 
     // Every load of the policy is on the record, with the file's SHA-256; runs that were going
@@ -134,6 +141,10 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
     // while the daemon was down ends now, stamped with its deadline.
     let e = engine.clone();
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        if let Some(problem) = rebuilt {
+            tracing::warn!(problem = %problem, "rebuilt the current state from the log");
+            e.execute(SYSTEM_ACTOR, Command::NoteRebuilt { problem })?;
+        }
         e.execute(SYSTEM_ACTOR, Command::LoadPolicy)?;
         e.execute(SYSTEM_ACTOR, Command::AbandonRuns)?;
         e.expire_due()?;

@@ -136,6 +136,11 @@ pub enum Change {
     UserEnabled {
         user: String,
     },
+    /// The daemon was started with `--rebuild-from-log`: the current-state tables were rebuilt
+    /// from this log, because of `problem` (what the start-up check found, or that it was asked).
+    StateRebuilt {
+        problem: String,
+    },
     /// The daemon started a task's command for a grant's holder: exactly this argument vector.
     RunStarted {
         run: RunId,
@@ -189,6 +194,7 @@ impl Change {
             Self::TokenRevoked { .. } => "token_revoked",
             Self::UserDisabled { .. } => "user_disabled",
             Self::UserEnabled { .. } => "user_enabled",
+            Self::StateRebuilt { .. } => "state_rebuilt",
             Self::RunStarted { .. } => "run_started",
             Self::RunEnded { .. } => "run_ended",
         }
@@ -197,7 +203,7 @@ impl Change {
     /// The person the change is about (requester, holder, token owner, disabled user).
     pub fn subject(&self) -> Option<&str> {
         match self {
-            Self::PolicyLoaded { .. } => None,
+            Self::PolicyLoaded { .. } | Self::StateRebuilt { .. } => None,
             Self::RequestCreated { requester, .. }
             | Self::RequestApproved { requester, .. }
             | Self::ApprovalDropped { requester, .. }
@@ -260,6 +266,51 @@ impl Change {
 }
 
 impl Change {
+    /// The record this event writes, as the store keys history: a request and its grant share
+    /// `R<n>`, runs are `X<n>`, tokens `T<n>`, a user's disabling `U:<name>`. The store checks
+    /// each live row against the events of its record before the daemon serves from it.
+    pub fn record(&self) -> Option<String> {
+        match self {
+            Self::RequestCreated { request, .. }
+            | Self::RequestApproved { request, .. }
+            | Self::ApprovalDropped { request, .. }
+            | Self::RequestDenied { request, .. }
+            | Self::RequestCancelled { request, .. }
+            | Self::RequestExpired { request, .. }
+            | Self::GrantStarted { request, .. } => Some(request.to_string()),
+            Self::GrantExpired { grant, .. }
+            | Self::GrantRevoked { grant, .. }
+            | Self::GrantRelinquished { grant, .. }
+            | Self::GrantReviewed { grant, .. } => Some(grant.request().to_string()),
+            Self::TokenIssued { token, .. } | Self::TokenRevoked { token, .. } => Some(token.to_string()),
+            Self::UserDisabled { user, .. } | Self::UserEnabled { user } => Some(user_record(user)),
+            Self::RunStarted { run, .. } | Self::RunEnded { run, .. } => Some(run.to_string()),
+            Self::PolicyLoaded { .. } | Self::StateRebuilt { .. } => None,
+        }
+    }
+}
+
+impl Change {
+    /// The current-state rows this event writes, by key (`R<n>` a request, `G<n>` a grant, `X<n>`,
+    /// `T<n>`, `U:<name>`): each row is stamped with the newest event that wrote it.
+    pub fn rows(&self) -> Vec<String> {
+        match self {
+            Self::GrantStarted { request, grant, .. } => vec![request.to_string(), grant.to_string()],
+            Self::GrantExpired { grant, .. }
+            | Self::GrantRevoked { grant, .. }
+            | Self::GrantRelinquished { grant, .. }
+            | Self::GrantReviewed { grant, .. } => vec![grant.to_string()],
+            other => other.record().into_iter().collect(),
+        }
+    }
+}
+
+/// The record of a user's disabling and enabling.
+pub fn user_record(user: &str) -> String {
+    format!("U:{user}")
+}
+
+impl Change {
     /// A one-line account of the details, for logs and tables. User text is made inert.
     pub fn summary(&self) -> String {
         use super::{duration, text::inert_line};
@@ -299,6 +350,7 @@ impl Change {
             Self::TokenRevoked { token, .. } => format!("token {token}"),
             Self::UserDisabled { reason, .. } => opt("reason", reason).trim_start().to_string(),
             Self::UserEnabled { .. } => String::new(),
+            Self::StateRebuilt { problem } => format!("current state rebuilt from the log: {}", inert_line(problem)),
             Self::RunStarted { grant, argv, run_as, .. } => {
                 format!("with {grant} as {}: {}", inert_line(run_as), inert_line(&argv.join(" ")))
             }

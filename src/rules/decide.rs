@@ -73,6 +73,10 @@ pub enum Command {
     },
     /// On start: runs that were going when the daemon stopped ended in an unknown way.
     AbandonRuns,
+    /// On start with `--rebuild-from-log`: record that the current state was rebuilt, and why.
+    NoteRebuilt {
+        problem: String,
+    },
 }
 
 impl Command {
@@ -92,7 +96,8 @@ impl Command {
             | Command::LoadPolicy
             | Command::Expire
             | Command::StartRun { .. }
-            | Command::AbandonRuns => None,
+            | Command::AbandonRuns
+            | Command::NoteRebuilt { .. } => None,
         }
     }
 }
@@ -181,6 +186,12 @@ pub fn decide(state: &State, policy: &Policy, who: &Actor, command: &Command, no
             }
             let transcript = (*transcript_bytes, transcript_sha256.clone(), *transcript_cap, *truncated);
             Ok(vec![run_ended(r, *outcome, *exit_code, transcript)])
+        }
+        Command::NoteRebuilt { problem } => {
+            if !system {
+                return Err(Refusal::forbidden("daemon_only", "only the daemon rebuilds its state from the log"));
+            }
+            Ok(vec![Change::StateRebuilt { problem: problem.clone() }])
         }
         Command::AbandonRuns => {
             if !system {

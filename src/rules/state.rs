@@ -100,7 +100,11 @@ impl Entity {
             Change::TokenRevoked { token, .. } => Some(Entity::Token(*token)),
             Change::UserDisabled { user, .. } | Change::UserEnabled { user } => Some(Entity::User(user.clone())),
             Change::RunEnded { run, .. } => Some(Entity::Run(*run)),
-            Change::PolicyLoaded { .. } | Change::RequestCreated { .. } | Change::TokenIssued { .. } | Change::RunStarted { .. } => None,
+            Change::PolicyLoaded { .. }
+            | Change::StateRebuilt { .. }
+            | Change::RequestCreated { .. }
+            | Change::TokenIssued { .. }
+            | Change::RunStarted { .. } => None,
         }
     }
 }
@@ -255,7 +259,7 @@ impl State {
         let at = event.at;
         let actor = &event.actor;
         match &event.change {
-            Change::PolicyLoaded { .. } => {}
+            Change::PolicyLoaded { .. } | Change::StateRebuilt { .. } => {}
             Change::RequestCreated {
                 request,
                 task,
