@@ -81,6 +81,21 @@ pub enum ParamRule {
     Range(i64, i64),
 }
 
+/// One parameter of a task's command: what it accepts, and whether a value may start with '-'.
+#[derive(Clone, Debug)]
+pub struct Param {
+    pub rule: ParamRule,
+    /// Without it a value starting with '-' is refused: the program would read it as an option
+    /// (`/bin/echo -e`, `rm -rf`), which no pattern author means to allow by accident.
+    pub allow_leading_dash: bool,
+}
+
+impl Param {
+    pub fn describe(&self) -> String {
+        if self.allow_leading_dash { format!("{} (may start with '-')", self.rule.describe()) } else { self.rule.describe() }
+    }
+}
+
 impl ParamRule {
     pub fn describe(&self) -> String {
         match self {
@@ -119,7 +134,7 @@ pub struct RunSpec {
     pub run_as: Option<String>,
     pub timeout: u64,
     pub on_expiry: OnExpiry,
-    pub params: BTreeMap<String, ParamRule>,
+    pub params: BTreeMap<String, Param>,
 }
 
 /// The `{name}` placeholders in one argument, in order.
@@ -149,16 +164,24 @@ impl RunSpec {
                 if known.is_empty() { "none".to_string() } else { known.join(", ") }
             ));
         }
-        for (name, rule) in &self.params {
+        for (name, param) in &self.params {
             let Some(value) = params.get(name) else {
-                return Err(format!("'{task}' needs --param {name}=VALUE ({})", rule.describe()));
+                return Err(format!("'{task}' needs --param {name}=VALUE ({})", param.describe()));
             };
+            let rule = &param.rule;
             let count = value.chars().count();
             if count == 0 || count > MAX_PARAM_CHARS {
                 return Err(format!("parameter '{name}' must be 1 to {MAX_PARAM_CHARS} characters long, not {count}"));
             }
-            if let Some(c) = value.chars().find(|c| c.is_control()) {
-                return Err(format!("parameter '{name}' contains the control character U+{:04X}; it is refused", c as u32));
+            if let Some((c, kind)) = value.chars().find_map(|c| text::hidden(c).map(|k| (c, k))) {
+                return Err(format!("parameter '{name}' contains the {kind} U+{:04X}; it is refused", c as u32));
+            }
+            if value.starts_with('-') && !param.allow_leading_dash {
+                return Err(format!(
+                    "parameter '{name}' may not start with '-' ('{}'): the program would take it as an option; \
+                     a policy allows that only with allow_leading_dash = true on the parameter",
+                    text::inert(value)
+                ));
             }
             if !rule.accepts(value) {
                 return Err(format!("parameter '{name}' may not be '{}': it must be {}", text::inert(value), rule.describe()));
@@ -276,6 +299,8 @@ struct RawParam {
     one_of: Option<Vec<String>>,
     pattern: Option<String>,
     range: Option<[i64; 2]>,
+    #[serde(default)]
+    allow_leading_dash: bool,
 }
 
 /// Collects problems with their line numbers while validating.
@@ -421,6 +446,27 @@ impl Policy {
                         approver_people.len()
                     ),
                 );
+            } else if approvers_ok && approval == ApprovalMode::Manual {
+                // Nobody approves their own request, so what counts is, for each requester, the
+                // approvers other than them: a requester who is also an approver has one fewer.
+                let requester_people: BTreeSet<&String> = requesters.iter().filter_map(|g| groups.get(g)).flatten().collect();
+                let short =
+                    requester_people.into_iter().find(|r| approver_people.contains(r) && (approver_people.len() as u32 - 1) < approvals);
+                if let Some(who) = short {
+                    let others: Vec<&str> = approver_people.iter().filter(|a| **a != who).map(|a| a.as_str()).collect();
+                    let at = t.approvals.as_ref().map(|a| a.span()).unwrap_or(span.clone());
+                    p.at(
+                        at,
+                        format!(
+                            "{here}: needs {approvals} distinct approvals, but a request by '{who}' could never be approved: \
+                             nobody approves their own request, and the approver groups hold only {} other {} ({}); \
+                             lower approvals or add approvers",
+                            others.len(),
+                            if others.len() == 1 { "person" } else { "people" },
+                            if others.is_empty() { "none".to_string() } else { others.join(", ") }
+                        ),
+                    );
+                }
             }
             if approval == ApprovalMode::Auto && t.break_glass {
                 p.at(t.approval.span(), format!("{here}: break_glass and approval = \"auto\" contradict each other; break-glass tasks are manual and reviewed afterwards"));
@@ -567,7 +613,23 @@ impl Policy {
                 }
                 ParamRule::Range(lo, hi)
             };
-            params.insert(name.clone(), rule);
+            // A value the rule names that the dash check would refuse is a mistake in the policy:
+            // say so now rather than refuse it at run time.
+            let dashed = match &rule {
+                ParamRule::OneOf(list) => list.iter().find(|v| v.starts_with('-')).map(|v| format!("one_of lists '{}'", text::inert(v))),
+                ParamRule::Range(lo, _) if *lo < 0 => Some(format!("range allows negative numbers such as {lo}")),
+                _ => None,
+            };
+            if let Some(what) = dashed.filter(|_| !r.allow_leading_dash) {
+                p.at(
+                    raw.span(),
+                    format!(
+                        "{here}: parameter '{name}': {what}, which starts with '-' and would be refused; \
+                         add allow_leading_dash = true if the program should get it"
+                    ),
+                );
+            }
+            params.insert(name.clone(), Param { rule, allow_leading_dash: r.allow_leading_dash });
         }
         let list = argv.get_ref();
         match list.first() {
@@ -852,6 +914,63 @@ one_of = ["nginx.service"]
         }
         let e = errors(&BASE.replace("max_duration = \"1h\"", "max_duration = \"1h\"\ntimeout = \"1m\""));
         assert!(e.contains("timeout is set but the task has no run"), "{e}");
+    }
+
+    /// Every requester must be able to collect `approvals` approvals from people other than
+    /// themselves; approvers who also ask are one short for their own requests.
+    #[test]
+    fn a_task_that_can_never_be_approved_is_refused_with_its_line() {
+        let both = BASE.replace("requesters = [\"ops\"]", "requesters = [\"ops\", \"approvers\"]");
+        let e = errors(&both.replace("max_duration = \"1h\"", "max_duration = \"1h\"\napprovals = 2"));
+        assert_eq!(
+            e,
+            "p.toml:11: task 't': needs 2 distinct approvals, but a request by 'alice' could never be approved: nobody approves \
+             their own request, and the approver groups hold only 1 other person (bob); lower approvals or add approvers"
+        );
+        // One approval works: alice and bob approve each other's requests.
+        assert!(Policy::parse(&both, "p.toml").is_ok());
+        // Approvers who are all requesters and exactly as many as the approvals needed: nobody's request can pass.
+        let all = BASE.replace("requesters = [\"ops\"]", "requesters = [\"approvers\"]");
+        let e = errors(&all.replace("max_duration = \"1h\"", "max_duration = \"1h\"\napprovals = 2"));
+        assert!(e.contains("a request by 'alice' could never be approved"), "{e}");
+        // Enough others for everyone: three approvers, two approvals, all of them requesters.
+        let three = all.replace("[\"alice\", \"bob\"]", "[\"alice\", \"bob\", \"carol\"]");
+        assert!(Policy::parse(&three.replace("max_duration = \"1h\"", "max_duration = \"1h\"\napprovals = 2"), "p").is_ok());
+        // The daemon's `policy check` says the same (it reads the file through `Policy::load`).
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.toml");
+        std::fs::write(&path, all.replace("max_duration = \"1h\"", "max_duration = \"1h\"\napprovals = 2")).unwrap();
+        assert!(Policy::load(&path).unwrap_err().to_string().contains("could never be approved"));
+    }
+
+    #[test]
+    fn a_parameter_starting_with_a_dash_is_refused_unless_the_policy_allows_it() {
+        let word = RUN.replace("one_of = [\"nginx.service\"]", "pattern = \"[A-Za-z0-9._-]+\"");
+        let p = Policy::parse(&format!("{BASE}{word}"), "p").unwrap();
+        let run = p.tasks["r"].run.as_ref().unwrap();
+        let with = |v: &str| BTreeMap::from([("unit".to_string(), v.to_string())]);
+        let e = run.build("r", &with("-e")).unwrap_err();
+        assert!(e.contains("may not start with '-'") && e.contains("allow_leading_dash = true"), "{e}");
+        assert!(run.build("r", &with("--help")).is_err());
+        assert!(run.build("r", &with("a-b")).is_ok(), "a dash inside a value is fine");
+        let allowed = word.replace("pattern =", "allow_leading_dash = true\npattern =");
+        let p = Policy::parse(&format!("{BASE}{allowed}"), "p").unwrap();
+        let run = p.tasks["r"].run.as_ref().unwrap();
+        assert_eq!(run.build("r", &with("-e")).unwrap(), vec!["/usr/bin/systemctl", "restart", "-e"]);
+        assert!(p.task_view(&p.tasks["r"], "carol").run.unwrap().params["unit"].contains("may start with '-'"));
+        // Values the policy itself names with a dash must be allowed explicitly.
+        for (rule, expect) in [("one_of = [\"-v\"]", "one_of lists '-v'"), ("range = [-5, 5]", "range allows negative numbers such as -5")]
+        {
+            let e = errors(&format!("{BASE}{}", RUN.replace("one_of = [\"nginx.service\"]", rule)));
+            assert!(e.starts_with("p.toml:") && e.contains(expect) && e.contains("allow_leading_dash"), "{e}");
+            let ok = RUN.replace("one_of = [\"nginx.service\"]", &format!("{rule}\nallow_leading_dash = true"));
+            assert!(Policy::parse(&format!("{BASE}{ok}"), "p").is_ok(), "{rule}");
+        }
+        // Hidden characters are refused by category, like every other typed text.
+        for v in ["a\u{200b}b", "a\u{2028}b", "\u{3164}"] {
+            let e = run.build("r", &with(v)).unwrap_err();
+            assert!(e.contains("U+"), "{v:?}: {e}");
+        }
     }
 
     #[test]

@@ -311,6 +311,42 @@ proptest! {
         }
     }
 
+    /// Any text, hostile characters mixed in: what `inert` draws and what `check` accepts hold no
+    /// control, format, separator, private-use or unassigned character (judged here by the
+    /// Unicode data itself, not by the module under test).
+    #[test]
+    fn typed_text_never_carries_a_hidden_character(s in "(\\PC|\\p{Cc}|\\p{Cf}|[\u{2028}\u{2029}\u{3164}\u{FE0F}\u{E000}]){0,40}") {
+        use icu_properties::{CodePointMapData, props::GeneralCategory as G};
+        let category = CodePointMapData::<G>::new();
+        let plain = |c: char| !matches!(
+            category.get(c),
+            G::Control | G::Format | G::LineSeparator | G::ParagraphSeparator | G::PrivateUse | G::Unassigned
+        );
+        let shown = zsa::model::text::inert(&s);
+        prop_assert!(shown.chars().all(plain), "{:?} -> {:?}", s, shown);
+        prop_assert!(!shown.contains(['\u{3164}', '\u{FE0F}']), "{:?}", shown);
+        if zsa::model::text::check("reason", &s, 1000, false).is_ok() {
+            prop_assert!(s.chars().all(plain), "{:?} passed the check", s);
+        }
+    }
+
+    /// A parameter whose pattern accepts anything still never passes a value that starts with
+    /// '-' or holds a hidden character.
+    #[test]
+    fn a_parameter_is_never_an_option_or_hidden(value in "(-|\\PC|\\p{Cf}|\\p{Cc}){1,12}") {
+        let policy = Policy::parse(
+            "[groups]\nops = [\"a\"]\n[[tasks]]\nname = \"t\"\nrequesters = [\"ops\"]\napproval = \"auto\"\nmax_duration = \"1h\"\n\
+             run = [\"/bin/echo\", \"{v}\"]\n[tasks.params.v]\npattern = \"(?s).+\"\n",
+            "p.toml",
+        ).unwrap();
+        let run = policy.tasks["t"].run.as_ref().unwrap();
+        let params = std::collections::BTreeMap::from([("v".to_string(), value.clone())]);
+        if let Ok(argv) = run.build("t", &params) {
+            prop_assert!(!value.starts_with('-'), "{:?}", argv);
+            prop_assert!(zsa::model::text::inert(&value) == value.as_str(), "{:?}", value);
+        }
+    }
+
     #[test]
     fn a_damaged_policy_is_refused_with_its_file_and_line(cut in 0usize..2000, insert in "[\\[\\]=\"a-z0-9 \\n]{0,12}") {
         let src = include_str!("../assets/policy.toml");

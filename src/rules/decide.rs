@@ -120,9 +120,9 @@ pub fn decide(state: &State, policy: &Policy, who: &Actor, command: &Command, no
         Command::Request(new) => request(state, policy, actor, new, now),
         Command::Approve { request, comment } => approve(state, policy, who, *request, comment.as_deref(), now),
         Command::Deny { request, comment } => deny(state, policy, actor, *request, comment.as_deref(), now),
-        Command::Cancel { request } => cancel(state, actor, *request, now),
+        Command::Cancel { request } => cancel(state, policy, actor, *request, now),
         Command::Revoke { grant, reason } => revoke(state, policy, actor, *grant, reason.as_deref(), now),
-        Command::Relinquish { grant } => relinquish(state, actor, *grant, now),
+        Command::Relinquish { grant } => relinquish(state, policy, actor, *grant, now),
         Command::Review { grant, comment } => review(state, policy, actor, *grant, comment.as_deref()),
         Command::IssueToken { user, sha256 } => {
             admin_only(policy, actor, system, "issue tokens")?;
@@ -382,7 +382,7 @@ fn actionable<'a>(
     now: DateTime<Utc>,
     verb: &str,
 ) -> Result<(&'a Request, &'a Task), Refusal> {
-    let request = state.requests.get(&id).ok_or_else(|| Refusal::not_found("no_such_request", format!("there is no request {id}")))?;
+    let request = visible_request(state, policy, actor, id)?;
     let task = policy.tasks.get(&request.task).ok_or_else(|| {
         Refusal::conflict("task_removed", format!("{id} is for '{}', which the current policy no longer has", request.task))
     })?;
@@ -557,8 +557,27 @@ fn deny(
     Ok(vec![Change::RequestDenied { request: id, task: request.task.clone(), requester: request.requester.clone(), comment }])
 }
 
-fn cancel(state: &State, actor: &str, id: RequestId, now: DateTime<Utc>) -> Result<Vec<Change>, Refusal> {
-    let request = state.requests.get(&id).ok_or_else(|| Refusal::not_found("no_such_request", format!("there is no request {id}")))?;
+/// The request `id` if `actor` may see it. Someone who may not gets the answer a request that does
+/// not exist gets, so a refusal tells them nothing about it: not its task, requester or approvers.
+fn visible_request<'a>(state: &'a State, policy: &Policy, actor: &str, id: RequestId) -> Result<&'a Request, Refusal> {
+    state
+        .requests
+        .get(&id)
+        .filter(|r| super::request_visible(policy, actor, r))
+        .ok_or_else(|| Refusal::not_found("no_such_request", format!("there is no request {id} that you may see")))
+}
+
+/// The grant `id` if `actor` may see it; otherwise the answer for a grant that does not exist.
+fn visible_grant<'a>(state: &'a State, policy: &Policy, actor: &str, id: GrantId) -> Result<&'a crate::model::Grant, Refusal> {
+    state
+        .grants
+        .get(&id)
+        .filter(|g| super::grant_visible(policy, actor, g))
+        .ok_or_else(|| Refusal::not_found("no_such_grant", format!("there is no grant {id} that you may see")))
+}
+
+fn cancel(state: &State, policy: &Policy, actor: &str, id: RequestId, now: DateTime<Utc>) -> Result<Vec<Change>, Refusal> {
+    let request = visible_request(state, policy, actor, id)?;
     if request.requester != actor {
         return Err(Refusal::forbidden(
             "not_requester",
@@ -569,8 +588,14 @@ fn cancel(state: &State, actor: &str, id: RequestId, now: DateTime<Utc>) -> Resu
     Ok(vec![Change::RequestCancelled { request: id, task: request.task.clone(), requester: request.requester.clone(), reason: None }])
 }
 
-fn live_grant(state: &State, id: GrantId, now: DateTime<Utc>) -> Result<&crate::model::Grant, Refusal> {
-    let grant = state.grants.get(&id).ok_or_else(|| Refusal::not_found("no_such_grant", format!("there is no grant {id}")))?;
+fn live_grant<'a>(
+    state: &'a State,
+    policy: &Policy,
+    actor: &str,
+    id: GrantId,
+    now: DateTime<Utc>,
+) -> Result<&'a crate::model::Grant, Refusal> {
+    let grant = visible_grant(state, policy, actor, id)?;
     if let Some(end) = &grant.ended {
         return Err(Refusal::conflict("grant_ended", format!("{id} already ended ({}) at {}", grant.state.as_str(), end.at.to_rfc3339())));
     }
@@ -588,7 +613,7 @@ fn revoke(
     reason: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Vec<Change>, Refusal> {
-    let grant = live_grant(state, id, now)?;
+    let grant = live_grant(state, policy, actor, id, now)?;
     if !policy.is_admin(actor) && !policy.approves_task(actor, &grant.task) {
         return Err(Refusal::forbidden(
             "may_not_revoke",
@@ -604,8 +629,8 @@ fn revoke(
     Ok(vec![Change::GrantRevoked { grant: id, task: grant.task.clone(), holder: grant.holder.clone(), reason }])
 }
 
-fn relinquish(state: &State, actor: &str, id: GrantId, now: DateTime<Utc>) -> Result<Vec<Change>, Refusal> {
-    let grant = live_grant(state, id, now)?;
+fn relinquish(state: &State, policy: &Policy, actor: &str, id: GrantId, now: DateTime<Utc>) -> Result<Vec<Change>, Refusal> {
+    let grant = live_grant(state, policy, actor, id, now)?;
     if grant.holder != actor {
         return Err(Refusal::forbidden(
             "not_holder",
@@ -616,7 +641,7 @@ fn relinquish(state: &State, actor: &str, id: GrantId, now: DateTime<Utc>) -> Re
 }
 
 fn review(state: &State, policy: &Policy, actor: &str, id: GrantId, comment: Option<&str>) -> Result<Vec<Change>, Refusal> {
-    let grant = state.grants.get(&id).ok_or_else(|| Refusal::not_found("no_such_grant", format!("there is no grant {id}")))?;
+    let grant = visible_grant(state, policy, actor, id)?;
     if !grant.break_glass {
         return Err(Refusal::conflict("not_break_glass", format!("{id} is not a break-glass grant; only those are reviewed")));
     }

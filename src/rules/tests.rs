@@ -15,7 +15,7 @@ admins = ["root"]
 approvers = ["alice", "bob", "carol"]
 oncall = ["carol", "dave"]
 auditors = ["erin"]
-other = ["frank"]
+other = ["frank", "gina"]
 [roles]
 admins = ["admins"]
 auditors = ["auditors"]
@@ -200,6 +200,23 @@ fn refusals_of_a_request_say_why_and_what_would_be_allowed() {
     assert!(e.message.contains("'journal' needs a reason: add --reason"), "{e}");
     let e = w.ask("carol", "journal", None, Some("   "), None).unwrap_err();
     assert_eq!(e.code, "missing_field", "a blank reason is no reason");
+    // Nor is one that shows nothing: an invisible character, marks alone, a blank glyph.
+    for (blank, code, says) in [
+        ("\u{200B}", "bad_text", "U+200B"),
+        ("\u{3164}", "bad_text", "U+3164"),
+        ("\u{061C}", "bad_text", "U+061C"),
+        ("\u{0301}\u{0301}", "bad_text", "no visible text"),
+        ("\u{2800}", "bad_text", "no visible text"),
+        ("\u{2028}", "missing_field", "needs a reason"), // a separator is white space: trimmed away
+    ] {
+        let e = w.ask("carol", "journal", None, Some(blank), None).unwrap_err();
+        assert_eq!(e.code, code, "{blank:?}");
+        assert!(e.message.contains(says), "{blank:?}: {e}");
+    }
+    let e = w.ask("carol", "journal", None, Some("mail\u{2028}flow"), None).unwrap_err();
+    assert!(e.message.contains("line or paragraph separator U+2028"), "{e}");
+    let e = w.run("bob", Command::Deny { request: RequestId(99), comment: Some("\u{2800}".into()) }).unwrap_err();
+    assert_eq!(e.code, "no_such_request");
 
     let e = w.ask("carol", "export", None, None, None).unwrap_err();
     assert!(e.message.contains("'export' needs a ticket"), "{e}");
@@ -276,13 +293,29 @@ fn one_deny_ends_the_request_and_needs_a_comment() {
 fn only_approvers_of_the_task_decide() {
     let mut w = World::new();
     let id = journal(&mut w);
-    for who in ["dave", "erin", "root", "frank"] {
+    // Those who may see the request (admins, auditors) are told who approves it.
+    for who in ["erin", "root"] {
         let e = w.refused(who, Command::Approve { request: id, comment: None });
         assert_eq!(e.code, "not_approver", "{who}");
         assert!(e.message.contains("its approvers are approvers (alice, bob, carol)"), "{e}");
     }
-    assert_eq!(w.refused("dave", Command::Deny { request: id, comment: Some("no".into()) }).code, "not_approver");
-    assert_eq!(w.refused("alice", Command::Approve { request: RequestId(99), comment: None }).code, "no_such_request");
+    // Those who may not see it learn nothing about it: the answer is the one for no request at all.
+    let missing = w.refused("alice", Command::Approve { request: RequestId(99), comment: None });
+    assert_eq!((missing.code, missing.message.as_str()), ("no_such_request", "there is no request R99 that you may see"));
+    for who in ["dave", "frank"] {
+        for cmd in [
+            Command::Approve { request: id, comment: None },
+            Command::Deny { request: id, comment: Some("no".into()) },
+            Command::Cancel { request: id },
+        ] {
+            let e = w.refused(who, cmd.clone());
+            assert_eq!((e.code, e.kind), ("no_such_request", RefusalKind::NotFound), "{who} {cmd:?}");
+            assert_eq!(e.message, "there is no request R1 that you may see", "{who} {cmd:?}");
+            for secret in ["journal", "carol", "alice", "approvers"] {
+                assert!(!e.message.contains(secret), "{who} {cmd:?}: {e}");
+            }
+        }
+    }
 }
 
 #[test]
@@ -303,9 +336,10 @@ fn pending_requests_expire_after_the_ttl() {
 fn requesters_cancel_their_own_pending_requests() {
     let mut w = World::new();
     let id = journal(&mut w);
-    let e = w.refused("dave", Command::Cancel { request: id });
+    let e = w.refused("alice", Command::Cancel { request: id });
     assert_eq!(e.code, "not_requester");
     assert!(e.message.contains("only the requester (carol) may cancel R1"), "{e}");
+    assert_eq!(w.refused("dave", Command::Cancel { request: id }).code, "no_such_request", "dave may not see carol's request");
     w.run("carol", Command::Cancel { request: id }).unwrap();
     assert_eq!(w.state.requests[&id].state, RequestState::Cancelled);
     assert_eq!(w.refused("carol", Command::Cancel { request: id }).code, "not_pending");
@@ -318,7 +352,12 @@ fn holders_relinquish_and_approvers_or_admins_revoke() {
     let id = w.ask("dave", "restart", None, None, None).unwrap();
     let g = id.grant();
     let e = w.refused("carol", Command::Relinquish { grant: g });
-    assert_eq!(e.code, "not_holder");
+    assert_eq!(e.code, "no_such_grant", "carol may not see dave's grant, so she learns nothing about it");
+    assert_eq!(e.message, "there is no grant G1 that you may see");
+    let e = w.refused("carol", Command::Revoke { grant: g, reason: Some("x".into()) });
+    assert_eq!((e.code, e.message.as_str()), ("no_such_grant", "there is no grant G1 that you may see"));
+    let e = w.refused("root", Command::Relinquish { grant: g });
+    assert_eq!(e.code, "not_holder", "an admin sees it and is told why");
     let e = w.refused("dave", Command::Revoke { grant: g, reason: Some("x".into()) });
     assert_eq!(e.code, "may_not_revoke", "restart has no approvers and dave is no admin");
     assert!(e.message.contains("zsa relinquish G1"), "{e}");
@@ -377,7 +416,8 @@ fn break_glass_is_active_at_once_and_waits_for_review() {
     let e = w.refused("carol", Command::Review { grant: id.grant(), comment: None });
     assert_eq!(e.code, "own_grant");
     let plain = w.ask("dave", "restart", None, None, None).unwrap();
-    assert_eq!(w.refused("alice", Command::Review { grant: plain.grant(), comment: None }).code, "not_break_glass");
+    assert_eq!(w.refused("root", Command::Review { grant: plain.grant(), comment: None }).code, "not_break_glass");
+    assert_eq!(w.refused("alice", Command::Review { grant: plain.grant(), comment: None }).code, "no_such_grant", "not hers to see");
 }
 
 #[test]
