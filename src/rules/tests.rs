@@ -606,7 +606,8 @@ fn approvals_that_no_longer_hold_are_dropped_when_the_grant_would_be_made() {
     // alice leaves the approvers in a policy that is put in force without a recorded load
     // (as if the reload's drops were lost): the grant-time check still catches her approval.
     w.policy =
-        Policy::parse(&POLICY.replace(r#"approvers = ["alice", "bob", "carol"]"#, r#"approvers = ["bob", "carol"]"#), "t.toml").unwrap();
+        Policy::parse(&POLICY.replace(r#"approvers = ["alice", "bob", "carol"]"#, r#"approvers = ["bob", "carol", "zoe"]"#), "t.toml")
+            .unwrap();
     let changes = w.approve("bob", id).unwrap();
     assert!(
         matches!(&changes[0], Change::ApprovalDropped { approver, why, .. } if approver == "alice" && why.contains("no longer an approver")),
@@ -623,7 +624,8 @@ fn a_policy_load_and_a_token_revocation_drop_the_approvals_they_invalidate() {
     let id = export(&mut w);
     w.approve("alice", id).unwrap();
     w.policy =
-        Policy::parse(&POLICY.replace(r#"approvers = ["alice", "bob", "carol"]"#, r#"approvers = ["bob", "carol"]"#), "t.toml").unwrap();
+        Policy::parse(&POLICY.replace(r#"approvers = ["alice", "bob", "carol"]"#, r#"approvers = ["bob", "carol", "zoe"]"#), "t.toml")
+            .unwrap();
     let changes = w.run(SYSTEM_ACTOR, Command::LoadPolicy).unwrap();
     assert!(matches!(&changes[1], Change::ApprovalDropped { approver, .. } if approver == "alice"), "{changes:?}");
 
