@@ -152,7 +152,9 @@ pub fn prepare(runs_dir: &Path, run: &str) -> Prepared {
     static FALLBACK: Once = Once::new();
     let fallback = || {
         FALLBACK.call_once(|| {
-            tracing::warn!("cgroup v2 is not available to the daemon: runs are contained by process group and subreapers");
+            tracing::warn!(
+                "runs are contained by process group and subreapers (cgroup v2 is not available to the daemon, or ZSA_RUN_CONTAINMENT=group)"
+            );
             if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
                 tracing::error!(error = %e, "cannot make the daemon a child subreaper: orphans of a run may escape");
             }
