@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
 use common::Daemon;
@@ -258,14 +259,16 @@ async fn after_a_crash_a_reused_pid_is_never_signalled() {
     let _run = start(&dave, "tree", &n);
     wait_until("all four sleeps started", Duration::from_secs(10), || alive(&all[..4]).len() == 4).await;
     d.kill9();
-    let mut decoy = std::process::Command::new("/bin/sleep").arg(&all[4]).spawn().unwrap();
+    // Its own process group, as a reused pid would lead one: group id = the recorded pid.
+    let mut decoy = std::process::Command::new("/bin/sleep").arg(&all[4]).process_group(0).spawn().unwrap();
     let record_path = d.state.join("transcripts/X1.process.json");
     let mut record: serde_json::Value = serde_json::from_slice(&std::fs::read(&record_path).unwrap()).unwrap();
     // As if the run's first process had died and the kernel had given its pid to the decoy.
     record["pid"] = serde_json::json!(decoy.id());
     std::fs::write(&record_path, serde_json::to_vec(&record).unwrap()).unwrap();
     d.spawn();
-    assert!(decoy.try_wait().unwrap().is_none(), "the process now holding the recorded pid was not touched");
+    let status = decoy.try_wait().unwrap();
+    assert!(status.is_none(), "the process now holding the recorded pid was not touched: {status:?}");
     let shown = d.admin().show_run("X1".parse().unwrap()).await.unwrap();
     assert_eq!(shown.ended.unwrap().outcome, RunOutcome::Abandoned);
     decoy.kill().unwrap();

@@ -247,13 +247,16 @@ impl Tree {
             children.entry(p.ppid).or_default().push(p);
         }
         // Seeds: the first process (if it is still the one we started), the process group's
-        // members (started after it), and orphans the daemon adopted.
+        // members (started after it), and orphans the daemon adopted. A group id is a pid that
+        // stays taken while any member lives; if its pid now names a process that started at
+        // another time, the number was given out again and that group is someone else's.
+        let reused = procs.iter().any(|p| p.pid == self.pid && p.start != self.start);
         let mut todo: Vec<&Proc> = live
             .iter()
             .copied()
             .filter(|p| {
                 (p.pid == self.pid && p.start == self.start)
-                    || (p.pgid == self.pid && p.start >= self.start)
+                    || (!reused && p.pgid == self.pid && p.start >= self.start)
                     || (p.ppid == me && !roots.contains(&p.pid))
             })
             .collect();
