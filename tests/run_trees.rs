@@ -336,3 +336,39 @@ async fn a_task_runs_at_most_max_concurrent_runs_at_once() {
     assert!(again.is_ok(), "{:?}", again.err());
     drop((a, b));
 }
+
+/// The shipped wrapper (assets/zsa-gate.sh, the real script and binary) stops the command, and
+/// what it started in its process group, when the grant expires and when it is revoked.
+#[tokio::test]
+async fn the_shipped_wrapper_stops_the_command_when_the_grant_ends() {
+    let mut d = daemon(Containment::Cgroup);
+    let token = d.token("dave").await;
+    let dave = d.user("dave").await;
+    let n = unique();
+    let all = markers(&n, &[7, 8]);
+    let _cleanup = Cleanup(all.clone());
+    let bin_dir = std::path::Path::new(common::BIN).parent().unwrap().to_path_buf();
+    let gate = || {
+        tokio::process::Command::new("/bin/sh")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/zsa-gate.sh"))
+            .args(["restart", "--", "/bin/sh", "-c", &format!("sleep {} & sleep {}", all[0], all[1])])
+            .env("PATH", format!("{}:/usr/bin:/bin", bin_dir.display()))
+            .env("ZSA_SOCKET", &d.socket)
+            .env("ZSA_TOKEN", &token)
+            .stdin(std::process::Stdio::null())
+            .output()
+    };
+    for how in ["expiry", "revoke"] {
+        let g = grant(&dave, "restart", Some(if how == "expiry" { 2 } else { 600 })).await;
+        let running = tokio::spawn(gate());
+        wait_until("the gated command started", Duration::from_secs(10), || alive(&all).len() == 2).await;
+        if how == "revoke" {
+            d.admin().revoke(g.id, Some("enough".into())).await.unwrap();
+        }
+        let out = tokio::time::timeout(Duration::from_secs(20), running).await.expect("the gate ended within 20 s").unwrap().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(128 + 15), "{how}: the command's own end (SIGTERM): {err}");
+        assert!(err.contains("zsa: stopped /bin/sh:"), "{how}: {err}");
+        assert_eq!(alive(&all), Vec::<String>::new(), "{how}: its process group went with it");
+    }
+}
