@@ -41,7 +41,9 @@ async fn recheck(client: &Client, task: &str, until: &mut Option<Instant>) -> Op
         }
         Ok(a) => Some(a.message),
         // The deadline still holds without the daemon.
-        Err(ClientError::Unreachable { .. }) => until.is_some_and(|d| d <= Instant::now()).then(|| format!("the grant for '{task}' ran out")),
+        Err(ClientError::Unreachable { .. }) => {
+            until.is_some_and(|d| d <= Instant::now()).then(|| format!("the grant for '{task}' ran out"))
+        }
         Err(e) => Some(e.to_string()),
     }
 }

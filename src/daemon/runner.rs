@@ -325,11 +325,11 @@ async fn watch(
                 }
                 None
             }
-            _ = &mut timeout, if stopped.is_none() => Some((RunOutcome::TimedOut, format!("stopped after the task's timeout of {}", crate::model::duration::format(s.timeout.as_secs())))),
-            _ = &mut deadline, if watch_grant && stopped.is_none() => {
+            _ = &mut timeout, if stopped.is_none() && status.is_none() => Some((RunOutcome::TimedOut, format!("stopped after the task's timeout of {}", crate::model::duration::format(s.timeout.as_secs())))),
+            _ = &mut deadline, if watch_grant && stopped.is_none() && status.is_none() => {
                 grant_over(engine, s.grant).then(|| (RunOutcome::GrantEnded, format!("stopped: grant {} ended", s.grant)))
             }
-            event = feed.recv(), if watch_grant && stopped.is_none() => {
+            event = feed.recv(), if watch_grant && stopped.is_none() && status.is_none() => {
                 let ended = match event {
                     Ok(e) => matches!(&e.change,
                         Change::GrantExpired { grant, .. } | Change::GrantRevoked { grant, .. } | Change::GrantRelinquished { grant, .. } if *grant == s.grant),
@@ -337,7 +337,7 @@ async fn watch(
                 };
                 ended.then(|| (RunOutcome::GrantEnded, format!("stopped: grant {} ended", s.grant)))
             }
-            _ = async { drop(closing.wait_for(|c| *c).await) }, if stopped.is_none() => Some((RunOutcome::DaemonStopped, "stopped: the daemon is stopping".to_string())),
+            _ = async { drop(closing.wait_for(|c| *c).await) }, if stopped.is_none() && status.is_none() => Some((RunOutcome::DaemonStopped, "stopped: the daemon is stopping".to_string())),
             _ = &mut kill_at, if kill_armed => {
                 tree.kill();
                 // Again until it is empty: something may have been forking.

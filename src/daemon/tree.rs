@@ -54,7 +54,13 @@ fn stat(pid: i32) -> Option<Proc> {
     let rest = &text[text.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     // rest starts at field 3 (state): field N is f[N - 3].
-    Some(Proc { pid, zombie: f.first()? == &"Z", ppid: f.get(1)?.parse().ok()?, pgid: f.get(2)?.parse().ok()?, start: f.get(19)?.parse().ok()? })
+    Some(Proc {
+        pid,
+        zombie: f.first()? == &"Z",
+        ppid: f.get(1)?.parse().ok()?,
+        pgid: f.get(2)?.parse().ok()?,
+        start: f.get(19)?.parse().ok()?,
+    })
 }
 
 fn all_procs() -> Vec<Proc> {
@@ -188,7 +194,12 @@ pub struct Tree {
 }
 
 /// Spawns `cmd` contained as `prepared` says and records it for the next start.
-pub fn spawn(cmd: &mut tokio::process::Command, prepared: Prepared, runs_dir: &Path, run: &str) -> io::Result<(tokio::process::Child, Tree)> {
+pub fn spawn(
+    cmd: &mut tokio::process::Command,
+    prepared: Prepared,
+    runs_dir: &Path,
+    run: &str,
+) -> io::Result<(tokio::process::Child, Tree)> {
     let (cgroup, fd) = match prepared.cgroup {
         Some((dir, fd)) => (Some(dir), Some(fd)),
         None => (None, None),

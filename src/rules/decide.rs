@@ -602,8 +602,7 @@ fn start_run(
     };
     let argv = run.build(&task.name, params).map_err(|m| Refusal::invalid("bad_param", m))?;
     // One grant must not become hundreds of privileged processes: the task says how many at once.
-    let going: Vec<&crate::model::Run> =
-        state.running.iter().filter_map(|id| state.runs.get(id)).filter(|r| r.task == task.name).collect();
+    let going: Vec<&crate::model::Run> = state.running.iter().filter_map(|id| state.runs.get(id)).filter(|r| r.task == task.name).collect();
     if going.len() >= run.max_concurrent_runs as usize {
         let shown: Vec<String> = going.iter().map(|r| format!("{} ({})", r.id, r.holder)).collect();
         return Err(Refusal::conflict(
