@@ -213,22 +213,35 @@ async fn supervise(engine: Arc<Engine>, s: Started, tx: Sink) {
     let mut out = Out { tx, dropped: 0 };
     out.offer(&RunOutput::Started { run: s.run, argv: s.argv.clone() });
     let mut transcript = Transcript::open(engine.runs_dir().join(format!("{}.log", s.run))).await;
-    let mut cmd = tokio::process::Command::new(&s.argv[0]);
-    cmd.args(&s.argv[1..])
-        .env_clear()
-        .env("PATH", SAFE_PATH)
-        .current_dir("/")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    if let Some((uid, gid)) = s.account.switch_to {
-        cmd.uid(uid).gid(gid);
-    }
+    let command = || {
+        let mut cmd = tokio::process::Command::new(&s.argv[0]);
+        cmd.args(&s.argv[1..])
+            .env_clear()
+            .env("PATH", SAFE_PATH)
+            .current_dir("/")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some((uid, gid)) = s.account.switch_to {
+            cmd.uid(uid).gid(gid);
+        }
+        cmd
+    };
     let name = s.run.to_string();
     let prepared = tree::prepare(engine.runs_dir(), &name);
-    let (outcome, exit_code, message, tree) = match tree::spawn(&mut cmd, prepared, engine.runs_dir(), &name) {
+    let in_cgroup = prepared.in_cgroup();
+    let mut spawned = tree::spawn(&mut command(), prepared, engine.runs_dir(), &name);
+    if in_cgroup
+        && let Err(e) = &spawned
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        // A cgroup that cannot be joined (a cgroup manager's rules) must not stop the run.
+        tracing::warn!(run = %s.run, error = %e, "could not start a run in its own cgroup; starting it contained by process group");
+        spawned = tree::spawn(&mut command(), tree::fallback(), engine.runs_dir(), &name);
+    }
+    let (outcome, exit_code, message, tree) = match spawned {
         Err(e) => {
             let msg = format!("could not start {}: {e}", s.argv[0]);
             transcript.write(format!("zsa: {msg}\n").as_bytes()).await;

@@ -152,21 +152,30 @@ pub struct Prepared {
     cgroup: Option<(PathBuf, OwnedFd)>,
 }
 
-/// Creates the run's cgroup if cgroups can be used, and otherwise makes the daemon a child
-/// subreaper. Never fails: the fallback is always there.
+impl Prepared {
+    pub fn in_cgroup(&self) -> bool {
+        self.cgroup.is_some()
+    }
+}
+
+/// The fallback: the process group, the first process a child subreaper (see `spawn`), and the
+/// daemon one too (set once, on first use).
+pub fn fallback() -> Prepared {
+    static SUBREAPER: Once = Once::new();
+    SUBREAPER.call_once(|| {
+        tracing::warn!(
+            "runs are contained by process group and subreapers (cgroup v2 is not available to the daemon, or ZSA_RUN_CONTAINMENT=group)"
+        );
+        if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+            tracing::error!(error = %e, "cannot make the daemon a child subreaper: orphans of a run may escape");
+        }
+    });
+    Prepared { cgroup: None }
+}
+
+/// Creates the run's cgroup if cgroups can be used, and otherwise prepares the fallback. Never
+/// fails: the fallback is always there.
 pub fn prepare(runs_dir: &Path, run: &str) -> Prepared {
-    static FALLBACK: Once = Once::new();
-    let fallback = || {
-        FALLBACK.call_once(|| {
-            tracing::warn!(
-                "runs are contained by process group and subreapers (cgroup v2 is not available to the daemon, or ZSA_RUN_CONTAINMENT=group)"
-            );
-            if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
-                tracing::error!(error = %e, "cannot make the daemon a child subreaper: orphans of a run may escape");
-            }
-        });
-        Prepared { cgroup: None }
-    };
     let Some(parent) = cgroup_parent() else { return fallback() };
     let dir = parent.join(cgroup_name(runs_dir, run));
     if dir.exists() {
@@ -393,13 +402,23 @@ impl Drop for Tree {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::process::CommandExt;
+
     use super::*;
 
     #[test]
     fn stat_reads_fields_after_a_name_with_spaces_and_parentheses() {
+        // A program whose name would shift the fields if they were counted from the start.
+        let dir = tempfile::tempdir().unwrap();
+        let odd = dir.path().join("x) 1 2 (y");
+        fs::copy("/bin/sleep", &odd).unwrap();
+        let mut child = std::process::Command::new(&odd).arg("30").process_group(0).spawn().unwrap();
+        let pid = child.id() as i32;
+        let got = stat(pid).expect("its stat");
         let me = stat(std::process::id() as i32).expect("own stat");
-        assert_eq!(me.pid, std::process::id() as i32);
-        assert_eq!(me.pgid, nix::unistd::getpgrp().as_raw());
-        assert!(me.start > 0 && !me.zombie);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!((got.pid, got.ppid, got.pgid), (pid, std::process::id() as i32, pid));
+        assert!(got.start >= me.start && !got.zombie);
     }
 }
