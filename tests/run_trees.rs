@@ -92,6 +92,10 @@ async fn wait_until(what: &str, within: Duration, mut ok: impl FnMut() -> bool) 
 
 /// Kills what a failed test left, so it does not run for days.
 struct Cleanup(Vec<String>);
+
+fn cleanup(n: &str) -> Cleanup {
+    Cleanup(markers(n, &[1, 2, 3, 4, 5, 6, 7, 8, 9]))
+}
 impl Drop for Cleanup {
     fn drop(&mut self) {
         for m in &self.0 {
@@ -156,7 +160,7 @@ async fn when_the_grant_ends_the_whole_tree_is_stopped() {
         let dave = d.user("dave").await;
         let n = unique();
         let all = markers(&n, &[1, 2, 3, 4]);
-        let _cleanup = Cleanup(all.clone());
+        let _cleanup = cleanup(&n);
         let g = grant(&dave, "tree", Some(3)).await;
         let run = start(&dave, "tree", &n);
         wait_until("all four sleeps started", Duration::from_secs(10), || alive(&all).len() == 4).await;
@@ -189,7 +193,7 @@ async fn a_timeout_and_the_command_s_own_exit_stop_the_whole_tree() {
         let dave = d.user("dave").await;
         let n = unique();
         let all = markers(&n, &[1, 2, 3, 4]);
-        let _cleanup = Cleanup(all.clone());
+        let _cleanup = cleanup(&n);
         grant(&dave, "tree-slow", None).await;
         let run = start(&dave, "tree-slow", &n);
         wait_until("all four sleeps started", Duration::from_secs(10), || alive(&all).len() == 4).await;
@@ -213,7 +217,7 @@ async fn a_daemon_stopped_with_sigterm_stops_its_runs_trees_and_records_it() {
         let dave = d.user("dave").await;
         let n = unique();
         let all = markers(&n, &[1, 2, 3, 4]);
-        let _cleanup = Cleanup(all.clone());
+        let _cleanup = cleanup(&n);
         grant(&dave, "tree", None).await;
         let run = start(&dave, "tree", &n);
         wait_until("all four sleeps started", Duration::from_secs(10), || alive(&all).len() == 4).await;
@@ -239,7 +243,7 @@ async fn after_a_crash_the_next_start_stops_what_a_run_left_before_calling_it_ab
         let dave = d.user("dave").await;
         let n = unique();
         let all = markers(&n, &[1, 2, 3, 4]);
-        let _cleanup = Cleanup(all.clone());
+        let _cleanup = cleanup(&n);
         grant(&dave, "tree", None).await;
         let _run = start(&dave, "tree", &n);
         wait_until("all four sleeps started", Duration::from_secs(10), || alive(&all).len() == 4).await;
@@ -267,7 +271,7 @@ async fn after_a_crash_a_reused_pid_is_never_signalled() {
     let dave = d.user("dave").await;
     let n = unique();
     let all = markers(&n, &[1, 2, 3, 4, 9]);
-    let _cleanup = Cleanup(all.clone());
+    let _cleanup = cleanup(&n);
     grant(&dave, "tree", None).await;
     let _run = start(&dave, "tree", &n);
     wait_until("all four sleeps started", Duration::from_secs(10), || alive(&all[..4]).len() == 4).await;
@@ -296,7 +300,7 @@ async fn a_client_that_stops_reading_does_not_hold_back_a_stop() {
     let dave = d.user("dave").await;
     let n = unique();
     let all = markers(&n, &[5]);
-    let _cleanup = Cleanup(all.clone());
+    let _cleanup = cleanup(&n);
     grant(&dave, "yes", None).await;
     let started = Instant::now();
     // The stream is opened and never read.
@@ -324,7 +328,7 @@ async fn a_task_runs_at_most_max_concurrent_runs_at_once() {
     let carol = d.user("carol").await;
     let n = unique();
     let all = markers(&n, &[4, 6]);
-    let _cleanup = Cleanup(all.clone());
+    let _cleanup = cleanup(&n);
     // Default: one at a time, whoever asks.
     grant(&dave, "tree", None).await;
     grant(&carol, "tree", None).await;
@@ -347,7 +351,11 @@ async fn a_task_runs_at_most_max_concurrent_runs_at_once() {
     assert_eq!(ended(first).await.0, RunOutcome::GrantEnded);
     let again = carol.run(&RunRequest { task: "tree".into(), params: params(&n) }).await;
     assert!(again.is_ok(), "{:?}", again.err());
-    drop((a, b));
+    // A clean stop ends the three runs still going, and their trees.
+    assert!(d.stop().success());
+    let (a, b) = (ended(a).await.0, ended(b).await.0);
+    assert_eq!((a, b), (RunOutcome::DaemonStopped, RunOutcome::DaemonStopped));
+    assert_eq!(alive(&markers(&n, &[1, 2, 3, 4, 6])), Vec::<String>::new());
 }
 
 /// The shipped wrapper (assets/zsa-gate.sh, the real script and binary) stops the command, and
@@ -359,7 +367,7 @@ async fn the_shipped_wrapper_stops_the_command_when_the_grant_ends() {
     let dave = d.user("dave").await;
     let n = unique();
     let all = markers(&n, &[7, 8]);
-    let _cleanup = Cleanup(all.clone());
+    let _cleanup = cleanup(&n);
     let bin_dir = std::path::Path::new(common::BIN).parent().unwrap().to_path_buf();
     let gate = || {
         tokio::process::Command::new("/bin/sh")

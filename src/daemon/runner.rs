@@ -247,8 +247,9 @@ async fn supervise(engine: Arc<Engine>, s: Started, tx: Sink) {
             transcript.write(format!("zsa: {msg}\n").as_bytes()).await;
             (RunOutcome::FailedToStart, None, msg, None)
         }
-        Ok((child, tree)) => {
+        Ok((child, mut tree)) => {
             let (outcome, code, msg) = watch(&engine, &s, child, &tree, &mut transcript, &mut out).await;
+            tree.remove_cgroup();
             (outcome, code, msg, Some(tree))
         }
     };

@@ -332,7 +332,17 @@ impl Tree {
         }
     }
 
-    /// The run's end is recorded: forget it (its cgroup and its record go).
+    /// The tree is empty: its cgroup goes now, before the end is recorded, so nothing is left
+    /// behind whatever happens next.
+    pub fn remove_cgroup(&mut self) {
+        if let Some(dir) = self.cgroup.take()
+            && let Err(e) = fs::remove_dir(&dir)
+        {
+            tracing::warn!(cgroup = %dir.display(), error = %e, "cannot remove a run's cgroup");
+        }
+    }
+
+    /// The run's end is recorded: forget it (its record goes).
     pub fn finish(mut self) {
         self.release();
     }
