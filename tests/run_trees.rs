@@ -392,4 +392,14 @@ async fn the_shipped_wrapper_stops_the_command_when_the_grant_ends() {
         assert!(err.contains("zsa: stopped /bin/sh:"), "{how}: {err}");
         assert_eq!(alive(&all), Vec::<String>::new(), "{how}: its process group went with it");
     }
+
+    // The daemon gone: the deadline the gate last heard still ends the command.
+    grant(&dave, "restart", Some(3)).await;
+    let running = tokio::spawn(gate());
+    wait_until("the gated command started", Duration::from_secs(10), || alive(&all).len() == 2).await;
+    d.kill9();
+    let out = tokio::time::timeout(Duration::from_secs(20), running).await.expect("the gate ended within 20 s").unwrap().unwrap();
+    assert_eq!(out.status.code(), Some(128 + 15), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the grant for 'restart' ran out"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(alive(&all), Vec::<String>::new());
 }

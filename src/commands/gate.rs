@@ -40,11 +40,10 @@ async fn recheck(client: &Client, task: &str, until: &mut Option<Instant>) -> Op
             None
         }
         Ok(a) => Some(a.message),
-        // The deadline still holds without the daemon.
-        Err(ClientError::Unreachable { .. }) => {
-            until.is_some_and(|d| d <= Instant::now()).then(|| format!("the grant for '{task}' ran out"))
-        }
-        Err(e) => Some(e.to_string()),
+        // A refusal is the daemon's answer (a revoked token, a disabled user): stop.
+        Err(e @ ClientError::Refused { .. }) => Some(e.to_string()),
+        // No answer (the daemon is down or restarting): the deadline still holds without it.
+        Err(_) => until.is_some_and(|d| d <= Instant::now()).then(|| format!("the grant for '{task}' ran out")),
     }
 }
 
