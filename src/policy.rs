@@ -696,6 +696,7 @@ impl Policy {
                 run_as: r.run_as.clone(),
                 timeout_secs: r.timeout,
                 on_expiry: if r.on_expiry == OnExpiry::Stop { "stop".into() } else { "finish".into() },
+                max_concurrent_runs: r.max_concurrent_runs,
                 params: r.params.iter().map(|(k, v)| (k.clone(), v.describe())).collect(),
             }),
         }

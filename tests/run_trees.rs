@@ -339,7 +339,9 @@ async fn a_task_runs_at_most_max_concurrent_runs_at_once() {
         assert_eq!(err.code(), "too_many_runs");
         assert!(err.to_string().contains("'tree' allows 1 run(s) at a time and this one is still running: X1 (dave)"), "{err}");
     }
-    // max_concurrent_runs = 2: two go, the third is refused.
+    // max_concurrent_runs = 2 (shown to those who may ask): two go, the third is refused.
+    let tasks = common::stdout(&d.cli(Some("dave"), &["tasks"]).await);
+    assert!(tasks.contains("on expiry stop, at most 2 at once"), "{tasks}");
     grant(&dave, "twice", None).await;
     let a = start(&dave, "twice", &n);
     let b = start(&dave, "twice", &n);
