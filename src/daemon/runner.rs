@@ -1,8 +1,11 @@
 //! Runs approved tasks: the person never holds the privilege, the daemon does, and it carries out
 //! exactly the argument vector the rules built. No shell, ever; a cleared environment; a fixed
-//! working directory; its own process group so the whole command can be stopped; a timeout; and
-//! a stop when the grant ends (unless the task says `on_expiry = "finish"`). Output streams back
-//! live and is kept, up to a cap, as a transcript whose size and SHA-256 go into the audit log.
+//! working directory; its whole process tree contained (`tree`) so all of it can be stopped; a
+//! timeout; a stop when the grant ends (unless the task says `on_expiry = "finish"`) and when the
+//! daemon stops; and what the command leaves running when it exits is stopped too. A run's end
+//! is recorded only once its tree is gone. Output streams back live, never waiting for a slow
+//! client (what it cannot take is dropped), and is kept, up to a cap, as a transcript whose size
+//! and SHA-256 go into the audit log.
 
 use std::convert::Infallible;
 use std::os::unix::fs::OpenOptionsExt;

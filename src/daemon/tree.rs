@@ -186,7 +186,8 @@ pub fn prepare(runs_dir: &Path, run: &str) -> Prepared {
     match opened {
         Ok(f) => Prepared { cgroup: Some((dir, f.into())) },
         Err(e) => {
-            tracing::warn!(cgroup = %dir.display(), error = %e, "cannot create a cgroup for a run");
+            static SAID: Once = Once::new();
+            SAID.call_once(|| tracing::warn!(cgroup = %dir.display(), error = %e, "cannot create a cgroup for a run"));
             let _ = fs::remove_dir(&dir);
             fallback()
         }
