@@ -100,6 +100,13 @@ pub enum Cmd {
         #[arg(long)]
         user: Option<String>,
     },
+    /// Run a command of your own while you hold an active grant for the task; stop it when the grant ends
+    Gate {
+        task: String,
+        /// The command and its arguments, after `--`
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
     /// Who the daemon thinks you are, and your roles
     Whoami,
     /// The tasks you may ask for, with their policy and approvers

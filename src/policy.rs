@@ -135,6 +135,8 @@ pub struct RunSpec {
     pub timeout: u64,
     pub on_expiry: OnExpiry,
     pub params: BTreeMap<String, Param>,
+    /// How many runs of the task may go at once, whoever started them (default 1).
+    pub max_concurrent_runs: u32,
 }
 
 /// The `{name}` placeholders in one argument, in order.
@@ -289,6 +291,7 @@ struct RawTask {
     run_as: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
     on_expiry: Option<Spanned<String>>,
+    max_concurrent_runs: Option<Spanned<i64>>,
     #[serde(default)]
     params: BTreeMap<String, Spanned<RawParam>>,
 }
@@ -541,7 +544,6 @@ impl Policy {
         }
     }
 
-    /// Checks a task's `run`, `run_as`, `timeout`, `on_expiry` and `params`.
     /// `approve_via`: a non-empty list of the kinds in `APPROVE_VIA_KINDS`; both when absent.
     fn validate_approve_via(t: &RawTask, here: &str, p: &mut Problems) -> Vec<String> {
         use crate::model::auth::APPROVE_VIA_KINDS;
@@ -568,12 +570,14 @@ impl Policy {
         kinds
     }
 
+    /// Checks a task's `run`, `run_as`, `timeout`, `on_expiry`, `max_concurrent_runs` and `params`.
     fn validate_run(t: &RawTask, here: &str, span: Range<usize>, p: &mut Problems) -> Option<RunSpec> {
         let Some(argv) = &t.run else {
             for (field, present) in [
                 ("run_as", t.run_as.is_some()),
                 ("timeout", t.timeout.is_some()),
                 ("on_expiry", t.on_expiry.is_some()),
+                ("max_concurrent_runs", t.max_concurrent_runs.is_some()),
                 ("params", !t.params.is_empty()),
             ] {
                 if present {
@@ -679,7 +683,24 @@ impl Policy {
                 OnExpiry::Stop
             }
         };
-        Some(RunSpec { argv: list.clone(), run_as: t.run_as.as_ref().map(|u| u.get_ref().clone()), timeout, on_expiry, params })
+        let max_concurrent_runs = match &t.max_concurrent_runs {
+            None => 1,
+            Some(n) => match u32::try_from(*n.get_ref()) {
+                Ok(n @ 1..=1000) => n,
+                _ => {
+                    p.at(n.span(), format!("{here}: max_concurrent_runs is {}; it must be from 1 to 1000", n.get_ref()));
+                    1
+                }
+            },
+        };
+        Some(RunSpec {
+            argv: list.clone(),
+            run_as: t.run_as.as_ref().map(|u| u.get_ref().clone()),
+            timeout,
+            on_expiry,
+            params,
+            max_concurrent_runs,
+        })
     }
 
     pub fn groups_of(&self, user: &str) -> Vec<String> {
@@ -770,6 +791,7 @@ impl Policy {
                 run_as: r.run_as.clone(),
                 timeout_secs: r.timeout,
                 on_expiry: if r.on_expiry == OnExpiry::Stop { "stop".into() } else { "finish".into() },
+                max_concurrent_runs: r.max_concurrent_runs,
                 params: r.params.iter().map(|(k, v)| (k.clone(), v.describe())).collect(),
             }),
         }
@@ -889,7 +911,9 @@ one_of = ["nginx.service"]
     fn a_run_task_loads_and_builds_its_argv() {
         let p = Policy::parse(&format!("{BASE}{RUN}"), "p").unwrap();
         let run = p.tasks["r"].run.as_ref().unwrap();
-        assert_eq!((run.timeout, run.on_expiry), (300, OnExpiry::Stop));
+        assert_eq!((run.timeout, run.on_expiry, run.max_concurrent_runs), (300, OnExpiry::Stop, 1));
+        let p = Policy::parse(&format!("{BASE}{}", RUN.replace("timeout = \"5m\"", "max_concurrent_runs = 3")), "p").unwrap();
+        assert_eq!(p.tasks["r"].run.as_ref().unwrap().max_concurrent_runs, 3);
         let params = BTreeMap::from([("unit".to_string(), "nginx.service".to_string())]);
         assert_eq!(run.build("r", &params).unwrap(), vec!["/usr/bin/systemctl", "restart", "nginx.service"]);
         assert!(run.build("r", &BTreeMap::new()).unwrap_err().contains("needs --param unit=VALUE (one of nginx.service)"));
@@ -906,6 +930,8 @@ one_of = ["nginx.service"]
             ("one_of = [\"nginx.service\"]", "pattern = \"(\"", "not a valid regular expression"),
             ("timeout = \"5m\"", "timeout = \"5m\"\non_expiry = \"never\"", "must be \"stop\" or \"finish\""),
             ("one_of = [\"nginx.service\"]", "one_of = [\"x\"]\nsudo = true", "unknown field"),
+            ("timeout = \"5m\"", "max_concurrent_runs = 0", "max_concurrent_runs is 0; it must be from 1 to 1000"),
+            ("timeout = \"5m\"", "max_concurrent_runs = 5000", "max_concurrent_runs is 5000; it must be from 1 to 1000"),
         ];
         for (from, to, expect) in cases {
             let e = errors(&format!("{BASE}{}", RUN.replace(from, to)));

@@ -88,7 +88,12 @@ pub async fn tasks(client: &Client, json: bool) -> CmdResult {
             println!();
             println!("{} runs (zsa run {}): {}", t.name, t.name, text::inert_line(&run.argv.join(" ")));
             let who = run.run_as.as_deref().map(|u| format!(", as {}", text::inert_line(u))).unwrap_or_default();
-            println!("  timeout {}, on expiry {}{who}", duration::format(run.timeout_secs), run.on_expiry);
+            println!(
+                "  timeout {}, on expiry {}, at most {} at once{who}",
+                duration::format(run.timeout_secs),
+                run.on_expiry,
+                run.max_concurrent_runs
+            );
             for p in params {
                 println!("  --param {}", text::inert_line(&p));
             }

@@ -22,6 +22,9 @@ use crate::store::sqlite::SqliteStore;
 
 /// How long a stopping daemon waits for requests in flight.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a stopping daemon waits for runs to stop their process trees (SIGTERM, then SIGKILL
+/// after the runner's grace) and record their ends.
+const RUNS_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Clone, Debug)]
 pub struct DaemonConfig {
@@ -42,11 +45,17 @@ pub struct DaemonHandle {
 }
 
 impl DaemonHandle {
-    /// Stops accepting, ends the event streams, finishes what is in flight (waiting at most
+    /// Stops accepting, ends the event streams, stops running runs, finishes what is in flight (waiting at most
     /// `SHUTDOWN_GRACE`), removes the socket file.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         self.engine.close_streams();
+        // Runs see the daemon stopping and stop their whole process trees; wait for their ends
+        // to be recorded (a run that cannot be stopped in time is found at the next start).
+        let until = tokio::time::Instant::now() + RUNS_GRACE;
+        while !self.engine.read(|s, _| s.running.is_empty()) && tokio::time::Instant::now() < until {
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
         for t in self.tasks {
             let abort = t.abort_handle();
             if tokio::time::timeout(SHUTDOWN_GRACE, t).await.is_err() {
@@ -146,6 +155,12 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
             e.execute(SYSTEM_ACTOR, Command::NoteRebuilt { problem })?;
         }
         e.execute(SYSTEM_ACTOR, Command::LoadPolicy)?;
+        // What such a run left running is stopped first: nothing is called abandoned while it runs.
+        let going: Vec<_> = e.read(|s, _| s.running.iter().copied().collect());
+        for run in going {
+            let said = super::tree::stop_after_crash(e.runs_dir(), &run.to_string(), super::runner::GRACE);
+            tracing::warn!(%run, "a run was going when the daemon stopped: {said}");
+        }
         e.execute(SYSTEM_ACTOR, Command::AbandonRuns)?;
         e.expire_due()?;
         Ok(())

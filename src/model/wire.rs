@@ -93,6 +93,10 @@ pub enum RunOutput {
     Ended { run: super::RunId, exit_code: Option<i32>, outcome: super::RunOutcome, message: String },
 }
 
+fn one() -> u32 {
+    1
+}
+
 /// What `zsa tasks` shows of a task that runs something.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunView {
@@ -100,6 +104,9 @@ pub struct RunView {
     pub run_as: Option<String>,
     pub timeout_secs: u64,
     pub on_expiry: String,
+    /// How many runs of the task may go at once (older daemons did not say: 1).
+    #[serde(default = "one")]
+    pub max_concurrent_runs: u32,
     /// Each parameter and what it accepts.
     pub params: std::collections::BTreeMap<String, String>,
 }

@@ -730,6 +730,21 @@ fn start_run(
         None => params,
     };
     let argv = run.build(&task.name, params).map_err(|m| Refusal::invalid("bad_param", m))?;
+    // One grant must not become hundreds of privileged processes: the task says how many at once.
+    let going: Vec<&crate::model::Run> = state.running.iter().filter_map(|id| state.runs.get(id)).filter(|r| r.task == task.name).collect();
+    if going.len() >= run.max_concurrent_runs as usize {
+        let shown: Vec<String> = going.iter().map(|r| format!("{} ({})", r.id, r.holder)).collect();
+        return Err(Refusal::conflict(
+            "too_many_runs",
+            format!(
+                "'{}' allows {} run(s) at a time and {} still running: {}; wait for it to end (or an admin raises max_concurrent_runs in the policy)",
+                task.name,
+                run.max_concurrent_runs,
+                if going.len() == 1 { "this one is" } else { "these are" },
+                shown.join(", ")
+            ),
+        ));
+    }
     Ok(vec![Change::RunStarted {
         run: state.next_run_id(),
         grant: grant.id,

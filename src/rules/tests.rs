@@ -642,3 +642,31 @@ fn a_policy_load_and_a_token_revocation_drop_the_approvals_they_invalidate() {
     let changes = w.approve("bob", id).unwrap();
     assert!(!changes.iter().any(|c| matches!(c, Change::GrantStarted { .. })), "{changes:?}");
 }
+
+#[test]
+fn a_task_runs_at_most_max_concurrent_runs_at_once_whoever_starts_them() {
+    let mut w = World::new();
+    let run_task =
+        "\n[[tasks]]\nname = \"sh\"\nrequesters = [\"oncall\"]\napproval = \"auto\"\nmax_duration = \"1h\"\nrun = [\"/bin/true\"]\n";
+    w.policy = Policy::parse(&format!("{POLICY}{run_task}"), "test.toml").unwrap();
+    w.ask("dave", "sh", None, None, None).unwrap();
+    w.ask("carol", "sh", None, None, None).unwrap();
+    let start = || Command::StartRun { task: "sh".into(), params: Default::default(), run_as: "root".into() };
+    w.run("dave", start()).unwrap();
+    for who in ["dave", "carol"] {
+        let r = w.refused(who, start());
+        assert_eq!(r.code, "too_many_runs");
+        assert!(r.message.contains("'sh' allows 1 run(s) at a time and this one is still running: X1 (dave)"), "{}", r.message);
+    }
+    let end = Command::EndRun {
+        run: "X1".parse().unwrap(),
+        outcome: crate::model::RunOutcome::Exited,
+        exit_code: Some(0),
+        transcript_bytes: 0,
+        transcript_sha256: String::new(),
+        transcript_cap: 0,
+        truncated: false,
+    };
+    w.run(SYSTEM_ACTOR, end).unwrap();
+    w.run("carol", start()).expect("the next run may start once the first has ended");
+}

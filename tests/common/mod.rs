@@ -68,6 +68,8 @@ pub struct Daemon {
     pub policy: PathBuf,
     child: Option<Child>,
     tokens: HashMap<String, String>,
+    /// Extra environment for the daemon process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -76,6 +78,11 @@ impl Daemon {
     }
 
     pub fn start_with(policy: &str) -> Daemon {
+        Self::start_with_env(policy, &[])
+    }
+
+    /// A daemon with extra environment variables (kept across restarts).
+    pub fn start_with_env(policy: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let policy_path = dir.path().join("policy.toml");
         std::fs::write(&policy_path, policy.replace("{ADMIN}", &current_user())).expect("write policy");
@@ -86,6 +93,7 @@ impl Daemon {
             dir,
             child: None,
             tokens: HashMap::new(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
         d.spawn();
         d
@@ -101,6 +109,7 @@ impl Daemon {
             .arg("--socket")
             .arg(&self.socket)
             .env("ZSA_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
