@@ -14,10 +14,11 @@ use tokio::task::JoinHandle;
 use super::Engine;
 use super::auth::Peer;
 use super::routes;
-use crate::clock::Clock;
+use crate::clock::{Clock, SteadyClock};
 use crate::model::SYSTEM_ACTOR;
 use crate::policy::Policy;
 use crate::rules::Command;
+use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 
 /// How long a stopping daemon waits for requests in flight.
@@ -141,19 +142,24 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
     let transcripts = config.state_dir.join("transcripts");
     private_dir(&transcripts)?;
     let opened = started.elapsed();
-    let engine =
-        Arc::new(Engine::open(Box::new(store), policy, clock).context("cannot start from the stored state")?.with_runs_dir(transcripts));
+    // The daemon's time never runs slower than the monotonic clock, nor earlier than the log.
+    let last_at = store.events(&crate::store::EventFilter { tail: Some(1), ..Default::default() })?.pop().map(|e| e.at);
+    let clock = Arc::new(SteadyClock::new(clock, last_at));
+    let engine = Arc::new(
+        Engine::open(Box::new(store), policy, clock.clone()).context("cannot start from the stored state")?.with_runs_dir(transcripts),
+    );
     let loaded = started.elapsed();
 
     // Every load of the policy is on the record, with the file's SHA-256; runs that were going
     // when the daemon stopped are recorded as abandoned; and anything whose deadline passed
     // while the daemon was down ends now, stamped with its deadline.
-    let e = engine.clone();
+    let (e, steady) = (engine.clone(), clock.clone());
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         if let Some(problem) = rebuilt {
             tracing::warn!(problem = %problem, "rebuilt the current state from the log");
             e.execute(SYSTEM_ACTOR, Command::NoteRebuilt { problem })?;
         }
+        super::deadlines::record_jumps(&e, &steady)?;
         e.execute(SYSTEM_ACTOR, Command::LoadPolicy)?;
         // What such a run left running is stopped first: nothing is called abandoned while it runs.
         let going: Vec<_> = e.read(|s, _| s.running.iter().copied().collect());
@@ -179,7 +185,7 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
             tracing::error!(error = %e, "the server stopped");
         }
     });
-    let deadlines = tokio::spawn(super::deadlines::run(engine.clone(), stopped));
+    let deadlines = tokio::spawn(super::deadlines::run(engine.clone(), clock, stopped));
     let events = engine.read(|s, _| s.last_seq);
     tracing::info!(
         socket = %config.socket.display(),

@@ -136,6 +136,13 @@ pub enum Change {
     UserEnabled {
         user: String,
     },
+    /// The wall clock was stepped by more than a couple of seconds. Back: the daemon's time
+    /// counted on at the monotonic pace (nothing lasts longer). Forward: the daemon's time moved
+    /// with it, and whatever was due by then ended.
+    ClockJumped {
+        by_ms: i64,
+        wall_clock: DateTime<Utc>,
+    },
     /// The daemon was started with `--rebuild-from-log`: the current-state tables were rebuilt
     /// from this log, because of `problem` (what the start-up check found, or that it was asked).
     StateRebuilt {
@@ -195,6 +202,7 @@ impl Change {
             Self::UserDisabled { .. } => "user_disabled",
             Self::UserEnabled { .. } => "user_enabled",
             Self::StateRebuilt { .. } => "state_rebuilt",
+            Self::ClockJumped { .. } => "clock_jumped",
             Self::RunStarted { .. } => "run_started",
             Self::RunEnded { .. } => "run_ended",
         }
@@ -203,7 +211,7 @@ impl Change {
     /// The person the change is about (requester, holder, token owner, disabled user).
     pub fn subject(&self) -> Option<&str> {
         match self {
-            Self::PolicyLoaded { .. } | Self::StateRebuilt { .. } => None,
+            Self::PolicyLoaded { .. } | Self::StateRebuilt { .. } | Self::ClockJumped { .. } => None,
             Self::RequestCreated { requester, .. }
             | Self::RequestApproved { requester, .. }
             | Self::ApprovalDropped { requester, .. }
@@ -285,7 +293,7 @@ impl Change {
             Self::TokenIssued { token, .. } | Self::TokenRevoked { token, .. } => Some(token.to_string()),
             Self::UserDisabled { user, .. } | Self::UserEnabled { user } => Some(user_record(user)),
             Self::RunStarted { run, .. } | Self::RunEnded { run, .. } => Some(run.to_string()),
-            Self::PolicyLoaded { .. } | Self::StateRebuilt { .. } => None,
+            Self::PolicyLoaded { .. } | Self::StateRebuilt { .. } | Self::ClockJumped { .. } => None,
         }
     }
 }
@@ -351,6 +359,14 @@ impl Change {
             Self::UserDisabled { reason, .. } => opt("reason", reason).trim_start().to_string(),
             Self::UserEnabled { .. } => String::new(),
             Self::StateRebuilt { problem } => format!("current state rebuilt from the log: {}", inert_line(problem)),
+            Self::ClockJumped { by_ms, wall_clock } => {
+                let by = duration::format(by_ms.unsigned_abs().div_ceil(1000));
+                if *by_ms < 0 {
+                    format!("the wall clock was stepped back {by} (it read {}); zsa's time counted on", wall_clock.to_rfc3339())
+                } else {
+                    format!("the wall clock jumped forward {by} (to {}); zsa's time moved with it", wall_clock.to_rfc3339())
+                }
+            }
             Self::RunStarted { grant, argv, run_as, .. } => {
                 format!("with {grant} as {}: {}", inert_line(run_as), inert_line(&argv.join(" ")))
             }

@@ -73,6 +73,11 @@ pub enum Command {
     },
     /// On start: runs that were going when the daemon stopped ended in an unknown way.
     AbandonRuns,
+    /// Record a step of the wall clock the daemon saw. Only the daemon issues it.
+    NoteClockJump {
+        by_ms: i64,
+        wall_clock: DateTime<Utc>,
+    },
     /// On start with `--rebuild-from-log`: record that the current state was rebuilt, and why.
     NoteRebuilt {
         problem: String,
@@ -97,7 +102,8 @@ impl Command {
             | Command::Expire
             | Command::StartRun { .. }
             | Command::AbandonRuns
-            | Command::NoteRebuilt { .. } => None,
+            | Command::NoteRebuilt { .. }
+            | Command::NoteClockJump { .. } => None,
         }
     }
 }
@@ -186,6 +192,12 @@ pub fn decide(state: &State, policy: &Policy, who: &Actor, command: &Command, no
             }
             let transcript = (*transcript_bytes, transcript_sha256.clone(), *transcript_cap, *truncated);
             Ok(vec![run_ended(r, *outcome, *exit_code, transcript)])
+        }
+        Command::NoteClockJump { by_ms, wall_clock } => {
+            if !system {
+                return Err(Refusal::forbidden("daemon_only", "only the daemon records the clock's jumps"));
+            }
+            Ok(vec![Change::ClockJumped { by_ms: *by_ms, wall_clock: *wall_clock }])
         }
         Command::NoteRebuilt { problem } => {
             if !system {

@@ -102,6 +102,7 @@ impl Entity {
             Change::RunEnded { run, .. } => Some(Entity::Run(*run)),
             Change::PolicyLoaded { .. }
             | Change::StateRebuilt { .. }
+            | Change::ClockJumped { .. }
             | Change::RequestCreated { .. }
             | Change::TokenIssued { .. }
             | Change::RunStarted { .. } => None,
@@ -259,7 +260,7 @@ impl State {
         let at = event.at;
         let actor = &event.actor;
         match &event.change {
-            Change::PolicyLoaded { .. } | Change::StateRebuilt { .. } => {}
+            Change::PolicyLoaded { .. } | Change::StateRebuilt { .. } | Change::ClockJumped { .. } => {}
             Change::RequestCreated {
                 request,
                 task,
