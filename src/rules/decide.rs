@@ -129,7 +129,7 @@ pub fn decide(state: &State, policy: &Policy, who: &Actor, command: &Command, no
         Command::Cancel { request } => cancel(state, policy, actor, *request, now),
         Command::Revoke { grant, reason } => revoke(state, policy, actor, *grant, reason.as_deref(), now),
         Command::Relinquish { grant } => relinquish(state, policy, actor, *grant, now),
-        Command::Review { grant, comment } => review(state, policy, actor, *grant, comment.as_deref()),
+        Command::Review { grant, comment } => review(state, policy, who, *grant, comment.as_deref()),
         Command::IssueToken { user, sha256 } => {
             admin_only(policy, actor, system, "issue tokens")?;
             check_user_name(user)?;
@@ -453,7 +453,7 @@ fn approve(
             format!("you already approved {id}; each approver counts once, and it needs {left} more from someone else"),
         ));
     }
-    if let Some(why) = auth_refused(task, request, &who.auth) {
+    if let Some(why) = auth_refused(task, &request.requester, &id.to_string(), "approve", &who.auth) {
         return Err(Refusal::forbidden("approval_not_accepted", why));
     }
     let comment = optional_text("comment", comment, MAX_COMMENT_CHARS, true)?;
@@ -491,24 +491,25 @@ fn approve(
 
 /// Why an approval given through `auth` proves nothing for `request`, if it does not: a token
 /// the requester issued (he could mint approvers at will), or a kind of login the task refuses.
-fn auth_refused(task: &Task, request: &Request, auth: &Auth) -> Option<String> {
+/// `owner` is the requester (or, for a review, the holder) and `what` the request or grant, as
+/// `verb` (approve, review) would name it on the command line.
+fn auth_refused(task: &Task, owner: &str, what: &str, verb: &str, auth: &Auth) -> Option<String> {
     if let Auth::Token { token, issued_by } = auth
-        && *issued_by == request.requester
+        && issued_by == owner
     {
+        let noun = if verb == "approve" { "an approval" } else { "a review" };
         return Some(format!(
-            "you are using token {token}, which {} issued, and {} is their own request: an approval through a token the requester issued does not count; approve at your own login (zsa approve over SSH) or with a token another admin issued",
+            "you are using token {token}, which {} issued, and {what} is theirs: {noun} through a token they issued does not count; {verb} at your own login (zsa {verb} {what} over SSH) or with a token another admin issued",
             text::inert(issued_by),
-            request.id
         ));
     }
     let checked = matches!(auth, Auth::Peer { .. } | Auth::Token { .. });
     if checked && !task.approve_via.iter().any(|k| k == auth.kind()) {
         return Some(format!(
-            "'{}' accepts approvals only through {} (approve_via in the policy), and you came through {}; approve at your own login on the daemon's host, e.g. over SSH: zsa approve {}",
+            "'{}' accepts approvals only through {} (approve_via in the policy), and you came through {}; {verb} at your own login on the daemon's host, e.g. over SSH: zsa {verb} {what}",
             task.name,
             task.approve_via.join(", "),
             auth.kind(),
-            request.id
         ));
     }
     None
@@ -528,7 +529,7 @@ fn why_stale(state: &State, policy: &Policy, task: &Task, request: &Request, a: 
         Some(Auth::Token { token, .. }) if state.tokens.get(token).is_none_or(|t| t.revoked) => {
             Some(format!("token {token} it was given through was revoked"))
         }
-        Some(auth) => auth_refused(task, request, auth),
+        Some(auth) => auth_refused(task, &request.requester, &request.id.to_string(), "approve", auth),
         None => None,
     }
 }
@@ -652,7 +653,8 @@ fn relinquish(state: &State, policy: &Policy, actor: &str, id: GrantId, now: Dat
     Ok(vec![Change::GrantRelinquished { grant: id, task: grant.task.clone(), holder: grant.holder.clone() }])
 }
 
-fn review(state: &State, policy: &Policy, actor: &str, id: GrantId, comment: Option<&str>) -> Result<Vec<Change>, Refusal> {
+fn review(state: &State, policy: &Policy, who: &Actor, id: GrantId, comment: Option<&str>) -> Result<Vec<Change>, Refusal> {
+    let actor = who.user.as_str();
     let grant = visible_grant(state, policy, actor, id)?;
     if !grant.break_glass {
         return Err(Refusal::conflict("not_break_glass", format!("{id} is not a break-glass grant; only those are reviewed")));
@@ -671,6 +673,12 @@ fn review(state: &State, policy: &Policy, actor: &str, id: GrantId, comment: Opt
             "own_grant",
             format!("nobody may review their own break-glass grant; ask another approver of '{}'", grant.task),
         ));
+    }
+    // A review is an approval after the fact: the same proof is asked of it.
+    if let Some(task) = policy.tasks.get(&grant.task)
+        && let Some(why) = auth_refused(task, &grant.holder, &id.to_string(), "review", &who.auth)
+    {
+        return Err(Refusal::forbidden("review_not_accepted", why));
     }
     let comment = optional_text("comment", comment, MAX_COMMENT_CHARS, true)?;
     Ok(vec![Change::GrantReviewed { grant: id, task: grant.task.clone(), holder: grant.holder.clone(), comment }])

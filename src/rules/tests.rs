@@ -545,7 +545,7 @@ fn an_approval_through_a_token_the_requester_issued_does_not_count() {
     for approver in ["alice", "bob"] {
         let r = w.refused(via_token(approver, 1, "dave"), Command::Approve { request: id, comment: None });
         assert_eq!(r.code, "approval_not_accepted", "{r:?}");
-        assert!(r.message.contains("token T1") && r.message.contains("requester issued"), "{}", r.message);
+        assert!(r.message.contains("token T1") && r.message.contains("through a token they issued does not count"), "{}", r.message);
     }
     // A token someone else issued, and a person's own login, count.
     w.run("root", Command::IssueToken { user: "alice".into(), sha256: "a".into() }).unwrap();
@@ -669,4 +669,15 @@ fn a_task_runs_at_most_max_concurrent_runs_at_once_whoever_starts_them() {
     };
     w.run(SYSTEM_ACTOR, end).unwrap();
     w.run("carol", start()).expect("the next run may start once the first has ended");
+}
+
+#[test]
+fn a_break_glass_review_through_a_token_the_holder_issued_does_not_count() {
+    let mut w = World::new();
+    w.ask("dave", "glass", Some(600), Some("db down"), None).unwrap();
+    let grant = *w.state.grants.keys().next_back().unwrap();
+    let r = w.refused(via_token("alice", 1, "dave"), Command::Review { grant, comment: None });
+    assert_eq!(r.code, "review_not_accepted");
+    assert!(r.message.contains("zsa review G1"), "{}", r.message);
+    w.run(Actor::new("alice", Auth::Peer { uid: 1001 }), Command::Review { grant, comment: None }).unwrap();
 }

@@ -11,7 +11,7 @@ use super::app::{App, Connection, Item, Mode, Pane, PromptKind};
 use super::theme::Theme;
 use super::ui;
 use crate::model::wire::{NewRequest, Outcome, TaskView, WhoAmI};
-use crate::model::{Approval, Change, Event, Grant, GrantId, GrantState, Request, RequestId, RequestState};
+use crate::model::{Approval, Change, Event, Grant, GrantId, GrantState, Request, RequestId, RequestState, TokenId};
 
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).unwrap()
@@ -670,4 +670,16 @@ fn a_burst_of_events_is_absorbed_then_rebuilt_once_before_a_key_acts() {
     app.absorb(Action::EventReceived(event(200, "root", Change::UserEnabled { user: "zed".into() })), t0());
     app.refresh();
     assert_eq!(app.sections[2][0].items.len(), before + 51);
+}
+
+#[test]
+fn a_token_someone_else_issues_in_my_name_is_announced_at_once() {
+    let mut app = alice();
+    let issued = |seq, actor: &str| event(seq, actor, Change::TokenIssued { token: TokenId(4), user: "alice".into(), sha256: "x".into() });
+    app.update(Action::EventReceived(issued(5, "dave")), t0());
+    let toast = app.toast.clone().expect("alice hears of the token dave made in her name");
+    assert!(toast.text.contains("dave issued token T4 in your name") && toast.error, "{toast:?}");
+    app.toast = None;
+    app.update(Action::EventReceived(issued(6, "alice")), t0());
+    assert!(app.toast.is_none(), "her own token is no news: {:?}", app.toast);
 }
