@@ -64,8 +64,8 @@ pub struct Task {
     pub reason_pattern: Option<Pattern>,
     pub break_glass: bool,
     /// How approvers must have authenticated for their approval to count: `peer` (their own Unix
-    /// login) and/or `token`. Both by default.
-    pub approve_via: Vec<String>,
+    /// login) and/or `token`. `None` (the default) accepts any authenticated approver.
+    pub approve_via: Option<Vec<String>>,
     /// What the daemon runs for the grant's holder, if anything.
     pub run: Option<RunSpec>,
 }
@@ -544,12 +544,10 @@ impl Policy {
         }
     }
 
-    /// `approve_via`: a non-empty list of the kinds in `APPROVE_VIA_KINDS`; both when absent.
-    fn validate_approve_via(t: &RawTask, here: &str, p: &mut Problems) -> Vec<String> {
+    /// `approve_via`: a non-empty list of the kinds in `APPROVE_VIA_KINDS`; any when absent.
+    fn validate_approve_via(t: &RawTask, here: &str, p: &mut Problems) -> Option<Vec<String>> {
         use crate::model::auth::APPROVE_VIA_KINDS;
-        let Some(list) = &t.approve_via else {
-            return APPROVE_VIA_KINDS.iter().map(|k| k.to_string()).collect();
-        };
+        let list = t.approve_via.as_ref()?;
         if list.get_ref().is_empty() {
             p.at(list.span(), format!("{here}: approve_via is empty, so no approval could ever count; name \"peer\", \"token\" or both"));
         }
@@ -567,7 +565,7 @@ impl Policy {
                 kinds.push(k.get_ref().clone());
             }
         }
-        kinds
+        Some(kinds)
     }
 
     /// Checks a task's `run`, `run_as`, `timeout`, `on_expiry`, `max_concurrent_runs` and `params`.
@@ -783,7 +781,10 @@ impl Policy {
             ticket_pattern: task.ticket_pattern.as_ref().map(|p| p.source.clone()),
             reason_pattern: task.reason_pattern.as_ref().map(|p| p.source.clone()),
             break_glass: task.break_glass,
-            approve_via: task.approve_via.clone(),
+            approve_via: task
+                .approve_via
+                .clone()
+                .unwrap_or_else(|| crate::model::auth::APPROVE_VIA_KINDS.iter().map(|k| k.to_string()).collect()),
             may_request: self.may_request(user, task),
             may_approve: self.may_approve(user, task),
             run: task.run.as_ref().map(|r| crate::model::wire::RunView {

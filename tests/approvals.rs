@@ -168,3 +168,17 @@ max_duration = "2h"
     assert_eq!(grant.approved_by, [one.name.clone(), two.name.clone()]);
     assert!(r.request.approvals.iter().all(|a| matches!(a.auth, Some(Auth::Peer { .. }))));
 }
+
+/// The chain found in review: an admin mints a token for another admin and mints approvers
+/// through it, so the approvers' tokens name the other admin. Tokens do not issue tokens.
+#[tokio::test]
+async fn a_token_cannot_mint_tokens_so_every_token_names_its_real_issuer() {
+    let policy = POLICY.replace(r#"admins = ["{ADMIN}"]"#, r#"admins = ["{ADMIN}", "otto"]"#);
+    let mut d = Daemon::start_with(&policy);
+    let otto = d.user("otto").await;
+    let e = otto.issue_token("alice").await.expect_err("a token must not mint tokens");
+    assert_eq!(e.code(), "token_cannot_issue", "{e}");
+    assert!(e.to_string().contains("own login"), "{e}");
+    let tokens = d.admin().tokens().await.unwrap();
+    assert_eq!(tokens.len(), 1, "only otto's own token exists: {tokens:?}");
+}

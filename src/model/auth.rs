@@ -62,8 +62,9 @@ impl Actor {
         Actor { user: SYSTEM_ACTOR.to_string(), auth: Auth::Daemon }
     }
 
+    /// The daemon by name and by how it came: no caller from outside can be both.
     pub fn is_daemon(&self) -> bool {
-        self.user == SYSTEM_ACTOR
+        self.user == SYSTEM_ACTOR && self.auth == Auth::Daemon
     }
 }
 

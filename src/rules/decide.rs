@@ -132,6 +132,15 @@ pub fn decide(state: &State, policy: &Policy, who: &Actor, command: &Command, no
         Command::Review { grant, comment } => review(state, policy, who, *grant, comment.as_deref()),
         Command::IssueToken { user, sha256 } => {
             admin_only(policy, actor, system, "issue tokens")?;
+            if let Auth::Token { token, .. } = &who.auth {
+                // Otherwise a token could mint tokens, and the one who really issued them would be hidden.
+                return Err(Refusal::forbidden(
+                    "token_cannot_issue",
+                    format!(
+                        "you came through token {token}, and tokens are issued only at an admin's own login on the daemon's host (zsa admin token issue over SSH), so that every token names the person who really issued it"
+                    ),
+                ));
+            }
             check_user_name(user)?;
             if !policy.knows(user) {
                 return Err(Refusal::invalid(
@@ -503,12 +512,14 @@ fn auth_refused(task: &Task, owner: &str, what: &str, verb: &str, auth: &Auth) -
             text::inert(issued_by),
         ));
     }
-    let checked = matches!(auth, Auth::Peer { .. } | Auth::Token { .. });
-    if checked && !task.approve_via.iter().any(|k| k == auth.kind()) {
+    // A task that names the ways it accepts refuses every other, in-process callers included.
+    if let Some(via) = &task.approve_via
+        && !via.iter().any(|k| k == auth.kind())
+    {
         return Some(format!(
             "'{}' accepts approvals only through {} (approve_via in the policy), and you came through {}; {verb} at your own login on the daemon's host, e.g. over SSH: zsa {verb} {what}",
             task.name,
-            task.approve_via.join(", "),
+            via.join(", "),
             auth.kind(),
         ));
     }

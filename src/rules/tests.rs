@@ -681,3 +681,12 @@ fn a_break_glass_review_through_a_token_the_holder_issued_does_not_count() {
     assert!(r.message.contains("zsa review G1"), "{}", r.message);
     w.run(Actor::new("alice", Auth::Peer { uid: 1001 }), Command::Review { grant, comment: None }).unwrap();
 }
+
+#[test]
+fn a_token_cannot_issue_tokens() {
+    let mut w = World::new();
+    let r = w.refused(via_token("root", 1, "root"), Command::IssueToken { user: "alice".into(), sha256: "x".into() });
+    assert_eq!(r.code, "token_cannot_issue");
+    assert!(r.message.contains("own login"), "{}", r.message);
+    w.run(Actor::new("root", Auth::Peer { uid: 0 }), Command::IssueToken { user: "alice".into(), sha256: "x".into() }).unwrap();
+}
