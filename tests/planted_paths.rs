@@ -380,9 +380,9 @@ async fn a_policy_file_others_can_write_is_never_loaded() {
     let loads = |events: &[zsa::model::Event]| events.iter().filter(|e| e.change.kind() == "policy_loaded").count();
     let loaded = loads(&admin.audit(&Default::default()).await.unwrap());
 
-    // Her change: every task gone. Written into a file anyone may write.
+    // Her change (a valid policy, one task fewer), written into a file anyone may write.
     let text = std::fs::read_to_string(&place.policy).unwrap();
-    let cut = text.find("[[tasks]]").unwrap();
+    let cut = text.rfind("[[tasks]]").unwrap();
     std::fs::write(&place.policy, &text[..cut]).unwrap();
     std::fs::set_permissions(&place.policy, std::fs::Permissions::from_mode(0o666)).unwrap();
     let out = Command::new(BIN).args(["admin", "reload"]).env("ZSA_SOCKET", &socket).env_remove("ZSA_TOKEN").output().unwrap();
