@@ -39,6 +39,10 @@ pub struct Untrusted(pub String);
 /// The most symlinks followed on one path, as the kernel allows.
 const MAX_LINKS: u32 = 40;
 
+/// Opening a file we check after opening: never through a symlink, and never hanging on a planted
+/// FIFO (a regular file ignores O_NONBLOCK).
+const NO_FOLLOW_NO_BLOCK: i32 = nix::fcntl::OFlag::O_NOFOLLOW.bits() | nix::fcntl::OFlag::O_NONBLOCK.bits();
+
 fn me() -> u32 {
     nix::unistd::geteuid().as_raw()
 }
@@ -306,17 +310,17 @@ fn own_file_meta(path: &Path, meta: &Metadata, role: &str) -> Result<(), Untrust
 /// Opens (creating 0600 if absent) a file of ours in a directory already checked, never through a
 /// symlink, and checks what was opened.
 pub fn open_own_file(path: &Path, role: &str) -> Result<File, Untrusted> {
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-        .open(path)
-        .map_err(|e| {
-            let why = if e.raw_os_error() == Some(nix::libc::ELOOP) { "it is a symlink".to_string() } else { e.to_string() };
-            Untrusted(format!("cannot open {} ({role}): {why}. Remove it if it is not yours", path.display()))
-        })?;
+    let file =
+        fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).custom_flags(NO_FOLLOW_NO_BLOCK).open(path).map_err(
+            |e| {
+                // ELOOP (a symlink) and ENXIO (a FIFO nobody reads) say little; name what is there.
+                let why = match fs::symlink_metadata(path) {
+                    Ok(m) if !m.is_file() => format!("it is {}, not a regular file", kind(&m)),
+                    _ => e.to_string(),
+                };
+                Untrusted(format!("cannot open {} ({role}): {why}. Remove it if it is not yours", path.display()))
+            },
+        )?;
     let meta = file.metadata().map_err(|e| Untrusted(format!("cannot read {} ({role}): {e}", path.display())))?;
     own_file_meta(path, &meta, role)?;
     Ok(file)
@@ -331,7 +335,7 @@ pub fn open_policy(path: &Path) -> Result<File, Untrusted> {
     let shown = path.display();
     let file = fs::OpenOptions::new()
         .read(true)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .custom_flags(NO_FOLLOW_NO_BLOCK)
         .open(&entry.path)
         .map_err(|e| Untrusted(format!("cannot read the policy file {shown}: {e}")))?;
     let meta = file.metadata().map_err(|e| Untrusted(format!("cannot read the policy file {shown}: {e}")))?;

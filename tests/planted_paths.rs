@@ -127,7 +127,11 @@ fn daemon_refuses(state: &Path, policy: &Path, socket: &Path) -> String {
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("the daemon started on state {} / socket {}: it should have refused", state.display(), socket.display());
+            panic!(
+                "the daemon was still running after 20 s on state {} / socket {} (it started, or hangs): it should have refused",
+                state.display(),
+                socket.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -200,6 +204,13 @@ fn a_state_directory_or_database_someone_else_made_is_refused() {
     symlink(&hers, state.join("daemon.lock")).unwrap();
     let err = place.refused(&state, &place.policy, &place.path("zsa.sock"));
     assert!(err.contains("daemon.lock") && err.contains("symlink"), "{err}");
+
+    // Nor does a FIFO in its place make the daemon hang at start.
+    let state = place.path("state-fifo");
+    std::fs::create_dir(&state).unwrap();
+    nix::unistd::mkfifo(&state.join("daemon.lock"), nix::sys::stat::Mode::from_bits_truncate(0o666)).unwrap();
+    let err = place.refused(&state, &place.policy, &place.path("zsa.sock"));
+    assert!(err.contains("daemon.lock") && err.contains("not a regular file"), "{err}");
 }
 
 #[test]
