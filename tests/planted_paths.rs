@@ -23,6 +23,7 @@ fn is_root() -> bool {
 struct Account {
     name: String,
     uid: u32,
+    gid: u32,
 }
 
 /// useradd and userdel lock /etc/passwd; one at a time within this test binary.
@@ -48,14 +49,23 @@ impl Account {
             assert!(Instant::now() < deadline, "useradd {name} kept failing: {status}");
             std::thread::sleep(Duration::from_millis(100));
         }
-        let uid = nix::unistd::User::from_name(&name).unwrap().expect("the new account").uid.as_raw();
-        Some(Account { name, uid })
+        let user = nix::unistd::User::from_name(&name).unwrap().expect("the new account");
+        Some(Account { name, uid: user.uid.as_raw(), gid: user.gid.as_raw() })
     }
 
     /// Runs a shell command as this account, as she would.
     fn sh(&self, script: &str) {
         let out = Command::new("runuser").args(["-u", &self.name, "--", "sh", "-c", script]).output().expect("runuser");
         assert!(out.status.success(), "as {}: {script}: {}", self.name, stderr(&out));
+    }
+
+    /// A command that runs as this account (setuid in the child: no PAM session in between, so
+    /// killing it kills the program itself).
+    fn command(&self, program: &Path) -> Command {
+        use std::os::unix::process::CommandExt;
+        let mut c = Command::new(program);
+        c.uid(self.uid).gid(self.gid); // std also drops root's supplementary groups
+        c
     }
 
     fn owns(&self, path: &Path) {
@@ -73,6 +83,16 @@ impl Drop for Account {
             }
         }
         eprintln!("could not remove the throwaway account {}", self.name);
+    }
+}
+
+/// A daemon process the test started, killed however the test ends (a failed assertion too).
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -283,22 +303,22 @@ fn a_socket_directory_others_can_write_is_refused_unless_sticky() {
     // Sticky, as /tmp: others cannot remove or rename our socket there, so it is fine.
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
     let socket = open.join("zsa.sock");
-    let mut child = Command::new(BIN)
-        .args(["daemon", "--state"])
-        .arg(place.path("state"))
-        .arg("--policy")
-        .arg(&place.policy)
-        .arg("--socket")
-        .arg(&socket)
-        .env("ZSA_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let _daemon = Running(
+        Command::new(BIN)
+            .args(["daemon", "--state"])
+            .arg(place.path("state"))
+            .arg("--policy")
+            .arg(&place.policy)
+            .arg("--socket")
+            .arg(&socket)
+            .env("ZSA_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     common::wait_for_socket(&socket);
     let rt = tokio::runtime::Runtime::new().unwrap();
     assert!(rt.block_on(Client::new(&socket, None).unwrap().whoami()).is_ok());
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[tokio::test]
@@ -373,18 +393,20 @@ async fn a_policy_file_others_can_write_is_never_loaded() {
     let log = place.path("daemon.log");
     std::fs::set_permissions(&place.policy, std::fs::Permissions::from_mode(0o644)).unwrap();
     let socket = place.path("zsa.sock");
-    let mut child = Command::new(BIN)
-        .args(["daemon", "--state"])
-        .arg(place.path("state"))
-        .arg("--policy")
-        .arg(&place.policy)
-        .arg("--socket")
-        .arg(&socket)
-        .env("ZSA_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let daemon = Running(
+        Command::new(BIN)
+            .args(["daemon", "--state"])
+            .arg(place.path("state"))
+            .arg("--policy")
+            .arg(&place.policy)
+            .arg("--socket")
+            .arg(&socket)
+            .env("ZSA_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     common::wait_for_socket(&socket);
     let admin = Client::new(&socket, None).unwrap();
     let tasks = admin.tasks().await.unwrap().len();
@@ -399,7 +421,7 @@ async fn a_policy_file_others_can_write_is_never_loaded() {
     let out = Command::new(BIN).args(["admin", "reload"]).env("ZSA_SOCKET", &socket).env_remove("ZSA_TOKEN").output().unwrap();
     assert_eq!(code(&out), 1);
     assert!(stderr(&out).contains("every local account can write to it"), "{}", stderr(&out));
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGHUP).unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon.0.id() as i32), nix::sys::signal::Signal::SIGHUP).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !std::fs::read_to_string(&log).unwrap().contains("SIGHUP: the policy was not reloaded") {
         assert!(Instant::now() < deadline, "the daemon did not log the refused SIGHUP reload");
@@ -408,8 +430,6 @@ async fn a_policy_file_others_can_write_is_never_loaded() {
     assert!(std::fs::read_to_string(&log).unwrap().contains("every local account can write to it"));
     assert_eq!(admin.tasks().await.unwrap().len(), tasks, "the old policy is still in force");
     assert_eq!(loads(&admin.audit(&Default::default()).await.unwrap()), loaded, "no load was recorded");
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[tokio::test]
@@ -470,8 +490,10 @@ fn a_client_without_a_socket_of_its_own_finds_the_system_daemon() {
     }
     let runtime = tempfile::tempdir().unwrap();
     eve.owns(runtime.path());
-    let out = Command::new("runuser")
-        .args(["-u", &eve.name, "--", BIN, "whoami"])
+    let place = Place::new();
+    let out = eve
+        .command(&binary_for(&eve, &place))
+        .arg("whoami")
         .env("XDG_RUNTIME_DIR", runtime.path())
         .env_remove("ZSA_SOCKET")
         .env_remove("ZSA_TOKEN")
@@ -480,4 +502,61 @@ fn a_client_without_a_socket_of_its_own_finds_the_system_daemon() {
     assert_eq!(code(&out), 3, "{}", stderr(&out));
     let own = runtime.path().join("zsa/zsa.sock");
     assert!(stderr(&out).contains(&format!("{} or {}", own.display(), zsa::config::SYSTEM_SOCKET)), "{}", stderr(&out));
+}
+
+/// The zsa binary where `account` can run it: the build's own if she can reach it, else a copy.
+fn binary_for(account: &Account, place: &Place) -> PathBuf {
+    let reachable = Command::new("runuser").args(["-u", &account.name, "--", "test", "-x", BIN]).status().unwrap().success();
+    if reachable {
+        return PathBuf::from(BIN);
+    }
+    let copy = place.path("zsa");
+    std::fs::copy(BIN, &copy).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    copy
+}
+
+#[tokio::test]
+async fn a_daemon_run_by_a_user_trusts_her_files_and_roots_directories_but_not_roots_files_in_her_state() {
+    let Some(eve) = Account::create("a_daemon_run_by_a_user_trusts_her_files_and_roots_directories_but_not_roots_files_in_her_state")
+    else {
+        return;
+    };
+    let place = Place::new(); // root's directory (0755) on the way
+    let bin = binary_for(&eve, &place);
+    let home = place.path("eve");
+    std::fs::create_dir(&home).unwrap();
+    eve.owns(&home);
+    let policy = home.join("policy.toml");
+    std::fs::write(&policy, common::POLICY.replace("{ADMIN}", &eve.name)).unwrap();
+    eve.owns(&policy);
+    let socket = home.join("zsa.sock");
+    let daemon = |state: &Path| {
+        let mut c = eve.command(&bin);
+        c.args(["daemon", "--state"]).arg(state).arg("--policy").arg(&policy);
+        c.arg("--socket").arg(&socket).env("ZSA_LOG", "warn").stdout(Stdio::null());
+        c
+    };
+
+    // A database root left in her state directory: she could not write it, and she did not make it.
+    let state = home.join("state-root-db");
+    std::fs::create_dir(&state).unwrap();
+    eve.owns(&state);
+    std::fs::write(state.join("zsa.db"), b"").unwrap();
+    let out = daemon(&state).stderr(Stdio::piped()).output().unwrap();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("not to {}", eve.name)) && stderr(&out).contains("zsa.db"), "{}", stderr(&out));
+
+    // Her own files under root's directories: it starts, and her state is hers and private.
+    let state = home.join("state");
+    let _daemon = Running(daemon(&state).spawn().unwrap());
+    common::wait_for_socket(&socket);
+    let meta = std::fs::metadata(state.join("zsa.db")).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (eve.uid, 0o600));
+    assert_eq!(std::fs::metadata(&state).unwrap().mode() & 0o777, 0o700);
+    // The daemon is hers; root's client (the test) sends it no token, but may connect as itself.
+    let err = Client::new(&socket, Some("zsa_anything".into())).unwrap().whoami().await.unwrap_err();
+    assert_eq!(err.code(), "untrusted_socket", "{err}");
+    let root = Client::new(&socket, None).unwrap().whoami().await.unwrap();
+    assert_eq!(root.user, common::current_user());
 }
