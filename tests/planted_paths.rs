@@ -560,3 +560,14 @@ async fn a_daemon_run_by_a_user_trusts_her_files_and_roots_directories_but_not_r
     let root = Client::new(&socket, None).unwrap().whoami().await.unwrap();
     assert_eq!(root.user, common::current_user());
 }
+
+#[test]
+fn a_stopping_daemon_removes_only_the_socket_it_bound() {
+    let mut d = Daemon::start();
+    // Someone moved its socket away and another listener took the name (say a second daemon an
+    // operator started after removing the old socket by hand).
+    std::fs::rename(&d.socket, d.dir.path().join("old.sock")).unwrap();
+    let _other = std::os::unix::net::UnixListener::bind(&d.socket).unwrap();
+    assert!(d.stop().success());
+    assert!(std::fs::symlink_metadata(&d.socket).is_ok(), "the other listener's socket is still there");
+}
