@@ -262,11 +262,37 @@ pub fn private_dir(path: &Path, role: &str) -> Result<PathBuf, Untrusted> {
             user_name(me())
         )));
     }
+    if meta.mode() & 0o022 != 0 {
+        // It was open for others to write: anything in it may have been planted.
+        own_entries(&entry.path, role)?;
+    }
     if meta.mode() & 0o7777 != 0o700 {
         fs::set_permissions(&entry.path, fs::Permissions::from_mode(0o700))
             .map_err(|e| Untrusted(format!("cannot make {shown} ({role}) private (0700): {e}")))?;
     }
     Ok(entry.path)
+}
+
+/// Every entry of a directory others could write to is ours and no symlink (a planted
+/// `transcripts/X1.log -> /etc/shadow` would otherwise be served as a transcript).
+fn own_entries(dir: &Path, role: &str) -> Result<(), Untrusted> {
+    let entries = fs::read_dir(dir).map_err(|e| Untrusted(format!("cannot list {} ({role}): {e}", dir.display())))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Untrusted(format!("cannot list {} ({role}): {e}", dir.display())))?;
+        let path = entry.path();
+        let meta = fs::symlink_metadata(&path).map_err(|e| Untrusted(format!("cannot read {}: {e}", path.display())))?;
+        if meta.file_type().is_symlink() || meta.uid() != me() {
+            return Err(Untrusted(format!(
+                "refusing {} ({role}): others could write to it, and it holds {} ({} of {}), which may have been \
+                 planted. Remove it if it is not yours; the daemon then makes the directory private",
+                dir.display(),
+                path.display(),
+                kind(&meta),
+                user_name(meta.uid())
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A file the daemon keeps in its state directory (`zsa.db` and its companions): if it is there,

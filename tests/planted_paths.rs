@@ -250,6 +250,18 @@ fn a_planted_transcripts_symlink_is_not_followed() {
     assert!(err.contains(&link.display().to_string()) && err.contains("transcripts") && err.contains("symlink"), "{err}");
     assert_eq!(mode(&hers), 0o777, "her directory was not chmod'ed");
     assert_eq!(std::fs::read_dir(&hers).unwrap().count(), 0);
+
+    // A transcripts directory of ours that others could write to, with a planted transcript: a
+    // symlink that would serve a secret file as the next run's transcript.
+    std::fs::remove_file(&link).unwrap();
+    std::fs::create_dir(&link).unwrap();
+    std::fs::set_permissions(&link, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let planted = link.join("X1.log");
+    symlink("/etc/shadow", &planted).unwrap();
+    eve.owns(&planted);
+    let err = place.refused(&state, &place.policy, &place.path("zsa.sock"));
+    assert!(err.contains("X1.log") && err.contains("may have been planted") && err.contains(&eve.name), "{err}");
+    assert_eq!(mode(&link), 0o777, "left as it was, for the operator to look at");
 }
 
 #[test]
