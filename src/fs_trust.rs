@@ -485,6 +485,22 @@ mod tests {
     }
 
     #[test]
+    fn group_write_is_trusted_only_for_the_owners_own_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("grouped");
+        fs::create_dir(&shared).unwrap();
+        let primary = nix::unistd::User::from_uid(nix::unistd::geteuid()).unwrap().unwrap().gid;
+        std::os::unix::fs::chown(&shared, None, Some(primary.as_raw())).unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o775)).unwrap();
+        assert!(walk(&shared.join("x"), false, None, "test").is_ok(), "umask 002 with a user-private group");
+        if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::chown(&shared, None, Some(65534)).unwrap();
+            let err = walk(&shared.join("x"), false, None, "test").unwrap_err().0;
+            assert!(err.contains("the group") && err.contains("gid 65534"), "{err}");
+        }
+    }
+
+    #[test]
     fn missing_directories_are_created_private() {
         let dir = tempfile::tempdir().unwrap();
         let p = private_dir(&dir.path().join("a/b/state"), "the state directory").unwrap();

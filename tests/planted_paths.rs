@@ -375,6 +375,9 @@ async fn a_policy_file_others_can_write_is_never_loaded() {
     let err = place.refused(&place.path("state"), &place.policy, &place.path("zsa.sock"));
     assert!(err.contains("refusing the policy file") && err.contains("every local account can write to it"), "{err}");
     assert!(err.contains("chmod go-w"), "it says what to do: {err}");
+    let out = Command::new(BIN).args(["policy", "check"]).arg(&place.policy).output().unwrap();
+    assert_eq!(code(&out), 0, "the text is valid: {}", stderr(&out));
+    assert!(stderr(&out).contains("warning: a daemon run as you would not load this file"), "{}", stderr(&out));
 
     // A directory on the way that anyone can write is as bad: the file could be swapped.
     let open = place.path("open");
