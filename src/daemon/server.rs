@@ -182,10 +182,11 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
 /// Runs a daemon until SIGTERM or SIGINT; SIGHUP reloads the policy.
 pub async fn run_until_signalled(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let handle = start(config, clock).await?; // it logs where it listens
+    // Handlers first: a SIGTERM that comes as soon as the socket answers must stop us cleanly.
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let handle = start(config, clock).await?; // it logs where it listens
     loop {
         tokio::select! {
             _ = hup.recv() => {
