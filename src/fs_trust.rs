@@ -429,12 +429,16 @@ pub fn socket_place(path: &Path, dir_mode: u32) -> Result<PathBuf, Untrusted> {
 }
 
 /// May a client send its token to the daemon at `socket`? Only if every directory on the way is
-/// trusted and the socket belongs to root or to the client's own account. Nothing there yet is
-/// fine: the connection will fail, and nobody else can put a socket there in between.
-pub fn check_token_socket(socket: &Path) -> Result<(), Untrusted> {
+/// trusted and the socket belongs to root or to the client's own account. `Ok(false)`: nothing is
+/// there, so there is no daemon to reach (and the caller does not connect, so nobody can put a
+/// socket there in between, even in a shared directory).
+pub fn check_token_socket(socket: &Path) -> Result<bool, Untrusted> {
     let shown = socket.display();
+    if fs::metadata(socket).is_err_and(|e| e.kind() == ErrorKind::NotFound) {
+        return Ok(false);
+    }
     let entry = walk(socket, true, None, "the daemon's socket").map_err(|e| Untrusted(format!("{e}; your token was not sent")))?;
-    let Some(meta) = entry.meta else { return Ok(()) };
+    let Some(meta) = entry.meta else { return Ok(false) };
     if !meta.file_type().is_socket() {
         return Err(Untrusted(format!("{shown} is {}, not a socket; your token was not sent", kind(&meta))));
     }
@@ -446,7 +450,7 @@ pub fn check_token_socket(socket: &Path) -> Result<(), Untrusted> {
             user_name(meta.uid())
         )));
     }
-    Ok(())
+    Ok(true)
 }
 
 /// The identity of a file (device and inode), to recognise our own socket when we remove it.

@@ -352,6 +352,11 @@ async fn the_client_sends_no_token_to_a_socket_it_cannot_trust() {
     assert!(d.admin().whoami().await.is_ok());
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
 
+    // Nothing there: unreachable (exit 3), as without a token.
+    let out = Command::new(BIN).arg("whoami").env("ZSA_SOCKET", dir.join("none/zsa.sock")).env("ZSA_TOKEN", &token).output().unwrap();
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot reach the zsa daemon"), "{}", stderr(&out));
+
     // A socket that belongs to another (non-root) account gets no connection at all.
     let Some(eve) = Account::create("the_client_sends_no_token_to_a_socket_it_cannot_trust (another account's socket)") else { return };
     let place = Place::new();

@@ -109,7 +109,11 @@ impl Client {
     async fn open(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
         if self.token.is_some() {
             // Checked on every call, not once: the daemon may be restarted between calls.
-            crate::fs_trust::check_token_socket(&self.socket).map_err(|e| ClientError::UntrustedSocket(e.0))?;
+            let there = crate::fs_trust::check_token_socket(&self.socket).map_err(|e| ClientError::UntrustedSocket(e.0))?;
+            if !there {
+                let socket = self.socket.display().to_string();
+                return Err(ClientError::Unreachable { socket, detail: "there is no socket there".into() });
+            }
         }
         let response = rb
             .send()
