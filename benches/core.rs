@@ -21,7 +21,16 @@ fn rules(c: &mut Criterion) {
     let b = Builder::everyday(30_000, Duration::days(7));
     let pending = *b.state.pending.iter().next().expect("some request is pending");
     c.bench_function("decide: approve a request", |bench| {
-        bench.iter(|| decide(black_box(&b.state), &b.policy, "bob", &Command::Approve { request: pending, comment: None }, b.now).unwrap())
+        bench.iter(|| {
+            decide(
+                black_box(&b.state),
+                &b.policy,
+                &zsa::model::Actor::from("bob"),
+                &Command::Approve { request: pending, comment: None },
+                b.now,
+            )
+            .unwrap()
+        })
     });
     c.bench_function("decide: check access", |bench| {
         bench.iter(|| zsa::rules::check_access(black_box(&b.state), &b.policy, "u7", "u7", "restart", b.now).unwrap())
@@ -58,6 +67,8 @@ fn app_with(n: usize) -> App {
         groups: vec![],
         disabled: false,
         via: "socket".into(),
+        auth: None,
+        tokens: vec![],
         now: b.now,
         policy_sha256: String::new(),
     };
@@ -95,6 +106,7 @@ fn console_burst(c: &mut Criterion) {
             seq: 2_000_000 + i,
             at: app.now,
             actor: "root".into(),
+            auth: None,
             change: zsa::model::Change::UserEnabled { user: format!("u{i}") },
             prev_hash: String::new(),
             hash: String::new(),

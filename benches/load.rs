@@ -44,7 +44,12 @@ fn ms(d: Duration) -> String {
 async fn daemon(dir: &Path) -> DaemonHandle {
     let policy = dir.join("policy.toml");
     std::fs::write(&policy, fixtures::policy_text(&me())).unwrap();
-    start(DaemonConfig { state_dir: dir.join("state"), policy, socket: dir.join("zsa.sock") }, Arc::new(SystemClock)).await.unwrap()
+    start(
+        DaemonConfig { state_dir: dir.join("state"), policy, socket: dir.join("zsa.sock"), rebuild_from_log: false },
+        Arc::new(SystemClock),
+    )
+    .await
+    .unwrap()
 }
 
 async fn token_client(h: &DaemonHandle, user: &str) -> Client {

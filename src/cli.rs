@@ -105,6 +105,13 @@ pub enum Cmd {
         #[arg(long)]
         user: Option<String>,
     },
+    /// Run a command of your own while you hold an active grant for the task; stop it when the grant ends
+    Gate {
+        task: String,
+        /// The command and its arguments, after `--`
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
     /// Who the daemon thinks you are, and your roles
     Whoami,
     /// The tasks you may ask for, with their policy and approvers
@@ -131,6 +138,10 @@ pub struct DaemonArgs {
     /// Policy file [default: /etc/zsa/policy.toml for root, else $XDG_CONFIG_HOME/zsa/policy.toml]
     #[arg(long, env = "ZSA_POLICY", value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// Rebuild the current-state tables from the hash-chained log before serving (after the
+    /// daemon refused to start because a row did not match the log); the rebuild is recorded
+    #[arg(long)]
+    pub rebuild_from_log: bool,
 }
 
 #[derive(Args, Debug)]

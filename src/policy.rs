@@ -63,6 +63,9 @@ pub struct Task {
     pub ticket_pattern: Option<Pattern>,
     pub reason_pattern: Option<Pattern>,
     pub break_glass: bool,
+    /// How approvers must have authenticated for their approval to count: `peer` (their own Unix
+    /// login) and/or `token`. Both by default.
+    pub approve_via: Vec<String>,
     /// What the daemon runs for the grant's holder, if anything.
     pub run: Option<RunSpec>,
 }
@@ -76,6 +79,21 @@ pub enum ParamRule {
     OneOf(Vec<String>),
     Pattern(Pattern),
     Range(i64, i64),
+}
+
+/// One parameter of a task's command: what it accepts, and whether a value may start with '-'.
+#[derive(Clone, Debug)]
+pub struct Param {
+    pub rule: ParamRule,
+    /// Without it a value starting with '-' is refused: the program would read it as an option
+    /// (`/bin/echo -e`, `rm -rf`), which no pattern author means to allow by accident.
+    pub allow_leading_dash: bool,
+}
+
+impl Param {
+    pub fn describe(&self) -> String {
+        if self.allow_leading_dash { format!("{} (may start with '-')", self.rule.describe()) } else { self.rule.describe() }
+    }
 }
 
 impl ParamRule {
@@ -116,7 +134,9 @@ pub struct RunSpec {
     pub run_as: Option<String>,
     pub timeout: u64,
     pub on_expiry: OnExpiry,
-    pub params: BTreeMap<String, ParamRule>,
+    pub params: BTreeMap<String, Param>,
+    /// How many runs of the task may go at once, whoever started them (default 1).
+    pub max_concurrent_runs: u32,
 }
 
 /// The `{name}` placeholders in one argument, in order.
@@ -146,16 +166,24 @@ impl RunSpec {
                 if known.is_empty() { "none".to_string() } else { known.join(", ") }
             ));
         }
-        for (name, rule) in &self.params {
+        for (name, param) in &self.params {
             let Some(value) = params.get(name) else {
-                return Err(format!("'{task}' needs --param {name}=VALUE ({})", rule.describe()));
+                return Err(format!("'{task}' needs --param {name}=VALUE ({})", param.describe()));
             };
+            let rule = &param.rule;
             let count = value.chars().count();
             if count == 0 || count > MAX_PARAM_CHARS {
                 return Err(format!("parameter '{name}' must be 1 to {MAX_PARAM_CHARS} characters long, not {count}"));
             }
-            if let Some(c) = value.chars().find(|c| c.is_control()) {
-                return Err(format!("parameter '{name}' contains the control character U+{:04X}; it is refused", c as u32));
+            if let Some((c, kind)) = value.chars().find_map(|c| text::hidden(c).map(|k| (c, k))) {
+                return Err(format!("parameter '{name}' contains the {kind} U+{:04X}; it is refused", c as u32));
+            }
+            if value.starts_with('-') && !param.allow_leading_dash {
+                return Err(format!(
+                    "parameter '{name}' may not start with '-' ('{}'): the program would take it as an option; \
+                     a policy allows that only with allow_leading_dash = true on the parameter",
+                    text::inert(value)
+                ));
             }
             if !rule.accepts(value) {
                 return Err(format!("parameter '{name}' may not be '{}': it must be {}", text::inert(value), rule.describe()));
@@ -258,10 +286,12 @@ struct RawTask {
     reason_pattern: Option<Spanned<String>>,
     #[serde(default)]
     break_glass: bool,
+    approve_via: Option<Spanned<Vec<Spanned<String>>>>,
     run: Option<Spanned<Vec<String>>>,
     run_as: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
     on_expiry: Option<Spanned<String>>,
+    max_concurrent_runs: Option<Spanned<i64>>,
     #[serde(default)]
     params: BTreeMap<String, Spanned<RawParam>>,
 }
@@ -272,6 +302,8 @@ struct RawParam {
     one_of: Option<Vec<String>>,
     pattern: Option<String>,
     range: Option<[i64; 2]>,
+    #[serde(default)]
+    allow_leading_dash: bool,
 }
 
 /// Collects problems with their line numbers while validating.
@@ -435,6 +467,27 @@ impl Policy {
                         approver_people.len()
                     ),
                 );
+            } else if approvers_ok && approval == ApprovalMode::Manual {
+                // Nobody approves their own request, so what counts is, for each requester, the
+                // approvers other than them: a requester who is also an approver has one fewer.
+                let requester_people: BTreeSet<&String> = requesters.iter().filter_map(|g| groups.get(g)).flatten().collect();
+                let short =
+                    requester_people.into_iter().find(|r| approver_people.contains(r) && (approver_people.len() as u32 - 1) < approvals);
+                if let Some(who) = short {
+                    let others: Vec<&str> = approver_people.iter().filter(|a| **a != who).map(|a| a.as_str()).collect();
+                    let at = t.approvals.as_ref().map(|a| a.span()).unwrap_or(span.clone());
+                    p.at(
+                        at,
+                        format!(
+                            "{here}: needs {approvals} distinct approvals, but a request by '{who}' could never be approved: \
+                             nobody approves their own request, and the approver groups hold only {} other {} ({}); \
+                             lower approvals or add approvers",
+                            others.len(),
+                            if others.len() == 1 { "person" } else { "people" },
+                            if others.is_empty() { "none".to_string() } else { others.join(", ") }
+                        ),
+                    );
+                }
             }
             if approval == ApprovalMode::Auto && t.break_glass {
                 p.at(t.approval.span(), format!("{here}: break_glass and approval = \"auto\" contradict each other; break-glass tasks are manual and reviewed afterwards"));
@@ -471,6 +524,7 @@ impl Policy {
             };
             let ticket_pattern = pattern(&t.ticket_pattern, "ticket_pattern");
             let reason_pattern = pattern(&t.reason_pattern, "reason_pattern");
+            let approve_via = Self::validate_approve_via(&t, &here, p);
             let run = Self::validate_run(&t, &here, span.clone(), p);
             tasks.insert(
                 name.clone(),
@@ -488,6 +542,7 @@ impl Policy {
                     ticket_pattern,
                     reason_pattern,
                     break_glass: t.break_glass,
+                    approve_via,
                     run,
                 },
             );
@@ -507,13 +562,40 @@ impl Policy {
         }
     }
 
-    /// Checks a task's `run`, `run_as`, `timeout`, `on_expiry` and `params`.
+    /// `approve_via`: a non-empty list of the kinds in `APPROVE_VIA_KINDS`; both when absent.
+    fn validate_approve_via(t: &RawTask, here: &str, p: &mut Problems) -> Vec<String> {
+        use crate::model::auth::APPROVE_VIA_KINDS;
+        let Some(list) = &t.approve_via else {
+            return APPROVE_VIA_KINDS.iter().map(|k| k.to_string()).collect();
+        };
+        if list.get_ref().is_empty() {
+            p.at(list.span(), format!("{here}: approve_via is empty, so no approval could ever count; name \"peer\", \"token\" or both"));
+        }
+        let mut kinds = Vec::new();
+        for k in list.get_ref() {
+            if !APPROVE_VIA_KINDS.contains(&k.get_ref().as_str()) {
+                p.at(
+                    k.span(),
+                    format!(
+                        "{here}: approve_via has '{}'; it may hold \"peer\" (the approver's own Unix login) and \"token\"",
+                        text::inert(k.get_ref())
+                    ),
+                );
+            } else if !kinds.contains(k.get_ref()) {
+                kinds.push(k.get_ref().clone());
+            }
+        }
+        kinds
+    }
+
+    /// Checks a task's `run`, `run_as`, `timeout`, `on_expiry`, `max_concurrent_runs` and `params`.
     fn validate_run(t: &RawTask, here: &str, span: Range<usize>, p: &mut Problems) -> Option<RunSpec> {
         let Some(argv) = &t.run else {
             for (field, present) in [
                 ("run_as", t.run_as.is_some()),
                 ("timeout", t.timeout.is_some()),
                 ("on_expiry", t.on_expiry.is_some()),
+                ("max_concurrent_runs", t.max_concurrent_runs.is_some()),
                 ("params", !t.params.is_empty()),
             ] {
                 if present {
@@ -553,7 +635,23 @@ impl Policy {
                 }
                 ParamRule::Range(lo, hi)
             };
-            params.insert(name.clone(), rule);
+            // A value the rule names that the dash check would refuse is a mistake in the policy:
+            // say so now rather than refuse it at run time.
+            let dashed = match &rule {
+                ParamRule::OneOf(list) => list.iter().find(|v| v.starts_with('-')).map(|v| format!("one_of lists '{}'", text::inert(v))),
+                ParamRule::Range(lo, _) if *lo < 0 => Some(format!("range allows negative numbers such as {lo}")),
+                _ => None,
+            };
+            if let Some(what) = dashed.filter(|_| !r.allow_leading_dash) {
+                p.at(
+                    raw.span(),
+                    format!(
+                        "{here}: parameter '{name}': {what}, which starts with '-' and would be refused; \
+                         add allow_leading_dash = true if the program should get it"
+                    ),
+                );
+            }
+            params.insert(name.clone(), Param { rule, allow_leading_dash: r.allow_leading_dash });
         }
         let list = argv.get_ref();
         match list.first() {
@@ -603,7 +701,24 @@ impl Policy {
                 OnExpiry::Stop
             }
         };
-        Some(RunSpec { argv: list.clone(), run_as: t.run_as.as_ref().map(|u| u.get_ref().clone()), timeout, on_expiry, params })
+        let max_concurrent_runs = match &t.max_concurrent_runs {
+            None => 1,
+            Some(n) => match u32::try_from(*n.get_ref()) {
+                Ok(n @ 1..=1000) => n,
+                _ => {
+                    p.at(n.span(), format!("{here}: max_concurrent_runs is {}; it must be from 1 to 1000", n.get_ref()));
+                    1
+                }
+            },
+        };
+        Some(RunSpec {
+            argv: list.clone(),
+            run_as: t.run_as.as_ref().map(|u| u.get_ref().clone()),
+            timeout,
+            on_expiry,
+            params,
+            max_concurrent_runs,
+        })
     }
 
     pub fn groups_of(&self, user: &str) -> Vec<String> {
@@ -686,6 +801,7 @@ impl Policy {
             ticket_pattern: task.ticket_pattern.as_ref().map(|p| p.source.clone()),
             reason_pattern: task.reason_pattern.as_ref().map(|p| p.source.clone()),
             break_glass: task.break_glass,
+            approve_via: task.approve_via.clone(),
             may_request: self.may_request(user, task),
             may_approve: self.may_approve(user, task),
             run: task.run.as_ref().map(|r| crate::model::wire::RunView {
@@ -693,6 +809,7 @@ impl Policy {
                 run_as: r.run_as.clone(),
                 timeout_secs: r.timeout,
                 on_expiry: if r.on_expiry == OnExpiry::Stop { "stop".into() } else { "finish".into() },
+                max_concurrent_runs: r.max_concurrent_runs,
                 params: r.params.iter().map(|(k, v)| (k.clone(), v.describe())).collect(),
             }),
         }
@@ -812,7 +929,9 @@ one_of = ["nginx.service"]
     fn a_run_task_loads_and_builds_its_argv() {
         let p = Policy::parse(&format!("{BASE}{RUN}"), "p").unwrap();
         let run = p.tasks["r"].run.as_ref().unwrap();
-        assert_eq!((run.timeout, run.on_expiry), (300, OnExpiry::Stop));
+        assert_eq!((run.timeout, run.on_expiry, run.max_concurrent_runs), (300, OnExpiry::Stop, 1));
+        let p = Policy::parse(&format!("{BASE}{}", RUN.replace("timeout = \"5m\"", "max_concurrent_runs = 3")), "p").unwrap();
+        assert_eq!(p.tasks["r"].run.as_ref().unwrap().max_concurrent_runs, 3);
         let params = BTreeMap::from([("unit".to_string(), "nginx.service".to_string())]);
         assert_eq!(run.build("r", &params).unwrap(), vec!["/usr/bin/systemctl", "restart", "nginx.service"]);
         assert!(run.build("r", &BTreeMap::new()).unwrap_err().contains("needs --param unit=VALUE (one of nginx.service)"));
@@ -829,6 +948,8 @@ one_of = ["nginx.service"]
             ("one_of = [\"nginx.service\"]", "pattern = \"(\"", "not a valid regular expression"),
             ("timeout = \"5m\"", "timeout = \"5m\"\non_expiry = \"never\"", "must be \"stop\" or \"finish\""),
             ("one_of = [\"nginx.service\"]", "one_of = [\"x\"]\nsudo = true", "unknown field"),
+            ("timeout = \"5m\"", "max_concurrent_runs = 0", "max_concurrent_runs is 0; it must be from 1 to 1000"),
+            ("timeout = \"5m\"", "max_concurrent_runs = 5000", "max_concurrent_runs is 5000; it must be from 1 to 1000"),
         ];
         for (from, to, expect) in cases {
             let e = errors(&format!("{BASE}{}", RUN.replace(from, to)));
@@ -837,6 +958,63 @@ one_of = ["nginx.service"]
         }
         let e = errors(&BASE.replace("max_duration = \"1h\"", "max_duration = \"1h\"\ntimeout = \"1m\""));
         assert!(e.contains("timeout is set but the task has no run"), "{e}");
+    }
+
+    /// Every requester must be able to collect `approvals` approvals from people other than
+    /// themselves; approvers who also ask are one short for their own requests.
+    #[test]
+    fn a_task_that_can_never_be_approved_is_refused_with_its_line() {
+        let both = BASE.replace("requesters = [\"ops\"]", "requesters = [\"ops\", \"approvers\"]");
+        let e = errors(&both.replace("max_duration = \"1h\"", "max_duration = \"1h\"\napprovals = 2"));
+        assert_eq!(
+            e,
+            "p.toml:11: task 't': needs 2 distinct approvals, but a request by 'alice' could never be approved: nobody approves \
+             their own request, and the approver groups hold only 1 other person (bob); lower approvals or add approvers"
+        );
+        // One approval works: alice and bob approve each other's requests.
+        assert!(Policy::parse(&both, "p.toml").is_ok());
+        // Approvers who are all requesters and exactly as many as the approvals needed: nobody's request can pass.
+        let all = BASE.replace("requesters = [\"ops\"]", "requesters = [\"approvers\"]");
+        let e = errors(&all.replace("max_duration = \"1h\"", "max_duration = \"1h\"\napprovals = 2"));
+        assert!(e.contains("a request by 'alice' could never be approved"), "{e}");
+        // Enough others for everyone: three approvers, two approvals, all of them requesters.
+        let three = all.replace("[\"alice\", \"bob\"]", "[\"alice\", \"bob\", \"carol\"]");
+        assert!(Policy::parse(&three.replace("max_duration = \"1h\"", "max_duration = \"1h\"\napprovals = 2"), "p").is_ok());
+        // The daemon's `policy check` says the same (it reads the file through `Policy::load`).
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.toml");
+        std::fs::write(&path, all.replace("max_duration = \"1h\"", "max_duration = \"1h\"\napprovals = 2")).unwrap();
+        assert!(Policy::load(&path).unwrap_err().to_string().contains("could never be approved"));
+    }
+
+    #[test]
+    fn a_parameter_starting_with_a_dash_is_refused_unless_the_policy_allows_it() {
+        let word = RUN.replace("one_of = [\"nginx.service\"]", "pattern = \"[A-Za-z0-9._-]+\"");
+        let p = Policy::parse(&format!("{BASE}{word}"), "p").unwrap();
+        let run = p.tasks["r"].run.as_ref().unwrap();
+        let with = |v: &str| BTreeMap::from([("unit".to_string(), v.to_string())]);
+        let e = run.build("r", &with("-e")).unwrap_err();
+        assert!(e.contains("may not start with '-'") && e.contains("allow_leading_dash = true"), "{e}");
+        assert!(run.build("r", &with("--help")).is_err());
+        assert!(run.build("r", &with("a-b")).is_ok(), "a dash inside a value is fine");
+        let allowed = word.replace("pattern =", "allow_leading_dash = true\npattern =");
+        let p = Policy::parse(&format!("{BASE}{allowed}"), "p").unwrap();
+        let run = p.tasks["r"].run.as_ref().unwrap();
+        assert_eq!(run.build("r", &with("-e")).unwrap(), vec!["/usr/bin/systemctl", "restart", "-e"]);
+        assert!(p.task_view(&p.tasks["r"], "carol").run.unwrap().params["unit"].contains("may start with '-'"));
+        // Values the policy itself names with a dash must be allowed explicitly.
+        for (rule, expect) in [("one_of = [\"-v\"]", "one_of lists '-v'"), ("range = [-5, 5]", "range allows negative numbers such as -5")]
+        {
+            let e = errors(&format!("{BASE}{}", RUN.replace("one_of = [\"nginx.service\"]", rule)));
+            assert!(e.starts_with("p.toml:") && e.contains(expect) && e.contains("allow_leading_dash"), "{e}");
+            let ok = RUN.replace("one_of = [\"nginx.service\"]", &format!("{rule}\nallow_leading_dash = true"));
+            assert!(Policy::parse(&format!("{BASE}{ok}"), "p").is_ok(), "{rule}");
+        }
+        // Hidden characters are refused by category, like every other typed text.
+        for v in ["a\u{200b}b", "a\u{2028}b", "\u{3164}"] {
+            let e = run.build("r", &with(v)).unwrap_err();
+            assert!(e.contains("U+"), "{v:?}: {e}");
+        }
     }
 
     #[test]

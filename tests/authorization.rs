@@ -150,15 +150,16 @@ async fn every_endpoint_against_every_caller() {
         row(Method::GET, "/v1/runs", None, [OK, OK, OK, OK, OK, OK, OK, NO, BAD]),
         row(Method::GET, "/v1/events", None, [OK, OK, OK, OK, OK, OK, OK, NO, BAD]),
         row(Method::GET, "/v1/admin/tokens", None, [NO, NO, NO, NO, NO, NO, OK, NO, BAD]),
-        // Mutations: every refused caller first, then the one allowed caller (marked 2xx).
+        // Mutations: every refused caller first, then the one allowed caller (marked 2xx). Who may
+        // not see the request or grant gets the answer for one that does not exist (404).
         row(Method::POST, "/v1/requests", Some(json!({"task": "u"})), [NO, 409, NEW, NO, NO, NO, NO, NO, BAD]),
-        row(Method::POST, "/v1/requests/R1/approve", Some(json!({})), [NO, NO, NO, OK, NO, NO, NO, NO, BAD]),
-        row(Method::POST, "/v1/requests/R2/deny", Some(json!({"comment": "no"})), [NO, NO, NO, OK, NO, NO, NO, NO, BAD]),
-        row(Method::POST, "/v1/requests/R3/cancel", Some(json!({})), [NO, OK, NO, NO, NO, NO, NO, NO, BAD]),
-        row(Method::POST, "/v1/grants/G4/review", Some(json!({})), [NO, NO, NO, OK, NO, NO, NO, NO, BAD]),
+        row(Method::POST, "/v1/requests/R1/approve", Some(json!({})), [NF, NO, NF, OK, NF, NO, NO, NO, BAD]),
+        row(Method::POST, "/v1/requests/R2/deny", Some(json!({"comment": "no"})), [NF, NF, NO, OK, NF, NO, NO, NO, BAD]),
+        row(Method::POST, "/v1/requests/R3/cancel", Some(json!({})), [NF, OK, NF, NF, NO, NO, NO, NO, BAD]),
+        row(Method::POST, "/v1/grants/G4/review", Some(json!({})), [NF, NO, NF, OK, NF, NO, NO, NO, BAD]),
         // Approvers of the task and admins may revoke; one of them does (admin: daemon_story).
-        row(Method::POST, "/v1/grants/G4/revoke", Some(json!({"reason": "done"})), [NO, NO, NO, OK, NO, NO, 0, NO, BAD]),
-        row(Method::POST, "/v1/grants/G5/relinquish", Some(json!({})), [NO, OK, NO, NO, NO, NO, NO, NO, BAD]),
+        row(Method::POST, "/v1/grants/G4/revoke", Some(json!({"reason": "done"})), [NF, NO, NF, OK, NF, NO, 0, NO, BAD]),
+        row(Method::POST, "/v1/grants/G5/relinquish", Some(json!({})), [NF, OK, NF, NF, NF, NO, NO, NO, BAD]),
         row(Method::POST, "/v1/admin/tokens", Some(json!({"user": "rob"})), [NO, NO, NO, NO, NO, NO, OK, NO, BAD]),
         // T9: the token the row above issued (T1..T8 belong to the callers).
         row(Method::POST, "/v1/admin/tokens/T9/revoke", Some(json!({})), [NO, NO, NO, NO, NO, NO, GONE, NO, BAD]),
@@ -182,7 +183,43 @@ async fn every_endpoint_against_every_caller() {
             }
         }
     }
-    assert!(w.d.admin().verify().await.unwrap().ok);
+    let report = w.d.admin().verify().await.unwrap();
+    assert!(report.ok, "{report:?}");
+}
+
+/// A refusal to someone who may not see a request or grant says only that there is none they may
+/// see: not its task, requester or approvers, and the same words as for one that does not exist.
+#[tokio::test]
+async fn refusals_tell_nothing_about_what_the_caller_may_not_see() {
+    let mut d = Daemon::start_with(POLICY);
+    let rita = d.user("rita").await;
+    let r =
+        rita.request(&NewRequest { task: "t".into(), reason: Some("rita's secret reason".into()), ..Default::default() }).await.unwrap();
+    let g = rita.request(&NewRequest { task: "a".into(), ..Default::default() }).await.unwrap().grant.unwrap();
+    for (who, args) in [
+        ("rob", vec!["approve", "R1"]),
+        ("oscar", vec!["deny", "R1", "--comment", "no"]),
+        ("rob", vec!["cancel", "R1"]),
+        ("alice", vec!["relinquish", "G2"]),
+        ("oscar", vec!["revoke", "G2", "--reason", "x"]),
+    ] {
+        let out = d.cli(Some(who), &args).await;
+        assert_eq!(common::code(&out), 1, "{who} {args:?}");
+        let err = common::stderr(&out);
+        let (kind, id) = if args[1].starts_with('R') { ("request", r.request.id.to_string()) } else { ("grant", g.id.to_string()) };
+        assert!(err.contains(&format!("there is no {kind} {id} that you may see")), "{who} {args:?}: {err}");
+        for secret in ["rita", "alice", "appr", "'t'", "'a'", "secret"] {
+            assert!(!err.contains(secret), "{who} {args:?} learns '{secret}': {err}");
+        }
+        // The same answer as for something that does not exist.
+        let mut ghost = args.clone();
+        ghost[1] = if kind == "request" { "R99" } else { "G99" };
+        let other = common::stderr(&d.cli(Some(who), &ghost).await).replace("99", &id[1..]);
+        assert_eq!(other, err, "{who} {args:?}");
+    }
+    // Someone who may see the request is told why, with its approvers.
+    let out = d.cli(Some("erin"), &["approve", "R1"]).await;
+    assert!(common::stderr(&out).contains("its approvers are appr (alice)"), "{}", common::stderr(&out));
 }
 
 #[tokio::test]

@@ -181,6 +181,27 @@ async fn policy_check_names_file_and_line() {
     assert!(stderr(&out).contains("bad.toml:5: task 't': requesters names the group 'opz'"), "{}", stderr(&out));
 }
 
+/// A task that some requester could never get approved (each approver counts once and nobody
+/// approves their own request) is a file:line problem, like every other policy mistake.
+#[tokio::test]
+async fn policy_check_refuses_a_task_that_can_never_be_approved() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[groups]\nleads = [\"ann\", \"bo\"]\n[[tasks]]\nname = \"t\"\nrequesters = [\"leads\"]\napproval = \"manual\"\n\
+         approvers = [\"leads\"]\napprovals = 2\nmax_duration = \"1h\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::BIN).args(["policy", "check"]).arg(&bad).output().unwrap();
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out).contains("bad.toml:8: task 't': needs 2 distinct approvals, but a request by 'ann' could never be approved"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[tokio::test]
 async fn no_token_ever_reaches_the_daemons_log() {
     let dir = tempfile::tempdir().unwrap();

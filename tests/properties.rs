@@ -125,14 +125,14 @@ impl World {
 
     fn run(&mut self, actor: &str, cmd: Command) {
         let before = self.state.clone();
-        let decided = decide(&self.state, &self.policy, actor, &cmd, self.now);
+        let decided = decide(&self.state, &self.policy, &zsa::model::Actor::from(actor), &cmd, self.now);
         let twin = self.twin.as_ref().map(|t| {
             t.clock.set(self.now);
             t.engine.execute(actor, cmd.clone())
         });
         match decided {
             Ok(changes) => {
-                let events = chain::seal(self.state.last_seq, &self.state.last_hash, self.now, actor, changes);
+                let events = chain::seal(self.state.last_seq, &self.state.last_hash, self.now, &zsa::model::Actor::from(actor), changes);
                 if let Some(twin) = twin {
                     let written: Vec<Event> = twin.unwrap().iter().map(|e| (**e).clone()).collect();
                     assert_eq!(written, events, "the engine decided {cmd:?} differently");
@@ -308,6 +308,42 @@ proptest! {
     fn the_policy_parser_never_crashes_and_always_says_where(s in "\\PC{0,400}") {
         if let Err(e) = Policy::parse(&s, "p.toml") {
             prop_assert!(e.to_string().starts_with("p.toml"), "{}", e);
+        }
+    }
+
+    /// Any text, hostile characters mixed in: what `inert` draws and what `check` accepts hold no
+    /// control, format, separator, private-use or unassigned character (judged here by the
+    /// Unicode data itself, not by the module under test).
+    #[test]
+    fn typed_text_never_carries_a_hidden_character(s in "(\\PC|\\p{Cc}|\\p{Cf}|[\u{2028}\u{2029}\u{3164}\u{FE0F}\u{E000}]){0,40}") {
+        use icu_properties::{CodePointMapData, props::GeneralCategory as G};
+        let category = CodePointMapData::<G>::new();
+        let plain = |c: char| !matches!(
+            category.get(c),
+            G::Control | G::Format | G::LineSeparator | G::ParagraphSeparator | G::PrivateUse | G::Unassigned
+        );
+        let shown = zsa::model::text::inert(&s);
+        prop_assert!(shown.chars().all(plain), "{:?} -> {:?}", s, shown);
+        prop_assert!(!shown.contains(['\u{3164}', '\u{FE0F}']), "{:?}", shown);
+        if zsa::model::text::check("reason", &s, 1000, false).is_ok() {
+            prop_assert!(s.chars().all(plain), "{:?} passed the check", s);
+        }
+    }
+
+    /// A parameter whose pattern accepts anything still never passes a value that starts with
+    /// '-' or holds a hidden character.
+    #[test]
+    fn a_parameter_is_never_an_option_or_hidden(value in "(-|\\PC|\\p{Cf}|\\p{Cc}){1,12}") {
+        let policy = Policy::parse(
+            "[groups]\nops = [\"a\"]\n[[tasks]]\nname = \"t\"\nrequesters = [\"ops\"]\napproval = \"auto\"\nmax_duration = \"1h\"\n\
+             run = [\"/bin/echo\", \"{v}\"]\n[tasks.params.v]\npattern = \"(?s).+\"\n",
+            "p.toml",
+        ).unwrap();
+        let run = policy.tasks["t"].run.as_ref().unwrap();
+        let params = std::collections::BTreeMap::from([("v".to_string(), value.clone())]);
+        if let Ok(argv) = run.build("t", &params) {
+            prop_assert!(!value.starts_with('-'), "{:?}", argv);
+            prop_assert!(zsa::model::text::inert(&value) == value.as_str(), "{:?}", value);
         }
     }
 

@@ -23,6 +23,25 @@ timeout = "30s"
 pattern = "[a-z0-9.-]{1,32}"
 
 [[tasks]]
+name = "word"
+requesters = ["oncall"]
+approval = "auto"
+max_duration = "15m"
+run = ["/bin/echo", "{word}"]
+[tasks.params.word]
+pattern = "[A-Za-z0-9._-]+"
+
+[[tasks]]
+name = "flag"
+requesters = ["oncall"]
+approval = "auto"
+max_duration = "15m"
+run = ["/bin/echo", "{flag}", "hi"]
+[tasks.params.flag]
+one_of = ["-n"]
+allow_leading_dash = true
+
+[[tasks]]
 name = "unit"
 requesters = ["oncall"]
 approval = "manual"
@@ -184,6 +203,7 @@ async fn hostile_parameter_values_are_refused_and_nothing_runs() {
     let dave = d.user("dave").await;
     grant(&dave, "echo", None).await;
     grant(&dave, "sleep", None).await;
+    grant(&dave, "word", None).await;
     let long = "a".repeat(300);
     /// (task, parameters, what the refusal says)
     type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
@@ -199,6 +219,13 @@ async fn hostile_parameter_values_are_refused_and_nothing_runs() {
         ("sleep", vec![("secs", "61")], "an integer from 1 to 60"),
         ("sleep", vec![("secs", "1e3")], "an integer from 1 to 60"),
         ("sleep", vec![("secs", "+5")], "an integer from 1 to 60"),
+        // The pattern allows '-', but /bin/echo would take these as options.
+        ("word", vec![("word", "-e")], "may not start with '-'"),
+        ("word", vec![("word", "--help")], "may not start with '-'"),
+        // Hidden characters by category: a separator, a format character, an invisible letter.
+        ("echo", vec![("name", "a\u{2028}b")], "line or paragraph separator U+2028"),
+        ("echo", vec![("name", "a\u{61c}b")], "format character U+061C"),
+        ("echo", vec![("name", "a\u{3164}")], "invisible character U+3164"),
     ];
     for (task, p, expect) in cases {
         let err = dave.run(&RunRequest { task: task.into(), params: params(&p) }).await.err().expect("refused");
@@ -213,6 +240,23 @@ async fn hostile_parameter_values_are_refused_and_nothing_runs() {
         .unwrap_err();
     assert!(err.to_string().contains("one of nginx.service, nginx-canary.service"), "{err}");
     assert!(run_events(&d).is_empty(), "nothing ran");
+}
+
+/// A parameter that says allow_leading_dash = true passes an option on purpose.
+#[tokio::test]
+async fn a_leading_dash_passes_only_where_the_policy_allows_it() {
+    let mut d = daemon();
+    grant(&d.user("dave").await, "word", None).await;
+    let out = d.cli(Some("dave"), &["run", "word", "--param", "word=-e"]).await;
+    assert_eq!(code(&out), 1, "{}", stdout(&out));
+    assert!(stderr(&out).contains("parameter 'word' may not start with '-' ('-e')"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("allow_leading_dash = true"), "it says what would allow it: {}", stderr(&out));
+    assert!(run_events(&d).is_empty(), "nothing ran");
+    let dave = d.user("dave").await;
+    grant(&dave, "flag", None).await;
+    let (out, _, end) = run(&dave, "flag", &[("flag", "-n")]).await;
+    assert!(matches!(end, RunOutput::Ended { exit_code: Some(0), .. }), "{end:?}");
+    assert_eq!(out, "hi", "echo got -n as its option: no newline");
 }
 
 #[tokio::test]

@@ -65,8 +65,8 @@ impl Default for Builder {
 
 impl Builder {
     pub fn run(&mut self, actor: &str, cmd: Command) {
-        let changes = decide(&self.state, &self.policy, actor, &cmd, self.now).unwrap();
-        for e in chain::seal(self.state.last_seq, &self.state.last_hash, self.now, actor, changes) {
+        let changes = decide(&self.state, &self.policy, &zsa::model::Actor::from(actor), &cmd, self.now).unwrap();
+        for e in chain::seal(self.state.last_seq, &self.state.last_hash, self.now, &zsa::model::Actor::from(actor), changes) {
             self.state.apply(&e);
             self.events.push(e);
         }

@@ -16,7 +16,19 @@ pub async fn whoami(client: &Client, json: bool) -> CmdResult {
     println!("{} (via {}){}", text::inert(&me.user), me.via, if me.disabled { " DISABLED" } else { "" });
     println!("roles:  {roles}");
     println!("groups: {}", if me.groups.is_empty() { "none".to_string() } else { me.groups.join(", ") });
+    if let Some(auth) = &me.auth {
+        println!("proved: {}", auth.describe());
+    }
     println!("daemon: {} (policy sha256 {})", client.socket().display(), me.policy_sha256);
+    if !me.tokens.is_empty() {
+        // Anyone holding one of these can act as you: say who made each.
+        println!("tokens issued in your name:");
+        for t in &me.tokens {
+            let by = if t.issued_by == me.user { "you".to_string() } else { text::inert(&t.issued_by).into_owned() };
+            let state = if t.revoked { "revoked" } else { "valid" };
+            println!("  {} issued by {by} at {} ({state})", t.id, time(t.issued_at));
+        }
+    }
     Ok(())
 }
 
@@ -76,7 +88,12 @@ pub async fn tasks(client: &Client, json: bool) -> CmdResult {
             println!();
             println!("{} runs (zsa run {}): {}", t.name, t.name, text::inert_line(&run.argv.join(" ")));
             let who = run.run_as.as_deref().map(|u| format!(", as {}", text::inert_line(u))).unwrap_or_default();
-            println!("  timeout {}, on expiry {}{who}", duration::format(run.timeout_secs), run.on_expiry);
+            println!(
+                "  timeout {}, on expiry {}, at most {} at once{who}",
+                duration::format(run.timeout_secs),
+                run.on_expiry,
+                run.max_concurrent_runs
+            );
             for p in params {
                 println!("  --param {}", text::inert_line(&p));
             }

@@ -71,7 +71,7 @@ pub async fn run(client: &Client, json: bool, args: &AuditArgs) -> CmdResult {
         if rows.is_empty() {
             println!("no events match");
         } else {
-            table(&["SEQ", "TIME", "ACTOR", "KIND", "TARGET", "USER", "TASK", "DETAILS"], &rows);
+            table(&["SEQ", "TIME", "ACTOR", "PROVED", "KIND", "TARGET", "USER", "TASK", "DETAILS"], &rows);
         }
     }
     Ok(())
@@ -82,6 +82,7 @@ fn text_row(e: &Event) -> Vec<String> {
         e.seq.to_string(),
         time(e.at),
         cell(&e.actor, 16),
+        cell(&e.proved(), 32),
         e.change.kind().to_string(),
         e.change.target().unwrap_or_default(),
         cell(e.change.subject().unwrap_or("-"), 16),

@@ -16,6 +16,7 @@ pub async fn run(args: &DaemonArgs, socket: Option<PathBuf>) -> CmdResult {
         state_dir: args.state.clone().unwrap_or_else(config::default_state_dir),
         policy: args.policy.clone().unwrap_or_else(config::default_policy),
         socket: socket.unwrap_or_else(config::default_socket),
+        rebuild_from_log: args.rebuild_from_log,
     };
     server::run_until_signalled(config, Arc::new(SystemClock)).await?;
     Ok(())

@@ -70,7 +70,12 @@ pub async fn run(socket: Option<PathBuf>) -> CmdResult {
     std::fs::create_dir_all(&dir).map_err(anyhow::Error::from)?;
     let policy = dir.join("demo-policy.toml");
     std::fs::write(&policy, DEMO_POLICY).map_err(anyhow::Error::from)?;
-    let config = DaemonConfig { state_dir: dir.join("state"), policy, socket: socket.unwrap_or_else(|| dir.join("zsa.sock")) };
+    let config = DaemonConfig {
+        state_dir: dir.join("state"),
+        policy,
+        socket: socket.unwrap_or_else(|| dir.join("zsa.sock")),
+        rebuild_from_log: false,
+    };
     let handle = start(config, Arc::new(SystemClock)).await?;
     let engine = handle.engine.clone();
     let tokens = tokio::task::spawn_blocking(move || seed(&engine)).await.map_err(anyhow::Error::from)??;

@@ -6,6 +6,7 @@ mod admin;
 mod audit;
 mod daemon;
 mod demo;
+mod gate;
 mod grants;
 mod output;
 mod policy_check;
@@ -150,6 +151,7 @@ async fn dispatch(cli: Cli) -> CmdResult {
         Cmd::Relinquish { id: raw } => grants::relinquish(&client(&cli)?, json, id(raw)?).await,
         Cmd::Review { id: raw, comment } => grants::review(&client(&cli)?, json, id(raw)?, comment.clone()).await,
         Cmd::Check { task, user } => grants::check(&client(&cli)?, json, task, user.as_deref()).await,
+        Cmd::Gate { task, command } => gate::run(&client(&cli)?, task, command).await,
         Cmd::Whoami => admin::whoami(&client(&cli)?, json).await,
         Cmd::Tasks => admin::tasks(&client(&cli)?, json).await,
         Cmd::Audit(args) => audit::run(&client(&cli)?, json, args).await,

@@ -14,6 +14,7 @@ use tokio::net::UnixListener;
 
 use super::Engine;
 use super::error::ApiError;
+use crate::model::{Actor, Auth};
 
 /// The account on the other end of a Unix socket connection, looked up once per connection.
 #[derive(Clone, Debug)]
@@ -37,8 +38,22 @@ impl Connected<IncomingStream<'_, UnixListener>> for Peer {
 #[derive(Clone, Debug)]
 pub struct Caller {
     pub user: String,
-    /// `socket` or `token`.
-    pub via: &'static str,
+    /// How they proved it; recorded in every event they cause.
+    pub auth: Auth,
+}
+
+impl Caller {
+    /// `socket` or `token`, as `whoami` has always said.
+    pub fn via(&self) -> &'static str {
+        match self.auth {
+            Auth::Token { .. } => "token",
+            _ => "socket",
+        }
+    }
+
+    pub fn actor(&self) -> Actor {
+        Actor::new(self.user.clone(), self.auth.clone())
+    }
 }
 
 /// A new random bearer token: 256 bits, hex, with a prefix that makes a leaked token easy to spot.
@@ -67,18 +82,18 @@ impl FromRequestParts<Arc<Engine>> for Caller {
                     .filter(|t| !t.is_empty())
                     .ok_or_else(|| unauthorized("the Authorization header must be 'Bearer <token>'"))?;
                 let hash = token_hash(token);
-                let user = engine.read(|s, _| s.token_user(&hash).map(|t| t.user.clone())).ok_or_else(|| {
+                let token = engine.read(|s, _| s.token_user(&hash).cloned()).ok_or_else(|| {
                     unauthorized("this token is not valid or was revoked; ask an admin for a new one (zsa admin token issue USER)")
                 })?;
-                Caller { user, via: "token" }
+                Caller { user: token.user, auth: Auth::Token { token: token.id, issued_by: token.issued_by } }
             }
             None => {
-                let peer = parts
+                let (uid, name) = parts
                     .extensions
                     .get::<ConnectInfo<Peer>>()
-                    .and_then(|c| c.0.name.clone())
+                    .and_then(|c| Some((c.0.uid?, c.0.name.clone()?)))
                     .ok_or_else(|| unauthorized("cannot tell who you are: connect over the Unix socket or present a token"))?;
-                Caller { user: peer, via: "socket" }
+                Caller { user: name, auth: Auth::Peer { uid } }
             }
         };
         if parts.uri.path() != "/v1/whoami" && engine.read(|s, _| s.is_disabled(&caller.user)) {

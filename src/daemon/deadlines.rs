@@ -1,7 +1,8 @@
 //! Ends grants and pending requests at their deadlines, with nobody connected. It sleeps until
 //! the nearest deadline (never more than a second, so a wall-clock jump is noticed quickly) and
 //! then issues the same kind of command a person would, so expiry goes through the same rules,
-//! log and stream as everything else.
+//! log and stream as everything else. It also records the wall clock's steps that the daemon's
+//! `SteadyClock` saw, before the expiries they cause.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,19 +10,38 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::Engine;
+use super::engine::EngineError;
+use crate::clock::SteadyClock;
+use crate::model::SYSTEM_ACTOR;
+use crate::rules::Command;
 
 const LONGEST_NAP: Duration = Duration::from_secs(1);
 
-pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
+/// Records every step of the wall clock seen since the last call as `clock_jumped`.
+pub fn record_jumps(engine: &Engine, clock: &SteadyClock) -> Result<(), EngineError> {
+    for jump in clock.take_jumps() {
+        tracing::warn!(by_ms = jump.by.num_milliseconds(), wall = %jump.wall, "the wall clock jumped");
+        engine.execute(SYSTEM_ACTOR, Command::NoteClockJump { by_ms: jump.by.num_milliseconds(), wall_clock: jump.wall })?;
+    }
+    Ok(())
+}
+
+pub async fn run(engine: Arc<Engine>, clock: Arc<SteadyClock>, mut shutdown: watch::Receiver<bool>) {
     loop {
         let next = engine.read(|s, _| s.next_deadline());
+        let now = engine.now();
         let wait = match next {
-            Some(at) => (at - engine.now()).to_std().unwrap_or(Duration::ZERO).min(LONGEST_NAP),
+            Some(at) => (at - now).to_std().unwrap_or(Duration::ZERO).min(LONGEST_NAP),
             None => LONGEST_NAP,
         };
         if wait.is_zero() {
-            let e = engine.clone();
-            match tokio::task::spawn_blocking(move || e.expire_due()).await {
+            let (e, clock) = (engine.clone(), clock.clone());
+            match tokio::task::spawn_blocking(move || {
+                record_jumps(&e, &clock)?;
+                e.expire_due()
+            })
+            .await
+            {
                 Ok(Ok(_)) => continue,
                 Ok(Err(err)) => tracing::error!(error = %err, "could not record expiries; trying again in a second"),
                 Err(err) => tracing::error!(error = %err, "the expiry task failed"),
@@ -31,6 +51,15 @@ pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
                 _ = shutdown.changed() => return,
             }
             continue;
+        }
+        if let Err(err) = tokio::task::spawn_blocking({
+            let (e, clock) = (engine.clone(), clock.clone());
+            move || record_jumps(&e, &clock)
+        })
+        .await
+        .unwrap_or(Ok(()))
+        {
+            tracing::error!(error = %err, "could not record a jump of the clock; trying again");
         }
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, broadcast};
 
 use crate::clock::Clock;
-use crate::model::{Event, SYSTEM_ACTOR};
+use crate::model::{Actor, Event, SYSTEM_ACTOR};
 use crate::policy::Policy;
 use crate::rules::{self, Command, Entity, Refusal, State};
 use crate::store::{EventFilter, Store, StoreError, chain};
@@ -110,25 +110,27 @@ impl Engine {
 
     /// Decides and records a command. Blocking (it waits for the disk): call it from a blocking
     /// task. Returns the events written, empty if there was nothing to do.
-    pub fn execute(&self, actor: &str, command: Command) -> Result<Vec<Arc<Event>>, EngineError> {
+    pub fn execute(&self, actor: impl Into<Actor>, command: Command) -> Result<Vec<Arc<Event>>, EngineError> {
         Ok(self.execute_written(actor, command)?.events)
     }
 
     /// Like `execute`, and also hands back the rows as written, so an answer can show them
     /// without reading them back from the store.
-    pub fn execute_written(&self, actor: &str, command: Command) -> Result<Written, EngineError> {
+    pub fn execute_written(&self, actor: impl Into<Actor>, command: Command) -> Result<Written, EngineError> {
+        let actor = actor.into();
         let mut store = lock(&self.writer);
         let policy = self.policy();
-        let written = self.record(&mut **store, &policy, actor, &command)?;
+        let written = self.record(&mut **store, &policy, &actor, &command)?;
         self.publish(&written.events);
         Ok(written)
     }
 
     /// Loads a new policy: recorded as an event by `actor`, who must be an admin under the new
     /// policy too (so nobody can lock themselves out by reloading), then put in force.
-    pub fn reload(&self, actor: &str, policy: Policy) -> Result<Vec<Arc<Event>>, EngineError> {
+    pub fn reload(&self, actor: impl Into<Actor>, policy: Policy) -> Result<Vec<Arc<Event>>, EngineError> {
+        let actor = actor.into();
         let mut store = lock(&self.writer);
-        let events = self.record(&mut **store, &policy, actor, &Command::LoadPolicy)?.events;
+        let events = self.record(&mut **store, &policy, &actor, &Command::LoadPolicy)?.events;
         // In force before anyone hears of it: a client that reloads on the event gets the new one.
         *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
         self.publish(&events);
@@ -137,7 +139,7 @@ impl Engine {
 
     /// Decides, writes durably, and applies in memory. The caller holds the writer lock and
     /// publishes afterwards.
-    fn record(&self, store: &mut dyn Store, policy: &Policy, actor: &str, command: &Command) -> Result<Written, EngineError> {
+    fn record(&self, store: &mut dyn Store, policy: &Policy, actor: &Actor, command: &Command) -> Result<Written, EngineError> {
         let named = command.names();
         if let Some(entity) = &named {
             self.admit(store, entity)?;
@@ -160,7 +162,7 @@ impl Engine {
     }
 
     /// Decides against memory and writes the events and the rows they change in one transaction.
-    fn write(&self, store: &mut dyn Store, policy: &Policy, actor: &str, command: &Command) -> Result<(Vec<Event>, State), EngineError> {
+    fn write(&self, store: &mut dyn Store, policy: &Policy, actor: &Actor, command: &Command) -> Result<(Vec<Event>, State), EngineError> {
         let now = self.clock.now();
         let (events, touched) = {
             let state = self.state.read().unwrap_or_else(|e| e.into_inner());

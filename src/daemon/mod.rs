@@ -10,6 +10,7 @@ pub mod feed;
 pub mod routes;
 pub mod runner;
 pub mod server;
+pub mod tree;
 
 pub use engine::Engine;
 pub use server::{DaemonConfig, DaemonHandle, start};

@@ -1,8 +1,11 @@
 //! Runs approved tasks: the person never holds the privilege, the daemon does, and it carries out
 //! exactly the argument vector the rules built. No shell, ever; a cleared environment; a fixed
-//! working directory; its own process group so the whole command can be stopped; a timeout; and
-//! a stop when the grant ends (unless the task says `on_expiry = "finish"`). Output streams back
-//! live and is kept, up to a cap, as a transcript whose size and SHA-256 go into the audit log.
+//! working directory; its whole process tree contained (`tree`) so all of it can be stopped; a
+//! timeout; a stop when the grant ends (unless the task says `on_expiry = "finish"`) and when the
+//! daemon stops; and what the command leaves running when it exits is stopped too. A run's end
+//! is recorded only once its tree is gone. Output streams back live, never waiting for a slow
+//! client (what it cannot take is dropped), and is kept, up to a cap, as a transcript whose size
+//! and SHA-256 go into the audit log.
 
 use std::convert::Infallible;
 use std::os::unix::fs::OpenOptionsExt;
@@ -13,8 +16,6 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::http::{StatusCode, header};
 use axum::response::Response;
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -24,6 +25,7 @@ use super::Engine;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::routes::execute;
+use super::tree;
 use crate::model::wire::{RunOutput, RunRequest};
 use crate::model::{Change, GrantId, RunId, RunOutcome, SYSTEM_ACTOR};
 use crate::policy::OnExpiry;
@@ -34,7 +36,7 @@ pub const TRANSCRIPT_CAP: u64 = 1024 * 1024;
 /// The only environment a task's command gets.
 const SAFE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Between asking a stopped command to end (SIGTERM) and making it (SIGKILL).
-const GRACE: Duration = Duration::from_secs(2);
+pub(crate) const GRACE: Duration = Duration::from_secs(2);
 
 type Sink = mpsc::Sender<Result<Bytes, Infallible>>;
 
@@ -106,11 +108,50 @@ pub async fn start(engine: Arc<Engine>, caller: Caller, req: RunRequest) -> Resu
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
 }
 
-async fn send(tx: &Sink, line: &RunOutput) {
-    if let Ok(mut s) = serde_json::to_string(line) {
+/// Lines to the client that asked for the run. The run never waits for the client: what a
+/// slow or stalled client cannot take now is dropped (the transcript keeps it, up to its cap),
+/// so output can never hold back a stop.
+struct Out {
+    tx: Sink,
+    /// Bytes of output dropped since the client last took a line.
+    dropped: u64,
+}
+
+impl Out {
+    fn line(item: &RunOutput) -> Option<Bytes> {
+        let mut s = serde_json::to_string(item).ok()?;
         s.push('\n');
-        // The client may have gone; the run goes on and its transcript is still kept.
-        let _ = tx.send(Ok(Bytes::from(s))).await;
+        Some(Bytes::from(s))
+    }
+
+    /// Sends if there is room; says whether it went.
+    fn offer(&self, item: &RunOutput) -> bool {
+        Self::line(item).is_some_and(|l| self.tx.try_send(Ok(l)).is_ok())
+    }
+
+    fn output(&mut self, stream: &str, data: &[u8]) {
+        if self.dropped > 0 {
+            let note = format!(
+                "zsa: {} bytes of output were not sent because this client did not keep up; the transcript has them (up to its cap)\n",
+                self.dropped
+            );
+            if !self.offer(&RunOutput::Output { stream: "stderr".into(), data: note }) {
+                self.dropped += data.len() as u64;
+                return;
+            }
+            self.dropped = 0;
+        }
+        let item = RunOutput::Output { stream: stream.into(), data: String::from_utf8_lossy(data).into_owned() };
+        if !self.offer(&item) && !self.tx.is_closed() {
+            self.dropped += data.len() as u64;
+        }
+    }
+
+    /// The last line: worth a short wait, never a long one.
+    async fn last(&self, item: &RunOutput) {
+        if let Some(l) = Self::line(item) {
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.tx.send(Ok(l))).await;
+        }
     }
 }
 
@@ -165,12 +206,6 @@ async fn read_open<R: tokio::io::AsyncRead + Unpin>(pipe: &mut Option<R>, buf: &
     }
 }
 
-fn signal_group(pid: Option<u32>, signal: Signal) {
-    if let Some(pid) = pid {
-        let _ = killpg(Pid::from_raw(pid as i32), signal);
-    }
-}
-
 /// Has the grant ended, by the clock or by an event?
 fn grant_over(engine: &Engine, grant: GrantId) -> bool {
     let now = engine.now();
@@ -178,28 +213,48 @@ fn grant_over(engine: &Engine, grant: GrantId) -> bool {
 }
 
 async fn supervise(engine: Arc<Engine>, s: Started, tx: Sink) {
-    send(&tx, &RunOutput::Started { run: s.run, argv: s.argv.clone() }).await;
+    let mut out = Out { tx, dropped: 0 };
+    out.offer(&RunOutput::Started { run: s.run, argv: s.argv.clone() });
     let mut transcript = Transcript::open(engine.runs_dir().join(format!("{}.log", s.run))).await;
-    let mut cmd = tokio::process::Command::new(&s.argv[0]);
-    cmd.args(&s.argv[1..])
-        .env_clear()
-        .env("PATH", SAFE_PATH)
-        .current_dir("/")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    if let Some((uid, gid)) = s.account.switch_to {
-        cmd.uid(uid).gid(gid);
+    let command = || {
+        let mut cmd = tokio::process::Command::new(&s.argv[0]);
+        cmd.args(&s.argv[1..])
+            .env_clear()
+            .env("PATH", SAFE_PATH)
+            .current_dir("/")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some((uid, gid)) = s.account.switch_to {
+            cmd.uid(uid).gid(gid);
+        }
+        cmd
+    };
+    let name = s.run.to_string();
+    let prepared = tree::prepare(engine.runs_dir(), &name);
+    let in_cgroup = prepared.in_cgroup();
+    let mut spawned = tree::spawn(&mut command(), prepared, engine.runs_dir(), &name);
+    if in_cgroup
+        && let Err(e) = &spawned
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        // A cgroup that cannot be joined (a cgroup manager's rules) must not stop the run.
+        tracing::warn!(run = %s.run, error = %e, "could not start a run in its own cgroup; starting it contained by process group");
+        spawned = tree::spawn(&mut command(), tree::fallback(), engine.runs_dir(), &name);
     }
-    let (outcome, exit_code, message) = match cmd.spawn() {
+    let (outcome, exit_code, message, tree) = match spawned {
         Err(e) => {
             let msg = format!("could not start {}: {e}", s.argv[0]);
             transcript.write(format!("zsa: {msg}\n").as_bytes()).await;
-            (RunOutcome::FailedToStart, None, msg)
+            (RunOutcome::FailedToStart, None, msg, None)
         }
-        Ok(child) => watch(&engine, &s, child, &mut transcript, &tx).await,
+        Ok((child, mut tree)) => {
+            let (outcome, code, msg) = watch(&engine, &s, child, &tree, &mut transcript, &mut out).await;
+            tree.remove_cgroup();
+            (outcome, code, msg, Some(tree))
+        }
     };
     let (bytes, sha256, truncated) = transcript.finish().await;
     let end = Command::EndRun {
@@ -213,26 +268,29 @@ async fn supervise(engine: Arc<Engine>, s: Started, tx: Sink) {
     };
     let e = engine.clone();
     match tokio::task::spawn_blocking(move || e.execute(SYSTEM_ACTOR, end)).await {
-        Ok(Ok(_)) => {}
+        // Only now that the end is on record does the next start stop looking for its processes.
+        Ok(Ok(_)) => tree.into_iter().for_each(tree::Tree::finish),
         other => tracing::error!(run = %s.run, result = ?other.map(|r| r.map(|_| ())), "could not record the end of a run"),
     }
-    send(&tx, &RunOutput::Ended { run: s.run, exit_code, outcome, message }).await;
+    out.last(&RunOutput::Ended { run: s.run, exit_code, outcome, message }).await;
 }
 
-/// Streams a running command's output until it ends, stopping it on timeout or when its grant
-/// ends. Returns how it ended.
+/// Streams a running command's output until its whole process tree has ended, stopping the tree
+/// on timeout, when the grant ends, and when the daemon stops; what the command leaves running
+/// when it exits is stopped too (the run is the whole tree). Returns how it ended.
 async fn watch(
     engine: &Arc<Engine>,
     s: &Started,
     mut child: tokio::process::Child,
+    tree: &tree::Tree,
     transcript: &mut Transcript,
-    tx: &Sink,
+    out: &mut Out,
 ) -> (RunOutcome, Option<i32>, String) {
-    let pid = child.id();
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
     let (mut out_buf, mut err_buf) = (vec![0u8; 8192], vec![0u8; 8192]);
     let mut feed = engine.subscribe();
+    let mut closing = engine.closing();
     let timeout = tokio::time::sleep(s.timeout);
     tokio::pin!(timeout);
     let grant_deadline = engine.read(|st, _| st.grants.get(&s.grant).map(|g| g.expires_at));
@@ -241,32 +299,54 @@ async fn watch(
     tokio::pin!(deadline);
     let watch_grant = s.on_expiry == OnExpiry::Stop;
     let mut stopped: Option<(RunOutcome, String)> = None;
-    // Armed only once a stop was asked for.
+    let mut status: Option<std::io::Result<std::process::ExitStatus>> = None;
+    let mut left_behind = 0;
+    // Armed once the tree was asked to end (a stop, or the command exited leaving processes).
     let kill_at = tokio::time::sleep(Duration::from_secs(365 * 86_400));
     tokio::pin!(kill_at);
+    let mut kill_armed = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(25));
 
-    let status = loop {
+    loop {
         let stop = tokio::select! {
             n = read_open(&mut stdout, &mut out_buf), if stdout.is_some() => {
                 match n {
-                    Ok(n) if n > 0 => { transcript.write(&out_buf[..n]).await; send(tx, &RunOutput::Output { stream: "stdout".into(), data: String::from_utf8_lossy(&out_buf[..n]).into_owned() }).await; }
+                    Ok(n) if n > 0 => { transcript.write(&out_buf[..n]).await; out.output("stdout", &out_buf[..n]); }
                     _ => stdout = None,
                 }
                 None
             }
             n = read_open(&mut stderr, &mut err_buf), if stderr.is_some() => {
                 match n {
-                    Ok(n) if n > 0 => { transcript.write(&err_buf[..n]).await; send(tx, &RunOutput::Output { stream: "stderr".into(), data: String::from_utf8_lossy(&err_buf[..n]).into_owned() }).await; }
+                    Ok(n) if n > 0 => { transcript.write(&err_buf[..n]).await; out.output("stderr", &err_buf[..n]); }
                     _ => stderr = None,
                 }
                 None
             }
-            status = child.wait(), if stdout.is_none() && stderr.is_none() => break status,
-            _ = &mut timeout, if stopped.is_none() => Some((RunOutcome::TimedOut, format!("stopped after the task's timeout of {}", crate::model::duration::format(s.timeout.as_secs())))),
-            _ = &mut deadline, if watch_grant && stopped.is_none() => {
+            st = child.wait(), if status.is_none() => {
+                status = Some(st);
+                // What the command leaves running ends with it.
+                let left = tree.terminate();
+                if stopped.is_none() {
+                    left_behind = left;
+                }
+                if left > 0 && !kill_armed {
+                    kill_at.as_mut().reset(tokio::time::Instant::now() + GRACE);
+                    kill_armed = true;
+                }
+                None
+            }
+            _ = tick.tick(), if status.is_some() => {
+                if tree.is_empty() {
+                    break;
+                }
+                None
+            }
+            _ = &mut timeout, if stopped.is_none() && status.is_none() => Some((RunOutcome::TimedOut, format!("stopped after the task's timeout of {}", crate::model::duration::format(s.timeout.as_secs())))),
+            _ = &mut deadline, if watch_grant && stopped.is_none() && status.is_none() => {
                 grant_over(engine, s.grant).then(|| (RunOutcome::GrantEnded, format!("stopped: grant {} ended", s.grant)))
             }
-            event = feed.recv(), if watch_grant && stopped.is_none() => {
+            event = feed.recv(), if watch_grant && stopped.is_none() && status.is_none() => {
                 let ended = match event {
                     Ok(e) => matches!(&e.change,
                         Change::GrantExpired { grant, .. } | Change::GrantRevoked { grant, .. } | Change::GrantRelinquished { grant, .. } if *grant == s.grant),
@@ -274,29 +354,55 @@ async fn watch(
                 };
                 ended.then(|| (RunOutcome::GrantEnded, format!("stopped: grant {} ended", s.grant)))
             }
-            _ = &mut kill_at, if stopped.is_some() => {
-                signal_group(pid, Signal::SIGKILL);
-                kill_at.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(3600));
+            _ = async { drop(closing.wait_for(|c| *c).await) }, if stopped.is_none() && status.is_none() => Some((RunOutcome::DaemonStopped, "stopped: the daemon is stopping".to_string())),
+            _ = &mut kill_at, if kill_armed => {
+                tree.kill();
+                // Again until it is empty: something may have been forking.
+                kill_at.as_mut().reset(tokio::time::Instant::now() + Duration::from_millis(100));
                 None
             }
         };
         if let Some((outcome, why)) = stop {
-            signal_group(pid, Signal::SIGTERM);
-            kill_at.as_mut().reset(tokio::time::Instant::now() + GRACE);
+            tree.terminate();
+            if !kill_armed {
+                kill_at.as_mut().reset(tokio::time::Instant::now() + GRACE);
+                kill_armed = true;
+            }
             stopped = Some((outcome, why));
         }
-    };
-    let code = status.as_ref().ok().and_then(|st| st.code());
-    let signal = status.as_ref().ok().and_then(std::os::unix::process::ExitStatusExt::signal);
+    }
+    // The tree is gone, so the pipes close, unless something outside it was handed them.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while stdout.is_some() || stderr.is_some() {
+            tokio::select! {
+                n = read_open(&mut stdout, &mut out_buf), if stdout.is_some() => match n {
+                    Ok(n) if n > 0 => { transcript.write(&out_buf[..n]).await; out.output("stdout", &out_buf[..n]); }
+                    _ => stdout = None,
+                },
+                n = read_open(&mut stderr, &mut err_buf), if stderr.is_some() => match n {
+                    Ok(n) if n > 0 => { transcript.write(&err_buf[..n]).await; out.output("stderr", &err_buf[..n]); }
+                    _ => stderr = None,
+                },
+            }
+        }
+    })
+    .await;
+    let status = status.and_then(Result::ok);
+    let code = status.and_then(|st| st.code());
+    let signal = status.and_then(|st| std::os::unix::process::ExitStatusExt::signal(&st));
+    let exit_code = code.or(signal.map(|s| 128 + s));
     match stopped {
-        Some((outcome, why)) => (outcome, code.or(signal.map(|s| 128 + s)), why),
+        Some((outcome, why)) => (outcome, exit_code, why),
         None => {
-            let msg = match (code, signal) {
+            let mut msg = match (code, signal) {
                 (Some(c), _) => format!("exited with code {c}"),
                 (None, Some(sig)) => format!("killed by signal {sig}"),
                 _ => "ended".to_string(),
             };
-            (RunOutcome::Exited, code.or(signal.map(|s| 128 + s)), msg)
+            if left_behind > 0 {
+                msg.push_str(&format!("; the {left_behind} process(es) it left running were stopped"));
+            }
+            (RunOutcome::Exited, exit_code, msg)
         }
     }
 }

@@ -16,20 +16,26 @@ use tokio::task::JoinHandle;
 use super::Engine;
 use super::auth::Peer;
 use super::routes;
-use crate::clock::Clock;
+use crate::clock::{Clock, SteadyClock};
 use crate::model::SYSTEM_ACTOR;
 use crate::policy::Policy;
 use crate::rules::Command;
+use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 
 /// How long a stopping daemon waits for requests in flight.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a stopping daemon waits for runs to stop their process trees (SIGTERM, then SIGKILL
+/// after the runner's grace) and record their ends.
+const RUNS_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Clone, Debug)]
 pub struct DaemonConfig {
     pub state_dir: PathBuf,
     pub policy: PathBuf,
     pub socket: PathBuf,
+    /// Rewrite the current-state tables from the log before serving (and record that it did).
+    pub rebuild_from_log: bool,
 }
 
 /// A running daemon. Dropping it does not stop it; call `shutdown`.
@@ -44,11 +50,17 @@ pub struct DaemonHandle {
 }
 
 impl DaemonHandle {
-    /// Stops accepting, ends the event streams, finishes what is in flight (waiting at most
+    /// Stops accepting, ends the event streams, stops running runs, finishes what is in flight (waiting at most
     /// `SHUTDOWN_GRACE`), removes the socket file.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         self.engine.close_streams();
+        // Runs see the daemon stopping and stop their whole process trees; wait for their ends
+        // to be recorded (a run that cannot be stopped in time is found at the next start).
+        let until = tokio::time::Instant::now() + RUNS_GRACE;
+        while !self.engine.read(|s, _| s.running.is_empty()) && tokio::time::Instant::now() < until {
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
         for t in self.tasks {
             let abort = t.abort_handle();
             if tokio::time::timeout(SHUTDOWN_GRACE, t).await.is_err() {
@@ -131,21 +143,41 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
     for file in &db_files {
         crate::fs_trust::own_file_if_present(file, "the daemon's database")?;
     }
-    let store = SqliteStore::open(&db).with_context(|| format!("cannot open the database {}", db.display()))?;
+    let mut store = SqliteStore::open(&db).with_context(|| format!("cannot open the database {}", db.display()))?;
+    let rebuilt = match config.rebuild_from_log {
+        true => Some(store.rebuild_from_log().context("cannot rebuild the current state from the log")?),
+        false => None,
+    };
     for file in &db_files {
         crate::fs_trust::own_file_if_present(file, "the daemon's database")?;
     }
     let transcripts = crate::fs_trust::private_dir(&state_dir.join("transcripts"), "the run transcripts' directory")?;
     let opened = started.elapsed();
-    let engine = Arc::new(Engine::open(Box::new(store), policy, clock).context("cannot read the event log")?.with_runs_dir(transcripts));
+    // The daemon's time never runs slower than the monotonic clock, nor earlier than the log.
+    let last_at = store.events(&crate::store::EventFilter { tail: Some(1), ..Default::default() })?.pop().map(|e| e.at);
+    let clock = Arc::new(SteadyClock::new(clock, last_at));
+    let engine = Arc::new(
+        Engine::open(Box::new(store), policy, clock.clone()).context("cannot start from the stored state")?.with_runs_dir(transcripts),
+    );
     let loaded = started.elapsed();
 
     // Every load of the policy is on the record, with the file's SHA-256; runs that were going
     // when the daemon stopped are recorded as abandoned; and anything whose deadline passed
     // while the daemon was down ends now, stamped with its deadline.
-    let e = engine.clone();
+    let (e, steady) = (engine.clone(), clock.clone());
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        if let Some(problem) = rebuilt {
+            tracing::warn!(problem = %problem, "rebuilt the current state from the log");
+            e.execute(SYSTEM_ACTOR, Command::NoteRebuilt { problem })?;
+        }
+        super::deadlines::record_jumps(&e, &steady)?;
         e.execute(SYSTEM_ACTOR, Command::LoadPolicy)?;
+        // What such a run left running is stopped first: nothing is called abandoned while it runs.
+        let going: Vec<_> = e.read(|s, _| s.running.iter().copied().collect());
+        for run in going {
+            let said = super::tree::stop_after_crash(e.runs_dir(), &run.to_string(), super::runner::GRACE);
+            tracing::warn!(%run, "a run was going when the daemon stopped: {said}");
+        }
         e.execute(SYSTEM_ACTOR, Command::AbandonRuns)?;
         e.expire_due()?;
         Ok(())
@@ -165,7 +197,7 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
             tracing::error!(error = %e, "the server stopped");
         }
     });
-    let deadlines = tokio::spawn(super::deadlines::run(engine.clone(), stopped));
+    let deadlines = tokio::spawn(super::deadlines::run(engine.clone(), clock, stopped));
     let events = engine.read(|s, _| s.last_seq);
     tracing::info!(
         socket = %config.socket.display(),

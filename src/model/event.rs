@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{GrantId, RequestId, RunId, RunOutcome, TokenId};
+use super::{Auth, GrantId, RequestId, RunId, RunOutcome, TokenId};
 
 /// One recorded change, with its place in the hash chain.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -13,6 +13,9 @@ pub struct Event {
     pub at: DateTime<Utc>,
     /// Who caused it: a user, `zsa` for the daemon itself.
     pub actor: String,
+    /// How the actor authenticated; absent on events written before zsa recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<Auth>,
     #[serde(flatten)]
     pub change: Change,
     pub prev_hash: String,
@@ -51,6 +54,16 @@ pub enum Change {
         requester: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         comment: Option<String>,
+    },
+    /// An earlier approval that no longer counts under the current policy and users (its
+    /// approver left the approvers or was disabled, its token was revoked): dropped, so the
+    /// request waits for another.
+    ApprovalDropped {
+        request: RequestId,
+        task: String,
+        requester: String,
+        approver: String,
+        why: String,
     },
     RequestDenied {
         request: RequestId,
@@ -123,6 +136,18 @@ pub enum Change {
     UserEnabled {
         user: String,
     },
+    /// The wall clock was stepped by more than a couple of seconds. Back: the daemon's time
+    /// counted on at the monotonic pace (nothing lasts longer). Forward: the daemon's time moved
+    /// with it, and whatever was due by then ended.
+    ClockJumped {
+        by_ms: i64,
+        wall_clock: DateTime<Utc>,
+    },
+    /// The daemon was started with `--rebuild-from-log`: the current-state tables were rebuilt
+    /// from this log, because of `problem` (what the start-up check found, or that it was asked).
+    StateRebuilt {
+        problem: String,
+    },
     /// The daemon started a task's command for a grant's holder: exactly this argument vector.
     RunStarted {
         run: RunId,
@@ -148,6 +173,14 @@ pub enum Change {
     },
 }
 
+impl Event {
+    /// How the actor authenticated, for people: `token T4 issued by dave`, or `not recorded` on
+    /// events written before zsa kept it.
+    pub fn proved(&self) -> String {
+        self.auth.as_ref().map(Auth::describe).unwrap_or_else(|| "not recorded".into())
+    }
+}
+
 impl Change {
     /// The snake_case name of the variant, as in the JSON `kind` field.
     pub fn kind(&self) -> &'static str {
@@ -155,6 +188,7 @@ impl Change {
             Self::PolicyLoaded { .. } => "policy_loaded",
             Self::RequestCreated { .. } => "request_created",
             Self::RequestApproved { .. } => "request_approved",
+            Self::ApprovalDropped { .. } => "approval_dropped",
             Self::RequestDenied { .. } => "request_denied",
             Self::RequestCancelled { .. } => "request_cancelled",
             Self::RequestExpired { .. } => "request_expired",
@@ -167,6 +201,8 @@ impl Change {
             Self::TokenRevoked { .. } => "token_revoked",
             Self::UserDisabled { .. } => "user_disabled",
             Self::UserEnabled { .. } => "user_enabled",
+            Self::StateRebuilt { .. } => "state_rebuilt",
+            Self::ClockJumped { .. } => "clock_jumped",
             Self::RunStarted { .. } => "run_started",
             Self::RunEnded { .. } => "run_ended",
         }
@@ -175,9 +211,10 @@ impl Change {
     /// The person the change is about (requester, holder, token owner, disabled user).
     pub fn subject(&self) -> Option<&str> {
         match self {
-            Self::PolicyLoaded { .. } => None,
+            Self::PolicyLoaded { .. } | Self::StateRebuilt { .. } | Self::ClockJumped { .. } => None,
             Self::RequestCreated { requester, .. }
             | Self::RequestApproved { requester, .. }
+            | Self::ApprovalDropped { requester, .. }
             | Self::RequestDenied { requester, .. }
             | Self::RequestCancelled { requester, .. }
             | Self::RequestExpired { requester, .. } => Some(requester),
@@ -200,6 +237,7 @@ impl Change {
         match self {
             Self::RequestCreated { task, .. }
             | Self::RequestApproved { task, .. }
+            | Self::ApprovalDropped { task, .. }
             | Self::RequestDenied { task, .. }
             | Self::RequestCancelled { task, .. }
             | Self::RequestExpired { task, .. }
@@ -219,6 +257,7 @@ impl Change {
         match self {
             Self::RequestCreated { request, .. }
             | Self::RequestApproved { request, .. }
+            | Self::ApprovalDropped { request, .. }
             | Self::RequestDenied { request, .. }
             | Self::RequestCancelled { request, .. }
             | Self::RequestExpired { request, .. } => Some(request.to_string()),
@@ -232,6 +271,51 @@ impl Change {
             _ => None,
         }
     }
+}
+
+impl Change {
+    /// The record this event writes, as the store keys history: a request and its grant share
+    /// `R<n>`, runs are `X<n>`, tokens `T<n>`, a user's disabling `U:<name>`. The store checks
+    /// each live row against the events of its record before the daemon serves from it.
+    pub fn record(&self) -> Option<String> {
+        match self {
+            Self::RequestCreated { request, .. }
+            | Self::RequestApproved { request, .. }
+            | Self::ApprovalDropped { request, .. }
+            | Self::RequestDenied { request, .. }
+            | Self::RequestCancelled { request, .. }
+            | Self::RequestExpired { request, .. }
+            | Self::GrantStarted { request, .. } => Some(request.to_string()),
+            Self::GrantExpired { grant, .. }
+            | Self::GrantRevoked { grant, .. }
+            | Self::GrantRelinquished { grant, .. }
+            | Self::GrantReviewed { grant, .. } => Some(grant.request().to_string()),
+            Self::TokenIssued { token, .. } | Self::TokenRevoked { token, .. } => Some(token.to_string()),
+            Self::UserDisabled { user, .. } | Self::UserEnabled { user } => Some(user_record(user)),
+            Self::RunStarted { run, .. } | Self::RunEnded { run, .. } => Some(run.to_string()),
+            Self::PolicyLoaded { .. } | Self::StateRebuilt { .. } | Self::ClockJumped { .. } => None,
+        }
+    }
+}
+
+impl Change {
+    /// The current-state rows this event writes, by key (`R<n>` a request, `G<n>` a grant, `X<n>`,
+    /// `T<n>`, `U:<name>`): each row is stamped with the newest event that wrote it.
+    pub fn rows(&self) -> Vec<String> {
+        match self {
+            Self::GrantStarted { request, grant, .. } => vec![request.to_string(), grant.to_string()],
+            Self::GrantExpired { grant, .. }
+            | Self::GrantRevoked { grant, .. }
+            | Self::GrantRelinquished { grant, .. }
+            | Self::GrantReviewed { grant, .. } => vec![grant.to_string()],
+            other => other.record().into_iter().collect(),
+        }
+    }
+}
+
+/// The record of a user's disabling and enabling.
+pub fn user_record(user: &str) -> String {
+    format!("U:{user}")
 }
 
 impl Change {
@@ -254,6 +338,9 @@ impl Change {
                 opt("reason", reason)
             ),
             Self::RequestApproved { comment, .. } => opt("comment", comment).trim_start().to_string(),
+            Self::ApprovalDropped { approver, why, .. } => {
+                format!("the approval of {} no longer counts: {}", inert_line(approver), inert_line(why))
+            }
             Self::RequestDenied { comment, .. } => format!("comment: {}", inert_line(comment)),
             Self::RequestCancelled { reason, .. } => opt("reason", reason).trim_start().to_string(),
             Self::RequestExpired { deadline, .. } => format!("unanswered at its deadline {}", deadline.to_rfc3339()),
@@ -271,6 +358,15 @@ impl Change {
             Self::TokenRevoked { token, .. } => format!("token {token}"),
             Self::UserDisabled { reason, .. } => opt("reason", reason).trim_start().to_string(),
             Self::UserEnabled { .. } => String::new(),
+            Self::StateRebuilt { problem } => format!("current state rebuilt from the log: {}", inert_line(problem)),
+            Self::ClockJumped { by_ms, wall_clock } => {
+                let by = duration::format(by_ms.unsigned_abs().div_ceil(1000));
+                if *by_ms < 0 {
+                    format!("the wall clock was stepped back {by} (it read {}); zsa's time counted on", wall_clock.to_rfc3339())
+                } else {
+                    format!("the wall clock jumped forward {by} (to {}); zsa's time moved with it", wall_clock.to_rfc3339())
+                }
+            }
             Self::RunStarted { grant, argv, run_as, .. } => {
                 format!("with {grant} as {}: {}", inert_line(run_as), inert_line(&argv.join(" ")))
             }

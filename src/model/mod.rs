@@ -1,5 +1,6 @@
 //! The domain nouns and wire types. Plain data: no I/O, no policy decisions.
 
+pub mod auth;
 pub mod duration;
 pub mod event;
 pub mod grant;
@@ -9,6 +10,7 @@ pub mod run;
 pub mod text;
 pub mod wire;
 
+pub use auth::{Actor, Auth};
 pub use event::{Change, Event};
 pub use grant::{Grant, GrantEnd, GrantState, Review};
 pub use ids::{GrantId, RequestId, RunId, TokenId};

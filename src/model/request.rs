@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{GrantId, RequestId};
+use super::{Auth, GrantId, RequestId};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -34,6 +34,9 @@ impl RequestState {
 pub struct Approval {
     pub by: String,
     pub at: DateTime<Utc>,
+    /// How the approver authenticated: checked again when the grant is made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<Auth>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
 }

@@ -19,6 +19,8 @@ pub enum RunOutcome {
     FailedToStart,
     /// The daemon stopped while it ran; how it ended is unknown.
     Abandoned,
+    /// Stopped, with its whole process tree, because the daemon was stopping.
+    DaemonStopped,
 }
 
 impl RunOutcome {
@@ -29,6 +31,7 @@ impl RunOutcome {
             Self::GrantEnded => "grant_ended",
             Self::FailedToStart => "failed_to_start",
             Self::Abandoned => "abandoned",
+            Self::DaemonStopped => "daemon_stopped",
         }
     }
 }

@@ -23,6 +23,12 @@ pub struct WhoAmI {
     pub disabled: bool,
     /// `socket` (Unix account) or `token`.
     pub via: String,
+    /// How you authenticated this time: your own login (with its uid) or a token and its issuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<super::Auth>,
+    /// Every token ever issued in your name, and who issued it: anyone holding one can act as you.
+    #[serde(default)]
+    pub tokens: Vec<TokenView>,
     /// The daemon's clock, so clients can correct countdowns for their own clock's offset.
     pub now: DateTime<Utc>,
     pub policy_sha256: String,
@@ -46,6 +52,9 @@ pub struct TaskView {
     pub ticket_pattern: Option<String>,
     pub reason_pattern: Option<String>,
     pub break_glass: bool,
+    /// How an approval must be given to count: `peer` (own login), `token`.
+    #[serde(default)]
+    pub approve_via: Vec<String>,
     pub may_request: bool,
     pub may_approve: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -84,6 +93,10 @@ pub enum RunOutput {
     Ended { run: super::RunId, exit_code: Option<i32>, outcome: super::RunOutcome, message: String },
 }
 
+fn one() -> u32 {
+    1
+}
+
 /// What `zsa tasks` shows of a task that runs something.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunView {
@@ -91,6 +104,9 @@ pub struct RunView {
     pub run_as: Option<String>,
     pub timeout_secs: u64,
     pub on_expiry: String,
+    /// How many runs of the task may go at once (older daemons did not say: 1).
+    #[serde(default = "one")]
+    pub max_concurrent_runs: u32,
     /// Each parameter and what it accepts.
     pub params: std::collections::BTreeMap<String, String>,
 }

@@ -7,7 +7,7 @@ use chrono::{DateTime, Duration, Utc};
 use super::{Deadline, Entity, Refusal, State};
 use crate::model::wire::{MAX_COMMENT_CHARS, MAX_NAME_CHARS, MAX_REASON_CHARS, MAX_TICKET_CHARS, NewRequest};
 use crate::model::{
-    Change, GrantId, POLICY_APPROVER, Request, RequestId, RequestState, RunId, RunOutcome, SYSTEM_ACTOR, TokenId, duration, text,
+    Actor, Approval, Auth, Change, GrantId, POLICY_APPROVER, Request, RequestId, RequestState, RunId, RunOutcome, TokenId, duration, text,
 };
 use crate::policy::{ApprovalMode, Policy, Task};
 
@@ -73,6 +73,15 @@ pub enum Command {
     },
     /// On start: runs that were going when the daemon stopped ended in an unknown way.
     AbandonRuns,
+    /// Record a step of the wall clock the daemon saw. Only the daemon issues it.
+    NoteClockJump {
+        by_ms: i64,
+        wall_clock: DateTime<Utc>,
+    },
+    /// On start with `--rebuild-from-log`: record that the current state was rebuilt, and why.
+    NoteRebuilt {
+        problem: String,
+    },
 }
 
 impl Command {
@@ -92,14 +101,17 @@ impl Command {
             | Command::LoadPolicy
             | Command::Expire
             | Command::StartRun { .. }
-            | Command::AbandonRuns => None,
+            | Command::AbandonRuns
+            | Command::NoteRebuilt { .. }
+            | Command::NoteClockJump { .. } => None,
         }
     }
 }
 
 /// Decides what `actor` asking for `command` at `now` changes, or why it may not.
-pub fn decide(state: &State, policy: &Policy, actor: &str, command: &Command, now: DateTime<Utc>) -> Result<Vec<Change>, Refusal> {
-    let system = actor == SYSTEM_ACTOR;
+pub fn decide(state: &State, policy: &Policy, who: &Actor, command: &Command, now: DateTime<Utc>) -> Result<Vec<Change>, Refusal> {
+    let actor = who.user.as_str();
+    let system = who.is_daemon();
     if !system && state.is_disabled(actor) {
         return Err(Refusal::forbidden(
             "user_disabled",
@@ -112,12 +124,12 @@ pub fn decide(state: &State, policy: &Policy, actor: &str, command: &Command, no
     }
     match command {
         Command::Request(new) => request(state, policy, actor, new, now),
-        Command::Approve { request, comment } => approve(state, policy, actor, *request, comment.as_deref(), now),
+        Command::Approve { request, comment } => approve(state, policy, who, *request, comment.as_deref(), now),
         Command::Deny { request, comment } => deny(state, policy, actor, *request, comment.as_deref(), now),
-        Command::Cancel { request } => cancel(state, actor, *request, now),
+        Command::Cancel { request } => cancel(state, policy, actor, *request, now),
         Command::Revoke { grant, reason } => revoke(state, policy, actor, *grant, reason.as_deref(), now),
-        Command::Relinquish { grant } => relinquish(state, actor, *grant, now),
-        Command::Review { grant, comment } => review(state, policy, actor, *grant, comment.as_deref()),
+        Command::Relinquish { grant } => relinquish(state, policy, actor, *grant, now),
+        Command::Review { grant, comment } => review(state, policy, who, *grant, comment.as_deref()),
         Command::IssueToken { user, sha256 } => {
             admin_only(policy, actor, system, "issue tokens")?;
             check_user_name(user)?;
@@ -137,7 +149,14 @@ pub fn decide(state: &State, policy: &Policy, actor: &str, command: &Command, no
             match state.tokens.get(token) {
                 None => Err(Refusal::not_found("no_such_token", format!("there is no token {token}"))),
                 Some(t) if t.revoked => Err(Refusal::conflict("token_revoked", format!("token {token} of {} is already revoked", t.user))),
-                Some(t) => Ok(vec![Change::TokenRevoked { token: *token, user: t.user.clone() }]),
+                Some(t) => {
+                    let mut changes = vec![Change::TokenRevoked { token: *token, user: t.user.clone() }];
+                    changes.extend(drop_stale(state, |_, a| {
+                        matches!(&a.auth, Some(Auth::Token { token: through, .. }) if through == token)
+                            .then(|| format!("token {token} it was given through was revoked"))
+                    }));
+                    Ok(changes)
+                }
             }
         }
         Command::DisableUser { user, reason } => disable(state, policy, actor, system, user, reason.as_deref()),
@@ -150,7 +169,11 @@ pub fn decide(state: &State, policy: &Policy, actor: &str, command: &Command, no
         }
         Command::LoadPolicy => {
             admin_only(policy, actor, system, "reload the policy")?;
-            Ok(vec![Change::PolicyLoaded { sha256: policy.sha256.clone(), path: policy.path.clone(), tasks: policy.tasks.len() as u32 }])
+            let mut changes =
+                vec![Change::PolicyLoaded { sha256: policy.sha256.clone(), path: policy.path.clone(), tasks: policy.tasks.len() as u32 }];
+            // Approvals given under the old policy count only if the new one would accept them too.
+            changes.extend(drop_stale(state, |r, a| policy.tasks.get(&r.task).and_then(|t| why_stale(state, policy, t, r, a))));
+            Ok(changes)
         }
         Command::Expire => {
             if !system {
@@ -169,6 +192,18 @@ pub fn decide(state: &State, policy: &Policy, actor: &str, command: &Command, no
             }
             let transcript = (*transcript_bytes, transcript_sha256.clone(), *transcript_cap, *truncated);
             Ok(vec![run_ended(r, *outcome, *exit_code, transcript)])
+        }
+        Command::NoteClockJump { by_ms, wall_clock } => {
+            if !system {
+                return Err(Refusal::forbidden("daemon_only", "only the daemon records the clock's jumps"));
+            }
+            Ok(vec![Change::ClockJumped { by_ms: *by_ms, wall_clock: *wall_clock }])
+        }
+        Command::NoteRebuilt { problem } => {
+            if !system {
+                return Err(Refusal::forbidden("daemon_only", "only the daemon rebuilds its state from the log"));
+            }
+            Ok(vec![Change::StateRebuilt { problem: problem.clone() }])
         }
         Command::AbandonRuns => {
             if !system {
@@ -359,7 +394,7 @@ fn actionable<'a>(
     now: DateTime<Utc>,
     verb: &str,
 ) -> Result<(&'a Request, &'a Task), Refusal> {
-    let request = state.requests.get(&id).ok_or_else(|| Refusal::not_found("no_such_request", format!("there is no request {id}")))?;
+    let request = visible_request(state, policy, actor, id)?;
     let task = policy.tasks.get(&request.task).ok_or_else(|| {
         Refusal::conflict("task_removed", format!("{id} is for '{}', which the current policy no longer has", request.task))
     })?;
@@ -404,12 +439,13 @@ fn ensure_pending(request: &Request, now: DateTime<Utc>) -> Result<(), Refusal> 
 fn approve(
     state: &State,
     policy: &Policy,
-    actor: &str,
+    who: &Actor,
     id: RequestId,
     comment: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Vec<Change>, Refusal> {
-    let (request, _task) = actionable(state, policy, actor, id, now, "approve")?;
+    let actor = who.user.as_str();
+    let (request, task) = actionable(state, policy, actor, id, now, "approve")?;
     if request.approved_by(actor) {
         let left = (request.approvals_needed as usize).saturating_sub(request.approvals.len());
         return Err(Refusal::conflict(
@@ -417,12 +453,29 @@ fn approve(
             format!("you already approved {id}; each approver counts once, and it needs {left} more from someone else"),
         ));
     }
+    if let Some(why) = auth_refused(task, &request.requester, &id.to_string(), "approve", &who.auth) {
+        return Err(Refusal::forbidden("approval_not_accepted", why));
+    }
     let comment = optional_text("comment", comment, MAX_COMMENT_CHARS, true)?;
-    let mut changes =
-        vec![Change::RequestApproved { request: id, task: request.task.clone(), requester: request.requester.clone(), comment }];
-    if request.approvals.len() + 1 >= request.approvals_needed as usize {
-        let mut approved_by: Vec<String> = request.approvals.iter().map(|a| a.by.clone()).collect();
-        approved_by.push(actor.to_string());
+    // Every earlier approval must still hold under the current policy and users; those that do
+    // not are dropped on the record, and the request waits for others.
+    let mut changes = Vec::new();
+    let mut approved_by = Vec::new();
+    for a in &request.approvals {
+        match why_stale(state, policy, task, request, a) {
+            Some(why) => changes.push(Change::ApprovalDropped {
+                request: id,
+                task: request.task.clone(),
+                requester: request.requester.clone(),
+                approver: a.by.clone(),
+                why,
+            }),
+            None => approved_by.push(a.by.clone()),
+        }
+    }
+    changes.push(Change::RequestApproved { request: id, task: request.task.clone(), requester: request.requester.clone(), comment });
+    approved_by.push(actor.to_string());
+    if approved_by.len() >= request.approvals_needed as usize {
         changes.push(Change::GrantStarted {
             grant: id.grant(),
             request: id,
@@ -434,6 +487,69 @@ fn approve(
         });
     }
     Ok(changes)
+}
+
+/// Why an approval given through `auth` proves nothing for `request`, if it does not: a token
+/// the requester issued (he could mint approvers at will), or a kind of login the task refuses.
+/// `owner` is the requester (or, for a review, the holder) and `what` the request or grant, as
+/// `verb` (approve, review) would name it on the command line.
+fn auth_refused(task: &Task, owner: &str, what: &str, verb: &str, auth: &Auth) -> Option<String> {
+    if let Auth::Token { token, issued_by } = auth
+        && issued_by == owner
+    {
+        let noun = if verb == "approve" { "an approval" } else { "a review" };
+        return Some(format!(
+            "you are using token {token}, which {} issued, and {what} is theirs: {noun} through a token they issued does not count; {verb} at your own login (zsa {verb} {what} over SSH) or with a token another admin issued",
+            text::inert(issued_by),
+        ));
+    }
+    let checked = matches!(auth, Auth::Peer { .. } | Auth::Token { .. });
+    if checked && !task.approve_via.iter().any(|k| k == auth.kind()) {
+        return Some(format!(
+            "'{}' accepts approvals only through {} (approve_via in the policy), and you came through {}; {verb} at your own login on the daemon's host, e.g. over SSH: zsa {verb} {what}",
+            task.name,
+            task.approve_via.join(", "),
+            auth.kind(),
+        ));
+    }
+    None
+}
+
+/// Why an earlier approval no longer counts, if it does not: its approver was disabled or left
+/// the task's approvers, or the way it was given is no longer accepted.
+fn why_stale(state: &State, policy: &Policy, task: &Task, request: &Request, a: &Approval) -> Option<String> {
+    let by = text::inert(&a.by);
+    if state.is_disabled(&a.by) {
+        return Some(format!("{by} has been disabled since"));
+    }
+    if !policy.may_approve(&a.by, task) {
+        return Some(format!("{by} is no longer an approver of '{}'", task.name));
+    }
+    match &a.auth {
+        Some(Auth::Token { token, .. }) if state.tokens.get(token).is_none_or(|t| t.revoked) => {
+            Some(format!("token {token} it was given through was revoked"))
+        }
+        Some(auth) => auth_refused(task, &request.requester, &request.id.to_string(), "approve", auth),
+        None => None,
+    }
+}
+
+/// `approval_dropped` for every approval on a pending request for which `stale` gives a reason.
+fn drop_stale(state: &State, stale: impl Fn(&Request, &Approval) -> Option<String>) -> Vec<Change> {
+    let pending = state.pending.iter().filter_map(|id| state.requests.get(id));
+    pending
+        .flat_map(|r| {
+            r.approvals.iter().filter_map(|a| {
+                stale(r, a).map(|why| Change::ApprovalDropped {
+                    request: r.id,
+                    task: r.task.clone(),
+                    requester: r.requester.clone(),
+                    approver: a.by.clone(),
+                    why,
+                })
+            })
+        })
+        .collect()
 }
 
 fn deny(
@@ -454,8 +570,27 @@ fn deny(
     Ok(vec![Change::RequestDenied { request: id, task: request.task.clone(), requester: request.requester.clone(), comment }])
 }
 
-fn cancel(state: &State, actor: &str, id: RequestId, now: DateTime<Utc>) -> Result<Vec<Change>, Refusal> {
-    let request = state.requests.get(&id).ok_or_else(|| Refusal::not_found("no_such_request", format!("there is no request {id}")))?;
+/// The request `id` if `actor` may see it. Someone who may not gets the answer a request that does
+/// not exist gets, so a refusal tells them nothing about it: not its task, requester or approvers.
+fn visible_request<'a>(state: &'a State, policy: &Policy, actor: &str, id: RequestId) -> Result<&'a Request, Refusal> {
+    state
+        .requests
+        .get(&id)
+        .filter(|r| super::request_visible(policy, actor, r))
+        .ok_or_else(|| Refusal::not_found("no_such_request", format!("there is no request {id} that you may see")))
+}
+
+/// The grant `id` if `actor` may see it; otherwise the answer for a grant that does not exist.
+fn visible_grant<'a>(state: &'a State, policy: &Policy, actor: &str, id: GrantId) -> Result<&'a crate::model::Grant, Refusal> {
+    state
+        .grants
+        .get(&id)
+        .filter(|g| super::grant_visible(policy, actor, g))
+        .ok_or_else(|| Refusal::not_found("no_such_grant", format!("there is no grant {id} that you may see")))
+}
+
+fn cancel(state: &State, policy: &Policy, actor: &str, id: RequestId, now: DateTime<Utc>) -> Result<Vec<Change>, Refusal> {
+    let request = visible_request(state, policy, actor, id)?;
     if request.requester != actor {
         return Err(Refusal::forbidden(
             "not_requester",
@@ -466,8 +601,14 @@ fn cancel(state: &State, actor: &str, id: RequestId, now: DateTime<Utc>) -> Resu
     Ok(vec![Change::RequestCancelled { request: id, task: request.task.clone(), requester: request.requester.clone(), reason: None }])
 }
 
-fn live_grant(state: &State, id: GrantId, now: DateTime<Utc>) -> Result<&crate::model::Grant, Refusal> {
-    let grant = state.grants.get(&id).ok_or_else(|| Refusal::not_found("no_such_grant", format!("there is no grant {id}")))?;
+fn live_grant<'a>(
+    state: &'a State,
+    policy: &Policy,
+    actor: &str,
+    id: GrantId,
+    now: DateTime<Utc>,
+) -> Result<&'a crate::model::Grant, Refusal> {
+    let grant = visible_grant(state, policy, actor, id)?;
     if let Some(end) = &grant.ended {
         return Err(Refusal::conflict("grant_ended", format!("{id} already ended ({}) at {}", grant.state.as_str(), end.at.to_rfc3339())));
     }
@@ -485,7 +626,7 @@ fn revoke(
     reason: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Vec<Change>, Refusal> {
-    let grant = live_grant(state, id, now)?;
+    let grant = live_grant(state, policy, actor, id, now)?;
     if !policy.is_admin(actor) && !policy.approves_task(actor, &grant.task) {
         return Err(Refusal::forbidden(
             "may_not_revoke",
@@ -501,8 +642,8 @@ fn revoke(
     Ok(vec![Change::GrantRevoked { grant: id, task: grant.task.clone(), holder: grant.holder.clone(), reason }])
 }
 
-fn relinquish(state: &State, actor: &str, id: GrantId, now: DateTime<Utc>) -> Result<Vec<Change>, Refusal> {
-    let grant = live_grant(state, id, now)?;
+fn relinquish(state: &State, policy: &Policy, actor: &str, id: GrantId, now: DateTime<Utc>) -> Result<Vec<Change>, Refusal> {
+    let grant = live_grant(state, policy, actor, id, now)?;
     if grant.holder != actor {
         return Err(Refusal::forbidden(
             "not_holder",
@@ -512,8 +653,9 @@ fn relinquish(state: &State, actor: &str, id: GrantId, now: DateTime<Utc>) -> Re
     Ok(vec![Change::GrantRelinquished { grant: id, task: grant.task.clone(), holder: grant.holder.clone() }])
 }
 
-fn review(state: &State, policy: &Policy, actor: &str, id: GrantId, comment: Option<&str>) -> Result<Vec<Change>, Refusal> {
-    let grant = state.grants.get(&id).ok_or_else(|| Refusal::not_found("no_such_grant", format!("there is no grant {id}")))?;
+fn review(state: &State, policy: &Policy, who: &Actor, id: GrantId, comment: Option<&str>) -> Result<Vec<Change>, Refusal> {
+    let actor = who.user.as_str();
+    let grant = visible_grant(state, policy, actor, id)?;
     if !grant.break_glass {
         return Err(Refusal::conflict("not_break_glass", format!("{id} is not a break-glass grant; only those are reviewed")));
     }
@@ -531,6 +673,12 @@ fn review(state: &State, policy: &Policy, actor: &str, id: GrantId, comment: Opt
             "own_grant",
             format!("nobody may review their own break-glass grant; ask another approver of '{}'", grant.task),
         ));
+    }
+    // A review is an approval after the fact: the same proof is asked of it.
+    if let Some(task) = policy.tasks.get(&grant.task)
+        && let Some(why) = auth_refused(task, &grant.holder, &id.to_string(), "review", &who.auth)
+    {
+        return Err(Refusal::forbidden("review_not_accepted", why));
     }
     let comment = optional_text("comment", comment, MAX_COMMENT_CHARS, true)?;
     Ok(vec![Change::GrantReviewed { grant: id, task: grant.task.clone(), holder: grant.holder.clone(), comment }])
@@ -559,6 +707,7 @@ fn disable(state: &State, policy: &Policy, actor: &str, system: bool, user: &str
     for g in state.active.iter().filter_map(|id| state.grants.get(id)).filter(|g| g.holder == user) {
         changes.push(Change::GrantRevoked { grant: g.id, task: g.task.clone(), holder: g.holder.clone(), reason: why.clone() });
     }
+    changes.extend(drop_stale(state, |r, a| (a.by == user && r.requester != user).then(|| format!("{user} was disabled by {actor}"))));
     Ok(changes)
 }
 
@@ -601,6 +750,21 @@ fn start_run(
         None => params,
     };
     let argv = run.build(&task.name, params).map_err(|m| Refusal::invalid("bad_param", m))?;
+    // One grant must not become hundreds of privileged processes: the task says how many at once.
+    let going: Vec<&crate::model::Run> = state.running.iter().filter_map(|id| state.runs.get(id)).filter(|r| r.task == task.name).collect();
+    if going.len() >= run.max_concurrent_runs as usize {
+        let shown: Vec<String> = going.iter().map(|r| format!("{} ({})", r.id, r.holder)).collect();
+        return Err(Refusal::conflict(
+            "too_many_runs",
+            format!(
+                "'{}' allows {} run(s) at a time and {} still running: {}; wait for it to end (or an admin raises max_concurrent_runs in the policy)",
+                task.name,
+                run.max_concurrent_runs,
+                if going.len() == 1 { "this one is" } else { "these are" },
+                shown.join(", ")
+            ),
+        ));
+    }
     Ok(vec![Change::RunStarted {
         run: state.next_run_id(),
         grant: grant.id,

@@ -27,6 +27,19 @@ pub struct Token {
     pub revoked: bool,
 }
 
+impl Token {
+    /// What an admin (or the token's owner) is shown: never the hash.
+    pub fn view(&self) -> crate::model::wire::TokenView {
+        crate::model::wire::TokenView {
+            id: self.id,
+            user: self.user.clone(),
+            issued_at: self.issued_at,
+            issued_by: self.issued_by.clone(),
+            revoked: self.revoked,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
     pub requests: BTreeMap<RequestId, Request>,
@@ -75,6 +88,7 @@ impl Entity {
     pub fn changed_by(change: &Change) -> Option<Entity> {
         match change {
             Change::RequestApproved { request, .. }
+            | Change::ApprovalDropped { request, .. }
             | Change::RequestDenied { request, .. }
             | Change::RequestCancelled { request, .. }
             | Change::RequestExpired { request, .. }
@@ -86,7 +100,12 @@ impl Entity {
             Change::TokenRevoked { token, .. } => Some(Entity::Token(*token)),
             Change::UserDisabled { user, .. } | Change::UserEnabled { user } => Some(Entity::User(user.clone())),
             Change::RunEnded { run, .. } => Some(Entity::Run(*run)),
-            Change::PolicyLoaded { .. } | Change::RequestCreated { .. } | Change::TokenIssued { .. } | Change::RunStarted { .. } => None,
+            Change::PolicyLoaded { .. }
+            | Change::StateRebuilt { .. }
+            | Change::ClockJumped { .. }
+            | Change::RequestCreated { .. }
+            | Change::TokenIssued { .. }
+            | Change::RunStarted { .. } => None,
         }
     }
 }
@@ -241,7 +260,7 @@ impl State {
         let at = event.at;
         let actor = &event.actor;
         match &event.change {
-            Change::PolicyLoaded { .. } => {}
+            Change::PolicyLoaded { .. } | Change::StateRebuilt { .. } | Change::ClockJumped { .. } => {}
             Change::RequestCreated {
                 request,
                 task,
@@ -277,7 +296,12 @@ impl State {
             }
             Change::RequestApproved { request, comment, .. } => {
                 if let Some(r) = self.requests.get_mut(request) {
-                    r.approvals.push(Approval { by: actor.clone(), at, comment: comment.clone() });
+                    r.approvals.push(Approval { by: actor.clone(), at, auth: event.auth.clone(), comment: comment.clone() });
+                }
+            }
+            Change::ApprovalDropped { request, approver, .. } => {
+                if let Some(r) = self.requests.get_mut(request) {
+                    r.approvals.retain(|a| a.by != *approver);
                 }
             }
             Change::RequestDenied { request, comment, .. } => {

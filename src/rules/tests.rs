@@ -4,7 +4,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 
 use super::*;
 use crate::model::wire::NewRequest;
-use crate::model::{Change, Event, GrantId, GrantState, RequestId, RequestState, SYSTEM_ACTOR};
+use crate::model::{Actor, Auth, Change, Event, GrantId, GrantState, RequestId, RequestState, SYSTEM_ACTOR, TokenId};
 use crate::policy::Policy;
 
 const POLICY: &str = r#"
@@ -15,7 +15,7 @@ admins = ["root"]
 approvers = ["alice", "bob", "carol"]
 oncall = ["carol", "dave"]
 auditors = ["erin"]
-other = ["frank"]
+other = ["frank", "gina"]
 [roles]
 admins = ["admins"]
 auditors = ["auditors"]
@@ -74,13 +74,15 @@ impl World {
         }
     }
 
-    fn run(&mut self, actor: &str, cmd: Command) -> Result<Vec<Change>, Refusal> {
-        let changes = decide(&self.state, &self.policy, actor, &cmd, self.now)?;
+    fn run(&mut self, actor: impl Into<Actor>, cmd: Command) -> Result<Vec<Change>, Refusal> {
+        let actor = actor.into();
+        let changes = decide(&self.state, &self.policy, &actor, &cmd, self.now)?;
         for change in &changes {
             let event = Event {
                 seq: self.state.last_seq + 1,
                 at: self.now,
-                actor: actor.to_string(),
+                actor: actor.user.clone(),
+                auth: Some(actor.auth.clone()),
                 change: change.clone(),
                 prev_hash: self.state.last_hash.clone(),
                 hash: format!("h{}", self.state.last_seq + 1),
@@ -91,7 +93,7 @@ impl World {
         Ok(changes)
     }
 
-    fn refused(&mut self, actor: &str, cmd: Command) -> Refusal {
+    fn refused(&mut self, actor: impl Into<Actor>, cmd: Command) -> Refusal {
         let before = self.state.clone();
         let r = self.run(actor, cmd).expect_err("expected a refusal");
         assert_eq!(self.state, before, "a refused command changed the state");
@@ -198,6 +200,23 @@ fn refusals_of_a_request_say_why_and_what_would_be_allowed() {
     assert!(e.message.contains("'journal' needs a reason: add --reason"), "{e}");
     let e = w.ask("carol", "journal", None, Some("   "), None).unwrap_err();
     assert_eq!(e.code, "missing_field", "a blank reason is no reason");
+    // Nor is one that shows nothing: an invisible character, marks alone, a blank glyph.
+    for (blank, code, says) in [
+        ("\u{200B}", "bad_text", "U+200B"),
+        ("\u{3164}", "bad_text", "U+3164"),
+        ("\u{061C}", "bad_text", "U+061C"),
+        ("\u{0301}\u{0301}", "bad_text", "no visible text"),
+        ("\u{2800}", "bad_text", "no visible text"),
+        ("\u{2028}", "missing_field", "needs a reason"), // a separator is white space: trimmed away
+    ] {
+        let e = w.ask("carol", "journal", None, Some(blank), None).unwrap_err();
+        assert_eq!(e.code, code, "{blank:?}");
+        assert!(e.message.contains(says), "{blank:?}: {e}");
+    }
+    let e = w.ask("carol", "journal", None, Some("mail\u{2028}flow"), None).unwrap_err();
+    assert!(e.message.contains("line or paragraph separator U+2028"), "{e}");
+    let e = w.run("bob", Command::Deny { request: RequestId(99), comment: Some("\u{2800}".into()) }).unwrap_err();
+    assert_eq!(e.code, "no_such_request");
 
     let e = w.ask("carol", "export", None, None, None).unwrap_err();
     assert!(e.message.contains("'export' needs a ticket"), "{e}");
@@ -274,13 +293,29 @@ fn one_deny_ends_the_request_and_needs_a_comment() {
 fn only_approvers_of_the_task_decide() {
     let mut w = World::new();
     let id = journal(&mut w);
-    for who in ["dave", "erin", "root", "frank"] {
+    // Those who may see the request (admins, auditors) are told who approves it.
+    for who in ["erin", "root"] {
         let e = w.refused(who, Command::Approve { request: id, comment: None });
         assert_eq!(e.code, "not_approver", "{who}");
         assert!(e.message.contains("its approvers are approvers (alice, bob, carol)"), "{e}");
     }
-    assert_eq!(w.refused("dave", Command::Deny { request: id, comment: Some("no".into()) }).code, "not_approver");
-    assert_eq!(w.refused("alice", Command::Approve { request: RequestId(99), comment: None }).code, "no_such_request");
+    // Those who may not see it learn nothing about it: the answer is the one for no request at all.
+    let missing = w.refused("alice", Command::Approve { request: RequestId(99), comment: None });
+    assert_eq!((missing.code, missing.message.as_str()), ("no_such_request", "there is no request R99 that you may see"));
+    for who in ["dave", "frank"] {
+        for cmd in [
+            Command::Approve { request: id, comment: None },
+            Command::Deny { request: id, comment: Some("no".into()) },
+            Command::Cancel { request: id },
+        ] {
+            let e = w.refused(who, cmd.clone());
+            assert_eq!((e.code, e.kind), ("no_such_request", RefusalKind::NotFound), "{who} {cmd:?}");
+            assert_eq!(e.message, "there is no request R1 that you may see", "{who} {cmd:?}");
+            for secret in ["journal", "carol", "alice", "approvers"] {
+                assert!(!e.message.contains(secret), "{who} {cmd:?}: {e}");
+            }
+        }
+    }
 }
 
 #[test]
@@ -301,9 +336,10 @@ fn pending_requests_expire_after_the_ttl() {
 fn requesters_cancel_their_own_pending_requests() {
     let mut w = World::new();
     let id = journal(&mut w);
-    let e = w.refused("dave", Command::Cancel { request: id });
+    let e = w.refused("alice", Command::Cancel { request: id });
     assert_eq!(e.code, "not_requester");
     assert!(e.message.contains("only the requester (carol) may cancel R1"), "{e}");
+    assert_eq!(w.refused("dave", Command::Cancel { request: id }).code, "no_such_request", "dave may not see carol's request");
     w.run("carol", Command::Cancel { request: id }).unwrap();
     assert_eq!(w.state.requests[&id].state, RequestState::Cancelled);
     assert_eq!(w.refused("carol", Command::Cancel { request: id }).code, "not_pending");
@@ -316,7 +352,12 @@ fn holders_relinquish_and_approvers_or_admins_revoke() {
     let id = w.ask("dave", "restart", None, None, None).unwrap();
     let g = id.grant();
     let e = w.refused("carol", Command::Relinquish { grant: g });
-    assert_eq!(e.code, "not_holder");
+    assert_eq!(e.code, "no_such_grant", "carol may not see dave's grant, so she learns nothing about it");
+    assert_eq!(e.message, "there is no grant G1 that you may see");
+    let e = w.refused("carol", Command::Revoke { grant: g, reason: Some("x".into()) });
+    assert_eq!((e.code, e.message.as_str()), ("no_such_grant", "there is no grant G1 that you may see"));
+    let e = w.refused("root", Command::Relinquish { grant: g });
+    assert_eq!(e.code, "not_holder", "an admin sees it and is told why");
     let e = w.refused("dave", Command::Revoke { grant: g, reason: Some("x".into()) });
     assert_eq!(e.code, "may_not_revoke", "restart has no approvers and dave is no admin");
     assert!(e.message.contains("zsa relinquish G1"), "{e}");
@@ -375,7 +416,8 @@ fn break_glass_is_active_at_once_and_waits_for_review() {
     let e = w.refused("carol", Command::Review { grant: id.grant(), comment: None });
     assert_eq!(e.code, "own_grant");
     let plain = w.ask("dave", "restart", None, None, None).unwrap();
-    assert_eq!(w.refused("alice", Command::Review { grant: plain.grant(), comment: None }).code, "not_break_glass");
+    assert_eq!(w.refused("root", Command::Review { grant: plain.grant(), comment: None }).code, "not_break_glass");
+    assert_eq!(w.refused("alice", Command::Review { grant: plain.grant(), comment: None }).code, "no_such_grant", "not hers to see");
 }
 
 #[test]
@@ -481,9 +523,161 @@ fn replaying_the_log_rebuilds_the_same_state() {
 fn touched_by_copies_exactly_what_changes_will_need() {
     let mut w = World::new();
     let id = journal(&mut w);
-    let changes = decide(&w.state, &w.policy, "alice", &Command::Approve { request: id, comment: None }, w.now).unwrap();
+    let changes = decide(&w.state, &w.policy, &Actor::from("alice"), &Command::Approve { request: id, comment: None }, w.now).unwrap();
     let touched = w.state.touched_by(&changes);
     assert_eq!(touched.requests.len(), 1);
     assert!(touched.grants.is_empty());
     assert_eq!(touched.last_seq, w.state.last_seq);
+}
+
+fn via_token(user: &str, token: u64, issued_by: &str) -> Actor {
+    Actor::new(user, Auth::Token { token: TokenId(token), issued_by: issued_by.into() })
+}
+
+fn export(w: &mut World) -> RequestId {
+    w.ask("dave", "export", None, None, Some("INC-7")).unwrap()
+}
+
+#[test]
+fn an_approval_through_a_token_the_requester_issued_does_not_count() {
+    let mut w = World::new();
+    let id = export(&mut w);
+    for approver in ["alice", "bob"] {
+        let r = w.refused(via_token(approver, 1, "dave"), Command::Approve { request: id, comment: None });
+        assert_eq!(r.code, "approval_not_accepted", "{r:?}");
+        assert!(r.message.contains("token T1") && r.message.contains("through a token they issued does not count"), "{}", r.message);
+    }
+    // A token someone else issued, and a person's own login, count.
+    w.run("root", Command::IssueToken { user: "alice".into(), sha256: "a".into() }).unwrap();
+    w.run("root", Command::IssueToken { user: "alice".into(), sha256: "b".into() }).unwrap();
+    w.run(via_token("alice", 2, "root"), Command::Approve { request: id, comment: None }).unwrap();
+    let changes = w.run(Actor::new("bob", Auth::Peer { uid: 1002 }), Command::Approve { request: id, comment: None }).unwrap();
+    let Some(Change::GrantStarted { approved_by, .. }) = changes.last() else { panic!("no grant: {changes:?}") };
+    assert_eq!(approved_by, &["alice", "bob"]);
+    // Each approval records how it was given.
+    let approvals = &w.state.requests[&id].approvals;
+    assert_eq!(approvals[0].auth, Some(Auth::Token { token: TokenId(2), issued_by: "root".into() }));
+    assert_eq!(approvals[1].auth, Some(Auth::Peer { uid: 1002 }));
+    assert!(w.log.iter().all(|e| e.auth.is_some()), "every event records how its actor authenticated");
+}
+
+#[test]
+fn a_task_may_accept_approvals_only_from_a_persons_own_login() {
+    let mut w = World::new();
+    w.policy =
+        Policy::parse(&POLICY.replace("require_ticket = true", "require_ticket = true\napprove_via = [\"peer\"]"), "t.toml").unwrap();
+    let id = export(&mut w);
+    let r = w.refused(via_token("alice", 2, "root"), Command::Approve { request: id, comment: None });
+    assert_eq!(r.code, "approval_not_accepted");
+    assert!(r.message.contains("approve_via") && r.message.contains("own login"), "{}", r.message);
+    w.run(Actor::new("alice", Auth::Peer { uid: 1001 }), Command::Approve { request: id, comment: None }).unwrap();
+    // Bad values are policy errors with their line.
+    let bad = Policy::parse(&POLICY.replace("require_ticket = true", "require_ticket = true\napprove_via = [\"sms\"]"), "t.toml");
+    let e = bad.expect_err("sms is no way to approve").to_string();
+    assert!(e.contains("t.toml:") && e.contains("approve_via has 'sms'"), "{e}");
+    let empty = Policy::parse(&POLICY.replace("require_ticket = true", "require_ticket = true\napprove_via = []"), "t.toml");
+    assert!(empty.expect_err("empty").to_string().contains("approve_via is empty"));
+}
+
+#[test]
+fn a_disabled_approvers_earlier_approval_is_dropped_and_the_request_waits() {
+    let mut w = World::new();
+    let id = export(&mut w);
+    w.approve("alice", id).unwrap();
+    let changes = w.run("root", Command::DisableUser { user: "alice".into(), reason: None }).unwrap();
+    assert!(
+        changes.iter().any(|c| matches!(c, Change::ApprovalDropped { request, approver, .. } if *request == id && approver == "alice")),
+        "{changes:?}"
+    );
+    assert!(w.state.requests[&id].approvals.is_empty());
+    // bob's approval alone does not make a grant; carol's (another approver) does, without alice.
+    let changes = w.approve("bob", id).unwrap();
+    assert!(!changes.iter().any(|c| matches!(c, Change::GrantStarted { .. })), "{changes:?}");
+    let changes = w.approve("carol", id).unwrap();
+    let Some(Change::GrantStarted { approved_by, .. }) = changes.last() else { panic!("no grant: {changes:?}") };
+    assert_eq!(approved_by, &["bob", "carol"]);
+}
+
+#[test]
+fn approvals_that_no_longer_hold_are_dropped_when_the_grant_would_be_made() {
+    let mut w = World::new();
+    let id = export(&mut w);
+    w.approve("alice", id).unwrap();
+    // alice leaves the approvers in a policy that is put in force without a recorded load
+    // (as if the reload's drops were lost): the grant-time check still catches her approval.
+    w.policy =
+        Policy::parse(&POLICY.replace(r#"approvers = ["alice", "bob", "carol"]"#, r#"approvers = ["bob", "carol", "zoe"]"#), "t.toml")
+            .unwrap();
+    let changes = w.approve("bob", id).unwrap();
+    assert!(
+        matches!(&changes[0], Change::ApprovalDropped { approver, why, .. } if approver == "alice" && why.contains("no longer an approver")),
+        "{changes:?}"
+    );
+    assert!(!changes.iter().any(|c| matches!(c, Change::GrantStarted { .. })), "a stale approval made a grant: {changes:?}");
+    assert_eq!(w.state.requests[&id].approvals.len(), 1);
+    assert_eq!(w.state.requests[&id].state, RequestState::Pending);
+}
+
+#[test]
+fn a_policy_load_and_a_token_revocation_drop_the_approvals_they_invalidate() {
+    let mut w = World::new();
+    let id = export(&mut w);
+    w.approve("alice", id).unwrap();
+    w.policy =
+        Policy::parse(&POLICY.replace(r#"approvers = ["alice", "bob", "carol"]"#, r#"approvers = ["bob", "carol", "zoe"]"#), "t.toml")
+            .unwrap();
+    let changes = w.run(SYSTEM_ACTOR, Command::LoadPolicy).unwrap();
+    assert!(matches!(&changes[1], Change::ApprovalDropped { approver, .. } if approver == "alice"), "{changes:?}");
+
+    let mut w = World::new();
+    let token = w.state.next_token_id();
+    w.run("root", Command::IssueToken { user: "alice".into(), sha256: "x".into() }).unwrap();
+    let id = export(&mut w);
+    w.run(via_token("alice", token.0, "root"), Command::Approve { request: id, comment: None }).unwrap();
+    let changes = w.run("root", Command::RevokeToken { token }).unwrap();
+    assert!(
+        matches!(&changes[1], Change::ApprovalDropped { approver, why, .. } if approver == "alice" && why.contains("revoked")),
+        "{changes:?}"
+    );
+    let changes = w.approve("bob", id).unwrap();
+    assert!(!changes.iter().any(|c| matches!(c, Change::GrantStarted { .. })), "{changes:?}");
+}
+
+#[test]
+fn a_task_runs_at_most_max_concurrent_runs_at_once_whoever_starts_them() {
+    let mut w = World::new();
+    let run_task =
+        "\n[[tasks]]\nname = \"sh\"\nrequesters = [\"oncall\"]\napproval = \"auto\"\nmax_duration = \"1h\"\nrun = [\"/bin/true\"]\n";
+    w.policy = Policy::parse(&format!("{POLICY}{run_task}"), "test.toml").unwrap();
+    w.ask("dave", "sh", None, None, None).unwrap();
+    w.ask("carol", "sh", None, None, None).unwrap();
+    let start = || Command::StartRun { task: "sh".into(), params: Default::default(), run_as: "root".into() };
+    w.run("dave", start()).unwrap();
+    for who in ["dave", "carol"] {
+        let r = w.refused(who, start());
+        assert_eq!(r.code, "too_many_runs");
+        assert!(r.message.contains("'sh' allows 1 run(s) at a time and this one is still running: X1 (dave)"), "{}", r.message);
+    }
+    let end = Command::EndRun {
+        run: "X1".parse().unwrap(),
+        outcome: crate::model::RunOutcome::Exited,
+        exit_code: Some(0),
+        transcript_bytes: 0,
+        transcript_sha256: String::new(),
+        transcript_cap: 0,
+        truncated: false,
+    };
+    w.run(SYSTEM_ACTOR, end).unwrap();
+    w.run("carol", start()).expect("the next run may start once the first has ended");
+}
+
+#[test]
+fn a_break_glass_review_through_a_token_the_holder_issued_does_not_count() {
+    let mut w = World::new();
+    w.ask("dave", "glass", Some(600), Some("db down"), None).unwrap();
+    let grant = *w.state.grants.keys().next_back().unwrap();
+    let r = w.refused(via_token("alice", 1, "dave"), Command::Review { grant, comment: None });
+    assert_eq!(r.code, "review_not_accepted");
+    assert!(r.message.contains("zsa review G1"), "{}", r.message);
+    w.run(Actor::new("alice", Auth::Peer { uid: 1001 }), Command::Review { grant, comment: None }).unwrap();
 }

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::model::{Change, Event};
+use crate::model::{Actor, Auth, Change, Event};
 
 /// The `prev_hash` of the first event.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -16,6 +16,8 @@ struct Content<'a> {
     seq: u64,
     at: DateTime<Utc>,
     actor: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth: &'a Option<Auth>,
     #[serde(flatten)]
     change: &'a Change,
 }
@@ -23,7 +25,7 @@ struct Content<'a> {
 /// The canonical JSON of an event's content. serde_json writes struct fields in declaration
 /// order, so the same event always gives the same bytes; the store keeps these exact bytes.
 pub fn body(event: &Event) -> String {
-    let content = Content { seq: event.seq, at: event.at, actor: &event.actor, change: &event.change };
+    let content = Content { seq: event.seq, at: event.at, actor: &event.actor, auth: &event.auth, change: &event.change };
     serde_json::to_string(&content).unwrap_or_default()
 }
 
@@ -36,14 +38,22 @@ pub fn hash(prev_hash: &str, body: &str) -> String {
 }
 
 /// Numbers and hashes new changes after the event `(last_seq, last_hash)`.
-pub fn seal(last_seq: u64, last_hash: &str, at: DateTime<Utc>, actor: &str, changes: Vec<Change>) -> Vec<Event> {
+pub fn seal(last_seq: u64, last_hash: &str, at: DateTime<Utc>, actor: &Actor, changes: Vec<Change>) -> Vec<Event> {
     let mut prev = if last_hash.is_empty() { GENESIS.to_string() } else { last_hash.to_string() };
     let mut seq = last_seq;
     changes
         .into_iter()
         .map(|change| {
             seq += 1;
-            let mut event = Event { seq, at, actor: actor.to_string(), change, prev_hash: prev.clone(), hash: String::new() };
+            let mut event = Event {
+                seq,
+                at,
+                actor: actor.user.clone(),
+                auth: Some(actor.auth.clone()),
+                change,
+                prev_hash: prev.clone(),
+                hash: String::new(),
+            };
             event.hash = hash(&prev, &body(&event));
             prev = event.hash.clone();
             event
@@ -57,6 +67,8 @@ struct Stored {
     seq: u64,
     at: DateTime<Utc>,
     actor: String,
+    #[serde(default)]
+    auth: Option<Auth>,
     #[serde(flatten)]
     change: Change,
 }
@@ -64,7 +76,7 @@ struct Stored {
 /// Parses a stored body back into an event with its hashes.
 pub fn parse(body: &str, prev_hash: String, hash: String) -> Result<Event, String> {
     let s: Stored = serde_json::from_str(body).map_err(|e| e.to_string())?;
-    Ok(Event { seq: s.seq, at: s.at, actor: s.actor, change: s.change, prev_hash, hash })
+    Ok(Event { seq: s.seq, at: s.at, actor: s.actor, auth: s.auth, change: s.change, prev_hash, hash })
 }
 
 #[cfg(test)]
@@ -76,7 +88,7 @@ mod tests {
     fn sealing_links_each_event_to_the_one_before() {
         let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         let changes = vec![Change::UserEnabled { user: "a".into() }, Change::UserEnabled { user: "b".into() }];
-        let events = seal(0, "", at, "root", changes);
+        let events = seal(0, "", at, &Actor::from("root"), changes);
         assert_eq!(events[0].prev_hash, GENESIS);
         assert_eq!(events[1].prev_hash, events[0].hash);
         assert_eq!(events[1].seq, 2);

@@ -23,6 +23,14 @@ pub enum StoreError {
     Corrupt(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// A current-state row or an event was changed behind the daemon's back.
+    #[error(
+        "{0}. Someone changed the database behind the daemon's back, so zsa will not serve from it. Start the daemon once with --rebuild-from-log to rebuild the current state from the hash-chained log (the rebuild is recorded in the log)"
+    )]
+    Tampered(String),
+    /// The log itself does not verify, so nothing can be rebuilt from it.
+    #[error("{0}; restore the database from a backup and compare its chain head with the one you wrote down")]
+    LogBroken(String),
 }
 
 /// Which events an audit query wants. `user` matches the actor or the person concerned.

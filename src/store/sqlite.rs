@@ -13,8 +13,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{EventFilter, Scope, Store, StoreError, chain};
+use crate::model::event::user_record;
 use crate::model::wire::VerifyReport;
-use crate::model::{Event, Grant, GrantId, Request, RequestId, Run, RunId};
+use crate::model::{Event, Grant, GrantId, Request, RequestId, Run, RunId, TokenId};
 use crate::rules::{State, Token};
 
 const SCHEMA: &str = "
@@ -52,9 +53,18 @@ CREATE INDEX IF NOT EXISTS grants_active ON grants(id) WHERE state = 'active';
 CREATE INDEX IF NOT EXISTS runs_running ON runs(id) WHERE state = 'running';
 ";
 
+/// Columns added by schema version 2, for tables created before it: each event's record (see
+/// `Change::record`), and in each current-state row the seq and hash of the event that last
+/// wrote it, so start-up can check the row against its events.
+const STAMPED: [&str; 5] = ["requests", "grants", "tokens", "disabled_users", "runs"];
+
 /// `PRAGMA user_version` of the schema above. Version 1 added the runs table, which `open`
-/// fills from the log for a database written before it.
-const SCHEMA_VERSION: i64 = 1;
+/// fills from the log for a database written before it; version 2 the records and row stamps.
+const SCHEMA_VERSION: i64 = 2;
+
+/// The newest event that wrote each current-state row (by `Change::rows` key): what the row
+/// must name as its writer.
+type Stamps = std::collections::HashMap<String, (u64, String)>;
 
 /// A run's `state` column: the live index looks for `running`.
 fn run_state(r: &Run) -> &'static str {
@@ -107,6 +117,152 @@ fn column_time(t: &chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
+/// Adds `column` (a name and its declaration) to `table` unless it is there already.
+fn add_column(conn: &Connection, table: &str, column: &str) -> Result<(), StoreError> {
+    let name = column.split_whitespace().next().unwrap_or(column);
+    let present: i64 = conn.query_row("SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2", params![table, name], |r| r.get(0))?;
+    if present == 0 {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column}"))?;
+    }
+    Ok(())
+}
+
+/// The table row a row key names: (table, key column, key).
+fn row_of(key: &str) -> Option<(&'static str, &'static str, rusqlite::types::Value)> {
+    if let Some(user) = key.strip_prefix("U:") {
+        return Some(("disabled_users", "user", user.to_string().into()));
+    }
+    let n: i64 = key.get(1..)?.parse().ok()?;
+    let table = match key.chars().next()? {
+        'R' => "requests",
+        'G' => "grants",
+        'X' => "runs",
+        'T' => "tokens",
+        _ => return None,
+    };
+    Some((table, "id", n.into()))
+}
+
+/// The stamps of `events`: for each row they write, the newest of them.
+fn stamps_of<'a>(events: impl IntoIterator<Item = &'a Event>) -> Stamps {
+    events.into_iter().flat_map(|e| e.change.rows().into_iter().map(|row| (row, (e.seq, e.hash.clone())))).collect()
+}
+
+/// The newest event that wrote `row`, as (seq, hash) columns.
+fn stamp(stamps: &Stamps, row: &str) -> Result<(i64, String), StoreError> {
+    stamps
+        .get(row)
+        .map(|(seq, hash)| (*seq as i64, hash.clone()))
+        .ok_or_else(|| StoreError::Corrupt(format!("the row of {row} is written by no event")))
+}
+
+/// Writes the requests, grants, runs and tokens of `rows`, each stamped with the newest event that
+/// wrote it (disabled users are written from their events by the caller).
+fn write_rows(tx: &Connection, rows: &State, stamps: &Stamps) -> Result<(), StoreError> {
+    let mut req = tx.prepare_cached(
+        "INSERT OR REPLACE INTO requests (id, requester, task, state, body, seq, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for r in rows.requests.values() {
+        let (seq, hash) = stamp(stamps, &r.id.to_string())?;
+        req.execute(params![r.id.0 as i64, r.requester, r.task, r.state.as_str(), to_json(r)?, seq, hash])?;
+    }
+    let mut grant = tx.prepare_cached(
+        "INSERT OR REPLACE INTO grants (id, holder, task, state, expires_at, body, seq, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for g in rows.grants.values() {
+        let (seq, hash) = stamp(stamps, &g.id.to_string())?;
+        grant.execute(params![g.id.0 as i64, g.holder, g.task, g.state.as_str(), column_time(&g.expires_at), to_json(g)?, seq, hash])?;
+    }
+    let mut run =
+        tx.prepare_cached("INSERT OR REPLACE INTO runs (id, holder, task, state, body, seq, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?;
+    for r in rows.runs.values() {
+        let (seq, hash) = stamp(stamps, &r.id.to_string())?;
+        run.execute(params![r.id.0 as i64, r.holder, r.task, run_state(r), to_json(r)?, seq, hash])?;
+    }
+    let mut token = tx
+        .prepare_cached("INSERT OR REPLACE INTO tokens (id, user, sha256, revoked, body, seq, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?;
+    for t in rows.tokens.values() {
+        let (seq, hash) = stamp(stamps, &t.id.to_string())?;
+        token.execute(params![t.id.0 as i64, t.user, t.sha256, t.revoked, to_json(t)?, seq, hash])?;
+    }
+    Ok(())
+}
+
+/// Replays the events of one record into an empty state, checking each is intact; returns that
+/// state and the stamps of the rows they wrote.
+fn rebuild_record(conn: &Connection, record: &str) -> Result<(State, Stamps), StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT seq, body, prev_hash, hash FROM events WHERE record = ?1 ORDER BY seq")?;
+    let mut rows = stmt.query([record])?;
+    let mut state = State::default();
+    let mut stamps = Stamps::new();
+    while let Some(row) = rows.next()? {
+        let seq: i64 = row.get(0)?;
+        let body: String = row.get(1)?;
+        let (prev, hash): (String, String) = (row.get(2)?, row.get(3)?);
+        if chain::hash(&prev, &body) != hash {
+            return Err(StoreError::Tampered(format!("event {seq} (of {record}) was changed after it was written")));
+        }
+        let event = chain::parse(&body, prev, hash).map_err(StoreError::Corrupt)?;
+        stamps.extend(stamps_of([&event]));
+        state.apply(&event);
+    }
+    Ok((state, stamps))
+}
+
+/// Before the daemon serves from the current-state rows, checks each live one against the
+/// events of its record: the row names the newest of them as its writer, each is intact, and
+/// replaying them gives the row exactly. A row edited behind the daemon's back (an `expires_at`
+/// moved to 2099, a revoked token made valid) stops the start, named.
+fn check_live(conn: &Connection, live: &State) -> Result<(), StoreError> {
+    let mut records: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    records.extend(live.requests.keys().map(|id| id.to_string()));
+    records.extend(live.grants.keys().map(|id| id.request().to_string()));
+    records.extend(live.runs.keys().map(|id| id.to_string()));
+    records.extend(live.tokens.keys().map(|id| id.to_string()));
+    records.extend(live.disabled.keys().map(|u| user_record(u)));
+    for record in records {
+        let (rebuilt, stamps) = rebuild_record(conn, &record)?;
+        let rows: Vec<String> = match record.strip_prefix('R') {
+            Some(n) => vec![record.clone(), format!("G{n}")],
+            None => vec![record.clone()],
+        };
+        for row in rows {
+            let Some((table, key_column, key)) = row_of(&row) else { continue };
+            let sql = format!("SELECT seq, hash FROM {table} WHERE {key_column} = ?1");
+            let Some(written) = conn.query_row(&sql, [&key], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))).optional()?
+            else {
+                continue;
+            };
+            let label = row.strip_prefix("U:").map_or(row.clone(), |u| format!("user {u}"));
+            let n = row.get(1..).and_then(|n| n.parse::<u64>().ok());
+            let same = match (table, n) {
+                ("requests", Some(n)) => live.requests.get(&RequestId(n)).map(|r| rebuilt.requests.get(&RequestId(n)) == Some(r)),
+                ("grants", Some(n)) => live.grants.get(&GrantId(n)).map(|g| rebuilt.grants.get(&GrantId(n)) == Some(g)),
+                ("runs", Some(n)) => live.runs.get(&RunId(n)).map(|r| rebuilt.runs.get(&RunId(n)) == Some(r)),
+                ("tokens", Some(n)) => live.tokens.get(&TokenId(n)).map(|t| rebuilt.tokens.get(&TokenId(n)) == Some(t)),
+                ("disabled_users", _) => {
+                    let user = &row[2..];
+                    live.disabled.get(user).map(|since| rebuilt.disabled.get(user).map(column_time) == Some(column_time(since)))
+                }
+                _ => None,
+            };
+            let problem = match stamps.get(&row) {
+                Some(newest) if *newest != written => Some(format!(
+                    "it names event {} as the last to write it, but the newest event that wrote it is {}",
+                    written.0, newest.0
+                )),
+                None => Some("no event of the log wrote it".to_string()),
+                Some(_) if same == Some(false) => Some(format!("its content differs from what the events of {record} make of it")),
+                Some(_) => None,
+            };
+            if let Some(problem) = problem {
+                return Err(StoreError::Tampered(format!("the {table} row of {label} does not match the log: {problem}")));
+            }
+        }
+    }
+    Ok(())
+}
+
 pub struct SqliteStore {
     path: PathBuf,
     conn: Connection,
@@ -124,28 +280,85 @@ impl SqliteStore {
         conn.execute_batch("PRAGMA synchronous = FULL;")?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         conn.execute_batch(SCHEMA)?;
+        add_column(&conn, "events", "record TEXT")?;
+        for table in STAMPED {
+            add_column(&conn, table, "seq INTEGER NOT NULL DEFAULT 0")?;
+            add_column(&conn, table, "hash TEXT NOT NULL DEFAULT ''")?;
+        }
+        conn.execute_batch("CREATE INDEX IF NOT EXISTS events_record ON events(record, seq);")?;
         let mut store = SqliteStore { path: path.to_path_buf(), conn };
         if version < SCHEMA_VERSION {
-            store.upgrade()?;
+            store.upgrade(version)?;
         }
         Ok(store)
     }
 
-    /// Brings a database from before the runs table up to date: its runs are rebuilt from the
-    /// log, in one transaction with the new version number.
-    fn upgrade(&mut self) -> Result<(), StoreError> {
+    /// Brings an older database up to date in one transaction with the new version number: a
+    /// database from before the runs table gets its runs rebuilt from the log; one from before
+    /// version 2 gets each event's record and each row's stamp (the newest event of its record).
+    /// Row contents are never rewritten here, so an upgrade cannot hide an edited row.
+    fn upgrade(&mut self, from: i64) -> Result<(), StoreError> {
         let mut full = State::default();
-        self.replay(&mut |e| full.apply(&e))?;
+        let mut records = Vec::new();
+        let mut stamps = Stamps::new();
+        self.replay(&mut |e| {
+            full.apply(&e);
+            stamps.extend(stamps_of([&e]));
+            records.push((e.seq, e.change.record()));
+        })?;
         let tx = self.conn.transaction()?;
-        for r in full.runs.values() {
-            tx.execute(
-                "INSERT OR REPLACE INTO runs (id, holder, task, state, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![r.id.0 as i64, r.holder, r.task, run_state(r), to_json(r)?],
-            )?;
+        if from < 1 {
+            write_rows(&tx, &State { runs: full.runs, ..State::default() }, &stamps)?;
+        }
+        {
+            let mut set = tx.prepare("UPDATE events SET record = ?1 WHERE seq = ?2")?;
+            for (seq, record) in &records {
+                set.execute(params![record, *seq as i64])?;
+            }
+            for (row, (seq, hash)) in &stamps {
+                if let Some((table, key_column, key)) = row_of(row) {
+                    tx.execute(
+                        &format!("UPDATE {table} SET seq = ?1, hash = ?2 WHERE {key_column} = ?3"),
+                        params![*seq as i64, hash, key],
+                    )?;
+                }
+            }
         }
         tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Rewrites every current-state row from the log, after checking that the log itself
+    /// verifies (a broken log cannot be the source). Returns what was wrong with the rows, for
+    /// the `state_rebuilt` event the daemon records.
+    pub fn rebuild_from_log(&mut self) -> Result<String, StoreError> {
+        let report = self.verify()?;
+        if let Some(seq) = report.first_bad_seq {
+            return Err(StoreError::LogBroken(format!(
+                "the log itself does not verify at event {seq} ({}), so the current state cannot be rebuilt from it",
+                report.problem.as_deref().unwrap_or("unknown problem")
+            )));
+        }
+        let problem = report.problem.unwrap_or_else(|| "asked for; the current-state tables already matched the log".into());
+        let mut full = State::default();
+        let mut stamps = Stamps::new();
+        self.replay(&mut |e| {
+            stamps.extend(stamps_of([&e]));
+            full.apply(&e);
+        })?;
+        let tx = self.conn.transaction()?;
+        tx.execute_batch("DELETE FROM requests; DELETE FROM grants; DELETE FROM runs; DELETE FROM tokens; DELETE FROM disabled_users;")?;
+        write_rows(&tx, &full, &stamps)?;
+        for (user, since) in &full.disabled {
+            let (seq, hash) = stamp(&stamps, &user_record(user))?;
+            tx.execute(
+                "INSERT INTO disabled_users (user, since, seq, hash) VALUES (?1, ?2, ?3, ?4)",
+                params![user, column_time(since), seq, hash],
+            )?;
+        }
+        tx.commit()?;
+        Ok(problem)
     }
 
     fn open_reader(path: &Path) -> Result<Self, StoreError> {
@@ -160,14 +373,15 @@ impl SqliteStore {
     }
 
     /// Compares the projection tables with the state the events rebuild.
-    fn projection_problem(&self, rebuilt: &State) -> Result<Option<String>, StoreError> {
+    fn projection_problem(&self, rebuilt: &State, stamps: &Stamps) -> Result<Option<String>, StoreError> {
         fn compare<T: PartialEq + serde::de::DeserializeOwned>(
             conn: &Connection,
             table: &str,
             label: &str,
             expected: &std::collections::BTreeMap<u64, &T>,
+            stamps: &Stamps,
         ) -> Result<Option<String>, StoreError> {
-            let mut stmt = conn.prepare(&format!("SELECT id, body FROM {table} ORDER BY id"))?;
+            let mut stmt = conn.prepare(&format!("SELECT id, body, seq, hash FROM {table} ORDER BY id"))?;
             let mut rows = stmt.query([])?;
             let mut seen = 0usize;
             while let Some(row) = rows.next()? {
@@ -179,6 +393,10 @@ impl SqliteStore {
                     (Some(s), Some(e)) if &s == *e => {}
                     _ => return Ok(Some(format!("the {table} row of {label}{id} differs from what the events say"))),
                 }
+                let written = (row.get::<_, i64>(2)? as u64, row.get::<_, String>(3)?);
+                if stamps.get(&format!("{label}{id}")) != Some(&written) {
+                    return Ok(Some(format!("the {table} row of {label}{id} does not name the newest event that wrote it")));
+                }
             }
             if seen != expected.len() {
                 return Ok(Some(format!("the {table} table holds {seen} rows but the events make {}", expected.len())));
@@ -189,16 +407,16 @@ impl SqliteStore {
         let grants: std::collections::BTreeMap<u64, &Grant> = rebuilt.grants.iter().map(|(k, v)| (k.0, v)).collect();
         let tokens: std::collections::BTreeMap<u64, &Token> = rebuilt.tokens.iter().map(|(k, v)| (k.0, v)).collect();
         let runs: std::collections::BTreeMap<u64, &Run> = rebuilt.runs.iter().map(|(k, v)| (k.0, v)).collect();
-        if let Some(p) = compare(&self.conn, "requests", "R", &requests)? {
+        if let Some(p) = compare(&self.conn, "requests", "R", &requests, stamps)? {
             return Ok(Some(p));
         }
-        if let Some(p) = compare(&self.conn, "grants", "G", &grants)? {
+        if let Some(p) = compare(&self.conn, "grants", "G", &grants, stamps)? {
             return Ok(Some(p));
         }
-        if let Some(p) = compare(&self.conn, "runs", "X", &runs)? {
+        if let Some(p) = compare(&self.conn, "runs", "X", &runs, stamps)? {
             return Ok(Some(p));
         }
-        if let Some(p) = compare(&self.conn, "tokens", "T", &tokens)? {
+        if let Some(p) = compare(&self.conn, "tokens", "T", &tokens, stamps)? {
             return Ok(Some(p));
         }
         let mut stmt = self.conn.prepare("SELECT user FROM disabled_users ORDER BY user")?;
@@ -269,6 +487,7 @@ impl Store for SqliteStore {
             s.last_seq = seq as u64;
             s.last_hash = hash;
         }
+        check_live(&tx, &s)?;
         drop(tx);
         Ok(s)
     }
@@ -298,11 +517,13 @@ impl Store for SqliteStore {
     }
 
     fn append(&mut self, events: &[Event], touched: &State) -> Result<(), StoreError> {
+        // Each row is stamped with the newest of these events that writes its record.
+        let stamps = stamps_of(events);
         let tx = self.conn.transaction()?;
         {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO events (seq, at, actor, kind, subject, task, body, prev_hash, hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO events (seq, at, actor, kind, subject, task, body, prev_hash, hash, record)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?;
             for e in events {
                 insert.execute(params![
@@ -315,34 +536,16 @@ impl Store for SqliteStore {
                     chain::body(e),
                     e.prev_hash,
                     e.hash,
+                    e.change.record(),
                 ])?;
             }
-            let mut req =
-                tx.prepare_cached("INSERT OR REPLACE INTO requests (id, requester, task, state, body) VALUES (?1, ?2, ?3, ?4, ?5)")?;
-            for r in touched.requests.values() {
-                req.execute(params![r.id.0 as i64, r.requester, r.task, r.state.as_str(), to_json(r)?])?;
-            }
-            let mut grant = tx.prepare_cached(
-                "INSERT OR REPLACE INTO grants (id, holder, task, state, expires_at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            for g in touched.grants.values() {
-                grant.execute(params![g.id.0 as i64, g.holder, g.task, g.state.as_str(), column_time(&g.expires_at), to_json(g)?])?;
-            }
-            let mut run = tx.prepare_cached("INSERT OR REPLACE INTO runs (id, holder, task, state, body) VALUES (?1, ?2, ?3, ?4, ?5)")?;
-            for r in touched.runs.values() {
-                run.execute(params![r.id.0 as i64, r.holder, r.task, run_state(r), to_json(r)?])?;
-            }
-            let mut token =
-                tx.prepare_cached("INSERT OR REPLACE INTO tokens (id, user, sha256, revoked, body) VALUES (?1, ?2, ?3, ?4, ?5)")?;
-            for t in touched.tokens.values() {
-                token.execute(params![t.id.0 as i64, t.user, t.sha256, t.revoked, to_json(t)?])?;
-            }
+            write_rows(&tx, touched, &stamps)?;
             for e in events {
                 match &e.change {
                     crate::model::Change::UserDisabled { user, .. } => {
                         tx.execute(
-                            "INSERT OR REPLACE INTO disabled_users (user, since) VALUES (?1, ?2)",
-                            params![user, column_time(&e.at)],
+                            "INSERT OR REPLACE INTO disabled_users (user, since, seq, hash) VALUES (?1, ?2, ?3, ?4)",
+                            params![user, column_time(&e.at), e.seq as i64, e.hash],
                         )?;
                     }
                     crate::model::Change::UserEnabled { user } => {
@@ -402,10 +605,12 @@ impl Store for SqliteStore {
         let tx = self.conn.unchecked_transaction()?;
         let mut report = VerifyReport { ok: true, events: 0, head: None, first_bad_seq: None, problem: None };
         let mut rebuilt = State::default();
+        let mut stamps = Stamps::new();
         let mut prev = chain::GENESIS.to_string();
         let mut expected_seq = 1u64;
         {
-            let mut stmt = tx.prepare("SELECT seq, at, actor, kind, subject, task, body, prev_hash, hash FROM events ORDER BY seq")?;
+            let mut stmt =
+                tx.prepare("SELECT seq, at, actor, kind, subject, task, body, prev_hash, hash, record FROM events ORDER BY seq")?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
                 let seq = row.get::<_, i64>(0)? as u64;
@@ -426,8 +631,10 @@ impl Store for SqliteStore {
                                 && row.get::<_, String>(2)? == e.actor
                                 && row.get::<_, String>(3)? == e.change.kind()
                                 && row.get::<_, Option<String>>(4)?.as_deref() == e.change.subject()
-                                && row.get::<_, Option<String>>(5)?.as_deref() == e.change.task();
+                                && row.get::<_, Option<String>>(5)?.as_deref() == e.change.task()
+                                && row.get::<_, Option<String>>(9)? == e.change.record();
                             if columns_match {
+                                stamps.extend(stamps_of([&e]));
                                 rebuilt.apply(&e);
                                 None
                             } else {
@@ -448,7 +655,7 @@ impl Store for SqliteStore {
                 expected_seq += 1;
             }
         }
-        if let Some(problem) = self.projection_problem(&rebuilt)? {
+        if let Some(problem) = self.projection_problem(&rebuilt, &stamps)? {
             report.ok = false;
             report.problem = Some(problem);
         }

@@ -260,6 +260,12 @@ impl App {
     pub fn rebuild(&mut self) {
         let me = self.user().to_string();
         let now = self.now;
+        // What each pane has selected now: the selection follows the request or grant, not the
+        // row, so a row that ends above it cannot slide another one under the cursor.
+        let selected: [Option<(usize, Item)>; 3] = std::array::from_fn(|pane| {
+            let c = self.cursors[pane];
+            self.sections[pane].get(c.section).and_then(|s| s.items.get(c.row)).map(|item| (c.section, *item))
+        });
 
         let mut my_grants: Vec<&Grant> = self.grants.values().filter(|g| g.holder == me && g.state == GrantState::Active).collect();
         my_grants.sort_by_key(|g| g.expires_at);
@@ -311,10 +317,29 @@ impl App {
         ];
 
         for pane in [Pane::Requester, Pane::Approver, Pane::Auditor] {
-            self.clamp_cursor(pane);
+            if !self.select_again(pane, selected[pane.index()]) {
+                self.clamp_cursor(pane);
+            }
         }
         self.stale = false;
         self.dirty = true;
+    }
+
+    /// Puts the cursor back on the request or grant that was selected, in the section it was in
+    /// if it is still there, else wherever it is now. False if it is gone (or was an event, whose
+    /// place the auditor pane keeps by itself): the cursor then stays on the nearest row.
+    fn select_again(&mut self, pane: Pane, selected: Option<(usize, Item)>) -> bool {
+        let Some((section, item @ (Item::Request(_) | Item::Grant(_)))) = selected else { return false };
+        let sections = &self.sections[pane.index()];
+        let row_in = |i: usize| sections.get(i).and_then(|s| s.items.iter().position(|x| *x == item)).map(|row| Cursor { section: i, row });
+        let found = row_in(section).or_else(|| (0..sections.len()).find_map(row_in));
+        match found {
+            Some(cursor) => {
+                self.cursors[pane.index()] = cursor;
+                true
+            }
+            None => false,
+        }
     }
 
     fn clamp_cursor(&mut self, pane: Pane) {
@@ -846,6 +871,7 @@ impl App {
                 }
             }
             Change::RequestApproved { request, .. }
+            | Change::ApprovalDropped { request, .. }
             | Change::RequestDenied { request, .. }
             | Change::RequestCancelled { request, .. }
             | Change::RequestExpired { request, .. }
@@ -857,6 +883,13 @@ impl App {
             Change::PolicyLoaded { .. } => effects.push(Effect::LoadAll),
             Change::UserDisabled { user, .. } | Change::UserEnabled { user } if user == self.user() => effects.push(Effect::LoadAll),
             _ => {}
+        }
+        if let Change::TokenIssued { token, user, .. } = &event.change
+            && user == self.user()
+            && event.actor != *user
+        {
+            // Someone else can now act as you: you hear of it at once (zsa whoami lists your tokens).
+            self.toast(format!("{} issued token {token} in your name; zsa whoami lists your tokens", text::inert_line(&event.actor)), true);
         }
         if matches!(event.change, Change::GrantExpired { .. }) && event.change.subject() == Some(self.user()) {
             let target = event.change.target().unwrap_or_default();

@@ -114,6 +114,7 @@ pub fn detail(app: &App, frame: &mut Frame, theme: &Theme) {
                         field("event", format!("{} {}", e.seq, e.change.kind()), theme),
                         field("at", e.at.to_rfc3339(), theme),
                         field("actor", inert_line(&e.actor), theme),
+                        field("proved", e.proved(), theme),
                         field(
                             "about",
                             format!("{} {}", inert_line(e.change.subject().unwrap_or("-")), e.change.task().unwrap_or("")),

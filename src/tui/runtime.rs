@@ -205,11 +205,7 @@ async fn perform(effect: Effect, client: Client, tx: Tx, offset: Arc<AtomicI64>)
         },
         Effect::Export { path, events } => {
             let target = path.clone();
-            let written = tokio::task::spawn_blocking(move || {
-                let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&target)?;
-                crate::export::write_events(file, &events, target.to_ascii_lowercase().ends_with(".csv"))
-            })
-            .await;
+            let written = tokio::task::spawn_blocking(move || crate::export::write_new_file(std::path::Path::new(&target), &events)).await;
             match written {
                 Ok(Ok(count)) => send(Action::Exported { path, count }),
                 Ok(Err(e)) => send(Action::Failed(format!("could not export to {path}: {e}"))),

@@ -11,7 +11,7 @@ use super::app::{App, Connection, Item, Mode, Pane, PromptKind};
 use super::theme::Theme;
 use super::ui;
 use crate::model::wire::{NewRequest, Outcome, TaskView, WhoAmI};
-use crate::model::{Approval, Change, Event, Grant, GrantId, GrantState, Request, RequestId, RequestState};
+use crate::model::{Approval, Change, Event, Grant, GrantId, GrantState, Request, RequestId, RequestState, TokenId};
 
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).unwrap()
@@ -33,6 +33,7 @@ fn task(name: &str, approval: &str, approvals: u32, may_request: bool, may_appro
         ticket_pattern: (name == "journal").then(|| "INC-[0-9]+".to_string()),
         reason_pattern: None,
         break_glass: name == "glass",
+        approve_via: vec!["peer".into(), "token".into()],
         may_request,
         may_approve,
         run: None,
@@ -82,6 +83,7 @@ fn event(seq: u64, actor: &str, change: Change) -> Event {
         seq,
         at: t0() - Duration::minutes(60 - seq as i64),
         actor: actor.into(),
+        auth: None,
         change,
         prev_hash: "p".into(),
         hash: format!("h{seq}"),
@@ -99,7 +101,7 @@ fn loaded(user: &str, roles: &[&str]) -> App {
         request(5, "dave", "glass", RequestState::Approved, "db down", 20),
         request(6, "alice", "journal", RequestState::Denied, "too broad", 90),
     ];
-    requests[1].approvals.push(Approval { by: "bob".into(), at: t0(), comment: None });
+    requests[1].approvals.push(Approval { by: "bob".into(), at: t0(), auth: None, comment: None });
     requests[3].grant = Some(GrantId(4));
     requests[4].grant = Some(GrantId(5));
     requests[5].decided_by = Some("bob".into());
@@ -133,6 +135,8 @@ fn loaded(user: &str, roles: &[&str]) -> App {
         groups: vec![],
         disabled: false,
         via: "token".into(),
+        auth: None,
+        tokens: vec![],
         now: t0(),
         policy_sha256: "ab".repeat(32),
     };
@@ -515,6 +519,79 @@ fn typed_escape_sequences_are_drawn_inert() {
     assert!(s.contains("fix\\u{1b}[2J\\u{1b}]0;owned\\u{7} now"), "{s}");
 }
 
+/// Ends a request the way the daemon tells the console: the event, then the request as it now is.
+fn ended(app: &mut App, id: u64, state: RequestState) {
+    let mut r = app.requests[&RequestId(id)].clone();
+    r.state = state;
+    let change = Change::RequestCancelled { request: r.id, task: r.task.clone(), requester: r.requester.clone(), reason: None };
+    let effects = app.update(Action::EventReceived(event(50 + id, &r.requester, change)), t0());
+    assert_eq!(effects, vec![Effect::FetchRequest(RequestId(id))]);
+    app.update(Action::RequestLoaded(Box::new(Outcome { request: r, grant: None })), t0());
+}
+
+#[test]
+fn the_selection_stays_on_its_request_when_a_row_above_ends() {
+    let mut app = alice();
+    key(&mut app, KeyCode::Down);
+    assert_eq!(app.selected(), Some(Item::Request(RequestId(2))));
+    // R1, the row above, is cancelled: R2 moves up a row and the cursor moves with it.
+    ended(&mut app, 1, RequestState::Cancelled);
+    assert_eq!(app.sections[1][0].items, vec![Item::Request(RequestId(2)), Item::Request(RequestId(3))]);
+    assert_eq!(app.selected(), Some(Item::Request(RequestId(2))));
+    key(&mut app, KeyCode::Char('a'));
+    assert!(matches!(&app.mode, Mode::Prompt(p) if p.kind == PromptKind::Approve(RequestId(2))), "{:?}", app.mode);
+    assert_eq!(ui_prompt_title(&app), "Approve R2");
+    key(&mut app, KeyCode::Esc);
+    // A full reload (after a reconnect) keeps it too.
+    app.update(Action::StreamLost("gone".into()), t0());
+    app.update(Action::StreamConnected, t0());
+    assert_eq!(app.selected(), Some(Item::Request(RequestId(2))));
+    // When the selected request itself ends, the cursor stays where it was: on the row now there.
+    ended(&mut app, 2, RequestState::Cancelled);
+    assert_eq!(app.selected(), Some(Item::Request(RequestId(3))));
+    // The requester's pane follows its grants the same way.
+    key(&mut app, KeyCode::Char('1'));
+    let mut two = loaded("carol", &["requester"]);
+    key(&mut two, KeyCode::Char('1'));
+    assert_eq!(two.selected(), Some(Item::Grant(GrantId(7))));
+    two.grants.insert(GrantId(3), grant(3, "carol", "restart", 2, 15));
+    two.rebuild();
+    assert_eq!(two.cursor().row, 1, "a grant expiring sooner is listed first");
+    assert_eq!(two.selected(), Some(Item::Grant(GrantId(7))));
+}
+
+fn ui_prompt_title(app: &App) -> String {
+    match &app.mode {
+        Mode::Prompt(p) => p.kind.title(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// U+3164 (a Hangul filler) looks like nothing and is drawn at a width terminals disagree on, so
+/// a row holding it no longer lines up with its table. Nothing of the kind reaches the screen.
+#[test]
+fn invisible_and_width_changing_characters_are_drawn_as_escapes() {
+    let mut app = alice();
+    let r = app.requests.get_mut(&RequestId(1)).unwrap();
+    r.requester = "car\u{3164}\u{3164}\u{3164}ol".into();
+    r.reason = Some("legal\u{FE0F} hold\u{200B}\u{2028}now\u{061C}".into());
+    app.grants.get_mut(&GrantId(7)).unwrap().holder = "\u{115F}\u{FFA0}carol".into();
+    app.rebuild();
+    for (w, h) in [(80, 24), (160, 48)] {
+        let s = screen(&app, w, h);
+        let bad: Vec<String> =
+            s.chars().filter(|c| *c != '\n' && crate::model::text::hidden(*c).is_some()).map(|c| format!("U+{:04X}", c as u32)).collect();
+        assert!(bad.is_empty(), "{bad:?} reached the screen:\n{s}");
+        assert!(s.contains("car\\u{31"), "drawn as an escape, cut to its column like any text: {s}");
+        // The row keeps its columns: the task column starts where it does on the other rows.
+        let rows: Vec<&str> = s.lines().filter(|l| l.contains("R1 ") || l.contains("R2 ")).collect();
+        let col =
+            |row: &str, word: &str| row.chars().collect::<Vec<_>>().windows(word.len()).position(|w| w.iter().collect::<String>() == word);
+        assert_eq!(rows.len(), 2, "{s}");
+        assert_eq!(col(rows[0], "journal"), col(rows[1], "export"), "{}\n{}", rows[0], rows[1]);
+    }
+}
+
 #[test]
 fn countdowns_change_colour_and_say_when_they_end() {
     let app = loaded("erin", &["auditor"]);
@@ -593,4 +670,16 @@ fn a_burst_of_events_is_absorbed_then_rebuilt_once_before_a_key_acts() {
     app.absorb(Action::EventReceived(event(200, "root", Change::UserEnabled { user: "zed".into() })), t0());
     app.refresh();
     assert_eq!(app.sections[2][0].items.len(), before + 51);
+}
+
+#[test]
+fn a_token_someone_else_issues_in_my_name_is_announced_at_once() {
+    let mut app = alice();
+    let issued = |seq, actor: &str| event(seq, actor, Change::TokenIssued { token: TokenId(4), user: "alice".into(), sha256: "x".into() });
+    app.update(Action::EventReceived(issued(5, "dave")), t0());
+    let toast = app.toast.clone().expect("alice hears of the token dave made in her name");
+    assert!(toast.text.contains("dave issued token T4 in your name") && toast.error, "{toast:?}");
+    app.toast = None;
+    app.update(Action::EventReceived(issued(6, "alice")), t0());
+    assert!(app.toast.is_none(), "her own token is no news: {:?}", app.toast);
 }

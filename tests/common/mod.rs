@@ -68,6 +68,8 @@ pub struct Daemon {
     pub policy: PathBuf,
     child: Option<Child>,
     tokens: HashMap<String, String>,
+    /// Extra environment for the daemon process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -76,6 +78,11 @@ impl Daemon {
     }
 
     pub fn start_with(policy: &str) -> Daemon {
+        Self::start_with_env(policy, &[])
+    }
+
+    /// A daemon with extra environment variables (kept across restarts).
+    pub fn start_with_env(policy: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let policy_path = dir.path().join("policy.toml");
         std::fs::write(&policy_path, policy.replace("{ADMIN}", &current_user())).expect("write policy");
@@ -86,6 +93,7 @@ impl Daemon {
             dir,
             child: None,
             tokens: HashMap::new(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
         d.spawn();
         d
@@ -101,6 +109,7 @@ impl Daemon {
             .arg("--socket")
             .arg(&self.socket)
             .env("ZSA_LOG", "warn")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -214,4 +223,45 @@ pub fn stderr(o: &Output) -> String {
 
 pub fn code(o: &Output) -> i32 {
     o.status.code().unwrap_or(-1)
+}
+
+impl Daemon {
+    /// Lets other local accounts reach the socket (the temp dir is private by default).
+    pub fn open_to_everyone(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod the test dir");
+    }
+}
+
+/// A throwaway Unix account for tests that need a second real person (root only); removed on drop.
+pub struct Account {
+    pub name: String,
+}
+
+impl Account {
+    pub fn create(prefix: &str) -> Account {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!("{prefix}{}x{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let out = Command::new("useradd").args(["--no-create-home", "--shell", "/bin/sh", &name]).output().expect("run useradd");
+        assert!(out.status.success(), "useradd {name}: {}", String::from_utf8_lossy(&out.stderr));
+        Account { name }
+    }
+
+    /// Runs the real CLI as this account at its own login (no token), against `d`.
+    pub fn run(&self, d: &Daemon, args: &[&str]) -> Output {
+        Command::new("runuser")
+            .args(["-u", &self.name, "--", BIN])
+            .args(args)
+            .env("ZSA_SOCKET", &d.socket)
+            .env_remove("ZSA_TOKEN")
+            .output()
+            .expect("run zsa as another account")
+    }
+}
+
+impl Drop for Account {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.name).output();
+    }
 }

@@ -43,18 +43,7 @@ pub async fn issue_token(
 
 pub async fn tokens(State(engine): State<Arc<Engine>>, caller: Caller) -> Result<Json<Vec<TokenView>>, ApiError> {
     admins_only(&engine, &caller)?;
-    Ok(Json(engine.read(|s, _| {
-        s.tokens
-            .values()
-            .map(|t| TokenView {
-                id: t.id,
-                user: t.user.clone(),
-                issued_at: t.issued_at,
-                issued_by: t.issued_by.clone(),
-                revoked: t.revoked,
-            })
-            .collect()
-    })))
+    Ok(Json(engine.read(|s, _| s.tokens.values().map(crate::rules::Token::view).collect())))
 }
 
 pub async fn revoke_token(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
@@ -82,18 +71,18 @@ pub async fn enable(State(engine): State<Arc<Engine>>, caller: Caller, Path(user
 /// refused with its file:line messages and the old policy stays in force.
 pub async fn reload(State(engine): State<Arc<Engine>>, caller: Caller) -> Result<Json<PolicyLoad>, ApiError> {
     admins_only(&engine, &caller)?;
-    let load = reload_policy(engine, caller.user).await?;
+    let load = reload_policy(engine, caller.actor()).await?;
     Ok(Json(load))
 }
 
 /// Loads the policy file again as `actor` (an admin, or the daemon on SIGHUP).
-pub async fn reload_policy(engine: Arc<Engine>, actor: String) -> Result<PolicyLoad, ApiError> {
+pub async fn reload_policy(engine: Arc<Engine>, actor: crate::model::Actor) -> Result<PolicyLoad, ApiError> {
     let path = PathBuf::from(&engine.policy().path);
     blocking(move || {
         let policy =
             Policy::load_trusted(&path).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "policy_invalid", e.to_string()))?;
         let load = PolicyLoad { sha256: policy.sha256.clone(), path: policy.path.clone(), tasks: policy.tasks.len() as u32 };
-        engine.reload(&actor, policy)?;
+        engine.reload(actor, policy)?;
         Ok::<_, ApiError>(load)
     })
     .await

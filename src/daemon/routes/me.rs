@@ -20,7 +20,9 @@ pub async fn whoami(State(engine): State<Arc<Engine>>, caller: Caller) -> Json<W
         roles: p.roles_of(&caller.user),
         groups: p.groups_of(&caller.user),
         disabled: s.is_disabled(&caller.user),
-        via: caller.via.to_string(),
+        via: caller.via().to_string(),
+        auth: Some(caller.auth.clone()),
+        tokens: s.tokens.values().filter(|t| t.user == caller.user).map(crate::rules::Token::view).collect(),
         now,
         policy_sha256: p.sha256.clone(),
     }))

@@ -125,9 +125,9 @@ pub async fn execute_and_read<R: Send + 'static>(
     read: impl FnOnce(&Engine, Written) -> Result<R, EngineError> + Send + 'static,
 ) -> Result<R, ApiError> {
     let engine = engine.clone();
-    let actor = caller.user.clone();
+    let actor = caller.actor();
     blocking(move || {
-        let written = engine.execute_written(&actor, command)?;
+        let written = engine.execute_written(actor, command)?;
         read(&engine, written)
     })
     .await
@@ -165,5 +165,5 @@ pub async fn stored_list<T: Send + 'static>(
 
 /// SIGHUP: the daemon reloads its own policy file.
 pub async fn reload_policy_as_daemon(engine: Arc<Engine>) -> Result<crate::model::wire::PolicyLoad, ApiError> {
-    admin::reload_policy(engine, crate::model::SYSTEM_ACTOR.to_string()).await
+    admin::reload_policy(engine, crate::model::Actor::daemon()).await
 }

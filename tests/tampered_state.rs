@@ -1,0 +1,156 @@
+//! The daemon does not serve from current-state rows that were changed behind its back: before
+//! serving it checks every live row against the events that wrote it, refuses to start naming
+//! the row, and rebuilds from the log only when told to (and records that it did).
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::{BIN, Daemon, stderr};
+use zsa::client::AuditParams;
+use zsa::model::Change;
+use zsa::model::wire::NewRequest;
+
+/// Starts the daemon on `d`'s state and returns its output if it exits by itself (it refused);
+/// `None` if it came up (it is then stopped).
+fn start_refused(d: &Daemon, extra: &[&str]) -> Option<Output> {
+    let mut child = Command::new(BIN)
+        .args(["daemon", "--state"])
+        .arg(&d.state)
+        .arg("--policy")
+        .arg(&d.policy)
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(extra)
+        .env("ZSA_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the daemon");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if child.try_wait().expect("wait").is_some() {
+            return Some(child.wait_with_output().expect("output"));
+        }
+        if std::os::unix::net::UnixStream::connect(&d.socket).is_ok() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("the daemon neither started nor refused within 20 s");
+}
+
+fn sql(d: &Daemon, statement: &str) {
+    let conn = rusqlite::Connection::open(d.db()).unwrap();
+    assert!(conn.execute(statement, []).unwrap() >= 1, "{statement} changed nothing");
+}
+
+/// dave holds G1 (journal, 30 minutes) and T1..; alice's approval is on pending R2.
+async fn a_daemon_with_live_state() -> Daemon {
+    let mut d = Daemon::start();
+    let dave = d.user("dave").await;
+    let r = NewRequest { task: "journal".into(), duration_secs: Some(1800), reason: Some("mail flow".into()), ..Default::default() };
+    let id = dave.request(&r).await.unwrap().request.id;
+    d.user("alice").await.approve(id, None).await.unwrap();
+    let export = NewRequest { task: "export".into(), duration_secs: Some(600), ..Default::default() };
+    let id = dave.request(&export).await.unwrap().request.id;
+    d.user("bob").await.approve(id, None).await.unwrap();
+    d.stop();
+    d
+}
+
+#[tokio::test]
+async fn an_edited_grant_row_stops_the_start_until_the_state_is_rebuilt_from_the_log() {
+    let mut d = a_daemon_with_live_state().await;
+    sql(
+        &d,
+        "UPDATE grants SET expires_at = '2099-01-01T00:00:00.000000Z', body = json_set(body, '$.expires_at', '2099-01-01T00:00:00Z') WHERE id = 1",
+    );
+    let out = start_refused(&d, &[]).expect("the daemon must refuse to serve an edited grant");
+    assert_ne!(out.status.code(), Some(0));
+    let msg = stderr(&out);
+    assert!(msg.contains("the grants row of G1 does not match the log"), "{msg}");
+    assert!(msg.contains("--rebuild-from-log"), "the refusal says what to do: {msg}");
+
+    // Told to, it rebuilds from the log: the grant ends when it always did, and it is recorded.
+    assert!(start_refused(&d, &["--rebuild-from-log"]).is_none(), "the rebuild did not start the daemon");
+    d.spawn();
+    let g = d.admin().show_grant(zsa::model::GrantId(1)).await.unwrap();
+    assert!(g.expires_at.timestamp() < 4_000_000_000, "the 2099 expiry survived the rebuild: {}", g.expires_at);
+    let events = d.admin().audit(&AuditParams { limit: Some(1000), ..Default::default() }).await.unwrap();
+    let problem = events.iter().find_map(|e| match &e.change {
+        Change::StateRebuilt { problem } => Some(problem.clone()),
+        _ => None,
+    });
+    assert!(problem.expect("the rebuild is on the record").contains("grants row of G1"));
+    assert!(d.admin().verify().await.unwrap().ok);
+}
+
+#[tokio::test]
+async fn every_kind_of_live_row_is_checked_before_serving() {
+    let edits = [
+        // A revoked token made valid again, and a valid one's owner changed.
+        ("tokens", "UPDATE tokens SET user = 'carol', body = json_set(body, '$.user', 'carol') WHERE id = 1"),
+        // An approval added by hand to a pending request.
+        (
+            "requests",
+            "UPDATE requests SET body = json_insert(body, '$.approvals[#]', json('{\"by\":\"carol\",\"at\":\"2026-01-01T00:00:00Z\"}')) WHERE id = 2",
+        ),
+        // A grant planted with no event behind it.
+        (
+            "grants",
+            "INSERT INTO grants (id, holder, task, state, expires_at, body, seq, hash) SELECT 77, holder, task, state, expires_at, json_set(body, '$.id', 'G77', '$.request', 'R77'), seq, hash FROM grants WHERE id = 1",
+        ),
+        // A row that names an older event as its last writer (an approval's row rolled back).
+        ("requests", "UPDATE requests SET seq = seq - 1 WHERE id = 2"),
+    ];
+    for (table, edit) in edits {
+        let d = a_daemon_with_live_state().await;
+        sql(&d, edit);
+        let out = start_refused(&d, &[]).unwrap_or_else(|| panic!("the daemon served after: {edit}"));
+        let msg = stderr(&out);
+        assert!(msg.contains(&format!("the {table} row of")) && msg.contains("does not match the log"), "{edit}: {msg}");
+    }
+}
+
+#[tokio::test]
+async fn a_broken_log_is_not_rebuilt_from() {
+    let d = a_daemon_with_live_state().await;
+    sql(&d, "UPDATE events SET body = replace(body, 'mail flow', 'other') WHERE kind = 'request_created'");
+    let out = start_refused(&d, &[]).expect("an edited event of a live grant stops the start");
+    assert!(stderr(&out).contains("was changed after it was written"), "{}", stderr(&out));
+    let out = start_refused(&d, &["--rebuild-from-log"]).expect("a broken log cannot be rebuilt from");
+    let msg = stderr(&out);
+    assert!(msg.contains("the log itself does not verify at event"), "{msg}");
+}
+
+/// Makes the database look as version 1 wrote it: no event records, no row stamps.
+fn downgrade_to_version_1(d: &Daemon) {
+    let conn = rusqlite::Connection::open(d.db()).unwrap();
+    conn.execute_batch("DROP INDEX events_record; ALTER TABLE events DROP COLUMN record;").unwrap();
+    for table in ["requests", "grants", "tokens", "disabled_users", "runs"] {
+        conn.execute_batch(&format!("ALTER TABLE {table} DROP COLUMN seq; ALTER TABLE {table} DROP COLUMN hash;")).unwrap();
+    }
+    conn.execute_batch("PRAGMA user_version = 1;").unwrap();
+}
+
+#[tokio::test]
+async fn a_database_from_before_the_row_stamps_is_upgraded_without_laundering_an_edited_row() {
+    let mut d = a_daemon_with_live_state().await;
+    downgrade_to_version_1(&d);
+    d.spawn();
+    assert!(d.admin().check("journal", Some("dave")).await.unwrap().allowed);
+    assert!(d.admin().verify().await.unwrap().ok, "the upgrade stamps every row with its newest event");
+    d.stop();
+
+    // An edit made before the upgrade is still caught after it: the upgrade never rewrites rows.
+    downgrade_to_version_1(&d);
+    sql(&d, "UPDATE grants SET body = json_set(body, '$.expires_at', '2099-01-01T00:00:00Z') WHERE id = 1");
+    let out = start_refused(&d, &[]).expect("an edited row survives no upgrade");
+    assert!(stderr(&out).contains("the grants row of G1 does not match the log"), "{}", stderr(&out));
+}
