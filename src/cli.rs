@@ -7,12 +7,17 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "zsa", version, about = "Zero standing access: ask for privileged tasks, approve them, and let grants end by themselves.")]
 pub struct Cli {
-    /// The daemon's socket [default: /run/zsa/zsa.sock for root, else $XDG_RUNTIME_DIR/zsa/zsa.sock]
+    /// The daemon's socket [default: /run/zsa/zsa.sock for root; else $XDG_RUNTIME_DIR/zsa/zsa.sock, then /run/zsa/zsa.sock]
     #[arg(long, global = true, env = "ZSA_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
-    /// A bearer token issued by an admin; without one, the daemon knows you by your Unix account
-    #[arg(long, global = true, env = "ZSA_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    /// Deprecated and hidden: a token on the command line shows in `ps` to every local user.
+    /// `commands::run` warns when it is used, then fills this from ZSA_TOKEN or --token-stdin.
+    #[arg(long, global = true, hide = true, value_name = "TOKEN")]
     pub token: Option<String>,
+    /// Read a bearer token issued by an admin from standard input (or set ZSA_TOKEN); without one,
+    /// the daemon knows you by your Unix account
+    #[arg(long, global = true)]
+    pub token_stdin: bool,
     /// Print JSON (one object per line) instead of text
     #[arg(long, global = true)]
     pub json: bool,

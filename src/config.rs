@@ -1,7 +1,7 @@
 //! Where things live by default. Root gets system paths (/run, /var/lib, /etc); everyone else
 //! gets their XDG runtime, state and config directories. Flags and ZSA_* variables override.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
@@ -38,9 +38,25 @@ pub fn check_fallback_dir(dir: &std::path::Path) -> Result<(), String> {
     Ok(())
 }
 
+/// The system daemon's socket, root's default.
+pub const SYSTEM_SOCKET: &str = "/run/zsa/zsa.sock";
+
+/// Where a client looks when no socket is given: its own daemon's socket (`own`, the default for
+/// its account) if one is there, else the system daemon's, so a daemon run by root serves every
+/// user. Neither there: both, to say where it looked.
+pub fn pick_socket(own: &Path, system: &Path) -> Result<PathBuf, (PathBuf, PathBuf)> {
+    for candidate in [own, system] {
+        if std::fs::symlink_metadata(candidate).is_ok() {
+            return Ok(candidate.to_path_buf());
+        }
+    }
+    Err((own.to_path_buf(), system.to_path_buf()))
+}
+
+/// The socket a daemon listens on by default (and a client's first choice).
 pub fn default_socket() -> PathBuf {
     if is_root() {
-        return PathBuf::from("/run/zsa/zsa.sock");
+        return PathBuf::from(SYSTEM_SOCKET);
     }
     match env_dir("XDG_RUNTIME_DIR") {
         Some(dir) => dir.join("zsa/zsa.sock"),

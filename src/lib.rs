@@ -10,6 +10,7 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod export;
+pub mod fs_trust;
 pub mod model;
 pub mod policy;
 pub mod rules;

@@ -332,6 +332,24 @@ impl Policy {
         let file = path.display().to_string();
         let bytes = std::fs::read(path)
             .map_err(|e| PolicyError { file: file.clone(), problems: vec![(0, format!("cannot read the policy file: {e}"))] })?;
+        Policy::from_bytes(bytes, &file)
+    }
+
+    /// Reads and validates the policy a daemon runs on (at start and on every reload), but only if
+    /// nobody besides root and the daemon's account can write it or a directory on its way: whoever
+    /// can write the policy decides who gets access (see `fs_trust::open_policy`).
+    pub fn load_trusted(path: &Path) -> Result<Policy, PolicyError> {
+        use std::io::Read;
+        let file = path.display().to_string();
+        let problem = |message: String| PolicyError { file: file.clone(), problems: vec![(0, message)] };
+        let mut opened = crate::fs_trust::open_policy(path).map_err(|e| problem(e.0))?;
+        let mut bytes = Vec::new();
+        opened.read_to_end(&mut bytes).map_err(|e| problem(format!("cannot read the policy file: {e}")))?;
+        Policy::from_bytes(bytes, &file)
+    }
+
+    fn from_bytes(bytes: Vec<u8>, file: &str) -> Result<Policy, PolicyError> {
+        let file = file.to_string();
         let source = String::from_utf8(bytes).map_err(|e| PolicyError {
             file: file.clone(),
             problems: vec![(0, format!("the policy file is not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))],

@@ -1,5 +1,6 @@
 //! The typed client of the daemon's API, over its Unix socket. The CLI and the console both use
 //! it, so they say and see exactly the same things. It never decides anything itself.
+//! It sends a token only to a socket it can trust (`fs_trust::check_token_socket`).
 
 mod follow;
 
@@ -29,6 +30,9 @@ pub enum ClientError {
     Refused { status: u16, code: String, message: String },
     #[error("unexpected answer from the daemon: {0}")]
     Protocol(String),
+    /// The socket is not one a token may be sent to; nothing was sent.
+    #[error("{0}")]
+    UntrustedSocket(String),
 }
 
 impl ClientError {
@@ -37,6 +41,7 @@ impl ClientError {
             Self::Unreachable { .. } => "unreachable",
             Self::Refused { code, .. } => code,
             Self::Protocol(_) => "protocol",
+            Self::UntrustedSocket(_) => "untrusted_socket",
         }
     }
 }
@@ -102,6 +107,14 @@ impl Client {
     /// Sends a request. A connection that fails means the daemon is unreachable; an answer that
     /// is not a success becomes the daemon's refusal. Every call goes through here.
     async fn open(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
+        if self.token.is_some() {
+            // Checked on every call, not once: the daemon may be restarted between calls.
+            let there = crate::fs_trust::check_token_socket(&self.socket).map_err(|e| ClientError::UntrustedSocket(e.0))?;
+            if !there {
+                let socket = self.socket.display().to_string();
+                return Err(ClientError::Unreachable { socket, detail: "there is no socket there".into() });
+            }
+        }
         let response = rb
             .send()
             .await

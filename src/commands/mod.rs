@@ -13,6 +13,7 @@ mod policy_check;
 mod requests;
 mod runs;
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use thiserror::Error;
@@ -66,11 +67,47 @@ pub async fn run(cli: Cli) -> ExitCode {
 }
 
 fn client(cli: &Cli) -> Result<Client, CliError> {
-    let socket = cli.socket.clone().unwrap_or_else(crate::config::default_socket);
-    if cli.socket.is_none() && socket.parent() == Some(crate::config::fallback_runtime_dir().as_path()) {
-        crate::config::check_fallback_dir(&crate::config::fallback_runtime_dir()).map_err(CliError::Refused)?;
-    }
+    let socket = match &cli.socket {
+        Some(socket) => socket.clone(),
+        None => {
+            let own = crate::config::default_socket();
+            if own.parent() == Some(crate::config::fallback_runtime_dir().as_path()) {
+                crate::config::check_fallback_dir(&crate::config::fallback_runtime_dir()).map_err(CliError::Refused)?;
+            }
+            crate::config::pick_socket(&own, Path::new(crate::config::SYSTEM_SOCKET)).map_err(|(own, system)| {
+                let socket = if own == system { own.display().to_string() } else { format!("{} or {}", own.display(), system.display()) };
+                ClientError::Unreachable { socket, detail: "there is no socket there".into() }
+            })?
+        }
+    };
     Ok(Client::new(&socket, cli.token.clone())?)
+}
+
+/// Where the token comes from: ZSA_TOKEN, or standard input with `--token-stdin`. The old `--token`
+/// flag still works, with a warning: every local user can read a command line (`ps`, `/proc`).
+fn with_token(mut cli: Cli) -> Result<Cli, CliError> {
+    if cli.token.is_some() {
+        if cli.token_stdin {
+            return Err(CliError::Usage("give the token one way: --token-stdin or ZSA_TOKEN (not --token as well)".into()));
+        }
+        eprintln!(
+            "zsa: warning: --token is deprecated and will be removed: every local user can read a command line (ps, /proc). \
+             Use ZSA_TOKEN=... or --token-stdin instead"
+        );
+    } else if cli.token_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| CliError::Usage(format!("--token-stdin: cannot read the token from standard input: {e}")))?;
+        let token = line.trim();
+        if token.is_empty() {
+            return Err(CliError::Usage("--token-stdin: standard input held no token (pipe it in: zsa --token-stdin ... < FILE)".into()));
+        }
+        cli.token = Some(token.to_string());
+    } else {
+        cli.token = std::env::var("ZSA_TOKEN").ok().filter(|t| !t.is_empty());
+    }
+    Ok(cli)
 }
 
 /// Opens the console. Before taking over the terminal it checks that the daemon answers, so an
@@ -89,6 +126,7 @@ fn id<T: std::str::FromStr<Err = String>>(raw: &str) -> Result<T, CliError> {
 }
 
 async fn dispatch(cli: Cli) -> CmdResult {
+    let cli = with_token(cli)?;
     let json = cli.json;
     let Some(command) = &cli.command else {
         return console(&cli, true).await;

@@ -8,6 +8,10 @@ pub fn run(command: &PolicyCmd, json: bool) -> CmdResult {
     let PolicyCmd::Check { file } = command;
     match Policy::load(file) {
         Ok(p) => {
+            // Valid text is not enough for a daemon: say now if it would refuse the file itself.
+            if let Err(e) = crate::fs_trust::open_policy(file) {
+                eprintln!("zsa: warning: a daemon run as you would not load this file: {}", crate::model::text::inert(&e.0));
+            }
             if json {
                 output::json_line(&serde_json::json!({"ok": true, "file": p.path, "sha256": p.sha256, "tasks": p.tasks.len()}));
             } else {

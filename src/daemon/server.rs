@@ -1,5 +1,7 @@
 //! Starting and stopping the daemon: the state directory (0700, locked so a second daemon on
 //! the same state refuses to start), the database (0600), the policy, the Unix socket, signals.
+//! Every path is checked by `fs_trust` before it is used: nothing another account planted or can
+//! swap is followed, opened, chmod'ed or removed.
 
 use std::fs::{self, File};
 use std::os::unix::fs::PermissionsExt;
@@ -43,6 +45,8 @@ pub struct DaemonHandle {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     _lock: File,
+    /// The socket file this daemon bound (device, inode): only that one is removed at the end.
+    socket_id: Option<(u64, u64)>,
 }
 
 impl DaemonHandle {
@@ -64,7 +68,9 @@ impl DaemonHandle {
                 abort.abort();
             }
         }
-        let _ = fs::remove_file(&self.socket);
+        if self.socket_id.is_some() && crate::fs_trust::file_id(&self.socket) == self.socket_id {
+            let _ = fs::remove_file(&self.socket);
+        }
     }
 
     /// Resolves when a shutdown has been asked for (by a signal or `shutdown`).
@@ -73,20 +79,10 @@ impl DaemonHandle {
     }
 }
 
-fn private_dir(dir: &Path) -> anyhow::Result<()> {
-    fs::create_dir_all(dir).with_context(|| format!("cannot create the state directory {}", dir.display()))?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).with_context(|| format!("cannot make {} private (0700)", dir.display()))
-}
-
 /// Takes the state directory's lock, so two daemons never write the same state.
 fn lock_state(dir: &Path) -> anyhow::Result<File> {
     let path = dir.join("daemon.lock");
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
+    let file = crate::fs_trust::open_own_file(&path, "the state directory's lock")?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(fs::TryLockError::WouldBlock) => bail!(
@@ -97,23 +93,36 @@ fn lock_state(dir: &Path) -> anyhow::Result<File> {
     }
 }
 
-/// Binds the socket, removing a file left by a daemon that crashed, but never one in use.
+/// Checks where the socket goes (see `fs_trust::socket_place`), creating its directory if absent.
+fn check_socket_place(path: &Path) -> anyhow::Result<()> {
+    // The per-user fallback in the shared temp dir is private; a system directory is open.
+    let fallback = crate::config::fallback_runtime_dir();
+    let private = path.parent() == Some(fallback.as_path());
+    crate::fs_trust::socket_place(path, if private { 0o700 } else { 0o755 })?;
+    if private {
+        crate::config::check_fallback_dir(&fallback).map_err(anyhow::Error::msg)?;
+    }
+    Ok(())
+}
+
+/// Binds the socket, removing one left by a daemon of ours that crashed, but never one in use,
+/// never another account's, and never anything that is not a socket.
 fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
-    if let Some(parent) = path.parent().filter(|p| !p.exists()) {
-        fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
-        // The per-user fallback in the shared temp dir is private; a system directory is open.
-        let private = parent == crate::config::fallback_runtime_dir();
-        fs::set_permissions(parent, fs::Permissions::from_mode(if private { 0o700 } else { 0o755 }))?;
-    }
-    if path.parent() == Some(crate::config::fallback_runtime_dir().as_path()) {
-        crate::config::check_fallback_dir(&crate::config::fallback_runtime_dir()).map_err(anyhow::Error::msg)?;
-    }
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            bail!("a daemon is already listening on {}; stop it first, or use another --socket", path.display());
+    check_socket_place(path)?;
+    if fs::symlink_metadata(path).is_ok() {
+        // `check_socket_place` made sure it is a socket of ours; only "nobody listens" makes it stale.
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => bail!("a daemon is already listening on {}; stop it first, or use another --socket", path.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                fs::remove_file(path).with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
+                tracing::info!(socket = %path.display(), "removed a socket left by a daemon that did not stop cleanly");
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => bail!(
+                "cannot tell whether a daemon is listening on {} ({e}); it was left alone. Remove it yourself if no daemon runs there, or use another --socket",
+                path.display()
+            ),
         }
-        fs::remove_file(path).with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
-        tracing::info!(socket = %path.display(), "removed a socket left by a daemon that did not stop cleanly");
     }
     let listener = UnixListener::bind(path).with_context(|| format!("cannot listen on {}", path.display()))?;
     // Anyone on the machine may connect: the kernel tells us who they are, and the policy decides.
@@ -124,23 +133,25 @@ fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
 /// Starts a daemon and returns once it is listening.
 pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Result<DaemonHandle> {
     let started = std::time::Instant::now();
-    private_dir(&config.state_dir)?;
-    let lock = lock_state(&config.state_dir)?;
-    let policy = Policy::load(&config.policy).map_err(|e| anyhow::anyhow!("the policy does not load:\n{e}"))?;
-    let db = config.state_dir.join("zsa.db");
+    // Where the socket goes is checked first, so a bad --socket changes no state.
+    check_socket_place(&config.socket)?;
+    let state_dir = crate::fs_trust::private_dir(&config.state_dir, "the state directory")?;
+    let lock = lock_state(&state_dir)?;
+    let policy = Policy::load_trusted(&config.policy).map_err(|e| anyhow::anyhow!("the policy does not load:\n{e}"))?;
+    let db = state_dir.join("zsa.db");
+    let db_files = ["", "-wal", "-shm", "-journal"].map(|suffix| PathBuf::from(format!("{}{suffix}", db.display())));
+    for file in &db_files {
+        crate::fs_trust::own_file_if_present(file, "the daemon's database")?;
+    }
     let mut store = SqliteStore::open(&db).with_context(|| format!("cannot open the database {}", db.display()))?;
     let rebuilt = match config.rebuild_from_log {
         true => Some(store.rebuild_from_log().context("cannot rebuild the current state from the log")?),
         false => None,
     };
-    for suffix in ["", "-wal", "-shm"] {
-        let file = PathBuf::from(format!("{}{suffix}", db.display()));
-        if file.exists() {
-            fs::set_permissions(&file, fs::Permissions::from_mode(0o600))?;
-        }
+    for file in &db_files {
+        crate::fs_trust::own_file_if_present(file, "the daemon's database")?;
     }
-    let transcripts = config.state_dir.join("transcripts");
-    private_dir(&transcripts)?;
+    let transcripts = crate::fs_trust::private_dir(&state_dir.join("transcripts"), "the run transcripts' directory")?;
     let opened = started.elapsed();
     // The daemon's time never runs slower than the monotonic clock, nor earlier than the log.
     let last_at = store.events(&crate::store::EventFilter { tail: Some(1), ..Default::default() })?.pop().map(|e| e.at);
@@ -174,6 +185,7 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
     .await??;
 
     let listener = bind_socket(&config.socket)?;
+    let socket_id = crate::fs_trust::file_id(&config.socket);
     let (stop, stopped) = watch::channel(false);
     let app = routes::router(engine.clone()).into_make_service_with_connect_info::<Peer>();
     let mut server_stop = stopped.clone();
@@ -196,16 +208,17 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
         ready_ms = started.elapsed().as_millis() as u64,
         "zsa daemon listening"
     );
-    Ok(DaemonHandle { socket: config.socket, engine, stop, tasks: vec![server, deadlines], _lock: lock })
+    Ok(DaemonHandle { socket: config.socket, engine, stop, tasks: vec![server, deadlines], _lock: lock, socket_id })
 }
 
 /// Runs a daemon until SIGTERM or SIGINT; SIGHUP reloads the policy.
 pub async fn run_until_signalled(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let handle = start(config, clock).await?; // it logs where it listens
+    // Handlers first: a SIGTERM that comes as soon as the socket answers must stop us cleanly.
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let handle = start(config, clock).await?; // it logs where it listens
     loop {
         tokio::select! {
             _ = hup.recv() => {

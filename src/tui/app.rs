@@ -531,7 +531,7 @@ impl App {
             }
             Action::SwitchUser => {
                 if self.people.is_empty() {
-                    self.toast("switching people is for the demo; use --token to be someone else", true);
+                    self.toast("switching people is for the demo; set ZSA_TOKEN to be someone else", true);
                     return Vec::new();
                 }
                 self.person = (self.person + 1) % self.people.len();

@@ -79,7 +79,8 @@ pub async fn reload(State(engine): State<Arc<Engine>>, caller: Caller) -> Result
 pub async fn reload_policy(engine: Arc<Engine>, actor: crate::model::Actor) -> Result<PolicyLoad, ApiError> {
     let path = PathBuf::from(&engine.policy().path);
     blocking(move || {
-        let policy = Policy::load(&path).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "policy_invalid", e.to_string()))?;
+        let policy =
+            Policy::load_trusted(&path).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "policy_invalid", e.to_string()))?;
         let load = PolicyLoad { sha256: policy.sha256.clone(), path: policy.path.clone(), tasks: policy.tasks.len() as u32 };
         engine.reload(actor, policy)?;
         Ok::<_, ApiError>(load)
