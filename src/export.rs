@@ -7,7 +7,8 @@ use std::path::Path;
 
 use crate::model::Event;
 
-pub const CSV_HEADER: [&str; 10] = ["seq", "at", "actor", "proved", "kind", "user", "task", "target", "summary", "hash"];
+/// `proved` came last of all, so readers that go by position keep working.
+pub const CSV_HEADER: [&str; 10] = ["seq", "at", "actor", "kind", "user", "task", "target", "summary", "hash", "proved"];
 
 /// A spreadsheet treats a cell starting with = + - @ as a formula; such user text is quoted.
 pub fn spreadsheet_safe(s: &str) -> String {
@@ -19,13 +20,13 @@ pub fn csv_record(e: &Event) -> [String; 10] {
         e.seq.to_string(),
         e.at.to_rfc3339(),
         spreadsheet_safe(&e.actor),
-        spreadsheet_safe(&e.proved()),
         e.change.kind().to_string(),
         spreadsheet_safe(e.change.subject().unwrap_or("")),
         spreadsheet_safe(e.change.task().unwrap_or("")),
         e.change.target().unwrap_or_default(),
         spreadsheet_safe(&e.change.summary()),
         e.hash.clone(),
+        spreadsheet_safe(&e.proved()),
     ]
 }
 

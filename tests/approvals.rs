@@ -100,7 +100,11 @@ async fn approvals_that_stopped_being_valid_are_dropped_and_the_request_waits() 
     });
     let (approver, why) = dropped.expect("the dropped approval is on the record");
     assert_eq!(approver, "alice");
-    assert!(why.contains("disabled"), "{why}");
+    // The requester reads this event: it must not tell her what only admins may see (who was disabled).
+    assert!(why.contains("no longer valid") && !why.contains("disabled"), "{why}");
+    let requester_sees = dave.audit(&AuditParams { limit: Some(1000), ..Default::default() }).await.unwrap();
+    assert!(requester_sees.iter().any(|e| matches!(e.change, Change::ApprovalDropped { .. })), "the requester sees the drop");
+    assert!(!requester_sees.iter().any(|e| matches!(e.change, Change::UserDisabled { .. })));
     let out = carol.approve(id, None).await.unwrap();
     assert_eq!(out.grant.expect("bob and carol are enough").approved_by, ["bob", "carol"]);
     d.admin().enable("alice").await.unwrap();

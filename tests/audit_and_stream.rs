@@ -129,7 +129,7 @@ async fn audit_queries_filter_and_export() {
 
     let out = d.cli(Some("erin"), &["audit", "--task", "journal", "--csv"]).await;
     let csv = stdout(&out);
-    assert!(csv.starts_with("seq,at,actor,proved,kind,user,task,target,summary,hash"), "{csv}");
+    assert!(csv.starts_with("seq,at,actor,kind,user,task,target,summary,hash,proved"), "{csv}");
     assert!(csv.contains(",token T"), "each row says how its actor proved who they are: {csv}");
     assert!(csv.contains("request_created"));
     assert!(!csv.contains(",=HYPERLINK") && !csv.contains(",\"=HYPERLINK"), "formulas are defused: {csv}");

@@ -154,3 +154,77 @@ async fn a_database_from_before_the_row_stamps_is_upgraded_without_laundering_an
     let out = start_refused(&d, &[]).expect("an edited row survives no upgrade");
     assert!(stderr(&out).contains("the grants row of G1 does not match the log"), "{}", stderr(&out));
 }
+
+/// Ways around the check found in review: resurrecting ended things by rolling rows back and
+/// hiding the events that ended them, and deleting rows outright.
+#[tokio::test]
+async fn rolled_back_or_deleted_rows_and_relabelled_events_are_caught() {
+    let setup = || async {
+        let mut d = Daemon::start();
+        let dave = d.user("dave").await;
+        let r = NewRequest { task: "restart".into(), duration_secs: Some(600), ..Default::default() };
+        let g = dave.request(&r).await.unwrap().grant.unwrap();
+        d.admin().revoke(g.id, Some("done".into())).await.unwrap();
+        d.admin().disable("carol", None).await.unwrap();
+        let t = d.admin().issue_token("erin").await.unwrap();
+        d.admin().revoke_token(t.id).await.unwrap();
+        d.stop();
+        d
+    };
+    // An event's record is computed from its hashed body: it cannot be relabelled on its own.
+    let d = setup().await;
+    let conn = rusqlite::Connection::open(d.db()).unwrap();
+    let e = conn.execute("UPDATE events SET record = NULL WHERE kind = 'grant_revoked'", []).expect_err("record is generated");
+    assert!(e.to_string().contains("generated column"), "{e}");
+    // The revoked grant rolled back to active, stamped with the event that started it.
+    conn.execute_batch(
+        "UPDATE grants SET state = 'active', body = json_remove(json_set(body, '$.state', 'active'), '$.ended'),
+             seq = (SELECT seq FROM events WHERE kind = 'grant_started'), hash = (SELECT hash FROM events WHERE kind = 'grant_started')
+         WHERE id = 1;",
+    )
+    .unwrap();
+    drop(conn);
+    let out = start_refused(&d, &[]).expect("a resurrected grant must stop the start");
+    assert!(stderr(&out).contains("the grants row of G1 does not match the log"), "{}", stderr(&out));
+
+    // The revoked token made valid again.
+    let d = setup().await;
+    sql(
+        &d,
+        "UPDATE tokens SET revoked = 0, body = json_set(body, '$.revoked', json('false')),
+             seq = (SELECT seq FROM events WHERE kind = 'token_issued' AND record = 'T' || tokens.id),
+             hash = (SELECT hash FROM events WHERE kind = 'token_issued' AND record = 'T' || tokens.id)
+         WHERE json_extract(body, '$.user') = 'erin'",
+    );
+    let out = start_refused(&d, &[]).expect("an un-revoked token must stop the start");
+    assert!(stderr(&out).contains("the tokens row of T") && stderr(&out).contains("does not match the log"), "{}", stderr(&out));
+
+    // A disabled user's row deleted: she would be let back in.
+    let d = setup().await;
+    sql(&d, "DELETE FROM disabled_users WHERE user = 'carol'");
+    let out = start_refused(&d, &[]).expect("a deleted disabled_users row must stop the start");
+    assert!(stderr(&out).contains("the disabled_users row of user carol is missing"), "{}", stderr(&out));
+
+    // A token's row deleted.
+    let d = setup().await;
+    sql(&d, "DELETE FROM tokens WHERE json_extract(body, '$.user') = 'erin'");
+    let out = start_refused(&d, &[]).expect("a deleted token row must stop the start");
+    assert!(stderr(&out).contains("is missing, though the log issued it"), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn ids_are_never_given_twice_though_ended_rows_were_deleted() {
+    let mut d = a_daemon_with_live_state().await;
+    // R1/G1 are live; delete nothing live, but every ended row and the pending R2's approvals stay.
+    d.spawn();
+    let dave = d.user("dave").await;
+    let r = NewRequest { task: "restart".into(), duration_secs: Some(60), ..Default::default() };
+    let g = dave.request(&r).await.unwrap().grant.unwrap();
+    dave.relinquish(g.id).await.unwrap();
+    d.stop();
+    sql(&d, &format!("DELETE FROM requests WHERE id = {0}; ", g.id.0));
+    sql(&d, &format!("DELETE FROM grants WHERE id = {0}", g.id.0));
+    d.spawn();
+    let next = d.user("dave").await.request(&r).await.unwrap().request.id;
+    assert!(next.0 > g.id.0, "an id was given twice: {next} after {}", g.id);
+}

@@ -161,8 +161,7 @@ pub fn decide(state: &State, policy: &Policy, who: &Actor, command: &Command, no
                 Some(t) => {
                     let mut changes = vec![Change::TokenRevoked { token: *token, user: t.user.clone() }];
                     changes.extend(drop_stale(state, |_, a| {
-                        matches!(&a.auth, Some(Auth::Token { token: through, .. }) if through == token)
-                            .then(|| format!("token {token} it was given through was revoked"))
+                        matches!(&a.auth, Some(Auth::Token { token: through, .. }) if through == token).then(|| no_longer_valid(&a.by))
                     }));
                     Ok(changes)
                 }
@@ -531,18 +530,22 @@ fn auth_refused(task: &Task, owner: &str, what: &str, verb: &str, auth: &Auth) -
 fn why_stale(state: &State, policy: &Policy, task: &Task, request: &Request, a: &Approval) -> Option<String> {
     let by = text::inert(&a.by);
     if state.is_disabled(&a.by) {
-        return Some(format!("{by} has been disabled since"));
+        return Some(no_longer_valid(&a.by));
     }
     if !policy.may_approve(&a.by, task) {
         return Some(format!("{by} is no longer an approver of '{}'", task.name));
     }
     match &a.auth {
-        Some(Auth::Token { token, .. }) if state.tokens.get(token).is_none_or(|t| t.revoked) => {
-            Some(format!("token {token} it was given through was revoked"))
-        }
+        Some(Auth::Token { token, .. }) if state.tokens.get(token).is_none_or(|t| t.revoked) => Some(no_longer_valid(&a.by)),
         Some(auth) => auth_refused(task, &request.requester, &request.id.to_string(), "approve", auth),
         None => None,
     }
+}
+
+/// Why an approval was dropped when its approver was disabled or its token revoked, in words the
+/// requester may read: those events are for admins and auditors only, and sit beside it in the log.
+fn no_longer_valid(approver: &str) -> String {
+    format!("{}'s approval is no longer valid (the approver's account or token changed)", text::inert(approver))
 }
 
 /// `approval_dropped` for every approval on a pending request for which `stale` gives a reason.
@@ -718,7 +721,7 @@ fn disable(state: &State, policy: &Policy, actor: &str, system: bool, user: &str
     for g in state.active.iter().filter_map(|id| state.grants.get(id)).filter(|g| g.holder == user) {
         changes.push(Change::GrantRevoked { grant: g.id, task: g.task.clone(), holder: g.holder.clone(), reason: why.clone() });
     }
-    changes.extend(drop_stale(state, |r, a| (a.by == user && r.requester != user).then(|| format!("{user} was disabled by {actor}"))));
+    changes.extend(drop_stale(state, |r, a| (a.by == user && r.requester != user).then(|| no_longer_valid(user))));
     Ok(changes)
 }
 

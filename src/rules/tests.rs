@@ -636,7 +636,7 @@ fn a_policy_load_and_a_token_revocation_drop_the_approvals_they_invalidate() {
     w.run(via_token("alice", token.0, "root"), Command::Approve { request: id, comment: None }).unwrap();
     let changes = w.run("root", Command::RevokeToken { token }).unwrap();
     assert!(
-        matches!(&changes[1], Change::ApprovalDropped { approver, why, .. } if approver == "alice" && why.contains("revoked")),
+        matches!(&changes[1], Change::ApprovalDropped { approver, why, .. } if approver == "alice" && why.contains("no longer valid")),
         "{changes:?}"
     );
     let changes = w.approve("bob", id).unwrap();

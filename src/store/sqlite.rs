@@ -58,6 +58,15 @@ CREATE INDEX IF NOT EXISTS runs_running ON runs(id) WHERE state = 'running';
 /// wrote it, so start-up can check the row against its events.
 const STAMPED: [&str; 5] = ["requests", "grants", "tokens", "disabled_users", "runs"];
 
+/// Each event's record (see `Change::record`), computed by SQLite from the hashed body, so it can
+/// be neither set nor changed on its own: the start-up check finds every event of a record.
+const RECORD_COLUMN: &str = "record TEXT GENERATED ALWAYS AS (COALESCE(
+    json_extract(body, '$.run'),
+    json_extract(body, '$.request'),
+    'R' || substr(json_extract(body, '$.grant'), 2),
+    json_extract(body, '$.token'),
+    'U:' || json_extract(body, '$.user'))) VIRTUAL";
+
 /// `PRAGMA user_version` of the schema above. Version 1 added the runs table, which `open`
 /// fills from the log for a database written before it; version 2 the records and row stamps.
 const SCHEMA_VERSION: i64 = 2;
@@ -120,7 +129,7 @@ fn column_time(t: &chrono::DateTime<chrono::Utc>) -> String {
 /// Adds `column` (a name and its declaration) to `table` unless it is there already.
 fn add_column(conn: &Connection, table: &str, column: &str) -> Result<(), StoreError> {
     let name = column.split_whitespace().next().unwrap_or(column);
-    let present: i64 = conn.query_row("SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2", params![table, name], |r| r.get(0))?;
+    let present: i64 = conn.query_row("SELECT COUNT(*) FROM pragma_table_xinfo(?1) WHERE name = ?2", params![table, name], |r| r.get(0))?;
     if present == 0 {
         conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column}"))?;
     }
@@ -229,11 +238,14 @@ fn check_live(conn: &Connection, live: &State) -> Result<(), StoreError> {
         for row in rows {
             let Some((table, key_column, key)) = row_of(&row) else { continue };
             let sql = format!("SELECT seq, hash FROM {table} WHERE {key_column} = ?1");
+            let label = row.strip_prefix("U:").map_or(row.clone(), |u| format!("user {u}"));
             let Some(written) = conn.query_row(&sql, [&key], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))).optional()?
             else {
+                if stamps.contains_key(&row) && (table != "disabled_users" || rebuilt.is_disabled(&row[2..])) {
+                    return Err(StoreError::Tampered(format!("the {table} row of {label} is missing, though the log wrote it")));
+                }
                 continue;
             };
-            let label = row.strip_prefix("U:").map_or(row.clone(), |u| format!("user {u}"));
             let n = row.get(1..).and_then(|n| n.parse::<u64>().ok());
             let same = match (table, n) {
                 ("requests", Some(n)) => live.requests.get(&RequestId(n)).map(|r| rebuilt.requests.get(&RequestId(n)) == Some(r)),
@@ -260,6 +272,26 @@ fn check_live(conn: &Connection, live: &State) -> Result<(), StoreError> {
             }
         }
     }
+    // Rows deleted outright: every user the log says is disabled, and every token it issued,
+    // must have its row (a deleted disabled_users row would let the user back in).
+    let mut users = conn.prepare("SELECT DISTINCT record FROM events WHERE record >= 'U:' AND record < 'U;'")?;
+    for record in users.query_map([], |r| r.get::<_, String>(0))? {
+        let record = record?;
+        let user = &record[2..];
+        if !live.is_disabled(user) && rebuild_record(conn, &record)?.0.is_disabled(user) {
+            return Err(StoreError::Tampered(format!(
+                "the disabled_users row of user {} is missing, though the log says the user is disabled",
+                crate::model::text::inert(user)
+            )));
+        }
+    }
+    let mut tokens = conn.prepare("SELECT DISTINCT record FROM events WHERE record >= 'T' AND record < 'U'")?;
+    for record in tokens.query_map([], |r| r.get::<_, String>(0))? {
+        let record = record?;
+        if !record[1..].parse::<u64>().is_ok_and(|n| live.tokens.contains_key(&TokenId(n))) {
+            return Err(StoreError::Tampered(format!("the tokens row of {record} is missing, though the log issued it")));
+        }
+    }
     Ok(())
 }
 
@@ -280,7 +312,7 @@ impl SqliteStore {
         conn.execute_batch("PRAGMA synchronous = FULL;")?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         conn.execute_batch(SCHEMA)?;
-        add_column(&conn, "events", "record TEXT")?;
+        add_column(&conn, "events", RECORD_COLUMN)?;
         for table in STAMPED {
             add_column(&conn, table, "seq INTEGER NOT NULL DEFAULT 0")?;
             add_column(&conn, table, "hash TEXT NOT NULL DEFAULT ''")?;
@@ -299,22 +331,16 @@ impl SqliteStore {
     /// Row contents are never rewritten here, so an upgrade cannot hide an edited row.
     fn upgrade(&mut self, from: i64) -> Result<(), StoreError> {
         let mut full = State::default();
-        let mut records = Vec::new();
         let mut stamps = Stamps::new();
         self.replay(&mut |e| {
             full.apply(&e);
             stamps.extend(stamps_of([&e]));
-            records.push((e.seq, e.change.record()));
         })?;
         let tx = self.conn.transaction()?;
         if from < 1 {
             write_rows(&tx, &State { runs: full.runs, ..State::default() }, &stamps)?;
         }
         {
-            let mut set = tx.prepare("UPDATE events SET record = ?1 WHERE seq = ?2")?;
-            for (seq, record) in &records {
-                set.execute(params![record, *seq as i64])?;
-            }
             for (row, (seq, hash)) in &stamps {
                 if let Some((table, key_column, key)) = row_of(row) {
                     tx.execute(
@@ -478,8 +504,16 @@ impl Store for SqliteStore {
         let max_id = |table: &str| -> Result<u64, StoreError> {
             Ok(tx.query_row(&format!("SELECT COALESCE(MAX(id), 0) FROM {table}"), [], |r| r.get::<_, i64>(0))? as u64)
         };
-        s.last_request = max_id("requests")?;
-        s.last_run = max_id("runs")?;
+        // Ids never repeat, even if rows were deleted: the newest creation in the log counts too.
+        let newest = |kind: &str| -> Result<u64, StoreError> {
+            let record: Option<String> = tx
+                .query_row("SELECT record FROM events WHERE kind = ?1 ORDER BY seq DESC LIMIT 1", [kind], |r| r.get(0))
+                .optional()?
+                .flatten();
+            Ok(record.and_then(|r| r.get(1..).and_then(|n| n.parse().ok())).unwrap_or(0))
+        };
+        s.last_request = max_id("requests")?.max(newest("request_created")?);
+        s.last_run = max_id("runs")?.max(newest("run_started")?);
         let head = tx
             .query_row("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
             .optional()?;
@@ -522,8 +556,8 @@ impl Store for SqliteStore {
         let tx = self.conn.transaction()?;
         {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO events (seq, at, actor, kind, subject, task, body, prev_hash, hash, record)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT INTO events (seq, at, actor, kind, subject, task, body, prev_hash, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?;
             for e in events {
                 insert.execute(params![
@@ -536,7 +570,6 @@ impl Store for SqliteStore {
                     chain::body(e),
                     e.prev_hash,
                     e.hash,
-                    e.change.record(),
                 ])?;
             }
             write_rows(&tx, touched, &stamps)?;
