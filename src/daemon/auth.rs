@@ -22,14 +22,20 @@ pub struct Peer {
     pub name: Option<String>,
 }
 
-impl Connected<IncomingStream<'_, UnixListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
-        let uid = stream.io().peer_cred().ok().map(|c| c.uid());
+impl Peer {
+    /// The account with this uid, by name (`uid-N` when it has none). Blocking: it may ask NSS.
+    pub fn of_uid(uid: Option<u32>) -> Peer {
         let name = uid.map(|uid| match nix::unistd::User::from_uid(uid.into()) {
             Ok(Some(user)) => user.name,
             _ => format!("uid-{uid}"),
         });
         Peer { uid, name }
+    }
+}
+
+impl Connected<IncomingStream<'_, UnixListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
+        Peer::of_uid(stream.io().peer_cred().ok().map(|c| c.uid()))
     }
 }
 

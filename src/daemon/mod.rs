@@ -7,6 +7,7 @@ pub mod deadlines;
 pub mod engine;
 pub mod error;
 pub mod feed;
+pub mod listen;
 pub mod routes;
 pub mod runner;
 pub mod server;

@@ -61,6 +61,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not take that method")
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::Extension(super::feed::StreamSlots::default()))
         .with_state(engine)
 }
 
