@@ -21,7 +21,7 @@ pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
         };
         if wait.is_zero() {
             let e = engine.clone();
-            match tokio::task::spawn_blocking(move || e.expire_due()).await {
+            match super::writer::run(move || e.expire_due()).await {
                 Ok(Ok(_)) => continue,
                 Ok(Err(err)) => tracing::error!(error = %err, "could not record expiries; trying again in a second"),
                 Err(err) => tracing::error!(error = %err, "the expiry task failed"),

@@ -361,8 +361,9 @@ pub fn serve(listener: UnixListener, app: Router, limits: Limits, mut stop: watc
 
 /// Serves one connection under the limits.
 async fn connection(stream: UnixStream, uid: Option<u32>, app: Router, limits: &Limits, mut stop: watch::Receiver<bool>) {
-    // The account's name may come from NSS (LDAP, sssd): looked up here, not in the accept loop.
-    let peer = tokio::task::spawn_blocking(move || Peer::of_uid(uid)).await.unwrap_or(Peer { uid, name: None });
+    // The account's name is looked up here, not in the accept loop, and not on the shared
+    // blocking pool, which a flood of reads may fill.
+    let peer = Peer::of_uid(uid);
     let activity = Arc::new(Activity { start: Instant::now(), last_ms: AtomicU64::new(0), busy: AtomicUsize::new(0) });
     let io = TokioIo::new(Tracked { inner: stream, activity: activity.clone() });
     let service = {

@@ -11,6 +11,7 @@ pub mod listen;
 pub mod routes;
 pub mod runner;
 pub mod server;
+pub mod writer;
 
 pub use engine::Engine;
 pub use server::{DaemonConfig, DaemonHandle, start};

@@ -212,7 +212,7 @@ async fn supervise(engine: Arc<Engine>, s: Started, tx: Sink) {
         truncated,
     };
     let e = engine.clone();
-    match tokio::task::spawn_blocking(move || e.execute(SYSTEM_ACTOR, end)).await {
+    match super::writer::run(move || e.execute(SYSTEM_ACTOR, end)).await {
         Ok(Ok(_)) => {}
         other => tracing::error!(run = %s.run, result = ?other.map(|r| r.map(|_| ())), "could not record the end of a run"),
     }
