@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -219,11 +219,13 @@ fn refuse(stream: UnixStream, why: Refused, limits: &Limits) {
     let _ = stream.try_write(&refusal_response(why, limits));
 }
 
-/// When a connection last moved a byte, and how many of its requests are being answered.
+/// When a connection last moved a byte, how many of its requests are being answered, and
+/// whether an answer is waiting for the client to send more of its body.
 struct Activity {
     start: Instant,
     last_ms: AtomicU64,
     busy: AtomicUsize,
+    awaiting_body: AtomicBool,
 }
 
 impl Activity {
@@ -241,7 +243,9 @@ impl Activity {
     async fn idle(&self, limit: Duration) {
         loop {
             let idle = self.idle_for();
-            if idle >= limit && self.busy.load(Ordering::Relaxed) == 0 {
+            // A request being answered is not idle, unless what it waits for is the client.
+            let answering = self.busy.load(Ordering::Relaxed) > 0 && !self.awaiting_body.load(Ordering::Relaxed);
+            if idle >= limit && !answering {
                 return;
             }
             tokio::time::sleep(limit.saturating_sub(idle).max(Duration::from_millis(100))).await;
@@ -264,6 +268,37 @@ impl Drop for Busy {
     fn drop(&mut self) {
         self.0.busy.fetch_sub(1, Ordering::Relaxed);
         self.0.touch();
+    }
+}
+
+/// A request body that notes when the answer is waiting for the client to send more.
+struct WatchedBody {
+    inner: Incoming,
+    activity: Arc<Activity>,
+}
+
+impl http_body::Body for WatchedBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        self.activity.awaiting_body.store(r.is_pending(), Ordering::Relaxed);
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for WatchedBody {
+    fn drop(&mut self) {
+        self.activity.awaiting_body.store(false, Ordering::Relaxed);
     }
 }
 
@@ -364,11 +399,17 @@ async fn connection(stream: UnixStream, uid: Option<u32>, app: Router, limits: &
     // The account's name is looked up here, not in the accept loop, and not on the shared
     // blocking pool, which a flood of reads may fill.
     let peer = Peer::of_uid(uid);
-    let activity = Arc::new(Activity { start: Instant::now(), last_ms: AtomicU64::new(0), busy: AtomicUsize::new(0) });
+    let activity = Arc::new(Activity {
+        start: Instant::now(),
+        last_ms: AtomicU64::new(0),
+        busy: AtomicUsize::new(0),
+        awaiting_body: AtomicBool::new(false),
+    });
     let io = TokioIo::new(Tracked { inner: stream, activity: activity.clone() });
     let service = {
         let activity = activity.clone();
-        hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            let mut req = req.map(|inner| axum::body::Body::new(WatchedBody { inner, activity: activity.clone() }));
             req.extensions_mut().insert(ConnectInfo(peer.clone()));
             let busy = Busy::new(&activity);
             let answer = app.clone().oneshot(req);
