@@ -65,7 +65,7 @@ impl Limits {
             per_uid: 64,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
-            max_header_bytes: 16 * 1024,
+            max_header_bytes: 8 * 1024,
         }
     }
 }
@@ -425,7 +425,9 @@ async fn connection(stream: UnixStream, uid: Option<u32>, app: Router, limits: &
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_header_size(limits.max_header_bytes)
-        .max_buf_size(limits.max_header_bytes.max(8192) * 2);
+        // The read buffer holds a head or a slice of a body; small, so a connection that sends a
+        // head and stops costs little (hyper's default lets each grow to ~400 KiB).
+        .max_buf_size((limits.max_header_bytes * 2).max(8192));
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     tokio::select! {
