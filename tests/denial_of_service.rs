@@ -61,10 +61,7 @@ fn read_response(s: &mut UnixStream) -> (u16, String) {
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
     let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let len: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
-        .unwrap_or(0);
+    let len: usize = head.lines().find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0))).unwrap_or(0);
     while buf.len() < head_end + len {
         match s.read(&mut chunk) {
             Ok(0) | Err(_) => break,
@@ -361,10 +358,7 @@ async fn a_catch_up_reads_only_what_may_concern_the_caller() {
     let conn = rusqlite::Connection::open(d.db()).unwrap();
     conn.busy_timeout(Duration::from_secs(10)).unwrap();
     let spoiled = conn
-        .execute(
-            "UPDATE events SET body = 'unreadable' WHERE NOT (actor = 'zed' OR subject = 'zed' OR kind = 'policy_loaded')",
-            [],
-        )
+        .execute("UPDATE events SET body = 'unreadable' WHERE NOT (actor = 'zed' OR subject = 'zed' OR kind = 'policy_loaded')", [])
         .unwrap();
     assert!(spoiled > 40, "{spoiled}");
     drop(conn);
@@ -397,8 +391,8 @@ async fn a_catch_up_reads_only_what_may_concern_the_caller() {
 
 #[test]
 fn approvals_do_not_wait_for_the_shared_blocking_pool() {
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::{Arc, RwLock};
     const POOL: usize = 4;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).max_blocking_threads(POOL).enable_all().build().unwrap();
     rt.block_on(async {
@@ -410,18 +404,21 @@ fn approvals_do_not_wait_for_the_shared_blocking_pool() {
         let admin = Client::new(&h.socket, None).unwrap();
         let dave = Client::new(&h.socket, Some(admin.issue_token("dave").await.unwrap().token)).unwrap();
         let alice = Client::new(&h.socket, Some(admin.issue_token("alice").await.unwrap().token)).unwrap();
-        let new = NewRequest { task: "journal".into(), reason: Some("mail loop".into()), ticket: Some("INC-7".into()), ..Default::default() };
+        let new =
+            NewRequest { task: "journal".into(), reason: Some("mail loop".into()), ticket: Some("INC-7".into()), ..Default::default() };
         let id = dave.request(&new).await.unwrap().request.id;
 
         // Every thread of the shared blocking pool is taken (as a flood of reads would take it).
-        let gate = Arc::new(RwLock::new(()));
-        let held = gate.write().unwrap();
+        // Each waits until its sender is dropped.
+        let mut held = Vec::new();
         let busy = Arc::new(AtomicUsize::new(0));
         for _ in 0..POOL + 8 {
-            let (gate, busy) = (gate.clone(), busy.clone());
+            let (release, wait) = std::sync::mpsc::channel::<()>();
+            held.push(release);
+            let busy = busy.clone();
             tokio::task::spawn_blocking(move || {
                 busy.fetch_add(1, Ordering::SeqCst);
-                let _wait = gate.read();
+                let _ = wait.recv();
             });
         }
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -411,10 +411,7 @@ impl Store for SqliteStore {
                     .iter()
                     .map(|w| format!("SELECT seq FROM (SELECT seq FROM events WHERE {w} AND {conds} ORDER BY seq {order}{limit})"))
                     .collect();
-                format!(
-                    "SELECT body, prev_hash, hash FROM events WHERE seq IN ({}) ORDER BY seq {order}{limit}",
-                    branches.join(" UNION ")
-                )
+                format!("SELECT body, prev_hash, hash FROM events WHERE seq IN ({}) ORDER BY seq {order}{limit}", branches.join(" UNION "))
             }
         };
         let mut stmt = self.conn.prepare_cached(&sql)?;
