@@ -5,17 +5,16 @@
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
-use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::connect_info::ConnectInfo;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::serve::IncomingStream;
 use sha2::{Digest, Sha256};
-use tokio::net::UnixListener;
 
 use super::Engine;
 use super::error::ApiError;
 
-/// The account on the other end of a Unix socket connection, looked up once per connection.
+/// The account on the other end of a Unix socket connection, looked up once per connection
+/// (by `listen`, which puts it in every request's extensions).
 #[derive(Clone, Debug)]
 pub struct Peer {
     pub uid: Option<u32>,
@@ -30,12 +29,6 @@ impl Peer {
             _ => format!("uid-{uid}"),
         });
         Peer { uid, name }
-    }
-}
-
-impl Connected<IncomingStream<'_, UnixListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
-        Peer::of_uid(stream.io().peer_cred().ok().map(|c| c.uid()))
     }
 }
 
