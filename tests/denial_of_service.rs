@@ -473,13 +473,11 @@ async fn narrowed_reads_return_exactly_what_the_rule_shows() {
     assert!(sees("zed") < sees("dave") && sees("dave") < sees("alice") && sees("alice") < sees("erin"));
     assert_eq!(sees("erin"), everything.len());
     for (user, client) in users.iter().zip(&clients) {
-        let filters: Vec<(AuditParams, Box<dyn Fn(&zsa::model::Event) -> bool>)> = vec![
-            (AuditParams::default(), Box::new(|_| true)),
-            (AuditParams { task: Some("journal".into()), ..Default::default() }, Box::new(|e| e.change.task() == Some("journal"))),
-            (
-                AuditParams { user: Some("dave".into()), ..Default::default() },
-                Box::new(|e| e.actor == "dave" || e.change.subject() == Some("dave")),
-            ),
+        type Keep = fn(&zsa::model::Event) -> bool;
+        let filters: Vec<(AuditParams, Keep)> = vec![
+            (AuditParams::default(), |_| true),
+            (AuditParams { task: Some("journal".into()), ..Default::default() }, |e| e.change.task() == Some("journal")),
+            (AuditParams { user: Some("dave".into()), ..Default::default() }, |e| e.actor == "dave" || e.change.subject() == Some("dave")),
         ];
         for (params, keep) in filters {
             let expected: Vec<u64> = seqs(&everything)
