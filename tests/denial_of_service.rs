@@ -293,12 +293,39 @@ fn silent_slow_and_oversized_request_heads_are_cut_off() {
     assert_eq!(whoami(&mut s).0, 200);
 }
 
+/// A task that prints nothing for a while, to show a quiet answer is not an idle connection.
+const QUIET_TASK: &str = r#"
+[[tasks]]
+name = "quiet"
+requesters = ["oncall"]
+approval = "auto"
+max_duration = "1h"
+run = ["/bin/sleep", "{secs}"]
+timeout = "2m"
+[tasks.params.secs]
+range = [1, 60]
+"#;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_body_that_stops_is_cut_off_but_a_quiet_event_stream_stays() {
-    let mut d = Daemon::start();
+async fn a_body_that_stops_is_cut_off_but_quiet_answers_stay() {
+    use zsa::model::wire::{RunOutput, RunRequest};
+    let mut d = Daemon::start_with(&format!("{}{QUIET_TASK}", common::POLICY));
     let limits = Limits::for_fd_limit(1024);
     let dave = d.user("dave").await;
     let mut stream = d.admin().events(None).await.unwrap();
+    // A run whose command says nothing for longer than the idle timeout.
+    dave.request(&NewRequest { task: "quiet".into(), ..Default::default() }).await.unwrap();
+    let secs = (limits.idle_timeout + Duration::from_secs(5)).as_secs().to_string();
+    let params = [("secs".to_string(), secs)].into_iter().collect();
+    let mut run = dave.run(&RunRequest { task: "quiet".into(), params }).await.unwrap();
+    let quiet_run = tokio::spawn(async move {
+        while let Some(line) = run.next().await {
+            if let RunOutput::Ended { exit_code, .. } = line.expect("the run's answer is not cut") {
+                return exit_code;
+            }
+        }
+        panic!("the run's answer ended without its end");
+    });
     let socket = d.socket.clone();
     let slow = tokio::task::spawn_blocking(move || {
         let mut s = UnixStream::connect(&socket).unwrap();
@@ -313,6 +340,8 @@ async fn a_body_that_stops_is_cut_off_but_a_quiet_event_stream_stays() {
     let id = made.request.id;
     wait_for_event(&mut stream, Duration::from_secs(10), |e| matches!(&e.change, Change::RequestCreated { request, .. } if *request == id))
         .await;
+    let exit = tokio::time::timeout(Duration::from_secs(30), quiet_run).await.expect("the quiet run ended").unwrap();
+    assert_eq!(exit, Some(0));
 }
 
 #[tokio::test]

@@ -219,13 +219,14 @@ fn refuse(stream: UnixStream, why: Refused, limits: &Limits) {
     let _ = stream.try_write(&refusal_response(why, limits));
 }
 
-/// When a connection last moved a byte, how many of its requests are being answered, and
-/// whether an answer is waiting for the client to send more of its body.
+/// When a connection last moved a byte, how many of its answers are being made or sent, and
+/// whether one is waiting on the client: for more of its body, or to read what was written.
 struct Activity {
     start: Instant,
     last_ms: AtomicU64,
     busy: AtomicUsize,
     awaiting_body: AtomicBool,
+    write_blocked: AtomicBool,
 }
 
 impl Activity {
@@ -238,13 +239,15 @@ impl Activity {
         self.start.elapsed().saturating_sub(last)
     }
 
-    /// Resolves once the connection has been idle for `limit`: nothing being answered and
-    /// nothing read or written.
+    /// Resolves once the connection has been idle for `limit`: nothing read or written, and
+    /// nothing being answered, or the answer waits on the client. (A run's output or an event
+    /// stream may be quiet for long; that is the daemon's doing, not the client's.)
     async fn idle(&self, limit: Duration) {
         loop {
             let idle = self.idle_for();
             // A request being answered is not idle, unless what it waits for is the client.
-            let answering = self.busy.load(Ordering::Relaxed) > 0 && !self.awaiting_body.load(Ordering::Relaxed);
+            let waits_on_client = self.awaiting_body.load(Ordering::Relaxed) || self.write_blocked.load(Ordering::Relaxed);
+            let answering = self.busy.load(Ordering::Relaxed) > 0 && !waits_on_client;
             if idle >= limit && !answering {
                 return;
             }
@@ -253,8 +256,7 @@ impl Activity {
     }
 }
 
-/// Counts a request as being answered until its response is ready (an event stream's body
-/// then keeps the connection active by its keep-alives).
+/// Counts a request as being answered until its response has been sent (or dropped).
 struct Busy(Arc<Activity>);
 
 impl Busy {
@@ -296,6 +298,29 @@ impl http_body::Body for WatchedBody {
     }
 }
 
+/// A response body that keeps its request counted as being answered until it is sent.
+struct AnsweringBody {
+    inner: axum::body::Body,
+    _busy: Busy,
+}
+
+impl http_body::Body for AnsweringBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 impl Drop for WatchedBody {
     fn drop(&mut self) {
         self.activity.awaiting_body.store(false, Ordering::Relaxed);
@@ -306,6 +331,16 @@ impl Drop for WatchedBody {
 struct Tracked {
     inner: UnixStream,
     activity: Arc<Activity>,
+}
+
+impl Tracked {
+    /// A write that cannot proceed waits on the client, who is not reading.
+    fn wrote(&self, r: &Poll<std::io::Result<usize>>) {
+        self.activity.write_blocked.store(r.is_pending(), Ordering::Relaxed);
+        if matches!(r, Poll::Ready(Ok(n)) if *n > 0) {
+            self.activity.touch();
+        }
+    }
 }
 
 impl AsyncRead for Tracked {
@@ -322,17 +357,13 @@ impl AsyncRead for Tracked {
 impl AsyncWrite for Tracked {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, data);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
+        self.wrote(&r);
         r
     }
 
     fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
+        self.wrote(&r);
         r
     }
 
@@ -404,6 +435,7 @@ async fn connection(stream: UnixStream, uid: Option<u32>, app: Router, limits: &
         last_ms: AtomicU64::new(0),
         busy: AtomicUsize::new(0),
         awaiting_body: AtomicBool::new(false),
+        write_blocked: AtomicBool::new(false),
     });
     let io = TokioIo::new(Tracked { inner: stream, activity: activity.clone() });
     let service = {
@@ -414,9 +446,8 @@ async fn connection(stream: UnixStream, uid: Option<u32>, app: Router, limits: &
             let busy = Busy::new(&activity);
             let answer = app.clone().oneshot(req);
             async move {
-                let r = answer.await;
-                drop(busy);
-                r
+                let response = answer.await?;
+                Ok::<_, std::convert::Infallible>(response.map(|inner| axum::body::Body::new(AnsweringBody { inner, _busy: busy })))
             }
         })
     };
