@@ -6,6 +6,10 @@
 //!   expiry    lateness of 10,000 grants ending within the same minute
 //!   start     start time and memory with 1,000,000 events; an audit query for one user, one week
 //!   console   the console's idle CPU with 100,000 items on screen
+//!   idle      `check` while 2,700 idle connections are held, at an open-file limit of 1024
+//!   headers   daemon memory with 6,000 connections that sent most of a head and stopped
+//!   streams   approvals while 900 streams from users with no role catch up from the start
+//! The last three act as other accounts (a uid taken by one thread), so they need root.
 //! With no names, all run. Results go to stdout as a Markdown table.
 
 #[path = "common/fixtures.rs"]
@@ -490,6 +494,269 @@ fn start_stages(rows: &mut Vec<Row>) {
     rows.push(Row(format!("load the live state ({} active grants)", live.active.len()), ms(t.elapsed()), String::new(), String::new()));
 }
 
+/// Uids no account has, for the attacking "users" of the denial-of-service scenarios.
+fn spare_uid(n: u32) -> u32 {
+    3_500_000 + n
+}
+
+/// Opens `n` connections to `socket` as `uid` (the raw system call switches only this thread's
+/// effective uid, which the kernel records at connect and the daemon reads with SO_PEERCRED).
+fn connect_as(uid: u32, socket: &Path, n: usize) -> Vec<std::os::unix::net::UnixStream> {
+    let socket = socket.to_path_buf();
+    std::thread::spawn(move || {
+        let keep = -1 as libc::c_long;
+        // SAFETY: system calls on this thread's own credentials, switched back before it returns.
+        assert_eq!(unsafe { libc::syscall(libc::SYS_setresuid, keep, uid as libc::c_long, keep) }, 0);
+        let conns = (0..n).filter_map(|_| std::os::unix::net::UnixStream::connect(&socket).ok()).collect();
+        assert_eq!(unsafe { libc::syscall(libc::SYS_setresuid, keep, 0 as libc::c_long, keep) }, 0);
+        conns
+    })
+    .join()
+    .unwrap()
+}
+
+/// The daemon in its own process under an open-file limit, as systemd starts it (1024 by default).
+fn spawn_limited(dir: &Path, nofile: u64) -> (std::process::Child, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).unwrap();
+    let policy = dir.join("policy.toml");
+    std::fs::write(&policy, fixtures::policy_text(&me())).unwrap();
+    let socket = dir.join("zsa.sock");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_zsa"));
+    cmd.args(["daemon", "--state"])
+        .arg(dir.join("state"))
+        .arg("--policy")
+        .arg(&policy)
+        .arg("--socket")
+        .arg(&socket)
+        .env("ZSA_LOG", "error");
+    // SAFETY: only setrlimit runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, nofile, nofile).map_err(std::io::Error::from)
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    let t = Instant::now();
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(120), "the daemon did not start");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    (child, socket)
+}
+
+fn raise_own_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+fn needs_root(rows: &mut Vec<Row>, what: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return false;
+    }
+    rows.push(Row(format!("{what}: skipped, needs root to act as other accounts"), String::new(), String::new(), String::new()));
+    true
+}
+
+async fn token_client_at(socket: &Path, user: &str) -> Client {
+    let admin = Client::new(socket, None).unwrap();
+    let t = admin.issue_token(user).await.unwrap();
+    Client::new(socket, Some(t.token)).unwrap()
+}
+
+/// `check` from root while attackers hold 2,700 idle connections (45 accounts, 60 each: each
+/// within the per-account cap, together far over the shared cap) at an open-file limit of 1024.
+async fn idle(rows: &mut Vec<Row>) {
+    if needs_root(rows, "idle") {
+        return;
+    }
+    raise_own_fd_limit();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, socket) = spawn_limited(dir.path(), 1024);
+    let u7 = token_client_at(&socket, "u7").await;
+    u7.request(&NewRequest { task: "restart".into(), duration_secs: Some(3600), ..Default::default() }).await.unwrap();
+    let s = socket.clone();
+    let held: Vec<_> = tokio::task::spawn_blocking(move || (0..45).flat_map(|i| connect_as(spare_uid(i), &s, 60)).collect()).await.unwrap();
+    let opened = held.len();
+    // A fresh connection per check, as `zsa check` makes; measured while the idle ones are held
+    // (the header timeout ends them after 10 s).
+    let mut lat = Vec::new();
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        let fresh = Client::new(&socket, None).unwrap();
+        let t = Instant::now();
+        assert!(fresh.check("restart", Some("u7")).await.unwrap().allowed);
+        lat.push(t.elapsed());
+    }
+    // And the CLI itself, process start included.
+    let mut cli = Vec::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_zsa"))
+            .args(["check", "restart", "--user", "u7"])
+            .env("ZSA_SOCKET", &socket)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        cli.push(t.elapsed());
+    }
+    lat.sort();
+    cli.sort();
+    let label = format!("check while 45 accounts hold {opened} idle connections (60 each), NOFILE 1024");
+    rows.push(Row(
+        format!("{label}: p50 / p99 / max"),
+        format!("{} / {} / {}", ms(percentile(&lat, 0.5)), ms(percentile(&lat, 0.99)), ms(percentile(&lat, 1.0))),
+        "100 ms (target)".into(),
+        String::new(),
+    ));
+    rows.push(Row(
+        format!("{label}: `zsa check` CLI, p50 / max"),
+        format!("{} / {}", ms(percentile(&cli, 0.5)), ms(percentile(&cli, 1.0))),
+        "100 ms (target)".into(),
+        String::new(),
+    ));
+    drop(held);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Daemon memory while 6,000 connections (100 accounts, 60 each) each send a request head just
+/// under the size limit and stop, at an open-file limit high enough that the shared cap
+/// (4,096 connections) is what holds.
+async fn headers(rows: &mut Vec<Row>) {
+    if needs_root(rows, "headers") {
+        return;
+    }
+    raise_own_fd_limit();
+    let dir = tempfile::tempdir().unwrap();
+    // As high as this machine allows (without CAP_SYS_RESOURCE the hard limit cannot rise).
+    let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap().1.min(65_536);
+    let (mut child, socket) = spawn_limited(dir.path(), nofile);
+    let before = rss_kib(child.id());
+    let limits = zsa::daemon::listen::Limits::for_fd_limit(nofile);
+    let pad = limits.max_header_bytes - 1024;
+    let mut head = b"GET /v1/whoami HTTP/1.1\r\nhost: zsa\r\nx-pad: ".to_vec();
+    head.extend(std::iter::repeat_n(b'a', pad));
+    let s = socket.clone();
+    let t = Instant::now();
+    let held = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut held = Vec::new();
+        for i in 0..100 {
+            for mut c in connect_as(spare_uid(100 + i), &s, 60) {
+                c.set_nonblocking(true).unwrap();
+                let _ = c.write(&head);
+                held.push(c);
+            }
+        }
+        held
+    })
+    .await
+    .unwrap();
+    let opened = held.len();
+    let mut peak = 0;
+    while t.elapsed() < Duration::from_secs(8) {
+        peak = peak.max(rss_kib(child.id()));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // How many the daemon refused at once (answered and closed) rather than held.
+    let refused = held
+        .iter()
+        .filter(|c| {
+            use std::io::Read;
+            let mut c = *c;
+            let mut buf = [0u8; 12];
+            matches!(c.read(&mut buf), Ok(n) if n > 0)
+        })
+        .count();
+    drop(held);
+    rows.push(Row(
+        format!("daemon RSS, peak over 8 s: {opened} connections sent a {} KiB head and stopped ({refused} refused at once)", pad / 1024),
+        format!("{} MiB (at rest: {} MiB)", peak / 1024, before / 1024),
+        "200 MB (target)".into(),
+        String::new(),
+    ));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Approvals while 900 event streams from users with no role (60 accounts, 15 streams each)
+/// catch up from the start of a 200,000-event log, at an open-file limit of 1024.
+async fn streams(rows: &mut Vec<Row>) {
+    if needs_root(rows, "streams") {
+        return;
+    }
+    raise_own_fd_limit();
+    let dir = tempfile::tempdir().unwrap();
+    seed_state(dir.path(), 200_000);
+    let (mut child, socket) = spawn_limited(dir.path(), 1024);
+    let alice = token_client_at(&socket, "alice").await;
+    let u1 = token_client_at(&socket, "u1").await;
+    // The seeded log may have left u1 a pending request, which would refuse the next one.
+    for r in u1.requests(false).await.unwrap().into_iter().filter(|r| r.requester == "u1") {
+        u1.cancel(r.id).await.unwrap();
+    }
+    let approve_for = |secs: u64| {
+        let (alice, u1) = (alice.clone(), u1.clone());
+        async move {
+            let mut lat = Vec::new();
+            let until = Instant::now() + Duration::from_secs(secs);
+            while Instant::now() < until {
+                let new = NewRequest { task: "journal".into(), duration_secs: Some(60), ..Default::default() };
+                let id = u1.request(&new).await.unwrap().request.id;
+                let t = Instant::now();
+                alice.approve(id, None).await.unwrap();
+                lat.push(t.elapsed());
+            }
+            lat.sort();
+            lat
+        }
+    };
+    let quiet = approve_for(3).await;
+    let s = socket.clone();
+    let opening = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut open = Vec::new();
+        for i in 0..60 {
+            for mut c in connect_as(spare_uid(300 + i), &s, 15) {
+                let _ = c.write_all(b"GET /v1/events?after=0 HTTP/1.1\r\nhost: zsa\r\naccept: text/event-stream\r\n\r\n");
+                open.push(c);
+            }
+        }
+        open
+    });
+    let during = approve_for(5).await;
+    let open = opening.await.unwrap();
+    let after = approve_for(5).await;
+    // How many streams the daemon took on (answered 200).
+    let accepted = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        open.iter()
+            .filter(|c| {
+                let mut c = *c;
+                c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                let mut buf = [0u8; 12];
+                c.read_exact(&mut buf).is_ok() && &buf == b"HTTP/1.1 200"
+            })
+            .count()
+    })
+    .await
+    .unwrap();
+    for (label, lat) in [("none open", &quiet), ("while they open and catch up", &during), ("right after", &after)] {
+        rows.push(Row(
+            format!("approve with {accepted} catch-up streams (after=0) of users with no role, 200,000 events, {label}: p50 / p99 / max"),
+            format!("{} / {} / {}", ms(percentile(lat, 0.5)), ms(percentile(lat, 0.99)), ms(percentile(lat, 1.0))),
+            "p99 50 ms (target)".into(),
+            String::new(),
+        ));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 fn main() {
     let wanted: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let want = |name: &str| wanted.is_empty() || wanted.iter().any(|w| w == name);
@@ -516,6 +783,15 @@ fn main() {
         }
         if want("console") {
             console(&mut rows).await;
+        }
+        if want("idle") {
+            idle(&mut rows).await;
+        }
+        if want("headers") {
+            headers(&mut rows).await;
+        }
+        if want("streams") {
+            streams(&mut rows).await;
         }
     });
     println!("| measure | zsa | limit in the same run | ratio |");

@@ -77,6 +77,9 @@ impl Client {
         let http = reqwest::Client::builder()
             .unix_socket(socket)
             .connect_timeout(Duration::from_secs(5))
+            // The daemon closes a kept-alive connection after 10 s without a request; let go of
+            // it first, so a call never goes out on a connection the daemon is closing.
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         Ok(Client { http, socket: socket.to_path_buf(), token: token.filter(|t| !t.is_empty()) })

@@ -5,27 +5,26 @@
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
-use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::connect_info::ConnectInfo;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::serve::IncomingStream;
 use sha2::{Digest, Sha256};
-use tokio::net::UnixListener;
 
 use super::Engine;
 use super::error::ApiError;
 use crate::model::{Actor, Auth};
 
-/// The account on the other end of a Unix socket connection, looked up once per connection.
+/// The account on the other end of a Unix socket connection, looked up once per connection
+/// (by `listen`, which puts it in every request's extensions).
 #[derive(Clone, Debug)]
 pub struct Peer {
     pub uid: Option<u32>,
     pub name: Option<String>,
 }
 
-impl Connected<IncomingStream<'_, UnixListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
-        let uid = stream.io().peer_cred().ok().map(|c| c.uid());
+impl Peer {
+    /// The account with this uid, by name (`uid-N` when it has none). Blocking: it may ask NSS.
+    pub fn of_uid(uid: Option<u32>) -> Peer {
         let name = uid.map(|uid| match nix::unistd::User::from_uid(uid.into()) {
             Ok(Some(user)) => user.name,
             _ => format!("uid-{uid}"),

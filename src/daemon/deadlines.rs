@@ -36,7 +36,7 @@ pub async fn run(engine: Arc<Engine>, clock: Arc<SteadyClock>, mut shutdown: wat
         };
         if wait.is_zero() {
             let (e, clock) = (engine.clone(), clock.clone());
-            match tokio::task::spawn_blocking(move || {
+            match super::writer::run(move || {
                 record_jumps(&e, &clock)?;
                 e.expire_due()
             })

@@ -2,12 +2,18 @@
 //! `Last-Event-ID` (or `?after=N`) first gets everything it missed from the store, then the live
 //! feed, with no gap and no duplicate: it subscribes before it reads the store, and skips any
 //! event whose sequence number it has already passed.
+//!
+//! A catch-up reads from the store only the events the caller may see (the store narrows by
+//! the indexed actor, subject and task columns; `rules::event_visible` still decides each one),
+//! so a user who may see nothing reads nothing. Each identity may hold only a few streams.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use axum::Extension;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::Stream;
 use serde::Deserialize;
@@ -20,9 +26,54 @@ use super::error::ApiError;
 use super::routes::Query;
 use crate::model::Event;
 use crate::rules;
-use crate::store::EventFilter;
+use crate::store::{EventFilter, Scope};
 
 const CATCH_UP_PAGE: u32 = 1000;
+
+/// How many event streams one identity (a user, by socket or token) may hold at once. A console
+/// holds one; a few more allow a script or two beside it.
+pub const MAX_STREAMS_PER_USER: usize = 16;
+
+/// Open event streams by user. A `StreamSlot` is one of them and gives itself back when its
+/// stream ends.
+#[derive(Clone, Default)]
+pub struct StreamSlots(Arc<Mutex<HashMap<String, usize>>>);
+
+pub struct StreamSlot {
+    slots: StreamSlots,
+    user: String,
+}
+
+impl StreamSlots {
+    fn take(&self, user: &str) -> Result<StreamSlot, ApiError> {
+        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = open.entry(user.to_string()).or_default();
+        if *mine >= MAX_STREAMS_PER_USER {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_streams",
+                format!(
+                    "'{}' already has {MAX_STREAMS_PER_USER} event streams open, the most one user may; close a console or 'zsa events' first",
+                    crate::model::text::inert(user)
+                ),
+            ));
+        }
+        *mine += 1;
+        Ok(StreamSlot { slots: self.clone(), user: user.to_string() })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.user);
+            }
+        }
+    }
+}
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -33,6 +84,7 @@ pub struct FeedQuery {
 
 pub async fn stream(
     State(engine): State<Arc<Engine>>,
+    Extension(slots): Extension<StreamSlots>,
     caller: Caller,
     headers: HeaderMap,
     Query(q): Query<FeedQuery>,
@@ -51,9 +103,10 @@ pub async fn stream(
         Some(n) => n,
         None => engine.read(|s, _| s.last_seq),
     };
+    let slot = slots.take(&caller.user)?;
     let (tx, rx) = mpsc::channel(256);
     let live = engine.subscribe();
-    tokio::spawn(follow(engine, caller.user, after, live, tx));
+    tokio::spawn(follow(engine, slot, after, live, tx));
     Ok(Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::default()))
 }
 
@@ -73,7 +126,8 @@ async fn send(engine: &Engine, user: &str, event: &Event, tx: &Sink) -> Result<(
 async fn catch_up(engine: &Arc<Engine>, user: &str, mut last: u64, tx: &Sink) -> Result<u64, ()> {
     loop {
         let e = engine.clone();
-        let filter = EventFilter { after_seq: Some(last), limit: Some(CATCH_UP_PAGE), ..Default::default() };
+        let visible_to = Some(Scope::of(&engine.policy(), user));
+        let filter = EventFilter { after_seq: Some(last), limit: Some(CATCH_UP_PAGE), visible_to, ..Default::default() };
         let page = match tokio::task::spawn_blocking(move || e.events(&filter)).await {
             Ok(Ok(page)) => page,
             _ => {
@@ -91,9 +145,11 @@ async fn catch_up(engine: &Arc<Engine>, user: &str, mut last: u64, tx: &Sink) ->
     }
 }
 
-async fn follow(engine: Arc<Engine>, user: String, after: u64, mut live: broadcast::Receiver<Arc<Event>>, tx: Sink) {
+/// Feeds one stream until its client goes or the daemon stops; its slot is given back then.
+async fn follow(engine: Arc<Engine>, slot: StreamSlot, after: u64, mut live: broadcast::Receiver<Arc<Event>>, tx: Sink) {
+    let user = &slot.user;
     let mut closing = engine.closing();
-    let Ok(mut last) = catch_up(&engine, &user, after, &tx).await else { return };
+    let Ok(mut last) = catch_up(&engine, user, after, &tx).await else { return };
     loop {
         let received = tokio::select! {
             r = live.recv() => r,
@@ -103,12 +159,12 @@ async fn follow(engine: Arc<Engine>, user: String, after: u64, mut live: broadca
         match received {
             Ok(event) if event.seq <= last => {}
             Ok(event) => {
-                if send(&engine, &user, &event, &tx).await.is_err() {
+                if send(&engine, user, &event, &tx).await.is_err() {
                     return;
                 }
                 last = event.seq;
             }
-            Err(broadcast::error::RecvError::Lagged(_)) => match catch_up(&engine, &user, last, &tx).await {
+            Err(broadcast::error::RecvError::Lagged(_)) => match catch_up(&engine, user, last, &tx).await {
                 Ok(l) => last = l,
                 Err(()) => return,
             },

@@ -7,10 +7,12 @@ pub mod deadlines;
 pub mod engine;
 pub mod error;
 pub mod feed;
+pub mod listen;
 pub mod routes;
 pub mod runner;
 pub mod server;
 pub mod tree;
+pub mod writer;
 
 pub use engine::Engine;
 pub use server::{DaemonConfig, DaemonHandle, start};

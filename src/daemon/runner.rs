@@ -267,7 +267,7 @@ async fn supervise(engine: Arc<Engine>, s: Started, tx: Sink) {
         truncated,
     };
     let e = engine.clone();
-    match tokio::task::spawn_blocking(move || e.execute(SYSTEM_ACTOR, end)).await {
+    match super::writer::run(move || e.execute(SYSTEM_ACTOR, end)).await {
         // Only now that the end is on record does the next start stop looking for its processes.
         Ok(Ok(_)) => tree.into_iter().for_each(tree::Tree::finish),
         other => tracing::error!(run = %s.run, result = ?other.map(|r| r.map(|_| ())), "could not record the end of a run"),

@@ -14,7 +14,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::Engine;
-use super::auth::Peer;
 use super::routes;
 use crate::clock::{Clock, SteadyClock};
 use crate::model::SYSTEM_ACTOR;
@@ -187,16 +186,8 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
     let listener = bind_socket(&config.socket)?;
     let socket_id = crate::fs_trust::file_id(&config.socket);
     let (stop, stopped) = watch::channel(false);
-    let app = routes::router(engine.clone()).into_make_service_with_connect_info::<Peer>();
-    let mut server_stop = stopped.clone();
-    let server = tokio::spawn(async move {
-        let graceful = async move {
-            let _ = server_stop.wait_for(|s| *s).await;
-        };
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(graceful).await {
-            tracing::error!(error = %e, "the server stopped");
-        }
-    });
+    let limits = super::listen::Limits::for_fd_limit(super::listen::raise_fd_limit());
+    let server = tokio::spawn(super::listen::serve(listener, routes::router(engine.clone()), limits, stopped.clone()));
     let deadlines = tokio::spawn(super::deadlines::run(engine.clone(), clock, stopped));
     let events = engine.read(|s, _| s.last_seq);
     tracing::info!(

@@ -44,6 +44,10 @@ pub struct EventFilter {
     pub limit: Option<u32>,
     /// Only the most recent N matching events (still returned oldest first).
     pub tail: Option<u32>,
+    /// Only events that may concern someone with this scope: their own (as actor or subject),
+    /// those about the tasks they approve, and policy loads. It narrows, in indexed SQL, what
+    /// `rules::event_visible` then decides, so reading for a caller who may see little is cheap.
+    pub visible_to: Option<Scope>,
 }
 
 /// Which requests, grants and runs a listing may hold. The rule itself is `rules::*_visible`;

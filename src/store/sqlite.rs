@@ -34,6 +34,10 @@ CREATE INDEX IF NOT EXISTS events_at ON events(at);
 CREATE INDEX IF NOT EXISTS events_subject_at ON events(subject, at);
 CREATE INDEX IF NOT EXISTS events_actor_at ON events(actor, at);
 CREATE INDEX IF NOT EXISTS events_task_at ON events(task, at);
+CREATE INDEX IF NOT EXISTS events_actor_seq ON events(actor, seq);
+CREATE INDEX IF NOT EXISTS events_subject_seq ON events(subject, seq);
+CREATE INDEX IF NOT EXISTS events_task_seq ON events(task, seq);
+CREATE INDEX IF NOT EXISTS events_policy_loads ON events(seq) WHERE kind = 'policy_loaded';
 CREATE TABLE IF NOT EXISTS requests (
     id INTEGER PRIMARY KEY, requester TEXT NOT NULL, task TEXT NOT NULL, state TEXT NOT NULL, body TEXT NOT NULL
 );
@@ -593,34 +597,59 @@ impl Store for SqliteStore {
     }
 
     fn events(&mut self, f: &EventFilter) -> Result<Vec<Event>, StoreError> {
-        let mut sql = String::from("SELECT body, prev_hash, hash FROM events WHERE seq > ?1");
+        let mut conds = String::from("seq > ?1");
         let mut args: Vec<rusqlite::types::Value> = vec![(f.after_seq.unwrap_or(0) as i64).into()];
         if let Some(since) = &f.since {
             args.push(column_time(since).into());
-            sql.push_str(&format!(" AND at >= ?{}", args.len()));
+            conds.push_str(&format!(" AND at >= ?{}", args.len()));
         }
         if let Some(until) = &f.until {
             args.push(column_time(until).into());
-            sql.push_str(&format!(" AND at < ?{}", args.len()));
+            conds.push_str(&format!(" AND at < ?{}", args.len()));
         }
         if let Some(user) = &f.user {
             args.push(user.clone().into());
             let n = args.len();
-            sql.push_str(&format!(" AND (subject = ?{n} OR actor = ?{n})"));
+            conds.push_str(&format!(" AND (subject = ?{n} OR actor = ?{n})"));
         }
         if let Some(task) = &f.task {
             args.push(task.clone().into());
-            sql.push_str(&format!(" AND task = ?{}", args.len()));
+            conds.push_str(&format!(" AND task = ?{}", args.len()));
         }
-        match f.tail {
-            Some(n) => sql.push_str(&format!(" ORDER BY seq DESC LIMIT {}", n.min(f.limit.unwrap_or(u32::MAX)))),
-            None => {
-                sql.push_str(" ORDER BY seq");
-                if let Some(limit) = f.limit {
-                    sql.push_str(&format!(" LIMIT {limit}"));
+        let (order, limit) = match f.tail {
+            Some(n) => ("DESC", Some(n.min(f.limit.unwrap_or(u32::MAX)))),
+            None => ("", f.limit),
+        };
+        let limit = limit.map(|n| format!(" LIMIT {n}")).unwrap_or_default();
+        let sql = match &f.visible_to {
+            None | Some(Scope::Everything) => format!("SELECT body, prev_hash, hash FROM events WHERE {conds} ORDER BY seq {order}{limit}"),
+            Some(Scope::Concerning { user, tasks }) => {
+                // One indexed range per way an event may concern the caller, each cut to the
+                // page, then merged: a caller who may see nothing reads nothing, and one who sees
+                // a little reads a little, however long the log.
+                args.push(user.clone().into());
+                let u = args.len();
+                let mut ways = vec![format!("actor = ?{u}"), format!("subject = ?{u}"), "kind = 'policy_loaded'".to_string()];
+                // One range per task (not `task IN`), so each reads in seq order and stops at the
+                // page; past SQLite's limit of 500 terms in a compound select, one `IN` instead.
+                if tasks.len() <= 400 {
+                    for t in tasks {
+                        args.push(t.clone().into());
+                        ways.push(format!("task = ?{}", args.len()));
+                    }
+                } else {
+                    let first = args.len() + 1;
+                    args.extend(tasks.iter().map(|t| t.clone().into()));
+                    let marks: Vec<String> = (first..first + tasks.len()).map(|n| format!("?{n}")).collect();
+                    ways.push(format!("task IN ({})", marks.join(", ")));
                 }
+                let branches: Vec<String> = ways
+                    .iter()
+                    .map(|w| format!("SELECT seq FROM (SELECT seq FROM events WHERE {w} AND {conds} ORDER BY seq {order}{limit})"))
+                    .collect();
+                format!("SELECT body, prev_hash, hash FROM events WHERE seq IN ({}) ORDER BY seq {order}{limit}", branches.join(" UNION "))
             }
-        }
+        };
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
         let mut out = Vec::new();

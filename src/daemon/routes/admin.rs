@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
-use super::{Body, blocking, execute, parse_id};
+use super::{Body, execute, parse_id, write};
 use crate::daemon::Engine;
 use crate::daemon::auth::{Caller, new_token, token_hash};
 use crate::daemon::error::ApiError;
@@ -78,7 +78,7 @@ pub async fn reload(State(engine): State<Arc<Engine>>, caller: Caller) -> Result
 /// Loads the policy file again as `actor` (an admin, or the daemon on SIGHUP).
 pub async fn reload_policy(engine: Arc<Engine>, actor: crate::model::Actor) -> Result<PolicyLoad, ApiError> {
     let path = PathBuf::from(&engine.policy().path);
-    blocking(move || {
+    write(move || {
         let policy =
             Policy::load_trusted(&path).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "policy_invalid", e.to_string()))?;
         let load = PolicyLoad { sha256: policy.sha256.clone(), path: policy.path.clone(), tasks: policy.tasks.len() as u32 };

@@ -12,7 +12,7 @@ use crate::daemon::error::ApiError;
 use crate::model::Event;
 use crate::model::wire::{AuditQuery, VerifyReport};
 use crate::rules;
-use crate::store::EventFilter;
+use crate::store::{EventFilter, Scope};
 
 pub const DEFAULT_PAGE: u32 = 1000;
 pub const MAX_PAGE: u32 = 10_000;
@@ -26,8 +26,18 @@ pub async fn list(State(engine): State<Arc<Engine>>, caller: Caller, Query(q): Q
     }
     let policy = engine.policy();
     let user = caller.user.clone();
-    let filter =
-        EventFilter { after_seq: q.after, since: q.since, until: q.until, user: q.user, task: q.task, limit: Some(limit), tail: q.tail };
+    // The store reads only what may concern the caller; the rule below decides.
+    let visible_to = Some(Scope::of(&policy, &user));
+    let filter = EventFilter {
+        after_seq: q.after,
+        since: q.since,
+        until: q.until,
+        user: q.user,
+        task: q.task,
+        limit: Some(limit),
+        tail: q.tail,
+        visible_to,
+    };
     let e = engine.clone();
     // A page holds `limit` events the caller may see: for callers who see only some events,
     // read on until the page is full or the log ends, so paging by `after` never stops early.

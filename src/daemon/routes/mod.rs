@@ -61,6 +61,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not take that method")
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::Extension(super::feed::StreamSlots::default()))
         .with_state(engine)
 }
 
@@ -117,7 +118,8 @@ pub async fn execute(engine: &Arc<Engine>, caller: &Caller, command: Command) ->
 }
 
 /// Runs a command, then `read` (the answer, from what was written or else the store) on the
-/// same blocking thread: one hand-off per write, not two.
+/// writer's own thread (never the shared blocking pool, where reads may queue): one hand-off
+/// per write, not two.
 pub async fn execute_and_read<R: Send + 'static>(
     engine: &Arc<Engine>,
     caller: &Caller,
@@ -126,11 +128,24 @@ pub async fn execute_and_read<R: Send + 'static>(
 ) -> Result<R, ApiError> {
     let engine = engine.clone();
     let actor = caller.actor();
-    blocking(move || {
+    write(move || {
         let written = engine.execute_written(actor, command)?;
         read(&engine, written)
     })
     .await
+}
+
+/// Runs a write on the writer's thread; its error, or a failure of the thread, becomes the API's error.
+pub async fn write<R: Send + 'static, E: Into<ApiError> + Send + 'static>(
+    f: impl FnOnce() -> Result<R, E> + Send + 'static,
+) -> Result<R, ApiError> {
+    match super::writer::run(f).await {
+        Ok(r) => r.map_err(Into::into),
+        Err(e) => {
+            tracing::error!(error = %e, "a write failed");
+            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the daemon failed while handling this; its log says why"))
+        }
+    }
 }
 
 /// Runs blocking work (commands, store reads, policy loads) off the async threads; its error, or

@@ -1,0 +1,478 @@
+//! The socket's front door: accepts connections, caps how many are open (in all and per Unix
+//! account), and serves each one with hyper under a header size limit, a header timeout and an
+//! idle timeout, so nobody can hold the daemon's file descriptors or memory by connecting and
+//! saying nothing, or by sending headers forever.
+//!
+//! The caps are counted at accept time from the peer's uid (SO_PEERCRED), before a byte is read.
+//! A connection over a cap gets an HTTP answer with our JSON error and is closed at once, so it
+//! costs nothing while it waits. Root and the daemon's own account may use a few reserved slots
+//! beyond the shared cap, so an attacker who fills the socket cannot lock out the people who
+//! can stop them (admins connect as themselves and share the cap; `sudo zsa ...` gets in).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::connect_info::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, watch};
+use tower::ServiceExt;
+
+use super::auth::Peer;
+
+/// File descriptors kept back from connections: the database, run transcripts and pipes, the
+/// log, and the one a refused connection needs for as long as it takes to answer it.
+const FD_RESERVE: u64 = 64;
+/// Never more connections than this, however high the descriptor limit.
+const MAX_CONNECTIONS: usize = 4096;
+
+/// How many connections may be open, and how long one may take.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Connections everyone but root and the daemon's account may hold, together.
+    pub shared: usize,
+    /// Further slots only root and the daemon's own account may use.
+    pub reserved: usize,
+    /// Connections one Unix account (other than root and the daemon's) may hold at once.
+    pub per_uid: usize,
+    /// The whole request head must arrive within this; it also ends a kept-alive connection
+    /// that sends no next request.
+    pub header_timeout: Duration,
+    /// A connection with no request being answered and no byte moving either way for this long
+    /// is closed (a body sent a byte at a time, an event stream whose reader stopped reading).
+    pub idle_timeout: Duration,
+    /// The largest request head (request line and headers) accepted.
+    pub max_header_bytes: usize,
+}
+
+impl Limits {
+    /// The limits for a process allowed `nofile` open descriptors: the caps hold at any limit,
+    /// even systemd's default of 1024.
+    pub fn for_fd_limit(nofile: u64) -> Limits {
+        let reserved = 32;
+        let total = (nofile.saturating_sub(FD_RESERVE) as usize).clamp(reserved + 16, MAX_CONNECTIONS);
+        Limits {
+            shared: total - reserved,
+            reserved,
+            per_uid: 64,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            max_header_bytes: 8 * 1024,
+        }
+    }
+}
+
+/// Raises this process's soft limit on open files to its hard limit (what well-behaved servers
+/// do; systemd starts services at 1024) and returns the soft limit now in force.
+pub fn raise_fd_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(e) => {
+                tracing::warn!(error = %e, soft, hard, "could not raise the open-file limit; connection caps follow the lower one");
+                soft
+            }
+        },
+        Ok((soft, _)) => soft,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the open-file limit; assuming 1024");
+            1024
+        }
+    }
+}
+
+/// Why a connection was turned away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refused {
+    PerUid,
+    Full,
+}
+
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    by_uid: HashMap<u32, usize>,
+}
+
+/// Counts open connections; a `Slot` is one of them and gives itself back when dropped.
+struct Gate {
+    limits: Limits,
+    counts: Mutex<Counts>,
+    own_uid: u32,
+}
+
+struct Slot {
+    gate: Arc<Gate>,
+    uid: Option<u32>,
+}
+
+impl Gate {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn admit(self: &Arc<Self>, uid: Option<u32>) -> Result<Slot, Refused> {
+        let trusted = uid.is_some_and(|u| u == 0 || u == self.own_uid);
+        let mut c = self.lock();
+        let room = if trusted { self.limits.shared + self.limits.reserved } else { self.limits.shared };
+        if c.total >= room {
+            return Err(Refused::Full);
+        }
+        if let Some(u) = uid.filter(|_| !trusted) {
+            let mine = c.by_uid.entry(u).or_default();
+            if *mine >= self.limits.per_uid {
+                return Err(Refused::PerUid);
+            }
+            *mine += 1;
+        }
+        c.total += 1;
+        Ok(Slot { gate: self.clone(), uid: uid.filter(|_| !trusted) })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut c = self.gate.lock();
+        c.total -= 1;
+        if let Some(u) = self.uid
+            && let Some(n) = c.by_uid.get_mut(&u)
+        {
+            *n -= 1;
+            if *n == 0 {
+                c.by_uid.remove(&u);
+            }
+        }
+    }
+}
+
+/// Logs refusals at most once a second, with how many were not logged: a flood of refused
+/// connections must not become a flood of log lines.
+struct RefusalLog {
+    last: Mutex<Option<Instant>>,
+    quiet: AtomicU64,
+}
+
+impl RefusalLog {
+    fn note(&self, uid: Option<u32>, why: Refused) {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            self.quiet.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        *last = Some(Instant::now());
+        let also = self.quiet.swap(0, Ordering::Relaxed);
+        match why {
+            Refused::PerUid => tracing::warn!(uid, also_refused = also, "refused a connection: this account holds too many"),
+            Refused::Full => tracing::warn!(uid, also_refused = also, "refused a connection: the daemon holds as many as it may"),
+        }
+    }
+}
+
+/// The whole answer to a refused connection: written at once, then the connection is closed.
+fn refusal_response(why: Refused, limits: &Limits) -> Vec<u8> {
+    let (status, code, message) = match why {
+        Refused::PerUid => (
+            "429 Too Many Requests",
+            "too_many_connections",
+            format!(
+                "your account already holds {} connections to the zsa daemon, the most one account may; close some (each console or 'zsa events' holds one) and try again",
+                limits.per_uid
+            ),
+        ),
+        Refused::Full => (
+            "503 Service Unavailable",
+            "daemon_busy",
+            format!(
+                "the zsa daemon already holds {} connections, the most it may; try again shortly, or ask an admin to look at its log (root can still connect)",
+                limits.shared
+            ),
+        ),
+    };
+    let body = serde_json::json!({ "error": { "code": code, "message": message } }).to_string();
+    format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\nretry-after: 1\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Answers a refused connection without waiting: whatever it already sent is read and dropped
+/// (so closing does not reset it before it reads the answer), the answer is written, and the
+/// socket is closed. A fresh socket's buffer always has room for the few hundred bytes.
+fn refuse(stream: UnixStream, why: Refused, limits: &Limits) {
+    let mut sink = [0u8; 4096];
+    for _ in 0..16 {
+        match stream.try_read(&mut sink) {
+            Ok(n) if n > 0 => continue,
+            _ => break,
+        }
+    }
+    let _ = stream.try_write(&refusal_response(why, limits));
+}
+
+/// When a connection last moved a byte, how many of its answers are being made or sent, and
+/// whether one is waiting on the client: for more of its body, or to read what was written.
+struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+    busy: AtomicUsize,
+    awaiting_body: AtomicBool,
+    write_blocked: AtomicBool,
+}
+
+impl Activity {
+    fn touch(&self) {
+        self.last_ms.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
+    }
+
+    /// Resolves once the connection has been idle for `limit`: nothing read or written, and
+    /// nothing being answered, or the answer waits on the client. (A run's output or an event
+    /// stream may be quiet for long; that is the daemon's doing, not the client's.)
+    async fn idle(&self, limit: Duration) {
+        loop {
+            let idle = self.idle_for();
+            // A request being answered is not idle, unless what it waits for is the client.
+            let waits_on_client = self.awaiting_body.load(Ordering::Relaxed) || self.write_blocked.load(Ordering::Relaxed);
+            let answering = self.busy.load(Ordering::Relaxed) > 0 && !waits_on_client;
+            if idle >= limit && !answering {
+                return;
+            }
+            tokio::time::sleep(limit.saturating_sub(idle).max(Duration::from_millis(100))).await;
+        }
+    }
+}
+
+/// Counts a request as being answered until its response has been sent (or dropped).
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn new(a: &Arc<Activity>) -> Busy {
+        a.busy.fetch_add(1, Ordering::Relaxed);
+        Busy(a.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
+    }
+}
+
+/// A request body that notes when the answer is waiting for the client to send more.
+struct WatchedBody {
+    inner: Incoming,
+    activity: Arc<Activity>,
+}
+
+impl http_body::Body for WatchedBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        self.activity.awaiting_body.store(r.is_pending(), Ordering::Relaxed);
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body that keeps its request counted as being answered until it is sent.
+struct AnsweringBody {
+    inner: axum::body::Body,
+    _busy: Busy,
+}
+
+impl http_body::Body for AnsweringBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for WatchedBody {
+    fn drop(&mut self) {
+        self.activity.awaiting_body.store(false, Ordering::Relaxed);
+    }
+}
+
+/// The socket, noting every byte that moves.
+struct Tracked {
+    inner: UnixStream,
+    activity: Arc<Activity>,
+}
+
+impl Tracked {
+    /// A write that cannot proceed waits on the client, who is not reading.
+    fn wrote(&self, r: &Poll<std::io::Result<usize>>) {
+        self.activity.write_blocked.store(r.is_pending(), Ordering::Relaxed);
+        if matches!(r, Poll::Ready(Ok(n)) if *n > 0) {
+            self.activity.touch();
+        }
+    }
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, data);
+        self.wrote(&r);
+        r
+    }
+
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.wrote(&r);
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Accepts and serves connections until `stop` turns true, then lets each connection finish
+/// the request it is answering and returns once all are closed.
+pub fn serve(listener: UnixListener, app: Router, limits: Limits, mut stop: watch::Receiver<bool>) -> impl Future<Output = ()> + Send {
+    let gate = Arc::new(Gate { limits: limits.clone(), counts: Mutex::default(), own_uid: nix::unistd::geteuid().as_raw() });
+    let log = Arc::new(RefusalLog { last: Mutex::new(None), quiet: AtomicU64::new(0) });
+    tracing::debug!(?limits, "connection limits");
+    async move {
+        // Every connection task holds a clone; when all are gone, `recv` returns None.
+        let (open_tx, mut open_rx) = mpsc::channel::<()>(1);
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = stop.wait_for(|s| *s) => break,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors (or memory): back off instead of spinning; the caps
+                    // should make this rare.
+                    tracing::error!(error = %e, "could not accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let uid = stream.peer_cred().ok().map(|c| c.uid());
+            let slot = match gate.admit(uid) {
+                Ok(slot) => slot,
+                Err(why) => {
+                    log.note(uid, why);
+                    refuse(stream, why, &limits);
+                    continue;
+                }
+            };
+            let (app, limits, stop, open) = (app.clone(), limits.clone(), stop.clone(), open_tx.clone());
+            tokio::spawn(async move {
+                connection(stream, uid, app, &limits, stop).await;
+                drop(slot);
+                drop(open);
+            });
+        }
+        drop(open_tx);
+        let _ = open_rx.recv().await;
+    }
+}
+
+/// Serves one connection under the limits.
+async fn connection(stream: UnixStream, uid: Option<u32>, app: Router, limits: &Limits, mut stop: watch::Receiver<bool>) {
+    // The account's name is looked up here, not in the accept loop, and not on the shared
+    // blocking pool, which a flood of reads may fill.
+    let peer = Peer::of_uid(uid);
+    let activity = Arc::new(Activity {
+        start: Instant::now(),
+        last_ms: AtomicU64::new(0),
+        busy: AtomicUsize::new(0),
+        awaiting_body: AtomicBool::new(false),
+        write_blocked: AtomicBool::new(false),
+    });
+    let io = TokioIo::new(Tracked { inner: stream, activity: activity.clone() });
+    let service = {
+        let activity = activity.clone();
+        hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            let mut req = req.map(|inner| axum::body::Body::new(WatchedBody { inner, activity: activity.clone() }));
+            req.extensions_mut().insert(ConnectInfo(peer.clone()));
+            let busy = Busy::new(&activity);
+            let answer = app.clone().oneshot(req);
+            async move {
+                let response = answer.await?;
+                Ok::<_, std::convert::Infallible>(response.map(|inner| axum::body::Body::new(AnsweringBody { inner, _busy: busy })))
+            }
+        })
+    };
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_header_size(limits.max_header_bytes)
+        // The read buffer holds a head or a slice of a body; small, so a connection that sends a
+        // head and stops costs little (hyper's default lets each grow to ~400 KiB).
+        .max_buf_size((limits.max_header_bytes * 2).max(8192));
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, uid, "a connection ended with an error");
+            }
+        }
+        _ = activity.idle(limits.idle_timeout) => {
+            tracing::debug!(uid, "closed an idle connection");
+        }
+        _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
