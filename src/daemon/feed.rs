@@ -23,7 +23,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::Engine;
 use super::auth::Caller;
 use super::error::ApiError;
-use super::routes::Query;
+use super::extract::Query;
 use crate::model::Event;
 use crate::rules;
 use crate::store::{EventFilter, Scope};

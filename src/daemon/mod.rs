@@ -6,11 +6,13 @@ pub mod auth;
 pub mod deadlines;
 pub mod engine;
 pub mod error;
+pub mod extract;
 pub mod feed;
 pub mod listen;
 pub mod routes;
 pub mod runner;
 pub mod server;
+pub mod service;
 pub mod tree;
 pub mod writer;
 

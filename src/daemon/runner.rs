@@ -24,7 +24,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::Engine;
 use super::auth::Caller;
 use super::error::ApiError;
-use super::routes::execute;
+use super::service::execute;
 use super::tree;
 use crate::model::wire::{RunOutput, RunRequest};
 use crate::model::{Change, GrantId, RunId, RunOutcome, SYSTEM_ACTOR};

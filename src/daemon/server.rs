@@ -213,7 +213,7 @@ pub async fn run_until_signalled(config: DaemonConfig, clock: Arc<dyn Clock>) ->
     loop {
         tokio::select! {
             _ = hup.recv() => {
-                match routes::reload_policy_as_daemon(handle.engine.clone()).await {
+                match super::service::reload_policy_as_daemon(handle.engine.clone()).await {
                     Ok(load) => tracing::info!(sha256 = %load.sha256, "policy reloaded on SIGHUP"),
                     Err(e) => tracing::error!(error = %e.message, "SIGHUP: the policy was not reloaded; the old one stays in force"),
                 }

@@ -1,19 +1,17 @@
 //! Admin actions: tokens, disabling users, reloading the policy.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
-use super::{Body, execute, parse_id, write};
+use super::{Body, execute, parse_id};
 use crate::daemon::Engine;
 use crate::daemon::auth::{Caller, new_token, token_hash};
 use crate::daemon::error::ApiError;
 use crate::model::wire::{IssueToken, IssuedToken, PolicyLoad, Reason, TokenView};
 use crate::model::{Change, TokenId};
-use crate::policy::Policy;
 use crate::rules::Command;
 
 fn admins_only(engine: &Engine, caller: &Caller) -> Result<(), ApiError> {
@@ -71,19 +69,6 @@ pub async fn enable(State(engine): State<Arc<Engine>>, caller: Caller, Path(user
 /// refused with its file:line messages and the old policy stays in force.
 pub async fn reload(State(engine): State<Arc<Engine>>, caller: Caller) -> Result<Json<PolicyLoad>, ApiError> {
     admins_only(&engine, &caller)?;
-    let load = reload_policy(engine, caller.actor()).await?;
+    let load = crate::daemon::service::reload_policy(engine, caller.actor()).await?;
     Ok(Json(load))
-}
-
-/// Loads the policy file again as `actor` (an admin, or the daemon on SIGHUP).
-pub async fn reload_policy(engine: Arc<Engine>, actor: crate::model::Actor) -> Result<PolicyLoad, ApiError> {
-    let path = PathBuf::from(&engine.policy().path);
-    write(move || {
-        let policy =
-            Policy::load_trusted(&path).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "policy_invalid", e.to_string()))?;
-        let load = PolicyLoad { sha256: policy.sha256.clone(), path: policy.path.clone(), tasks: policy.tasks.len() as u32 };
-        engine.reload(actor, policy)?;
-        Ok::<_, ApiError>(load)
-    })
-    .await
 }

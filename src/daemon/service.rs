@@ -1,0 +1,86 @@
+//! The one way into the engine for everything that serves people: route handlers, the runner,
+//! the event stream and SIGHUP. Commands run on the writer's thread, reads on the blocking pool,
+//! and errors become the API's. Nothing here imports a route, so nothing imports from routes.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+
+use super::Engine;
+use super::auth::Caller;
+use super::engine::{EngineError, Written};
+use super::error::ApiError;
+use crate::model::wire::PolicyLoad;
+use crate::model::{Actor, Event};
+use crate::policy::Policy;
+use crate::rules::Command;
+
+/// Runs a command on a blocking thread (the engine waits for the disk) and maps its errors.
+pub async fn execute(engine: &Arc<Engine>, caller: &Caller, command: Command) -> Result<Vec<Arc<Event>>, ApiError> {
+    execute_and_read(engine, caller, command, |_, written| Ok(written.events)).await
+}
+
+/// Runs a command, then `read` (the answer, from what was written or else the store) on the
+/// writer's own thread (never the shared blocking pool, where reads may queue): one hand-off
+/// per write, not two.
+pub async fn execute_and_read<R: Send + 'static>(
+    engine: &Arc<Engine>,
+    caller: &Caller,
+    command: Command,
+    read: impl FnOnce(&Engine, Written) -> Result<R, EngineError> + Send + 'static,
+) -> Result<R, ApiError> {
+    let engine = engine.clone();
+    let actor = caller.actor();
+    write(move || {
+        let written = engine.execute_written(actor, command)?;
+        read(&engine, written)
+    })
+    .await
+}
+
+/// Runs a write on the writer's thread; its error, or a failure of the thread, becomes the API's error.
+pub async fn write<R: Send + 'static, E: Into<ApiError> + Send + 'static>(
+    f: impl FnOnce() -> Result<R, E> + Send + 'static,
+) -> Result<R, ApiError> {
+    match super::writer::run(f).await {
+        Ok(r) => r.map_err(Into::into),
+        Err(e) => {
+            tracing::error!(error = %e, "a write failed");
+            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the daemon failed while handling this; its log says why"))
+        }
+    }
+}
+
+/// Runs blocking work (commands, store reads, policy loads) off the async threads; its error, or
+/// a failure of the task itself, becomes the API's error.
+pub async fn blocking<R: Send + 'static, E: Into<ApiError> + Send + 'static>(
+    f: impl FnOnce() -> Result<R, E> + Send + 'static,
+) -> Result<R, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(Into::into),
+        Err(e) => {
+            tracing::error!(error = %e, "a blocking task failed");
+            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the daemon failed while handling this; its log says why"))
+        }
+    }
+}
+
+/// Loads the policy file again as `actor` (an admin, or the daemon on SIGHUP). A file that does
+/// not load, or that the daemon may not trust, is refused and the old policy stays in force.
+pub async fn reload_policy(engine: Arc<Engine>, actor: Actor) -> Result<PolicyLoad, ApiError> {
+    let path = PathBuf::from(&engine.policy().path);
+    write(move || {
+        let policy =
+            Policy::load_trusted(&path).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "policy_invalid", e.to_string()))?;
+        let load = PolicyLoad { sha256: policy.sha256.clone(), path: policy.path.clone(), tasks: policy.tasks.len() as u32 };
+        engine.reload(actor, policy)?;
+        Ok::<_, ApiError>(load)
+    })
+    .await
+}
+
+/// SIGHUP: the daemon reloads its own policy file.
+pub async fn reload_policy_as_daemon(engine: Arc<Engine>) -> Result<PolicyLoad, ApiError> {
+    reload_policy(engine, Actor::daemon()).await
+}
