@@ -4,10 +4,10 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
-use common::{BIN, Daemon, stderr};
+use common::{Daemon, stderr};
 use zsa::client::AuditParams;
 use zsa::model::Change;
 use zsa::model::wire::NewRequest;
@@ -15,19 +15,7 @@ use zsa::model::wire::NewRequest;
 /// Starts the daemon on `d`'s state and returns its output if it exits by itself (it refused);
 /// `None` if it came up (it is then stopped).
 fn start_refused(d: &Daemon, extra: &[&str]) -> Option<Output> {
-    let mut child = Command::new(BIN)
-        .args(["daemon", "--state"])
-        .arg(&d.state)
-        .arg("--policy")
-        .arg(&d.policy)
-        .arg("--socket")
-        .arg(&d.socket)
-        .args(extra)
-        .env("ZSA_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn the daemon");
+    let mut child = d.command().args(extra).stderr(std::process::Stdio::piped()).spawn().expect("spawn the daemon");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while std::time::Instant::now() < deadline {
         if child.try_wait().expect("wait").is_some() {

@@ -43,13 +43,7 @@ pub async fn execute_and_read<R: Send + 'static>(
 pub async fn write<R: Send + 'static, E: Into<ApiError> + Send + 'static>(
     f: impl FnOnce() -> Result<R, E> + Send + 'static,
 ) -> Result<R, ApiError> {
-    match super::writer::run(f).await {
-        Ok(r) => r.map_err(Into::into),
-        Err(e) => {
-            tracing::error!(error = %e, "a write failed");
-            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the daemon failed while handling this; its log says why"))
-        }
-    }
+    super::writer::run(f).await.map_err(|e| failed("a write", e))?.map_err(Into::into)
 }
 
 /// Runs blocking work (commands, store reads, policy loads) off the async threads; its error, or
@@ -57,13 +51,14 @@ pub async fn write<R: Send + 'static, E: Into<ApiError> + Send + 'static>(
 pub async fn blocking<R: Send + 'static, E: Into<ApiError> + Send + 'static>(
     f: impl FnOnce() -> Result<R, E> + Send + 'static,
 ) -> Result<R, ApiError> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r.map_err(Into::into),
-        Err(e) => {
-            tracing::error!(error = %e, "a blocking task failed");
-            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the daemon failed while handling this; its log says why"))
-        }
-    }
+    tokio::task::spawn_blocking(f).await.map_err(|e| failed("a blocking task", e))?.map_err(Into::into)
+}
+
+/// The thread running `what` failed (it panicked, or could not start): logged, and answered
+/// without the details.
+fn failed(what: &str, e: impl std::fmt::Display) -> ApiError {
+    tracing::error!(error = %e, "{what} failed");
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the daemon failed while handling this; its log says why")
 }
 
 /// Loads the policy file again as `actor` (an admin, or the daemon on SIGHUP). A file that does

@@ -99,10 +99,10 @@ impl Daemon {
         d
     }
 
-    /// Starts the daemon process and waits until its socket accepts connections.
-    pub fn spawn(&mut self) {
-        let child = Command::new(BIN)
-            .args(["daemon", "--state"])
+    /// The command that starts this daemon on its state, policy and socket.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["daemon", "--state"])
             .arg(&self.state)
             .arg("--policy")
             .arg(&self.policy)
@@ -110,10 +110,13 @@ impl Daemon {
             .arg(&self.socket)
             .env("ZSA_LOG", "warn")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn zsa daemon");
+            .stdout(Stdio::null());
+        cmd
+    }
+
+    /// Starts the daemon process and waits until its socket accepts connections.
+    pub fn spawn(&mut self) {
+        let child = self.command().stderr(Stdio::inherit()).spawn().expect("spawn zsa daemon");
         self.child = Some(child);
         wait_for_socket(&self.socket);
     }
