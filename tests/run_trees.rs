@@ -448,7 +448,7 @@ async fn a_run_that_leaves_its_cgroup_is_still_stopped_on_grant_end_daemon_stop_
         let run = start(&dave, "escape", &n);
         wait_until("both sleeps started", Duration::from_secs(10), || alive(&all).len() == 2).await;
         let left = with_arg(&all[1]).first().is_some_and(|p| !in_run_cgroup(*p));
-        eprintln!("{mode:?}: the run's processes are outside any run cgroup: {left}");
+        assert!(left, "{mode:?}: the setup: the run's processes left the run's cgroup");
         d.admin().revoke(g.id, Some("enough".into())).await.unwrap();
         let (outcome, _, message) = ended(run).await;
         assert_eq!(outcome, RunOutcome::GrantEnded, "{message}");
