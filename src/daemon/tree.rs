@@ -30,8 +30,10 @@
 //! daemon adopted is then counted as a run's only while that is the only such run going, and
 //! otherwise is left alone (it cannot be attributed).
 //!
-//! `ZSA_RUN_CONTAINMENT=group` in the daemon's environment forces the second way (to test it, or
-//! where a cgroup manager forbids the first).
+//! `ZSA_RUN_CONTAINMENT=group` in the daemon's environment forces the second way alone (to test
+//! it, or where a cgroup manager forbids the first); `ZSA_RUN_SESSIONS=off` gives runs no audit
+//! session of their own (to test that case, or where the kernel audit log must not get a login
+//! record per run).
 //!
 //! After a crash the next start stops what a run left running before it records the run as
 //! abandoned. Each run's first process is recorded in `TRANSCRIPTS/RUN.process.json` (its pid,
@@ -266,6 +268,7 @@ pub fn spawn(
         None => (None, None),
     };
     let raw = fd.as_ref().map(|f| f.as_raw_fd());
+    let sessions = !std::env::var("ZSA_RUN_SESSIONS").is_ok_and(|v| v == "off");
     let (loginuid, loginuid_len) = loginuid_text(switch_to.map(|(u, _)| u).unwrap_or_else(|| nix::unistd::geteuid().as_raw()));
     // SAFETY: between fork and exec the hook makes only async-signal-safe system calls (open,
     // write, close, prctl, setgid, setgroups, setuid) and allocates nothing. The cgroup
@@ -284,7 +287,7 @@ pub fn spawn(
             // A new audit session, while still the daemon's account (changing a login uid once
             // set needs CAP_AUDIT_CONTROL). Where it fails the run has no session of its own,
             // which `spawn` notices; that must not stop the run.
-            let f = libc::open(c"/proc/self/loginuid".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            let f = if sessions { libc::open(c"/proc/self/loginuid".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) } else { -1 };
             if f >= 0 {
                 libc::write(f, loginuid.as_ptr().cast(), loginuid_len);
                 libc::close(f);
