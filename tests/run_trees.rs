@@ -559,3 +559,39 @@ async fn the_gate_stops_what_the_command_left_in_its_group_when_it_exits() {
         assert!(err.contains("zsa: stopped what /bin/sh left running in its process group"), "{err}");
     }
 }
+
+/// After a crash, processes of a run that left its process group and whose parents all died
+/// (reparented to init, out of every tree) are still found, by the run's audit session, before
+/// the run is recorded as abandoned.
+#[tokio::test]
+async fn after_a_crash_what_lost_its_group_and_its_parents_is_found_by_the_run_s_session() {
+    for mode in [Containment::Cgroup, Containment::Group] {
+        let mut d = daemon(mode);
+        let dave = d.user("dave").await;
+        let n = unique();
+        let all = markers(&n, &[1, 2, 3, 4]);
+        let _cleanup = cleanup(&n);
+        grant(&dave, "tree", None).await;
+        let _run = start(&dave, "tree", &n);
+        wait_until("all four sleeps started", Duration::from_secs(10), || alive(&all).len() == 4).await;
+        d.kill9();
+        // The run's first process dies too: what it started goes to init. sleep 1{n}2 and 1{n}3
+        // are in sessions (and groups) of their own, below nothing of the run.
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(d.state.join("transcripts/X1.process.json")).unwrap()).unwrap();
+        let first = nix::unistd::Pid::from_raw(record["pid"].as_i64().unwrap() as i32);
+        nix::sys::signal::kill(first, nix::sys::signal::Signal::SIGKILL).unwrap();
+        for orphan in &all[1..3] {
+            wait_until("the orphan is init's", Duration::from_secs(10), || {
+                with_arg(orphan).iter().all(|p| {
+                    let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+                    stat.rfind(')').is_some_and(|i| stat[i + 2..].split(' ').nth(1) == Some("1"))
+                })
+            })
+            .await;
+        }
+        d.spawn();
+        assert_eq!(alive(&all), Vec::<String>::new(), "{mode:?}: stopped before the daemon answers");
+        assert_eq!(d.admin().show_run("X1".parse().unwrap()).await.unwrap().ended.unwrap().outcome, RunOutcome::Abandoned);
+    }
+}
