@@ -33,8 +33,12 @@ fn policy() -> String {
     // carol's run: the first process stops being a subreaper, so the orphan its double fork
     // leaves (sleep 1{n}7, in its own session) comes to the daemon; then it becomes sleep 1{n}8.
     let orphan = "\n[[tasks]]\nname = \"orphan\"\nrequesters = [\"oncall\"]\napproval = \"auto\"\nmax_duration = \"1h\"\nrun = [\"/usr/bin/python3\", \"-c\", \"import ctypes, os; ctypes.CDLL(None).prctl(36, 0, 0, 0, 0); pid = os.fork(); pid or (os.setsid(), os.fork() or os.execv('/bin/sleep', ['sleep', '1{n}7']), os._exit(0)); os.waitpid(pid, 0); os.execv('/bin/sleep', ['sleep', '1{n}8'])\"]\n[tasks.params.n]\npattern = \"[0-9]{6}\"\n";
+    // The same, but the orphan ends at once: it becomes a zombie child of the daemon.
+    let brief = orphan
+        .replace("\"orphan\"", "\"orphan-brief\"")
+        .replace("os.execv('/bin/sleep', ['sleep', '1{n}7'])", "os.execv('/bin/true', ['true'])");
     format!(
-        "{}{}{}{}{}{}{}{}{}{}",
+        "{}{}{}{}{}{}{}{}{}{}{}",
         common::POLICY,
         task("tree", TREE, ""),
         task("stubborn", &format!("trap '' TERM; {TREE}"), ""),
@@ -44,6 +48,7 @@ fn policy() -> String {
         task("twice", "sleep 1{n}6", "max_concurrent_runs = 2"),
         task("escape", &escape, ""),
         orphan,
+        brief,
         task("short", "sleep 1{n}9", "timeout = \"2s\""),
     )
 }
@@ -593,5 +598,39 @@ async fn after_a_crash_what_lost_its_group_and_its_parents_is_found_by_the_run_s
         d.spawn();
         assert_eq!(alive(&all), Vec::<String>::new(), "{mode:?}: stopped before the daemon answers");
         assert_eq!(d.admin().show_run("X1".parse().unwrap()).await.unwrap().ended.unwrap().outcome, RunOutcome::Abandoned);
+    }
+}
+
+/// Orphans of a run come to the daemon (their subreaper); one that ends while its run goes is
+/// reaped then, not left a zombie (holding its pid) until the run stops.
+#[tokio::test]
+async fn an_orphan_that_ends_while_its_run_goes_is_reaped() {
+    if !std::path::Path::new("/usr/bin/python3").exists() {
+        eprintln!("SKIPPED: this test needs /usr/bin/python3 (to clear the subreaper flag and double fork)");
+        return;
+    }
+    for mode in [Containment::Cgroup, Containment::Group] {
+        let mut d = daemon(mode);
+        let carol = d.user("carol").await;
+        let n = unique();
+        let hers = markers(&n, &[8]);
+        let _cleanup = cleanup(&n);
+        let g = grant(&carol, "orphan-brief", None).await;
+        let run = start(&carol, "orphan-brief", &n);
+        wait_until("her run's process started", Duration::from_secs(10), || alive(&hers).len() == 1).await;
+        let daemon_pid = d.pid().to_string();
+        let zombie_children = || {
+            std::fs::read_dir("/proc")
+                .unwrap()
+                .flatten()
+                .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+                .filter(|stat| {
+                    stat.rfind(')').is_some_and(|i| stat[i + 2..].starts_with('Z') && stat[i + 2..].split(' ').nth(1) == Some(&daemon_pid))
+                })
+                .count()
+        };
+        wait_until("no zombie is left below the daemon", Duration::from_secs(10), || zombie_children() == 0).await;
+        d.admin().revoke(g.id, Some("enough".into())).await.unwrap();
+        assert_eq!(ended(run).await.0, RunOutcome::GrantEnded);
     }
 }

@@ -323,6 +323,8 @@ async fn watch(
     tokio::pin!(give_up);
     let mut not_stopped = 0;
     let mut tick = tokio::time::interval(Duration::from_millis(25));
+    // Orphans of runs come to the daemon; those that end while their run goes must not stay zombies.
+    let mut reap_tick = tokio::time::interval(Duration::from_secs(1));
 
     loop {
         let stop = tokio::select! {
@@ -352,6 +354,10 @@ async fn watch(
                 if tree.is_empty() {
                     break;
                 }
+                None
+            }
+            _ = reap_tick.tick(), if status.is_none() => {
+                tree::reap_orphans();
                 None
             }
             _ = &mut timeout, if stopped.is_none() && status.is_none() => Some((RunOutcome::TimedOut, format!("stopped after the task's timeout of {}", crate::model::duration::format(s.timeout.as_secs())))),

@@ -132,6 +132,21 @@ fn reap(procs: &[Proc], roots: &BTreeMap<i32, Option<u32>>) {
     }
 }
 
+/// Reaps the daemon's dead orphans now and then (at most once a second, however many runs call
+/// it): the daemon is their subreaper, and a zombie holds its pid until it is reaped.
+pub fn reap_orphans() {
+    static LAST: Mutex<Option<Instant>> = Mutex::new(None);
+    {
+        let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|l| l.elapsed() < Duration::from_secs(1)) {
+            return;
+        }
+        *last = Some(Instant::now());
+    }
+    let roots = roots();
+    reap(&all_procs(), &roots);
+}
+
 /// Where runs' cgroups go: under the daemon's own cgroup in the cgroup2 hierarchy. None when
 /// there is none or `ZSA_RUN_CONTAINMENT=group`.
 fn cgroup_parent() -> Option<PathBuf> {
@@ -292,10 +307,10 @@ pub fn spawn(
                 libc::write(f, loginuid.as_ptr().cast(), loginuid_len);
                 libc::close(f);
             }
-            if let Some((uid, gid)) = switch_to {
-                if libc::setgid(gid) != 0 || libc::setgroups(0, std::ptr::null()) != 0 || libc::setuid(uid) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
+            if let Some((uid, gid)) = switch_to
+                && (libc::setgid(gid) != 0 || libc::setgroups(0, std::ptr::null()) != 0 || libc::setuid(uid) != 0)
+            {
+                return Err(io::Error::last_os_error());
             }
             Ok(())
         });
@@ -327,8 +342,7 @@ pub fn spawn(
     drop(roots);
     let start = stat(pid).map(|p| p.start).unwrap_or(0);
     let record = record_path(runs_dir, run);
-    let body =
-        serde_json::to_vec(&Record { pid, start, boot_id: boot_id(), session, cgroup: cgroup.clone() }).unwrap_or_default();
+    let body = serde_json::to_vec(&Record { pid, start, boot_id: boot_id(), session, cgroup: cgroup.clone() }).unwrap_or_default();
     if let Err(e) = fs::write(&record, body) {
         tracing::error!(path = %record.display(), error = %e, "cannot record a run's processes; after a crash they would not be found");
     }
@@ -373,7 +387,10 @@ impl Tree {
                 (p.pid == self.pid && p.start == self.start)
                     || (!reused && p.pgid == self.pid && p.start >= self.start)
                     || (self.session.is_some() && session(p.pid) == self.session)
-                    || (sole_untagged && p.ppid == me && !roots.contains_key(&p.pid) && session(p.pid).is_none_or(|s| !sessions.contains(&s)))
+                    || (sole_untagged
+                        && p.ppid == me
+                        && !roots.contains_key(&p.pid)
+                        && session(p.pid).is_none_or(|s| !sessions.contains(&s)))
             })
             .collect();
         let mut walked = BTreeSet::new();
@@ -466,13 +483,9 @@ pub fn stop_after_crash(runs_dir: &Path, run: &str, grace: Duration) -> String {
             let _ = fs::remove_file(&path);
             return "its processes ended with the machine's last boot".into();
         }
-        Some(r) => Tree {
-            pid: r.pid,
-            start: r.start,
-            session: r.session,
-            cgroup: r.cgroup.filter(|d| d.exists()).or(by_name),
-            record: Some(path),
-        },
+        Some(r) => {
+            Tree { pid: r.pid, start: r.start, session: r.session, cgroup: r.cgroup.filter(|d| d.exists()).or(by_name), record: Some(path) }
+        }
         None => match by_name {
             Some(dir) => Tree { pid: -1, start: u64::MAX, session: None, cgroup: Some(dir), record: None },
             None => return "no record of its processes (it had not started one)".into(),
