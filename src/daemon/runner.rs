@@ -354,6 +354,16 @@ async fn watch(
                 if tree.is_empty() {
                     break;
                 }
+                // Something of the tree showed up after the command's exit was seen: it goes too.
+                if !kill_armed {
+                    let left = tree.terminate();
+                    if stopped.is_none() {
+                        left_behind = left_behind.max(left);
+                    }
+                    kill_at.as_mut().reset(tokio::time::Instant::now() + GRACE);
+                    give_up.as_mut().reset(tokio::time::Instant::now() + GRACE + KILL_FOR);
+                    kill_armed = true;
+                }
                 None
             }
             _ = reap_tick.tick(), if status.is_none() => {
