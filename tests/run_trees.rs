@@ -1,9 +1,12 @@
 //! A run is its whole process tree: background children, children that left the process group
 //! (setsid) and orphans that left their parent too are stopped on grant end, timeout, the
 //! command's own exit, daemon stop and, after a crash, at the next start (before the run is
-//! recorded as abandoned). A client that stops reading never holds back a stop. Each tree test
-//! runs under both containments: cgroup v2 (where the daemon can use it) and the process group +
-//! subreaper fallback (`ZSA_RUN_CONTAINMENT=group`). Real daemon, real processes, real /proc.
+//! recorded as abandoned), also when a process wrote itself out of the run's cgroup; one run's
+//! stop never takes another run's orphans (each run has its own audit session); `zsa gate` stops
+//! what the command left in its group when it exits. A client that stops reading never holds back
+//! a stop. Each tree test runs under both containments: cgroup v2 (where the daemon can use it)
+//! and the process group + subreaper fallback (`ZSA_RUN_CONTAINMENT=group`). Real daemon, real
+//! processes, real /proc.
 
 mod common;
 
@@ -469,8 +472,13 @@ async fn a_run_that_leaves_its_cgroup_is_still_stopped_on_grant_end_daemon_stop_
         grant(&dave, "escape", None).await;
         let run = start(&dave, "escape", &n);
         wait_until("both sleeps started", Duration::from_secs(10), || alive(&all).len() == 2).await;
+        let asked = Instant::now();
         assert!(d.stop().success(), "a clean stop");
         assert_eq!(alive(&all), Vec::<String>::new(), "{mode:?}: nothing of it outlives the daemon");
+        eprintln!(
+            "measured ({mode:?}): SIGTERM to the daemon until it exited with an escaped run gone: {} ms",
+            asked.elapsed().as_millis()
+        );
         assert_eq!(ended(run).await.0, RunOutcome::DaemonStopped);
 
         // The daemon dies: the next start finds them before recording the run as abandoned.
