@@ -109,7 +109,7 @@ pub async fn run(client: &Client, task: &str, argv: &[String]) -> CmdResult {
         tokio::select! {
             status = child.wait() => {
                 // What it left running in its group ends with it: the gate would no longer watch it.
-                let left = stop_group(group).await;
+                let left = stop_group(group, true, Instant::now() + GRACE).await;
                 if terminal { give_back_terminal(); }
                 if left {
                     eprintln!("zsa: stopped what {} left running in its process group", text::inert(program));
@@ -139,6 +139,7 @@ pub async fn run(client: &Client, task: &str, argv: &[String]) -> CmdResult {
         }
     };
     let _ = killpg(group, Signal::SIGTERM);
+    let kill_at = Instant::now() + GRACE;
     let status = match tokio::time::timeout(GRACE, child.wait()).await {
         Ok(s) => s,
         Err(_) => {
@@ -146,8 +147,8 @@ pub async fn run(client: &Client, task: &str, argv: &[String]) -> CmdResult {
             child.wait().await
         }
     };
-    // What it started in its group and had not ended yet goes too.
-    stop_group(group).await;
+    // What it started in its group and had not ended yet goes too (already asked to end).
+    stop_group(group, false, kill_at).await;
     if terminal {
         give_back_terminal();
     }
@@ -168,16 +169,19 @@ fn group_alive(group: Pid) -> bool {
     })
 }
 
-/// Stops what is left in the command's process group once the command itself has ended: SIGTERM,
-/// SIGKILL to what is still there after the grace, until the group is empty (for a bounded
-/// time). Returns whether anything was left. The group id cannot be given to another process
-/// while any member lives, and each signal is sent only after seeing a member.
-async fn stop_group(group: Pid) -> bool {
+/// Stops what is left in the command's process group once the command itself has ended: SIGTERM
+/// (unless `term` is false: it was sent already), SIGKILL to what is still there from `kill_at`,
+/// until the group is empty (for a bounded time). Returns whether anything was left. The group
+/// id cannot be given to another process while any member lives, and each signal is sent only
+/// after seeing a member.
+async fn stop_group(group: Pid, term: bool, kill_at: Instant) -> bool {
     if group.as_raw() <= 0 || !group_alive(group) {
         return false;
     }
-    let _ = killpg(group, Signal::SIGTERM);
-    let grace_until = Instant::now() + GRACE;
+    if term {
+        let _ = killpg(group, Signal::SIGTERM);
+    }
+    let grace_until = kill_at;
     let give_up = grace_until + Duration::from_secs(5);
     while group_alive(group) {
         let now = Instant::now();
