@@ -642,3 +642,66 @@ async fn an_orphan_that_ends_while_its_run_goes_is_reaped() {
         assert_eq!(ended(run).await.0, RunOutcome::GrantEnded);
     }
 }
+
+/// Thaws and removes a cgroup v1 freezer group, even when the test fails, and then the run's
+/// cgroup v2 group (if any), which could not be removed while the frozen process was in it.
+struct Frozen(std::path::PathBuf, Option<std::path::PathBuf>);
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.0.join("freezer.state"), "THAWED");
+        let until = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(self.0.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty()) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = std::fs::remove_dir(&self.0);
+        if let Some(run_cgroup) = &self.1 {
+            let _ = std::fs::remove_dir(run_cgroup);
+        }
+    }
+}
+
+/// The review's finding: the supervisor could wait forever for a tree that never empties. A
+/// process that cannot die (here: frozen by the cgroup v1 freezer, where even SIGKILL waits for
+/// a thaw) no longer holds the run open: after SIGTERM, the grace and 5 s of SIGKILL, the end is
+/// recorded and says so.
+#[tokio::test]
+async fn a_process_that_cannot_be_killed_does_not_keep_a_run_open_forever() {
+    let freezer = std::path::Path::new("/sys/fs/cgroup/freezer");
+    if !freezer.join("cgroup.procs").exists() || !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: this test needs root and the cgroup v1 freezer at /sys/fs/cgroup/freezer");
+        return;
+    }
+    for mode in [Containment::Cgroup, Containment::Group] {
+        let mut d = daemon(mode);
+        let dave = d.user("dave").await;
+        let n = unique();
+        let all = markers(&n, &[1, 2, 3, 4]);
+        let _cleanup = cleanup(&n);
+        let g = grant(&dave, "tree", None).await;
+        let run = start(&dave, "tree", &n);
+        wait_until("all four sleeps started", Duration::from_secs(10), || alive(&all).len() == 4).await;
+        let victim = with_arg(&all[3])[0];
+        let run_cgroup = std::fs::read_to_string(format!("/proc/{victim}/cgroup"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("0::").filter(|p| p.contains("/zsa-")).map(|p| format!("{}{p}", cgroup2_root()).into()));
+        let frozen = Frozen(freezer.join(format!("zsa-test-{n}")), run_cgroup);
+        std::fs::create_dir(&frozen.0).unwrap();
+        std::fs::write(frozen.0.join("cgroup.procs"), victim.to_string()).unwrap();
+        std::fs::write(frozen.0.join("freezer.state"), "FROZEN").unwrap();
+        wait_until("frozen", Duration::from_secs(10), || {
+            std::fs::read_to_string(frozen.0.join("freezer.state")).is_ok_and(|s| s.trim() == "FROZEN")
+        })
+        .await;
+        let asked = Instant::now();
+        d.admin().revoke(g.id, Some("enough".into())).await.unwrap();
+        let (outcome, _, message) = ended(run).await;
+        eprintln!("measured ({mode:?}): a run with an unkillable process ended {} ms after the revoke", asked.elapsed().as_millis());
+        assert_eq!(outcome, RunOutcome::GrantEnded, "{message}");
+        assert!(message.contains("1 of its process(es) could not be stopped"), "{message}");
+        assert_eq!(alive(&all[..3]), Vec::<String>::new(), "{mode:?}: the rest of the tree was stopped");
+        drop(frozen);
+        wait_until("the thawed process died of its pending SIGKILL", Duration::from_secs(10), || alive(&all).is_empty()).await;
+    }
+}
