@@ -1,9 +1,12 @@
 //! A run is its whole process tree: background children, children that left the process group
 //! (setsid) and orphans that left their parent too are stopped on grant end, timeout, the
 //! command's own exit, daemon stop and, after a crash, at the next start (before the run is
-//! recorded as abandoned). A client that stops reading never holds back a stop. Each tree test
-//! runs under both containments: cgroup v2 (where the daemon can use it) and the process group +
-//! subreaper fallback (`ZSA_RUN_CONTAINMENT=group`). Real daemon, real processes, real /proc.
+//! recorded as abandoned), also when a process wrote itself out of the run's cgroup; one run's
+//! stop never takes another run's orphans (each run has its own audit session); `zsa gate` stops
+//! what the command left in its group when it exits. A client that stops reading never holds back
+//! a stop. Each tree test runs under both containments: cgroup v2 (where the daemon can use it)
+//! and the process group + subreaper fallback (`ZSA_RUN_CONTAINMENT=group`). Real daemon, real
+//! processes, real /proc.
 
 mod common;
 
@@ -26,8 +29,19 @@ fn policy() -> String {
             "\n[[tasks]]\nname = \"{name}\"\nrequesters = [\"oncall\"]\napproval = \"auto\"\nmax_duration = \"1h\"\nrun = [\"/bin/sh\", \"-c\", \"{script}\"]\n{extra}\n[tasks.params.n]\npattern = \"[0-9]{{6}}\"\n"
         )
     };
+    // A command that moves itself out of its run's cgroup into the cgroup2 root (where the root
+    // is this daemon's own cgroup, as here, the write is allowed); in group mode the write moves
+    // nothing or fails, and the rest is the same.
+    let escape = format!("echo $$ > {}/cgroup.procs; setsid sleep 1{{n}}1 & sleep 1{{n}}2", cgroup2_root());
+    // carol's run: the first process stops being a subreaper, so the orphan its double fork
+    // leaves (sleep 1{n}7, in its own session) comes to the daemon; then it becomes sleep 1{n}8.
+    let orphan = "\n[[tasks]]\nname = \"orphan\"\nrequesters = [\"oncall\"]\napproval = \"auto\"\nmax_duration = \"1h\"\nrun = [\"/usr/bin/python3\", \"-c\", \"import ctypes, os; ctypes.CDLL(None).prctl(36, 0, 0, 0, 0); pid = os.fork(); pid or (os.setsid(), os.fork() or os.execv('/bin/sleep', ['sleep', '1{n}7']), os._exit(0)); os.waitpid(pid, 0); os.execv('/bin/sleep', ['sleep', '1{n}8'])\"]\n[tasks.params.n]\npattern = \"[0-9]{6}\"\n";
+    // The same, but the orphan ends at once: it becomes a zombie child of the daemon.
+    let brief = orphan
+        .replace("\"orphan\"", "\"orphan-brief\"")
+        .replace("os.execv('/bin/sleep', ['sleep', '1{n}7'])", "os.execv('/bin/true', ['true'])");
     format!(
-        "{}{}{}{}{}{}{}",
+        "{}{}{}{}{}{}{}{}{}{}{}",
         common::POLICY,
         task("tree", TREE, ""),
         task("stubborn", &format!("trap '' TERM; {TREE}"), ""),
@@ -35,19 +49,40 @@ fn policy() -> String {
         task("leaves", "setsid sleep 1{n}2 & (setsid sleep 1{n}3 &); echo started", ""),
         task("yes", "exec /usr/bin/yes 1{n}5", "timeout = \"2s\""),
         task("twice", "sleep 1{n}6", "max_concurrent_runs = 2"),
+        task("escape", &escape, ""),
+        orphan,
+        brief,
+        task("short", "sleep 1{n}9", "timeout = \"2s\""),
     )
+}
+
+/// Where this machine mounts the cgroup2 hierarchy ("/nonexistent" where it has none).
+fn cgroup2_root() -> String {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            (right.split(' ').next() == Some("cgroup2")).then(|| left.split(' ').nth(4).map(str::to_string))?
+        })
+        .unwrap_or_else(|| "/nonexistent".into())
 }
 
 #[derive(Clone, Copy, Debug)]
 enum Containment {
     Cgroup,
     Group,
+    /// The fallback where runs cannot be given audit sessions of their own
+    /// (`ZSA_RUN_SESSIONS=off`, as on a kernel without audit support).
+    GroupWithoutSessions,
 }
 
 fn daemon(mode: Containment) -> Daemon {
     match mode {
         Containment::Cgroup => Daemon::start_with(&policy()),
         Containment::Group => Daemon::start_with_env(&policy(), &[("ZSA_RUN_CONTAINMENT", "group")]),
+        Containment::GroupWithoutSessions => {
+            Daemon::start_with_env(&policy(), &[("ZSA_RUN_CONTAINMENT", "group"), ("ZSA_RUN_SESSIONS", "off")])
+        }
     }
 }
 
@@ -118,7 +153,7 @@ fn say_containment(mode: Containment, marker: &str) {
         (Containment::Cgroup, false) => {
             eprintln!("NOTE: cgroup v2 is not usable here; the daemon used its fallback for this 'cgroup' case")
         }
-        (Containment::Group, true) => panic!("ZSA_RUN_CONTAINMENT=group must not use a cgroup"),
+        (Containment::Group | Containment::GroupWithoutSessions, true) => panic!("ZSA_RUN_CONTAINMENT=group must not use a cgroup"),
         _ => eprintln!("containment tested: {mode:?}"),
     }
 }
@@ -334,11 +369,14 @@ async fn a_task_runs_at_most_max_concurrent_runs_at_once() {
     grant(&carol, "tree", None).await;
     let first = start(&dave, "tree", &n);
     wait_until("the first run started", Duration::from_secs(10), || alive(&all[..1]).len() == 1).await;
-    for c in [&dave, &carol] {
-        let err = c.run(&RunRequest { task: "tree".into(), params: params(&n) }).await.err().expect("refused");
-        assert_eq!(err.code(), "too_many_runs");
-        assert!(err.to_string().contains("'tree' allows 1 run(s) at a time and this one is still running: X1 (dave)"), "{err}");
-    }
+    let err = dave.run(&RunRequest { task: "tree".into(), params: params(&n) }).await.err().expect("refused");
+    assert_eq!(err.code(), "too_many_runs");
+    assert!(err.to_string().contains("'tree' allows 1 run(s) at a time and this one is still running: X1 (dave)"), "{err}");
+    // carol may not see dave's run: she learns how many are going, not which or whose.
+    let err = carol.run(&RunRequest { task: "tree".into(), params: params(&n) }).await.err().expect("refused");
+    assert_eq!(err.code(), "too_many_runs");
+    assert!(err.to_string().contains("'tree' allows 1 run(s) at a time and 1 run is still running;"), "{err}");
+    assert!(!err.to_string().contains("X1") && !err.to_string().contains("dave"), "{err}");
     // max_concurrent_runs = 2 (shown to those who may ask): two go, the third is refused.
     let tasks = common::stdout(&d.cli(Some("dave"), &["tasks"]).await);
     assert!(tasks.contains("on expiry stop, at most 2 at once"), "{tasks}");
@@ -404,4 +442,266 @@ async fn the_shipped_wrapper_stops_the_command_when_the_grant_ends() {
     assert_eq!(out.status.code(), Some(128 + 15), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("the grant for 'restart' ran out"), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(alive(&all), Vec::<String>::new());
+}
+
+/// The review's finding: a command that wrote itself into the cgroup2 root's `cgroup.procs` left
+/// its run's cgroup, and as the daemon then only looked at the cgroup, the run was never stopped
+/// (not on revoke, not on daemon stop, not after a crash). Now the first process, its group and
+/// descendants and the run's audit session are followed too, in both containments.
+#[tokio::test]
+async fn a_run_that_leaves_its_cgroup_is_still_stopped_on_grant_end_daemon_stop_and_after_a_crash() {
+    for mode in [Containment::Cgroup, Containment::Group] {
+        let mut d = daemon(mode);
+        let dave = d.user("dave").await;
+        let n = unique();
+        let all = markers(&n, &[1, 2]);
+        let _cleanup = cleanup(&n);
+        let g = grant(&dave, "escape", None).await;
+
+        // The grant is revoked.
+        let run = start(&dave, "escape", &n);
+        wait_until("both sleeps started", Duration::from_secs(10), || alive(&all).len() == 2).await;
+        let left = with_arg(&all[1]).first().is_some_and(|p| !in_run_cgroup(*p));
+        assert!(left, "{mode:?}: the setup: the run's processes left the run's cgroup");
+        d.admin().revoke(g.id, Some("enough".into())).await.unwrap();
+        let (outcome, _, message) = ended(run).await;
+        assert_eq!(outcome, RunOutcome::GrantEnded, "{message}");
+        assert_eq!(alive(&all), Vec::<String>::new(), "{mode:?}: stopped though it left its cgroup");
+
+        // The daemon is stopped.
+        grant(&dave, "escape", None).await;
+        let run = start(&dave, "escape", &n);
+        wait_until("both sleeps started", Duration::from_secs(10), || alive(&all).len() == 2).await;
+        let asked = Instant::now();
+        assert!(d.stop().success(), "a clean stop");
+        assert_eq!(alive(&all), Vec::<String>::new(), "{mode:?}: nothing of it outlives the daemon");
+        eprintln!(
+            "measured ({mode:?}): SIGTERM to the daemon until it exited with an escaped run gone: {} ms",
+            asked.elapsed().as_millis()
+        );
+        assert_eq!(ended(run).await.0, RunOutcome::DaemonStopped);
+
+        // The daemon dies: the next start finds them before recording the run as abandoned.
+        d.spawn();
+        let dave = d.user("dave").await;
+        grant(&dave, "escape", None).await;
+        let _run = start(&dave, "escape", &n);
+        wait_until("both sleeps started", Duration::from_secs(10), || alive(&all).len() == 2).await;
+        d.kill9();
+        d.spawn();
+        assert_eq!(alive(&all), Vec::<String>::new(), "{mode:?}: stopped at the next start");
+        let shown = d.admin().show_run("X3".parse().unwrap()).await.unwrap();
+        let end = shown.ended.unwrap();
+        assert_eq!(end.outcome, RunOutcome::Abandoned);
+    }
+}
+
+/// The review's finding: in group mode every orphan the daemon adopted counted as a member of
+/// every run, so dave's run timing out killed the orphan of carol's run while her run went on.
+/// An orphan now belongs to the run whose audit session it carries; another run never stops it.
+/// Without sessions, an orphan the daemon adopted cannot be attributed while two runs go: it is
+/// left alone then, and stopped by the run that is the only one left.
+#[tokio::test]
+async fn one_run_s_stop_never_stops_another_run_s_orphans() {
+    if !std::path::Path::new("/usr/bin/python3").exists() {
+        eprintln!("SKIPPED: this test needs /usr/bin/python3 (to clear the subreaper flag and double fork)");
+        return;
+    }
+    for mode in [Containment::Cgroup, Containment::Group, Containment::GroupWithoutSessions] {
+        let mut d = daemon(mode);
+        let dave = d.user("dave").await;
+        let carol = d.user("carol").await;
+        let n = unique();
+        let (hers, his) = (markers(&n, &[7, 8]), markers(&n, &[9]));
+        let _cleanup = cleanup(&n);
+        let g = grant(&carol, "orphan", None).await;
+        grant(&dave, "short", None).await;
+        let carols = start(&carol, "orphan", &n);
+        wait_until("carol's orphan and her run's process started", Duration::from_secs(10), || alive(&hers).len() == 2).await;
+        if matches!(mode, Containment::Group | Containment::GroupWithoutSessions) {
+            let orphan = with_arg(&hers[0])[0];
+            let stat = std::fs::read_to_string(format!("/proc/{orphan}/stat")).unwrap();
+            let ppid: u32 = stat[stat.rfind(')').unwrap() + 2..].split(' ').nth(1).unwrap().parse().unwrap();
+            assert_eq!(ppid, d.pid(), "the setup: carol's orphan was adopted by the daemon");
+        }
+        let (outcome, _, message) = ended(start(&dave, "short", &n)).await;
+        assert_eq!(outcome, RunOutcome::TimedOut, "{message}");
+        assert_eq!(alive(&his), Vec::<String>::new(), "dave's run was stopped");
+        assert_eq!(alive(&hers), hers, "{mode:?}: dave's timeout left carol's processes alone");
+        assert!(d.admin().show_run("X1".parse().unwrap()).await.unwrap().ended.is_none(), "carol's run goes on");
+        // Her own run's stop takes her orphan too.
+        d.admin().revoke(g.id, Some("enough".into())).await.unwrap();
+        let (outcome, _, message) = ended(carols).await;
+        assert_eq!(outcome, RunOutcome::GrantEnded, "{message}");
+        assert_eq!(alive(&hers), Vec::<String>::new(), "{mode:?}: carol's orphan went with her run");
+    }
+}
+
+/// The review's finding: `zsa gate` returned when the command exited and left what the command
+/// had started in its process group running, unwatched. Now the group is stopped on the
+/// command's exit (SIGTERM, then SIGKILL for what ignores it).
+#[tokio::test]
+async fn the_gate_stops_what_the_command_left_in_its_group_when_it_exits() {
+    let mut d = daemon(Containment::Cgroup);
+    let token = d.token("dave").await;
+    let dave = d.user("dave").await;
+    let n = unique();
+    let _cleanup = cleanup(&n);
+    grant(&dave, "restart", Some(600)).await;
+    // The sleeps do not hold the gate's output open: the gate returns as soon as the command exits.
+    for (script, marker) in
+        [("sleep 1{n}7 >/dev/null 2>&1 & echo started", 7), ("trap '' TERM; sleep 1{n}8 >/dev/null 2>&1 & echo started", 8)]
+    {
+        let script = script.replace("{n}", &n);
+        let out = tokio::time::timeout(
+            Duration::from_secs(20),
+            tokio::process::Command::new(common::BIN)
+                .args(["gate", "restart", "--", "/bin/sh", "-c", &script])
+                .env("ZSA_SOCKET", &d.socket)
+                .env("ZSA_TOKEN", &token)
+                .stdin(std::process::Stdio::null())
+                .output(),
+        )
+        .await
+        .expect("the gate ended within 20 s")
+        .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "the command's own exit code: {err}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "started\n");
+        assert_eq!(alive(&markers(&n, &[marker])), Vec::<String>::new(), "{script}: nothing of it outlives the gate");
+        assert!(err.contains("zsa: stopped what /bin/sh left running in its process group"), "{err}");
+    }
+}
+
+/// After a crash, processes of a run that left its process group and whose parents all died
+/// (reparented to init, out of every tree) are still found, by the run's audit session, before
+/// the run is recorded as abandoned.
+#[tokio::test]
+async fn after_a_crash_what_lost_its_group_and_its_parents_is_found_by_the_run_s_session() {
+    for mode in [Containment::Cgroup, Containment::Group] {
+        let mut d = daemon(mode);
+        let dave = d.user("dave").await;
+        let n = unique();
+        let all = markers(&n, &[1, 2, 3, 4]);
+        let _cleanup = cleanup(&n);
+        grant(&dave, "tree", None).await;
+        let _run = start(&dave, "tree", &n);
+        wait_until("all four sleeps started", Duration::from_secs(10), || alive(&all).len() == 4).await;
+        d.kill9();
+        // The run's first process dies too: what it started goes to init. sleep 1{n}2 and 1{n}3
+        // are in sessions (and groups) of their own, below nothing of the run.
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(d.state.join("transcripts/X1.process.json")).unwrap()).unwrap();
+        let first = nix::unistd::Pid::from_raw(record["pid"].as_i64().unwrap() as i32);
+        nix::sys::signal::kill(first, nix::sys::signal::Signal::SIGKILL).unwrap();
+        for orphan in &all[1..3] {
+            wait_until("the orphan is init's", Duration::from_secs(10), || {
+                with_arg(orphan).iter().all(|p| {
+                    let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+                    stat.rfind(')').is_some_and(|i| stat[i + 2..].split(' ').nth(1) == Some("1"))
+                })
+            })
+            .await;
+        }
+        d.spawn();
+        assert_eq!(alive(&all), Vec::<String>::new(), "{mode:?}: stopped before the daemon answers");
+        assert_eq!(d.admin().show_run("X1".parse().unwrap()).await.unwrap().ended.unwrap().outcome, RunOutcome::Abandoned);
+    }
+}
+
+/// Orphans of a run come to the daemon (their subreaper); one that ends while its run goes is
+/// reaped then, not left a zombie (holding its pid) until the run stops.
+#[tokio::test]
+async fn an_orphan_that_ends_while_its_run_goes_is_reaped() {
+    if !std::path::Path::new("/usr/bin/python3").exists() {
+        eprintln!("SKIPPED: this test needs /usr/bin/python3 (to clear the subreaper flag and double fork)");
+        return;
+    }
+    for mode in [Containment::Cgroup, Containment::Group] {
+        let mut d = daemon(mode);
+        let carol = d.user("carol").await;
+        let n = unique();
+        let hers = markers(&n, &[8]);
+        let _cleanup = cleanup(&n);
+        let g = grant(&carol, "orphan-brief", None).await;
+        let run = start(&carol, "orphan-brief", &n);
+        wait_until("her run's process started", Duration::from_secs(10), || alive(&hers).len() == 1).await;
+        let daemon_pid = d.pid().to_string();
+        let zombie_children = || {
+            std::fs::read_dir("/proc")
+                .unwrap()
+                .flatten()
+                .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+                .filter(|stat| {
+                    stat.rfind(')').is_some_and(|i| stat[i + 2..].starts_with('Z') && stat[i + 2..].split(' ').nth(1) == Some(&daemon_pid))
+                })
+                .count()
+        };
+        wait_until("no zombie is left below the daemon", Duration::from_secs(10), || zombie_children() == 0).await;
+        d.admin().revoke(g.id, Some("enough".into())).await.unwrap();
+        assert_eq!(ended(run).await.0, RunOutcome::GrantEnded);
+    }
+}
+
+/// Thaws and removes a cgroup v1 freezer group, even when the test fails, and then the run's
+/// cgroup v2 group (if any), which could not be removed while the frozen process was in it.
+struct Frozen(std::path::PathBuf, Option<std::path::PathBuf>);
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.0.join("freezer.state"), "THAWED");
+        let until = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(self.0.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty()) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = std::fs::remove_dir(&self.0);
+        if let Some(run_cgroup) = &self.1 {
+            let _ = std::fs::remove_dir(run_cgroup);
+        }
+    }
+}
+
+/// The review's finding: the supervisor could wait forever for a tree that never empties. A
+/// process that cannot die (here: frozen by the cgroup v1 freezer, where even SIGKILL waits for
+/// a thaw) no longer holds the run open: after SIGTERM, the grace and 5 s of SIGKILL, the end is
+/// recorded and says so.
+#[tokio::test]
+async fn a_process_that_cannot_be_killed_does_not_keep_a_run_open_forever() {
+    let freezer = std::path::Path::new("/sys/fs/cgroup/freezer");
+    if !freezer.join("cgroup.procs").exists() || !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: this test needs root and the cgroup v1 freezer at /sys/fs/cgroup/freezer");
+        return;
+    }
+    for mode in [Containment::Cgroup, Containment::Group] {
+        let mut d = daemon(mode);
+        let dave = d.user("dave").await;
+        let n = unique();
+        let all = markers(&n, &[1, 2, 3, 4]);
+        let _cleanup = cleanup(&n);
+        let g = grant(&dave, "tree", None).await;
+        let run = start(&dave, "tree", &n);
+        wait_until("all four sleeps started", Duration::from_secs(10), || alive(&all).len() == 4).await;
+        let victim = with_arg(&all[3])[0];
+        let run_cgroup = std::fs::read_to_string(format!("/proc/{victim}/cgroup"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("0::").filter(|p| p.contains("/zsa-")).map(|p| format!("{}{p}", cgroup2_root()).into()));
+        let frozen = Frozen(freezer.join(format!("zsa-test-{n}")), run_cgroup);
+        std::fs::create_dir(&frozen.0).unwrap();
+        std::fs::write(frozen.0.join("cgroup.procs"), victim.to_string()).unwrap();
+        std::fs::write(frozen.0.join("freezer.state"), "FROZEN").unwrap();
+        wait_until("frozen", Duration::from_secs(10), || {
+            std::fs::read_to_string(frozen.0.join("freezer.state")).is_ok_and(|s| s.trim() == "FROZEN")
+        })
+        .await;
+        let asked = Instant::now();
+        d.admin().revoke(g.id, Some("enough".into())).await.unwrap();
+        let (outcome, _, message) = ended(run).await;
+        eprintln!("measured ({mode:?}): a run with an unkillable process ended {} ms after the revoke", asked.elapsed().as_millis());
+        assert_eq!(outcome, RunOutcome::GrantEnded, "{message}");
+        assert!(message.contains("1 of its process(es) could not be stopped"), "{message}");
+        assert_eq!(alive(&all[..3]), Vec::<String>::new(), "{mode:?}: the rest of the tree was stopped");
+        drop(frozen);
+        wait_until("the thawed process died of its pending SIGKILL", Duration::from_secs(10), || alive(&all).is_empty()).await;
+    }
 }

@@ -2,7 +2,9 @@
 //! own only while you hold an active grant for TASK, and stops it when the grant ends.
 //!
 //! The command gets its own process group (and the terminal, when there is one), so stopping it
-//! reaches what it started: SIGTERM to the group, SIGKILL after a grace. The grant is followed on
+//! reaches what it started: SIGTERM to the group, SIGKILL after a grace. The group is stopped the
+//! same way when the command exits, so nothing it left in its group (`sleep 600 &`) runs on
+//! after the gate has returned, beyond the gate's watch over the grant. The grant is followed on
 //! the daemon's event stream: every event the caller sees (a revoke, a relinquish, an expiry, the
 //! user disabled, a policy reload) re-asks the daemon, and a timer at the grant's deadline does
 //! too, so expiry stops the command on time even if the daemon cannot be reached then. While the
@@ -106,7 +108,12 @@ pub async fn run(client: &Client, task: &str, argv: &[String]) -> CmdResult {
     let stop_why = loop {
         tokio::select! {
             status = child.wait() => {
+                // What it left running in its group ends with it: the gate would no longer watch it.
+                let left = stop_group(group, true, Instant::now() + GRACE).await;
                 if terminal { give_back_terminal(); }
+                if left {
+                    eprintln!("zsa: stopped what {} left running in its process group", text::inert(program));
+                }
                 let status = status.map_err(anyhow::Error::from)?;
                 return exit_with(status);
             }
@@ -132,6 +139,7 @@ pub async fn run(client: &Client, task: &str, argv: &[String]) -> CmdResult {
         }
     };
     let _ = killpg(group, Signal::SIGTERM);
+    let kill_at = Instant::now() + GRACE;
     let status = match tokio::time::timeout(GRACE, child.wait()).await {
         Ok(s) => s,
         Err(_) => {
@@ -139,13 +147,54 @@ pub async fn run(client: &Client, task: &str, argv: &[String]) -> CmdResult {
             child.wait().await
         }
     };
-    // What it started in its group and had not ended yet goes too.
-    let _ = killpg(group, Signal::SIGKILL);
+    // What it started in its group and had not ended yet goes too (already asked to end).
+    stop_group(group, false, kill_at).await;
     if terminal {
         give_back_terminal();
     }
     eprintln!("zsa: stopped {}: {}", text::inert(program), text::inert(&stop_why));
     exit_with(status.map_err(anyhow::Error::from)?)
+}
+
+/// Is any live (not zombie) process in process group `group`? Read from /proc, so a zombie
+/// nobody reaps yet does not count as running.
+fn group_alive(group: Pid) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return false };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()).any(|pid| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().is_some_and(|line| {
+            // Fields after the command name (which may hold spaces): state, ppid, pgrp.
+            let f: Vec<&str> = line.rfind(')').map(|i| line[i + 1..].split_whitespace().take(3).collect()).unwrap_or_default();
+            f.len() == 3 && f[0] != "Z" && f[2].parse() == Ok(group.as_raw())
+        })
+    })
+}
+
+/// Stops what is left in the command's process group once the command itself has ended: SIGTERM
+/// (unless `term` is false: it was sent already), SIGKILL to what is still there from `kill_at`,
+/// until the group is empty (for a bounded time). Returns whether anything was left. The group
+/// id cannot be given to another process while any member lives, and each signal is sent only
+/// after seeing a member.
+async fn stop_group(group: Pid, term: bool, kill_at: Instant) -> bool {
+    if group.as_raw() <= 0 || !group_alive(group) {
+        return false;
+    }
+    if term {
+        let _ = killpg(group, Signal::SIGTERM);
+    }
+    let grace_until = kill_at;
+    let give_up = grace_until + Duration::from_secs(5);
+    while group_alive(group) {
+        let now = Instant::now();
+        if now >= give_up {
+            eprintln!("zsa: some processes in the command's group {group} did not end after SIGKILL");
+            break;
+        }
+        if now >= grace_until {
+            let _ = killpg(group, Signal::SIGKILL);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    true
 }
 
 /// The command's own exit code, or 128+N when a signal N ended it.

@@ -37,6 +37,10 @@ pub const TRANSCRIPT_CAP: u64 = 1024 * 1024;
 const SAFE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Between asking a stopped command to end (SIGTERM) and making it (SIGKILL).
 pub(crate) const GRACE: Duration = Duration::from_secs(2);
+/// How long SIGKILL is repeated before the supervisor stops waiting for a tree that will not
+/// empty (a process stuck in the kernel, or one that left every way it could be found): the end
+/// is then recorded, saying so, well within the daemon's own wait for its runs when it stops.
+const KILL_FOR: Duration = Duration::from_secs(5);
 
 type Sink = mpsc::Sender<Result<Bytes, Infallible>>;
 
@@ -206,6 +210,18 @@ async fn read_open<R: tokio::io::AsyncRead + Unpin>(pipe: &mut Option<R>, buf: &
     }
 }
 
+/// What one read from one of the command's pipes gave: output goes to the transcript and the
+/// client; the end of the pipe (or an error) closes it.
+async fn take<R>(read: std::io::Result<usize>, pipe: &mut Option<R>, buf: &[u8], stream: &str, transcript: &mut Transcript, out: &mut Out) {
+    match read {
+        Ok(n) if n > 0 => {
+            transcript.write(&buf[..n]).await;
+            out.output(stream, &buf[..n]);
+        }
+        _ => *pipe = None,
+    }
+}
+
 /// Has the grant ended, by the clock or by an event?
 fn grant_over(engine: &Engine, grant: GrantId) -> bool {
     let now = engine.now();
@@ -227,22 +243,20 @@ async fn supervise(engine: Arc<Engine>, s: Started, tx: Sink) {
             .stderr(std::process::Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        if let Some((uid, gid)) = s.account.switch_to {
-            cmd.uid(uid).gid(gid);
-        }
+        // The account is switched in `tree::spawn`, after the run's audit session is started.
         cmd
     };
     let name = s.run.to_string();
     let prepared = tree::prepare(engine.runs_dir(), &name);
     let in_cgroup = prepared.in_cgroup();
-    let mut spawned = tree::spawn(&mut command(), prepared, engine.runs_dir(), &name);
+    let mut spawned = tree::spawn(&mut command(), prepared, s.account.switch_to, engine.runs_dir(), &name);
     if in_cgroup
         && let Err(e) = &spawned
         && e.kind() != std::io::ErrorKind::NotFound
     {
         // A cgroup that cannot be joined (a cgroup manager's rules) must not stop the run.
         tracing::warn!(run = %s.run, error = %e, "could not start a run in its own cgroup; starting it contained by process group");
-        spawned = tree::spawn(&mut command(), tree::fallback(), engine.runs_dir(), &name);
+        spawned = tree::spawn(&mut command(), tree::fallback(), s.account.switch_to, engine.runs_dir(), &name);
     }
     let (outcome, exit_code, message, tree) = match spawned {
         Err(e) => {
@@ -305,22 +319,21 @@ async fn watch(
     let kill_at = tokio::time::sleep(Duration::from_secs(365 * 86_400));
     tokio::pin!(kill_at);
     let mut kill_armed = false;
+    let give_up = tokio::time::sleep(Duration::from_secs(365 * 86_400));
+    tokio::pin!(give_up);
+    let mut not_stopped = 0;
     let mut tick = tokio::time::interval(Duration::from_millis(25));
+    // Orphans of runs come to the daemon; those that end while their run goes must not stay zombies.
+    let mut reap_tick = tokio::time::interval(Duration::from_secs(1));
 
     loop {
         let stop = tokio::select! {
             n = read_open(&mut stdout, &mut out_buf), if stdout.is_some() => {
-                match n {
-                    Ok(n) if n > 0 => { transcript.write(&out_buf[..n]).await; out.output("stdout", &out_buf[..n]); }
-                    _ => stdout = None,
-                }
+                take(n, &mut stdout, &out_buf, "stdout", transcript, out).await;
                 None
             }
             n = read_open(&mut stderr, &mut err_buf), if stderr.is_some() => {
-                match n {
-                    Ok(n) if n > 0 => { transcript.write(&err_buf[..n]).await; out.output("stderr", &err_buf[..n]); }
-                    _ => stderr = None,
-                }
+                take(n, &mut stderr, &err_buf, "stderr", transcript, out).await;
                 None
             }
             st = child.wait(), if status.is_none() => {
@@ -332,6 +345,7 @@ async fn watch(
                 }
                 if left > 0 && !kill_armed {
                     kill_at.as_mut().reset(tokio::time::Instant::now() + GRACE);
+                    give_up.as_mut().reset(tokio::time::Instant::now() + GRACE + KILL_FOR);
                     kill_armed = true;
                 }
                 None
@@ -340,6 +354,20 @@ async fn watch(
                 if tree.is_empty() {
                     break;
                 }
+                // Something of the tree showed up after the command's exit was seen: it goes too.
+                if !kill_armed {
+                    let left = tree.terminate();
+                    if stopped.is_none() {
+                        left_behind = left_behind.max(left);
+                    }
+                    kill_at.as_mut().reset(tokio::time::Instant::now() + GRACE);
+                    give_up.as_mut().reset(tokio::time::Instant::now() + GRACE + KILL_FOR);
+                    kill_armed = true;
+                }
+                None
+            }
+            _ = reap_tick.tick(), if status.is_none() => {
+                tree::reap_orphans();
                 None
             }
             _ = &mut timeout, if stopped.is_none() && status.is_none() => Some((RunOutcome::TimedOut, format!("stopped after the task's timeout of {}", crate::model::duration::format(s.timeout.as_secs())))),
@@ -361,11 +389,24 @@ async fn watch(
                 kill_at.as_mut().reset(tokio::time::Instant::now() + Duration::from_millis(100));
                 None
             }
+            _ = &mut give_up, if kill_armed => {
+                // The first process, if it still runs, is the daemon's own child: end it directly.
+                if status.is_none() {
+                    let _ = child.start_kill();
+                    if let Ok(st) = tokio::time::timeout(Duration::from_secs(1), child.wait()).await {
+                        status = Some(st);
+                    }
+                }
+                not_stopped = tree.terminate();
+                tracing::error!(run = %s.run, processes = not_stopped, "a run's processes did not end after SIGKILL; recording its end without them");
+                break;
+            }
         };
         if let Some((outcome, why)) = stop {
             tree.terminate();
             if !kill_armed {
                 kill_at.as_mut().reset(tokio::time::Instant::now() + GRACE);
+                give_up.as_mut().reset(tokio::time::Instant::now() + GRACE + KILL_FOR);
                 kill_armed = true;
             }
             stopped = Some((outcome, why));
@@ -375,14 +416,8 @@ async fn watch(
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         while stdout.is_some() || stderr.is_some() {
             tokio::select! {
-                n = read_open(&mut stdout, &mut out_buf), if stdout.is_some() => match n {
-                    Ok(n) if n > 0 => { transcript.write(&out_buf[..n]).await; out.output("stdout", &out_buf[..n]); }
-                    _ => stdout = None,
-                },
-                n = read_open(&mut stderr, &mut err_buf), if stderr.is_some() => match n {
-                    Ok(n) if n > 0 => { transcript.write(&err_buf[..n]).await; out.output("stderr", &err_buf[..n]); }
-                    _ => stderr = None,
-                },
+                n = read_open(&mut stdout, &mut out_buf), if stdout.is_some() => take(n, &mut stdout, &out_buf, "stdout", transcript, out).await,
+                n = read_open(&mut stderr, &mut err_buf), if stderr.is_some() => take(n, &mut stderr, &err_buf, "stderr", transcript, out).await,
             }
         }
     })
@@ -391,8 +426,13 @@ async fn watch(
     let code = status.and_then(|st| st.code());
     let signal = status.and_then(|st| std::os::unix::process::ExitStatusExt::signal(&st));
     let exit_code = code.or(signal.map(|s| 128 + s));
+    let unstoppable = if not_stopped > 0 {
+        format!("; {not_stopped} of its process(es) could not be stopped (see the daemon's log)")
+    } else {
+        String::new()
+    };
     match stopped {
-        Some((outcome, why)) => (outcome, exit_code, why),
+        Some((outcome, why)) => (outcome, exit_code, why + &unstoppable),
         None => {
             let mut msg = match (code, signal) {
                 (Some(c), _) => format!("exited with code {c}"),
@@ -402,6 +442,7 @@ async fn watch(
             if left_behind > 0 {
                 msg.push_str(&format!("; the {left_behind} process(es) it left running were stopped"));
             }
+            msg.push_str(&unstoppable);
             (RunOutcome::Exited, exit_code, msg)
         }
     }

@@ -2,25 +2,43 @@
 //! stopped all at once, including descendants that left the command's process group (setsid,
 //! setpgid, double fork).
 //!
-//! Two ways, the best available first:
+//! Two ways, the best available first, and the second is always used too:
 //! - **cgroup v2** (where a cgroup2 file system is mounted and the daemon may create a cgroup under
 //!   its own): every run gets its own cgroup, which the child joins before it executes the
-//!   command, so nothing it starts can leave. Stopping lists `cgroup.procs` (SIGTERM) and then
-//!   writes `cgroup.kill` (SIGKILL to every member at once, even one forking at that moment).
-//! - **process group + subreapers** otherwise: the command's first process is made a child
+//!   command. Stopping lists `cgroup.procs` (SIGTERM) and then writes `cgroup.kill` (SIGKILL to
+//!   every member at once, even one forking at that moment).
+//! - **process group + subreapers + audit session**: the command's first process is made a child
 //!   subreaper (so orphans of its tree stay below it while it lives), and the daemon is one too
-//!   (so when that process is gone, what is left comes to the daemon, which starts no other
-//!   processes: every child of the daemon that is not the first process of a run is an orphan of
-//!   a run and must go). Stopping collects the process group, the first process's descendants and
-//!   those orphans, and signals each one by pidfd after checking its start time.
+//!   (so when that process is gone, what is left comes to the daemon). Stopping collects the
+//!   first process, its process group, its descendants and the orphans that are this run's, and
+//!   signals each one by pidfd after checking its start time.
 //!
-//! `ZSA_RUN_CONTAINMENT=group` in the daemon's environment forces the second way (to test it, or
-//! where a cgroup manager forbids the first).
+//! Both, because a process allowed to write to another cgroup's `cgroup.procs` can leave its
+//! cgroup (the cgroup alone then lost the whole run), and the second way alone misses what left
+//! the group and its ancestors.
+//!
+//! **Which orphans are whose.** Orphans of every run come to the daemon, so "a child of the
+//! daemon" says nothing about which run it came from, and one run's stop must never kill another
+//! run's processes. Each run's first process starts a new kernel audit session before it executes
+//! the command (it writes `/proc/self/loginuid`; the kernel then gives it a session id unique on
+//! this boot, `/proc/PID/sessionid`). Every process it starts inherits that id, and changing it
+//! needs CAP_AUDIT_CONTROL, which a command not running as root does not have, so a process with
+//! the run's session id is the run's wherever it went (even reparented to init, even after a
+//! crash). An environment variable would not do: a command may execute with a new environment
+//! and so lose it. Where the kernel has no audit support or the daemon may not set the session
+//! (a container without CAP_AUDIT_CONTROL), runs carry no session of their own: an orphan the
+//! daemon adopted is then counted as a run's only while that is the only such run going, and
+//! otherwise is left alone (it cannot be attributed).
+//!
+//! `ZSA_RUN_CONTAINMENT=group` in the daemon's environment forces the second way alone (to test
+//! it, or where a cgroup manager forbids the first); `ZSA_RUN_SESSIONS=off` gives runs no audit
+//! session of their own (to test that case, or where the kernel audit log must not get a login
+//! record per run).
 //!
 //! After a crash the next start stops what a run left running before it records the run as
 //! abandoned. Each run's first process is recorded in `TRANSCRIPTS/RUN.process.json` (its pid,
-//! which is also its process group, its start time from /proc/PID/stat, the boot id and its
-//! cgroup): a file, not an event, because it is bookkeeping for this machine and this boot, not a
+//! which is also its process group, its start time from /proc/PID/stat, the boot id, its audit
+//! session and its cgroup): a file, not an event, because it is bookkeeping for this machine and this boot, not a
 //! fact for auditors, and it is removed once the run's end is recorded. The start time and boot id
 //! mean a pid the kernel gave to some other process since is never signalled.
 
@@ -72,11 +90,18 @@ fn boot_id() -> String {
     fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
-/// The pids of runs' first processes, which the runtime waits for itself. Held while spawning,
-/// so a scan never takes a run that is just starting for an orphan.
-static ROOTS: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+/// The audit session of a process (`/proc/PID/sessionid`); None when unset or unreadable.
+fn session(pid: i32) -> Option<u32> {
+    let id: u32 = fs::read_to_string(format!("/proc/{pid}/sessionid")).ok()?.trim().parse().ok()?;
+    (id != u32::MAX).then_some(id)
+}
 
-fn roots() -> MutexGuard<'static, BTreeSet<i32>> {
+/// The pids of runs' first processes, which the runtime waits for itself, with each run's audit
+/// session (None where it could not be given one). Held while spawning, so a scan never takes a
+/// run that is just starting for an orphan.
+static ROOTS: Mutex<BTreeMap<i32, Option<u32>>> = Mutex::new(BTreeMap::new());
+
+fn roots() -> MutexGuard<'static, BTreeMap<i32, Option<u32>>> {
     ROOTS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -100,11 +125,26 @@ fn signal_exact(pid: i32, start: u64, sig: Signal) {
 }
 
 /// Reaps orphans that died as children of the daemon (they are not the runtime's to wait for).
-fn reap(procs: &[Proc], roots: &BTreeSet<i32>) {
+fn reap(procs: &[Proc], roots: &BTreeMap<i32, Option<u32>>) {
     let me = std::process::id() as i32;
-    for p in procs.iter().filter(|p| p.zombie && p.ppid == me && !roots.contains(&p.pid)) {
+    for p in procs.iter().filter(|p| p.zombie && p.ppid == me && !roots.contains_key(&p.pid)) {
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(p.pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
     }
+}
+
+/// Reaps the daemon's dead orphans now and then (at most once a second, however many runs call
+/// it): the daemon is their subreaper, and a zombie holds its pid until it is reaped.
+pub fn reap_orphans() {
+    static LAST: Mutex<Option<Instant>> = Mutex::new(None);
+    {
+        let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|l| l.elapsed() < Duration::from_secs(1)) {
+            return;
+        }
+        *last = Some(Instant::now());
+    }
+    let roots = roots();
+    reap(&all_procs(), &roots);
 }
 
 /// Where runs' cgroups go: under the daemon's own cgroup in the cgroup2 hierarchy. None when
@@ -144,6 +184,9 @@ struct Record {
     pid: i32,
     start: u64,
     boot_id: String,
+    /// The run's audit session (absent in records from before it was kept).
+    #[serde(default)]
+    session: Option<u32>,
     cgroup: Option<PathBuf>,
 }
 
@@ -158,24 +201,34 @@ impl Prepared {
     }
 }
 
-/// The fallback: the process group, the first process a child subreaper (see `spawn`), and the
-/// daemon one too (set once, on first use).
-pub fn fallback() -> Prepared {
+/// The daemon is made a child subreaper (once, on first use), whatever the containment: orphans
+/// of a run then come to it rather than to init.
+fn daemon_subreaper() {
     static SUBREAPER: Once = Once::new();
     SUBREAPER.call_once(|| {
-        tracing::warn!(
-            "runs are contained by process group and subreapers (cgroup v2 is not available to the daemon, or ZSA_RUN_CONTAINMENT=group)"
-        );
         if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
             tracing::error!(error = %e, "cannot make the daemon a child subreaper: orphans of a run may escape");
         }
     });
+}
+
+/// The fallback alone: the process group, the first process a child subreaper (see `spawn`),
+/// the daemon one too, and the run's audit session.
+pub fn fallback() -> Prepared {
+    static SAID: Once = Once::new();
+    SAID.call_once(|| {
+        tracing::warn!(
+            "runs are contained by process group and subreapers (cgroup v2 is not available to the daemon, or ZSA_RUN_CONTAINMENT=group)"
+        );
+    });
+    daemon_subreaper();
     Prepared { cgroup: None }
 }
 
 /// Creates the run's cgroup if cgroups can be used, and otherwise prepares the fallback. Never
 /// fails: the fallback is always there.
 pub fn prepare(runs_dir: &Path, run: &str) -> Prepared {
+    daemon_subreaper();
     let Some(parent) = cgroup_parent() else { return fallback() };
     let dir = parent.join(cgroup_name(runs_dir, run));
     if dir.exists() {
@@ -199,14 +252,29 @@ pub struct Tree {
     /// The first process; also the process group.
     pub pid: i32,
     start: u64,
+    /// The run's own audit session, when it could be given one.
+    session: Option<u32>,
     cgroup: Option<PathBuf>,
     record: Option<PathBuf>,
 }
 
-/// Spawns `cmd` contained as `prepared` says and records it for the next start.
+/// The login uid the run's first process writes to start its own audit session: the daemon's
+/// own when it has one (so the audit trail still names who started the daemon), otherwise the
+/// account the run runs as. Formatted before the fork, as nothing may be allocated after it.
+fn loginuid_text(run_uid: u32) -> ([u8; 16], usize) {
+    let own: Option<u32> = fs::read_to_string("/proc/self/loginuid").ok().and_then(|s| s.trim().parse().ok()).filter(|u| *u != u32::MAX);
+    let text = own.unwrap_or(run_uid).to_string();
+    let mut buf = [0u8; 16];
+    buf[..text.len()].copy_from_slice(text.as_bytes());
+    (buf, text.len())
+}
+
+/// Spawns `cmd` contained as `prepared` says, as the account `switch_to` (uid, gid) if given,
+/// and records it for the next start.
 pub fn spawn(
     cmd: &mut tokio::process::Command,
     prepared: Prepared,
+    switch_to: Option<(u32, u32)>,
     runs_dir: &Path,
     run: &str,
 ) -> io::Result<(tokio::process::Child, Tree)> {
@@ -215,19 +283,39 @@ pub fn spawn(
         None => (None, None),
     };
     let raw = fd.as_ref().map(|f| f.as_raw_fd());
-    // SAFETY: between fork and exec the hook makes only async-signal-safe system calls (write,
-    // prctl) and allocates nothing. The descriptor, opened by the daemon, authorises the move
-    // even after the child switched to the task's account.
+    let sessions = !std::env::var("ZSA_RUN_SESSIONS").is_ok_and(|v| v == "off");
+    let (loginuid, loginuid_len) = loginuid_text(switch_to.map(|(u, _)| u).unwrap_or_else(|| nix::unistd::geteuid().as_raw()));
+    // SAFETY: between fork and exec the hook makes only async-signal-safe system calls (open,
+    // write, close, prctl, setgid, setgroups, setuid) and allocates nothing. The cgroup
+    // descriptor, opened by the daemon, authorises the move whoever the child is.
     unsafe {
         cmd.pre_exec(move || {
-            let ok = match raw {
-                // "0" moves the writing process: the child joins before it runs anything.
-                Some(fd) => libc::write(fd, b"0".as_ptr().cast(), 1) == 1,
-                None => libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0,
-            };
-            if ok { Ok(()) } else { Err(io::Error::last_os_error()) }
+            // "0" moves the writing process: the child joins before it runs anything.
+            if let Some(fd) = raw
+                && libc::write(fd, b"0".as_ptr().cast(), 1) != 1
+            {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // A new audit session, while still the daemon's account (changing a login uid once
+            // set needs CAP_AUDIT_CONTROL). Where it fails the run has no session of its own,
+            // which `spawn` notices; that must not stop the run.
+            let f = if sessions { libc::open(c"/proc/self/loginuid".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) } else { -1 };
+            if f >= 0 {
+                libc::write(f, loginuid.as_ptr().cast(), loginuid_len);
+                libc::close(f);
+            }
+            if let Some((uid, gid)) = switch_to
+                && (libc::setgid(gid) != 0 || libc::setgroups(0, std::ptr::null()) != 0 || libc::setuid(uid) != 0)
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
         });
     }
+    let own_session = session(std::process::id() as i32);
     let mut roots = roots();
     let child = match cmd.spawn() {
         Ok(c) => c,
@@ -240,23 +328,38 @@ pub fn spawn(
     };
     drop(fd);
     let pid = child.id().map(|p| p as i32).unwrap_or(0);
-    roots.insert(pid);
+    // The session was set before exec, and spawn returns only after the exec: it is there now.
+    let session = session(pid).filter(|s| Some(*s) != own_session);
+    if session.is_none() {
+        static SAID: Once = Once::new();
+        SAID.call_once(|| {
+            tracing::warn!(
+                "runs cannot be given an audit session of their own (no kernel audit support, or no CAP_AUDIT_CONTROL): an orphan a run leaves is stopped only while no other such run is going"
+            )
+        });
+    }
+    roots.insert(pid, session);
     drop(roots);
     let start = stat(pid).map(|p| p.start).unwrap_or(0);
     let record = record_path(runs_dir, run);
-    let body = serde_json::to_vec(&Record { pid, start, boot_id: boot_id(), cgroup: cgroup.clone() }).unwrap_or_default();
+    let body = serde_json::to_vec(&Record { pid, start, boot_id: boot_id(), session, cgroup: cgroup.clone() }).unwrap_or_default();
     if let Err(e) = fs::write(&record, body) {
         tracing::error!(path = %record.display(), error = %e, "cannot record a run's processes; after a crash they would not be found");
     }
-    Ok((child, Tree { pid, start, cgroup, record: Some(record) }))
+    Ok((child, Tree { pid, start, session, cgroup, record: Some(record) }))
 }
 
 impl Tree {
-    /// Every live process of the tree, as (pid, start time).
+    /// Every live process of the tree, as (pid, start time): the cgroup's members and (always,
+    /// as a process may leave its cgroup) the first process, its group, the processes in the
+    /// run's audit session, the daemon's orphans that are this run's, and all their descendants.
     fn members(&self) -> Vec<(i32, u64)> {
+        let mut found = BTreeMap::new();
         if let Some(dir) = &self.cgroup {
             let listed = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-            return listed.lines().filter_map(|l| stat(l.trim().parse().ok()?)).filter(|p| !p.zombie).map(|p| (p.pid, p.start)).collect();
+            for p in listed.lines().filter_map(|l| stat(l.trim().parse().ok()?)).filter(|p| !p.zombie) {
+                found.insert(p.pid, p.start);
+            }
         }
         let roots = roots();
         let procs = all_procs();
@@ -267,10 +370,15 @@ impl Tree {
         for p in &live {
             children.entry(p.ppid).or_default().push(p);
         }
+        // An orphan the daemon adopted is this run's if it is in the run's session (below). One
+        // without a run's session can only be counted as this run's when this run has none and
+        // is the only run going without one; otherwise it is nobody's to stop.
+        let sessions: BTreeSet<u32> = roots.values().flatten().copied().collect();
+        let sole_untagged = roots.get(&self.pid) == Some(&None) && roots.values().filter(|s| s.is_none()).count() == 1;
         // Seeds: the first process (if it is still the one we started), the process group's
-        // members (started after it), and orphans the daemon adopted. A group id is a pid that
-        // stays taken while any member lives; if its pid now names a process that started at
-        // another time, the number was given out again and that group is someone else's.
+        // members (started after it), the run's session, and this run's orphans. A group id is a
+        // pid that stays taken while any member lives; if its pid now names a process that
+        // started at another time, the number was given out again and that group is someone else's.
         let reused = procs.iter().any(|p| p.pid == self.pid && p.start != self.start);
         let mut todo: Vec<&Proc> = live
             .iter()
@@ -278,16 +386,21 @@ impl Tree {
             .filter(|p| {
                 (p.pid == self.pid && p.start == self.start)
                     || (!reused && p.pgid == self.pid && p.start >= self.start)
-                    || (p.ppid == me && !roots.contains(&p.pid))
+                    || (self.session.is_some() && session(p.pid) == self.session)
+                    || (sole_untagged
+                        && p.ppid == me
+                        && !roots.contains_key(&p.pid)
+                        && session(p.pid).is_none_or(|s| !sessions.contains(&s)))
             })
             .collect();
-        let mut found = BTreeMap::new();
+        let mut walked = BTreeSet::new();
         while let Some(p) = todo.pop() {
             // Another run's first process and its tree are that run's.
-            if p.pid != self.pid && roots.contains(&p.pid) {
+            if p.pid != self.pid && roots.contains_key(&p.pid) {
                 continue;
             }
-            if found.insert(p.pid, p.start).is_none() {
+            if walked.insert(p.pid) {
+                found.insert(p.pid, p.start);
                 todo.extend(children.get(&p.pid).into_iter().flatten().copied());
             }
         }
@@ -309,11 +422,10 @@ impl Tree {
 
     /// Ends every process of the tree now.
     pub fn kill(&self) {
-        if let Some(dir) = &self.cgroup
-            && fs::write(dir.join("cgroup.kill"), "1").is_ok()
-        {
-            return;
+        if let Some(dir) = &self.cgroup {
+            let _ = fs::write(dir.join("cgroup.kill"), "1");
         }
+        // Also what left the cgroup.
         for (pid, start) in self.members() {
             signal_exact(pid, start, Signal::SIGKILL);
         }
@@ -371,9 +483,11 @@ pub fn stop_after_crash(runs_dir: &Path, run: &str, grace: Duration) -> String {
             let _ = fs::remove_file(&path);
             return "its processes ended with the machine's last boot".into();
         }
-        Some(r) => Tree { pid: r.pid, start: r.start, cgroup: r.cgroup.filter(|d| d.exists()).or(by_name), record: Some(path) },
+        Some(r) => {
+            Tree { pid: r.pid, start: r.start, session: r.session, cgroup: r.cgroup.filter(|d| d.exists()).or(by_name), record: Some(path) }
+        }
         None => match by_name {
-            Some(dir) => Tree { pid: -1, start: u64::MAX, cgroup: Some(dir), record: None },
+            Some(dir) => Tree { pid: -1, start: u64::MAX, session: None, cgroup: Some(dir), record: None },
             None => return "no record of its processes (it had not started one)".into(),
         },
     };

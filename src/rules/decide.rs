@@ -767,15 +767,19 @@ fn start_run(
     // One grant must not become hundreds of privileged processes: the task says how many at once.
     let going: Vec<&crate::model::Run> = state.running.iter().filter_map(|id| state.runs.get(id)).filter(|r| r.task == task.name).collect();
     if going.len() >= run.max_concurrent_runs as usize {
-        let shown: Vec<String> = going.iter().map(|r| format!("{} ({})", r.id, r.holder)).collect();
+        // Runs the caller may not see are only counted, never named (nor their holders).
+        let seen = going.iter().all(|r| super::visibility::run_visible(policy, actor, r));
+        let which = if seen {
+            let shown: Vec<String> = going.iter().map(|r| format!("{} ({})", r.id, r.holder)).collect();
+            format!("{} still running: {}", if going.len() == 1 { "this one is" } else { "these are" }, shown.join(", "))
+        } else {
+            format!("{} {} still running", going.len(), if going.len() == 1 { "run is" } else { "runs are" })
+        };
         return Err(Refusal::conflict(
             "too_many_runs",
             format!(
-                "'{}' allows {} run(s) at a time and {} still running: {}; wait for it to end (or an admin raises max_concurrent_runs in the policy)",
-                task.name,
-                run.max_concurrent_runs,
-                if going.len() == 1 { "this one is" } else { "these are" },
-                shown.join(", ")
+                "'{}' allows {} run(s) at a time and {which}; wait for one to end (or an admin raises max_concurrent_runs in the policy)",
+                task.name, run.max_concurrent_runs,
             ),
         ));
     }
