@@ -327,21 +327,18 @@ fn seed_with(dir: &Path, b: Builder) -> Builder {
     let mut store = zsa::store::sqlite::SqliteStore::open(&state.join("zsa.db")).unwrap();
     for chunk in b.events.chunks(20_000) {
         let mut rows = zsa::rules::State::default();
-        for e in chunk {
-            if let Some(t) = e.change.target() {
-                match t.as_bytes()[0] {
-                    b'R' => {
-                        let id = t.parse().unwrap();
-                        rows.requests.insert(id, b.state.requests[&id].clone());
-                    }
-                    b'G' => {
-                        let id = t.parse().unwrap();
-                        rows.grants.insert(id, b.state.grants[&id].clone());
-                        let r = b.state.grants[&id].request;
-                        rows.requests.insert(r, b.state.requests[&r].clone());
-                    }
-                    _ => {}
+        // Exactly the rows each event writes, as the engine would.
+        for row in chunk.iter().flat_map(|e| e.change.rows()) {
+            match row.as_bytes()[0] {
+                b'R' => {
+                    let id = row.parse().unwrap();
+                    rows.requests.insert(id, b.state.requests[&id].clone());
                 }
+                b'G' => {
+                    let id = row.parse().unwrap();
+                    rows.grants.insert(id, b.state.grants[&id].clone());
+                }
+                _ => {}
             }
         }
         zsa::store::Store::append(&mut store, chunk, &rows).unwrap();

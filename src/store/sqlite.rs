@@ -38,6 +38,8 @@ CREATE INDEX IF NOT EXISTS events_actor_seq ON events(actor, seq);
 CREATE INDEX IF NOT EXISTS events_subject_seq ON events(subject, seq);
 CREATE INDEX IF NOT EXISTS events_task_seq ON events(task, seq);
 CREATE INDEX IF NOT EXISTS events_policy_loads ON events(seq) WHERE kind = 'policy_loaded';
+CREATE INDEX IF NOT EXISTS events_requests_created ON events(seq) WHERE kind = 'request_created';
+CREATE INDEX IF NOT EXISTS events_runs_started ON events(seq) WHERE kind = 'run_started';
 CREATE TABLE IF NOT EXISTS requests (
     id INTEGER PRIMARY KEY, requester TEXT NOT NULL, task TEXT NOT NULL, state TEXT NOT NULL, body TEXT NOT NULL
 );
@@ -243,7 +245,8 @@ fn check_live(conn: &Connection, live: &State) -> Result<(), StoreError> {
             let Some((table, key_column, key)) = row_of(&row) else { continue };
             let sql = format!("SELECT seq, hash FROM {table} WHERE {key_column} = ?1");
             let label = row.strip_prefix("U:").map_or(row.clone(), |u| format!("user {u}"));
-            let Some(written) = conn.query_row(&sql, [&key], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))).optional()?
+            let mut stamp = conn.prepare_cached(&sql)?;
+            let Some(written) = stamp.query_row([&key], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))).optional()?
             else {
                 if stamps.contains_key(&row) && (table != "disabled_users" || rebuilt.is_disabled(&row[2..])) {
                     return Err(StoreError::Tampered(format!("the {table} row of {label} is missing, though the log wrote it")));
@@ -509,11 +512,10 @@ impl Store for SqliteStore {
             Ok(tx.query_row(&format!("SELECT COALESCE(MAX(id), 0) FROM {table}"), [], |r| r.get::<_, i64>(0))? as u64)
         };
         // Ids never repeat, even if rows were deleted: the newest creation in the log counts too.
+        // (The kind is written into the SQL so that its partial index serves the query.)
         let newest = |kind: &str| -> Result<u64, StoreError> {
-            let record: Option<String> = tx
-                .query_row("SELECT record FROM events WHERE kind = ?1 ORDER BY seq DESC LIMIT 1", [kind], |r| r.get(0))
-                .optional()?
-                .flatten();
+            let sql = format!("SELECT record FROM events WHERE kind = '{kind}' ORDER BY seq DESC LIMIT 1");
+            let record: Option<String> = tx.query_row(&sql, [], |r| r.get(0)).optional()?.flatten();
             Ok(record.and_then(|r| r.get(1..).and_then(|n| n.parse().ok())).unwrap_or(0))
         };
         s.last_request = max_id("requests")?.max(newest("request_created")?);
