@@ -41,16 +41,31 @@ pub fn check_fallback_dir(dir: &std::path::Path) -> Result<(), String> {
 /// The system daemon's socket, root's default.
 pub const SYSTEM_SOCKET: &str = "/run/zsa/zsa.sock";
 
+/// Why no socket was picked.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NoSocket {
+    /// Neither place has one: both, to say where it looked.
+    Nowhere(PathBuf, PathBuf),
+    /// The user's own place is not to be trusted (`why`), and there is no system daemon either.
+    Untrusted(String),
+}
+
 /// Where a client looks when no socket is given: its own daemon's socket (`own`, the default for
 /// its account) if one is there, else the system daemon's, so a daemon run by root serves every
-/// user. Neither there: both, to say where it looked.
-pub fn pick_socket(own: &Path, system: &Path) -> Result<PathBuf, (PathBuf, PathBuf)> {
-    for candidate in [own, system] {
-        if std::fs::symlink_metadata(candidate).is_ok() {
-            return Ok(candidate.to_path_buf());
+/// user. If the own place is not to be trusted (`own_problem`: someone planted the per-user
+/// directory), it is skipped for the system daemon with a warning (the second value), so a plant
+/// cannot keep a user from the system daemon.
+pub fn pick_socket(own: &Path, own_problem: Option<String>, system: &Path) -> Result<(PathBuf, Option<String>), NoSocket> {
+    let system_there = std::fs::symlink_metadata(system).is_ok();
+    match own_problem {
+        Some(why) if system_there => {
+            Ok((system.to_path_buf(), Some(format!("not using {}: {why}; using the system daemon at {}", own.display(), system.display()))))
         }
+        Some(why) => Err(NoSocket::Untrusted(why)),
+        None if std::fs::symlink_metadata(own).is_ok() => Ok((own.to_path_buf(), None)),
+        None if system_there => Ok((system.to_path_buf(), None)),
+        None => Err(NoSocket::Nowhere(own.to_path_buf(), system.to_path_buf())),
     }
-    Err((own.to_path_buf(), system.to_path_buf()))
 }
 
 /// The socket a daemon listens on by default (and a client's first choice).

@@ -4,7 +4,8 @@
 //!
 //! The rules (the same for the daemon and the client; "we" is the effective user running zsa):
 //! - **Every directory on the way** to a path, from `/`, belongs to root or to us and is writable by
-//!   nobody else: not by others, and by its group only if that is its owner's own primary group.
+//!   nobody else: not by others, by its group only if that is its owner's user-private group, and
+//!   by nobody through a POSIX ACL (a file or directory with an extended ACL is not trusted).
 //!   A sticky directory others may write (like `/tmp`) is allowed on the way, but everything we use
 //!   in it must then belong to root or to us, since only an entry's owner can remove or rename it
 //!   there. A symlink on the way (`/var/run -> /run`) is followed only if it lies in such a trusted
@@ -82,19 +83,39 @@ fn kind(meta: &Metadata) -> &'static str {
 }
 
 /// Who besides the owner may write to this file or directory, if anyone. Group write is allowed
-/// only for the owner's own primary group (user-private groups, as with umask 002).
-fn also_writable_by(meta: &Metadata) -> Option<String> {
+/// only for the owner's user-private group (named after the owner, with no other members), as
+/// with umask 002; a POSIX ACL beyond the mode bits counts as others (zsa does not read ACLs).
+fn also_writable_by(path: &Path, meta: &Metadata) -> Option<String> {
     let mode = meta.mode();
     if mode & 0o002 != 0 {
         return Some("every local account can write to it".into());
     }
-    if mode & 0o020 != 0 {
-        let primary = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(meta.uid())).ok().flatten().map(|u| u.gid.as_raw());
-        if primary != Some(meta.gid()) {
-            return Some(format!("the group {} can write to it", group_name(meta.gid())));
-        }
+    if mode & 0o020 != 0 && !private_group(meta.uid(), meta.gid()) {
+        return Some(format!("the group {} can write to it and is not its owner's private group", group_name(meta.gid())));
+    }
+    if has_acl(path) {
+        return Some("a POSIX ACL may give other accounts access beyond its mode bits (remove it with setfacl -b)".into());
     }
     None
+}
+
+/// Is `gid` the user-private group of `uid`: its primary group, named after it, with no other
+/// listed members? (Another account could still have it as primary; that is not the convention.)
+fn private_group(uid: u32, gid: u32) -> bool {
+    let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) else { return false };
+    let Ok(Some(group)) = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid)) else { return false };
+    user.gid.as_raw() == gid && (group.name == user.name || uid == 0) && group.mem.iter().all(|m| *m == user.name)
+}
+
+/// Whether `path` (not following a last symlink) carries an extended POSIX ACL: it is stored as
+/// the `system.posix_acl_access` attribute, which a file whose ACL is just its mode bits lacks.
+fn has_acl(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return true };
+    // SAFETY: both names are NUL-terminated and outlive the call; a null buffer of size 0 asks
+    // only for the attribute's size, so nothing is written.
+    let size = unsafe { libc::lgetxattr(c.as_ptr(), c"system.posix_acl_access".as_ptr(), std::ptr::null_mut(), 0) };
+    size >= 0
 }
 
 fn is_sticky(meta: &Metadata) -> bool {
@@ -159,7 +180,7 @@ pub fn walk(path: &Path, follow_last: bool, create: Option<u32>, role: &str) -> 
         if !trusted_owner(meta.uid()) {
             return Err(refuse(at, format!("it belongs to {}, not to you or root", user_name(meta.uid())), dir_fix));
         }
-        match also_writable_by(&meta) {
+        match also_writable_by(at, &meta) {
             Some(_) if is_sticky(&meta) => Ok(true),
             Some(who) => Err(refuse(at, who, dir_fix)),
             None => Ok(false),
@@ -376,7 +397,7 @@ pub fn open_policy(path: &Path) -> Result<File, Untrusted> {
             user_name(meta.uid())
         )));
     }
-    if let Some(who) = also_writable_by(&meta) {
+    if let Some(who) = also_writable_by(&entry.path, &meta) {
         return Err(Untrusted(format!(
             "refusing the policy file {shown}: {who} (mode {:o}). {fix}: chmod go-w {shown}",
             meta.mode() & 0o7777
@@ -510,5 +531,14 @@ mod tests {
         let p = private_dir(&dir.path().join("a/b/state"), "the state directory").unwrap();
         assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o700);
         assert_eq!(fs::metadata(dir.path().join("a")).unwrap().mode() & 0o077, 0);
+    }
+
+    #[test]
+    fn group_write_counts_only_for_a_private_group_of_the_owner() {
+        assert!(private_group(0, 0), "root's own group");
+        // "users" (gid 100 on Debian) is shared by whoever has it: never private.
+        if nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(100)).ok().flatten().is_some_and(|g| g.name == "users") {
+            assert!(!private_group(0, 100));
+        }
     }
 }

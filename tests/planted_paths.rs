@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::{BIN, Daemon, code, stderr, stdout};
 use zsa::client::Client;
+use zsa::config::NoSocket;
 
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
@@ -495,12 +496,19 @@ fn a_client_without_a_socket_of_its_own_finds_the_system_daemon() {
     let dir = tempfile::tempdir().unwrap();
     let own = dir.path().join("own/zsa.sock");
     let system = dir.path().join("system.sock");
-    assert_eq!(zsa::config::pick_socket(&own, &system), Err((own.clone(), system.clone())), "neither: both named");
+    assert_eq!(zsa::config::pick_socket(&own, None, &system), Err(NoSocket::Nowhere(own.clone(), system.clone())), "neither: both named");
+    let planted = || Some("/tmp/zsa-1001 is not a private directory of yours".to_string());
+    assert_eq!(zsa::config::pick_socket(&own, planted(), &system), Err(NoSocket::Untrusted(planted().unwrap())));
     let _system = std::os::unix::net::UnixListener::bind(&system).unwrap();
-    assert_eq!(zsa::config::pick_socket(&own, &system).unwrap(), system, "no daemon of its own: the system one");
+    assert_eq!(zsa::config::pick_socket(&own, None, &system).unwrap().0, system, "no daemon of its own: the system one");
+    // A planted per-user directory does not keep the user from the system daemon (found in review).
+    let (picked, warning) = zsa::config::pick_socket(&own, planted(), &system).unwrap();
+    assert_eq!(picked, system);
+    assert!(warning.unwrap().contains("using the system daemon"));
     std::fs::create_dir(dir.path().join("own")).unwrap();
     let _own = std::os::unix::net::UnixListener::bind(&own).unwrap();
-    assert_eq!(zsa::config::pick_socket(&own, &system).unwrap(), own, "its own daemon first");
+    assert_eq!(zsa::config::pick_socket(&own, None, &system).unwrap().0, own, "its own daemon first");
+    assert_eq!(zsa::config::pick_socket(&own, planted(), &system).unwrap().0, system, "but never an untrusted own place");
 
     // What a user with neither is told, through the real CLI (only where no system daemon runs).
     let Some(eve) = Account::create("a_client_without_a_socket_of_its_own_finds_the_system_daemon (as another user)") else { return };
@@ -590,4 +598,42 @@ fn a_stopping_daemon_removes_only_the_socket_it_bound() {
     let _other = std::os::unix::net::UnixListener::bind(&d.socket).unwrap();
     assert!(d.stop().success());
     assert!(std::fs::symlink_metadata(&d.socket).is_ok(), "the other listener's socket is still there");
+}
+
+/// Found in review: a POSIX ACL gave another account write access that the mode bits did not
+/// show, so she rewrote the policy (and became admin) or swapped the socket for her own and
+/// collected a token. An extended ACL now counts as "someone else may write".
+#[tokio::test]
+async fn an_acl_that_lets_another_account_write_is_not_trusted() {
+    if Command::new("setfacl").arg("--version").output().is_err() {
+        panic!("setfacl is missing: install Debian's acl package (.ci/run does)");
+    }
+    let setfacl = |args: &[&str], path: &Path| {
+        let out = Command::new("setfacl").args(args).arg(path).output().unwrap();
+        assert!(out.status.success(), "setfacl: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    // The policy file.
+    let place = Place::new();
+    setfacl(&["-m", "u:nobody:rw"], &place.policy);
+    let err = place.refused(&place.path("state"), &place.policy, &place.path("zsa.sock"));
+    assert!(err.contains("refusing the policy file") && err.contains("POSIX ACL"), "{err}");
+    setfacl(&["-b"], &place.policy);
+
+    // A directory on the way to the policy.
+    let shared = place.path("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::copy(&place.policy, shared.join("policy.toml")).unwrap();
+    setfacl(&["-m", "u:nobody:rwx"], &shared);
+    let err = place.refused(&place.path("state"), &shared.join("policy.toml"), &place.path("zsa.sock"));
+    assert!(err.contains("POSIX ACL") && err.contains("on the way to"), "{err}");
+
+    // The directory a client's socket is in: no token goes there.
+    let mut d = Daemon::start();
+    let token = d.token("dave").await;
+    setfacl(&["-m", "u:nobody:rwx"], d.dir.path());
+    let err = Client::new(&d.socket, Some(token)).unwrap().whoami().await.unwrap_err();
+    assert_eq!(err.code(), "untrusted_socket", "{err}");
+    assert!(err.to_string().contains("POSIX ACL") && err.to_string().contains("token was not sent"), "{err}");
+    setfacl(&["-b"], d.dir.path());
 }

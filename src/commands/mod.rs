@@ -70,14 +70,25 @@ fn client(cli: &Cli) -> Result<Client, CliError> {
     let socket = match &cli.socket {
         Some(socket) => socket.clone(),
         None => {
+            use crate::config::{NoSocket, fallback_runtime_dir};
             let own = crate::config::default_socket();
-            if own.parent() == Some(crate::config::fallback_runtime_dir().as_path()) {
-                crate::config::check_fallback_dir(&crate::config::fallback_runtime_dir()).map_err(CliError::Refused)?;
+            let fallback = fallback_runtime_dir();
+            let own_problem =
+                (own.parent() == Some(fallback.as_path())).then(|| crate::config::check_fallback_dir(&fallback).err()).flatten();
+            match crate::config::pick_socket(&own, own_problem, Path::new(crate::config::SYSTEM_SOCKET)) {
+                Ok((socket, warning)) => {
+                    if let Some(w) = warning {
+                        eprintln!("zsa: warning: {}", crate::model::text::inert(&w));
+                    }
+                    socket
+                }
+                Err(NoSocket::Untrusted(why)) => return Err(CliError::Refused(why)),
+                Err(NoSocket::Nowhere(own, system)) => {
+                    let socket =
+                        if own == system { own.display().to_string() } else { format!("{} or {}", own.display(), system.display()) };
+                    return Err(ClientError::Unreachable { socket, detail: "there is no socket there".into() }.into());
+                }
             }
-            crate::config::pick_socket(&own, Path::new(crate::config::SYSTEM_SOCKET)).map_err(|(own, system)| {
-                let socket = if own == system { own.display().to_string() } else { format!("{} or {}", own.display(), system.display()) };
-                ClientError::Unreachable { socket, detail: "there is no socket there".into() }
-            })?
         }
     };
     Ok(Client::new(&socket, cli.token.clone())?)

@@ -11,15 +11,15 @@ use tokio::sync::watch;
 
 use super::Engine;
 use super::engine::EngineError;
-use crate::clock::SteadyClock;
+use crate::clock::{ClockJump, SteadyClock};
 use crate::model::SYSTEM_ACTOR;
 use crate::rules::Command;
 
 const LONGEST_NAP: Duration = Duration::from_secs(1);
 
-/// Records every step of the wall clock seen since the last call as `clock_jumped`.
-pub fn record_jumps(engine: &Engine, clock: &SteadyClock) -> Result<(), EngineError> {
-    for jump in clock.take_jumps() {
+/// Records steps of the wall clock (`SteadyClock::take_jumps`) as `clock_jumped`.
+pub fn record_jumps(engine: &Engine, jumps: Vec<ClockJump>) -> Result<(), EngineError> {
+    for jump in jumps {
         tracing::warn!(by_ms = jump.by.num_milliseconds(), wall = %jump.wall, "the wall clock jumped");
         engine.execute(SYSTEM_ACTOR, Command::NoteClockJump { by_ms: jump.by.num_milliseconds(), wall_clock: jump.wall })?;
     }
@@ -37,7 +37,7 @@ pub async fn run(engine: Arc<Engine>, clock: Arc<SteadyClock>, mut shutdown: wat
         if wait.is_zero() {
             let (e, clock) = (engine.clone(), clock.clone());
             match super::writer::run(move || {
-                record_jumps(&e, &clock)?;
+                record_jumps(&e, clock.take_jumps())?;
                 e.expire_due()
             })
             .await
@@ -52,14 +52,12 @@ pub async fn run(engine: Arc<Engine>, clock: Arc<SteadyClock>, mut shutdown: wat
             }
             continue;
         }
-        if let Err(err) = tokio::task::spawn_blocking({
-            let (e, clock) = (engine.clone(), clock.clone());
-            move || record_jumps(&e, &clock)
-        })
-        .await
-        .unwrap_or(Ok(()))
-        {
-            tracing::error!(error = %err, "could not record a jump of the clock; trying again");
+        let jumps = clock.take_jumps();
+        if !jumps.is_empty() {
+            let e = engine.clone();
+            if let Err(err) = super::writer::run(move || record_jumps(&e, jumps)).await.unwrap_or(Ok(())) {
+                tracing::error!(error = %err, "could not record a jump of the clock");
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}

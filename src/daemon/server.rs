@@ -169,7 +169,7 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
             tracing::warn!(problem = %problem, "rebuilt the current state from the log");
             e.execute(SYSTEM_ACTOR, Command::NoteRebuilt { problem })?;
         }
-        super::deadlines::record_jumps(&e, &steady)?;
+        super::deadlines::record_jumps(&e, steady.take_jumps())?;
         e.execute(SYSTEM_ACTOR, Command::LoadPolicy)?;
         // What such a run left running is stopped first: nothing is called abandoned while it runs.
         let going: Vec<_> = e.read(|s, _| s.running.iter().copied().collect());

@@ -16,7 +16,7 @@ use crate::model::{Actor, Event};
 use crate::policy::Policy;
 use crate::rules::Command;
 
-/// Runs a command on a blocking thread (the engine waits for the disk) and maps its errors.
+/// Runs a command on the writer's thread (the engine waits for the disk) and maps its errors.
 pub async fn execute(engine: &Arc<Engine>, caller: &Caller, command: Command) -> Result<Vec<Arc<Event>>, ApiError> {
     execute_and_read(engine, caller, command, |_, written| Ok(written.events)).await
 }
