@@ -23,9 +23,17 @@ impl Clock for SystemClock {
         micros(Utc::now())
     }
 
+    /// CLOCK_BOOTTIME: never stepped, and unlike CLOCK_MONOTONIC it counts a suspend, so a machine
+    /// that sleeps and wakes is not taken for a clock that jumped.
     fn monotonic(&self) -> std::time::Duration {
-        static ORIGIN: OnceLock<Instant> = OnceLock::new();
-        ORIGIN.get_or_init(Instant::now).elapsed()
+        use nix::time::{ClockId, clock_gettime};
+        match clock_gettime(ClockId::CLOCK_BOOTTIME) {
+            Ok(t) => std::time::Duration::new(t.tv_sec().max(0) as u64, t.tv_nsec().clamp(0, 999_999_999) as u32),
+            Err(_) => {
+                static ORIGIN: OnceLock<Instant> = OnceLock::new();
+                ORIGIN.get_or_init(Instant::now).elapsed()
+            }
+        }
     }
 }
 
@@ -155,8 +163,11 @@ impl Clock for SteadyClock {
             s.lag = lag;
             paced
         };
+        // Count as used only the time `now` moved on (it is cut to the microsecond), so many
+        // readings in a row do not make the daemon's time run slower than the monotonic clock.
+        let used = (now - s.last_now).to_std().unwrap_or_default().min(mono.saturating_sub(s.last_mono));
+        s.last_mono = if now == wall { mono } else { s.last_mono + used };
         s.last_now = now;
-        s.last_mono = mono;
         now
     }
 
@@ -209,6 +220,19 @@ mod tests {
         wall.step(-Duration::seconds(1));
         steady.now();
         assert!(steady.take_jumps().is_empty());
+    }
+
+    #[test]
+    fn many_readings_do_not_slow_time_down() {
+        let wall = Arc::new(ManualClock::new(t0()));
+        let steady = SteadyClock::new(wall.clone(), None);
+        wall.step(-Duration::hours(1));
+        steady.now();
+        for _ in 0..1000 {
+            wall.advance(Duration::nanoseconds(700));
+            steady.now();
+        }
+        assert_eq!(steady.now(), t0() + Duration::microseconds(700), "700 ns a reading, 1000 readings: 700 us passed");
     }
 
     #[test]
