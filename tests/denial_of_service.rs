@@ -40,8 +40,7 @@ fn connect_each(uids: Vec<u32>, socket: &Path) -> Vec<UnixStream> {
     let socket = socket.to_path_buf();
     std::thread::spawn(move || {
         let keep = -1 as libc::c_long;
-        let conns = uids
-            .into_iter()
+        uids.into_iter()
             .map(|uid| {
                 // SAFETY: plain system calls on this thread's credentials, switched back below.
                 assert_eq!(unsafe { libc::syscall(libc::SYS_setresuid, keep, uid as libc::c_long, keep) }, 0, "setresuid");
@@ -49,8 +48,7 @@ fn connect_each(uids: Vec<u32>, socket: &Path) -> Vec<UnixStream> {
                 assert_eq!(unsafe { libc::syscall(libc::SYS_setresuid, keep, 0 as libc::c_long, keep) }, 0, "back to root");
                 s
             })
-            .collect();
-        conns
+            .collect()
     })
     .join()
     .expect("connecting thread")

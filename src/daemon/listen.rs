@@ -232,7 +232,7 @@ impl RefusalLog {
             Refused::NoAccount => "uids with no account on this machine together hold too many",
             Refused::Full => "the daemon holds as many as it may",
         };
-        tracing::warn!(uid, refused, distinct_uids, "refused connections since the last such line (the last one: {reason})");
+        tracing::warn!(uid, refused, distinct_uids, "refused connections (counted since the last such line); the latest because {reason}");
     }
 }
 
