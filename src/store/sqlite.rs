@@ -246,7 +246,8 @@ fn check_live(conn: &Connection, live: &State) -> Result<(), StoreError> {
             let sql = format!("SELECT seq, hash FROM {table} WHERE {key_column} = ?1");
             let label = row.strip_prefix("U:").map_or(row.clone(), |u| format!("user {u}"));
             let mut stamp = conn.prepare_cached(&sql)?;
-            let Some(written) = stamp.query_row([&key], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))).optional()? else {
+            let Some(written) = stamp.query_row([&key], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))).optional()?
+            else {
                 if stamps.contains_key(&row) && (table != "disabled_users" || rebuilt.is_disabled(&row[2..])) {
                     return Err(StoreError::Tampered(format!("the {table} row of {label} is missing, though the log wrote it")));
                 }
