@@ -23,9 +23,56 @@ fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// Uids no account has, distinct per test process so parallel runs do not share counts.
+/// Uids no account has (as a user namespace's subordinate uids are), in a range of 1,000 per
+/// test process.
 fn spare_uid(n: u32) -> u32 {
-    3_000_000 + (std::process::id() % 100_000) * 10 + n
+    3_000_000 + (std::process::id() % 100_000) * 1000 + n
+}
+
+/// The uid of a throwaway account.
+fn uid_of(account: &common::Account) -> u32 {
+    nix::unistd::User::from_name(&account.name).unwrap().expect("the account exists").uid.as_raw()
+}
+
+/// Opens one connection to `socket` as each of `uids`, from one thread that takes each uid in
+/// turn (see `connect_as`).
+fn connect_each(uids: Vec<u32>, socket: &Path) -> Vec<UnixStream> {
+    let socket = socket.to_path_buf();
+    std::thread::spawn(move || {
+        let keep = -1 as libc::c_long;
+        uids.into_iter()
+            .map(|uid| {
+                // SAFETY: plain system calls on this thread's credentials, switched back below.
+                assert_eq!(unsafe { libc::syscall(libc::SYS_setresuid, keep, uid as libc::c_long, keep) }, 0, "setresuid");
+                let s = UnixStream::connect(&socket).expect("connect");
+                assert_eq!(unsafe { libc::syscall(libc::SYS_setresuid, keep, 0 as libc::c_long, keep) }, 0, "back to root");
+                s
+            })
+            .collect()
+    })
+    .join()
+    .expect("connecting thread")
+}
+
+/// Runs the real CLI's `zsa whoami` as `uid` against `socket`: (succeeded, what it printed).
+fn cli_whoami_as(uid: u32, socket: &Path) -> (bool, String) {
+    use std::os::unix::process::CommandExt;
+    let out = Command::new(common::BIN)
+        .arg("whoami")
+        .env("ZSA_SOCKET", socket)
+        .env_remove("ZSA_TOKEN")
+        .uid(uid)
+        .output()
+        .expect("run zsa whoami");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Opens an event stream on an open connection: its status.
+fn open_stream(s: &mut UnixStream) -> (u16, String) {
+    if s.write_all(b"GET /v1/events HTTP/1.1\r\nhost: zsa\r\n\r\n").is_err() {
+        return read_response(s);
+    }
+    read_response(s)
 }
 
 /// Opens `n` connections to `socket` as `uid`. Only one thread takes the other uid (the raw
@@ -100,6 +147,8 @@ fn wait_closed(s: &mut UnixStream, within: Duration) -> Result<Duration, String>
 struct LimitedDaemon {
     child: Child,
     socket: PathBuf,
+    /// What the daemon logged (its stderr).
+    log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -113,6 +162,7 @@ impl LimitedDaemon {
         let policy = dir.path().join("policy.toml");
         std::fs::write(&policy, common::POLICY.replace("{ADMIN}", &common::current_user())).unwrap();
         let socket = dir.path().join("zsa.sock");
+        let log = dir.path().join("daemon.log");
         let mut cmd = Command::new(common::BIN);
         cmd.args(["daemon", "--state"])
             .arg(dir.path().join("state"))
@@ -121,7 +171,8 @@ impl LimitedDaemon {
             .arg("--socket")
             .arg(&socket)
             .env("ZSA_LOG", "warn")
-            .stdout(Stdio::null());
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
         // SAFETY: only setrlimit, which is async-signal-safe, runs between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
@@ -130,7 +181,7 @@ impl LimitedDaemon {
         }
         let child = cmd.spawn().unwrap();
         common::wait_for_socket(&socket);
-        LimitedDaemon { child, socket, _dir: dir }
+        LimitedDaemon { child, socket, log, _dir: dir }
     }
 }
 
@@ -168,7 +219,9 @@ async fn connection_caps_per_account_and_in_all_leave_root_a_way_in() {
     let limits = Limits::for_fd_limit(nofile);
     let d = LimitedDaemon::start(nofile, nofile);
     let socket = d.socket.clone();
-    let (a, b, c) = (spare_uid(1), spare_uid(2), spare_uid(3));
+    // Real accounts: uids with no account would all share one cap.
+    let accounts = [common::Account::create("zdos"), common::Account::create("zdos"), common::Account::create("zdos")];
+    let (a, b, c) = (uid_of(&accounts[0]), uid_of(&accounts[1]), uid_of(&accounts[2]));
     let third = limits.shared - 2 * limits.per_uid;
     assert!(third > 0 && third < limits.per_uid, "the test's arithmetic assumes this: {limits:?}");
 
@@ -188,6 +241,11 @@ async fn connection_caps_per_account_and_in_all_leave_root_a_way_in() {
             assert_eq!(*status, 429, "{body}");
             assert!(body.contains("too_many_connections") && body.contains("close some"), "{body}");
         }
+        // The real client is told so too (it writes its request before it reads the answer).
+        for _ in 0..3 {
+            let (ok, said) = cli_whoami_as(a, &socket);
+            assert!(!ok && said.contains("your account already holds") && said.contains("close some"), "{said}");
+        }
         // A second account is not affected by the first one's cap.
         let mut from_b = connect_as(b, &socket, limits.per_uid);
         assert_eq!(count(&mut from_b).0, limits.per_uid, "another account still gets in");
@@ -198,6 +256,10 @@ async fn connection_caps_per_account_and_in_all_leave_root_a_way_in() {
         for (status, body) in answers.iter().filter(|(s, _)| *s != 200) {
             assert_eq!(*status, 503, "{body}");
             assert!(body.contains("daemon_busy") && body.contains("root can still connect"), "{body}");
+        }
+        for _ in 0..3 {
+            let (ok, said) = cli_whoami_as(c, &socket);
+            assert!(!ok && said.contains("root can still connect"), "{said}");
         }
         (from_a, from_b, from_c)
     })
@@ -226,6 +288,142 @@ async fn connection_caps_per_account_and_in_all_leave_root_a_way_in() {
     })
     .await
     .unwrap();
+    drop(accounts);
+}
+
+/// One user with a user namespace's subordinate uids connects from thousands of uids that have
+/// no account here. Counted each on its own they would fill the shared connections (and event
+/// streams, which are never idle) and lock out every admin but root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uids_without_an_account_share_one_cap_and_cannot_lock_accounts_out() {
+    if !is_root() {
+        println!("SKIPPED uids_without_an_account_share_one_cap_and_cannot_lock_accounts_out: needs root to connect as other uids");
+        return;
+    }
+    raise_own_fd_limit();
+    let nofile = 256;
+    let limits = Limits::for_fd_limit(nofile);
+    let d = LimitedDaemon::start(nofile, nofile);
+    let admin = common::Account::create("zdos");
+    let admin_uid = uid_of(&admin);
+    let flood = limits.shared + 6;
+    assert!(flood < 1000 - 100, "spare uids are 1,000 per process: {limits:?}");
+    let (socket, log) = (d.socket.clone(), d.log.clone());
+    tokio::task::spawn_blocking(move || {
+        // One connection from each of more uids than the shared cap holds.
+        let mut conns = connect_each((0..flood as u32).map(spare_uid).collect(), &socket);
+        let answers: Vec<(u16, String)> = conns.iter_mut().map(whoami).collect();
+        let admitted = answers.iter().filter(|(s, _)| *s == 200).count();
+        assert_eq!(admitted, limits.per_uid, "uids with no account together hold one account's share");
+        for (status, body) in answers.iter().filter(|(s, _)| *s != 200) {
+            // 503 only while the accept loop ran ahead of the account lookups.
+            assert!(*status == 429 || *status == 503, "{status} {body}");
+            if *status == 429 {
+                assert!(body.contains("too_many_connections") && body.contains("no account on this machine"), "{body}");
+            }
+        }
+        // An account (an admin who is not root) still gets in and gets a stream.
+        let mut mine = connect_as(admin_uid, &socket, 2);
+        assert_eq!(whoami(&mut mine[0]).0, 200, "an account gets in beside the flood");
+        let (ok, said) = cli_whoami_as(admin_uid, &socket);
+        assert!(ok, "{said}");
+        // Another uid with no account is turned away, and the real client says why.
+        let (ok, said) = cli_whoami_as(spare_uid(flood as u32 + 1), &socket);
+        assert!(!ok && said.contains("no account on this machine"), "{said}");
+
+        // Each admitted connection asks for an event stream: they share one user's streams.
+        let mut admitted: Vec<UnixStream> = conns.into_iter().zip(&answers).filter(|(_, (s, _))| *s == 200).map(|(c, _)| c).collect();
+        let streams: Vec<(u16, String)> = admitted.iter_mut().map(open_stream).collect();
+        assert_eq!(streams.iter().filter(|(s, _)| *s == 200).count(), MAX_STREAMS_PER_USER, "{:?}", &streams[..3]);
+        for (status, body) in streams.iter().filter(|(s, _)| *s != 200) {
+            assert_eq!(*status, 429, "{body}");
+            assert!(body.contains("too_many_streams") && body.contains("no account on this machine"), "{body}");
+        }
+        let (status, body) = open_stream(&mut mine[1]);
+        assert_eq!(status, 200, "an account still gets a stream: {body}");
+
+        // The log shows the flood came from many uids: each line counts the distinct uids it
+        // covers. Refusals (a few a second) go on until a line covering much of the flood is
+        // written; the flood's may be split over two lines if it took longer than a second.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut next = flood as u32 + 2;
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap();
+            let most = text
+                .lines()
+                .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("distinct_uids=")))
+                .filter_map(|n| n.parse::<usize>().ok())
+                .max()
+                .unwrap_or(0);
+            if most >= (flood - limits.per_uid) / 2 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no log line counted the uids refused; the log:\n{text}");
+            let mut s = connect_each(vec![spare_uid(next)], &socket).pop().unwrap();
+            next += 1;
+            assert_ne!(whoami(&mut s).0, 200);
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        drop(admitted);
+    })
+    .await
+    .unwrap();
+    drop(d);
+    drop(admin);
+}
+
+/// A refused connection is answered once its request head is in (so the client reads the answer
+/// rather than failing to send), but one that sends nothing costs the daemon its descriptor for
+/// at most a second, and only a few such wait at once: the rest are answered and closed at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connections_that_say_nothing_do_not_pile_up() {
+    if !is_root() {
+        println!("SKIPPED refused_connections_that_say_nothing_do_not_pile_up: needs root to connect as another account");
+        return;
+    }
+    raise_own_fd_limit();
+    let nofile = 256;
+    let limits = Limits::for_fd_limit(nofile);
+    let d = LimitedDaemon::start(nofile, nofile);
+    let account = common::Account::create("zdos");
+    let uid = uid_of(&account);
+    let (socket, pid) = (d.socket.clone(), d.child.id());
+    tokio::task::spawn_blocking(move || {
+        let open_fds = || std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+        let mut held = connect_as(uid, &socket, limits.per_uid);
+        assert!(held.iter_mut().all(|s| whoami(s).0 == 200));
+        let before = open_fds();
+        // Many more, silent: each is refused, and none ever sends its request.
+        let mut silent = connect_as(uid, &socket, 200);
+        let mut most = 0;
+        for s in &mut silent {
+            // Each is answered though it never sends a thing (after at most a second), and
+            // meanwhile the daemon holds few of them.
+            s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut answer = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                most = most.max(open_fds());
+                match s.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => answer.extend_from_slice(&chunk[..n]),
+                    Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                    Err(e) => panic!("the refusal was not readable: {e}"),
+                }
+                assert!(Instant::now() < deadline, "a silent refused connection was not answered and closed");
+            }
+            let answer = String::from_utf8_lossy(&answer);
+            assert!(answer.starts_with("HTTP/1.1 429") || answer.starts_with("HTTP/1.1 503"), "{answer}");
+        }
+        // 16 refusals wait for their request at most; a few more descriptors may be in passing.
+        assert!(most <= before + 16 + 4, "the daemon held {} descriptors beyond its {before} for refused connections", most - before);
+        drop(held);
+    })
+    .await
+    .unwrap();
+    drop(d);
+    drop(account);
 }
 
 #[test]

@@ -20,16 +20,16 @@ use crate::model::{Actor, Auth};
 pub struct Peer {
     pub uid: Option<u32>,
     pub name: Option<String>,
+    /// Whether the uid is an account on this machine. Uids with none share one set of caps.
+    pub has_account: bool,
 }
 
 impl Peer {
-    /// The account with this uid, by name (`uid-N` when it has none). Blocking: it may ask NSS.
-    pub fn of_uid(uid: Option<u32>) -> Peer {
-        let name = uid.map(|uid| match nix::unistd::User::from_uid(uid.into()) {
-            Ok(Some(user)) => user.name,
-            _ => format!("uid-{uid}"),
-        });
-        Peer { uid, name }
+    /// The peer with this uid and its account's name (`uid-N` when it has none).
+    pub fn new(uid: Option<u32>, account: Option<String>) -> Peer {
+        let has_account = account.is_some();
+        let name = uid.map(|uid| account.unwrap_or_else(|| format!("uid-{uid}")));
+        Peer { uid, name, has_account }
     }
 }
 

@@ -5,7 +5,9 @@
 //!
 //! A catch-up reads from the store only the events the caller may see (the store narrows by
 //! the indexed actor, subject and task columns; `rules::event_visible` still decides each one),
-//! so a user who may see nothing reads nothing. Each identity may hold only a few streams.
+//! so a user who may see nothing reads nothing. Each identity may hold only a few streams; all
+//! callers whose uid has no account on this machine (each is its own `uid-N` user, and one user
+//! may hold thousands of such uids in a user namespace) share the streams of one identity.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -13,6 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::Extension;
 use axum::extract::State;
+use axum::extract::connect_info::ConnectInfo;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::Stream;
@@ -21,7 +24,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::Engine;
-use super::auth::Caller;
+use super::auth::{Caller, Peer};
 use super::error::ApiError;
 use super::extract::Query;
 use crate::model::Event;
@@ -31,45 +34,64 @@ use crate::store::{EventFilter, Scope};
 const CATCH_UP_PAGE: u32 = 1000;
 
 /// How many event streams one identity (a user, by socket or token) may hold at once. A console
-/// holds one; a few more allow a script or two beside it.
+/// holds one; a few more allow a script or two beside it. All uids with no account together
+/// hold as many.
 pub const MAX_STREAMS_PER_USER: usize = 16;
 
-/// Open event streams by user. A `StreamSlot` is one of them and gives itself back when its
+/// Whose streams a stream counts against.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Holder {
+    User(String),
+    /// Every caller on the socket whose uid has no account on this machine.
+    NoAccount,
+}
+
+/// Open event streams by holder. A `StreamSlot` is one of them and gives itself back when its
 /// stream ends.
 #[derive(Clone, Default)]
-pub struct StreamSlots(Arc<Mutex<HashMap<String, usize>>>);
+pub struct StreamSlots(Arc<Mutex<HashMap<Holder, usize>>>);
 
 pub struct StreamSlot {
     slots: StreamSlots,
+    holder: Holder,
+    /// Whom the stream is for: what they may see.
     user: String,
 }
 
 impl StreamSlots {
-    fn take(&self, user: &str) -> Result<StreamSlot, ApiError> {
+    fn take(&self, caller: &Caller, peer: Option<&Peer>) -> Result<StreamSlot, ApiError> {
+        // A token names a user an admin made; only the socket's own login may be a uid with no account.
+        let by_socket = matches!(caller.auth, crate::model::Auth::Peer { .. });
+        let holder = if by_socket && !peer.is_some_and(|p| p.has_account) { Holder::NoAccount } else { Holder::User(caller.user.clone()) };
         let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let mine = open.entry(user.to_string()).or_default();
+        let mine = open.entry(holder.clone()).or_default();
         if *mine >= MAX_STREAMS_PER_USER {
+            let whose = match &holder {
+                Holder::User(user) => format!("'{}' already has", crate::model::text::inert(user)),
+                Holder::NoAccount => {
+                    "your uid has no account on this machine, and such uids (a user namespace's, say) together have".into()
+                }
+            };
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_streams",
                 format!(
-                    "'{}' already has {MAX_STREAMS_PER_USER} event streams open, the most one user may; close a console or 'zsa events' first",
-                    crate::model::text::inert(user)
+                    "{whose} {MAX_STREAMS_PER_USER} event streams open, the most one user may; close a console (`zsa`, `zsa tui`), a `zsa gate` or a script following /v1/events first"
                 ),
             ));
         }
         *mine += 1;
-        Ok(StreamSlot { slots: self.clone(), user: user.to_string() })
+        Ok(StreamSlot { slots: self.clone(), holder, user: caller.user.clone() })
     }
 }
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
         let mut open = self.slots.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = open.get_mut(&self.user) {
+        if let Some(n) = open.get_mut(&self.holder) {
             *n -= 1;
             if *n == 0 {
-                open.remove(&self.user);
+                open.remove(&self.holder);
             }
         }
     }
@@ -86,6 +108,7 @@ pub async fn stream(
     State(engine): State<Arc<Engine>>,
     Extension(slots): Extension<StreamSlots>,
     caller: Caller,
+    peer: Option<Extension<ConnectInfo<Peer>>>,
     headers: HeaderMap,
     Query(q): Query<FeedQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
@@ -103,7 +126,7 @@ pub async fn stream(
         Some(n) => n,
         None => engine.read(|s, _| s.last_seq),
     };
-    let slot = slots.take(&caller.user)?;
+    let slot = slots.take(&caller, peer.as_ref().map(|p| &p.0.0))?;
     let (tx, rx) = mpsc::channel(256);
     let live = engine.subscribe();
     tokio::spawn(follow(engine, slot, after, live, tx));

@@ -3,9 +3,13 @@
 //! idle timeout, so nobody can hold the daemon's file descriptors or memory by connecting and
 //! saying nothing, or by sending headers forever.
 //!
-//! The caps are counted at accept time from the peer's uid (SO_PEERCRED), before a byte is read.
-//! A connection over a cap gets an HTTP answer with our JSON error and is closed at once, so it
-//! costs nothing while it waits. Root and the daemon's own account may use a few reserved slots
+//! The caps are counted from the peer's uid (SO_PEERCRED), before a byte is read: the shared cap
+//! at accept, the per-account cap once the uid's account is known (looked up in the connection's
+//! own task, so NSS never holds up the accept loop). Uids with no account on this machine (a user
+//! namespace's subordinate uids: one user may hold thousands) are not accounts anyone gave a
+//! share to, so they all share one per-account cap. A connection over a cap gets an HTTP answer
+//! with our JSON error once it has sent its request head (briefly and boundedly), then is
+//! closed. Root and the daemon's own account may use a few reserved slots
 //! beyond the shared cap, so an attacker who fills the socket cannot lock out the people who
 //! can stop them (admins connect as themselves and share the cap; `sudo zsa ...` gets in).
 
@@ -22,15 +26,23 @@ use axum::extract::connect_info::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tower::ServiceExt;
 
+use super::accounts::Accounts;
 use super::auth::Peer;
 
 /// File descriptors kept back from connections: the database, run transcripts and pipes, the
-/// log, and the one a refused connection needs for as long as it takes to answer it.
-const FD_RESERVE: u64 = 64;
+/// log, and those refused connections need for as long as it takes to answer them.
+const FD_RESERVE: u64 = 64 + REFUSING as u64;
+/// Refused connections answered at a time after reading their request head; beyond these, a
+/// refused connection gets its answer written at once and is closed.
+const REFUSING: usize = 16;
+/// How much of a refused connection's request is read, and for how long, before answering.
+const REFUSAL_HEAD_BYTES: usize = 8 * 1024;
+const REFUSAL_WAIT: Duration = Duration::from_secs(1);
 /// Never more connections than this, however high the descriptor limit.
 const MAX_CONNECTIONS: usize = 4096;
 
@@ -41,7 +53,8 @@ pub struct Limits {
     pub shared: usize,
     /// Further slots only root and the daemon's own account may use.
     pub reserved: usize,
-    /// Connections one Unix account (other than root and the daemon's) may hold at once.
+    /// Connections one Unix account (other than root and the daemon's) may hold at once; also
+    /// what all uids with no account on this machine may hold together.
     pub per_uid: usize,
     /// The whole request head must arrive within this; it also ends a kept-alive connection
     /// that sends no next request.
@@ -94,13 +107,23 @@ pub fn raise_fd_limit() -> u64 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Refused {
     PerUid,
+    /// The one cap all uids with no account share is full.
+    NoAccount,
     Full,
+}
+
+/// Whose connections a connection counts against: its account's, or the one count all uids
+/// without an account (and peers whose uid the kernel did not tell) share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Bucket {
+    Account(u32),
+    NoAccount,
 }
 
 #[derive(Default)]
 struct Counts {
     total: usize,
-    by_uid: HashMap<u32, usize>,
+    by_bucket: HashMap<Bucket, usize>,
 }
 
 /// Counts open connections; a `Slot` is one of them and gives itself back when dropped.
@@ -112,7 +135,7 @@ struct Gate {
 
 struct Slot {
     gate: Arc<Gate>,
-    uid: Option<u32>,
+    bucket: Option<Bucket>,
 }
 
 impl Gate {
@@ -120,22 +143,39 @@ impl Gate {
         self.counts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Root and the daemon's own account: they may use the reserved slots and have no
+    /// per-account cap.
+    fn trusted(&self, uid: Option<u32>) -> bool {
+        uid.is_some_and(|u| u == 0 || u == self.own_uid)
+    }
+
+    /// Takes one of the shared (or, for the trusted, reserved) slots: at accept, before anything
+    /// is looked up.
     fn admit(self: &Arc<Self>, uid: Option<u32>) -> Result<Slot, Refused> {
-        let trusted = uid.is_some_and(|u| u == 0 || u == self.own_uid);
         let mut c = self.lock();
-        let room = if trusted { self.limits.shared + self.limits.reserved } else { self.limits.shared };
+        let room = if self.trusted(uid) { self.limits.shared + self.limits.reserved } else { self.limits.shared };
         if c.total >= room {
             return Err(Refused::Full);
         }
-        if let Some(u) = uid.filter(|_| !trusted) {
-            let mine = c.by_uid.entry(u).or_default();
-            if *mine >= self.limits.per_uid {
-                return Err(Refused::PerUid);
-            }
-            *mine += 1;
-        }
         c.total += 1;
-        Ok(Slot { gate: self.clone(), uid: uid.filter(|_| !trusted) })
+        Ok(Slot { gate: self.clone(), bucket: None })
+    }
+}
+
+impl Slot {
+    /// Counts the connection against `bucket` too, if there is room in it.
+    fn charge(&mut self, bucket: Bucket) -> Result<(), Refused> {
+        let mut c = self.gate.lock();
+        let mine = c.by_bucket.entry(bucket).or_default();
+        if *mine >= self.gate.limits.per_uid {
+            return Err(match bucket {
+                Bucket::Account(_) => Refused::PerUid,
+                Bucket::NoAccount => Refused::NoAccount,
+            });
+        }
+        *mine += 1;
+        self.bucket = Some(bucket);
+        Ok(())
     }
 }
 
@@ -143,37 +183,56 @@ impl Drop for Slot {
     fn drop(&mut self) {
         let mut c = self.gate.lock();
         c.total -= 1;
-        if let Some(u) = self.uid
-            && let Some(n) = c.by_uid.get_mut(&u)
+        if let Some(b) = self.bucket
+            && let Some(n) = c.by_bucket.get_mut(&b)
         {
             *n -= 1;
             if *n == 0 {
-                c.by_uid.remove(&u);
+                c.by_bucket.remove(&b);
             }
         }
     }
 }
 
-/// Logs refusals at most once a second, with how many were not logged: a flood of refused
-/// connections must not become a flood of log lines.
+/// Logs refusals at most once a second, with how many were not logged and from how many
+/// distinct uids: a flood of refused connections must not become a flood of log lines, and a
+/// flood from many uids (a user namespace's) must show as one.
+#[derive(Default)]
 struct RefusalLog {
-    last: Mutex<Option<Instant>>,
-    quiet: AtomicU64,
+    state: Mutex<RefusalCount>,
 }
+
+#[derive(Default)]
+struct RefusalCount {
+    last: Option<Instant>,
+    /// Refusals since the last line, and their distinct uids (None: the kernel did not say).
+    refused: u64,
+    uids: std::collections::HashSet<Option<u32>>,
+}
+
+/// The most distinct uids counted between two lines; a line says "at least" this many.
+const MAX_COUNTED_UIDS: usize = 65_536;
 
 impl RefusalLog {
     fn note(&self, uid: Option<u32>, why: Refused) {
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
-            self.quiet.fetch_add(1, Ordering::Relaxed);
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.refused += 1;
+        if s.uids.len() < MAX_COUNTED_UIDS {
+            s.uids.insert(uid);
+        }
+        if s.last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
             return;
         }
-        *last = Some(Instant::now());
-        let also = self.quiet.swap(0, Ordering::Relaxed);
-        match why {
-            Refused::PerUid => tracing::warn!(uid, also_refused = also, "refused a connection: this account holds too many"),
-            Refused::Full => tracing::warn!(uid, also_refused = also, "refused a connection: the daemon holds as many as it may"),
-        }
+        s.last = Some(Instant::now());
+        let (refused, distinct_uids) = (std::mem::take(&mut s.refused), s.uids.len());
+        s.uids.clear();
+        drop(s);
+        let reason = match why {
+            Refused::PerUid => "this account holds too many",
+            Refused::NoAccount => "uids with no account on this machine together hold too many",
+            Refused::Full => "the daemon holds as many as it may",
+        };
+        tracing::warn!(uid, refused, distinct_uids, "refused connections (counted since the last such line); the latest because {reason}");
     }
 }
 
@@ -184,7 +243,15 @@ fn refusal_response(why: Refused, limits: &Limits) -> Vec<u8> {
             "429 Too Many Requests",
             "too_many_connections",
             format!(
-                "your account already holds {} connections to the zsa daemon, the most one account may; close some (each console or 'zsa events' holds one) and try again",
+                "your account already holds {} connections to the zsa daemon, the most one account may; close some (each open console `zsa` or `zsa tui`, each `zsa run` and `zsa gate`, and each script following /v1/events holds one) and try again",
+                limits.per_uid
+            ),
+        ),
+        Refused::NoAccount => (
+            "429 Too Many Requests",
+            "too_many_connections",
+            format!(
+                "your uid has no account on this machine, and such uids (a user namespace's, say) share {} connections to the zsa daemon, all in use; connect from your own account",
                 limits.per_uid
             ),
         ),
@@ -205,10 +272,27 @@ fn refusal_response(why: Refused, limits: &Limits) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Answers a refused connection without waiting: whatever it already sent is read and dropped
-/// (so closing does not reset it before it reads the answer), the answer is written, and the
-/// socket is closed. A fresh socket's buffer always has room for the few hundred bytes.
-fn refuse(stream: UnixStream, why: Refused, limits: &Limits) {
+/// Answers a refused connection and closes it. A client writes its request before it reads the
+/// answer, and a socket closed before that write makes the client report a failed send rather
+/// than our answer; so the request head is read first (at most 8 KiB, for at most a second).
+/// `_turn` is one of only `REFUSING` such waits at once, so refusals cannot pile up.
+async fn refuse(mut stream: UnixStream, why: Refused, limits: Limits, _turn: OwnedSemaphorePermit) {
+    let _ = tokio::time::timeout(REFUSAL_WAIT, read_head(&mut stream)).await;
+    drain(&stream);
+    let _ = tokio::time::timeout(REFUSAL_WAIT, stream.write_all(&refusal_response(why, &limits))).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Answers a refused connection without waiting, when too many refusals wait already: whatever
+/// it already sent is dropped, the answer written, and the socket closed. A fresh socket's
+/// buffer always has room for the few hundred bytes.
+fn refuse_now(stream: UnixStream, why: Refused, limits: &Limits) {
+    drain(&stream);
+    let _ = stream.try_write(&refusal_response(why, limits));
+}
+
+/// Reads and drops what has arrived (so closing does not reset the client before it reads).
+fn drain(stream: &UnixStream) {
     let mut sink = [0u8; 4096];
     for _ in 0..16 {
         match stream.try_read(&mut sink) {
@@ -216,7 +300,37 @@ fn refuse(stream: UnixStream, why: Refused, limits: &Limits) {
             _ => break,
         }
     }
-    let _ = stream.try_write(&refusal_response(why, limits));
+}
+
+/// Reads until the end of a request head, at most `REFUSAL_HEAD_BYTES`, and drops it.
+async fn read_head(stream: &mut UnixStream) {
+    let mut head = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while head.len() < REFUSAL_HEAD_BYTES {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                // Search only where the new bytes could complete the end of the head.
+                let from = head.len().saturating_sub(3);
+                head.extend_from_slice(&chunk[..n]);
+                if head[from..].windows(4).any(|w| w == b"\r\n\r\n") {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Logs a refusal and answers it: after reading the head if fewer than `REFUSING` refusals are
+/// waiting, else at once.
+fn refuse_in_turn(stream: UnixStream, uid: Option<u32>, why: Refused, limits: &Limits, log: &RefusalLog, turns: &Arc<Semaphore>) {
+    log.note(uid, why);
+    match turns.clone().try_acquire_owned() {
+        Ok(turn) => {
+            tokio::spawn(refuse(stream, why, limits.clone(), turn));
+        }
+        Err(_) => refuse_now(stream, why, limits),
+    }
 }
 
 /// When a connection last moved a byte, how many of its answers are being made or sent, and
@@ -384,7 +498,9 @@ impl AsyncWrite for Tracked {
 /// the request it is answering and returns once all are closed.
 pub fn serve(listener: UnixListener, app: Router, limits: Limits, mut stop: watch::Receiver<bool>) -> impl Future<Output = ()> + Send {
     let gate = Arc::new(Gate { limits: limits.clone(), counts: Mutex::default(), own_uid: nix::unistd::geteuid().as_raw() });
-    let log = Arc::new(RefusalLog { last: Mutex::new(None), quiet: AtomicU64::new(0) });
+    let log = Arc::new(RefusalLog::default());
+    let turns = Arc::new(Semaphore::new(REFUSING));
+    let accounts = Arc::new(Accounts::default());
     tracing::debug!(?limits, "connection limits");
     async move {
         // Every connection task holds a clone; when all are gone, `recv` returns None.
@@ -405,17 +521,32 @@ pub fn serve(listener: UnixListener, app: Router, limits: Limits, mut stop: watc
                 }
             };
             let uid = stream.peer_cred().ok().map(|c| c.uid());
-            let slot = match gate.admit(uid) {
+            let mut slot = match gate.admit(uid) {
                 Ok(slot) => slot,
                 Err(why) => {
-                    log.note(uid, why);
-                    refuse(stream, why, &limits);
+                    refuse_in_turn(stream, uid, why, &limits, &log, &turns);
                     continue;
                 }
             };
+            let trusted = gate.trusted(uid);
             let (app, limits, stop, open) = (app.clone(), limits.clone(), stop.clone(), open_tx.clone());
+            let (log, turns, accounts) = (log.clone(), turns.clone(), accounts.clone());
             tokio::spawn(async move {
-                connection(stream, uid, app, &limits, stop).await;
+                // The account's name is looked up here, not in the accept loop, and not on the
+                // shared blocking pool, which a flood of reads may fill.
+                let peer = Peer::new(uid, uid.and_then(|u| accounts.name_of(u)));
+                if !trusted {
+                    let bucket = match uid {
+                        Some(u) if peer.has_account => Bucket::Account(u),
+                        _ => Bucket::NoAccount,
+                    };
+                    if let Err(why) = slot.charge(bucket) {
+                        drop(slot);
+                        refuse_in_turn(stream, uid, why, &limits, &log, &turns);
+                        return;
+                    }
+                }
+                connection(stream, peer, app, &limits, stop).await;
                 drop(slot);
                 drop(open);
             });
@@ -426,10 +557,8 @@ pub fn serve(listener: UnixListener, app: Router, limits: Limits, mut stop: watc
 }
 
 /// Serves one connection under the limits.
-async fn connection(stream: UnixStream, uid: Option<u32>, app: Router, limits: &Limits, mut stop: watch::Receiver<bool>) {
-    // The account's name is looked up here, not in the accept loop, and not on the shared
-    // blocking pool, which a flood of reads may fill.
-    let peer = Peer::of_uid(uid);
+async fn connection(stream: UnixStream, peer: Peer, app: Router, limits: &Limits, mut stop: watch::Receiver<bool>) {
+    let uid = peer.uid;
     let activity = Arc::new(Activity {
         start: Instant::now(),
         last_ms: AtomicU64::new(0),

@@ -2,6 +2,7 @@
 //! the store before it answers, ends grants on time, and streams changes to clients.
 //! It never imports the console.
 
+pub mod accounts;
 pub mod auth;
 pub mod deadlines;
 pub mod engine;
