@@ -416,8 +416,9 @@ async fn refused_connections_that_say_nothing_do_not_pile_up() {
             let answer = String::from_utf8_lossy(&answer);
             assert!(answer.starts_with("HTTP/1.1 429") || answer.starts_with("HTTP/1.1 503"), "{answer}");
         }
-        // 16 refusals wait for their request at most; a few more descriptors may be in passing.
-        assert!(most <= before + 16 + 4, "the daemon held {} descriptors beyond its {before} for refused connections", most - before);
+        // 16 refusals wait for their request at most; more may be in passing (accepted, not yet
+        // refused) when other tests load the machine. Without the limit it held 175 of the 200.
+        assert!(most <= before + 16 + 48, "the daemon held {} descriptors beyond its {before} for refused connections", most - before);
         drop(held);
     })
     .await
