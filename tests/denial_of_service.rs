@@ -484,6 +484,15 @@ fn silent_slow_and_oversized_request_heads_are_cut_off() {
     assert!(wait_closed(&mut s, margin).is_ok());
     writer.join().unwrap();
 
+    // A body declared far larger than the API takes is refused at once, not waited for.
+    let mut s = UnixStream::connect(&socket).unwrap();
+    s.write_all(b"POST /v1/requests HTTP/1.1\r\nhost: zsa\r\ncontent-type: application/json\r\ncontent-length: 1000000000\r\n\r\n{")
+        .unwrap();
+    let asked = Instant::now();
+    let (status, body) = read_response(&mut s);
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("larger than") && asked.elapsed() < Duration::from_secs(5), "{body}");
+
     silent.join().unwrap().expect("a silent connection is closed");
     dripping.join().unwrap().expect("a dripping header is cut off");
     kept.join().unwrap().expect("an idle kept-alive connection is closed");

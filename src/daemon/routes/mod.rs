@@ -57,8 +57,25 @@ pub fn router(engine: Arc<Engine>) -> Router {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not take that method")
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(refuse_declared_oversize))
         .layer(axum::Extension(super::feed::StreamSlots::default()))
         .with_state(engine)
+}
+
+/// A body declared larger than any the API takes is refused at once, before the daemon waits for
+/// it (a client that announces a gigabyte and sends a byte now and then would hold a connection).
+async fn refuse_declared_oversize(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let declared = req.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > MAX_BODY_BYTES as u64 => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "bad_body",
+            format!("the request body is larger than {MAX_BODY_BYTES} bytes (it says {n})"),
+        )
+        .into_response(),
+        _ => next.run(req).await,
+    }
 }
 
 /// Every row of one kind the caller may see, from the store (history is not in memory). The store
