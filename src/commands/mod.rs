@@ -52,9 +52,12 @@ pub type CmdResult = Result<(), CliError>;
 
 /// Runs the parsed command line; prints errors to stderr and returns the exit code.
 pub async fn run(cli: Cli) -> ExitCode {
+    end_quietly_on_a_closed_pipe();
     let result = dispatch(cli).await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Whoever read our output stopped (`zsa audit | head -1`): nothing is wrong, as in gh and kubectl.
+        Err(CliError::Other(e)) if e.chain().any(is_broken_pipe) => ExitCode::SUCCESS,
         Err(e) => {
             let text = e.to_string();
             // Line by line, so our own line breaks stay while anything else is made inert.
@@ -64,6 +67,31 @@ pub async fn run(cli: Cli) -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
+    let io = e.downcast_ref::<std::io::Error>().or_else(|| {
+        e.downcast_ref::<csv::Error>().and_then(|c| match c.kind() {
+            csv::ErrorKind::Io(io) => Some(io),
+            _ => None,
+        })
+    });
+    io.is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+/// `println!` panics when standard output is a pipe whose reader has gone. The daemon's sockets
+/// keep SIGPIPE ignored (a client that hangs up must not kill it), so instead the commands end
+/// quietly on exactly that panic, and every other panic is reported as before.
+fn end_quietly_on_a_closed_pipe() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message =
+            info.payload().downcast_ref::<String>().map(String::as_str).or_else(|| info.payload().downcast_ref::<&str>().copied());
+        if message.is_some_and(|m| m.starts_with("failed printing to stdout") && m.contains("Broken pipe")) {
+            std::process::exit(0);
+        }
+        previous(info);
+    }));
 }
 
 fn client(cli: &Cli) -> Result<Client, CliError> {
@@ -124,6 +152,14 @@ fn with_token(mut cli: Cli) -> Result<Cli, CliError> {
 /// Opens the console. Before taking over the terminal it checks that the daemon answers, so an
 /// unreachable daemon is reported like any other command's (exit 3), not inside a blank screen.
 async fn console(cli: &Cli, bell: bool) -> CmdResult {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
+        return Err(CliError::Usage(
+            "the console needs a terminal (standard input and output), and this has none (cron, CI, a pipe?); \
+             scripts use the commands instead: zsa requests, zsa grants, zsa approve R1, zsa audit --json (zsa --help lists them)"
+                .into(),
+        ));
+    }
     let client = client(cli)?;
     client.whoami().await?;
     let socket = client.socket().to_path_buf();
