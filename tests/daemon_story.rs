@@ -21,7 +21,10 @@ async fn the_whole_life_of_a_manual_request() {
     // carol asks through the CLI; the JSON carries id, task, state and requester.
     let out = d.cli(Some("carol"), &["request", "journal", "--for", "2s", "--reason", "mail flow stuck", "--json"]).await;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let req: serde_json::Value = serde_json::from_str(stdout(&out).lines().next().unwrap()).unwrap();
+    assert_eq!(stdout(&out).lines().count(), 1, "one JSON object: {}", stdout(&out));
+    let out_json: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let req = &out_json["request"];
+    assert!(out_json["grant"].is_null());
     assert_eq!(
         (req["id"].as_str(), req["task"].as_str(), req["state"].as_str(), req["requester"].as_str()),
         (Some("R1"), Some("journal"), Some("pending"), Some("carol"))
@@ -31,6 +34,12 @@ async fn the_whole_life_of_a_manual_request() {
     let out = d.cli(Some("carol"), &["approve", "R1"]).await;
     assert_eq!(code(&out), 1);
     assert!(stderr(&out).contains("nobody may approve their own request"), "{}", stderr(&out));
+    // Scripts that asked for JSON get the refusal as JSON, with the API's code.
+    let out = d.cli(Some("carol"), &["approve", "R1", "--json"]).await;
+    assert_eq!(code(&out), 1);
+    let refusal: serde_json::Value = serde_json::from_str(stderr(&out).trim()).expect("a JSON error on stderr");
+    assert_eq!(refusal["error"]["code"], "own_request");
+    assert!(refusal["error"]["message"].as_str().unwrap().contains("nobody may approve their own request"));
 
     let out = d.cli(Some("carol"), &["check", "journal"]).await;
     assert_eq!(code(&out), 1, "no access before approval");
@@ -38,7 +47,9 @@ async fn the_whole_life_of_a_manual_request() {
 
     let out = d.cli(Some("alice"), &["approve", "R1", "--comment", "go ahead", "--json"]).await;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let grant: serde_json::Value = serde_json::from_str(stdout(&out).lines().nth(1).unwrap()).unwrap();
+    let approved: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let grant = &approved["grant"];
+    assert_eq!(approved["request"]["state"], "approved");
     assert_eq!((grant["id"].as_str(), grant["holder"].as_str(), grant["state"].as_str()), (Some("G1"), Some("carol"), Some("active")));
     assert!(chrono::DateTime::parse_from_rfc3339(grant["expires_at"].as_str().unwrap()).is_ok());
 

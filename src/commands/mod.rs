@@ -38,6 +38,17 @@ pub enum CliError {
 }
 
 impl CliError {
+    /// A short machine-readable name: the daemon's error code where it gave one.
+    pub fn code(&self) -> String {
+        match self {
+            CliError::Usage(_) => "usage".into(),
+            CliError::Client(c) => c.code().to_string(),
+            CliError::Refused(_) => "refused".into(),
+            CliError::Other(_) => "error".into(),
+            CliError::Exit(_) => "exit".into(),
+        }
+    }
+
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) => 2,
@@ -53,11 +64,18 @@ pub type CmdResult = Result<(), CliError>;
 /// Runs the parsed command line; prints errors to stderr and returns the exit code.
 pub async fn run(cli: Cli) -> ExitCode {
     end_quietly_on_a_closed_pipe();
+    let json = cli.json;
     let result = dispatch(cli).await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
         // Whoever read our output stopped (`zsa audit | head -1`): nothing is wrong, as in gh and kubectl.
         Err(CliError::Other(e)) if e.chain().any(is_broken_pipe) => ExitCode::SUCCESS,
+        Err(e) if json && !matches!(e, CliError::Exit(_)) => {
+            // Scripts asked for JSON: the error too, with the API's code, on stderr.
+            let error = serde_json::json!({ "error": { "code": e.code(), "message": e.to_string() } });
+            eprintln!("{error}");
+            ExitCode::from(e.exit_code())
+        }
         Err(e) => {
             let text = e.to_string();
             // Line by line, so our own line breaks stay while anything else is made inert.

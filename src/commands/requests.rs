@@ -8,13 +8,11 @@ use crate::client::Client;
 use crate::model::wire::{NewRequest, Outcome};
 use crate::model::{GrantId, Request, RequestId, RequestState, duration, text};
 
-/// Prints a request and its grant: JSON lines, or a sentence a person reads.
+/// Prints a request and its grant: one JSON object `{"request": ..., "grant": ... or null}` (so
+/// `jq .request.id` has one answer), or a sentence a person reads.
 pub fn print_outcome(o: &Outcome, json: bool) {
     if json {
-        json_line(&o.request);
-        if let Some(g) = &o.grant {
-            json_line(g);
-        }
+        json_line(o);
         return;
     }
     let r = &o.request;

@@ -190,15 +190,26 @@ impl Drop for Daemon {
     }
 }
 
+/// Waits until a daemon answers on `path`. A connect alone is not enough: a daemon killed while
+/// starting a run leaves its listening socket open in the child until that child execs, so a
+/// connect can reach the dead daemon's socket; an HTTP answer comes only from a live one.
 pub fn wait_for_socket(path: &Path) {
+    use std::io::{Read, Write};
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        if UnixStream::connect(path).is_ok() {
-            return;
+        if let Ok(mut s) = UnixStream::connect(path) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut answer = [0u8; 12];
+            if s.write_all(b"GET /v1/whoami HTTP/1.1\r\nHost: zsa\r\nConnection: close\r\n\r\n").is_ok()
+                && s.read_exact(&mut answer).is_ok()
+                && answer.starts_with(b"HTTP/1.1 ")
+            {
+                return;
+            }
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    panic!("the daemon did not listen on {} within 20s", path.display());
+    panic!("the daemon did not answer on {} within 20s", path.display());
 }
 
 /// Reads events until one matches, failing after `within`.
