@@ -437,3 +437,34 @@ async fn runs_from_before_the_runs_table_are_rebuilt_from_the_log() {
     assert!(matches!(end, RunOutput::Ended { run, .. } if run.to_string() == "X3"), "{end:?}");
     assert!(d.admin().verify().await.unwrap().ok);
 }
+
+/// A run's command gets standard input, output and error and nothing else: not a descriptor the
+/// daemon was started with (a shell's, a service manager's) and so not one it could write to.
+#[tokio::test]
+async fn a_command_inherits_no_descriptor_of_the_daemons() {
+    use std::os::unix::process::CommandExt;
+    let fds = "\n[[tasks]]\nname = \"fds\"\nrequesters = [\"oncall\"]\napproval = \"auto\"\nmax_duration = \"1h\"\nrun = [\"/bin/ls\", \"/proc/self/fd\"]\n";
+    let mut d = Daemon::start_with(&format!("{}{RUN_TASKS}{fds}", common::POLICY));
+    let dave = d.user("dave").await;
+    d.kill9();
+    // The daemon is started holding a descriptor without close-on-exec, as a careless parent leaves.
+    let (_keep, leaked) = std::os::unix::net::UnixStream::pair().unwrap();
+    let leaked_fd = std::os::fd::AsRawFd::as_raw_fd(&leaked);
+    let mut cmd = d.command();
+    // SAFETY: dup2 is async-signal-safe; the new descriptor 57 has no close-on-exec flag.
+    unsafe {
+        cmd.pre_exec(move || if libc::dup2(leaked_fd, 57) == 57 { Ok(()) } else { Err(std::io::Error::last_os_error()) });
+    }
+    let mut daemon = cmd.spawn().unwrap();
+    common::wait_for_socket(&d.socket);
+    assert!(std::fs::read_link(format!("/proc/{}/fd/57", daemon.id())).is_ok(), "the daemon holds the planted descriptor");
+    grant(&dave, "fds", None).await;
+    let (out, err, end) = run(&dave, "fds", &[]).await;
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert!(matches!(end, RunOutput::Ended { exit_code: Some(0), .. }), "{end:?} {err}");
+    // ls itself opens the directory it lists (3); nothing else may be there.
+    let listed: Vec<&str> = out.split_whitespace().collect();
+    assert!(!listed.contains(&"57"), "the command inherited the daemon's descriptor 57: {listed:?}");
+    assert!(listed.iter().all(|fd| fd.parse::<u32>().is_ok_and(|n| n <= 3)), "{listed:?}");
+}

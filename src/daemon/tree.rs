@@ -286,7 +286,7 @@ pub fn spawn(
     let sessions = !std::env::var("ZSA_RUN_SESSIONS").is_ok_and(|v| v == "off");
     let (loginuid, loginuid_len) = loginuid_text(switch_to.map(|(u, _)| u).unwrap_or_else(|| nix::unistd::geteuid().as_raw()));
     // SAFETY: between fork and exec the hook makes only async-signal-safe system calls (open,
-    // write, close, prctl, setgid, setgroups, setuid) and allocates nothing. The cgroup
+    // write, close, prctl, setgid, setgroups, setuid, close_range) and allocates nothing. The cgroup
     // descriptor, opened by the daemon, authorises the move whoever the child is.
     unsafe {
         cmd.pre_exec(move || {
@@ -312,6 +312,10 @@ pub fn spawn(
             {
                 return Err(io::Error::last_os_error());
             }
+            // The command gets standard input, output and error only: whatever else the daemon
+            // holds or was started with (without close-on-exec) closes at the exec. (Kernels
+            // before 5.11 lack the call; there only the daemon's own close-on-exec applies.)
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
             Ok(())
         });
     }
