@@ -126,18 +126,7 @@ impl Place {
 /// Runs `zsa daemon` and expects it to exit 1 on its own (it is killed, and the test fails, if it
 /// is still running after 20 s: then it started when it should not have).
 fn daemon_refuses(state: &Path, policy: &Path, socket: &Path) -> String {
-    let mut child = Command::new(BIN)
-        .args(["daemon", "--state"])
-        .arg(state)
-        .arg("--policy")
-        .arg(policy)
-        .arg("--socket")
-        .arg(socket)
-        .env("ZSA_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = common::daemon_command(state, policy, socket).stderr(Stdio::piped()).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -316,19 +305,7 @@ fn a_socket_directory_others_can_write_is_refused_unless_sticky() {
     // Sticky, as /tmp: others cannot remove or rename our socket there, so it is fine.
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
     let socket = open.join("zsa.sock");
-    let _daemon = Running(
-        Command::new(BIN)
-            .args(["daemon", "--state"])
-            .arg(place.path("state"))
-            .arg("--policy")
-            .arg(&place.policy)
-            .arg("--socket")
-            .arg(&socket)
-            .env("ZSA_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _daemon = Running(common::daemon_command(&place.path("state"), &place.policy, &socket).spawn().unwrap());
     common::wait_for_socket(&socket);
     let rt = tokio::runtime::Runtime::new().unwrap();
     assert!(rt.block_on(Client::new(&socket, None).unwrap().whoami()).is_ok());
@@ -415,15 +392,8 @@ async fn a_policy_file_others_can_write_is_never_loaded() {
     std::fs::set_permissions(&place.policy, std::fs::Permissions::from_mode(0o644)).unwrap();
     let socket = place.path("zsa.sock");
     let daemon = Running(
-        Command::new(BIN)
-            .args(["daemon", "--state"])
-            .arg(place.path("state"))
-            .arg("--policy")
-            .arg(&place.policy)
-            .arg("--socket")
-            .arg(&socket)
+        common::daemon_command(&place.path("state"), &place.policy, &socket)
             .env("ZSA_LOG", "info")
-            .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap(),

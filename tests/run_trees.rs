@@ -184,6 +184,23 @@ async fn ended(run: tokio::task::JoinHandle<Result<RunOutput, String>>) -> (RunO
     }
 }
 
+/// One scenario: a daemon in `mode`, dave's client, and the markers of the four sleeps its runs
+/// start (whatever is left of them is killed when the scenario ends).
+struct Scene {
+    d: Daemon,
+    dave: Client,
+    n: String,
+    all: Vec<String>,
+    _cleanup: Cleanup,
+}
+
+async fn scene(mode: Containment) -> Scene {
+    let mut d = daemon(mode);
+    let dave = d.user("dave").await;
+    let n = unique();
+    Scene { all: markers(&n, &[1, 2, 3, 4]), _cleanup: cleanup(&n), d, dave, n }
+}
+
 async fn grant(c: &Client, task: &str, secs: Option<u64>) -> zsa::model::Grant {
     c.request(&NewRequest { task: task.into(), duration_secs: secs, ..Default::default() }).await.unwrap().grant.expect("granted at once")
 }
@@ -191,11 +208,7 @@ async fn grant(c: &Client, task: &str, secs: Option<u64>) -> zsa::model::Grant {
 #[tokio::test]
 async fn when_the_grant_ends_the_whole_tree_is_stopped() {
     for mode in [Containment::Cgroup, Containment::Group] {
-        let mut d = daemon(mode);
-        let dave = d.user("dave").await;
-        let n = unique();
-        let all = markers(&n, &[1, 2, 3, 4]);
-        let _cleanup = cleanup(&n);
+        let Scene { d: _daemon, dave, n, all, _cleanup } = scene(mode).await;
         let g = grant(&dave, "tree", Some(3)).await;
         let run = start(&dave, "tree", &n);
         wait_until("all four sleeps started", Duration::from_secs(10), || alive(&all).len() == 4).await;
@@ -224,11 +237,7 @@ async fn when_the_grant_ends_the_whole_tree_is_stopped() {
 #[tokio::test]
 async fn a_timeout_and_the_command_s_own_exit_stop_the_whole_tree() {
     for mode in [Containment::Cgroup, Containment::Group] {
-        let mut d = daemon(mode);
-        let dave = d.user("dave").await;
-        let n = unique();
-        let all = markers(&n, &[1, 2, 3, 4]);
-        let _cleanup = cleanup(&n);
+        let Scene { d: _daemon, dave, n, all, _cleanup } = scene(mode).await;
         grant(&dave, "tree-slow", None).await;
         let run = start(&dave, "tree-slow", &n);
         wait_until("all four sleeps started", Duration::from_secs(10), || alive(&all).len() == 4).await;
@@ -248,11 +257,7 @@ async fn a_timeout_and_the_command_s_own_exit_stop_the_whole_tree() {
 #[tokio::test]
 async fn a_daemon_stopped_with_sigterm_stops_its_runs_trees_and_records_it() {
     for mode in [Containment::Cgroup, Containment::Group] {
-        let mut d = daemon(mode);
-        let dave = d.user("dave").await;
-        let n = unique();
-        let all = markers(&n, &[1, 2, 3, 4]);
-        let _cleanup = cleanup(&n);
+        let Scene { mut d, dave, n, all, _cleanup } = scene(mode).await;
         grant(&dave, "tree", None).await;
         let run = start(&dave, "tree", &n);
         wait_until("all four sleeps started", Duration::from_secs(10), || alive(&all).len() == 4).await;
@@ -274,11 +279,7 @@ async fn a_daemon_stopped_with_sigterm_stops_its_runs_trees_and_records_it() {
 #[tokio::test]
 async fn after_a_crash_the_next_start_stops_what_a_run_left_before_calling_it_abandoned() {
     for mode in [Containment::Cgroup, Containment::Group] {
-        let mut d = daemon(mode);
-        let dave = d.user("dave").await;
-        let n = unique();
-        let all = markers(&n, &[1, 2, 3, 4]);
-        let _cleanup = cleanup(&n);
+        let Scene { mut d, dave, n, all, _cleanup } = scene(mode).await;
         grant(&dave, "tree", None).await;
         let _run = start(&dave, "tree", &n);
         wait_until("all four sleeps started", Duration::from_secs(10), || alive(&all).len() == 4).await;
@@ -579,11 +580,7 @@ async fn the_gate_stops_what_the_command_left_in_its_group_when_it_exits() {
 #[tokio::test]
 async fn after_a_crash_what_lost_its_group_and_its_parents_is_found_by_the_run_s_session() {
     for mode in [Containment::Cgroup, Containment::Group] {
-        let mut d = daemon(mode);
-        let dave = d.user("dave").await;
-        let n = unique();
-        let all = markers(&n, &[1, 2, 3, 4]);
-        let _cleanup = cleanup(&n);
+        let Scene { mut d, dave, n, all, _cleanup } = scene(mode).await;
         grant(&dave, "tree", None).await;
         let _run = start(&dave, "tree", &n);
         wait_until("all four sleeps started", Duration::from_secs(10), || alive(&all).len() == 4).await;
@@ -673,11 +670,7 @@ async fn a_process_that_cannot_be_killed_does_not_keep_a_run_open_forever() {
         return;
     }
     for mode in [Containment::Cgroup, Containment::Group] {
-        let mut d = daemon(mode);
-        let dave = d.user("dave").await;
-        let n = unique();
-        let all = markers(&n, &[1, 2, 3, 4]);
-        let _cleanup = cleanup(&n);
+        let Scene { d, dave, n, all, _cleanup } = scene(mode).await;
         let g = grant(&dave, "tree", None).await;
         let run = start(&dave, "tree", &n);
         wait_until("all four sleeps started", Duration::from_secs(10), || alive(&all).len() == 4).await;

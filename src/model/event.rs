@@ -279,21 +279,9 @@ impl Change {
     /// each live row against the events of its record before the daemon serves from it.
     pub fn record(&self) -> Option<String> {
         match self {
-            Self::RequestCreated { request, .. }
-            | Self::RequestApproved { request, .. }
-            | Self::ApprovalDropped { request, .. }
-            | Self::RequestDenied { request, .. }
-            | Self::RequestCancelled { request, .. }
-            | Self::RequestExpired { request, .. }
-            | Self::GrantStarted { request, .. } => Some(request.to_string()),
-            Self::GrantExpired { grant, .. }
-            | Self::GrantRevoked { grant, .. }
-            | Self::GrantRelinquished { grant, .. }
-            | Self::GrantReviewed { grant, .. } => Some(grant.request().to_string()),
-            Self::TokenIssued { token, .. } | Self::TokenRevoked { token, .. } => Some(token.to_string()),
             Self::UserDisabled { user, .. } | Self::UserEnabled { user } => Some(user_record(user)),
-            Self::RunStarted { run, .. } | Self::RunEnded { run, .. } => Some(run.to_string()),
-            Self::PolicyLoaded { .. } | Self::StateRebuilt { .. } | Self::ClockJumped { .. } => None,
+            // A grant's events belong to its request's record (G12 is R12's grant).
+            _ => self.target().map(|t| t.strip_prefix('G').map_or(t.clone(), |n| format!("R{n}"))),
         }
     }
 }

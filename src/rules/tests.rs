@@ -598,6 +598,11 @@ fn a_disabled_approvers_earlier_approval_is_dropped_and_the_request_waits() {
     assert_eq!(approved_by, &["bob", "carol"]);
 }
 
+/// The test policy with alice no longer among the approvers.
+fn policy_without_alice() -> Policy {
+    Policy::parse(&POLICY.replace(r#"approvers = ["alice", "bob", "carol"]"#, r#"approvers = ["bob", "carol", "zoe"]"#), "t.toml").unwrap()
+}
+
 #[test]
 fn approvals_that_no_longer_hold_are_dropped_when_the_grant_would_be_made() {
     let mut w = World::new();
@@ -605,9 +610,7 @@ fn approvals_that_no_longer_hold_are_dropped_when_the_grant_would_be_made() {
     w.approve("alice", id).unwrap();
     // alice leaves the approvers in a policy that is put in force without a recorded load
     // (as if the reload's drops were lost): the grant-time check still catches her approval.
-    w.policy =
-        Policy::parse(&POLICY.replace(r#"approvers = ["alice", "bob", "carol"]"#, r#"approvers = ["bob", "carol", "zoe"]"#), "t.toml")
-            .unwrap();
+    w.policy = policy_without_alice();
     let changes = w.approve("bob", id).unwrap();
     assert!(
         matches!(&changes[0], Change::ApprovalDropped { approver, why, .. } if approver == "alice" && why.contains("no longer an approver")),
@@ -623,9 +626,7 @@ fn a_policy_load_and_a_token_revocation_drop_the_approvals_they_invalidate() {
     let mut w = World::new();
     let id = export(&mut w);
     w.approve("alice", id).unwrap();
-    w.policy =
-        Policy::parse(&POLICY.replace(r#"approvers = ["alice", "bob", "carol"]"#, r#"approvers = ["bob", "carol", "zoe"]"#), "t.toml")
-            .unwrap();
+    w.policy = policy_without_alice();
     let changes = w.run(SYSTEM_ACTOR, Command::LoadPolicy).unwrap();
     assert!(matches!(&changes[1], Change::ApprovalDropped { approver, .. } if approver == "alice"), "{changes:?}");
 

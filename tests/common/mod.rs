@@ -101,16 +101,8 @@ impl Daemon {
 
     /// The command that starts this daemon on its state, policy and socket.
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(BIN);
-        cmd.args(["daemon", "--state"])
-            .arg(&self.state)
-            .arg("--policy")
-            .arg(&self.policy)
-            .arg("--socket")
-            .arg(&self.socket)
-            .env("ZSA_LOG", "warn")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::null());
+        let mut cmd = daemon_command(&self.state, &self.policy, &self.socket);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 
@@ -188,6 +180,20 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// `zsa daemon` on a state directory, policy and socket, logging warnings, its output discarded.
+pub fn daemon_command(state: &Path, policy: &Path, socket: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["daemon", "--state"])
+        .arg(state)
+        .arg("--policy")
+        .arg(policy)
+        .arg("--socket")
+        .arg(socket)
+        .env("ZSA_LOG", "warn")
+        .stdout(Stdio::null());
+    cmd
 }
 
 /// Waits until a daemon answers on `path`. A connect alone is not enough: a daemon killed while
