@@ -3,99 +3,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::Daemon;
-use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+use common::console::Console;
 use zsa::model::wire::NewRequest;
 use zsa::model::{RequestId, RequestState};
-
-struct Console {
-    screen: Arc<Mutex<vt100::Parser>>,
-    raw: Arc<Mutex<Vec<u8>>>,
-    writer: Box<dyn Write + Send>,
-    child: Box<dyn portable_pty::Child + Send + Sync>,
-}
-
-impl Console {
-    fn open(d: &Daemon, token: &str) -> Console {
-        Self::open_in(d, token, d.dir.path())
-    }
-
-    fn open_in(d: &Daemon, token: &str, cwd: &std::path::Path) -> Console {
-        let pair = native_pty_system().openpty(PtySize { rows: 30, cols: 110, pixel_width: 0, pixel_height: 0 }).unwrap();
-        let mut cmd = CommandBuilder::new(common::BIN);
-        cmd.arg("tui");
-        cmd.env("ZSA_SOCKET", &d.socket);
-        cmd.env("ZSA_TOKEN", token);
-        cmd.env("TERM", "xterm-256color");
-        cmd.env("ZSA_LOG", "off");
-        cmd.cwd(cwd);
-        let child = pair.slave.spawn_command(cmd).unwrap();
-        drop(pair.slave);
-        let mut reader = pair.master.try_clone_reader().unwrap();
-        let writer = pair.master.take_writer().unwrap();
-        let screen =
-            Arc::new(Mutex::new(vt100::Parser::new(std::num::NonZeroU16::new(30).unwrap(), std::num::NonZeroU16::new(110).unwrap(), 0)));
-        let raw = Arc::new(Mutex::new(Vec::new()));
-        let (s, r) = (screen.clone(), raw.clone());
-        std::thread::spawn(move || {
-            let _master = pair.master; // keep the pty open while reading
-            let mut buf = [0u8; 8192];
-            while let Ok(n) = reader.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                s.lock().unwrap().process(&buf[..n]);
-                r.lock().unwrap().extend_from_slice(&buf[..n]);
-            }
-        });
-        Console { screen, raw, writer, child }
-    }
-
-    fn contents(&self) -> String {
-        self.screen.lock().unwrap().screen().contents()
-    }
-
-    /// Waits until the screen satisfies `ok`, or fails showing what was there.
-    fn wait(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let s = self.contents();
-            if ok(&s) {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "the screen never showed {what}:\n{s}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn wait_for(&self, text: &str) -> String {
-        self.wait(text, |s| s.contains(text))
-    }
-
-    fn press(&mut self, keys: &str) {
-        self.writer.write_all(keys.as_bytes()).unwrap();
-        self.writer.flush().unwrap();
-    }
-
-    fn quit(mut self) -> Vec<u8> {
-        self.press("q");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "the console exits cleanly");
-                break;
-            }
-            assert!(Instant::now() < deadline, "the console did not quit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        self.raw.lock().unwrap().clone()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_approver_sees_a_request_arrive_and_approves_it_with_a_key() {

@@ -2,6 +2,8 @@
 //! file; tests talk to it through the real client and the real CLI. Nothing of ours is mocked.
 #![allow(dead_code)]
 
+pub mod console;
+
 use std::collections::HashMap;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};

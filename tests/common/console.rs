@@ -1,0 +1,101 @@
+//! The real `zsa` console in a pseudo-terminal, read through a terminal emulator (vt100): what a
+//! person at the keyboard would see and do.
+
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+
+use super::{BIN, Daemon};
+
+pub struct Console {
+    screen: Arc<Mutex<vt100::Parser>>,
+    raw: Arc<Mutex<Vec<u8>>>,
+    writer: Box<dyn Write + Send>,
+    child: Box<dyn portable_pty::Child + Send + Sync>,
+}
+
+impl Console {
+    pub fn open(d: &Daemon, token: &str) -> Console {
+        Self::open_in(d, token, d.dir.path())
+    }
+
+    pub fn open_in(d: &Daemon, token: &str, cwd: &std::path::Path) -> Console {
+        Self::open_sized(d, token, cwd, 30, 110, &["tui"])
+    }
+
+    /// The console (or any `zsa` command given in `args`) in a `rows` x `cols` terminal.
+    pub fn open_sized(d: &Daemon, token: &str, cwd: &std::path::Path, rows: u16, cols: u16, args: &[&str]) -> Console {
+        let pair = native_pty_system().openpty(PtySize { rows, cols, pixel_width: 0, pixel_height: 0 }).unwrap();
+        let mut cmd = CommandBuilder::new(BIN);
+        cmd.args(args);
+        cmd.env("ZSA_SOCKET", &d.socket);
+        cmd.env("ZSA_TOKEN", token);
+        cmd.env("TERM", "xterm-256color");
+        cmd.env("ZSA_LOG", "off");
+        cmd.cwd(cwd);
+        let child = pair.slave.spawn_command(cmd).unwrap();
+        drop(pair.slave);
+        let mut reader = pair.master.try_clone_reader().unwrap();
+        let writer = pair.master.take_writer().unwrap();
+        let screen =
+            Arc::new(Mutex::new(vt100::Parser::new(std::num::NonZeroU16::new(rows).unwrap(), std::num::NonZeroU16::new(cols).unwrap(), 0)));
+        let raw = Arc::new(Mutex::new(Vec::new()));
+        let (s, r) = (screen.clone(), raw.clone());
+        std::thread::spawn(move || {
+            let _master = pair.master; // keep the pty open while reading
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                s.lock().unwrap().process(&buf[..n]);
+                r.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        Console { screen, raw, writer, child }
+    }
+
+    pub fn contents(&self) -> String {
+        self.screen.lock().unwrap().screen().contents()
+    }
+
+    /// Waits until the screen satisfies `ok`, or fails showing what was there.
+    pub fn wait(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = self.contents();
+            if ok(&s) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "the screen never showed {what}:\n{s}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn wait_for(&self, text: &str) -> String {
+        self.wait(text, |s| s.contains(text))
+    }
+
+    pub fn press(&mut self, keys: &str) {
+        self.writer.write_all(keys.as_bytes()).unwrap();
+        self.writer.flush().unwrap();
+    }
+
+    pub fn quit(mut self) -> Vec<u8> {
+        self.press("q");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "the console exits cleanly");
+                break;
+            }
+            assert!(Instant::now() < deadline, "the console did not quit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        self.raw.lock().unwrap().clone()
+    }
+}
+
