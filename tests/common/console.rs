@@ -10,10 +10,10 @@ use portable_pty::{CommandBuilder, PtySize, native_pty_system};
 use super::{BIN, Daemon};
 
 pub struct Console {
-    screen: Arc<Mutex<vt100::Parser>>,
-    raw: Arc<Mutex<Vec<u8>>>,
-    writer: Box<dyn Write + Send>,
-    child: Box<dyn portable_pty::Child + Send + Sync>,
+    pub screen: Arc<Mutex<vt100::Parser>>,
+    pub raw: Arc<Mutex<Vec<u8>>>,
+    pub writer: Box<dyn Write + Send>,
+    pub child: Box<dyn portable_pty::Child + Send + Sync>,
 }
 
 impl Console {
@@ -98,4 +98,3 @@ impl Console {
         self.raw.lock().unwrap().clone()
     }
 }
-
