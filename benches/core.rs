@@ -11,7 +11,7 @@ use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use fixtures::Builder;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
-use zsa::model::wire::{TaskView, WhoAmI};
+use zsa::model::wire::{GrantView, RequestView, TaskView, WhoAmI};
 use zsa::rules::{Command, State, decide};
 use zsa::tui::action::Action;
 use zsa::tui::app::App;
@@ -73,8 +73,22 @@ fn app_with(n: usize) -> App {
         policy_sha256: String::new(),
     };
     let tasks: Vec<TaskView> = b.policy.tasks.values().map(|t| b.policy.task_view(t, "alice")).collect();
-    let requests = b.state.requests.values().take(n).cloned().collect();
-    let grants = b.state.grants.values().take(n).cloned().collect();
+    // Each row carries alice's actions, as the daemon sends them.
+    let alice = zsa::model::Actor::from("alice");
+    let requests = b
+        .state
+        .requests
+        .values()
+        .take(n)
+        .map(|r| RequestView { actions: zsa::rules::request_actions(&b.state, &b.policy, &alice, r, b.now), request: r.clone() })
+        .collect();
+    let grants = b
+        .state
+        .grants
+        .values()
+        .take(n)
+        .map(|g| GrantView { actions: zsa::rules::grant_actions(&b.state, &b.policy, &alice, g, b.now), grant: g.clone() })
+        .collect();
     let log = b.events.iter().take(n).cloned().collect();
     app.update(Action::StreamConnected, b.now);
     app.update(Action::Loaded { me, tasks, requests, grants, log }, b.now);

@@ -805,6 +805,8 @@ impl Policy {
                 .unwrap_or_else(|| crate::model::auth::APPROVE_VIA_KINDS.iter().map(|k| k.to_string()).collect()),
             may_request: self.may_request(user, task),
             may_approve: self.may_approve(user, task),
+            // Who else approves depends on the live state too (disabled accounts): the daemon fills it.
+            approvers_for_you: Vec::new(),
             run: task.run.as_ref().map(|r| crate::model::wire::RunView {
                 argv: r.argv.clone(),
                 run_as: r.run_as.clone(),

@@ -58,7 +58,7 @@ impl Setup {
 
 async fn grant_for(client: &Client, secs: u64) -> zsa::model::Grant {
     let new = NewRequest { task: "restart".into(), duration_secs: Some(secs), ..Default::default() };
-    client.request(&new).await.unwrap().grant.expect("auto tasks are granted at once")
+    client.request(&new).await.unwrap().grant.expect("auto tasks are granted at once").grant
 }
 
 async fn events(client: &Client) -> Vec<Event> {

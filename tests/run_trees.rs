@@ -202,7 +202,12 @@ async fn scene(mode: Containment) -> Scene {
 }
 
 async fn grant(c: &Client, task: &str, secs: Option<u64>) -> zsa::model::Grant {
-    c.request(&NewRequest { task: task.into(), duration_secs: secs, ..Default::default() }).await.unwrap().grant.expect("granted at once")
+    c.request(&NewRequest { task: task.into(), duration_secs: secs, ..Default::default() })
+        .await
+        .unwrap()
+        .grant
+        .expect("granted at once")
+        .grant
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use thiserror::Error;
 pub use follow::{EventStream, RunStream};
 
 use crate::model::wire::*;
-use crate::model::{Event, Grant, GrantId, Request, RequestId, Run, RunId, TokenId};
+use crate::model::{Event, GrantId, RequestId, Run, RunId, TokenId};
 
 /// How long an ordinary call may take. The event stream has no such limit.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -162,7 +162,7 @@ impl Client {
         self.post("/v1/requests", new).await
     }
 
-    pub async fn requests(&self, all: bool) -> Result<Vec<Request>, ClientError> {
+    pub async fn requests(&self, all: bool) -> Result<Vec<RequestView>, ClientError> {
         self.get(if all { "/v1/requests?state=all" } else { "/v1/requests?state=pending" }).await
     }
 
@@ -182,23 +182,23 @@ impl Client {
         self.post(&format!("/v1/requests/{id}/cancel"), &serde_json::json!({})).await
     }
 
-    pub async fn grants(&self, all: bool) -> Result<Vec<Grant>, ClientError> {
+    pub async fn grants(&self, all: bool) -> Result<Vec<GrantView>, ClientError> {
         self.get(if all { "/v1/grants?all=true" } else { "/v1/grants" }).await
     }
 
-    pub async fn show_grant(&self, id: GrantId) -> Result<Grant, ClientError> {
+    pub async fn show_grant(&self, id: GrantId) -> Result<GrantView, ClientError> {
         self.get(&format!("/v1/grants/{id}")).await
     }
 
-    pub async fn revoke(&self, id: GrantId, reason: Option<String>) -> Result<Grant, ClientError> {
+    pub async fn revoke(&self, id: GrantId, reason: Option<String>) -> Result<GrantView, ClientError> {
         self.post(&format!("/v1/grants/{id}/revoke"), &Reason { reason }).await
     }
 
-    pub async fn relinquish(&self, id: GrantId) -> Result<Grant, ClientError> {
+    pub async fn relinquish(&self, id: GrantId) -> Result<GrantView, ClientError> {
         self.post(&format!("/v1/grants/{id}/relinquish"), &serde_json::json!({})).await
     }
 
-    pub async fn review(&self, id: GrantId, comment: Option<String>) -> Result<Grant, ClientError> {
+    pub async fn review(&self, id: GrantId, comment: Option<String>) -> Result<GrantView, ClientError> {
         self.post(&format!("/v1/grants/{id}/review"), &Comment { comment }).await
     }
 

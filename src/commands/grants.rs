@@ -5,9 +5,10 @@ use chrono::Utc;
 use super::output::{cell, json_line, table, time};
 use super::{CliError, CmdResult};
 use crate::client::Client;
-use crate::model::{Grant, GrantId, duration, text};
+use crate::model::wire::GrantView;
+use crate::model::{GrantId, duration, text};
 
-fn print_grant(g: &Grant, json: bool) {
+fn print_grant(g: &GrantView, json: bool) {
     if json {
         json_line(g);
         return;

@@ -57,6 +57,10 @@ pub struct TaskView {
     pub approve_via: Vec<String>,
     pub may_request: bool,
     pub may_approve: bool,
+    /// Who could approve a request of the viewer's for this task: the approvers other than the
+    /// viewer (nobody approves their own) who are not disabled. Empty: a request would wait in vain.
+    #[serde(default)]
+    pub approvers_for_you: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<RunView>,
 }
@@ -125,11 +129,104 @@ pub struct Reason {
     pub reason: Option<String>,
 }
 
+/// Something a person may do to one request or grant (the console's keys, the CLI's verbs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RowAction {
+    Approve,
+    Deny,
+    Cancel,
+    Revoke,
+    Relinquish,
+    Review,
+}
+
+impl RowAction {
+    pub const ON_REQUEST: [RowAction; 3] = [RowAction::Approve, RowAction::Deny, RowAction::Cancel];
+    pub const ON_GRANT: [RowAction; 3] = [RowAction::Revoke, RowAction::Relinquish, RowAction::Review];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Approve => "approve",
+            Self::Deny => "deny",
+            Self::Cancel => "cancel",
+            Self::Revoke => "revoke",
+            Self::Relinquish => "relinquish",
+            Self::Review => "review",
+        }
+    }
+}
+
+/// Whether the viewer may take one action on a row now; if not, the refusal the daemon would
+/// answer to the attempt (its code and message), so a client can say why before asking.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionView {
+    pub action: RowAction,
+    pub allowed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+}
+
+/// What the viewer may do with a row, as the daemon decided when it answered.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Actions(pub Vec<ActionView>);
+
+impl Actions {
+    /// Ok if the daemon said the viewer may take `action`, else its reason.
+    pub fn check(&self, action: RowAction) -> Result<(), String> {
+        match self.0.iter().find(|a| a.action == action) {
+            Some(a) if a.allowed => Ok(()),
+            Some(a) => Err(a.why.clone().unwrap_or_else(|| format!("you may not {} this", action.as_str()))),
+            None => Err(format!("the daemon did not say you may {} this; reload (it may be older than this console)", action.as_str())),
+        }
+    }
+
+    pub fn allows(&self, action: RowAction) -> bool {
+        self.check(action).is_ok()
+    }
+}
+
+/// A request as one viewer sees it: the request, and what that viewer may do with it now.
+/// Reads through to the request (`view.task`), so code that shows a request shows a view alike.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestView {
+    #[serde(flatten)]
+    pub request: Request,
+    #[serde(default)]
+    pub actions: Actions,
+}
+
+/// A grant as one viewer sees it: the grant, and what that viewer may do with it now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantView {
+    #[serde(flatten)]
+    pub grant: Grant,
+    #[serde(default)]
+    pub actions: Actions,
+}
+
+impl std::ops::Deref for RequestView {
+    type Target = Request;
+    fn deref(&self) -> &Request {
+        &self.request
+    }
+}
+
+impl std::ops::Deref for GrantView {
+    type Target = Grant;
+    fn deref(&self) -> &Grant {
+        &self.grant
+    }
+}
+
 /// A request after a change, with its grant if it has one.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Outcome {
-    pub request: Request,
-    pub grant: Option<Grant>,
+    pub request: RequestView,
+    pub grant: Option<GrantView>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

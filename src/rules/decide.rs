@@ -7,7 +7,8 @@ use chrono::{DateTime, Duration, Utc};
 use super::{Deadline, Entity, Refusal, State};
 use crate::model::wire::{MAX_COMMENT_CHARS, MAX_NAME_CHARS, MAX_REASON_CHARS, MAX_TICKET_CHARS, NewRequest};
 use crate::model::{
-    Actor, Approval, Auth, Change, GrantId, POLICY_APPROVER, Request, RequestId, RequestState, RunId, RunOutcome, TokenId, duration, text,
+    Actor, Approval, Auth, Change, Grant, GrantId, POLICY_APPROVER, Request, RequestId, RequestState, RunId, RunOutcome, TokenId, duration,
+    text,
 };
 use crate::policy::{ApprovalMode, Policy, Task};
 
@@ -112,16 +113,7 @@ impl Command {
 pub fn decide(state: &State, policy: &Policy, who: &Actor, command: &Command, now: DateTime<Utc>) -> Result<Vec<Change>, Refusal> {
     let actor = who.user.as_str();
     let system = who.is_daemon();
-    if !system && state.is_disabled(actor) {
-        return Err(Refusal::forbidden(
-            "user_disabled",
-            format!(
-                "your account '{}' is disabled, so zsa refuses everything you ask; an admin can enable it again (zsa admin enable {})",
-                text::inert(actor),
-                text::inert(actor)
-            ),
-        ));
-    }
+    not_disabled(state, who)?;
     match command {
         Command::Request(new) => request(state, policy, actor, new, now),
         Command::Approve { request, comment } => approve(state, policy, who, *request, comment.as_deref(), now),
@@ -226,6 +218,22 @@ pub fn decide(state: &State, policy: &Policy, who: &Actor, command: &Command, no
                 .collect())
         }
     }
+}
+
+/// A disabled account may do nothing (the daemon itself is never disabled).
+pub(super) fn not_disabled(state: &State, who: &Actor) -> Result<(), Refusal> {
+    let actor = who.user.as_str();
+    if who.is_daemon() || !state.is_disabled(actor) {
+        return Ok(());
+    }
+    Err(Refusal::forbidden(
+        "user_disabled",
+        format!(
+            "your account '{}' is disabled, so zsa refuses everything you ask; an admin can enable it again (zsa admin enable {})",
+            text::inert(actor),
+            text::inert(actor)
+        ),
+    ))
 }
 
 /// The event that ends a run; `transcript` is (bytes kept, their SHA-256, the cap, cut at the cap).
@@ -393,16 +401,17 @@ fn check_field(
     }
 }
 
-/// Finds a request that an approver may act on now, or says why not.
+/// Whether an approver may approve or deny (`verb`) `request` now; its task if so.
 fn actionable<'a>(
-    state: &'a State,
+    state: &State,
     policy: &'a Policy,
     actor: &str,
-    id: RequestId,
+    request: &Request,
     now: DateTime<Utc>,
     verb: &str,
-) -> Result<(&'a Request, &'a Task), Refusal> {
-    let request = visible_request(state, policy, actor, id)?;
+) -> Result<&'a Task, Refusal> {
+    let request = seen_request(policy, actor, request)?;
+    let id = request.id;
     let task = policy.tasks.get(&request.task).ok_or_else(|| {
         Refusal::conflict("task_removed", format!("{id} is for '{}', which the current policy no longer has", request.task))
     })?;
@@ -419,14 +428,16 @@ fn actionable<'a>(
         ));
     }
     if request.requester == actor {
-        let others: Vec<String> = policy.approver_users(task).into_iter().filter(|u| u != actor).collect();
-        return Err(Refusal::forbidden(
-            "own_request",
-            format!("nobody may {verb} their own request; ask another approver of '{}': {}", task.name, others.join(", ")),
-        ));
+        let others = super::approvers_for(state, policy, task, actor);
+        let ask = if others.is_empty() {
+            "nobody else approves it now; an admin can add approvers in the policy".to_string()
+        } else {
+            format!("ask another approver of '{}': {}", task.name, others.join(", "))
+        };
+        return Err(Refusal::forbidden("own_request", format!("{id} is your own request: nobody may {verb} their own request; {ask}")));
     }
     ensure_pending(request, now)?;
-    Ok((request, task))
+    Ok(task)
 }
 
 fn ensure_pending(request: &Request, now: DateTime<Utc>) -> Result<(), Refusal> {
@@ -444,16 +455,17 @@ fn ensure_pending(request: &Request, now: DateTime<Utc>) -> Result<(), Refusal> 
     }
 }
 
-fn approve(
+/// Whether `who` may approve `request` now (what is typed with it is checked after); its task if so.
+pub(super) fn may_approve<'a>(
     state: &State,
-    policy: &Policy,
+    policy: &'a Policy,
     who: &Actor,
-    id: RequestId,
-    comment: Option<&str>,
+    request: &Request,
     now: DateTime<Utc>,
-) -> Result<Vec<Change>, Refusal> {
+) -> Result<&'a Task, Refusal> {
     let actor = who.user.as_str();
-    let (request, task) = actionable(state, policy, actor, id, now, "approve")?;
+    let id = request.id;
+    let task = actionable(state, policy, actor, request, now, "approve")?;
     if request.approved_by(actor) {
         let left = (request.approvals_needed as usize).saturating_sub(request.approvals.len());
         return Err(Refusal::conflict(
@@ -464,6 +476,25 @@ fn approve(
     if let Some(why) = auth_refused(task, &request.requester, &id.to_string(), "approve", &who.auth) {
         return Err(Refusal::forbidden("approval_not_accepted", why));
     }
+    Ok(task)
+}
+
+/// Whether `actor` may deny `request` now.
+pub(super) fn may_deny(state: &State, policy: &Policy, actor: &str, request: &Request, now: DateTime<Utc>) -> Result<(), Refusal> {
+    actionable(state, policy, actor, request, now, "deny").map(drop)
+}
+
+fn approve(
+    state: &State,
+    policy: &Policy,
+    who: &Actor,
+    id: RequestId,
+    comment: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Change>, Refusal> {
+    let actor = who.user.as_str();
+    let request = find_request(state, id)?;
+    let task = may_approve(state, policy, who, request, now)?;
     let comment = optional_text("comment", comment, MAX_COMMENT_CHARS, true)?;
     // Every earlier approval must still hold under the current policy and users; those that do
     // not are dropped on the record, and the request waits for others.
@@ -574,7 +605,8 @@ fn deny(
     comment: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Vec<Change>, Refusal> {
-    let (request, _task) = actionable(state, policy, actor, id, now, "deny")?;
+    let request = find_request(state, id)?;
+    may_deny(state, policy, actor, request, now)?;
     let Some(comment) = optional_text("comment", comment, MAX_COMMENT_CHARS, true)? else {
         return Err(Refusal::invalid(
             "comment_required",
@@ -584,45 +616,56 @@ fn deny(
     Ok(vec![Change::RequestDenied { request: id, task: request.task.clone(), requester: request.requester.clone(), comment }])
 }
 
-/// The request `id` if `actor` may see it. Someone who may not gets the answer a request that does
-/// not exist gets, so a refusal tells them nothing about it: not its task, requester or approvers.
-fn visible_request<'a>(state: &'a State, policy: &Policy, actor: &str, id: RequestId) -> Result<&'a Request, Refusal> {
-    state
-        .requests
-        .get(&id)
-        .filter(|r| super::request_visible(policy, actor, r))
-        .ok_or_else(|| Refusal::not_found("no_such_request", format!("there is no request {id} that you may see")))
+fn no_such_request(id: RequestId) -> Refusal {
+    Refusal::not_found("no_such_request", format!("there is no request {id} that you may see"))
 }
 
-/// The grant `id` if `actor` may see it; otherwise the answer for a grant that does not exist.
-fn visible_grant<'a>(state: &'a State, policy: &Policy, actor: &str, id: GrantId) -> Result<&'a crate::model::Grant, Refusal> {
-    state
-        .grants
-        .get(&id)
-        .filter(|g| super::grant_visible(policy, actor, g))
-        .ok_or_else(|| Refusal::not_found("no_such_grant", format!("there is no grant {id} that you may see")))
+fn no_such_grant(id: GrantId) -> Refusal {
+    Refusal::not_found("no_such_grant", format!("there is no grant {id} that you may see"))
 }
 
-fn cancel(state: &State, policy: &Policy, actor: &str, id: RequestId, now: DateTime<Utc>) -> Result<Vec<Change>, Refusal> {
-    let request = visible_request(state, policy, actor, id)?;
+fn find_request(state: &State, id: RequestId) -> Result<&Request, Refusal> {
+    state.requests.get(&id).ok_or_else(|| no_such_request(id))
+}
+
+fn find_grant(state: &State, id: GrantId) -> Result<&Grant, Refusal> {
+    state.grants.get(&id).ok_or_else(|| no_such_grant(id))
+}
+
+/// `request` if `actor` may see it. Someone who may not gets the answer a request that does not
+/// exist gets, so a refusal tells them nothing about it: not its task, requester or approvers.
+fn seen_request<'a>(policy: &Policy, actor: &str, request: &'a Request) -> Result<&'a Request, Refusal> {
+    if super::request_visible(policy, actor, request) { Ok(request) } else { Err(no_such_request(request.id)) }
+}
+
+/// `grant` if `actor` may see it; otherwise the answer for a grant that does not exist.
+fn seen_grant<'a>(policy: &Policy, actor: &str, grant: &'a Grant) -> Result<&'a Grant, Refusal> {
+    if super::grant_visible(policy, actor, grant) { Ok(grant) } else { Err(no_such_grant(grant.id)) }
+}
+
+/// Whether `actor` may cancel `request` now.
+pub(super) fn may_cancel(policy: &Policy, actor: &str, request: &Request, now: DateTime<Utc>) -> Result<(), Refusal> {
+    let request = seen_request(policy, actor, request)?;
+    let id = request.id;
     if request.requester != actor {
         return Err(Refusal::forbidden(
             "not_requester",
             format!("only the requester ({}) may cancel {id}; an approver can deny it instead", text::inert(&request.requester)),
         ));
     }
-    ensure_pending(request, now)?;
+    ensure_pending(request, now)
+}
+
+fn cancel(state: &State, policy: &Policy, actor: &str, id: RequestId, now: DateTime<Utc>) -> Result<Vec<Change>, Refusal> {
+    let request = find_request(state, id)?;
+    may_cancel(policy, actor, request, now)?;
     Ok(vec![Change::RequestCancelled { request: id, task: request.task.clone(), requester: request.requester.clone(), reason: None }])
 }
 
-fn live_grant<'a>(
-    state: &'a State,
-    policy: &Policy,
-    actor: &str,
-    id: GrantId,
-    now: DateTime<Utc>,
-) -> Result<&'a crate::model::Grant, Refusal> {
-    let grant = visible_grant(state, policy, actor, id)?;
+/// `grant` if `actor` may see it and it has not ended.
+fn live_grant<'a>(policy: &Policy, actor: &str, grant: &'a Grant, now: DateTime<Utc>) -> Result<&'a Grant, Refusal> {
+    let grant = seen_grant(policy, actor, grant)?;
+    let id = grant.id;
     if let Some(end) = &grant.ended {
         return Err(Refusal::conflict("grant_ended", format!("{id} already ended ({}) at {}", grant.state.as_str(), end.at.to_rfc3339())));
     }
@@ -630,6 +673,22 @@ fn live_grant<'a>(
         return Err(Refusal::conflict("grant_ended", format!("{id} already ended (expired) at {}", grant.expires_at.to_rfc3339())));
     }
     Ok(grant)
+}
+
+/// Whether `actor` may revoke `grant` now (the reason is checked after).
+pub(super) fn may_revoke(policy: &Policy, actor: &str, grant: &Grant, now: DateTime<Utc>) -> Result<(), Refusal> {
+    let grant = live_grant(policy, actor, grant, now)?;
+    let id = grant.id;
+    if !policy.is_admin(actor) && !policy.approves_task(actor, &grant.task) {
+        return Err(Refusal::forbidden(
+            "may_not_revoke",
+            format!(
+                "only admins and approvers of '{}' may revoke {id}; the holder can relinquish it with: zsa relinquish {id}",
+                grant.task
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn revoke(
@@ -640,36 +699,37 @@ fn revoke(
     reason: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Vec<Change>, Refusal> {
-    let grant = live_grant(state, policy, actor, id, now)?;
-    if !policy.is_admin(actor) && !policy.approves_task(actor, &grant.task) {
-        return Err(Refusal::forbidden(
-            "may_not_revoke",
-            format!(
-                "only admins and approvers of '{}' may revoke {id}; the holder can relinquish it with: zsa relinquish {id}",
-                grant.task
-            ),
-        ));
-    }
+    let grant = find_grant(state, id)?;
+    may_revoke(policy, actor, grant, now)?;
     let Some(reason) = optional_text("reason", reason, MAX_REASON_CHARS, true)? else {
         return Err(Refusal::invalid("reason_required", format!("a revocation needs a reason: zsa revoke {id} --reason \"...\"")));
     };
     Ok(vec![Change::GrantRevoked { grant: id, task: grant.task.clone(), holder: grant.holder.clone(), reason }])
 }
 
-fn relinquish(state: &State, policy: &Policy, actor: &str, id: GrantId, now: DateTime<Utc>) -> Result<Vec<Change>, Refusal> {
-    let grant = live_grant(state, policy, actor, id, now)?;
+/// Whether `actor` may give up `grant` now.
+pub(super) fn may_relinquish(policy: &Policy, actor: &str, grant: &Grant, now: DateTime<Utc>) -> Result<(), Refusal> {
+    let grant = live_grant(policy, actor, grant, now)?;
     if grant.holder != actor {
         return Err(Refusal::forbidden(
             "not_holder",
-            format!("only the holder ({}) may relinquish {id}; approvers and admins can revoke it", text::inert(&grant.holder)),
+            format!("only the holder ({}) may relinquish {}; approvers and admins can revoke it", text::inert(&grant.holder), grant.id),
         ));
     }
+    Ok(())
+}
+
+fn relinquish(state: &State, policy: &Policy, actor: &str, id: GrantId, now: DateTime<Utc>) -> Result<Vec<Change>, Refusal> {
+    let grant = find_grant(state, id)?;
+    may_relinquish(policy, actor, grant, now)?;
     Ok(vec![Change::GrantRelinquished { grant: id, task: grant.task.clone(), holder: grant.holder.clone() }])
 }
 
-fn review(state: &State, policy: &Policy, who: &Actor, id: GrantId, comment: Option<&str>) -> Result<Vec<Change>, Refusal> {
+/// Whether `who` may review `grant` (the comment is checked after).
+pub(super) fn may_review(policy: &Policy, who: &Actor, grant: &Grant) -> Result<(), Refusal> {
     let actor = who.user.as_str();
-    let grant = visible_grant(state, policy, actor, id)?;
+    let grant = seen_grant(policy, actor, grant)?;
+    let id = grant.id;
     if !grant.break_glass {
         return Err(Refusal::conflict("not_break_glass", format!("{id} is not a break-glass grant; only those are reviewed")));
     }
@@ -694,6 +754,12 @@ fn review(state: &State, policy: &Policy, who: &Actor, id: GrantId, comment: Opt
     {
         return Err(Refusal::forbidden("review_not_accepted", why));
     }
+    Ok(())
+}
+
+fn review(state: &State, policy: &Policy, who: &Actor, id: GrantId, comment: Option<&str>) -> Result<Vec<Change>, Refusal> {
+    let grant = find_grant(state, id)?;
+    may_review(policy, who, grant)?;
     let comment = optional_text("comment", comment, MAX_COMMENT_CHARS, true)?;
     Ok(vec![Change::GrantReviewed { grant: id, task: grant.task.clone(), holder: grant.holder.clone(), comment }])
 }

@@ -1,11 +1,13 @@
 //! The rules of zsa, with no I/O: `decide` turns a command into events or a refusal, `apply`
 //! turns events into state. The clock is a parameter, so every rule is testable at any moment.
 
+mod actions;
 mod decide;
 mod refusal;
 mod state;
 mod visibility;
 
+pub use actions::{Row, approvers_for, grant_actions, permits, request_actions};
 pub use decide::{Command, decide};
 pub use refusal::{Refusal, RefusalKind};
 pub use state::{Deadline, Entity, State, Token};

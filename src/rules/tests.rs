@@ -694,3 +694,126 @@ fn a_token_cannot_issue_tokens() {
     assert!(r.message.contains("own login"), "{}", r.message);
     w.run(Actor::new("root", Auth::Peer { uid: 0 }), Command::IssueToken { user: "alice".into(), sha256: "x".into() }).unwrap();
 }
+
+/// Every (viewer, row, action) of a world with rows in every condition: what `permits` lists
+/// for the row is exactly what attempting the action does (given a comment or reason where one is
+/// needed), refusal for refusal; and the expected answers for each role are what they should be.
+#[test]
+fn the_listed_actions_are_what_the_attempt_does() {
+    use crate::model::wire::RowAction;
+    let mut w = World::new();
+    // Before the clock moves on: a request nobody answered and a grant that ran out, both still
+    // waiting for the sweep.
+    let lapsed = w.ask("frank", "other", None, None, None).unwrap();
+    let ran_out = w.ask("carol", "restart", Some(600), None, None).unwrap().grant();
+    w.advance(3601);
+    let pending = w.ask("dave", "journal", Some(1800), Some("mail flow"), None).unwrap();
+    let own = w.ask("carol", "journal", Some(1800), Some("mine"), None).unwrap();
+    let half = w.ask("dave", "export", None, None, Some("INC-7")).unwrap();
+    w.approve("alice", half).unwrap();
+    let granted = w.ask("carol", "export", None, None, Some("INC-8")).unwrap();
+    w.approve("alice", granted).unwrap();
+    w.approve("bob", granted).unwrap();
+    let denied = w.ask("frank", "other", None, None, None).unwrap();
+    w.run("gina", Command::Deny { request: denied, comment: Some("no".into()) }).unwrap();
+    let glass = w.ask("dave", "glass", None, None, None).unwrap().grant();
+    let given_up = w.ask("dave", "restart", None, None, None).unwrap().grant();
+    w.run("dave", Command::Relinquish { grant: given_up }).unwrap();
+    w.run("root", Command::DisableUser { user: "bob".into(), reason: None }).unwrap();
+
+    let viewers: Vec<Actor> = ["dave", "carol", "alice", "bob", "root", "erin", "frank", "gina"]
+        .into_iter()
+        .map(Actor::from)
+        .chain([via_token("alice", 1, "root"), via_token("alice", 2, "dave")])
+        .collect();
+    let attempt = |action: RowAction, row: Row<'_>| match (action, row) {
+        (RowAction::Approve, Row::Request(r)) => Command::Approve { request: r.id, comment: Some("ok".into()) },
+        (RowAction::Deny, Row::Request(r)) => Command::Deny { request: r.id, comment: Some("no".into()) },
+        (RowAction::Cancel, Row::Request(r)) => Command::Cancel { request: r.id },
+        (RowAction::Revoke, Row::Grant(g)) => Command::Revoke { grant: g.id, reason: Some("done".into()) },
+        (RowAction::Relinquish, Row::Grant(g)) => Command::Relinquish { grant: g.id },
+        (RowAction::Review, Row::Grant(g)) => Command::Review { grant: g.id, comment: None },
+        _ => unreachable!("only the actions of a row's kind are listed"),
+    };
+    let mut answers = std::collections::BTreeMap::new();
+    for who in &viewers {
+        let rows = w.state.requests.values().map(Row::Request).chain(w.state.grants.values().map(Row::Grant));
+        for row in rows {
+            let (listed, id) = match row {
+                Row::Request(r) => (request_actions(&w.state, &w.policy, who, r, w.now), r.id.to_string()),
+                Row::Grant(g) => (grant_actions(&w.state, &w.policy, who, g, w.now), g.id.to_string()),
+            };
+            for view in &listed.0 {
+                let tried = decide(&w.state, &w.policy, who, &attempt(view.action, row), w.now);
+                let listed_answer = permits(&w.state, &w.policy, who, view.action, row, w.now);
+                assert_eq!(tried.clone().map(drop), listed_answer, "{} {} {id}", who.user, view.action.as_str());
+                assert_eq!(view.allowed, tried.is_ok());
+                assert_eq!(view.code.as_deref(), tried.as_ref().err().map(|r| r.code));
+                assert_eq!(view.why.as_deref(), tried.as_ref().err().map(|r| r.message.as_str()));
+                let via = match &who.auth {
+                    Auth::Token { issued_by, .. } => format!(" (token of {issued_by})"),
+                    _ => String::new(),
+                };
+                let label = format!("{}{via} {} {id}", who.user, view.action.as_str());
+                answers.insert(label, view.code.clone().unwrap_or_else(|| "allowed".into()));
+            }
+        }
+    }
+    let answer = |who: &str, action: &str, id: String| answers[&format!("{who} {action} {id}")].as_str();
+    // The requester, on his pending request and on others'.
+    assert_eq!(answer("dave", "cancel", pending.to_string()), "allowed");
+    assert_eq!(answer("dave", "approve", pending.to_string()), "not_approver");
+    assert_eq!(answer("dave", "cancel", own.to_string()), "no_such_request", "carol's request is none of dave's business");
+    // Another approver; the same person on their own request; one who already approved.
+    assert_eq!(answer("alice", "approve", pending.to_string()), "allowed");
+    assert_eq!(answer("alice", "deny", pending.to_string()), "allowed");
+    assert_eq!(answer("carol", "approve", own.to_string()), "own_request");
+    assert_eq!(answer("carol", "deny", own.to_string()), "own_request");
+    assert_eq!(answer("carol", "cancel", own.to_string()), "allowed");
+    assert_eq!(answer("alice", "approve", half.to_string()), "already_approved");
+    assert_eq!(answer("alice", "deny", half.to_string()), "allowed");
+    // Decided, expired before the sweep, and a disabled viewer.
+    assert_eq!(answer("alice", "approve", granted.to_string()), "not_pending");
+    assert_eq!(answer("gina", "approve", denied.to_string()), "not_pending");
+    assert_eq!(answer("gina", "approve", lapsed.to_string()), "request_expired");
+    assert_eq!(answer("frank", "cancel", lapsed.to_string()), "request_expired");
+    assert_eq!(answer("bob", "deny", pending.to_string()), "user_disabled");
+    // Admin and auditor.
+    assert_eq!(answer("root", "approve", pending.to_string()), "not_approver");
+    assert_eq!(answer("root", "revoke", granted.grant().to_string()), "allowed");
+    assert_eq!(answer("erin", "revoke", granted.grant().to_string()), "may_not_revoke");
+    assert_eq!(answer("erin", "cancel", pending.to_string()), "not_requester");
+    // Grants: holder, approvers, ended ones, break-glass review (never one's own).
+    assert_eq!(answer("carol", "relinquish", granted.grant().to_string()), "allowed");
+    assert_eq!(answer("carol", "revoke", granted.grant().to_string()), "allowed", "carol approves export too");
+    assert_eq!(answer("alice", "relinquish", granted.grant().to_string()), "not_holder");
+    assert_eq!(answer("carol", "relinquish", ran_out.to_string()), "grant_ended");
+    assert_eq!(answer("dave", "relinquish", given_up.to_string()), "grant_ended");
+    assert_eq!(answer("alice", "review", glass.to_string()), "allowed");
+    assert_eq!(answer("dave", "review", glass.to_string()), "not_approver");
+    assert_eq!(answer("alice", "review", granted.grant().to_string()), "not_break_glass");
+    // Through tokens: a token the requester issued proves nothing of an approval.
+    assert_eq!(answer("alice (token of root)", "approve", pending.to_string()), "allowed");
+    assert_eq!(answer("alice (token of dave)", "approve", pending.to_string()), "approval_not_accepted");
+    assert_eq!(answer("alice (token of dave)", "deny", pending.to_string()), "allowed");
+}
+
+/// Whoever may approve a request of yours is every approver but you, and nobody disabled; the
+/// refusal of an approval of one's own names the same people.
+#[test]
+fn the_approvers_for_a_requester_leave_out_the_requester_and_the_disabled() {
+    let mut w = World::new();
+    let journal_task = &w.policy.tasks["journal"];
+    assert_eq!(approvers_for(&w.state, &w.policy, journal_task, "carol"), ["alice", "bob"]);
+    assert_eq!(approvers_for(&w.state, &w.policy, journal_task, "dave"), ["alice", "bob", "carol"]);
+    w.run("root", Command::DisableUser { user: "bob".into(), reason: None }).unwrap();
+    let journal_task = &w.policy.tasks["journal"];
+    assert_eq!(approvers_for(&w.state, &w.policy, journal_task, "carol"), ["alice"]);
+    let own = journal(&mut w);
+    let refusal = w.refused("carol", Command::Approve { request: own, comment: None });
+    assert!(
+        refusal.message.contains("ask another approver of 'journal': alice") && !refusal.message.contains("bob"),
+        "{}",
+        refusal.message
+    );
+}

@@ -4,8 +4,8 @@
 use chrono::{DateTime, Utc};
 use crossterm::event::KeyEvent;
 
-use crate::model::wire::{NewRequest, Outcome, TaskView, VerifyReport, WhoAmI};
-use crate::model::{Event, Grant, GrantId, Request, RequestId, RunId};
+use crate::model::wire::{GrantView, NewRequest, Outcome, RequestView, TaskView, VerifyReport, WhoAmI};
+use crate::model::{Event, GrantId, RequestId, RunId};
 
 #[derive(Clone, Debug)]
 pub enum Action {
@@ -49,14 +49,14 @@ pub enum Action {
     Loaded {
         me: WhoAmI,
         tasks: Vec<TaskView>,
-        requests: Vec<Request>,
-        grants: Vec<Grant>,
+        requests: Vec<RequestView>,
+        grants: Vec<GrantView>,
         log: Vec<Event>,
     },
     LoadFailed(String),
     EventReceived(Event),
     RequestLoaded(Box<Outcome>),
-    GrantLoaded(Box<Grant>),
+    GrantLoaded(Box<GrantView>),
     StreamConnected,
     StreamLost(String),
     Done(String),

@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use super::action::{Action, Effect, Submission};
 use super::form::{Field, RequestForm};
 use super::keymap;
-use crate::model::wire::{TaskView, VerifyReport, WhoAmI};
-use crate::model::{Change, Event, Grant, GrantId, GrantState, Request, RequestId, RequestState, RunId, text};
+use crate::model::wire::{GrantView, RequestView, RowAction, TaskView, VerifyReport, WhoAmI};
+use crate::model::{Change, Event, GrantId, GrantState, RequestId, RequestState, RunId, text};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pane {
@@ -147,8 +147,8 @@ pub struct App {
     pub me: Option<WhoAmI>,
     pub connection: Connection,
     pub tasks: Vec<TaskView>,
-    pub requests: BTreeMap<RequestId, Request>,
-    pub grants: BTreeMap<GrantId, Grant>,
+    pub requests: BTreeMap<RequestId, RequestView>,
+    pub grants: BTreeMap<GrantId, GrantView>,
     pub log: Vec<Event>,
     pub filter: String,
     pub follow: bool,
@@ -267,12 +267,12 @@ impl App {
             self.sections[pane].get(c.section).and_then(|s| s.items.get(c.row)).map(|item| (c.section, *item))
         });
 
-        let mut my_grants: Vec<&Grant> = self.grants.values().filter(|g| g.holder == me && g.state == GrantState::Active).collect();
+        let mut my_grants: Vec<&GrantView> = self.grants.values().filter(|g| g.holder == me && g.state == GrantState::Active).collect();
         my_grants.sort_by_key(|g| g.expires_at);
-        let mut my_pending: Vec<&Request> =
+        let mut my_pending: Vec<&RequestView> =
             self.requests.values().filter(|r| r.requester == me && r.state == RequestState::Pending).collect();
         my_pending.sort_by_key(|r| r.created_at);
-        let mut history: Vec<&Request> = self
+        let mut history: Vec<&RequestView> = self
             .requests
             .values()
             .filter(|r| {
@@ -288,14 +288,17 @@ impl App {
             Section { title: "My history", items: history.iter().map(|r| Item::Request(r.id)).collect(), urgent: false },
         ];
 
-        let mut queue: Vec<&Request> = self
+        // The approver's rows are those the daemon says the viewer may act on (so never their own).
+        // A request past its deadline leaves at once: its expiry event brings fresh actions soon.
+        let mut queue: Vec<&RequestView> = self
             .requests
             .values()
-            .filter(|r| r.state == RequestState::Pending && r.pending_until > now && self.approves(&r.task))
+            .filter(|r| r.pending_until > now && (r.actions.allows(RowAction::Approve) || r.actions.allows(RowAction::Deny)))
             .collect();
         queue.sort_by_key(|r| r.created_at);
-        let review: Vec<&Grant> = self.grants.values().filter(|g| g.needs_review() && self.approves(&g.task)).collect();
-        let mut watched: Vec<&Grant> = self.grants.values().filter(|g| g.state == GrantState::Active && self.approves(&g.task)).collect();
+        let review: Vec<&GrantView> = self.grants.values().filter(|g| g.actions.allows(RowAction::Review)).collect();
+        let mut watched: Vec<&GrantView> =
+            self.grants.values().filter(|g| g.state == GrantState::Active && g.actions.allows(RowAction::Revoke)).collect();
         watched.sort_by_key(|g| g.expires_at);
         self.sections[1] = vec![
             Section { title: "Waiting for approval", items: queue.iter().map(|r| Item::Request(r.id)).collect(), urgent: false },
@@ -309,7 +312,7 @@ impl App {
 
         let log: Vec<Item> =
             self.log.iter().enumerate().rev().filter(|(_, e)| self.matches_filter(e)).map(|(i, _)| Item::Event(i)).collect();
-        let mut expiring: Vec<&Grant> = self.grants.values().filter(|g| g.state == GrantState::Active).collect();
+        let mut expiring: Vec<&GrantView> = self.grants.values().filter(|g| g.state == GrantState::Active).collect();
         expiring.sort_by_key(|g| g.expires_at);
         self.sections[2] = vec![
             Section { title: "Event log (newest first)", items: log, urgent: false },
@@ -547,44 +550,10 @@ impl App {
                 Vec::new()
             }
             Action::ApproveSelected | Action::DenySelected => self.start_decision(matches!(action, Action::ApproveSelected)),
-            Action::CancelSelected => self.start_on_request(|r, me| {
-                if r.requester != me {
-                    Err(format!("{} is {}'s request; only they may cancel it", r.id, text::inert_line(&r.requester)))
-                } else if r.state != RequestState::Pending {
-                    Err(format!("{} is already {}", r.id, r.state.as_str()))
-                } else {
-                    Ok(PromptKind::Cancel(r.id))
-                }
-            }),
-            Action::RelinquishSelected => self.start_on_grant(|g, me, _| {
-                if g.holder != me {
-                    Err(format!("{} is {}'s grant; only they may give it up (approvers revoke with r)", g.id, text::inert_line(&g.holder)))
-                } else if g.state != GrantState::Active {
-                    Err(format!("{} has already ended", g.id))
-                } else {
-                    Ok(PromptKind::Relinquish(g.id))
-                }
-            }),
-            Action::RevokeSelected => self.start_on_grant(|g, _, approves| {
-                if g.state != GrantState::Active {
-                    Err(format!("{} has already ended", g.id))
-                } else if !approves {
-                    Err(format!("only approvers of {} and admins may revoke {}", g.task, g.id))
-                } else {
-                    Ok(PromptKind::Revoke(g.id))
-                }
-            }),
-            Action::ReviewSelected => self.start_on_grant(|g, me, approves| {
-                if !g.needs_review() {
-                    Err(format!("{} is not a break-glass grant waiting for review", g.id))
-                } else if g.holder == me {
-                    Err("nobody may review their own break-glass grant".to_string())
-                } else if !approves {
-                    Err(format!("only approvers of {} may review it", g.task))
-                } else {
-                    Ok(PromptKind::Review(g.id))
-                }
-            }),
+            Action::CancelSelected => self.start_on_request(RowAction::Cancel, PromptKind::Cancel),
+            Action::RelinquishSelected => self.start_on_grant(RowAction::Relinquish, PromptKind::Relinquish),
+            Action::RevokeSelected => self.start_on_grant(RowAction::Revoke, PromptKind::Revoke),
+            Action::ReviewSelected => self.start_on_grant(RowAction::Review, PromptKind::Review),
 
             Action::Loaded { me, tasks, requests, grants, log } => {
                 let first = self.me.is_none();
@@ -796,42 +765,36 @@ impl App {
     }
 
     fn start_decision(&mut self, approve: bool) -> Vec<Effect> {
-        let me = self.user().to_string();
-        let approves = |t: &str| self.approves(t);
-        let result = match self.selected() {
-            Some(Item::Request(id)) => match self.requests.get(&id) {
-                Some(r) if r.requester == me => Err(format!("{id} is your own request: nobody approves or denies their own")),
-                Some(r) if !approves(&r.task) => Err(format!("you do not approve requests for {}", r.task)),
-                Some(r) if r.state != RequestState::Pending => Err(format!("{id} is already {}", r.state.as_str())),
-                Some(r) if approve && r.approved_by(&me) => Err(format!("you already approved {id}; each approver counts once")),
-                Some(_) => Ok(if approve { PromptKind::Approve(id) } else { PromptKind::Deny(id) }),
-                None => Err("select a request first".into()),
-            },
-            _ => Err("select a pending request first".into()),
+        if approve {
+            self.start_on_request(RowAction::Approve, PromptKind::Approve)
+        } else {
+            self.start_on_request(RowAction::Deny, PromptKind::Deny)
+        }
+    }
+
+    /// Opens the prompt for `action` on the selected request if the daemon said the viewer may
+    /// take it; else shows the daemon's reason. The console keeps no rules of its own.
+    fn start_on_request(&mut self, action: RowAction, prompt: fn(RequestId) -> PromptKind) -> Vec<Effect> {
+        let result = match self.selected().and_then(|item| match item {
+            Item::Request(id) => self.requests.get(&id),
+            _ => None,
+        }) {
+            Some(r) => r.actions.check(action).map(|()| prompt(r.id)),
+            None => Err(format!("select a request to {} first", action.as_str())),
         };
         self.open_prompt(result)
     }
 
-    fn start_on_request(&mut self, check: impl Fn(&Request, &str) -> Result<PromptKind, String>) -> Vec<Effect> {
-        let result = match self.selected() {
-            Some(Item::Request(id)) => {
-                self.requests.get(&id).map(|r| check(r, self.user())).unwrap_or_else(|| Err("select a request first".into()))
-            }
-            _ => Err("select a request first".into()),
-        };
-        self.open_prompt(result)
-    }
-
-    fn start_on_grant(&mut self, check: impl Fn(&Grant, &str, bool) -> Result<PromptKind, String>) -> Vec<Effect> {
-        let admin = self.has_role("admin");
+    /// Like `start_on_request`, for the selected grant (or the grant of the selected request).
+    fn start_on_grant(&mut self, action: RowAction, prompt: fn(GrantId) -> PromptKind) -> Vec<Effect> {
         let id = match self.selected() {
             Some(Item::Grant(id)) => Some(id),
             Some(Item::Request(id)) => self.requests.get(&id).and_then(|r| r.grant),
             _ => None,
         };
         let result = match id.and_then(|id| self.grants.get(&id)) {
-            Some(g) => check(g, self.user(), admin || self.approves(&g.task)),
-            None => Err("select a grant first".into()),
+            Some(g) => g.actions.check(action).map(|()| prompt(g.id)),
+            None => Err(format!("select a grant to {} first", action.as_str())),
         };
         self.open_prompt(result)
     }

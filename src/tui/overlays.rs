@@ -186,7 +186,10 @@ pub fn form(app: &App, form: &RequestForm, frame: &mut Frame, theme: &Theme) {
             } else if t.approval == "auto" {
                 "approved automatically".to_string()
             } else {
-                format!("{} approval(s) from {}", t.approvals, t.approver_users.join(", "))
+                match t.approvers_for_you.as_slice() {
+                    [] => "nobody but you approves it now: a request would wait until it lapses".to_string(),
+                    others => format!("{} approval(s) from {}", t.approvals, others.join(", ")),
+                }
             };
             lines.push(Line::styled(format!("{:>11}{approval}; at most {}", "", duration::format(t.max_duration_secs)), theme.dim()));
             lines.push(Line::styled(format!("{:>11}{}", "", inert_line(&t.description)), theme.dim()));

@@ -10,8 +10,62 @@ use super::action::{Action, Effect, Submission};
 use super::app::{App, Connection, Item, Mode, Pane, PromptKind};
 use super::theme::Theme;
 use super::ui;
-use crate::model::wire::{NewRequest, Outcome, TaskView, WhoAmI};
+use crate::model::wire::{ActionView, Actions, GrantView, NewRequest, Outcome, RequestView, RowAction, TaskView, WhoAmI};
 use crate::model::{Approval, Change, Event, Grant, GrantId, GrantState, Request, RequestId, RequestState, TokenId};
+use crate::policy::Policy;
+use crate::rules;
+
+/// The policy the daemon behind these tests holds: what each viewer may do with a row, and who
+/// else approves, come from the daemon's own rules under it, as they do in the real console.
+const POLICY: &str = r#"
+[groups]
+admins = ["root"]
+approvers = ["alice", "bob", "pat"]
+oncall = ["alice", "carol", "dave"]
+auditors = ["erin"]
+[roles]
+admins = ["admins"]
+auditors = ["auditors"]
+[[tasks]]
+name = "journal"
+requesters = ["oncall"]
+approval = "manual"
+approvers = ["approvers"]
+max_duration = "4h"
+[[tasks]]
+name = "export"
+requesters = ["oncall"]
+approval = "manual"
+approvers = ["approvers"]
+approvals = 2
+max_duration = "4h"
+[[tasks]]
+name = "restart"
+requesters = ["oncall"]
+approval = "auto"
+max_duration = "4h"
+[[tasks]]
+name = "glass"
+requesters = ["oncall"]
+approval = "manual"
+approvers = ["approvers"]
+max_duration = "4h"
+break_glass = true
+"#;
+
+fn policy() -> Policy {
+    Policy::parse(POLICY, "console-tests.toml").unwrap()
+}
+
+/// `r` as the daemon shows it to `user` at t0: with the actions its rules allow them.
+fn seen_request(user: &str, r: Request) -> RequestView {
+    RequestView { actions: rules::request_actions(&rules::State::default(), &policy(), &user.into(), &r, t0()), request: r }
+}
+
+/// `g` as the daemon shows it to `user` at t0.
+fn seen_grant(user: &str, g: Grant) -> GrantView {
+    GrantView { actions: rules::grant_actions(&rules::State::default(), &policy(), &user.into(), &g, t0()), grant: g }
+}
 
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).unwrap()
@@ -36,6 +90,7 @@ fn task(name: &str, approval: &str, approvals: u32, may_request: bool, may_appro
         approve_via: vec!["peer".into(), "token".into()],
         may_request,
         may_approve,
+        approvers_for_you: Vec::new(),
         run: None,
     }
 }
@@ -146,6 +201,13 @@ fn loaded(user: &str, roles: &[&str]) -> App {
         task("restart", "auto", 0, true, false),
         task("glass", "manual", 1, true, true),
     ];
+    let policy = policy();
+    let tasks = tasks
+        .into_iter()
+        .map(|t| TaskView { approvers_for_you: rules::approvers_for(&rules::State::default(), &policy, &policy.tasks[&t.name], user), ..t })
+        .collect();
+    let requests = requests.into_iter().map(|r| seen_request(user, r)).collect();
+    let grants = grants.into_iter().map(|g| seen_grant(user, g)).collect();
     app.update(Action::StreamConnected, t0());
     app.update(Action::Loaded { me, tasks, requests, grants, log }, t0());
     app
@@ -191,12 +253,23 @@ fn it_opens_where_the_work_is_and_loads_on_connect() {
 }
 
 #[test]
-fn the_queue_is_oldest_first_and_shows_my_own_requests() {
+fn the_queue_is_oldest_first_and_its_badge_leaves_out_my_own_requests() {
     let app = alice();
     let queue: Vec<Item> = app.sections[1][0].items.clone();
-    assert_eq!(queue, vec![Item::Request(RequestId(1)), Item::Request(RequestId(2)), Item::Request(RequestId(3))]);
+    // R3 is alice's own: nobody approves their own, so it is no work of hers (nor counted as such).
+    assert_eq!(queue, vec![Item::Request(RequestId(1)), Item::Request(RequestId(2))]);
+    assert!(screen(&app, 80, 24).lines().nth(1).unwrap().contains(" 2 Approver (2) "), "{}", screen(&app, 80, 24));
     assert_eq!(app.sections[1][1].items, vec![Item::Grant(GrantId(5))], "break-glass waiting for review");
     assert!(app.sections[1][1].urgent);
+    // For bob it is work like any other.
+    let bob = loaded("bob", &["approver"]);
+    assert_eq!(bob.sections[1][0].items, vec![Item::Request(RequestId(1)), Item::Request(RequestId(2)), Item::Request(RequestId(3))]);
+    assert!(screen(&bob, 80, 24).lines().nth(1).unwrap().contains(" 2 Approver (3) "));
+    // dave's own break-glass grant waits for someone else's review, not his.
+    let mut dave = loaded("dave", &["approver", "requester"]);
+    dave.tasks.iter_mut().for_each(|t| t.may_approve = true);
+    dave.rebuild();
+    assert!(dave.sections[1][1].items.is_empty(), "{:?}", dave.sections[1][1].items);
 }
 
 #[test]
@@ -206,10 +279,12 @@ fn moving_walks_through_sections_and_panes_switch() {
     key(&mut app, KeyCode::Char('j'));
     assert_eq!(app.selected(), Some(Item::Request(RequestId(2))));
     key(&mut app, KeyCode::Down);
-    key(&mut app, KeyCode::Down);
     assert_eq!(app.selected(), Some(Item::Grant(GrantId(5))), "down flows into the next section");
+    key(&mut app, KeyCode::Down);
+    assert_eq!((app.selected(), app.cursor().section), (Some(Item::Grant(GrantId(5))), 2), "and on to the next");
     key(&mut app, KeyCode::Char('k'));
-    assert_eq!(app.selected(), Some(Item::Request(RequestId(3))));
+    key(&mut app, KeyCode::Char('k'));
+    assert_eq!(app.selected(), Some(Item::Request(RequestId(2))));
     key(&mut app, KeyCode::PageDown);
     assert_eq!(app.selected(), Some(Item::Grant(GrantId(7))), "a page down reaches the last row");
     key(&mut app, KeyCode::PageUp);
@@ -243,11 +318,12 @@ fn approve_is_confirmed_in_one_keystroke() {
     assert_eq!(key(&mut app, KeyCode::Enter), vec![Effect::Submit(Submission::Approve(RequestId(1), Some("ok by me".into())))]);
     assert_eq!(app.mode, Mode::Normal);
     // And it is reflected at once when the daemon answers.
-    let mut r = app.requests[&RequestId(1)].clone();
+    let mut r = app.requests[&RequestId(1)].request.clone();
     r.state = RequestState::Approved;
     r.grant = Some(GrantId(1));
-    let g = Grant { id: GrantId(1), holder: "carol".into(), ..app.grants[&GrantId(7)].clone() };
-    app.update(Action::RequestLoaded(Box::new(Outcome { request: r, grant: Some(g) })), t0());
+    let g = Grant { id: GrantId(1), holder: "carol".into(), ..app.grants[&GrantId(7)].grant.clone() };
+    let outcome = Outcome { request: seen_request("alice", r), grant: Some(seen_grant("alice", g)) };
+    app.update(Action::RequestLoaded(Box::new(outcome)), t0());
     assert!(!app.sections[1][0].items.contains(&Item::Request(RequestId(1))));
 }
 
@@ -265,14 +341,16 @@ fn deny_needs_a_comment_and_escape_cancels() {
 }
 
 #[test]
-fn my_own_request_is_shown_but_not_actionable() {
+fn my_own_request_is_mine_to_cancel_not_to_decide() {
     let mut app = alice();
-    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Char('1'));
     key(&mut app, KeyCode::Down);
     assert_eq!(app.selected(), Some(Item::Request(RequestId(3))));
-    assert!(key(&mut app, KeyCode::Char('a')).is_empty());
-    assert_eq!(app.mode, Mode::Normal);
-    assert!(app.toast.as_ref().unwrap().text.contains("your own request"), "{:?}", app.toast);
+    let actions = &app.requests[&RequestId(3)].actions;
+    assert!(actions.check(RowAction::Approve).unwrap_err().contains("R3 is your own request"), "{actions:?}");
+    assert!(actions.allows(RowAction::Cancel));
+    key(&mut app, KeyCode::Char('c'));
+    assert!(matches!(&app.mode, Mode::Prompt(p) if p.kind == PromptKind::Cancel(RequestId(3))));
 }
 
 #[test]
@@ -281,7 +359,35 @@ fn already_approved_by_me_is_refused_before_asking() {
     key(&mut bob, KeyCode::Down);
     assert_eq!(bob.selected(), Some(Item::Request(RequestId(2))));
     key(&mut bob, KeyCode::Char('a'));
-    assert!(bob.toast.as_ref().unwrap().text.contains("each approver counts once"));
+    let why = bob.requests[&RequestId(2)].actions.check(RowAction::Approve).unwrap_err();
+    assert_eq!(bob.toast.as_ref().unwrap().text, why, "the daemon's own words");
+    assert!(why.contains("each approver counts once"), "{why}");
+    assert_eq!(bob.mode, Mode::Normal);
+}
+
+/// The console asks the row, not rules of its own: what the daemon allows opens a prompt, and
+/// what it refuses shows the daemon's reason, whatever the row looks like to the console.
+#[test]
+fn prompts_open_only_where_the_daemon_allows_and_say_its_reason_otherwise() {
+    let mut app = alice();
+    assert_eq!(app.selected(), Some(Item::Request(RequestId(1))));
+    let refused = ActionView { action: RowAction::Deny, allowed: false, code: Some("test".into()), why: Some("the daemon says no".into()) };
+    app.requests.get_mut(&RequestId(1)).unwrap().actions = Actions(vec![refused]);
+    key(&mut app, KeyCode::Char('d'));
+    assert_eq!((app.mode.clone(), app.toast.as_ref().unwrap().text.as_str()), (Mode::Normal, "the daemon says no"));
+    key(&mut app, KeyCode::Char('a'));
+    assert!(app.toast.as_ref().unwrap().text.contains("did not say you may approve"), "{:?}", app.toast);
+    // Her own active grant, which the daemon (say, in a policy of the future) will not let go.
+    key(&mut app, KeyCode::Char('1'));
+    assert_eq!(app.selected(), Some(Item::Grant(GrantId(4))));
+    let refused =
+        ActionView { action: RowAction::Relinquish, allowed: false, code: Some("test".into()), why: Some("held for an audit".into()) };
+    app.grants.get_mut(&GrantId(4)).unwrap().actions = Actions(vec![refused.clone()]);
+    key(&mut app, KeyCode::Char('x'));
+    assert_eq!((app.mode.clone(), app.toast.as_ref().unwrap().text.as_str()), (Mode::Normal, "held for an audit"));
+    app.grants.get_mut(&GrantId(4)).unwrap().actions = Actions(vec![ActionView { allowed: true, code: None, why: None, ..refused }]);
+    key(&mut app, KeyCode::Char('x'));
+    assert!(matches!(&app.mode, Mode::Prompt(p) if p.kind == PromptKind::Relinquish(GrantId(4))), "{:?}", app.mode);
 }
 
 #[test]
@@ -364,6 +470,23 @@ fn the_request_form_is_checked_against_the_policy_as_you_type() {
     assert_eq!(form.task(&app.tasks).unwrap().name, "export", "left and right pick the task");
     key(&mut app, KeyCode::Esc);
     assert_eq!(app.mode, Mode::Normal);
+}
+
+/// Nobody approves their own request, so the form never offers the requester as an approver:
+/// it names whom the daemon says could approve (every approver but you, and none disabled).
+#[test]
+fn the_form_names_only_the_others_who_could_approve_my_request() {
+    let mut app = alice();
+    key(&mut app, KeyCode::Char('1'));
+    key(&mut app, KeyCode::Char('n'));
+    let s = screen(&app, 100, 30);
+    assert!(s.contains("1 approval(s) from bob, pat;") && !s.contains("alice,"), "{s}");
+    let mut bob = loaded("bob", &["approver", "requester"]);
+    key(&mut bob, KeyCode::Char('1'));
+    key(&mut bob, KeyCode::Char('n'));
+    assert!(screen(&bob, 100, 30).contains("1 approval(s) from alice, pat;"));
+    bob.tasks.iter_mut().for_each(|t| t.approvers_for_you.clear());
+    assert!(screen(&bob, 100, 30).contains("nobody but you approves it now"), "{}", screen(&bob, 100, 30));
 }
 
 #[test]
@@ -493,7 +616,7 @@ fn losing_the_daemon_says_so_and_reconnecting_reloads() {
 fn an_idle_console_needs_no_ticks() {
     let mut app = loaded("erin", &["auditor"]);
     assert!(app.needs_ticks(), "active grants count down");
-    app.grants.values_mut().for_each(|g| g.state = GrantState::Expired);
+    app.grants.values_mut().for_each(|g| g.grant.state = GrantState::Expired);
     app.toast = None;
     assert!(!app.needs_ticks(), "nothing counts down: no ticks, no redraws");
     app.dirty = false;
@@ -505,8 +628,8 @@ fn an_idle_console_needs_no_ticks() {
 fn typed_escape_sequences_are_drawn_inert() {
     let mut app = alice();
     let hostile = "fix\u{1b}[2J\u{1b}]0;owned\u{7} now\u{9b}1m\u{202e}";
-    app.requests.get_mut(&RequestId(1)).unwrap().reason = Some(hostile.into());
-    app.requests.get_mut(&RequestId(1)).unwrap().requester = "car\u{1b}[31mol".into();
+    app.requests.get_mut(&RequestId(1)).unwrap().request.reason = Some(hostile.into());
+    app.requests.get_mut(&RequestId(1)).unwrap().request.requester = "car\u{1b}[31mol".into();
     app.rebuild();
     for (w, h) in [(80, 24), (200, 50)] {
         let s = screen(&app, w, h);
@@ -521,22 +644,26 @@ fn typed_escape_sequences_are_drawn_inert() {
 
 /// Ends a request the way the daemon tells the console: the event, then the request as it now is.
 fn ended(app: &mut App, id: u64, state: RequestState) {
-    let mut r = app.requests[&RequestId(id)].clone();
+    let mut r = app.requests[&RequestId(id)].request.clone();
     r.state = state;
     let change = Change::RequestCancelled { request: r.id, task: r.task.clone(), requester: r.requester.clone(), reason: None };
     let effects = app.update(Action::EventReceived(event(50 + id, &r.requester, change)), t0());
     assert_eq!(effects, vec![Effect::FetchRequest(RequestId(id))]);
-    app.update(Action::RequestLoaded(Box::new(Outcome { request: r, grant: None })), t0());
+    let viewer = app.user().to_string();
+    app.update(Action::RequestLoaded(Box::new(Outcome { request: seen_request(&viewer, r), grant: None })), t0());
 }
 
 #[test]
 fn the_selection_stays_on_its_request_when_a_row_above_ends() {
     let mut app = alice();
+    let newest = request(9, "dave", "journal", RequestState::Pending, "rotate keys", 1);
+    app.requests.insert(RequestId(9), seen_request("alice", newest));
+    app.rebuild();
     key(&mut app, KeyCode::Down);
     assert_eq!(app.selected(), Some(Item::Request(RequestId(2))));
     // R1, the row above, is cancelled: R2 moves up a row and the cursor moves with it.
     ended(&mut app, 1, RequestState::Cancelled);
-    assert_eq!(app.sections[1][0].items, vec![Item::Request(RequestId(2)), Item::Request(RequestId(3))]);
+    assert_eq!(app.sections[1][0].items, vec![Item::Request(RequestId(2)), Item::Request(RequestId(9))]);
     assert_eq!(app.selected(), Some(Item::Request(RequestId(2))));
     key(&mut app, KeyCode::Char('a'));
     assert!(matches!(&app.mode, Mode::Prompt(p) if p.kind == PromptKind::Approve(RequestId(2))), "{:?}", app.mode);
@@ -548,13 +675,13 @@ fn the_selection_stays_on_its_request_when_a_row_above_ends() {
     assert_eq!(app.selected(), Some(Item::Request(RequestId(2))));
     // When the selected request itself ends, the cursor stays where it was: on the row now there.
     ended(&mut app, 2, RequestState::Cancelled);
-    assert_eq!(app.selected(), Some(Item::Request(RequestId(3))));
+    assert_eq!(app.selected(), Some(Item::Request(RequestId(9))));
     // The requester's pane follows its grants the same way.
     key(&mut app, KeyCode::Char('1'));
     let mut two = loaded("carol", &["requester"]);
     key(&mut two, KeyCode::Char('1'));
     assert_eq!(two.selected(), Some(Item::Grant(GrantId(7))));
-    two.grants.insert(GrantId(3), grant(3, "carol", "restart", 2, 15));
+    two.grants.insert(GrantId(3), seen_grant("carol", grant(3, "carol", "restart", 2, 15)));
     two.rebuild();
     assert_eq!(two.cursor().row, 1, "a grant expiring sooner is listed first");
     assert_eq!(two.selected(), Some(Item::Grant(GrantId(7))));
@@ -572,10 +699,10 @@ fn ui_prompt_title(app: &App) -> String {
 #[test]
 fn invisible_and_width_changing_characters_are_drawn_as_escapes() {
     let mut app = alice();
-    let r = app.requests.get_mut(&RequestId(1)).unwrap();
+    let r = &mut app.requests.get_mut(&RequestId(1)).unwrap().request;
     r.requester = "car\u{3164}\u{3164}\u{3164}ol".into();
     r.reason = Some("legal\u{FE0F} hold\u{200B}\u{2028}now\u{061C}".into());
-    app.grants.get_mut(&GrantId(7)).unwrap().holder = "\u{115F}\u{FFA0}carol".into();
+    app.grants.get_mut(&GrantId(7)).unwrap().grant.holder = "\u{115F}\u{FFA0}carol".into();
     app.rebuild();
     for (w, h) in [(80, 24), (160, 48)] {
         let s = screen(&app, w, h);

@@ -7,11 +7,11 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 
-use super::{Body, Query, blocking, execute_and_read, parse_id, stored_list};
+use super::{Body, Query, blocking, execute_and_read, grant_views, parse_id, stored_list};
 use crate::daemon::Engine;
 use crate::daemon::auth::Caller;
 use crate::daemon::error::ApiError;
-use crate::model::wire::{Comment, Reason};
+use crate::model::wire::{Comment, GrantView, Reason};
 use crate::model::{Grant, GrantId};
 use crate::rules::{self, Command};
 
@@ -23,17 +23,18 @@ pub struct ListQuery {
     all: bool,
 }
 
-/// The grant, if the caller may see it.
-fn visible(engine: &Engine, caller: &Caller, id: GrantId, grant: Option<Grant>) -> Result<Grant, ApiError> {
+/// The grant as the caller sees it (with the actions they may take), if they may see it.
+fn visible(engine: &Engine, caller: &Caller, id: GrantId, grant: Option<Grant>) -> Result<GrantView, ApiError> {
     let policy = engine.policy();
-    grant
+    let grant = grant
         .filter(|g| rules::grant_visible(&policy, &caller.user, g))
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no_such_grant", format!("there is no grant {id} that you may see")))
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no_such_grant", format!("there is no grant {id} that you may see")))?;
+    Ok(grant_views(engine, caller, vec![grant]).remove(0))
 }
 
 /// Runs a decision on grant `id` and answers with the grant as written (or else as stored: an
 /// ended grant is no longer in memory).
-async fn act(engine: &Arc<Engine>, caller: &Caller, id: GrantId, command: Command) -> Result<Json<Grant>, ApiError> {
+async fn act(engine: &Arc<Engine>, caller: &Caller, id: GrantId, command: Command) -> Result<Json<GrantView>, ApiError> {
     let grant = execute_and_read(engine, caller, command, move |e, written| match written.rows.grants.get(&id) {
         Some(g) => Ok(Some(g.clone())),
         None => Ok(e.stored(|s| s.grant(id))?),
@@ -44,22 +45,24 @@ async fn act(engine: &Arc<Engine>, caller: &Caller, id: GrantId, command: Comman
 
 /// Active grants (those whose deadline has not passed) from memory, or every grant with
 /// `all=true` from the store.
-pub async fn list(State(engine): State<Arc<Engine>>, caller: Caller, Query(q): Query<ListQuery>) -> Result<Json<Vec<Grant>>, ApiError> {
+pub async fn list(State(engine): State<Arc<Engine>>, caller: Caller, Query(q): Query<ListQuery>) -> Result<Json<Vec<GrantView>>, ApiError> {
     if q.all {
-        return Ok(Json(stored_list(&engine, &caller, |s, scope| s.grants(scope), rules::grant_visible).await?));
+        let rows = stored_list(&engine, &caller, |s, scope| s.grants(scope), rules::grant_visible).await?;
+        return Ok(Json(grant_views(&engine, &caller, rows)));
     }
     let now = engine.now();
+    let who = caller.actor();
     Ok(Json(engine.read(|s, p| {
         s.active
             .iter()
             .filter_map(|id| s.grants.get(id))
             .filter(|g| g.is_active_at(now) && rules::grant_visible(p, &caller.user, g))
-            .cloned()
+            .map(|g| GrantView { grant: g.clone(), actions: rules::grant_actions(s, p, &who, g, now) })
             .collect()
     })))
 }
 
-pub async fn show(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): Path<String>) -> Result<Json<Grant>, ApiError> {
+pub async fn show(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): Path<String>) -> Result<Json<GrantView>, ApiError> {
     let id = parse_id(&id)?;
     let e = engine.clone();
     let grant = blocking(move || e.stored(|s| s.grant(id))).await?;
@@ -71,12 +74,12 @@ pub async fn revoke(
     caller: Caller,
     Path(id): Path<String>,
     Body(r): Body<Reason>,
-) -> Result<Json<Grant>, ApiError> {
+) -> Result<Json<GrantView>, ApiError> {
     let id = parse_id(&id)?;
     act(&engine, &caller, id, Command::Revoke { grant: id, reason: r.reason }).await
 }
 
-pub async fn relinquish(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): Path<String>) -> Result<Json<Grant>, ApiError> {
+pub async fn relinquish(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): Path<String>) -> Result<Json<GrantView>, ApiError> {
     let id = parse_id(&id)?;
     act(&engine, &caller, id, Command::Relinquish { grant: id }).await
 }
@@ -86,7 +89,7 @@ pub async fn review(
     caller: Caller,
     Path(id): Path<String>,
     Body(c): Body<Comment>,
-) -> Result<Json<Grant>, ApiError> {
+) -> Result<Json<GrantView>, ApiError> {
     let id = parse_id(&id)?;
     act(&engine, &caller, id, Command::Review { grant: id, comment: c.comment }).await
 }

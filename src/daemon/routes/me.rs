@@ -30,16 +30,15 @@ pub async fn whoami(State(engine): State<Arc<Engine>>, caller: Caller) -> Json<W
 
 /// The tasks the caller may ask for or approve; admins and auditors see them all.
 pub async fn tasks(State(engine): State<Arc<Engine>>, caller: Caller) -> Json<Vec<TaskView>> {
-    let policy = engine.policy();
     let user = &caller.user;
-    Json(
+    Json(engine.read(|s, policy| {
         policy
             .tasks
             .values()
             .filter(|t| policy.sees_everything(user) || policy.may_request(user, t) || policy.may_approve(user, t))
-            .map(|t| policy.task_view(t, user))
-            .collect(),
-    )
+            .map(|t| TaskView { approvers_for_you: rules::approvers_for(s, policy, t, user), ..policy.task_view(t, user) })
+            .collect()
+    }))
 }
 
 #[derive(Deserialize)]

@@ -20,8 +20,10 @@ use super::auth::Caller;
 use super::error::ApiError;
 pub(crate) use super::extract::{Body, Query, parse_id};
 pub(crate) use super::service::{blocking, execute, execute_and_read};
-use crate::model::wire::MAX_BODY_BYTES;
+use crate::model::wire::{GrantView, MAX_BODY_BYTES, RequestView};
+use crate::model::{Grant, Request};
 use crate::policy::Policy;
+use crate::rules;
 use crate::store::{Scope, Store, StoreError};
 
 pub fn router(engine: Arc<Engine>) -> Router {
@@ -92,4 +94,40 @@ pub async fn stored_list<T: Send + 'static>(
     let mut rows = blocking(move || e.stored(|s| read(s, &scope))).await?;
     rows.retain(|row| visible(&policy, &caller.user, row));
     Ok(rows)
+}
+
+/// Rows given their actions per state lock, so a long history listing does not hold writers back.
+const VIEWS_PER_LOCK: usize = 1024;
+
+/// Requests as `caller` sees them now: each with the actions they may take on it (the rules'
+/// own checks, under the current state and policy).
+pub fn request_views(engine: &Engine, caller: &Caller, rows: Vec<Request>) -> Vec<RequestView> {
+    let (who, now) = (caller.actor(), engine.now());
+    let mut views = Vec::with_capacity(rows.len());
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        engine.read(|s, p| {
+            views.extend(
+                rows.by_ref()
+                    .take(VIEWS_PER_LOCK)
+                    .map(|r| RequestView { actions: rules::request_actions(s, p, &who, &r, now), request: r }),
+            )
+        });
+    }
+    views
+}
+
+/// Grants as `caller` sees them now: each with the actions they may take on it.
+pub fn grant_views(engine: &Engine, caller: &Caller, rows: Vec<Grant>) -> Vec<GrantView> {
+    let (who, now) = (caller.actor(), engine.now());
+    let mut views = Vec::with_capacity(rows.len());
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        engine.read(|s, p| {
+            views.extend(
+                rows.by_ref().take(VIEWS_PER_LOCK).map(|g| GrantView { actions: rules::grant_actions(s, p, &who, &g, now), grant: g }),
+            )
+        });
+    }
+    views
 }

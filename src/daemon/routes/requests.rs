@@ -7,12 +7,12 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 
-use super::{Body, Query, blocking, execute_and_read, parse_id, stored_list};
+use super::{Body, Query, blocking, execute_and_read, grant_views, parse_id, request_views, stored_list};
 use crate::daemon::Engine;
 use crate::daemon::auth::Caller;
 use crate::daemon::engine::Written;
 use crate::daemon::error::ApiError;
-use crate::model::wire::{Comment, NewRequest, Outcome};
+use crate::model::wire::{Comment, NewRequest, Outcome, RequestView};
 use crate::model::{Grant, Request, RequestId, RequestState};
 use crate::rules::{self, Command};
 use crate::store::StoreError;
@@ -46,13 +46,15 @@ fn written_or_stored(engine: &Engine, written: &Written, id: RequestId) -> Resul
     }
 }
 
-/// The outcome, if the caller may see the request.
+/// The outcome as the caller sees it (with the actions they may take), if they may see the request.
 fn visible(engine: &Engine, caller: &Caller, id: RequestId, found: (Option<Request>, Option<Grant>)) -> Result<Outcome, ApiError> {
     let policy = engine.policy();
     let (request, grant) = found;
     let request = request
         .filter(|r| rules::request_visible(&policy, &caller.user, r))
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no_such_request", format!("there is no request {id} that you may see")))?;
+    let request = request_views(engine, caller, vec![request]).remove(0);
+    let grant = grant_views(engine, caller, grant.into_iter().collect()).pop();
     Ok(Outcome { request, grant })
 }
 
@@ -76,7 +78,11 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(visible(&engine, &caller, id, found)?)))
 }
 
-pub async fn list(State(engine): State<Arc<Engine>>, caller: Caller, Query(q): Query<ListQuery>) -> Result<Json<Vec<Request>>, ApiError> {
+pub async fn list(
+    State(engine): State<Arc<Engine>>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<RequestView>>, ApiError> {
     let all = match q.state.as_deref() {
         None | Some("pending") => false,
         Some("all") => true,
@@ -88,16 +94,18 @@ pub async fn list(State(engine): State<Arc<Engine>>, caller: Caller, Query(q): Q
         }
     };
     if all {
-        return Ok(Json(stored_list(&engine, &caller, |s, scope| s.requests(scope), rules::request_visible).await?));
+        let rows = stored_list(&engine, &caller, |s, scope| s.requests(scope), rules::request_visible).await?;
+        return Ok(Json(request_views(&engine, &caller, rows)));
     }
     let now = engine.now();
+    let who = caller.actor();
     Ok(Json(engine.read(|s, p| {
         s.pending
             .iter()
             .filter_map(|id| s.requests.get(id))
             .filter(|r| r.state == RequestState::Pending && r.pending_until > now)
             .filter(|r| rules::request_visible(p, &caller.user, r))
-            .cloned()
+            .map(|r| RequestView { request: r.clone(), actions: rules::request_actions(s, p, &who, r, now) })
             .collect()
     })))
 }

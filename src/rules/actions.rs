@@ -1,0 +1,61 @@
+//! What a viewer may do with a request or grant now, and why not. The answer comes from the very
+//! checks `decide` runs when the action is attempted (before it looks at what was typed with it),
+//! so a listing's `actions` and the daemon's answer to the attempt cannot disagree. No I/O.
+
+use chrono::{DateTime, Utc};
+
+use super::{Refusal, State, decide};
+use crate::model::wire::{ActionView, Actions, RowAction};
+use crate::model::{Actor, Grant, Request};
+use crate::policy::{Policy, Task};
+
+/// The row an action is taken on.
+#[derive(Clone, Copy, Debug)]
+pub enum Row<'a> {
+    Request(&'a Request),
+    Grant(&'a Grant),
+}
+
+/// Ok if `who` may take `action` on `row` at `now`, else the refusal the attempt would get (given
+/// a comment or reason where one is needed).
+pub fn permits(state: &State, policy: &Policy, who: &Actor, action: RowAction, row: Row<'_>, now: DateTime<Utc>) -> Result<(), Refusal> {
+    decide::not_disabled(state, who)?;
+    let actor = who.user.as_str();
+    match (action, row) {
+        (RowAction::Approve, Row::Request(r)) => decide::may_approve(state, policy, who, r, now).map(drop),
+        (RowAction::Deny, Row::Request(r)) => decide::may_deny(state, policy, actor, r, now),
+        (RowAction::Cancel, Row::Request(r)) => decide::may_cancel(policy, actor, r, now),
+        (RowAction::Revoke, Row::Grant(g)) => decide::may_revoke(policy, actor, g, now),
+        (RowAction::Relinquish, Row::Grant(g)) => decide::may_relinquish(policy, actor, g, now),
+        (RowAction::Review, Row::Grant(g)) => decide::may_review(policy, who, g),
+        (action, Row::Request(r)) => {
+            Err(Refusal::invalid("wrong_row", format!("{} is a request, and {} is done to grants", r.id, action.as_str())))
+        }
+        (action, Row::Grant(g)) => {
+            Err(Refusal::invalid("wrong_row", format!("{} is a grant, and {} is done to requests", g.id, action.as_str())))
+        }
+    }
+}
+
+fn view(action: RowAction, answer: Result<(), Refusal>) -> ActionView {
+    match answer {
+        Ok(()) => ActionView { action, allowed: true, code: None, why: None },
+        Err(r) => ActionView { action, allowed: false, code: Some(r.code.to_string()), why: Some(r.message) },
+    }
+}
+
+/// Approve, deny and cancel on `request`, each allowed or not for `who` at `now`.
+pub fn request_actions(state: &State, policy: &Policy, who: &Actor, request: &Request, now: DateTime<Utc>) -> Actions {
+    Actions(RowAction::ON_REQUEST.iter().map(|&a| view(a, permits(state, policy, who, a, Row::Request(request), now))).collect())
+}
+
+/// Revoke, relinquish and review on `grant`, each allowed or not for `who` at `now`.
+pub fn grant_actions(state: &State, policy: &Policy, who: &Actor, grant: &Grant, now: DateTime<Utc>) -> Actions {
+    Actions(RowAction::ON_GRANT.iter().map(|&a| view(a, permits(state, policy, who, a, Row::Grant(grant), now))).collect())
+}
+
+/// Who could approve a request of `requester`'s for `task`: its approvers but the requester
+/// (nobody approves their own) and anyone disabled.
+pub fn approvers_for(state: &State, policy: &Policy, task: &Task, requester: &str) -> Vec<String> {
+    policy.approver_users(task).into_iter().filter(|u| u != requester && !state.is_disabled(u)).collect()
+}
