@@ -1,6 +1,9 @@
 //! The policy file: who is in which group, which tasks exist, who may ask for them, who approves.
 //! Parsing refuses unknown keys, unknown groups, duplicates and impossible values, and every
-//! error names the file and line. A loaded `Policy` is immutable; a reload builds a new one.
+//! error names its place in the file (`diagnostics` shows it with a caret). A loaded `Policy` is
+//! immutable; a reload builds a new one.
+
+mod diagnostics;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -16,23 +19,34 @@ use crate::model::duration;
 use crate::model::text;
 use crate::model::wire::TaskView;
 
+pub use diagnostics::Problem;
+
 /// Why a policy could not be loaded: every problem found, each with its place in the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyError {
     pub file: String,
-    pub problems: Vec<(usize, String)>,
+    /// The text that was checked, so `render` can show each problem in place (None: unread).
+    pub source: Option<String>,
+    pub problems: Vec<Problem>,
 }
 
+impl PolicyError {
+    fn whole(file: &str, message: String) -> PolicyError {
+        PolicyError { file: file.to_string(), source: None, problems: vec![Problem::whole(&message)] }
+    }
+}
+
+/// One problem a line, `file:line: message`, for logs and answers that cannot show a snippet.
 impl fmt::Display for PolicyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, (line, message)) in self.problems.iter().enumerate() {
+        let file = text::inert(&self.file);
+        for (i, problem) in self.problems.iter().enumerate() {
             if i > 0 {
                 writeln!(f)?;
             }
-            if *line == 0 {
-                write!(f, "{}: {message}", self.file)?;
-            } else {
-                write!(f, "{}:{line}: {message}", self.file)?;
+            match problem.line {
+                0 => write!(f, "{file}: {}", problem.message)?,
+                line => write!(f, "{file}:{line}: {}", problem.message)?,
             }
         }
         Ok(())
@@ -306,18 +320,25 @@ struct RawParam {
     allow_leading_dash: bool,
 }
 
-/// Collects problems with their line numbers while validating.
+/// Collects problems with their places while validating.
 struct Problems<'a> {
     source: &'a str,
-    list: Vec<(usize, String)>,
+    list: Vec<Problem>,
 }
 
 impl Problems<'_> {
     fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
-        let line = self.source[..span.start.min(self.source.len())].matches('\n').count() + 1;
-        self.list.push((line, message.into()));
+        self.list.push(Problem::at(self.source, span, &message.into(), None));
+    }
+
+    /// A problem whose message does not say what to do: `help` does.
+    fn at_with_help(&mut self, span: Range<usize>, message: impl Into<String>, help: impl Into<String>) {
+        self.list.push(Problem::at(self.source, span, &message.into(), Some(&help.into())));
     }
 }
+
+/// What to do about a duration the policy got wrong.
+const DURATION_HELP: &str = "write a number and a unit (s, m, h or d), or a sum of them: 90s, 15m, 4h, 1h30m, 2d";
 
 /// A user, group, task or parameter name: letters, digits, '.', '-', '_', '@', at most 64.
 pub fn valid_name(name: &str) -> bool {
@@ -330,8 +351,7 @@ impl Policy {
     /// Reads and validates a policy file.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
         let file = path.display().to_string();
-        let bytes = std::fs::read(path)
-            .map_err(|e| PolicyError { file: file.clone(), problems: vec![(0, format!("cannot read the policy file: {e}"))] })?;
+        let bytes = std::fs::read(path).map_err(|e| PolicyError::whole(&file, format!("cannot read the policy file: {e}")))?;
         Policy::from_bytes(bytes, &file)
     }
 
@@ -341,7 +361,7 @@ impl Policy {
     pub fn load_trusted(path: &Path) -> Result<Policy, PolicyError> {
         use std::io::Read;
         let file = path.display().to_string();
-        let problem = |message: String| PolicyError { file: file.clone(), problems: vec![(0, message)] };
+        let problem = |message: String| PolicyError::whole(&file, message);
         let mut opened = crate::fs_trust::open_policy(path).map_err(|e| problem(e.0))?;
         let mut bytes = Vec::new();
         opened.read_to_end(&mut bytes).map_err(|e| problem(format!("cannot read the policy file: {e}")))?;
@@ -350,33 +370,37 @@ impl Policy {
 
     fn from_bytes(bytes: Vec<u8>, file: &str) -> Result<Policy, PolicyError> {
         let file = file.to_string();
-        let source = String::from_utf8(bytes).map_err(|e| PolicyError {
-            file: file.clone(),
-            problems: vec![(0, format!("the policy file is not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))],
-        })?;
+        let source = String::from_utf8(bytes)
+            .map_err(|e| PolicyError::whole(&file, format!("the policy file is not UTF-8 text (byte {})", e.utf8_error().valid_up_to())))?;
         Policy::parse(&source, &file)
     }
 
     /// Validates policy text; `file` is the name used in messages.
     pub fn parse(source: &str, file: &str) -> Result<Policy, PolicyError> {
+        let failed = |list| PolicyError { file: file.to_string(), source: Some(source.to_string()), problems: list };
         let raw: RawPolicy = toml::from_str(source).map_err(|e| {
             let mut p = Problems { source, list: Vec::new() };
             let message = e.message().trim().to_string();
+            let help = if message.starts_with("unknown field") {
+                "remove this key or correct its spelling: the keys allowed here are listed above"
+            } else {
+                "this is not valid TOML here: check the quotes, brackets and `key = value` of this line"
+            };
             match e.span() {
-                Some(span) => p.at(span, message),
-                None => p.list.push((0, message)),
+                Some(span) => p.at_with_help(span, message, help),
+                None => p.list.push(Problem::whole(&message)),
             }
-            PolicyError { file: file.to_string(), problems: p.list }
+            failed(p.list)
         })?;
         let mut p = Problems { source, list: Vec::new() };
         let policy = Self::validate(raw, &mut p, source, file);
-        if p.list.is_empty() { Ok(policy) } else { Err(PolicyError { file: file.to_string(), problems: p.list }) }
+        if p.list.is_empty() { Ok(policy) } else { Err(failed(p.list)) }
     }
 
     fn validate(raw: RawPolicy, p: &mut Problems, source: &str, file: &str) -> Policy {
         let pending_ttl = match raw.settings.as_ref().and_then(|s| s.get_ref().pending_ttl.as_ref()) {
             Some(ttl) => duration::parse(ttl.get_ref()).unwrap_or_else(|e| {
-                p.at(ttl.span(), format!("settings.pending_ttl: {e}"));
+                p.at_with_help(ttl.span(), format!("settings.pending_ttl: {e}"), DURATION_HELP);
                 0
             }),
             None => 24 * 3600,
@@ -398,11 +422,20 @@ impl Policy {
             groups.insert(name, set);
         }
 
+        let defined: Vec<&str> = groups.keys().map(String::as_str).collect();
+        let define_help = |name: &str| match defined.as_slice() {
+            [] => format!("define the group under [groups]: {name} = [\"user\", ...]"),
+            some => format!("define the group under [groups], or name one that is defined: {}", some.join(", ")),
+        };
         let group_refs = |list: &[Spanned<String>], what: &str, p: &mut Problems| -> Vec<String> {
             let mut seen = BTreeSet::new();
             for g in list {
                 if !groups.contains_key(g.get_ref()) {
-                    p.at(g.span(), format!("{what} names the group '{}', which [groups] does not define", text::inert(g.get_ref())));
+                    p.at_with_help(
+                        g.span(),
+                        format!("{what} names the group '{}', which [groups] does not define", text::inert(g.get_ref())),
+                        define_help(g.get_ref()),
+                    );
                 } else if !seen.insert(g.get_ref().clone()) {
                     p.at(g.span(), format!("{what} lists the group '{}' twice", g.get_ref()));
                 }
@@ -493,7 +526,7 @@ impl Policy {
                 p.at(t.approval.span(), format!("{here}: break_glass and approval = \"auto\" contradict each other; break-glass tasks are manual and reviewed afterwards"));
             }
             let max_duration = duration::parse(t.max_duration.get_ref()).unwrap_or_else(|e| {
-                p.at(t.max_duration.span(), format!("{here}: max_duration: {e}"));
+                p.at_with_help(t.max_duration.span(), format!("{here}: max_duration: {e}"), DURATION_HELP);
                 1
             });
             let default_duration = match &t.default_duration {
@@ -507,7 +540,7 @@ impl Policy {
                     }
                     Ok(v) => v,
                     Err(e) => {
-                        p.at(d.span(), format!("{here}: default_duration: {e}"));
+                        p.at_with_help(d.span(), format!("{here}: default_duration: {e}"), DURATION_HELP);
                         1
                     }
                 },
@@ -548,7 +581,7 @@ impl Policy {
             );
         }
         if tasks.is_empty() && p.list.is_empty() {
-            p.list.push((0, "the policy defines no [[tasks]]; nobody could ask for anything".into()));
+            p.list.push(Problem::whole("the policy defines no [[tasks]]; nobody could ask for anything"));
         }
 
         Policy {
@@ -685,7 +718,7 @@ impl Policy {
         }
         let timeout = match &t.timeout {
             Some(d) => duration::parse(d.get_ref()).unwrap_or_else(|e| {
-                p.at(d.span(), format!("{here}: timeout: {e}"));
+                p.at_with_help(d.span(), format!("{here}: timeout: {e}"), DURATION_HELP);
                 1
             }),
             None => 3600,

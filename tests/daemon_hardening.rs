@@ -178,7 +178,21 @@ async fn policy_check_names_file_and_line() {
     .unwrap();
     let out = std::process::Command::new(common::BIN).args(["policy", "check"]).arg(&bad).output().unwrap();
     assert_eq!(code(&out), 1);
-    assert!(stderr(&out).contains("bad.toml:5: task 't': requesters names the group 'opz'"), "{}", stderr(&out));
+    // The problem, its place, the line with a caret under the name, and what to do.
+    let shown = stderr(&out);
+    assert!(shown.contains("error: task 't': requesters names the group 'opz', which [groups] does not define"), "{shown}");
+    assert!(shown.contains("bad.toml:5:15\n  |\n5 | requesters = [\"opz\"]\n  |               ^^^^^"), "{shown}");
+    assert!(shown.contains("help: define the group under [groups], or name one that is defined: ops"), "{shown}");
+    assert!(!shown.contains('\u{1b}'), "no colour when stderr is not a terminal: {shown}");
+    // Scripts get the same, structured.
+    let out = std::process::Command::new(common::BIN).args(["--json", "policy", "check"]).arg(&bad).output().unwrap();
+    assert_eq!(code(&out), 1);
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        (report["ok"].as_bool(), report["problems"][0]["line"].as_u64(), report["problems"][0]["column"].as_u64()),
+        (Some(false), Some(5), Some(15))
+    );
+    assert!(report["problems"][0]["help"].as_str().unwrap().contains("define the group"), "{report}");
 }
 
 /// A task that some requester could never get approved (each approver counts once and nobody
@@ -196,10 +210,11 @@ async fn policy_check_refuses_a_task_that_can_never_be_approved() {
     let out = std::process::Command::new(common::BIN).args(["policy", "check"]).arg(&bad).output().unwrap();
     assert_eq!(code(&out), 1);
     assert!(
-        stderr(&out).contains("bad.toml:8: task 't': needs 2 distinct approvals, but a request by 'ann' could never be approved"),
+        stderr(&out).contains("error: task 't': needs 2 distinct approvals, but a request by 'ann' could never be approved"),
         "{}",
         stderr(&out)
     );
+    assert!(stderr(&out).contains("bad.toml:8:13\n  |\n8 | approvals = 2\n  |             ^"), "{}", stderr(&out));
 }
 
 #[tokio::test]

@@ -354,7 +354,10 @@ proptest! {
         let at = (0..=at).rev().find(|i| src.is_char_boundary(*i)).unwrap_or(0);
         let damaged = format!("{}{insert}{}", &src[..at], &src[at..]);
         if let Err(e) = Policy::parse(&damaged, "policy.toml") {
-            prop_assert!(e.problems.iter().all(|(line, m)| *line <= damaged.lines().count() + 1 && !m.is_empty()), "{}", e);
+            prop_assert!(e.problems.iter().all(|p| p.line <= damaged.lines().count() + 1 && !p.message.is_empty()), "{}", e);
+            // And each is shown in place: the report quotes its line, whatever the damage.
+            let shown = e.render(false);
+            prop_assert!(e.problems.iter().all(|p| p.line == 0 || shown.contains(&format!("policy.toml:{}:{}", p.line, p.column))), "{}", shown);
         }
     }
 }

@@ -1,5 +1,7 @@
 //! `zsa policy check FILE`: validates a policy without a daemon.
 
+use std::io::{IsTerminal, Write};
+
 use super::{CliError, CmdResult, output};
 use crate::cli::PolicyCmd;
 use crate::policy::Policy;
@@ -19,12 +21,21 @@ pub fn run(command: &PolicyCmd, json: bool) -> CmdResult {
             }
             Ok(())
         }
-        Err(e) => {
-            if json {
-                let problems: Vec<_> = e.problems.iter().map(|(line, m)| serde_json::json!({"line": line, "message": m})).collect();
-                output::json_line(&serde_json::json!({"ok": false, "file": e.file, "problems": problems}));
-            }
+        Err(e) if json => {
+            let problems: Vec<_> = e
+                .problems
+                .iter()
+                .map(|p| serde_json::json!({"line": p.line, "column": p.column, "message": p.message, "help": p.help}))
+                .collect();
+            output::json_line(&serde_json::json!({"ok": false, "file": e.file, "problems": problems}));
             Err(CliError::Refused(e.to_string()))
+        }
+        Err(e) => {
+            // Each problem in place, with a caret under it and what to do, as compilers show theirs.
+            let stderr = std::io::stderr();
+            let color = stderr.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            let _ = writeln!(stderr.lock(), "{}", e.render(color));
+            Err(CliError::Exit(1))
         }
     }
 }
