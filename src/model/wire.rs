@@ -222,6 +222,19 @@ impl std::ops::Deref for GrantView {
     }
 }
 
+// Writing through (tests shape rows this way) leaves the actions as the daemon gave them.
+impl std::ops::DerefMut for RequestView {
+    fn deref_mut(&mut self) -> &mut Request {
+        &mut self.request
+    }
+}
+
+impl std::ops::DerefMut for GrantView {
+    fn deref_mut(&mut self) -> &mut Grant {
+        &mut self.grant
+    }
+}
+
 /// A request after a change, with its grant if it has one.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Outcome {

@@ -99,6 +99,8 @@ pub enum Mode {
     Filter,
     /// Editing the export path.
     Export(String),
+    /// A run's whole transcript, over the detail of its event (keys in `scrolling.rs`).
+    Transcript(RunId),
 }
 
 /// One selectable row.
@@ -168,6 +170,8 @@ pub struct App {
     pub person: usize,
     /// Transcripts loaded for the detail view: text, and the SHA-256 of what arrived.
     pub transcripts: BTreeMap<RunId, (String, String)>,
+    /// How far the popup on screen is scrolled (keys in `scrolling.rs`).
+    pub scroll: super::widgets::scroll::Scroll,
     pub quit: bool,
     /// Something visible changed since the last frame.
     pub dirty: bool,
@@ -201,6 +205,7 @@ impl App {
             people,
             person: 0,
             transcripts: BTreeMap::new(),
+            scroll: Default::default(),
             quit: false,
             dirty: true,
             stale: false,
@@ -406,6 +411,9 @@ impl App {
         }
         match action {
             Action::Key(key) => {
+                if let Some(effects) = self.popup_key(key) {
+                    return effects;
+                }
                 if matches!(self.mode, Mode::Form(_) | Mode::Prompt(_) | Mode::Filter | Mode::Export(_)) {
                     return self.edit(key);
                 }

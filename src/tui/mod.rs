@@ -8,6 +8,7 @@ pub mod keymap;
 mod overlays;
 pub mod panes;
 pub mod runtime;
+mod scrolling;
 pub mod theme;
 pub mod ui;
 pub mod widgets;
@@ -25,5 +26,7 @@ pub struct TuiOptions {
 
 pub use runtime::run;
 
+#[cfg(test)]
+mod snapshot_tests;
 #[cfg(test)]
 mod tests;
