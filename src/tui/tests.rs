@@ -394,6 +394,21 @@ fn prompts_open_only_where_the_daemon_allows_and_say_its_reason_otherwise() {
     assert!(matches!(&app.mode, Mode::Prompt(p) if p.kind == PromptKind::Relinquish(GrantId(4))), "{:?}", app.mode);
 }
 
+/// Actions are as of when the daemon answered; what changes them makes the console ask again:
+/// a request's deadline passing (the daemon's expiry event) and a policy reload.
+#[test]
+fn a_deadline_or_a_reload_brings_fresh_actions() {
+    let mut app = alice();
+    let r1 = app.requests[&RequestId(1)].clone();
+    let deadline = r1.pending_until;
+    let expired = Change::RequestExpired { request: r1.id, task: r1.task.clone(), requester: r1.requester.clone(), deadline };
+    let effects = app.update(Action::EventReceived(event(60, "zsa:daemon", expired)), deadline);
+    assert_eq!(effects, vec![Effect::FetchRequest(RequestId(1))]);
+    assert!(!app.sections[1][0].items.contains(&Item::Request(RequestId(1))), "out of the queue before the answer comes");
+    let reloaded = Change::PolicyLoaded { sha256: "cd".repeat(32), path: "/etc/zsa/policy.toml".into(), tasks: 4 };
+    assert_eq!(app.update(Action::EventReceived(event(61, "root", reloaded)), deadline), vec![Effect::LoadAll]);
+}
+
 #[test]
 fn revoke_needs_a_reason_and_review_targets_break_glass() {
     let mut app = alice();
