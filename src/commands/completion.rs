@@ -153,7 +153,8 @@ where
 /// default; the token from ZSA_TOKEN (standard input is the terminal's, not a token).
 fn completing_client() -> Option<Client> {
     let words: Vec<OsString> = std::env::args_os().collect();
-    let args = ClientArgs { socket: typed_socket(&words), token: None, token_stdin: false };
+    let socket = typed_socket(&words).or_else(|| std::env::var_os("ZSA_SOCKET").filter(|s| !s.is_empty()).map(Into::into));
+    let args = ClientArgs { socket, token: None, token_stdin: false };
     let socket = socket_for(&args, true).ok()?;
     let token = std::env::var("ZSA_TOKEN").ok().filter(|t| !t.is_empty());
     Client::new(&socket, token).ok()

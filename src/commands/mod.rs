@@ -263,3 +263,19 @@ async fn dispatch(cli: Cli) -> CmdResult {
         Cmd::Daemon(_) | Cmd::Demo { .. } | Cmd::Policy { .. } | Cmd::Completions { .. } | Cmd::Man => unreachable!("handled above"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A comment the daemon finds missing (or blank) is a usage error too, as documented.
+    #[test]
+    fn a_missing_comment_is_exit_2_whoever_notices() {
+        let refused = |code: &str| CliError::Client(ClientError::Refused { status: 400, code: code.into(), message: String::new() });
+        assert_eq!(refused("comment_required").exit_code(), 2);
+        assert_eq!(refused("reason_required").exit_code(), 2);
+        assert_eq!(refused("not_pending").exit_code(), 1);
+        assert_eq!(required(&Some(" ".into()), "--comment", "why", "zsa deny R1 --comment \"...\"").unwrap_err().exit_code(), 2);
+        assert!(required(&Some("because".into()), "--comment", "why", "").is_ok());
+    }
+}
