@@ -3,11 +3,14 @@
 
 pub mod action;
 pub mod app;
+pub mod config;
+pub mod context;
 pub mod form;
 pub mod keymap;
 mod overlays;
 pub mod panes;
 pub mod runtime;
+pub mod textfield;
 pub mod theme;
 pub mod ui;
 pub mod widgets;
@@ -25,5 +28,7 @@ pub struct TuiOptions {
 
 pub use runtime::run;
 
+#[cfg(test)]
+mod behaviour_tests;
 #[cfg(test)]
 mod tests;

@@ -6,7 +6,6 @@ use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 
 use super::app::{App, Item, Prompt, PromptKind};
 use super::form::{Field, RequestForm};
-use super::keymap;
 use super::theme::Theme;
 use super::widgets::popup;
 use crate::model::text::{inert, inert_line};
@@ -17,7 +16,9 @@ fn boxed<'a>(title: &str, theme: &Theme) -> Block<'a> {
 }
 
 pub fn help(app: &App, frame: &mut Frame, theme: &Theme) {
-    let lines: Vec<Line> = keymap::for_pane(app.pane)
+    let lines: Vec<Line> = app
+        .keys
+        .for_pane(app.pane)
         .map(|b| Line::from(vec![Span::styled(format!("{:>10}  ", b.keys), theme.header()), Span::raw(b.help)]))
         .collect();
     let area = popup(frame, 76, lines.len() as u16 + 2);
@@ -164,20 +165,24 @@ pub fn form(app: &App, form: &RequestForm, frame: &mut Frame, theme: &Theme) {
     let task = form.task(&app.tasks);
     let problems = form.problems(&app.tasks);
     let mut lines = Vec::new();
+    let focused = |f: Field| form.field == f;
     for f in Field::ALL {
         let value = match f {
-            Field::Task => task.map(|t| format!("◀ {} ▶", t.name)).unwrap_or_default(),
-            Field::Duration => form.duration.clone(),
-            Field::Reason => form.reason.clone(),
-            Field::Ticket => form.ticket.clone(),
+            Field::Task => {
+                let search =
+                    if form.search.is_empty() && !focused(f) { String::new() } else { format!("  search: {}", form.search.with_caret()) };
+                let n = form.matching(&app.tasks).len();
+                task.map(|t| format!("◀ {} ▶ ({n}){search}", t.name)).unwrap_or(search)
+            }
+            Field::Duration if focused(f) => form.duration.with_caret(),
+            Field::Reason if focused(f) => form.reason.with_caret(),
+            Field::Ticket if focused(f) => form.ticket.with_caret(),
+            Field::Duration => form.duration.to_string(),
+            Field::Reason => form.reason.to_string(),
+            Field::Ticket => form.ticket.to_string(),
         };
-        let focused = form.field == f;
-        let cursor = if focused && f != Field::Task { "▏" } else { "" };
-        let label_style = if focused { theme.header() } else { theme.dim() };
-        lines.push(Line::from(vec![
-            Span::styled(format!("{:>9}: ", f.label()), label_style),
-            Span::raw(format!("{}{cursor}", inert_line(&value))),
-        ]));
+        let label_style = if focused(f) { theme.header() } else { theme.dim() };
+        lines.push(Line::from(vec![Span::styled(format!("{:>9}: ", f.label()), label_style), Span::raw(inert_line(&value))]));
         if f == Field::Task
             && let Some(t) = task
         {
@@ -201,7 +206,7 @@ pub fn form(app: &App, form: &RequestForm, frame: &mut Frame, theme: &Theme) {
     } else {
         Span::styled("fix the marked fields", theme.warn())
     };
-    lines.push(Line::from(vec![ready, Span::styled("   Tab/↑↓ field · ←→ task · Esc cancel", theme.dim())]));
+    lines.push(Line::from(vec![ready, Span::styled("   Tab/↑↓ field · ←→ or type: task · Esc cancel", theme.dim())]));
     let area = popup(frame, 76, lines.len() as u16 + 2);
     frame.render_widget(Paragraph::new(lines).block(boxed("Ask for a task", theme)), area);
 }
@@ -223,10 +228,7 @@ pub fn prompt(app: &App, prompt: &Prompt, frame: &mut Frame, theme: &Theme) {
     }
     lines.push(Line::raw(""));
     if let Some((label, _)) = prompt.kind.input() {
-        lines.push(Line::from(vec![
-            Span::styled(format!("{label}: "), theme.header()),
-            Span::raw(format!("{}▏", inert_line(&prompt.input))),
-        ]));
+        lines.push(Line::from(vec![Span::styled(format!("{label}: "), theme.header()), Span::raw(inert_line(&prompt.input.with_caret()))]));
         lines.push(Line::styled("Enter confirms · Esc cancels", theme.dim()));
     } else {
         lines.push(Line::styled("Enter or y confirms · Esc or n cancels", theme.dim()));

@@ -7,7 +7,6 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
 use super::app::{App, Connection, Mode, Pane};
-use super::keymap;
 use super::overlays;
 use super::panes;
 use super::theme::Theme;
@@ -82,15 +81,19 @@ fn render_footer(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
         Line::from(vec![Span::styled(format!(" {} ", inert_line(&t.text)), style), Span::styled(" (Esc)", theme.dim())])
     } else {
         match &app.mode {
-            Mode::Filter => Line::from(Span::styled(" type to filter · Enter keep · Esc clear", theme.warn())),
+            Mode::Filter => Line::from(vec![
+                Span::styled(" filter: ", theme.warn()),
+                Span::raw(inert_line(&app.filters[app.pane as usize].with_caret())),
+                Span::styled("  Enter keep · Esc clear", theme.dim()),
+            ]),
             Mode::Export(path) => Line::from(vec![
                 Span::styled(" export to: ", theme.warn()),
-                Span::raw(format!("{}▏", inert_line(path))),
+                Span::raw(inert_line(&path.with_caret())),
                 Span::styled("  Enter write · Esc cancel (.csv for CSV)", theme.dim()),
             ]),
             _ => {
                 let mut spans = Vec::new();
-                for b in keymap::for_pane(app.pane).filter(|b| b.hint) {
+                for b in app.keys.for_pane(app.pane).filter(|b| b.hint) {
                     spans.push(Span::styled(format!(" {}", b.keys), theme.header()));
                     spans.push(Span::raw(format!(" {} ", b.short)));
                 }

@@ -6,7 +6,7 @@ use ratatui::text::Span;
 use ratatui::widgets::Cell;
 
 use super::{Columns, text_cell};
-use crate::tui::app::{App, Item, Mode, VerifyState};
+use crate::tui::app::{App, Item, VerifyState};
 use crate::tui::theme::Theme;
 
 pub fn columns(section: usize) -> Columns {
@@ -25,10 +25,6 @@ pub fn log_title_extra(app: &App, theme: &Theme) -> Vec<Span<'static>> {
     let mut out = Vec::new();
     if app.follow {
         out.push(Span::styled("[follow] ", theme.ok()));
-    }
-    if !app.filter.is_empty() || app.mode == Mode::Filter {
-        let cursor = if app.mode == Mode::Filter { "▏" } else { "" };
-        out.push(Span::styled(format!("filter: {}{cursor} ", crate::model::text::inert_line(&app.filter)), theme.warn()));
     }
     let last = app.log.last().map(|e| e.seq).unwrap_or(0);
     out.push(match &app.verify {
