@@ -13,7 +13,7 @@ use super::ui;
 use crate::model::wire::{NewRequest, Outcome, TaskView, WhoAmI};
 use crate::model::{Approval, Change, Event, Grant, GrantId, GrantState, Request, RequestId, RequestState, TokenId};
 
-fn t0() -> DateTime<Utc> {
+pub(super) fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).unwrap()
 }
 
@@ -78,7 +78,7 @@ fn grant(id: u64, who: &str, task: &str, left_min: i64, total_min: i64) -> Grant
     }
 }
 
-fn event(seq: u64, actor: &str, change: Change) -> Event {
+pub(super) fn event(seq: u64, actor: &str, change: Change) -> Event {
     Event {
         seq,
         at: t0() - Duration::minutes(60 - seq as i64),
@@ -91,7 +91,7 @@ fn event(seq: u64, actor: &str, change: Change) -> Event {
 }
 
 /// alice approves journal and export; she asked for dns herself; carol and dave work on call.
-fn loaded(user: &str, roles: &[&str]) -> App {
+pub(super) fn loaded(user: &str, roles: &[&str]) -> App {
     let mut app = App::new("/run/zsa/zsa.sock".into(), t0(), true, Vec::new());
     let mut requests = vec![
         request(1, "carol", "journal", RequestState::Pending, "journal rule for the legal hold", 12),
@@ -151,21 +151,21 @@ fn loaded(user: &str, roles: &[&str]) -> App {
     app
 }
 
-fn alice() -> App {
+pub(super) fn alice() -> App {
     loaded("alice", &["approver", "requester", "auditor"])
 }
 
-fn key(app: &mut App, code: KeyCode) -> Vec<Effect> {
+pub(super) fn key(app: &mut App, code: KeyCode) -> Vec<Effect> {
     app.update(Action::Key(KeyEvent::new(code, KeyModifiers::NONE)), app.now)
 }
 
-fn typed(app: &mut App, text: &str) {
+pub(super) fn typed(app: &mut App, text: &str) {
     for c in text.chars() {
         key(app, KeyCode::Char(c));
     }
 }
 
-fn screen(app: &App, w: u16, h: u16) -> String {
+pub(super) fn screen(app: &App, w: u16, h: u16) -> String {
     let mut terminal = Terminal::new(TestBackend::new(w, h)).unwrap();
     terminal.draw(|f| ui::render(app, f, &Theme::new(true))).unwrap();
     let buf = terminal.backend().buffer().clone();
