@@ -57,16 +57,10 @@ async fn an_approver_sees_a_request_arrive_and_approves_it_with_a_key() {
     assert_eq!(d.admin().show_request(RequestId(2)).await.unwrap().request.state, RequestState::Pending);
 }
 
-/// Reads the first h:mm:ss countdown on the screen, in seconds.
+/// Reads the first countdown on the screen (`4s`, `44m59s`: time left as durations are written),
+/// in seconds.
 fn countdown(screen: &str) -> Option<i64> {
-    screen.split_whitespace().find_map(|w| {
-        let parts: Vec<&str> = w.split(':').collect();
-        if parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())) {
-            Some(parts[0].parse::<i64>().ok()? * 3600 + parts[1].parse::<i64>().ok()? * 60 + parts[2].parse::<i64>().ok()?)
-        } else {
-            None
-        }
-    })
+    screen.split_whitespace().find_map(|w| zsa::model::duration::parse(w).ok()).map(|secs| secs as i64)
 }
 
 #[tokio::test(flavor = "multi_thread")]

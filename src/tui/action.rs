@@ -11,8 +11,9 @@ use crate::model::{Event, Grant, GrantId, Request, RequestId, RunId};
 pub enum Action {
     /// A key the user pressed; `update` translates it through the keymap.
     Key(KeyEvent),
-    /// A key typed into the focused text field (the keymap's translation while editing).
-    Edit(KeyEvent),
+    /// A key for the popup or text field that has the keyboard (the keymap's translation
+    /// outside the panes); the app reads it against its mode.
+    ModeKey(KeyEvent),
     /// A mouse event (the wheel scrolls the current list).
     Mouse(MouseEvent),
     /// A second passed (only sent while something on screen counts down).

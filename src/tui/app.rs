@@ -81,6 +81,8 @@ pub enum Mode {
     Filter,
     /// Editing the export path.
     Export(TextField),
+    /// A run's whole transcript, over the detail of its event (keys in `scrolling.rs`).
+    Transcript(RunId),
 }
 
 impl Mode {
@@ -89,7 +91,7 @@ impl Mode {
         match self {
             Mode::Normal => ModeKind::Normal,
             Mode::Help => ModeKind::Help,
-            Mode::Detail => ModeKind::Detail,
+            Mode::Detail | Mode::Transcript(_) => ModeKind::Detail,
             Mode::Form(_) | Mode::Prompt(_) | Mode::Filter | Mode::Export(_) => ModeKind::Editing,
         }
     }
@@ -199,6 +201,8 @@ pub struct App {
     pub person: usize,
     /// Transcripts loaded for the detail view: text, and the SHA-256 of what arrived.
     pub transcripts: BTreeMap<RunId, (String, String)>,
+    /// How far the popup on screen is scrolled (keys in `scrolling.rs`).
+    pub scroll: super::widgets::scroll::Scroll,
     pub quit: bool,
     /// Something visible changed since the last frame.
     pub dirty: bool,
@@ -235,6 +239,7 @@ impl App {
             people,
             person: 0,
             transcripts: BTreeMap::new(),
+            scroll: Default::default(),
             quit: false,
             dirty: true,
             stale: false,
@@ -451,12 +456,9 @@ impl App {
             self.dirty = true;
         }
         match action {
-            Action::Key(key) => self.on_key(key),
-            Action::Mouse(mouse) => match self.keys.translate_mouse(self.key_context(), mouse) {
-                Some(intent) => self.on_intent(intent),
-                None => Vec::new(),
-            },
-            Action::Edit(key) => self.edit(key),
+            Action::Key(key) => self.dispatch(self.keys.translate(self.key_context(), key)),
+            Action::Mouse(mouse) => self.dispatch(self.keys.translate_mouse(self.key_context(), mouse)),
+            Action::ModeKey(key) => self.mode_key(key),
             Action::Tick => self.on_tick(),
             Action::EventReceived(event) => self.on_event(event),
             action if action.is_result() => self.on_result(action),
@@ -464,13 +466,30 @@ impl App {
         }
     }
 
-    /// A key as the terminal sent it. The runtime translates keys itself before they get here;
-    /// this is the same translation, for callers that hold a raw key (the tests).
-    fn on_key(&mut self, key: crossterm::event::KeyEvent) -> Vec<Effect> {
-        match self.keys.translate(self.key_context(), key) {
-            Some(Action::Edit(key)) => self.edit(key),
+    /// A translated key or mouse event. The runtime translates before actions get here; raw
+    /// keys (from the tests) take the same translation.
+    fn dispatch(&mut self, translated: Option<Action>) -> Vec<Effect> {
+        match translated {
+            Some(Action::ModeKey(key)) => self.mode_key(key),
             Some(intent) => self.on_intent(intent),
             None => Vec::new(),
+        }
+    }
+
+    /// A key while a popup or a text field has the keyboard: scrolling first (`scrolling.rs`),
+    /// then the field's editing, the help's "any key closes", or the pane's keys under a detail.
+    fn mode_key(&mut self, key: crossterm::event::KeyEvent) -> Vec<Effect> {
+        if let Some(effects) = self.popup_key(key) {
+            return effects;
+        }
+        match self.mode.kind() {
+            ModeKind::Editing => self.edit(key),
+            ModeKind::Help => self.on_intent(Action::ToggleHelp),
+            ModeKind::Detail if key.code == crossterm::event::KeyCode::Enter => self.on_intent(Action::Back),
+            ModeKind::Detail | ModeKind::Normal => {
+                let under = KeyContext { mode: ModeKind::Normal, pane: self.pane };
+                self.dispatch(self.keys.translate(under, key))
+            }
         }
     }
 

@@ -253,6 +253,10 @@ fn the_mouse_wheel_moves_the_cursor() {
     assert_eq!(app.selected(), Some(Item::Request(RequestId(2))));
     app.update(wheel(MouseEventKind::Moved), t0());
     assert_eq!(app.selected(), Some(Item::Request(RequestId(2))), "only the wheel moves");
+    key(&mut app, KeyCode::Char('?'));
+    app.update(wheel(MouseEventKind::ScrollDown), t0());
+    assert_eq!(app.mode, Mode::Help, "over a popup the wheel scrolls it (as ↓ does) instead of closing it");
+    assert_eq!(app.selected(), Some(Item::Request(RequestId(2))), "and the list under it stays");
 }
 
 fn parse(text: &str) -> Result<config::Settings, String> {

@@ -32,9 +32,10 @@ pub enum ModeKind {
     Normal,
     /// Any key closes the help.
     Help,
-    /// A detail overlay: moving keys scroll it, Enter and Esc close it.
+    /// A detail or a transcript: moving keys scroll it, Enter and Esc close it, the pane's
+    /// other keys still work.
     Detail,
-    /// A text field has the focus: keys are typed into it.
+    /// A text field has the focus (a form, a prompt, the filter): keys are typed into it.
     Editing,
 }
 

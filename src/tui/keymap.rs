@@ -189,11 +189,9 @@ impl Keymap {
         if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == Char('c') {
             return Some(Action::Quit);
         }
-        match ctx.mode {
-            ModeKind::Help => return Some(Action::ToggleHelp),
-            ModeKind::Editing => return Some(Action::Edit(key)),
-            ModeKind::Detail if key.code == Enter => return Some(Action::Back),
-            ModeKind::Normal | ModeKind::Detail => {}
+        if ctx.mode != ModeKind::Normal {
+            // A popup or a text field has the keyboard: the app reads the key against it.
+            return Some(Action::ModeKey(key));
         }
         let code = match key.code {
             Char(c) if key.modifiers.contains(KeyModifiers::SHIFT) => Char(c.to_ascii_uppercase()),
@@ -215,15 +213,17 @@ impl Keymap {
         specific.or_else(|| self.for_pane(ctx.pane).find(|b| b.codes.contains(&code)).map(|b| b.action.clone()))
     }
 
-    /// The mouse wheel moves through the current list (or scrolls the detail view).
+    /// The mouse wheel moves through the current list, or scrolls the popup on screen as ↑↓ do.
     pub fn translate_mouse(&self, ctx: KeyContext, mouse: MouseEvent) -> Option<Action> {
-        if !matches!(ctx.mode, ModeKind::Normal | ModeKind::Detail) {
-            return None;
-        }
-        match mouse.kind {
-            MouseEventKind::ScrollUp => Some(Action::Up),
-            MouseEventKind::ScrollDown => Some(Action::Down),
-            _ => None,
+        let (intent, key) = match mouse.kind {
+            MouseEventKind::ScrollUp => (Action::Up, Up),
+            MouseEventKind::ScrollDown => (Action::Down, Down),
+            _ => return None,
+        };
+        match ctx.mode {
+            ModeKind::Normal => Some(intent),
+            ModeKind::Help | ModeKind::Detail => Some(Action::ModeKey(KeyEvent::new(key, KeyModifiers::NONE))),
+            ModeKind::Editing => None,
         }
     }
 }

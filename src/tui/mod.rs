@@ -10,6 +10,7 @@ pub mod keymap;
 mod overlays;
 pub mod panes;
 pub mod runtime;
+mod scrolling;
 pub mod textfield;
 pub mod theme;
 pub mod ui;
@@ -30,5 +31,7 @@ pub use runtime::run;
 
 #[cfg(test)]
 mod behaviour_tests;
+#[cfg(test)]
+mod snapshot_tests;
 #[cfg(test)]
 mod tests;

@@ -1,29 +1,37 @@
-//! Popups over the pane: help, the details of a selection, the request form, confirm prompts.
+//! Popups over the pane: help, the details of a selection, a run's transcript, the request form,
+//! confirm prompts. Each is sized by its wrapped lines and scrolls when taller than the screen;
+//! the lines that say how to close or confirm are pinned at the bottom.
 
 use ratatui::Frame;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 
 use super::app::{App, Item, Prompt, PromptKind};
 use super::form::{Field, RequestForm};
 use super::theme::Theme;
-use super::widgets::popup;
+use super::widgets::moment;
+use super::widgets::scroll::{Popup, Scrolling, render_popup};
 use crate::model::text::{inert, inert_line};
-use crate::model::{Change, RequestId, duration};
+use crate::model::{Change, RequestId, RunId, duration};
 
-fn boxed<'a>(title: &str, theme: &Theme) -> Block<'a> {
-    Block::default().borders(Borders::ALL).title(Span::styled(format!(" {title} "), theme.title()))
+/// Lines of a transcript shown in the event's detail; `t` shows all of it.
+const TRANSCRIPT_PREVIEW: usize = 5;
+
+/// The keys that scroll a tall popup, for its footer.
+const SCROLL_KEYS: &str = "↑↓ PgUp PgDn Home End: scroll";
+
+fn title(text: &str, theme: &Theme) -> Line<'static> {
+    Line::from(Span::styled(format!(" {text} "), theme.title()))
 }
 
 pub fn help(app: &App, frame: &mut Frame, theme: &Theme) {
-    let lines: Vec<Line> = app
+    let body: Vec<Line> = app
         .keys
         .for_pane(app.pane)
         .map(|b| Line::from(vec![Span::styled(format!("{:>10}  ", b.keys), theme.header()), Span::raw(b.help)]))
         .collect();
-    let area = popup(frame, 76, lines.len() as u16 + 2);
-    frame
-        .render_widget(Paragraph::new(lines).block(boxed(&format!("Keys of the {} pane (any key closes)", app.pane.title()), theme)), area);
+    let footer = vec![Line::styled(format!("{SCROLL_KEYS} · any other key closes"), theme.dim())];
+    let popup = Popup { title: title(&format!("Keys of the {} pane", app.pane.title()), theme), body, footer, width: 76, full: false };
+    render_popup(frame, popup, Scrolling::Keys(&app.scroll), theme);
 }
 
 fn field<'a>(label: &str, value: String, theme: &Theme) -> Line<'a> {
@@ -39,30 +47,19 @@ fn request_lines(app: &App, id: RequestId, theme: &Theme) -> Vec<Line<'static>> 
         field("task", r.task.clone(), theme),
         field("duration", duration::format(r.duration_secs), theme),
         field("ticket", inert_line(r.ticket.as_deref().unwrap_or("-")), theme),
-        field(
-            "asked",
-            format!(
-                "{} ({} ago)",
-                r.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
-                duration::format((now - r.created_at).num_seconds().max(0) as u64)
-            ),
-            theme,
-        ),
+        field("asked", moment(r.created_at, now), theme),
         field("approvals", format!("{}/{}", r.approvals.len(), r.approvals_needed), theme),
     ];
     if r.state == crate::model::RequestState::Pending {
-        lines.push(field(
-            "expires",
-            format!("in {} if nobody answers", duration::format((r.pending_until - now).num_seconds().max(0) as u64)),
-            theme,
-        ));
+        lines.push(field("lapses", format!("{} if nobody answers", moment(r.pending_until, now)), theme));
     }
     for a in &r.approvals {
         let c = a.comment.as_deref().map(|c| format!(": {}", inert_line(c))).unwrap_or_default();
-        lines.push(field("approved by", format!("{}{c}", inert_line(&a.by)), theme));
+        lines.push(field("approved by", format!("{} at {}{c}", inert_line(&a.by), moment(a.at, now)), theme));
     }
     if let Some(by) = &r.decided_by {
-        lines.push(field("decided by", inert_line(by), theme));
+        let at = r.decided_at.map(|at| format!(" at {}", moment(at, now))).unwrap_or_default();
+        lines.push(field("decided by", format!("{}{at}", inert_line(by)), theme));
     }
     if let Some(c) = &r.comment {
         lines.push(field("comment", inert_line(c), theme));
@@ -78,14 +75,17 @@ fn request_lines(app: &App, id: RequestId, theme: &Theme) -> Vec<Line<'static>> 
 }
 
 pub fn detail(app: &App, frame: &mut Frame, theme: &Theme) {
-    let (title, lines) = match app.selected() {
+    let now = app.now;
+    let mut run = None;
+    let (title_text, body) = match app.selected() {
         Some(Item::Request(id)) => (format!("Request {id}"), request_lines(app, id, theme)),
         Some(Item::Grant(id)) => {
             let mut lines = Vec::new();
             if let Some(g) = app.grants.get(&id) {
                 lines.push(field("grant", format!("{} ({})", g.id, g.state.as_str()), theme));
                 lines.push(field("holder", inert_line(&g.holder), theme));
-                lines.push(field("expires", g.expires_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(), theme));
+                lines.push(field("granted", moment(g.granted_at, now), theme));
+                lines.push(field("expires", moment(g.expires_at, now), theme));
                 lines.push(field("approved by", inert_line(&g.approved_by.join(", ")), theme));
                 if g.break_glass {
                     let review = g
@@ -96,7 +96,7 @@ pub fn detail(app: &App, frame: &mut Frame, theme: &Theme) {
                     lines.push(Line::styled(format!("{:>12}: {review}", "break-glass"), theme.danger()));
                 }
                 if let Some(e) = &g.ended {
-                    lines.push(field("ended", format!("{} by {}", e.at.format("%Y-%m-%d %H:%M:%S UTC"), inert_line(&e.by)), theme));
+                    lines.push(field("ended", format!("{} by {}", moment(e.at, now), inert_line(&e.by)), theme));
                     if let Some(reason) = &e.reason {
                         lines.push(field("why", inert_line(reason), theme));
                     }
@@ -107,58 +107,77 @@ pub fn detail(app: &App, frame: &mut Frame, theme: &Theme) {
             (format!("Grant {id}"), lines)
         }
         Some(Item::Event(i)) => {
-            let lines = app
-                .log
-                .get(i)
-                .map(|e| {
-                    vec![
-                        field("event", format!("{} {}", e.seq, e.change.kind()), theme),
-                        field("at", e.at.to_rfc3339(), theme),
-                        field("actor", inert_line(&e.actor), theme),
-                        field("proved", e.proved(), theme),
-                        field(
-                            "about",
-                            format!("{} {}", inert_line(e.change.subject().unwrap_or("-")), e.change.task().unwrap_or("")),
-                            theme,
-                        ),
-                        field("details", e.change.summary(), theme),
-                        field("hash", e.hash.clone(), theme),
-                        field("previous", e.prev_hash.clone(), theme),
-                    ]
-                })
-                .unwrap_or_default();
-            let mut lines = lines;
-            if let Some(Change::RunEnded { run, transcript_sha256, .. }) = app.log.get(i).map(|e| &e.change) {
-                lines.extend(transcript_lines(app, *run, transcript_sha256, frame.area().height.saturating_sub(16) as usize, theme));
+            let Some(e) = app.log.get(i) else { return };
+            let mut lines = vec![
+                field("event", format!("{} {}", e.seq, e.change.kind()), theme),
+                field("at", moment(e.at, now), theme),
+                field("actor", inert_line(&e.actor), theme),
+                field("proved", e.proved(), theme),
+                field("about", format!("{} {}", inert_line(e.change.subject().unwrap_or("-")), e.change.task().unwrap_or("")), theme),
+                field("details", e.change.summary(), theme),
+                field("hash", e.hash.clone(), theme),
+                field("previous", e.prev_hash.clone(), theme),
+            ];
+            if let Change::RunEnded { run: id, transcript_sha256, .. } = &e.change {
+                lines.extend(transcript_preview(app, *id, transcript_sha256, theme));
+                run = Some(*id);
             }
-            ("Event".to_string(), lines)
+            (format!("Event {}", e.seq), lines)
         }
         None => return,
     };
-    let area = popup(frame, 78, lines.len() as u16 + 3);
-    let mut block_lines = lines;
-    block_lines.push(Line::styled("Esc or Enter: back", theme.dim()));
-    frame.render_widget(Paragraph::new(block_lines).wrap(Wrap { trim: false }).block(boxed(&title, theme)), area);
+    let mut hint = String::from("Esc or Enter: back");
+    if run.is_some() {
+        hint.push_str(" · t: whole transcript");
+    }
+    hint.push_str(" · ↑↓ PgUp PgDn: scroll");
+    let popup = Popup { title: title(&title_text, theme), body, footer: vec![Line::styled(hint, theme.dim())], width: 100, full: false };
+    render_popup(frame, popup, Scrolling::Keys(&app.scroll), theme);
 }
 
-/// A run's transcript, inert, cut to fit, with whether it matches the digest in the log.
-fn transcript_lines(app: &App, run: crate::model::RunId, recorded: &str, room: usize, theme: &Theme) -> Vec<Line<'static>> {
-    let Some((text, sha256)) = app.transcripts.get(&run) else {
-        return vec![Line::styled(format!("loading the transcript of {run}…"), theme.dim())];
-    };
-    let mut lines = vec![if sha256 == recorded {
-        Line::styled(format!("transcript of {run} (matches the digest in the log):"), theme.ok())
-    } else {
-        Line::styled(format!("transcript of {run} DOES NOT MATCH the digest in the log"), theme.danger())
-    }];
-    let all: Vec<&str> = text.lines().collect();
-    for l in all.iter().take(room.max(1)) {
-        lines.push(Line::raw(format!("  {}", inert(l))));
+/// Whether a run's transcript, as it arrived, matches the digest the log recorded for it.
+fn transcript_check(app: &App, run: RunId, recorded: &str, theme: &Theme) -> (Line<'static>, Option<&'static str>) {
+    match app.transcripts.get(&run) {
+        None => (Line::styled(format!("loading the transcript of {run}…"), theme.dim()), None),
+        Some((_, sha256)) if sha256 == recorded => {
+            (Line::styled(format!("transcript of {run} (matches the digest in the log):"), theme.ok()), Some("matches"))
+        }
+        Some(_) => (Line::styled(format!("transcript of {run} DOES NOT MATCH the digest in the log"), theme.danger()), None),
     }
-    if all.len() > room.max(1) {
-        lines.push(Line::styled(format!("  … {} more lines: zsa audit transcript {run}", all.len() - room.max(1)), theme.dim()));
+}
+
+/// The first lines of a run's transcript, inert, checked against the digest in the log.
+fn transcript_preview(app: &App, run: RunId, recorded: &str, theme: &Theme) -> Vec<Line<'static>> {
+    let (check, _) = transcript_check(app, run, recorded, theme);
+    let mut lines = vec![check];
+    let Some((text, _)) = app.transcripts.get(&run) else { return lines };
+    let all: Vec<&str> = text.lines().collect();
+    lines.extend(all.iter().take(TRANSCRIPT_PREVIEW).map(|l| Line::raw(format!("  {}", inert(l)))));
+    if all.len() > TRANSCRIPT_PREVIEW {
+        lines.push(Line::styled(
+            format!("  … {} more lines: press t for the whole transcript", all.len() - TRANSCRIPT_PREVIEW),
+            theme.dim(),
+        ));
     }
     lines
+}
+
+/// A run's whole transcript on the whole screen, scrollable, with its check against the log.
+pub fn transcript(app: &App, run: RunId, frame: &mut Frame, theme: &Theme) {
+    let recorded = app.log.iter().rev().find_map(|e| match &e.change {
+        Change::RunEnded { run: id, transcript_sha256, .. } if *id == run => Some(transcript_sha256.as_str()),
+        _ => None,
+    });
+    let (check, _) = transcript_check(app, run, recorded.unwrap_or(""), theme);
+    let mut body = vec![check];
+    if let Some((text, _)) = app.transcripts.get(&run) {
+        let lines: Vec<&str> = text.lines().collect();
+        body.extend(lines.iter().map(|l| Line::raw(inert(l).into_owned())));
+        body.push(Line::styled(format!("(end of the transcript: {} lines)", lines.len()), theme.dim()));
+    }
+    let footer = vec![Line::styled(format!("Esc, Enter or t: back to the event · {SCROLL_KEYS}"), theme.dim())];
+    let popup = Popup { title: title(&format!("Transcript of {run}"), theme), body, footer, width: u16::MAX, full: true };
+    render_popup(frame, popup, Scrolling::Keys(&app.scroll), theme);
 }
 
 pub fn form(app: &App, form: &RequestForm, frame: &mut Frame, theme: &Theme) {
@@ -166,6 +185,7 @@ pub fn form(app: &App, form: &RequestForm, frame: &mut Frame, theme: &Theme) {
     let problems = form.problems(&app.tasks);
     let mut lines = Vec::new();
     let focused = |f: Field| form.field == f;
+    let mut focus = 0;
     for f in Field::ALL {
         let value = match f {
             Field::Task => {
@@ -181,6 +201,9 @@ pub fn form(app: &App, form: &RequestForm, frame: &mut Frame, theme: &Theme) {
             Field::Reason => form.reason.to_string(),
             Field::Ticket => form.ticket.to_string(),
         };
+        if focused(f) {
+            focus = lines.len();
+        }
         let label_style = if focused(f) { theme.header() } else { theme.dim() };
         lines.push(Line::from(vec![Span::styled(format!("{:>9}: ", f.label()), label_style), Span::raw(inert_line(&value))]));
         if f == Field::Task
@@ -200,15 +223,14 @@ pub fn form(app: &App, form: &RequestForm, frame: &mut Frame, theme: &Theme) {
             lines.push(Line::styled(format!("{:>11}✗ {}", "", inert_line(p)), theme.danger()));
         }
     }
-    lines.push(Line::raw(""));
     let ready = if problems.is_empty() {
         Span::styled("ready: Enter sends", theme.ok())
     } else {
         Span::styled("fix the marked fields", theme.warn())
     };
-    lines.push(Line::from(vec![ready, Span::styled("   Tab/↑↓ field · ←→ or type: task · Esc cancel", theme.dim())]));
-    let area = popup(frame, 76, lines.len() as u16 + 2);
-    frame.render_widget(Paragraph::new(lines).block(boxed("Ask for a task", theme)), area);
+    let footer = vec![Line::raw(""), Line::from(ready), Line::styled("Tab/↑↓ field · ←→ or type: task · Esc cancel", theme.dim())];
+    let popup = Popup { title: title("Ask for a task", theme), body: lines, footer, width: 76, full: false };
+    render_popup(frame, popup, Scrolling::Follow(focus), theme);
 }
 
 pub fn prompt(app: &App, prompt: &Prompt, frame: &mut Frame, theme: &Theme) {
@@ -226,16 +248,17 @@ pub fn prompt(app: &App, prompt: &Prompt, frame: &mut Frame, theme: &Theme) {
             lines.push(Line::styled(format!("ticket: {}", inert_line(t)), theme.dim()));
         }
     }
-    lines.push(Line::raw(""));
+    let mut footer = vec![Line::raw("")];
     if let Some((label, _)) = prompt.kind.input() {
-        lines.push(Line::from(vec![Span::styled(format!("{label}: "), theme.header()), Span::raw(inert_line(&prompt.input.with_caret()))]));
-        lines.push(Line::styled("Enter confirms · Esc cancels", theme.dim()));
+        footer
+            .push(Line::from(vec![Span::styled(format!("{label}: "), theme.header()), Span::raw(inert_line(&prompt.input.with_caret()))]));
+        footer.push(Line::styled("Enter confirms · Esc cancels · PgUp PgDn: scroll", theme.dim()));
     } else {
-        lines.push(Line::styled("Enter or y confirms · Esc or n cancels", theme.dim()));
+        footer.push(Line::styled("Enter or y confirms · Esc or n cancels · PgUp PgDn: scroll", theme.dim()));
     }
     if let Some(e) = &prompt.error {
-        lines.push(Line::styled(e.clone(), theme.danger()));
+        footer.push(Line::styled(inert_line(e), theme.danger()));
     }
-    let area = popup(frame, 70, lines.len() as u16 + 2);
-    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }).block(boxed(&format!("{}?", prompt.kind.title()), theme)), area);
+    let popup = Popup { title: title(&format!("{}?", prompt.kind.title()), theme), body: lines, footer, width: 70, full: false };
+    render_popup(frame, popup, Scrolling::Keys(&app.scroll), theme);
 }

@@ -1,18 +1,29 @@
 //! Draws a frame from the app's state: status bar, pane tabs, the pane, the footer, overlays.
-//! Reads only; never changes the state.
+//! Reads only; never changes the state (a popup's scroll notes how far it can go).
 
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::layout::{Alignment, Constraint, Flex, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::Paragraph;
+use ratatui::widgets::{Paragraph, Wrap};
 
 use super::app::{App, Connection, Mode, Pane};
+use super::keymap;
 use super::overlays;
 use super::panes;
 use super::theme::Theme;
+use super::widgets::table::ellipsize;
 use crate::model::text::inert_line;
 
+/// Below this size the panes cannot show a useful row; the console says so instead.
+pub const MIN_WIDTH: u16 = 50;
+pub const MIN_HEIGHT: u16 = 12;
+
 pub fn render(app: &App, frame: &mut Frame, theme: &Theme) {
+    let size = frame.area();
+    if size.width < MIN_WIDTH || size.height < MIN_HEIGHT {
+        render_too_small(frame, theme);
+        return;
+    }
     let [status, tabs, main, footer] =
         Layout::vertical([Constraint::Length(1), Constraint::Length(1), Constraint::Fill(1), Constraint::Length(1)]).areas(frame.area());
     render_status(app, frame, status, theme);
@@ -24,8 +35,23 @@ pub fn render(app: &App, frame: &mut Frame, theme: &Theme) {
         Mode::Detail => overlays::detail(app, frame, theme),
         Mode::Form(form) => overlays::form(app, form, frame, theme),
         Mode::Prompt(prompt) => overlays::prompt(app, prompt, frame, theme),
-        Mode::Normal | Mode::Filter | Mode::Export(_) => {}
+        Mode::Transcript(run) => overlays::transcript(app, *run, frame, theme),
+        Mode::Normal | Mode::Filter | Mode::Export(_) => app.scroll.leave(),
     }
+}
+
+/// What a terminal below the minimum size shows: why nothing else is drawn, and how to leave.
+fn render_too_small(frame: &mut Frame, theme: &Theme) {
+    let size = frame.area();
+    let lines = vec![
+        Line::styled("terminal too small", theme.warn()),
+        Line::raw(format!("need at least {MIN_WIDTH}x{MIN_HEIGHT}, now {}x{}", size.width, size.height)),
+        Line::styled("enlarge the window, or q to quit", theme.dim()),
+    ];
+    let text = Paragraph::new(lines).alignment(Alignment::Center).wrap(Wrap { trim: true });
+    let height = u16::try_from(text.line_count(size.width)).unwrap_or(u16::MAX).min(size.height);
+    let [area] = Layout::vertical([Constraint::Length(height)]).flex(Flex::Center).areas(size);
+    frame.render_widget(text, area);
 }
 
 fn render_status(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
@@ -51,7 +77,7 @@ fn render_status(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
         Span::styled(bell, theme.dim()),
         Span::raw(format!("  {who} · {}", inert_line(&app.daemon))),
     ]);
-    frame.render_widget(Paragraph::new(line), area);
+    frame.render_widget(Paragraph::new(ellipsize(line, area.width)), area);
 }
 
 fn render_tabs(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
@@ -75,10 +101,23 @@ fn render_tabs(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
+/// The key hints, or a message. `? help` and `q quit` stay at any width; the other hints give way
+/// from the last, and a message is cut before them.
 fn render_footer(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
+    let hint = |b: &keymap::Binding| vec![Span::styled(format!(" {}", b.keys), theme.header()), Span::raw(format!(" {} ", b.short))];
+    let hints: Vec<&keymap::Binding> = app.keys.for_pane(app.pane).filter(|b| b.hint).collect();
+    let essential = |b: &keymap::Binding| matches!(b.action, crate::tui::action::Action::Quit | crate::tui::action::Action::ToggleHelp);
+    let kept: Vec<Span> = hints.iter().filter(|b| essential(b)).flat_map(|b| hint(b)).collect();
+    let kept_width = Line::from(kept.clone()).width() as u16;
     let line = if let Some(t) = &app.toast {
         let style = if t.error { theme.danger() } else { theme.ok() };
-        Line::from(vec![Span::styled(format!(" {} ", inert_line(&t.text)), style), Span::styled(" (Esc)", theme.dim())])
+        let message = Line::from(vec![Span::styled(format!(" {} ", inert_line(&t.text)), style), Span::styled(" (Esc)", theme.dim())]);
+        let message = ellipsize(message, area.width.saturating_sub(kept_width));
+        let gap = area.width.saturating_sub(kept_width).saturating_sub(message.width() as u16);
+        let mut spans = message.spans;
+        spans.push(Span::raw(" ".repeat(gap as usize)));
+        spans.extend(kept);
+        Line::from(spans)
     } else {
         match &app.mode {
             Mode::Filter => Line::from(vec![
@@ -92,14 +131,27 @@ fn render_footer(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
                 Span::styled("  Enter write · Esc cancel (.csv for CSV)", theme.dim()),
             ]),
             _ => {
-                let mut spans = Vec::new();
-                for b in app.keys.for_pane(app.pane).filter(|b| b.hint) {
-                    spans.push(Span::styled(format!(" {}", b.keys), theme.header()));
-                    spans.push(Span::raw(format!(" {} ", b.short)));
-                }
-                Line::from(spans)
+                // The other hints, in order, while they fit beside the essential ones.
+                let mut room = area.width.saturating_sub(kept_width);
+                let shown: Vec<&&keymap::Binding> = hints
+                    .iter()
+                    .filter(|b| {
+                        if essential(b) {
+                            return true;
+                        }
+                        let w = Line::from(hint(b)).width() as u16;
+                        let fits = w <= room;
+                        if fits {
+                            room -= w;
+                        } else {
+                            room = 0;
+                        }
+                        fits
+                    })
+                    .collect();
+                Line::from(shown.into_iter().flat_map(|b| hint(b)).collect::<Vec<_>>())
             }
         }
     };
-    frame.render_widget(Paragraph::new(line), area);
+    frame.render_widget(Paragraph::new(ellipsize(line, area.width)), area);
 }

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+use portable_pty::{CommandBuilder, MasterPty, PtySize, native_pty_system};
 
 use super::{BIN, Daemon};
 
@@ -14,6 +14,7 @@ pub struct Console {
     pub raw: Arc<Mutex<Vec<u8>>>,
     pub writer: Box<dyn Write + Send>,
     pub child: Box<dyn portable_pty::Child + Send + Sync>,
+    master: Arc<Mutex<Box<dyn MasterPty + Send>>>,
 }
 
 impl Console {
@@ -60,9 +61,10 @@ impl Console {
         let screen =
             Arc::new(Mutex::new(vt100::Parser::new(std::num::NonZeroU16::new(rows).unwrap(), std::num::NonZeroU16::new(cols).unwrap(), 0)));
         let raw = Arc::new(Mutex::new(Vec::new()));
-        let (s, r) = (screen.clone(), raw.clone());
+        let master = Arc::new(Mutex::new(pair.master));
+        let (s, r, m) = (screen.clone(), raw.clone(), master.clone());
         std::thread::spawn(move || {
-            let _master = pair.master; // keep the pty open while reading
+            let _master = m; // keep the pty open while reading
             let mut buf = [0u8; 8192];
             while let Ok(n) = reader.read(&mut buf) {
                 if n == 0 {
@@ -72,7 +74,14 @@ impl Console {
                 r.lock().unwrap().extend_from_slice(&buf[..n]);
             }
         });
-        Console { screen, raw, writer, child }
+        Console { screen, raw, writer, child, master }
+    }
+
+    /// Resizes the terminal as a person dragging the window would: the console gets SIGWINCH.
+    pub fn resize(&self, rows: u16, cols: u16) {
+        self.master.lock().unwrap().resize(PtySize { rows, cols, pixel_width: 0, pixel_height: 0 }).unwrap();
+        let size = |n| std::num::NonZeroU16::new(n).unwrap();
+        self.screen.lock().unwrap().set_size(size(rows), size(cols));
     }
 
     pub fn contents(&self) -> String {

@@ -1,22 +1,20 @@
 //! The auditor pane: the live event log (newest first, filterable, exportable) with the chain's
 //! verification state, and an expiring-soon board of every active grant.
 
-use ratatui::layout::Constraint;
-use ratatui::text::Span;
-use ratatui::widgets::Cell;
+use ratatui::text::{Line, Span};
 
-use super::{Columns, text_cell};
+use super::{text, whole};
 use crate::tui::app::{App, Item, VerifyState};
 use crate::tui::theme::Theme;
+use crate::tui::widgets::table::{Column, cut};
 
-pub fn columns(section: usize) -> Columns {
-    use Constraint::*;
+/// The sequence number, time and kind come first; the details give way.
+const LOG: &[Column] = &[whole("SEQ", 0), whole("TIME", 1), cut("ACTOR", 3, 8), whole("KIND", 2), whole("ID", 4), cut("DETAILS", 5, 8)];
+
+pub fn columns(section: usize) -> &'static [Column] {
     match section {
-        0 => Columns {
-            header: &["SEQ", "TIME", "ACTOR", "KIND", "ID", "DETAILS"],
-            widths: vec![Length(6), Length(8), Length(10), Length(18), Length(5), Fill(1)],
-        },
-        _ => super::countdown_columns(),
+        0 => LOG,
+        _ => super::COUNTDOWN,
     }
 }
 
@@ -47,17 +45,17 @@ pub fn log_title_extra(app: &App, theme: &Theme) -> Vec<Span<'static>> {
     out
 }
 
-pub fn cells(app: &App, section: usize, item: Item, theme: &Theme) -> Vec<Cell<'static>> {
+pub fn cells(app: &App, section: usize, item: Item, theme: &Theme) -> Vec<Line<'static>> {
     match (section, item) {
         (0, Item::Event(i)) => {
             let Some(e) = app.log.get(i) else { return vec![] };
             vec![
-                Cell::from(e.seq.to_string()),
-                Cell::from(e.at.format("%H:%M:%S").to_string()),
-                text_cell(&e.actor),
-                Cell::from(e.change.kind()),
-                Cell::from(e.change.target().unwrap_or_default()),
-                text_cell(&format!("{} {} {}", e.change.subject().unwrap_or(""), e.change.task().unwrap_or(""), e.change.summary())),
+                Line::from(e.seq.to_string()),
+                Line::from(e.at.format("%H:%M:%S").to_string()),
+                text(&e.actor),
+                Line::from(e.change.kind()),
+                Line::from(e.change.target().unwrap_or_default()),
+                text(&format!("{} {} {}", e.change.subject().unwrap_or(""), e.change.task().unwrap_or(""), e.change.summary())),
             ]
         }
         (_, Item::Grant(id)) => super::countdown_cells(app, id, theme),

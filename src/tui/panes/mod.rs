@@ -8,17 +8,10 @@ mod requester;
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::Cell;
 
 use super::app::{App, Item, Pane};
 use super::theme::Theme;
-use super::widgets::windowed_table;
-
-/// What a pane says about one of its sections: its columns and how to draw a row.
-pub struct Columns {
-    pub header: &'static [&'static str],
-    pub widths: Vec<Constraint>,
-}
+use super::widgets::table::{Column, cut, whole, windowed_table};
 
 pub fn render(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
     let sections = app.current_sections();
@@ -57,7 +50,7 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
             title.extend(filter_and_sort_title(app, theme));
         }
         let selected = (cursor.section == i && !section.items.is_empty()).then_some(cursor.row);
-        windowed_table(frame, *rect, Line::from(title), columns.header, &columns.widths, section.items.len(), selected, theme, |row| {
+        windowed_table(frame, *rect, Line::from(title), columns, section.items.len(), selected, theme, |row| {
             cells(app, i, section.items[row], theme)
         });
     }
@@ -77,7 +70,7 @@ fn filter_and_sort_title(app: &App, theme: &Theme) -> Vec<Span<'static>> {
     out
 }
 
-fn cells(app: &App, section: usize, item: Item, theme: &Theme) -> Vec<Cell<'static>> {
+fn cells(app: &App, section: usize, item: Item, theme: &Theme) -> Vec<Line<'static>> {
     match app.pane {
         Pane::Requester => requester::cells(app, section, item, theme),
         Pane::Approver => approver::cells(app, section, item, theme),
@@ -86,23 +79,20 @@ fn cells(app: &App, section: usize, item: Item, theme: &Theme) -> Vec<Cell<'stat
 }
 
 /// The columns of a grant counting down, shared by the approver's and the auditor's boards.
-pub fn countdown_columns() -> Columns {
-    use Constraint::*;
-    Columns { header: &["ID", "HOLDER", "TASK", "LEFT", "USED"], widths: vec![Length(5), Length(10), Fill(2), Length(8), Length(12)] }
-}
+pub const COUNTDOWN: &[Column] = &[whole("ID", 0), cut("HOLDER", 3, 6), cut("TASK", 1, 12), whole("LEFT", 2), whole("USED", 4)];
 
-pub fn countdown_cells(app: &App, id: crate::model::GrantId, theme: &Theme) -> Vec<Cell<'static>> {
+pub fn countdown_cells(app: &App, id: crate::model::GrantId, theme: &Theme) -> Vec<Line<'static>> {
     let Some(g) = app.grants.get(&id) else { return vec![] };
     vec![
-        Cell::from(g.id.to_string()),
-        text_cell(&g.holder),
-        Cell::from(g.task.clone()),
+        Line::from(g.id.to_string()),
+        text(&g.holder),
+        text(&g.task),
         super::widgets::countdown(theme, g, app.now),
         super::widgets::gauge(theme, g, app.now, 12),
     ]
 }
 
 /// User text for a table cell: one line, inert.
-pub fn text_cell(s: &str) -> Cell<'static> {
-    Cell::from(crate::model::text::inert_line(s))
+pub fn text(s: &str) -> Line<'static> {
+    Line::from(crate::model::text::inert_line(s))
 }

@@ -1,56 +1,44 @@
 //! The requester pane: my grants counting down, my pending requests, my history.
 
-use ratatui::layout::Constraint;
-use ratatui::text::Span;
-use ratatui::widgets::Cell;
+use ratatui::text::{Line, Span};
 
-use super::{Columns, text_cell};
+use super::{text, whole};
 use crate::model::{RequestState, duration};
 use crate::tui::app::{App, Item};
 use crate::tui::theme::Theme;
-use crate::tui::widgets::{age, countdown, gauge};
+use crate::tui::widgets::table::{Column, cut};
+use crate::tui::widgets::{age, countdown, gauge, span};
 
-pub fn columns(section: usize) -> Columns {
-    use Constraint::*;
+const GRANTS: &[Column] = &[whole("ID", 0), cut("TASK", 1, 12), whole("LEFT", 2), whole("USED", 4), cut("APPROVED BY", 3, 6)];
+const PENDING: &[Column] =
+    &[whole("ID", 0), cut("TASK", 1, 12), whole("FOR", 4), whole("APPROVALS", 3), whole("AGE", 5), whole("EXPIRES IN", 2)];
+const HISTORY: &[Column] = &[whole("ID", 0), cut("TASK", 1, 12), cut("OUTCOME", 2, 9), whole("WHEN", 3), cut("NOTE", 4, 8)];
+
+pub fn columns(section: usize) -> &'static [Column] {
     match section {
-        0 => Columns {
-            header: &["ID", "TASK", "LEFT", "USED", "APPROVED BY"],
-            widths: vec![Length(5), Fill(2), Length(8), Length(12), Fill(1)],
-        },
-        1 => Columns {
-            header: &["ID", "TASK", "FOR", "APPROVALS", "AGE", "EXPIRES IN"],
-            widths: vec![Length(5), Fill(2), Length(6), Length(9), Length(7), Length(10)],
-        },
-        _ => Columns {
-            header: &["ID", "TASK", "OUTCOME", "WHEN", "NOTE"],
-            widths: vec![Length(5), Fill(2), Length(16), Length(10), Fill(2)],
-        },
+        0 => GRANTS,
+        1 => PENDING,
+        _ => HISTORY,
     }
 }
 
-pub fn cells(app: &App, section: usize, item: Item, theme: &Theme) -> Vec<Cell<'static>> {
+pub fn cells(app: &App, section: usize, item: Item, theme: &Theme) -> Vec<Line<'static>> {
     let now = app.now;
     match (section, item) {
         (0, Item::Grant(id)) => {
             let Some(g) = app.grants.get(&id) else { return vec![] };
             let by = if g.break_glass { "BREAK-GLASS".to_string() } else { g.approved_by.join(",") };
-            vec![
-                Cell::from(g.id.to_string()),
-                Cell::from(g.task.clone()),
-                countdown(theme, g, now),
-                gauge(theme, g, now, 12),
-                text_cell(&by),
-            ]
+            vec![Line::from(g.id.to_string()), text(&g.task), countdown(theme, g, now), gauge(theme, g, now, 12), text(&by)]
         }
         (1, Item::Request(id)) => {
             let Some(r) = app.requests.get(&id) else { return vec![] };
             vec![
-                Cell::from(r.id.to_string()),
-                Cell::from(r.task.clone()),
-                Cell::from(duration::format(r.duration_secs)),
-                Cell::from(format!("{}/{}", r.approvals.len(), r.approvals_needed)),
-                Cell::from(age(r.created_at, now)),
-                Cell::from(duration::format((r.pending_until - now).num_seconds().max(0) as u64)),
+                Line::from(r.id.to_string()),
+                text(&r.task),
+                Line::from(duration::format(r.duration_secs)),
+                Line::from(format!("{}/{}", r.approvals.len(), r.approvals_needed)),
+                Line::from(age(r.created_at, now)),
+                Line::from(span((r.pending_until - now).num_seconds().max(0) as u64)),
             ]
         }
         (_, Item::Request(id)) => {
@@ -71,11 +59,11 @@ pub fn cells(app: &App, section: usize, item: Item, theme: &Theme) -> Vec<Cell<'
                 .or_else(|| r.reason.clone())
                 .unwrap_or_default();
             vec![
-                Cell::from(r.id.to_string()),
-                Cell::from(r.task.clone()),
-                Cell::from(Span::styled(outcome, style)),
-                Cell::from(format!("{} ago", age(when, now))),
-                text_cell(&note),
+                Line::from(r.id.to_string()),
+                text(&r.task),
+                Line::from(Span::styled(outcome, style)),
+                Line::from(format!("{} ago", age(when, now))),
+                text(&note),
             ]
         }
         _ => vec![],

@@ -1,11 +1,15 @@
-//! Small building blocks shared by the panes: countdowns, a visible-window table, popups.
+//! Small building blocks shared by the panes: countdowns, times, tables that give way, popups
+//! that scroll.
+
+pub mod scroll;
+pub mod table;
 
 use chrono::{DateTime, Utc};
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Flex, Layout, Rect};
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Cell, Clear, Row, Table};
+use ratatui::widgets::Clear;
 
 use super::theme::Theme;
 use crate::model::{Grant, duration};
@@ -25,63 +29,50 @@ pub fn countdown_style(theme: &Theme, left: i64) -> Style {
     }
 }
 
-/// `h:mm:ss` left, or a clear ENDED once the deadline has passed.
-pub fn countdown(theme: &Theme, g: &Grant, now: DateTime<Utc>) -> Cell<'static> {
+/// Time left, never cut and never like a clock: `44m59s`, `23h59m`, or a clear ENDED.
+pub fn countdown(theme: &Theme, g: &Grant, now: DateTime<Utc>) -> Line<'static> {
     let left = (g.expires_at - now).num_seconds();
     if left <= 0 {
-        return Cell::from(Span::styled("ENDED", theme.danger()));
+        return Line::from(Span::styled("ENDED", theme.danger()));
     }
-    Cell::from(Span::styled(duration::clock(left), countdown_style(theme, left)))
+    Line::from(Span::styled(span(left as u64), countdown_style(theme, left)))
 }
 
 /// A bar of how much of the grant's time is used.
-pub fn gauge(theme: &Theme, g: &Grant, now: DateTime<Utc>, width: usize) -> Cell<'static> {
+pub fn gauge(theme: &Theme, g: &Grant, now: DateTime<Utc>, width: usize) -> Line<'static> {
     let total = (g.expires_at - g.granted_at).num_milliseconds().max(1) as f64;
     let used = ((now - g.granted_at).num_milliseconds() as f64 / total).clamp(0.0, 1.0);
     let filled = (used * width as f64).round() as usize;
     let bar = format!("{}{}", "█".repeat(filled), "░".repeat(width - filled));
-    Cell::from(Span::styled(bar, countdown_style(theme, (g.expires_at - now).num_seconds())))
+    Line::from(Span::styled(bar, countdown_style(theme, (g.expires_at - now).num_seconds())))
 }
 
-/// `3m`, `2h5m`: how long ago, for ages.
+/// A duration in its two largest units, as `parse` reads them: `45s`, `4m10s`, `23h59m`, `2d3h`.
+/// Short enough for a column, and never mistaken for a clock time.
+pub fn span(secs: u64) -> String {
+    let unit = match secs {
+        0..3600 => 1,
+        3600..86_400 => 60,
+        _ => 3600,
+    };
+    duration::format(secs - secs % unit)
+}
+
+/// How long ago, for ages: `3m`, `2h5m`.
 pub fn age(then: DateTime<Utc>, now: DateTime<Utc>) -> String {
-    duration::format((now - then).num_seconds().max(0) as u64)
+    span((now - then).num_seconds().max(0) as u64)
 }
 
-/// A bordered table of which only the rows that fit are built: `row(i)` is called for the
-/// visible window around `selected`, so the cost does not grow with the number of items.
-#[allow(clippy::too_many_arguments)]
-pub fn windowed_table<'a>(
-    frame: &mut Frame,
-    area: Rect,
-    title: Line<'a>,
-    header: &[&'a str],
-    widths: &[Constraint],
-    len: usize,
-    selected: Option<usize>,
-    theme: &Theme,
-    mut row: impl FnMut(usize) -> Vec<Cell<'a>>,
-) {
-    let block = Block::default().borders(Borders::ALL).title(title);
-    let inner_rows = area.height.saturating_sub(3) as usize; // borders and the header row
-    let sel = selected.unwrap_or(0);
-    let offset = if inner_rows == 0 || sel < inner_rows { 0 } else { sel + 1 - inner_rows };
-    let end = (offset + inner_rows).min(len);
-    let rows: Vec<Row> = (offset..end)
-        .map(|i| {
-            let r = Row::new(row(i));
-            if selected == Some(i) { r.style(theme.selected()) } else { r }
-        })
-        .collect();
-    let mut table = Table::new(rows, widths.to_vec()).block(block).column_spacing(1);
-    if !header.is_empty() {
-        table = table.header(Row::new(header.iter().map(|h| Cell::from(*h))).style(theme.header()));
-    }
-    frame.render_widget(table, area);
-    if len == 0 && area.height > 3 {
-        let hint = Rect { x: area.x + 2, y: area.y + 2, width: area.width.saturating_sub(4), height: 1 };
-        frame.render_widget(Line::styled("nothing here", theme.dim()), hint);
-    }
+/// How long until `then`, for deadlines: `in 4m10s`, or how long ago it passed.
+pub fn relative(then: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let secs = (then - now).num_seconds();
+    if secs >= 0 { format!("in {}", span(secs as u64)) } else { format!("{} ago", span(secs.unsigned_abs())) }
+}
+
+/// A moment for people: the date and time in UTC, the zone the daemon, the log and the CLI all
+/// speak, and how long ago or ahead it is: `2026-11-23 08:59:00 UTC (1m ago)`.
+pub fn moment(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    format!("{} ({})", at.format("%Y-%m-%d %H:%M:%S UTC"), relative(at, now))
 }
 
 /// A centred area for a popup, cleared.
