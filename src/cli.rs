@@ -1,133 +1,347 @@
 //! The command line: every subcommand and flag, in one place. Parsing only; `commands` acts.
+//!
+//! Flags live where they mean something: the commands that talk to a running daemon flatten
+//! `ClientArgs` (socket, token) and those that print results `OutputArgs` (`--json`); `zsa daemon`
+//! has neither. The same flags before the command (`zsa --token-stdin whoami`) still work: `zsa`
+//! alone opens the console, which talks to the daemon, and `commands` merges the two places.
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::commands::completion;
+
+/// The top-level help's closing section: what each exit code means, for scripts.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  done (for `check`: access is active now; for `request --wait`: granted)
+  1  refused, denied or not allowed (the reason on stderr)
+  2  usage error (a bad flag or value, a missing --comment or --reason)
+  3  the daemon is unreachable (saying where it looked and how to start one)
+  `run` and `gate` exit with their command's own code.
+
+Examples:
+  zsa tasks                                   what you may ask for
+  zsa request db.restart --for 30m --reason \"deploy\" --wait
+  zsa requests --pending                      what waits for your decision
+  zsa approve R12 --comment \"ok\"
+  zsa audit --follow --json                   the log as it happens, one object a line
+  source <(zsa completions bash)              completion of commands, tasks and ids";
 
 #[derive(Parser, Debug)]
-#[command(name = "zsa", version, about = "Zero standing access: ask for privileged tasks, approve them, and let grants end by themselves.")]
+#[command(
+    name = "zsa",
+    version,
+    about = "Zero standing access: ask for privileged tasks, approve them, and let grants end by themselves.",
+    long_about = "Zero standing access: ask for privileged tasks, approve them, and let grants end by themselves.\n\n\
+                  Without a command, zsa opens the console (a terminal UI). Every command that talks to the \
+                  daemon takes --socket and a token (ZSA_TOKEN or --token-stdin); those that print results take --json.",
+    after_help = EXIT_CODES
+)]
 pub struct Cli {
+    /// The daemon's socket [default: /run/zsa/zsa.sock for root; else $XDG_RUNTIME_DIR/zsa/zsa.sock, then /run/zsa/zsa.sock]
+    #[arg(long, env = "ZSA_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Deprecated and hidden: a token on the command line shows in `ps` to every local user.
+    /// `commands::run` warns when it is used, then fills this from ZSA_TOKEN or --token-stdin.
+    #[arg(long, hide = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// Read a bearer token issued by an admin from standard input (or set ZSA_TOKEN); without one,
+    /// the daemon knows you by your Unix account
+    #[arg(long)]
+    pub token_stdin: bool,
+    /// Hidden: `zsa --json CMD` from before --json moved onto the commands that print results.
+    #[arg(long, hide = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Option<Cmd>,
+}
+
+/// How to reach the daemon: on every command that talks to it.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ClientArgs {
     /// The daemon's socket [default: /run/zsa/zsa.sock for root; else $XDG_RUNTIME_DIR/zsa/zsa.sock, then /run/zsa/zsa.sock]
     #[arg(long, global = true, env = "ZSA_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
     /// Deprecated and hidden: a token on the command line shows in `ps` to every local user.
-    /// `commands::run` warns when it is used, then fills this from ZSA_TOKEN or --token-stdin.
     #[arg(long, global = true, hide = true, value_name = "TOKEN")]
     pub token: Option<String>,
     /// Read a bearer token issued by an admin from standard input (or set ZSA_TOKEN); without one,
     /// the daemon knows you by your Unix account
     #[arg(long, global = true)]
     pub token_stdin: bool,
-    /// Print JSON (one object per line) instead of text
+}
+
+/// How to print: on every command that prints results.
+#[derive(Args, Debug, Clone, Default)]
+pub struct OutputArgs {
+    /// Print JSON instead of text: one object per line for listings, one object for a command on
+    /// one request; errors as {"error": {"code", "message"}} on stderr
     #[arg(long, global = true)]
     pub json: bool,
-    #[command(subcommand)]
-    pub command: Option<Cmd>,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
     /// Run the daemon that holds all state
+    #[command(
+        after_help = "Examples:\n  zsa daemon --state /var/lib/zsa --policy /etc/zsa/policy.toml\n  zsa daemon --rebuild-from-log   # only after it refused to start because a row did not match the log"
+    )]
     Daemon(DaemonArgs),
     /// Open the console (the default when no command is given)
     Tui {
         /// Do not ring the terminal bell when a request arrives for you
         #[arg(long)]
         no_bell: bool,
+        #[command(flatten)]
+        client: ClientArgs,
     },
     /// Start a demo daemon with demo people, requests and grants, and open the console on it
-    Demo,
+    Demo {
+        /// Where the demo daemon listens [default: a socket in its temporary directory]
+        #[arg(long, env = "ZSA_SOCKET", value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
     /// Ask for a task
+    #[command(
+        after_help = "Examples:\n  zsa request db.restart --for 30m --reason \"deploy 4.2\" --ticket INC-1042\n  zsa request db.restart --wait          # block until approved (exit 0) or denied/lapsed (exit 1)\n  zsa request nginx.restart --param unit=nginx.service"
+    )]
     Request {
+        /// The task to ask for, as `zsa tasks` lists it
+        #[arg(value_name = "TASK", add = completion::tasks())]
         task: String,
-        /// How long, e.g. 30m, 1h30m (default: the task's default_duration)
+        /// How long, e.g. 30m, 1h30m, 2h (default: the task's default_duration)
         #[arg(long = "for", value_name = "DURATION")]
         duration: Option<String>,
+        /// Why you need it; the approvers read it (some tasks require one)
         #[arg(long)]
         reason: Option<String>,
+        /// A ticket or change number (some tasks require one matching a pattern)
         #[arg(long)]
         ticket: Option<String>,
         /// Fix a parameter of the task's command now, so approvers approve exactly what will run
         #[arg(long = "param", value_name = "NAME=VALUE")]
         params: Vec<String>,
+        /// Wait until the request is decided: exit 0 when granted (printing the grant), 1 when
+        /// denied, cancelled or expired
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Run an approved task's command (the daemon runs it; output streams back; exits with its code)
+    #[command(after_help = "Example:\n  zsa run nginx.restart --param unit=nginx.service")]
     Run {
+        /// The task whose command to run; you must hold an active grant for it
+        #[arg(value_name = "TASK", add = completion::tasks())]
         task: String,
+        /// A value for a parameter of the task's command (as fixed at request time, if it was)
         #[arg(long = "param", value_name = "NAME=VALUE")]
         params: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// List requests: pending ones you made or may act on (default), or all
+    #[command(
+        after_help = "Examples:\n  zsa requests             # pending requests you made or may act on\n  zsa requests --pending   # only those waiting for your decision\n  zsa requests --all --json | jq -r .id"
+    )]
     Requests {
+        /// Only pending requests waiting for your decision: ones you approve, not your own, and
+        /// that you have not approved yet
         #[arg(long, conflicts_with = "all")]
         pending: bool,
+        /// Every request you may see, in every state (the history)
         #[arg(long)]
         all: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Show one request (R12) or grant (G12)
-    Show { id: String },
-    /// Approve a pending request
-    Approve {
+    Show {
+        /// A request (R12) or grant (G12) id
+        #[arg(value_name = "ID", add = completion::request_and_grant_ids())]
         id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Approve a pending request
+    #[command(after_help = "Example:\n  zsa approve R12 --comment \"ok for the deploy\"")]
+    Approve {
+        /// The pending request's id (R12)
+        #[arg(value_name = "ID", add = completion::request_ids())]
+        id: String,
+        /// A note for the requester and the audit log
         #[arg(long)]
         comment: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Deny a pending request (a comment saying why is required)
+    #[command(after_help = "Example:\n  zsa deny R12 --comment \"not during the freeze\"")]
     Deny {
+        /// The pending request's id (R12)
+        #[arg(value_name = "ID", add = completion::request_ids())]
         id: String,
+        /// Required: why, for the requester (without it: usage error, exit 2)
         #[arg(long)]
         comment: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Cancel your own pending request
-    Cancel { id: String },
+    Cancel {
+        /// Your pending request's id (R12)
+        #[arg(value_name = "ID", add = completion::request_ids())]
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
     /// List active grants you hold or approve for, or all grants
+    #[command(
+        after_help = "Examples:\n  zsa grants            # active grants with the time left\n  zsa grants --watch    # redraw on every change\n  zsa grants --all --json"
+    )]
     Grants {
+        /// Every grant you may see, ended ones too (the history)
         #[arg(long)]
         all: bool,
+        /// Keep going: print the list again on every change (redrawn in place on a terminal)
+        #[arg(long)]
+        watch: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// End someone's grant now (approvers of the task and admins)
+    #[command(after_help = "Example:\n  zsa revoke G12 --reason \"work is done\"")]
     Revoke {
+        /// The active grant's id (G12)
+        #[arg(value_name = "ID", add = completion::grant_ids())]
         id: String,
+        /// Required: why, for the holder and the audit log (without it: usage error, exit 2)
         #[arg(long)]
         reason: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Give up your own grant before it ends
-    Relinquish { id: String },
+    Relinquish {
+        /// Your active grant's id (G12)
+        #[arg(value_name = "ID", add = completion::grant_ids())]
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
     /// Review a break-glass grant after the fact
     Review {
+        /// The break-glass grant's id (G12)
+        #[arg(value_name = "ID", add = completion::grant_ids())]
         id: String,
+        /// What the review found, for the audit log
         #[arg(long)]
         comment: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Exit 0 if the user (default: you) holds an active grant for the task now, else 1
+    #[command(after_help = "Example:\n  zsa check db.restart && ./deploy.sh")]
     Check {
+        /// The task to check
+        #[arg(value_name = "TASK", add = completion::tasks())]
         task: String,
+        /// Ask about this user instead of yourself (approvers of the task, auditors and admins)
         #[arg(long)]
         user: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Run a command of your own while you hold an active grant for the task; stop it when the grant ends
+    #[command(after_help = "Example:\n  zsa gate db.restart -- psql -h db1   # psql is stopped when the grant ends")]
     Gate {
+        /// The task whose grant the command needs
+        #[arg(value_name = "TASK", add = completion::tasks())]
         task: String,
         /// The command and its arguments, after `--`
         #[arg(last = true, required = true, value_name = "COMMAND")]
         command: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
     },
     /// Who the daemon thinks you are, and your roles
-    Whoami,
+    Whoami {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
     /// The tasks you may ask for, with their policy and approvers
-    Tasks,
-    /// Read (or verify) the audit log
+    Tasks {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Read, follow or verify the audit log
+    #[command(
+        after_help = "Examples:\n  zsa audit --since 7d --user carol\n  zsa audit --csv > audit.csv\n  zsa audit --follow --json            # new events as they happen\n  zsa audit --follow --after 1200      # everything after event 1200, then new ones\n  zsa audit verify"
+    )]
     Audit(AuditArgs),
     /// Administration: tokens, users, policy reload
     Admin {
         #[command(subcommand)]
         command: AdminCmd,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Policy files
     Policy {
         #[command(subcommand)]
         command: PolicyCmd,
+        #[command(flatten)]
+        output: OutputArgs,
     },
+    /// Print a shell completion script (commands, flags, and task names and ids from the daemon)
+    #[command(
+        after_help = "Load it now, or add the line to your shell's start-up file:\n  bash: source <(zsa completions bash)\n  zsh:  source <(zsa completions zsh)\n  fish: zsa completions fish | source"
+    )]
+    Completions {
+        /// The shell to complete for
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Print the manual page (roff), e.g. `zsa man | man -l -`
+    Man,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Args, Debug)]
@@ -138,6 +352,9 @@ pub struct DaemonArgs {
     /// Policy file [default: /etc/zsa/policy.toml for root, else $XDG_CONFIG_HOME/zsa/policy.toml]
     #[arg(long, env = "ZSA_POLICY", value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// The socket to listen on [default: /run/zsa/zsa.sock for root; else $XDG_RUNTIME_DIR/zsa/zsa.sock]
+    #[arg(long, env = "ZSA_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
     /// Rebuild the current-state tables from the hash-chained log before serving (after the
     /// daemon refused to start because a row did not match the log); the rebuild is recorded
     #[arg(long)]
@@ -153,16 +370,27 @@ pub struct AuditArgs {
     #[arg(long, value_name = "TIME")]
     pub since: Option<String>,
     /// Before this time (same forms as --since)
-    #[arg(long, value_name = "TIME")]
+    #[arg(long, value_name = "TIME", conflicts_with = "follow")]
     pub until: Option<String>,
-    /// Events by or about this user
+    /// Events by or about this user (as actor or subject)
     #[arg(long)]
     pub user: Option<String>,
-    #[arg(long)]
+    /// Events about this task
+    #[arg(long, add = completion::tasks())]
     pub task: Option<String>,
     /// Print CSV
     #[arg(long, conflicts_with = "json")]
     pub csv: bool,
+    /// Keep going: print new events as they happen (resuming after the last one seen if the daemon restarts)
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Only events after this sequence number (the SEQ column; an event's "seq" in JSON)
+    #[arg(long, value_name = "SEQ")]
+    pub after: Option<u64>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -170,7 +398,11 @@ pub enum AuditCmd {
     /// Recompute the hash chain and check current state against it; exit 1 naming the first bad event
     Verify,
     /// Show what a run printed, and check it against the digest in the audit log
-    Transcript { run: String },
+    Transcript {
+        /// The run's id (X12), as `zsa run` and the audit log name it
+        #[arg(value_name = "RUN")]
+        run: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -182,12 +414,17 @@ pub enum AdminCmd {
     },
     /// Disable a user: their grants end and their pending requests are cancelled at once
     Disable {
+        /// The user name (a Unix account, or the name a token was issued for)
         user: String,
+        /// Why, for the audit log
         #[arg(long)]
         reason: Option<String>,
     },
     /// Enable a disabled user again
-    Enable { user: String },
+    Enable {
+        /// The disabled user's name
+        user: String,
+    },
     /// Reload the daemon's policy file (as SIGHUP does)
     Reload,
 }
@@ -195,15 +432,157 @@ pub enum AdminCmd {
 #[derive(Subcommand, Debug)]
 pub enum TokenCmd {
     /// Issue a token for a user; it is shown once
-    Issue { user: String },
+    Issue {
+        /// Whom the token acts as
+        user: String,
+    },
     /// List tokens (never their secrets)
     List,
     /// Revoke a token
-    Revoke { id: String },
+    Revoke {
+        /// The token's id (T3), as `zsa admin token list` shows it
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum PolicyCmd {
     /// Validate a policy file; exit 1 with file:line messages if it is wrong
-    Check { file: PathBuf },
+    Check {
+        /// The policy file to check
+        file: PathBuf,
+    },
+}
+
+impl Cmd {
+    /// The daemon connection flags given after the command, if it talks to a daemon.
+    pub fn client_args(&self) -> Option<&ClientArgs> {
+        match self {
+            Cmd::Tui { client, .. }
+            | Cmd::Request { client, .. }
+            | Cmd::Run { client, .. }
+            | Cmd::Requests { client, .. }
+            | Cmd::Show { client, .. }
+            | Cmd::Approve { client, .. }
+            | Cmd::Deny { client, .. }
+            | Cmd::Cancel { client, .. }
+            | Cmd::Grants { client, .. }
+            | Cmd::Revoke { client, .. }
+            | Cmd::Relinquish { client, .. }
+            | Cmd::Review { client, .. }
+            | Cmd::Check { client, .. }
+            | Cmd::Gate { client, .. }
+            | Cmd::Whoami { client, .. }
+            | Cmd::Tasks { client, .. }
+            | Cmd::Admin { client, .. }
+            | Cmd::Audit(AuditArgs { client, .. }) => Some(client),
+            Cmd::Daemon(_) | Cmd::Demo { .. } | Cmd::Policy { .. } | Cmd::Completions { .. } | Cmd::Man => None,
+        }
+    }
+
+    /// Whether `--json` was given after the command.
+    pub fn json(&self) -> bool {
+        match self {
+            Cmd::Request { output, .. }
+            | Cmd::Run { output, .. }
+            | Cmd::Requests { output, .. }
+            | Cmd::Show { output, .. }
+            | Cmd::Approve { output, .. }
+            | Cmd::Deny { output, .. }
+            | Cmd::Cancel { output, .. }
+            | Cmd::Grants { output, .. }
+            | Cmd::Revoke { output, .. }
+            | Cmd::Relinquish { output, .. }
+            | Cmd::Review { output, .. }
+            | Cmd::Check { output, .. }
+            | Cmd::Whoami { output, .. }
+            | Cmd::Tasks { output, .. }
+            | Cmd::Admin { output, .. }
+            | Cmd::Policy { output, .. }
+            | Cmd::Audit(AuditArgs { output, .. }) => output.json,
+            _ => false,
+        }
+    }
+}
+
+impl Cli {
+    /// The connection flags in force: those after the command win over those before it.
+    pub fn client_args(&self) -> ClientArgs {
+        let after = self.command.as_ref().and_then(Cmd::client_args).cloned().unwrap_or_default();
+        ClientArgs {
+            socket: after.socket.or_else(|| self.socket.clone()),
+            token: after.token.or_else(|| self.token.clone()),
+            token_stdin: after.token_stdin || self.token_stdin,
+        }
+    }
+
+    /// `--json` before or after the command.
+    pub fn json(&self) -> bool {
+        self.json || self.command.as_ref().is_some_and(Cmd::json)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every argument of every command says what it is for in `--help`: a flag or positional
+    /// without a description fails here, naming it.
+    #[test]
+    fn every_argument_of_every_command_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && !arg.is_hide_set() && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(format!("{path} {} (the command itself)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "zsa", &mut missing);
+        assert!(missing.is_empty(), "arguments without help text: {missing:#?}");
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    fn long_names(cmd: &clap::Command) -> Vec<String> {
+        cmd.get_arguments().filter(|a| !a.is_hide_set()).filter_map(|a| a.get_long().map(str::to_string)).collect()
+    }
+
+    /// Client flags appear where a daemon is talked to, and `--json` where results are printed.
+    #[test]
+    fn flags_appear_only_where_they_mean_something() {
+        let mut zsa = Cli::command();
+        zsa.build();
+        let daemon = long_names(zsa.find_subcommand("daemon").unwrap());
+        assert!(!daemon.contains(&"json".into()) && !daemon.contains(&"token-stdin".into()), "{daemon:?}");
+        let policy = zsa.find_subcommand("policy").unwrap().find_subcommand("check").unwrap();
+        assert!(!long_names(policy).contains(&"socket".into()) && long_names(policy).contains(&"json".into()));
+        let gate = long_names(zsa.find_subcommand("gate").unwrap());
+        assert!(gate.contains(&"token-stdin".into()) && !gate.contains(&"json".into()), "{gate:?}");
+        let list = zsa.find_subcommand("admin").unwrap().find_subcommand("token").unwrap().find_subcommand("list").unwrap();
+        assert!(long_names(list).contains(&"json".into()) && long_names(list).contains(&"socket".into()));
+    }
+
+    #[test]
+    fn flags_before_and_after_the_command_both_count() {
+        let cli = Cli::try_parse_from(["zsa", "--token-stdin", "whoami", "--json"]).unwrap();
+        assert!(cli.client_args().token_stdin && cli.json());
+        let cli = Cli::try_parse_from(["zsa", "--socket", "/a", "grants", "--socket", "/b"]).unwrap();
+        assert_eq!(cli.client_args().socket, Some(PathBuf::from("/b")));
+        let cli = Cli::try_parse_from(["zsa", "admin", "token", "list", "--json", "--socket", "/c"]).unwrap();
+        assert!(cli.json());
+        assert_eq!(cli.client_args().socket, Some(PathBuf::from("/c")));
+    }
 }

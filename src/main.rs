@@ -6,8 +6,10 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    // A shell asking for completions at a Tab (COMPLETE=bash zsa -- ...) is answered here.
+    zsa::commands::completion::answer_if_asked();
     let cli = zsa::cli::Cli::parse();
-    let daemon = matches!(cli.command, Some(zsa::cli::Cmd::Daemon(_)) | Some(zsa::cli::Cmd::Demo));
+    let daemon = matches!(cli.command, Some(zsa::cli::Cmd::Daemon(_)) | Some(zsa::cli::Cmd::Demo { .. }));
     let default = if daemon { "info" } else { "warn" };
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_env("ZSA_LOG").unwrap_or_else(|_| EnvFilter::new(default)))

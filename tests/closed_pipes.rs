@@ -17,16 +17,31 @@ async fn every_listing_ends_quietly_when_its_reader_goes() {
         let r = dave.request(&NewRequest { task: "restart".into(), duration_secs: Some(60), ..Default::default() }).await.unwrap();
         dave.relinquish(r.grant.unwrap().id).await.unwrap();
     }
+    // Something in every list: a pending request and an active grant.
+    dave.request(&NewRequest { task: "export".into(), ..Default::default() }).await.unwrap();
+    dave.request(&NewRequest { task: "restart".into(), duration_secs: Some(600), ..Default::default() }).await.unwrap();
     d.token("alice").await;
-    let listings: [&[&str]; 8] = [
+    let listings: [&[&str]; 20] = [
         &["audit"],
         &["audit", "--json"],
         &["audit", "--csv"],
+        &["audit", "--follow", "--after", "0"],
+        &["audit", "--follow", "--after", "0", "--json"],
+        &["audit", "--follow", "--after", "0", "--csv"],
         &["admin", "token", "list", "--json"],
         &["admin", "token", "list"],
+        &["grants"],
         &["grants", "--all"],
+        &["grants", "--all", "--json"],
+        &["grants", "--watch"],
+        &["requests"],
+        &["requests", "--all"],
         &["requests", "--all", "--json"],
         &["tasks"],
+        &["tasks", "--json"],
+        &["whoami"],
+        &["whoami", "--json"],
+        &["man"],
     ];
     for args in listings {
         let mut child = Command::new(BIN)

@@ -108,8 +108,8 @@ async fn a_deny_ends_the_request() {
     let bob = d.user("bob").await;
     let id = dave.request(&ask("export", None, None)).await.unwrap().request.id;
     let out = d.cli(Some("bob"), &["deny", &id.to_string()]).await;
-    assert_eq!(code(&out), 1);
-    assert!(stderr(&out).contains("a denial needs a comment"), "{}", stderr(&out));
+    assert_eq!(code(&out), 2, "a missing comment is a usage error");
+    assert!(stderr(&out).contains("--comment is required"), "{}", stderr(&out));
     let o = bob.deny(id, Some("no ticket".into())).await.unwrap();
     assert_eq!(o.request.state, RequestState::Denied);
     assert_eq!(o.request.comment.as_deref(), Some("no ticket"));
@@ -139,8 +139,8 @@ async fn approvers_revoke_and_holders_relinquish() {
     bob.approve(id, None).await.unwrap();
     let g = id.grant();
     let out = d.cli(Some("bob"), &["revoke", &g.to_string()]).await;
-    assert_eq!(code(&out), 1);
-    assert!(stderr(&out).contains("needs a reason"));
+    assert_eq!(code(&out), 2, "a missing reason is a usage error");
+    assert!(stderr(&out).contains("--reason is required"), "{}", stderr(&out));
     let revoked = bob.revoke(g, Some("work is done".into())).await.unwrap();
     assert_eq!(revoked.state, GrantState::Revoked);
     assert!(!carol.check("journal", None).await.unwrap().allowed);

@@ -3,6 +3,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::output::{cell, json_line, table, time};
+use super::watch::Follower;
 use super::{CliError, CmdResult};
 use crate::cli::{AuditArgs, AuditCmd};
 use crate::client::{AuditParams, Client};
@@ -34,13 +35,16 @@ pub async fn run(client: &Client, json: bool, args: &AuditArgs) -> CmdResult {
         Some(AuditCmd::Transcript { run }) => return super::runs::transcript(client, json, run).await,
         None => {}
     }
+    if args.follow {
+        return follow(client, json, args).await;
+    }
     let now = Utc::now();
     let mut params = AuditParams {
         since: args.since.as_deref().map(|s| parse_time(s, now)).transpose().map_err(CliError::Usage)?.map(|t| t.to_rfc3339()),
         until: args.until.as_deref().map(|s| parse_time(s, now)).transpose().map_err(CliError::Usage)?.map(|t| t.to_rfc3339()),
         user: args.user.clone(),
         task: args.task.clone(),
-        after: None,
+        after: args.after,
         limit: Some(PAGE),
         tail: None,
     };
@@ -75,6 +79,63 @@ pub async fn run(client: &Client, json: bool, args: &AuditArgs) -> CmdResult {
         }
     }
     Ok(())
+}
+
+/// `zsa audit --follow`: the matching log from `--since` (or after `--after`), then each new
+/// event as it is written, one line (text, CSV or JSON) at a time, until interrupted. It resumes
+/// after the last event seen when the daemon restarts, so nothing is missed or printed twice.
+async fn follow(client: &Client, json: bool, args: &AuditArgs) -> CmdResult {
+    let since = args.since.as_deref().map(|s| parse_time(s, Utc::now())).transpose().map_err(CliError::Usage)?;
+    let mut follower = Follower::open(client, args.after).await?;
+    let mut csv = args.csv.then(|| csv::Writer::from_writer(std::io::stdout()));
+    if let Some(w) = csv.as_mut() {
+        w.write_record(export::CSV_HEADER).and_then(|()| Ok(w.flush()?)).map_err(anyhow::Error::from)?;
+    }
+    let mut print = |e: &Event| -> CmdResult {
+        let wanted = since.is_none_or(|t| e.at >= t)
+            && args.user.as_deref().is_none_or(|u| e.actor == u || e.change.subject() == Some(u))
+            && args.task.as_deref().is_none_or(|t| e.change.task() == Some(t));
+        if !wanted {
+            return Ok(());
+        }
+        if json {
+            json_line(e);
+        } else if let Some(w) = csv.as_mut() {
+            w.write_record(export::csv_record(e)).and_then(|()| Ok(w.flush()?)).map_err(anyhow::Error::from)?;
+        } else {
+            println!("{}", text_row(e).join("  "));
+        }
+        Ok(())
+    };
+    // With --since and no --after, what was written before following began comes from the log,
+    // up to where the stream starts.
+    if let (Some(since), None) = (since, args.after) {
+        let head = follower.start();
+        let mut params = AuditParams {
+            since: Some(since.to_rfc3339()),
+            user: args.user.clone(),
+            task: args.task.clone(),
+            limit: Some(PAGE),
+            ..Default::default()
+        };
+        'pages: loop {
+            let page = client.audit(&params).await?;
+            for e in page.iter() {
+                if e.seq > head {
+                    break 'pages;
+                }
+                print(e)?;
+            }
+            match page.last() {
+                Some(last) if page.len() as u32 == PAGE => params.after = Some(last.seq),
+                _ => break,
+            }
+        }
+    }
+    loop {
+        let e = follower.next().await?;
+        print(&e)?;
+    }
 }
 
 fn text_row(e: &Event) -> Vec<String> {

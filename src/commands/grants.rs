@@ -1,6 +1,6 @@
 //! `zsa grants`, `revoke`, `relinquish`, `review`, `check`.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use super::output::{cell, json_line, table, time};
 use super::{CliError, CmdResult};
@@ -29,11 +29,16 @@ pub async fn list(client: &Client, json: bool, all: bool) -> CmdResult {
         grants.iter().for_each(json_line);
         return Ok(());
     }
+    print_list(&grants, all, Utc::now());
+    Ok(())
+}
+
+/// The grants as a table, the time left counted from `now`.
+pub fn print_list(grants: &[Grant], all: bool, now: DateTime<Utc>) {
     if grants.is_empty() {
         println!("{}", if all { "no grants" } else { "no active grants" });
-        return Ok(());
+        return;
     }
-    let now = Utc::now();
     let rows: Vec<Vec<String>> = grants
         .iter()
         .map(|g| {
@@ -55,7 +60,6 @@ pub async fn list(client: &Client, json: bool, all: bool) -> CmdResult {
         })
         .collect();
     table(&["ID", "STATE", "TASK", "HOLDER", "EXPIRES", "LEFT", "APPROVED BY", "FLAGS"], &rows);
-    Ok(())
 }
 
 pub async fn revoke(client: &Client, json: bool, id: GrantId, reason: Option<String>) -> CmdResult {

@@ -1,9 +1,11 @@
 //! The scriptable commands, over the client. Each prints text for people or, with `--json`, one
-//! JSON object per line for scripts. Exit codes: 0 done, 1 refused or not allowed, 2 usage,
-//! 3 daemon unreachable.
+//! JSON object per line for scripts. Exit codes: 0 done, 1 refused, denied or not allowed, 2 usage
+//! (a missing required --comment or --reason included, whether we or the daemon notice), 3 daemon
+//! unreachable; `run` and `gate` pass on their command's code.
 
 mod admin;
 mod audit;
+pub mod completion;
 mod daemon;
 mod demo;
 mod gate;
@@ -12,13 +14,14 @@ mod output;
 mod policy_check;
 mod requests;
 mod runs;
+mod watch;
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use thiserror::Error;
 
-use crate::cli::{Cli, Cmd};
+use crate::cli::{Cli, ClientArgs, Cmd};
 use crate::client::{Client, ClientError};
 
 #[derive(Debug, Error)]
@@ -52,6 +55,8 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) => 2,
+            // The daemon noticed a missing (or blank) comment first: still a usage error, as documented.
+            CliError::Client(ClientError::Refused { code, .. }) if USAGE_CODES.contains(&code.as_str()) => 2,
             CliError::Client(ClientError::Unreachable { .. }) => 3,
             CliError::Exit(code) => *code,
             _ => 1,
@@ -61,10 +66,21 @@ impl CliError {
 
 pub type CmdResult = Result<(), CliError>;
 
+/// The daemon's refusals that mean the command line lacked something required.
+const USAGE_CODES: [&str; 2] = ["comment_required", "reason_required"];
+
+/// A comment the command requires: missing or blank is a usage error, said before asking the daemon.
+fn required(value: &Option<String>, flag: &str, why: &str, example: &str) -> Result<(), CliError> {
+    match value {
+        Some(v) if !v.trim().is_empty() => Ok(()),
+        _ => Err(CliError::Usage(format!("{flag} is required: {why}: {example}"))),
+    }
+}
+
 /// Runs the parsed command line; prints errors to stderr and returns the exit code.
 pub async fn run(cli: Cli) -> ExitCode {
     end_quietly_on_a_closed_pipe();
-    let json = cli.json;
+    let json = cli.json();
     let result = dispatch(cli).await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -112,8 +128,14 @@ fn end_quietly_on_a_closed_pipe() {
     }));
 }
 
-fn client(cli: &Cli) -> Result<Client, CliError> {
-    let socket = match &cli.socket {
+fn client(args: &ClientArgs) -> Result<Client, CliError> {
+    Ok(Client::new(&socket_for(args, false)?, args.token.clone())?)
+}
+
+/// The socket a command talks to: `--socket`/ZSA_SOCKET, else the first default that is there.
+/// `quiet` (for completion at a Tab) leaves out the warning about a fallback directory.
+fn socket_for(args: &ClientArgs, quiet: bool) -> Result<std::path::PathBuf, CliError> {
+    let socket = match &args.socket {
         Some(socket) => socket.clone(),
         None => {
             use crate::config::{NoSocket, fallback_runtime_dir};
@@ -123,7 +145,7 @@ fn client(cli: &Cli) -> Result<Client, CliError> {
                 (own.parent() == Some(fallback.as_path())).then(|| crate::config::check_fallback_dir(&fallback).err()).flatten();
             match crate::config::pick_socket(&own, own_problem, Path::new(crate::config::SYSTEM_SOCKET)) {
                 Ok((socket, warning)) => {
-                    if let Some(w) = warning {
+                    if let Some(w) = warning.filter(|_| !quiet) {
                         eprintln!("zsa: warning: {}", crate::model::text::inert(&w));
                     }
                     socket
@@ -137,12 +159,12 @@ fn client(cli: &Cli) -> Result<Client, CliError> {
             }
         }
     };
-    Ok(Client::new(&socket, cli.token.clone())?)
+    Ok(socket)
 }
 
 /// Where the token comes from: ZSA_TOKEN, or standard input with `--token-stdin`. The old `--token`
 /// flag still works, with a warning: every local user can read a command line (`ps`, `/proc`).
-fn with_token(mut cli: Cli) -> Result<Cli, CliError> {
+fn with_token(mut cli: ClientArgs) -> Result<ClientArgs, CliError> {
     if cli.token.is_some() {
         if cli.token_stdin {
             return Err(CliError::Usage("give the token one way: --token-stdin or ZSA_TOKEN (not --token as well)".into()));
@@ -169,7 +191,7 @@ fn with_token(mut cli: Cli) -> Result<Cli, CliError> {
 
 /// Opens the console. Before taking over the terminal it checks that the daemon answers, so an
 /// unreachable daemon is reported like any other command's (exit 3), not inside a blank screen.
-async fn console(cli: &Cli, bell: bool) -> CmdResult {
+async fn console(cli: &ClientArgs, bell: bool) -> CmdResult {
     use std::io::IsTerminal;
     if !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
         return Err(CliError::Usage(
@@ -191,35 +213,69 @@ fn id<T: std::str::FromStr<Err = String>>(raw: &str) -> Result<T, CliError> {
 }
 
 async fn dispatch(cli: Cli) -> CmdResult {
-    let cli = with_token(cli)?;
-    let json = cli.json;
+    let json = cli.json();
     let Some(command) = &cli.command else {
-        return console(&cli, true).await;
+        return console(&with_token(cli.client_args())?, true).await;
     };
+    // Commands that talk to no daemon read no token.
     match command {
-        Cmd::Tui { no_bell } => console(&cli, !no_bell).await,
-        Cmd::Daemon(args) => daemon::run(args, cli.socket.clone()).await,
-        Cmd::Demo => demo::run(cli.socket.clone()).await,
-        Cmd::Policy { command } => policy_check::run(command, json),
-        Cmd::Request { task, duration, reason, ticket, params } => {
+        Cmd::Daemon(args) => return daemon::run(args).await,
+        Cmd::Demo { socket } => return demo::run(socket.clone()).await,
+        Cmd::Policy { command, .. } => return policy_check::run(command, json),
+        Cmd::Completions { shell } => return completion::print_script(*shell),
+        Cmd::Man => return completion::print_man(),
+        _ => {}
+    }
+    let conn = with_token(cli.client_args())?;
+    let client = || client(&conn);
+    match command {
+        Cmd::Tui { no_bell, .. } => console(&conn, !no_bell).await,
+        Cmd::Request { task, duration, reason, ticket, params, wait, .. } => {
             let params = runs::parse_params(params)?;
-            requests::request(&client(&cli)?, json, task, duration.as_deref(), reason.clone(), ticket.clone(), params).await
+            let new = requests::NewArgs { task, for_: duration.as_deref(), reason: reason.clone(), ticket: ticket.clone(), params };
+            requests::request(&client()?, json, new, *wait).await
         }
-        Cmd::Run { task, params } => runs::run(&client(&cli)?, json, task, runs::parse_params(params)?).await,
-        Cmd::Requests { pending: _, all } => requests::list(&client(&cli)?, json, *all).await,
-        Cmd::Show { id: raw } => requests::show(&client(&cli)?, json, raw).await,
-        Cmd::Approve { id: raw, comment } => requests::approve(&client(&cli)?, json, id(raw)?, comment.clone()).await,
-        Cmd::Deny { id: raw, comment } => requests::deny(&client(&cli)?, json, id(raw)?, comment.clone()).await,
-        Cmd::Cancel { id: raw } => requests::cancel(&client(&cli)?, json, id(raw)?).await,
-        Cmd::Grants { all } => grants::list(&client(&cli)?, json, *all).await,
-        Cmd::Revoke { id: raw, reason } => grants::revoke(&client(&cli)?, json, id(raw)?, reason.clone()).await,
-        Cmd::Relinquish { id: raw } => grants::relinquish(&client(&cli)?, json, id(raw)?).await,
-        Cmd::Review { id: raw, comment } => grants::review(&client(&cli)?, json, id(raw)?, comment.clone()).await,
-        Cmd::Check { task, user } => grants::check(&client(&cli)?, json, task, user.as_deref()).await,
-        Cmd::Gate { task, command } => gate::run(&client(&cli)?, task, command).await,
-        Cmd::Whoami => admin::whoami(&client(&cli)?, json).await,
-        Cmd::Tasks => admin::tasks(&client(&cli)?, json).await,
-        Cmd::Audit(args) => audit::run(&client(&cli)?, json, args).await,
-        Cmd::Admin { command } => admin::run(&client(&cli)?, json, command).await,
+        Cmd::Run { task, params, .. } => runs::run(&client()?, json, task, runs::parse_params(params)?).await,
+        Cmd::Requests { pending, all, .. } => requests::list(&client()?, json, *all, *pending).await,
+        Cmd::Show { id: raw, .. } => requests::show(&client()?, json, raw).await,
+        Cmd::Approve { id: raw, comment, .. } => requests::approve(&client()?, json, id(raw)?, comment.clone()).await,
+        Cmd::Deny { id: raw, comment, .. } => {
+            let id = id(raw)?;
+            required(comment, "--comment", "a denial tells the requester why", &format!("zsa deny {id} --comment \"...\""))?;
+            requests::deny(&client()?, json, id, comment.clone()).await
+        }
+        Cmd::Cancel { id: raw, .. } => requests::cancel(&client()?, json, id(raw)?).await,
+        Cmd::Grants { all, watch: false, .. } => grants::list(&client()?, json, *all).await,
+        Cmd::Grants { all, watch: true, .. } => watch::grants(&client()?, json, *all).await,
+        Cmd::Revoke { id: raw, reason, .. } => {
+            let id = id(raw)?;
+            required(reason, "--reason", "a revocation tells the holder why", &format!("zsa revoke {id} --reason \"...\""))?;
+            grants::revoke(&client()?, json, id, reason.clone()).await
+        }
+        Cmd::Relinquish { id: raw, .. } => grants::relinquish(&client()?, json, id(raw)?).await,
+        Cmd::Review { id: raw, comment, .. } => grants::review(&client()?, json, id(raw)?, comment.clone()).await,
+        Cmd::Check { task, user, .. } => grants::check(&client()?, json, task, user.as_deref()).await,
+        Cmd::Gate { task, command, .. } => gate::run(&client()?, task, command).await,
+        Cmd::Whoami { .. } => admin::whoami(&client()?, json).await,
+        Cmd::Tasks { .. } => admin::tasks(&client()?, json).await,
+        Cmd::Audit(args) => audit::run(&client()?, json, args).await,
+        Cmd::Admin { command, .. } => admin::run(&client()?, json, command).await,
+        Cmd::Daemon(_) | Cmd::Demo { .. } | Cmd::Policy { .. } | Cmd::Completions { .. } | Cmd::Man => unreachable!("handled above"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A comment the daemon finds missing (or blank) is a usage error too, as documented.
+    #[test]
+    fn a_missing_comment_is_exit_2_whoever_notices() {
+        let refused = |code: &str| CliError::Client(ClientError::Refused { status: 400, code: code.into(), message: String::new() });
+        assert_eq!(refused("comment_required").exit_code(), 2);
+        assert_eq!(refused("reason_required").exit_code(), 2);
+        assert_eq!(refused("not_pending").exit_code(), 1);
+        assert_eq!(required(&Some(" ".into()), "--comment", "why", "zsa deny R1 --comment \"...\"").unwrap_err().exit_code(), 2);
+        assert!(required(&Some("because".into()), "--comment", "why", "").is_ok());
     }
 }

@@ -3,6 +3,7 @@
 use chrono::Utc;
 
 use super::output::{cell, json_line, relative, table, time};
+use super::watch::{Follower, until_decided};
 use super::{CliError, CmdResult, id};
 use crate::client::Client;
 use crate::model::wire::{NewRequest, Outcome};
@@ -49,35 +50,79 @@ pub fn print_outcome(o: &Outcome, json: bool) {
     }
 }
 
-pub async fn request(
-    client: &Client,
-    json: bool,
-    task: &str,
-    for_: Option<&str>,
-    reason: Option<String>,
-    ticket: Option<String>,
-    params: std::collections::BTreeMap<String, String>,
-) -> CmdResult {
-    let duration_secs = for_.map(duration::parse).transpose().map_err(CliError::Usage)?;
-    let outcome = client.request(&NewRequest { task: task.to_string(), duration_secs, reason, ticket, params }).await?;
-    print_outcome(&outcome, json);
-    Ok(())
+/// What `zsa request` asks for, as typed.
+pub struct NewArgs<'a> {
+    pub task: &'a str,
+    pub for_: Option<&'a str>,
+    pub reason: Option<String>,
+    pub ticket: Option<String>,
+    pub params: std::collections::BTreeMap<String, String>,
 }
 
-pub async fn list(client: &Client, json: bool, all: bool) -> CmdResult {
-    let requests = client.requests(all).await?;
+/// `zsa request`; with `wait`, blocks until the request is decided: Ok when granted, a refusal
+/// (exit 1) saying how it ended otherwise. With `--json` only the final state is printed.
+pub async fn request(client: &Client, json: bool, new: NewArgs<'_>, wait: bool) -> CmdResult {
+    let duration_secs = new.for_.map(duration::parse).transpose().map_err(CliError::Usage)?;
+    // Follow before asking, so a decision made at once is on the stream.
+    let mut follower = if wait { Some(Follower::open(client, None).await?) } else { None };
+    let new = NewRequest { task: new.task.to_string(), duration_secs, reason: new.reason, ticket: new.ticket, params: new.params };
+    let mut outcome = client.request(&new).await?;
+    if let Some(follower) = follower.as_mut()
+        && outcome.request.state == RequestState::Pending
+    {
+        if !json {
+            print_outcome(&outcome, json);
+            eprintln!("zsa: waiting for a decision on {} (Ctrl-C stops waiting; the request stays)", outcome.request.id);
+        }
+        outcome = until_decided(client, follower, outcome.request.id).await?;
+    }
+    print_outcome(&outcome, json);
+    match (wait, outcome.request.state) {
+        (true, RequestState::Denied | RequestState::Cancelled | RequestState::Expired) => {
+            let r = &outcome.request;
+            let by = r.decided_by.as_deref().map(|b| format!(" by {b}")).unwrap_or_default();
+            let why = r.comment.as_deref().map(|c| format!(": {}", text::inert_line(c))).unwrap_or_default();
+            Err(CliError::Refused(format!("{} was {}{by}{why}; no grant", r.id, r.state.as_str())))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `zsa requests`: pending ones the caller may see; `all`: every state; `pending`: only those
+/// waiting for the caller's decision (the daemon says which tasks they approve).
+pub async fn list(client: &Client, json: bool, all: bool, pending: bool) -> CmdResult {
+    let mut requests = client.requests(all).await?;
+    if pending {
+        let me = client.whoami().await?.user;
+        let approves: Vec<String> = client.tasks().await?.into_iter().filter(|t| t.may_approve).map(|t| t.name).collect();
+        requests.retain(|r| awaits(r, &me, &approves));
+    }
     if json {
         requests.iter().for_each(json_line);
         return Ok(());
     }
     if requests.is_empty() {
-        println!("{}", if all { "no requests" } else { "no pending requests" });
+        println!(
+            "{}",
+            if all {
+                "no requests"
+            } else if pending {
+                "no requests wait for your decision"
+            } else {
+                "no pending requests"
+            }
+        );
         return Ok(());
     }
     let now = Utc::now();
     let rows: Vec<Vec<String>> = requests.iter().map(|r| row(r, now)).collect();
     table(&["ID", "STATE", "TASK", "REQUESTER", "FOR", "APPROVALS", "AGE", "TICKET", "REASON"], &rows);
     Ok(())
+}
+
+/// Whether `r` waits for `me`: pending, for a task `me` approves, not their own, not yet approved by them.
+fn awaits(r: &Request, me: &str, approves: &[String]) -> bool {
+    r.state == RequestState::Pending && r.requester != me && approves.contains(&r.task) && !r.approvals.iter().any(|a| a.by == me)
 }
 
 fn row(r: &Request, now: chrono::DateTime<Utc>) -> Vec<String> {

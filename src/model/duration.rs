@@ -4,44 +4,40 @@
 /// The longest duration anything in zsa may have: ten years. Guards every addition to a time.
 pub const MAX_SECS: u64 = 10 * 365 * 24 * 3600;
 
-/// Parses `30m`, `1h30m`, `2d`. Zero, negative, unitless and overflowing values are refused.
+/// Parses `30m`, `1h30m`, `2d`, and the longer forms humantime reads (`1h 30min`, `2 days`,
+/// `1w`). Zero, negative, unitless, fractional and overflowing values are refused, and so is `M`
+/// (humantime's months), which reads too easily as minutes.
 pub fn parse(input: &str) -> Result<u64, String> {
     let s = input.trim();
     if s.is_empty() {
         return Err("a duration is empty: write it as a number and a unit, for example 30m".into());
     }
-    let mut total: u64 = 0;
-    let mut digits = String::new();
-    for c in s.chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        let unit: u64 = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            _ => return Err(invalid(input, "units are s, m, h and d")),
-        };
-        if digits.is_empty() {
-            return Err(invalid(input, "each unit needs a number before it"));
-        }
-        let n: u64 = digits.parse().map_err(|_| invalid(input, "the number is too large"))?;
-        total = n
-            .checked_mul(unit)
-            .and_then(|v| v.checked_add(total))
-            .filter(|v| *v <= MAX_SECS)
-            .ok_or_else(|| invalid(input, "it is longer than ten years"))?;
-        digits.clear();
+    if s.contains('M') {
+        return Err(invalid(input, "M could mean minutes or months: write m (or min) for minutes, months for months"));
     }
-    if !digits.is_empty() {
-        return Err(invalid(input, "the last number has no unit (s, m, h or d)"));
+    if s.contains('.') {
+        return Err(invalid(input, "write whole numbers: 1h30m rather than 1.5h"));
     }
-    if total == 0 {
-        return Err(invalid(input, "it must be longer than zero"));
+    let parsed = humantime::parse_duration(s).map_err(|e| {
+        invalid(
+            input,
+            match e {
+                humantime::DurationError::NumberOverflow => "it is longer than ten years",
+                humantime::DurationError::UnknownUnit { unit, .. } if unit.is_empty() => "the last number has no unit (s, m, h or d)",
+                humantime::DurationError::UnknownUnit { .. } => "units are s, m, h and d (or min, hours, days, weeks)",
+                humantime::DurationError::NumberExpected(_) => "each unit needs a number before it",
+                _ => "write whole numbers with units",
+            },
+        )
+    })?;
+    if parsed.subsec_nanos() != 0 {
+        return Err(invalid(input, "it must be whole seconds"));
     }
-    Ok(total)
+    match parsed.as_secs() {
+        0 => Err(invalid(input, "it must be longer than zero")),
+        secs if secs > MAX_SECS => Err(invalid(input, "it is longer than ten years")),
+        secs => Ok(secs),
+    }
 }
 
 fn invalid(input: &str, why: &str) -> String {
@@ -83,16 +79,22 @@ mod tests {
         assert_eq!(parse("1d"), Ok(86_400));
         assert_eq!(parse("1h30m"), Ok(5400));
         assert_eq!(parse(" 2m "), Ok(120));
+        assert_eq!(parse("8h"), Ok(28_800));
+        assert_eq!(parse("1h 30min"), Ok(5400));
+        assert_eq!(parse("2 days"), Ok(172_800));
+        assert_eq!(parse("1w"), Ok(604_800));
     }
 
     #[test]
     fn refuses_what_is_not_a_duration() {
-        for bad in ["", "0s", "0m0s", "-5m", "5", "m", "5x", "1.5h", "99999999999999999999999s", "3651d"] {
+        for bad in ["", "0s", "0m0s", "-5m", "5", "m", "5x", "1.5h", "99999999999999999999999s", "3651d", "30M", "500ms"] {
             let err = parse(bad).unwrap_err();
             assert!(err.contains("duration"), "{bad}: {err}");
         }
         assert!(parse("0s").unwrap_err().contains("longer than zero"));
         assert!(parse("18446744073709551615d").unwrap_err().contains("ten years"));
+        assert!(parse("5").unwrap_err().contains("no unit"), "{:?}", parse("5"));
+        assert!(parse("30M").unwrap_err().contains("minutes or months"));
     }
 
     #[test]
