@@ -96,7 +96,7 @@ fn app_with(n: usize) -> App {
 }
 
 fn render(c: &mut Criterion) {
-    let theme = Theme { color: true };
+    let theme = Theme::new(true);
     for n in [10usize, 10_000, 100_000] {
         let mut app = app_with(n);
         let mut terminal = Terminal::new(TestBackend::new(160, 48)).unwrap();

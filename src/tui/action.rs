@@ -2,7 +2,7 @@
 //! imperative (`ApproveSelected`), results past tense (`RequestLoaded`).
 
 use chrono::{DateTime, Utc};
-use crossterm::event::KeyEvent;
+use crossterm::event::{KeyEvent, MouseEvent};
 
 use crate::model::wire::{GrantView, NewRequest, Outcome, RequestView, TaskView, VerifyReport, WhoAmI};
 use crate::model::{Event, GrantId, RequestId, RunId};
@@ -11,6 +11,11 @@ use crate::model::{Event, GrantId, RequestId, RunId};
 pub enum Action {
     /// A key the user pressed; `update` translates it through the keymap.
     Key(KeyEvent),
+    /// A key for the popup or text field that has the keyboard (the keymap's translation
+    /// outside the panes); the app reads it against its mode.
+    ModeKey(KeyEvent),
+    /// A mouse event (the wheel scrolls the current list).
+    Mouse(MouseEvent),
     /// A second passed (only sent while something on screen counts down).
     Tick,
     Resize,
@@ -38,6 +43,9 @@ pub enum Action {
     RevokeSelected,
     ReviewSelected,
     StartFilter,
+    /// Sort the pane's rows by the next column (id, task, user, time, then as at first).
+    CycleSort,
+    ReverseSort,
     ToggleFollow,
     ExportLog,
     VerifyLog,
@@ -62,6 +70,8 @@ pub enum Action {
     Done(String),
     Failed(String),
     Verified(VerifyReport),
+    /// The chain could not be checked (the daemon went away, or refused).
+    VerifyFailed(String),
     Exported {
         path: String,
         count: usize,
@@ -72,6 +82,28 @@ pub enum Action {
         text: String,
         sha256: String,
     },
+}
+
+impl Action {
+    /// A result from the daemon or an effect (as opposed to input or an intent).
+    pub fn is_result(&self) -> bool {
+        matches!(
+            self,
+            Action::Loaded { .. }
+                | Action::LoadFailed(_)
+                | Action::EventReceived(_)
+                | Action::RequestLoaded(_)
+                | Action::GrantLoaded(_)
+                | Action::StreamConnected
+                | Action::StreamLost(_)
+                | Action::Done(_)
+                | Action::Failed(_)
+                | Action::Verified(_)
+                | Action::VerifyFailed(_)
+                | Action::Exported { .. }
+                | Action::TranscriptLoaded { .. }
+        )
+    }
 }
 
 /// Work for the runtime to do outside `update`, which never waits on I/O.

@@ -6,31 +6,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 
 use super::action::{Action, Effect, Submission};
-use super::form::{Field, RequestForm};
-use super::keymap;
+pub use super::context::Pane;
+use super::context::{KeyContext, ModeKind};
+use super::form::RequestForm;
+use super::keymap::Keymap;
+use super::textfield::TextField;
 use crate::model::wire::{GrantView, RequestView, RowAction, TaskView, VerifyReport, WhoAmI};
 use crate::model::{Change, Event, GrantId, GrantState, RequestId, RequestState, RunId, text};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Pane {
-    Requester,
-    Approver,
-    Auditor,
-}
-
-impl Pane {
-    pub fn title(self) -> &'static str {
-        match self {
-            Pane::Requester => "Requester",
-            Pane::Approver => "Approver",
-            Pane::Auditor => "Auditor",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Connection {
@@ -84,7 +66,7 @@ impl PromptKind {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Prompt {
     pub kind: PromptKind,
-    pub input: String,
+    pub input: TextField,
     pub error: Option<String>,
 }
 
@@ -93,14 +75,54 @@ pub enum Mode {
     Normal,
     Help,
     Detail,
-    Form(RequestForm),
+    Form(Box<RequestForm>),
     Prompt(Prompt),
-    /// Editing the auditor's filter.
+    /// Editing the current pane's filter.
     Filter,
     /// Editing the export path.
-    Export(String),
+    Export(TextField),
     /// A run's whole transcript, over the detail of its event (keys in `scrolling.rs`).
     Transcript(RunId),
+}
+
+impl Mode {
+    /// How keys are read in this mode.
+    pub fn kind(&self) -> ModeKind {
+        match self {
+            Mode::Normal => ModeKind::Normal,
+            Mode::Help => ModeKind::Help,
+            Mode::Detail | Mode::Transcript(_) => ModeKind::Detail,
+            Mode::Form(_) | Mode::Prompt(_) | Mode::Filter | Mode::Export(_) => ModeKind::Editing,
+        }
+    }
+}
+
+/// What a pane's rows can be sorted by: columns every kind of row has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SortColumn {
+    Id,
+    Task,
+    /// The requester, holder or actor.
+    User,
+    /// When it was asked for, when it ends, when it happened.
+    Time,
+}
+
+impl SortColumn {
+    pub fn label(self) -> &'static str {
+        match self {
+            SortColumn::Id => "id",
+            SortColumn::Task => "task",
+            SortColumn::User => "user",
+            SortColumn::Time => "time",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sort {
+    pub column: SortColumn,
+    pub reversed: bool,
 }
 
 /// One selectable row.
@@ -133,8 +155,9 @@ pub struct Toast {
     pub until: DateTime<Utc>,
 }
 
-/// How long a toast stays unless dismissed.
-const TOAST_SECS: i64 = 6;
+/// How long a toast stays unless dismissed: long enough to read, errors longer.
+pub const TOAST_SECS: i64 = 4;
+pub const TOAST_ERROR_SECS: i64 = 10;
 /// Events kept for the auditor pane; older ones are in the daemon's log.
 pub const LOG_KEEP: usize = 200_000;
 /// The log is trimmed back to `LOG_KEEP` only once it is this much over, so a full log does not
@@ -152,9 +175,17 @@ pub struct App {
     pub requests: BTreeMap<RequestId, RequestView>,
     pub grants: BTreeMap<GrantId, GrantView>,
     pub log: Vec<Event>,
-    pub filter: String,
+    /// Each pane's filter (`/`): only rows containing it are shown.
+    pub filters: [TextField; 3],
+    /// Each pane's sort (`s`, `S`); None: the pane's own order.
+    pub sorts: [Option<Sort>; 3],
     pub follow: bool,
     pub verify: VerifyState,
+    /// Verifications asked for and not yet answered: a late answer to one from before a
+    /// reconnect does not end the state of the one running now.
+    verifying: u32,
+    /// The keys, with the user's remappings; also drawn in the footer and the help.
+    pub keys: Keymap,
     pub panes: Vec<Pane>,
     pub pane: Pane,
     pub mode: Mode,
@@ -191,9 +222,12 @@ impl App {
             requests: BTreeMap::new(),
             grants: BTreeMap::new(),
             log: Vec::new(),
-            filter: String::new(),
+            filters: Default::default(),
+            sorts: [None; 3],
             follow: true,
             verify: VerifyState::Unknown,
+            verifying: 0,
+            keys: Keymap::new(!people.is_empty()),
             panes: vec![Pane::Requester],
             pane: Pane::Requester,
             mode: Mode::Normal,
@@ -244,12 +278,23 @@ impl App {
         self.current_sections().get(c.section).and_then(|s| s.items.get(c.row)).copied()
     }
 
+    /// The keys are read against this.
+    pub fn key_context(&self) -> KeyContext {
+        KeyContext { mode: self.mode.kind(), pane: self.pane }
+    }
+
+    /// A pane's filter text.
+    pub fn filter(&self, pane: Pane) -> &str {
+        self.filters[pane.index()].value()
+    }
+
     /// Does an event match the auditor's filter (user, task, kind or any text)?
     pub fn matches_filter(&self, e: &Event) -> bool {
-        if self.filter.is_empty() {
+        let filter = self.filter(Pane::Auditor);
+        if filter.is_empty() {
             return true;
         }
-        let f = self.filter.to_lowercase();
+        let f = filter.to_lowercase();
         let hay = [
             e.actor.as_str(),
             e.change.kind(),
@@ -324,6 +369,7 @@ impl App {
             Section { title: "Expiring soon", items: expiring.iter().map(|g| Item::Grant(g.id)).collect(), urgent: false },
         ];
 
+        self.filter_and_sort();
         for pane in [Pane::Requester, Pane::Approver, Pane::Auditor] {
             if !self.select_again(pane, selected[pane.index()]) {
                 self.clamp_cursor(pane);
@@ -379,8 +425,11 @@ impl App {
         self.panes = panes;
     }
 
+    /// A message in the footer until daemon time passes `until` (errors stay longer), or the
+    /// pane or person changes.
     fn toast(&mut self, text: impl Into<String>, error: bool) {
-        self.toast = Some(Toast { text: text.into(), error, until: self.now + chrono::Duration::seconds(TOAST_SECS) });
+        let secs = if error { TOAST_ERROR_SECS } else { TOAST_SECS };
+        self.toast = Some(Toast { text: text.into(), error, until: self.now + chrono::Duration::seconds(secs) });
     }
 
     /// Handles one action at daemon time `now` and brings the sections up to date; returns what
@@ -410,25 +459,56 @@ impl App {
             self.dirty = true;
         }
         match action {
-            Action::Key(key) => {
-                if let Some(effects) = self.popup_key(key) {
-                    return effects;
-                }
-                if matches!(self.mode, Mode::Form(_) | Mode::Prompt(_) | Mode::Filter | Mode::Export(_)) {
-                    return self.edit(key);
-                }
-                match keymap::translate(self, key) {
-                    Some(a) => self.update(a, now),
-                    None => Vec::new(),
-                }
+            Action::Key(key) => self.dispatch(self.keys.translate(self.key_context(), key)),
+            Action::Mouse(mouse) => self.dispatch(self.keys.translate_mouse(self.key_context(), mouse)),
+            Action::ModeKey(key) => self.mode_key(key),
+            Action::Tick => self.on_tick(),
+            Action::EventReceived(event) => self.on_event(event),
+            action if action.is_result() => self.on_result(action),
+            intent => self.on_intent(intent),
+        }
+    }
+
+    /// A translated key or mouse event. The runtime translates before actions get here; raw
+    /// keys (from the tests) take the same translation.
+    fn dispatch(&mut self, translated: Option<Action>) -> Vec<Effect> {
+        match translated {
+            Some(Action::ModeKey(key)) => self.mode_key(key),
+            Some(intent) => self.on_intent(intent),
+            None => Vec::new(),
+        }
+    }
+
+    /// A key while a popup or a text field has the keyboard: scrolling first (`scrolling.rs`),
+    /// then the field's editing, the help's "any key closes", or the pane's keys under a detail.
+    fn mode_key(&mut self, key: crossterm::event::KeyEvent) -> Vec<Effect> {
+        if let Some(effects) = self.popup_key(key) {
+            return effects;
+        }
+        match self.mode.kind() {
+            ModeKind::Editing => self.edit(key),
+            ModeKind::Help => self.on_intent(Action::ToggleHelp),
+            ModeKind::Detail if key.code == crossterm::event::KeyCode::Enter => self.on_intent(Action::Back),
+            ModeKind::Detail | ModeKind::Normal => {
+                let under = KeyContext { mode: ModeKind::Normal, pane: self.pane };
+                self.dispatch(self.keys.translate(under, key))
             }
-            Action::Tick => {
-                if self.toast.as_ref().is_some_and(|t| t.until <= now) {
-                    self.toast = None;
-                }
-                self.dirty = true;
-                Vec::new()
-            }
+        }
+    }
+
+    /// A second of daemon time passed: toasts fade.
+    fn on_tick(&mut self) -> Vec<Effect> {
+        if self.toast.as_ref().is_some_and(|t| t.until <= self.now) {
+            self.toast = None;
+        }
+        self.dirty = true;
+        Vec::new()
+    }
+
+    /// What the user asked for, through the keymap.
+    fn on_intent(&mut self, action: Action) -> Vec<Effect> {
+        let now = self.now;
+        match action {
             Action::Resize => Vec::new(),
             Action::Quit => {
                 self.quit = true;
@@ -436,17 +516,13 @@ impl App {
             }
             Action::NextPane => {
                 let i = self.panes.iter().position(|p| *p == self.pane).unwrap_or(0);
-                self.pane = self.panes[(i + 1) % self.panes.len()];
-                self.mode = Mode::Normal;
+                self.show_pane(self.panes[(i + 1) % self.panes.len()]);
                 Vec::new()
             }
             Action::SelectPane(n) => {
                 let wanted = [Pane::Requester, Pane::Approver, Pane::Auditor].get(n).copied();
                 match wanted {
-                    Some(p) if self.panes.contains(&p) => {
-                        self.pane = p;
-                        self.mode = Mode::Normal;
-                    }
+                    Some(p) if self.panes.contains(&p) => self.show_pane(p),
                     Some(p) => self.toast(format!("the {} pane is not for you: it needs the {} role", p.title(), pane_role(p)), true),
                     None => {}
                 }
@@ -497,8 +573,12 @@ impl App {
                 effects
             }
             Action::Back => {
+                if self.mode == Mode::Normal && self.toast.is_none() && !self.filters[self.pane.index()].is_empty() {
+                    // Esc on a filtered pane clears its filter.
+                    self.mode = Mode::Filter;
+                }
                 if matches!(self.mode, Mode::Filter) {
-                    self.filter.clear();
+                    self.filters[self.pane.index()].clear();
                     self.rebuild();
                 }
                 if self.mode == Mode::Normal {
@@ -531,15 +611,34 @@ impl App {
                 self.mode = Mode::Filter;
                 Vec::new()
             }
-            Action::ExportLog => {
-                let ext = "jsonl";
-                self.mode = Mode::Export(format!("zsa-audit-{}.{ext}", now.format("%Y%m%d-%H%M%S")));
+            Action::CycleSort => {
+                use SortColumn::*;
+                let sort = &mut self.sorts[self.pane.index()];
+                *sort = match sort.map(|s| s.column) {
+                    None => Some(Sort { column: Id, reversed: false }),
+                    Some(Id) => Some(Sort { column: Task, reversed: false }),
+                    Some(Task) => Some(Sort { column: User, reversed: false }),
+                    Some(User) => Some(Sort { column: Time, reversed: false }),
+                    Some(Time) => None,
+                };
+                self.rebuild();
                 Vec::new()
             }
-            Action::VerifyLog => {
-                self.verify = VerifyState::Checking;
-                vec![Effect::Verify]
+            Action::ReverseSort => {
+                let sort = &mut self.sorts[self.pane.index()];
+                *sort = Some(match *sort {
+                    Some(s) => Sort { reversed: !s.reversed, ..s },
+                    None => Sort { column: SortColumn::Id, reversed: true },
+                });
+                self.rebuild();
+                Vec::new()
             }
+            Action::ExportLog => {
+                let ext = "jsonl";
+                self.mode = Mode::Export(TextField::new(format!("zsa-audit-{}.{ext}", now.format("%Y%m%d-%H%M%S"))));
+                Vec::new()
+            }
+            Action::VerifyLog => self.start_verify(),
             Action::SwitchUser => {
                 if self.people.is_empty() {
                     self.toast("switching people is for the demo; set ZSA_TOKEN to be someone else", true);
@@ -553,7 +652,7 @@ impl App {
                 if super::form::requestable(&self.tasks).is_empty() {
                     self.toast("you may ask for no task under the current policy", true);
                 } else {
-                    self.mode = Mode::Form(RequestForm::new(&self.tasks));
+                    self.mode = Mode::Form(Box::new(RequestForm::new(&self.tasks)));
                 }
                 Vec::new()
             }
@@ -562,7 +661,13 @@ impl App {
             Action::RelinquishSelected => self.start_on_grant(RowAction::Relinquish, PromptKind::Relinquish),
             Action::RevokeSelected => self.start_on_grant(RowAction::Revoke, PromptKind::Revoke),
             Action::ReviewSelected => self.start_on_grant(RowAction::Review, PromptKind::Review),
+            _ => Vec::new(),
+        }
+    }
 
+    /// What the daemon answered or reported.
+    fn on_result(&mut self, action: Action) -> Vec<Effect> {
+        match action {
             Action::Loaded { me, tasks, requests, grants, log } => {
                 let first = self.me.is_none();
                 self.me = Some(me);
@@ -572,13 +677,11 @@ impl App {
                 self.log = log;
                 self.set_panes();
                 if first {
-                    // Open where the work is: the queue for approvers, the log for auditors.
-                    self.pane = if self.panes.contains(&Pane::Approver) { Pane::Approver } else { self.panes[0] };
+                    self.pane = self.first_pane();
                 }
                 self.rebuild();
                 if self.panes.contains(&Pane::Auditor) && self.verify == VerifyState::Unknown {
-                    self.verify = VerifyState::Checking;
-                    return vec![Effect::Verify];
+                    return self.start_verify();
                 }
                 Vec::new()
             }
@@ -586,7 +689,6 @@ impl App {
                 self.toast(format!("could not load: {why}"), true);
                 Vec::new()
             }
-            Action::EventReceived(event) => self.on_event(event),
             Action::RequestLoaded(outcome) => {
                 let outcome = *outcome;
                 if let Some(g) = outcome.grant {
@@ -615,6 +717,10 @@ impl App {
                 }
             }
             Action::StreamLost(why) => {
+                // A check running when the daemon went may never answer: it is no longer known.
+                if self.verify == VerifyState::Checking {
+                    self.verify = VerifyState::Unknown;
+                }
                 if !matches!(self.connection, Connection::Lost(_)) {
                     self.toast(format!("lost the daemon ({why}); reconnecting…"), true);
                 }
@@ -630,7 +736,16 @@ impl App {
                 Vec::new()
             }
             Action::Verified(report) => {
+                self.verifying = self.verifying.saturating_sub(1);
                 self.verify = VerifyState::Done(report);
+                Vec::new()
+            }
+            Action::VerifyFailed(why) => {
+                self.verifying = self.verifying.saturating_sub(1);
+                if self.verifying == 0 && self.verify == VerifyState::Checking {
+                    self.verify = VerifyState::Unknown;
+                }
+                self.toast(format!("could not verify the chain: {why}; V tries again"), true);
                 Vec::new()
             }
             Action::TranscriptLoaded { run, text, sha256 } => {
@@ -641,12 +756,42 @@ impl App {
                 self.toast(format!("exported {count} events to {}", text::inert_line(&path)), false);
                 Vec::new()
             }
+            _ => Vec::new(),
         }
     }
 
-    /// Keys typed while a text field has focus.
+    /// Asks the daemon to verify the chain.
+    fn start_verify(&mut self) -> Vec<Effect> {
+        self.verify = VerifyState::Checking;
+        self.verifying += 1;
+        vec![Effect::Verify]
+    }
+
+    /// Shows another pane; what was said about the last one goes with it.
+    fn show_pane(&mut self, pane: Pane) {
+        self.pane = pane;
+        self.mode = Mode::Normal;
+        self.toast = None;
+    }
+
+    /// Where the console opens: where the work is. An auditor (auditor only, or auditor first
+    /// among their roles) opens on the log, an approver on the queue.
+    fn first_pane(&self) -> Pane {
+        let roles = self.me.as_ref().map(|m| m.roles.as_slice()).unwrap_or_default();
+        let auditor_first = roles.first().is_some_and(|r| r == "auditor");
+        if auditor_first && self.panes.contains(&Pane::Auditor) {
+            Pane::Auditor
+        } else if self.panes.contains(&Pane::Approver) {
+            Pane::Approver
+        } else {
+            self.panes[0]
+        }
+    }
+
+    /// Keys typed while a text field has focus. Editing within the field (cursor movement,
+    /// Ctrl-U, Ctrl-W...) is the text field's; here are only the keys that leave or confirm it.
     pub fn edit(&mut self, key: crossterm::event::KeyEvent) -> Vec<Effect> {
-        use crossterm::event::{KeyCode, KeyModifiers};
+        use crossterm::event::KeyCode;
         self.dirty = true;
         let tasks = self.tasks.clone();
         match &mut self.mode {
@@ -654,9 +799,6 @@ impl App {
                 KeyCode::Esc => self.mode = Mode::Normal,
                 KeyCode::Tab | KeyCode::Down => form.next_field(true),
                 KeyCode::BackTab | KeyCode::Up => form.next_field(false),
-                KeyCode::Left if form.field == Field::Task => form.cycle_task(&tasks, false),
-                KeyCode::Right if form.field == Field::Task => form.cycle_task(&tasks, true),
-                KeyCode::Backspace => form.backspace(),
                 KeyCode::Enter => {
                     if form.problems(&tasks).is_empty()
                         && let Some(new) = form.to_request(&tasks)
@@ -666,14 +808,12 @@ impl App {
                     }
                     form.tried = true;
                 }
-                KeyCode::Char(c) if !key.modifiers.contains(KeyModifiers::CONTROL) => form.type_char(c),
-                _ => {}
+                _ => form.edit(&tasks, key),
             },
             Mode::Prompt(prompt) => match key.code {
                 KeyCode::Esc => self.mode = Mode::Normal,
-                KeyCode::Backspace => drop(prompt.input.pop()),
                 KeyCode::Enter => return self.confirm_prompt(),
-                KeyCode::Char(c) if prompt.kind.input().is_some() && !key.modifiers.contains(KeyModifiers::CONTROL) => prompt.input.push(c),
+                _ if prompt.kind.input().is_some() => drop(prompt.input.key(key)),
                 KeyCode::Char('y') => return self.confirm_prompt(),
                 KeyCode::Char('n') => self.mode = Mode::Normal,
                 _ => {}
@@ -681,22 +821,21 @@ impl App {
             Mode::Filter => match key.code {
                 KeyCode::Esc => return self.update(Action::Back, self.now),
                 KeyCode::Enter => self.mode = Mode::Normal,
-                KeyCode::Backspace => {
-                    self.filter.pop();
-                    self.rebuild();
+                _ => {
+                    let field = &mut self.filters[self.pane.index()];
+                    let before = field.value().to_string();
+                    field.key(key);
+                    if field.value() != before {
+                        // A new filter starts at its first row.
+                        self.cursors[self.pane.index()] = Cursor::default();
+                        self.rebuild();
+                    }
                 }
-                KeyCode::Char(c) if !key.modifiers.contains(KeyModifiers::CONTROL) => {
-                    self.filter.push(c);
-                    self.cursors[Pane::Auditor.index()] = Cursor::default();
-                    self.rebuild();
-                }
-                _ => {}
             },
             Mode::Export(path) => match key.code {
                 KeyCode::Esc => self.mode = Mode::Normal,
-                KeyCode::Backspace => drop(path.pop()),
                 KeyCode::Enter => {
-                    let path = path.clone();
+                    let path = path.value().to_string();
                     self.mode = Mode::Normal;
                     let events = self.sections[Pane::Auditor.index()][0]
                         .items
@@ -709,17 +848,94 @@ impl App {
                         .collect();
                     return vec![Effect::Export { path, events }];
                 }
-                KeyCode::Char(c) if !key.modifiers.contains(KeyModifiers::CONTROL) => path.push(c),
-                _ => {}
+                _ => drop(path.key(key)),
             },
             _ => {}
         }
         Vec::new()
     }
 
+    /// Applies each pane's filter and sort to the sections just built. The auditor's log is
+    /// filtered as it is built (it can be long); its sort applies here like the others'.
+    fn filter_and_sort(&mut self) {
+        for pane in Pane::ALL {
+            let needle = self.filter(pane).to_lowercase();
+            let sort = self.sorts[pane.index()];
+            if needle.is_empty() && sort.is_none() {
+                continue;
+            }
+            let mut sections = std::mem::take(&mut self.sections[pane.index()]);
+            for section in &mut sections {
+                if !needle.is_empty() {
+                    section.items.retain(|item| matches!(item, Item::Event(_)) || self.item_text(*item).contains(&needle));
+                }
+                if let Some(sort) = sort {
+                    section.items.sort_by_cached_key(|item| self.sort_key(*item, sort.column));
+                    if sort.reversed {
+                        section.items.reverse();
+                    }
+                }
+            }
+            self.sections[pane.index()] = sections;
+        }
+    }
+
+    /// Everything a filter looks in for a row, lower case: id, task, user, reason, ticket, state.
+    fn item_text(&self, item: Item) -> String {
+        let request_text = |r: &RequestView| {
+            format!(
+                "{} {} {} {} {} {}",
+                r.id,
+                r.task,
+                r.requester,
+                r.reason.as_deref().unwrap_or(""),
+                r.ticket.as_deref().unwrap_or(""),
+                r.state.as_str()
+            )
+        };
+        let text = match item {
+            Item::Request(id) => self.requests.get(&id).map(request_text).unwrap_or_default(),
+            Item::Grant(id) => match self.grants.get(&id) {
+                Some(g) => {
+                    let request = self.requests.get(&g.request).map(request_text).unwrap_or_default();
+                    format!("{} {} {} {} {request}", g.id, g.task, g.holder, g.state.as_str())
+                }
+                None => String::new(),
+            },
+            Item::Event(i) => {
+                self.log.get(i).map(|e| format!("{} {} {}", e.actor, e.change.kind(), e.change.summary())).unwrap_or_default()
+            }
+        };
+        text.to_lowercase()
+    }
+
+    /// What a row sorts by in a column: numbers as numbers, times as times.
+    fn sort_key(&self, item: Item, column: SortColumn) -> (String, i64) {
+        let (id, task, user, time) = match item {
+            Item::Request(id) => match self.requests.get(&id) {
+                Some(r) => (id.0 as i64, r.task.clone(), r.requester.clone(), r.created_at),
+                None => return Default::default(),
+            },
+            Item::Grant(id) => match self.grants.get(&id) {
+                Some(g) => (id.0 as i64, g.task.clone(), g.holder.clone(), g.expires_at),
+                None => return Default::default(),
+            },
+            Item::Event(i) => match self.log.get(i) {
+                Some(e) => (e.seq as i64, e.change.task().unwrap_or("").to_string(), e.actor.clone(), e.at),
+                None => return Default::default(),
+            },
+        };
+        match column {
+            SortColumn::Id => (String::new(), id),
+            SortColumn::Task => (task, id),
+            SortColumn::User => (user, id),
+            SortColumn::Time => (String::new(), time.timestamp_millis()),
+        }
+    }
+
     fn confirm_prompt(&mut self) -> Vec<Effect> {
         let Mode::Prompt(prompt) = &mut self.mode else { return Vec::new() };
-        let text = prompt.input.trim().to_string();
+        let text = prompt.input.value().trim().to_string();
         if let Some((label, true)) = prompt.kind.input()
             && text.is_empty()
         {
@@ -809,7 +1025,7 @@ impl App {
 
     fn open_prompt(&mut self, result: Result<PromptKind, String>) -> Vec<Effect> {
         match result {
-            Ok(kind) => self.mode = Mode::Prompt(Prompt { kind, input: String::new(), error: None }),
+            Ok(kind) => self.mode = Mode::Prompt(Prompt { kind, input: TextField::default(), error: None }),
             Err(why) => self.toast(why, true),
         }
         Vec::new()
@@ -824,6 +1040,10 @@ impl App {
         self.fresh.clear();
         self.verify = VerifyState::Unknown;
         self.mode = Mode::Normal;
+        // Nothing said to or set by the last person stays.
+        self.toast = None;
+        self.filters = Default::default();
+        self.sorts = [None; 3];
         self.cursors = [Cursor::default(); 3];
         self.connection = Connection::Connecting;
         self.rebuild();

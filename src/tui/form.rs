@@ -2,8 +2,10 @@
 //! chosen task's policy on every keystroke, so the requester sees what the daemon would refuse
 //! before sending it. The daemon still decides; this only saves a round trip.
 
+use crossterm::event::{KeyCode, KeyEvent};
 use regex::Regex;
 
+use super::textfield::TextField;
 use crate::model::wire::{MAX_REASON_CHARS, MAX_TICKET_CHARS, NewRequest, TaskView};
 use crate::model::{duration, text};
 
@@ -30,12 +32,15 @@ impl Field {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestForm {
-    /// Index into the tasks the user may ask for.
+    /// Index into the tasks that match the search.
     pub task: usize,
+    /// Typed on the task field: narrows the tasks offered to those whose name or description
+    /// contains it.
+    pub search: TextField,
     pub field: Field,
-    pub duration: String,
-    pub reason: String,
-    pub ticket: String,
+    pub duration: TextField,
+    pub reason: TextField,
+    pub ticket: TextField,
     /// Set when the user tried to submit with problems, so they are shown.
     pub tried: bool,
 }
@@ -49,23 +54,33 @@ impl RequestForm {
     pub fn new(tasks: &[TaskView]) -> Self {
         let mut f = RequestForm {
             task: 0,
+            search: TextField::default(),
             field: Field::Task,
-            duration: String::new(),
-            reason: String::new(),
-            ticket: String::new(),
+            duration: TextField::default(),
+            reason: TextField::default(),
+            ticket: TextField::default(),
             tried: false,
         };
         f.reset_duration(tasks);
         f
     }
 
+    /// The tasks offered under the current search.
+    pub fn matching<'a>(&self, tasks: &'a [TaskView]) -> Vec<&'a TaskView> {
+        let wanted = self.search.value().to_lowercase();
+        requestable(tasks)
+            .into_iter()
+            .filter(|t| wanted.is_empty() || t.name.to_lowercase().contains(&wanted) || t.description.to_lowercase().contains(&wanted))
+            .collect()
+    }
+
     pub fn task<'a>(&self, tasks: &'a [TaskView]) -> Option<&'a TaskView> {
-        requestable(tasks).get(self.task).copied()
+        self.matching(tasks).get(self.task).copied()
     }
 
     fn reset_duration(&mut self, tasks: &[TaskView]) {
         if let Some(t) = self.task(tasks) {
-            self.duration = duration::format(t.default_duration_secs);
+            self.duration = TextField::new(duration::format(t.default_duration_secs));
         }
     }
 
@@ -75,9 +90,9 @@ impl RequestForm {
         self.field = Field::ALL[if forward { (i + 1) % n } else { (i + n - 1) % n }];
     }
 
-    /// Left/right on the task field picks another task.
+    /// Left/right on the task field picks another of the matching tasks.
     pub fn cycle_task(&mut self, tasks: &[TaskView], forward: bool) {
-        let n = requestable(tasks).len();
+        let n = self.matching(tasks).len();
         if n == 0 {
             return;
         }
@@ -85,21 +100,28 @@ impl RequestForm {
         self.reset_duration(tasks);
     }
 
-    pub fn type_char(&mut self, c: char) {
+    /// An editing key on the focused field. On the task field, Left/Right pick a task and the
+    /// rest edit the search; the chosen task stays chosen while it still matches.
+    pub fn edit(&mut self, tasks: &[TaskView], key: KeyEvent) {
         match self.field {
-            Field::Task => {}
-            Field::Duration => self.duration.push(c),
-            Field::Reason => self.reason.push(c),
-            Field::Ticket => self.ticket.push(c),
-        }
-    }
-
-    pub fn backspace(&mut self) {
-        match self.field {
-            Field::Task => {}
-            Field::Duration => drop(self.duration.pop()),
-            Field::Reason => drop(self.reason.pop()),
-            Field::Ticket => drop(self.ticket.pop()),
+            Field::Task => match key.code {
+                KeyCode::Left => self.cycle_task(tasks, false),
+                KeyCode::Right => self.cycle_task(tasks, true),
+                _ => {
+                    let chosen = self.task(tasks).map(|t| t.name.clone());
+                    if !self.search.key(key) {
+                        return;
+                    }
+                    let matching = self.matching(tasks);
+                    self.task = chosen.as_ref().and_then(|name| matching.iter().position(|t| &t.name == name)).unwrap_or(0);
+                    if self.task(tasks).map(|t| &t.name) != chosen.as_ref() {
+                        self.reset_duration(tasks);
+                    }
+                }
+            },
+            Field::Duration => drop(self.duration.key(key)),
+            Field::Reason => drop(self.reason.key(key)),
+            Field::Ticket => drop(self.ticket.key(key)),
         }
     }
 
@@ -107,10 +129,15 @@ impl RequestForm {
     pub fn problems(&self, tasks: &[TaskView]) -> Vec<(Field, String)> {
         let mut out = Vec::new();
         let Some(task) = self.task(tasks) else {
-            out.push((Field::Task, "you may ask for no task".to_string()));
+            let why = if self.search.is_empty() {
+                "you may ask for no task".to_string()
+            } else {
+                format!("no task you may ask for matches {:?}; Backspace widens the search", text::inert_line(self.search.value()))
+            };
+            out.push((Field::Task, why));
             return out;
         };
-        match duration::parse(&self.duration) {
+        match duration::parse(self.duration.value()) {
             Err(e) => out.push((Field::Duration, e)),
             Ok(secs) if secs > task.max_duration_secs => {
                 out.push((Field::Duration, format!("at most {} for this task", duration::format(task.max_duration_secs))))
@@ -118,8 +145,8 @@ impl RequestForm {
             Ok(_) => {}
         }
         let checks = [
-            (Field::Reason, self.reason.trim(), task.require_reason, task.reason_pattern.as_deref(), MAX_REASON_CHARS),
-            (Field::Ticket, self.ticket.trim(), task.require_ticket, task.ticket_pattern.as_deref(), MAX_TICKET_CHARS),
+            (Field::Reason, self.reason.value().trim(), task.require_reason, task.reason_pattern.as_deref(), MAX_REASON_CHARS),
+            (Field::Ticket, self.ticket.value().trim(), task.require_ticket, task.ticket_pattern.as_deref(), MAX_TICKET_CHARS),
         ];
         for (field, value, required, pattern, max) in checks {
             let name = field.label().to_lowercase();
@@ -146,9 +173,9 @@ impl RequestForm {
         let some = |s: &str| Some(s.trim().to_string()).filter(|s| !s.is_empty());
         Some(NewRequest {
             task: task.name.clone(),
-            duration_secs: duration::parse(&self.duration).ok(),
-            reason: some(&self.reason),
-            ticket: some(&self.ticket),
+            duration_secs: duration::parse(self.duration.value()).ok(),
+            reason: some(self.reason.value()),
+            ticket: some(self.ticket.value()),
             params: Default::default(),
         })
     }

@@ -3,12 +3,15 @@
 
 pub mod action;
 pub mod app;
+pub mod config;
+pub mod context;
 pub mod form;
 pub mod keymap;
 mod overlays;
 pub mod panes;
 pub mod runtime;
 mod scrolling;
+pub mod textfield;
 pub mod theme;
 pub mod ui;
 pub mod widgets;
@@ -26,6 +29,8 @@ pub struct TuiOptions {
 
 pub use runtime::run;
 
+#[cfg(test)]
+mod behaviour_tests;
 #[cfg(test)]
 mod snapshot_tests;
 #[cfg(test)]

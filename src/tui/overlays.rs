@@ -7,7 +7,6 @@ use ratatui::text::{Line, Span};
 
 use super::app::{App, Item, Prompt, PromptKind};
 use super::form::{Field, RequestForm};
-use super::keymap;
 use super::theme::Theme;
 use super::widgets::moment;
 use super::widgets::scroll::{Popup, Scrolling, render_popup};
@@ -25,7 +24,9 @@ fn title(text: &str, theme: &Theme) -> Line<'static> {
 }
 
 pub fn help(app: &App, frame: &mut Frame, theme: &Theme) {
-    let body: Vec<Line> = keymap::for_pane(app.pane)
+    let body: Vec<Line> = app
+        .keys
+        .for_pane(app.pane)
         .map(|b| Line::from(vec![Span::styled(format!("{:>10}  ", b.keys), theme.header()), Span::raw(b.help)]))
         .collect();
     let footer = vec![Line::styled(format!("{SCROLL_KEYS} · any other key closes"), theme.dim())];
@@ -183,24 +184,28 @@ pub fn form(app: &App, form: &RequestForm, frame: &mut Frame, theme: &Theme) {
     let task = form.task(&app.tasks);
     let problems = form.problems(&app.tasks);
     let mut lines = Vec::new();
+    let focused = |f: Field| form.field == f;
     let mut focus = 0;
     for f in Field::ALL {
         let value = match f {
-            Field::Task => task.map(|t| format!("◀ {} ▶", t.name)).unwrap_or_default(),
-            Field::Duration => form.duration.clone(),
-            Field::Reason => form.reason.clone(),
-            Field::Ticket => form.ticket.clone(),
+            Field::Task => {
+                let search =
+                    if form.search.is_empty() && !focused(f) { String::new() } else { format!("  search: {}", form.search.with_caret()) };
+                let n = form.matching(&app.tasks).len();
+                task.map(|t| format!("◀ {} ▶ ({n}){search}", t.name)).unwrap_or(search)
+            }
+            Field::Duration if focused(f) => form.duration.with_caret(),
+            Field::Reason if focused(f) => form.reason.with_caret(),
+            Field::Ticket if focused(f) => form.ticket.with_caret(),
+            Field::Duration => form.duration.to_string(),
+            Field::Reason => form.reason.to_string(),
+            Field::Ticket => form.ticket.to_string(),
         };
-        let focused = form.field == f;
-        if focused {
+        if focused(f) {
             focus = lines.len();
         }
-        let cursor = if focused && f != Field::Task { "▏" } else { "" };
-        let label_style = if focused { theme.header() } else { theme.dim() };
-        lines.push(Line::from(vec![
-            Span::styled(format!("{:>9}: ", f.label()), label_style),
-            Span::raw(format!("{}{cursor}", inert_line(&value))),
-        ]));
+        let label_style = if focused(f) { theme.header() } else { theme.dim() };
+        lines.push(Line::from(vec![Span::styled(format!("{:>9}: ", f.label()), label_style), Span::raw(inert_line(&value))]));
         if f == Field::Task
             && let Some(t) = task
         {
@@ -226,7 +231,7 @@ pub fn form(app: &App, form: &RequestForm, frame: &mut Frame, theme: &Theme) {
     } else {
         Span::styled("fix the marked fields", theme.warn())
     };
-    let footer = vec![Line::raw(""), Line::from(ready), Line::styled("Tab/↑↓ field · ←→ task · Esc cancel", theme.dim())];
+    let footer = vec![Line::raw(""), Line::from(ready), Line::styled("Tab/↑↓ field · ←→ or type: task · Esc cancel", theme.dim())];
     let popup = Popup { title: title("Ask for a task", theme), body: lines, footer, width: 76, full: false };
     render_popup(frame, popup, Scrolling::Follow(focus), theme);
 }
@@ -248,10 +253,8 @@ pub fn prompt(app: &App, prompt: &Prompt, frame: &mut Frame, theme: &Theme) {
     }
     let mut footer = vec![Line::raw("")];
     if let Some((label, _)) = prompt.kind.input() {
-        footer.push(Line::from(vec![
-            Span::styled(format!("{label}: "), theme.header()),
-            Span::raw(format!("{}▏", inert_line(&prompt.input))),
-        ]));
+        footer
+            .push(Line::from(vec![Span::styled(format!("{label}: "), theme.header()), Span::raw(inert_line(&prompt.input.with_caret()))]));
         footer.push(Line::styled("Enter confirms · Esc cancels · PgUp PgDn: scroll", theme.dim()));
     } else {
         footer.push(Line::styled("Enter or y confirms · Esc or n cancels · PgUp PgDn: scroll", theme.dim()));

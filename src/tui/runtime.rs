@@ -1,7 +1,7 @@
 //! The console's runtime: one channel merges keys, the daemon's event stream, effect results and
 //! (only while something counts down) a once-a-second tick. It redraws only when the state says
 //! something visible changed, so an idle console sleeps. It owns the terminal and always gives it
-//! back: on quit, on SIGTERM, and on panic (ratatui's hook).
+//! back: on quit, on SIGTERM, and on panic (ratatui's hook, and ours for the mouse).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use super::TuiOptions;
 use super::action::{Action, Effect, Submission, daemon_now};
 use super::app::App;
+use super::config;
 use super::theme::Theme;
 use super::ui;
 use crate::client::{AuditParams, Client, ClientError};
@@ -49,20 +50,55 @@ impl Drop for Session {
 }
 
 pub async fn run(opts: TuiOptions) -> anyhow::Result<()> {
-    let theme = Theme::from_env();
+    // A broken config file is reported before the terminal is taken over, where it can be read.
+    let settings = config::load(!opts.people.is_empty()).map_err(anyhow::Error::msg)?;
+    let theme = Theme { palette: settings.palette, ..Theme::from_env() };
     let mut terminal = ratatui::init();
-    let result = event_loop(&mut terminal, opts, theme).await;
+    capture_mouse();
+    let result = event_loop(&mut terminal, opts, theme, settings.keys).await;
+    release_mouse();
     ratatui::restore();
     result
 }
 
-async fn event_loop(terminal: &mut ratatui::DefaultTerminal, opts: TuiOptions, theme: Theme) -> anyhow::Result<()> {
+/// The wheel scrolls the lists. The terminal's own selection still works with Shift held (the
+/// help says so), and the mouse is given back on quit and on panic.
+fn capture_mouse() {
+    let _ = crossterm::execute!(std::io::stdout(), crossterm::event::EnableMouseCapture);
+    let after = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        release_mouse();
+        after(info);
+    }));
+}
+
+fn release_mouse() {
+    let _ = crossterm::execute!(std::io::stdout(), crossterm::event::DisableMouseCapture);
+}
+
+/// Keys and mouse events as what they mean here and now, read against the mode and pane of the
+/// moment (so a key typed right after `n` goes to the form `n` opened). None: nothing to do.
+fn translate(app: &App, action: Action) -> Option<Action> {
+    match action {
+        Action::Key(key) => app.keys.translate(app.key_context(), key),
+        Action::Mouse(mouse) => app.keys.translate_mouse(app.key_context(), mouse),
+        other => Some(other),
+    }
+}
+
+async fn event_loop(
+    terminal: &mut ratatui::DefaultTerminal,
+    opts: TuiOptions,
+    theme: Theme,
+    keymap: super::keymap::Keymap,
+) -> anyhow::Result<()> {
     let (tx, mut rx) = unbounded_channel();
     let offset = Arc::new(AtomicI64::new(0));
     let names = opts.people.iter().map(|(n, _)| n.clone()).collect();
     let first_token = opts.people.first().map(|(_, t)| t.clone()).or(opts.token.clone());
     let mut session = Session::start(Client::new(&opts.socket, first_token)?, tx.clone());
     let mut app = App::new(opts.socket.display().to_string(), Utc::now(), opts.bell, names);
+    app.keys = keymap;
 
     tokio::spawn(keys(tx.clone()));
     // SIGTERM, and SIGHUP (the SSH session or terminal went away): quit cleanly, so the terminal
@@ -94,14 +130,19 @@ async fn event_loop(terminal: &mut ratatui::DefaultTerminal, opts: TuiOptions, t
         let Some(first) = action else { break };
         // What is already queued (up to a frame's worth) is absorbed before the next frame, so a
         // burst of events rebuilds the sections once, not once per event.
-        let mut effects = app.absorb(first, daemon_now(offset.load(Ordering::Relaxed)));
+        let mut effects = Vec::new();
+        if let Some(first) = translate(&app, first) {
+            effects = app.absorb(first, daemon_now(offset.load(Ordering::Relaxed)));
+        }
         let mut absorbed = 1;
         while !app.quit
             && absorbed < MAX_ACTIONS_PER_FRAME
             && let Ok(more) = rx.try_recv()
         {
             absorbed += 1;
-            effects.extend(app.absorb(more, daemon_now(offset.load(Ordering::Relaxed))));
+            if let Some(more) = translate(&app, more) {
+                effects.extend(app.absorb(more, daemon_now(offset.load(Ordering::Relaxed))));
+            }
         }
         app.refresh();
         for effect in effects {
@@ -132,6 +173,7 @@ async fn keys(tx: Tx) {
     while let Some(Ok(event)) = events.next().await {
         let action = match event {
             TermEvent::Key(k) => Action::Key(k),
+            TermEvent::Mouse(m) => Action::Mouse(m),
             TermEvent::Resize(..) => Action::Resize,
             _ => continue,
         };
@@ -201,7 +243,7 @@ async fn perform(effect: Effect, client: Client, tx: Tx, offset: Arc<AtomicI64>)
         }
         Effect::Verify => match client.verify().await {
             Ok(r) => send(Action::Verified(r)),
-            Err(e) => send(Action::Failed(format!("could not verify: {}", message(e)))),
+            Err(e) => send(Action::VerifyFailed(message(e))),
         },
         Effect::Export { path, events } => {
             let target = path.clone();

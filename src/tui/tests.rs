@@ -213,7 +213,7 @@ pub(super) fn loaded(user: &str, roles: &[&str]) -> App {
     app
 }
 
-fn alice() -> App {
+pub(super) fn alice() -> App {
     loaded("alice", &["approver", "requester", "auditor"])
 }
 
@@ -229,7 +229,7 @@ pub(super) fn typed(app: &mut App, text: &str) {
 
 pub(super) fn screen(app: &App, w: u16, h: u16) -> String {
     let mut terminal = Terminal::new(TestBackend::new(w, h)).unwrap();
-    terminal.draw(|f| ui::render(app, f, &Theme { color: true })).unwrap();
+    terminal.draw(|f| ui::render(app, f, &Theme::new(true))).unwrap();
     let buf = terminal.backend().buffer().clone();
     let mut out = String::new();
     for y in 0..h {
@@ -518,18 +518,18 @@ fn the_auditor_filters_follows_exports_and_verifies() {
     typed(&mut app, "carol");
     assert_eq!(app.sections[2][0].items, vec![Item::Event(1)], "by user");
     key(&mut app, KeyCode::Enter);
-    assert_eq!(app.filter, "carol");
+    assert_eq!(app.filter(Pane::Auditor), "carol");
     let effects = {
         key(&mut app, KeyCode::Char('e'));
         let Mode::Export(path) = &app.mode else { panic!("asks where to export") };
-        assert!(path.starts_with("zsa-audit-20261123-") && path.ends_with(".jsonl"));
+        assert!(path.value().starts_with("zsa-audit-20261123-") && path.value().ends_with(".jsonl"));
         key(&mut app, KeyCode::Enter)
     };
     let [Effect::Export { events, .. }] = effects.as_slice() else { panic!("{effects:?}") };
     assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2], "what the filter shows");
     key(&mut app, KeyCode::Char('/'));
     key(&mut app, KeyCode::Esc);
-    assert!(app.filter.is_empty() && app.sections[2][0].items.len() == 4, "Esc clears the filter");
+    assert!(app.filter(Pane::Auditor).is_empty() && app.sections[2][0].items.len() == 4, "Esc clears the filter");
     key(&mut app, KeyCode::Char('/'));
     typed(&mut app, "grant_relinquished");
     assert_eq!(app.sections[2][0].items, vec![Item::Event(3)], "by kind");
@@ -744,7 +744,7 @@ fn countdowns_change_colour_and_say_when_they_end() {
     let s = screen(&app, 80, 24);
     let left = |grant: &str| s.lines().find(|l| l.contains(grant)).map(|l| l.split_whitespace().nth(3).unwrap_or("").to_string());
     assert_eq!([left("│G5 "), left("│G4 "), left("│G7 ")], [Some("1m".into()), Some("8m".into()), Some("45m".into())], "{s}");
-    let theme = Theme { color: true };
+    let theme = Theme::new(true);
     let g = &app.grants[&GrantId(5)];
     let cell_style = |now: DateTime<Utc>| super::widgets::countdown_style(&theme, (g.expires_at - now).num_seconds());
     assert_eq!(cell_style(t0()), theme.danger(), "under two minutes: red");

@@ -105,7 +105,7 @@ fn render_tabs(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
 /// from the last, and a message is cut before them.
 fn render_footer(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
     let hint = |b: &keymap::Binding| vec![Span::styled(format!(" {}", b.keys), theme.header()), Span::raw(format!(" {} ", b.short))];
-    let hints: Vec<&keymap::Binding> = keymap::for_pane(app.pane).filter(|b| b.hint).collect();
+    let hints: Vec<&keymap::Binding> = app.keys.for_pane(app.pane).filter(|b| b.hint).collect();
     let essential = |b: &keymap::Binding| matches!(b.action, crate::tui::action::Action::Quit | crate::tui::action::Action::ToggleHelp);
     let kept: Vec<Span> = hints.iter().filter(|b| essential(b)).flat_map(|b| hint(b)).collect();
     let kept_width = Line::from(kept.clone()).width() as u16;
@@ -120,10 +120,14 @@ fn render_footer(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
         Line::from(spans)
     } else {
         match &app.mode {
-            Mode::Filter => Line::from(Span::styled(" type to filter · Enter keep · Esc clear", theme.warn())),
+            Mode::Filter => Line::from(vec![
+                Span::styled(" filter: ", theme.warn()),
+                Span::raw(inert_line(&app.filters[app.pane as usize].with_caret())),
+                Span::styled("  Enter keep · Esc clear", theme.dim()),
+            ]),
             Mode::Export(path) => Line::from(vec![
                 Span::styled(" export to: ", theme.warn()),
-                Span::raw(format!("{}▏", inert_line(path))),
+                Span::raw(inert_line(&path.with_caret())),
                 Span::styled("  Enter write · Esc cancel (.csv for CSV)", theme.dim()),
             ]),
             _ => {

@@ -28,6 +28,20 @@ impl Console {
 
     /// The console (or any `zsa` command given in `args`) in a `rows` x `cols` terminal.
     pub fn open_sized(d: &Daemon, token: &str, cwd: &std::path::Path, rows: u16, cols: u16, args: &[&str]) -> Console {
+        Self::open_with_env(d, token, cwd, rows, cols, args, &[])
+    }
+
+    /// As `open_sized`, with extra environment. The user's config directory is the daemon's
+    /// temporary one unless `env` sets XDG_CONFIG_HOME, so a config file at home changes no test.
+    pub fn open_with_env(
+        d: &Daemon,
+        token: &str,
+        cwd: &std::path::Path,
+        rows: u16,
+        cols: u16,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Console {
         let pair = native_pty_system().openpty(PtySize { rows, cols, pixel_width: 0, pixel_height: 0 }).unwrap();
         let mut cmd = CommandBuilder::new(BIN);
         cmd.args(args);
@@ -35,6 +49,10 @@ impl Console {
         cmd.env("ZSA_TOKEN", token);
         cmd.env("TERM", "xterm-256color");
         cmd.env("ZSA_LOG", "off");
+        cmd.env("XDG_CONFIG_HOME", d.dir.path().join("config"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         cmd.cwd(cwd);
         let child = pair.slave.spawn_command(cmd).unwrap();
         drop(pair.slave);

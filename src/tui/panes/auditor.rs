@@ -4,7 +4,7 @@
 use ratatui::text::{Line, Span};
 
 use super::{text, whole};
-use crate::tui::app::{App, Item, Mode, VerifyState};
+use crate::tui::app::{App, Item, VerifyState};
 use crate::tui::theme::Theme;
 use crate::tui::widgets::table::{Column, cut};
 
@@ -23,10 +23,6 @@ pub fn log_title_extra(app: &App, theme: &Theme) -> Vec<Span<'static>> {
     let mut out = Vec::new();
     if app.follow {
         out.push(Span::styled("[follow] ", theme.ok()));
-    }
-    if !app.filter.is_empty() || app.mode == Mode::Filter {
-        let cursor = if app.mode == Mode::Filter { "▏" } else { "" };
-        out.push(Span::styled(format!("filter: {}{cursor} ", crate::model::text::inert_line(&app.filter)), theme.warn()));
     }
     let last = app.log.last().map(|e| e.seq).unwrap_or(0);
     out.push(match &app.verify {

@@ -46,11 +46,28 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
         if app.pane == Pane::Auditor && i == 0 {
             title.extend(auditor::log_title_extra(app, theme));
         }
+        if i == 0 {
+            title.extend(filter_and_sort_title(app, theme));
+        }
         let selected = (cursor.section == i && !section.items.is_empty()).then_some(cursor.row);
         windowed_table(frame, *rect, Line::from(title), columns, section.items.len(), selected, theme, |row| {
             cells(app, i, section.items[row], theme)
         });
     }
+}
+
+/// The pane's filter and sort, in its first section's title.
+fn filter_and_sort_title(app: &App, theme: &Theme) -> Vec<Span<'static>> {
+    let mut out = Vec::new();
+    let filter = &app.filters[app.pane.index()];
+    if !filter.is_empty() || app.mode == super::app::Mode::Filter {
+        let shown = if app.mode == super::app::Mode::Filter { filter.with_caret() } else { filter.to_string() };
+        out.push(Span::styled(format!("filter: {} ", crate::model::text::inert_line(&shown)), theme.warn()));
+    }
+    if let Some(sort) = app.sorts[app.pane.index()] {
+        out.push(Span::styled(format!("sort: {} {} ", sort.column.label(), if sort.reversed { "↓" } else { "↑" }), theme.warn()));
+    }
+    out
 }
 
 fn cells(app: &App, section: usize, item: Item, theme: &Theme) -> Vec<Line<'static>> {
