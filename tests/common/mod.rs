@@ -110,9 +110,13 @@ impl Daemon {
 
     /// Starts the daemon process and waits until its socket accepts connections.
     pub fn spawn(&mut self) {
-        let child = self.command().stderr(Stdio::inherit()).spawn().expect("spawn zsa daemon");
+        let mut child = self.command().stderr(Stdio::inherit()).spawn().expect("spawn zsa daemon");
+        let started = Instant::now();
+        wait_for_socket_while(&self.socket, || match child.try_wait() {
+            Ok(Some(status)) => Some(format!("the daemon exited ({status}) after {:?} without answering", started.elapsed())),
+            _ => None,
+        });
         self.child = Some(child);
-        wait_for_socket(&self.socket);
     }
 
     /// SIGKILL, as a crash or a power cut would stop it: no clean-up runs.
@@ -202,9 +206,18 @@ pub fn daemon_command(state: &Path, policy: &Path, socket: &Path) -> Command {
 /// starting a run leaves its listening socket open in the child until that child execs, so a
 /// connect can reach the dead daemon's socket; an HTTP answer comes only from a live one.
 pub fn wait_for_socket(path: &Path) {
+    wait_for_socket_while(path, || None)
+}
+
+/// As `wait_for_socket`, failing at once with what `gone` says when it says something (the
+/// daemon exited, say), instead of waiting out the deadline.
+pub fn wait_for_socket_while(path: &Path, mut gone: impl FnMut() -> Option<String>) {
     use std::io::{Read, Write};
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
+        if let Some(why) = gone() {
+            panic!("{why} on {}", path.display());
+        }
         if let Ok(mut s) = UnixStream::connect(path) {
             let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
             let mut answer = [0u8; 12];
