@@ -217,6 +217,48 @@ async fn policy_check_refuses_a_task_that_can_never_be_approved() {
     assert!(stderr(&out).contains("bad.toml:8:13\n  |\n8 | approvals = 2\n  |             ^"), "{}", stderr(&out));
 }
 
+/// A daemon refusing its policy shows each problem as `zsa policy check` does: the line, a caret
+/// under the fault, what to do. At start it does not start; on SIGHUP the old policy stays, and
+/// the log says so with the same report.
+#[tokio::test]
+async fn the_daemon_shows_a_bad_policy_in_place_at_start_and_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    let good = common::POLICY.replace("{ADMIN}", &common::current_user());
+    let bad = good.replacen(r#"approvers = ["approvers"]"#, r#"approvers = ["aprovers"]"#, 1);
+    let line = bad.lines().position(|l| l.contains("aprovers")).unwrap() + 1;
+    let caret = format!("policy.toml:{line}:14\n   |\n{line} | approvers = [\"aprovers\"]\n   |              ^^^^^^^^^^");
+    std::fs::write(&policy, &bad).unwrap();
+    let socket = dir.path().join("zsa.sock");
+    let out = common::daemon_command(&dir.path().join("state"), &policy, &socket).output().unwrap();
+    assert_eq!(code(&out), 1);
+    let shown = stderr(&out);
+    assert!(shown.contains("the policy does not load, so the daemon did not start"), "{shown}");
+    assert!(shown.contains("error: task 'journal': approvers names the group 'aprovers'"), "{shown}");
+    assert!(shown.contains(&caret), "{shown}");
+    assert!(shown.contains("help: define the group under [groups]"), "{shown}");
+    assert!(!socket.exists(), "nothing listens");
+
+    // Started on the good file; SIGHUP after the same mistake keeps the old policy and shows it in place.
+    std::fs::write(&policy, &good).unwrap();
+    let log = dir.path().join("daemon.log");
+    let mut child =
+        common::daemon_command(&dir.path().join("state"), &policy, &socket).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
+    common::wait_for_socket(&socket);
+    std::fs::write(&policy, &bad).unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGHUP).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !std::fs::read_to_string(&log).unwrap().contains("nothing was loaded") {
+        assert!(std::time::Instant::now() < deadline, "no report of the refused reload: {}", std::fs::read_to_string(&log).unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(logged.contains("SIGHUP: the policy was not reloaded; the old one stays in force"), "{logged}");
+    assert!(logged.contains(&caret), "{logged}");
+}
+
 #[tokio::test]
 async fn no_token_ever_reaches_the_daemons_log() {
     let dir = tempfile::tempdir().unwrap();

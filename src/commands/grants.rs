@@ -30,7 +30,8 @@ pub async fn list(client: &Client, json: bool, all: bool) -> CmdResult {
         grants.iter().for_each(json_line);
         return Ok(());
     }
-    print_list(&grants, all, Utc::now());
+    // The daemon's time, not this machine's: the daemon decides when a grant ends.
+    print_list(&grants, all, client.whoami().await?.now);
     Ok(())
 }
 

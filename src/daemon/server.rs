@@ -136,7 +136,8 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
     check_socket_place(&config.socket)?;
     let state_dir = crate::fs_trust::private_dir(&config.state_dir, "the state directory")?;
     let lock = lock_state(&state_dir)?;
-    let policy = Policy::load_trusted(&config.policy).map_err(|e| anyhow::anyhow!("the policy does not load:\n{e}"))?;
+    // Kept whole (`zsa daemon` shows each problem in place); `{:#}` reads "the policy does not load: file:line: ...".
+    let policy = Policy::load_trusted(&config.policy).map_err(|e| anyhow::Error::new(e).context("the policy does not load"))?;
     let db = state_dir.join("zsa.db");
     let db_files = ["", "-wal", "-shm", "-journal"].map(|suffix| PathBuf::from(format!("{}{suffix}", db.display())));
     for file in &db_files {
@@ -215,7 +216,12 @@ pub async fn run_until_signalled(config: DaemonConfig, clock: Arc<dyn Clock>) ->
             _ = hup.recv() => {
                 match super::service::reload_policy_as_daemon(handle.engine.clone()).await {
                     Ok(load) => tracing::info!(sha256 = %load.sha256, "policy reloaded on SIGHUP"),
-                    Err(e) => tracing::error!(error = %e.message, "SIGHUP: the policy was not reloaded; the old one stays in force"),
+                    Err(super::service::ReloadError::Invalid(e)) => {
+                        tracing::error!(error = %e, "SIGHUP: the policy was not reloaded; the old one stays in force");
+                        // Each problem in place, as `zsa policy check` shows it.
+                        eprintln!("{}", e.render(false));
+                    }
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: the policy was not reloaded; the old one stays in force"),
                 }
             }
             _ = term.recv() => break,

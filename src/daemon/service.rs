@@ -13,7 +13,7 @@ use super::engine::{EngineError, Written};
 use super::error::ApiError;
 use crate::model::wire::PolicyLoad;
 use crate::model::{Actor, Event};
-use crate::policy::Policy;
+use crate::policy::{Policy, PolicyError};
 use crate::rules::Command;
 
 /// Runs a command on the writer's thread (the engine waits for the disk) and maps its errors.
@@ -64,18 +64,49 @@ fn failed(what: &str, e: impl std::fmt::Display) -> ApiError {
 /// Loads the policy file again as `actor` (an admin, or the daemon on SIGHUP). A file that does
 /// not load, or that the daemon may not trust, is refused and the old policy stays in force.
 pub async fn reload_policy(engine: Arc<Engine>, actor: Actor) -> Result<PolicyLoad, ApiError> {
-    let path = PathBuf::from(&engine.policy().path);
-    write(move || {
-        let policy =
-            Policy::load_trusted(&path).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "policy_invalid", e.to_string()))?;
-        let load = PolicyLoad { sha256: policy.sha256.clone(), path: policy.path.clone(), tasks: policy.tasks.len() as u32 };
-        engine.reload(actor, policy)?;
-        Ok::<_, ApiError>(load)
-    })
-    .await
+    reload(engine, actor).await.map_err(ApiError::from)
 }
 
-/// SIGHUP: the daemon reloads its own policy file.
-pub async fn reload_policy_as_daemon(engine: Arc<Engine>) -> Result<PolicyLoad, ApiError> {
-    reload_policy(engine, Actor::daemon()).await
+/// SIGHUP: the daemon reloads its own policy file. A file that does not load comes back whole,
+/// so the daemon can show each problem in place on its stderr.
+pub async fn reload_policy_as_daemon(engine: Arc<Engine>) -> Result<PolicyLoad, ReloadError> {
+    reload(engine, Actor::daemon()).await
+}
+
+/// Why a reload was refused: the file's problems, or anything else.
+#[derive(Debug)]
+pub enum ReloadError {
+    Invalid(PolicyError),
+    Refused(ApiError),
+}
+
+impl From<ReloadError> for ApiError {
+    fn from(e: ReloadError) -> ApiError {
+        match e {
+            // One line per problem, `file:line: message`, as logs and scripts read them.
+            ReloadError::Invalid(e) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "policy_invalid", e.to_string()),
+            ReloadError::Refused(e) => e,
+        }
+    }
+}
+
+impl std::fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReloadError::Invalid(e) => write!(f, "{e}"),
+            ReloadError::Refused(e) => write!(f, "{}", e.message),
+        }
+    }
+}
+
+async fn reload(engine: Arc<Engine>, actor: Actor) -> Result<PolicyLoad, ReloadError> {
+    let path = PathBuf::from(&engine.policy().path);
+    let loaded = super::writer::run(move || {
+        let policy = Policy::load_trusted(&path).map_err(ReloadError::Invalid)?;
+        let load = PolicyLoad { sha256: policy.sha256.clone(), path: policy.path.clone(), tasks: policy.tasks.len() as u32 };
+        engine.reload(actor, policy).map_err(|e| ReloadError::Refused(e.into()))?;
+        Ok::<_, ReloadError>(load)
+    })
+    .await;
+    loaded.map_err(|e| ReloadError::Refused(failed("a write", e)))?
 }

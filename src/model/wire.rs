@@ -187,6 +187,11 @@ impl Actions {
     pub fn allows(&self, action: RowAction) -> bool {
         self.check(action).is_ok()
     }
+
+    /// The code of the daemon's refusal of `action`, if it refused it.
+    pub fn refusal_code(&self, action: RowAction) -> Option<&str> {
+        self.0.iter().find(|a| a.action == action && !a.allowed).and_then(|a| a.code.as_deref())
+    }
 }
 
 /// A request as one viewer sees it: the request, and what that viewer may do with it now.

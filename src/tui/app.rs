@@ -194,6 +194,12 @@ pub struct App {
     pub sections: [Vec<Section>; 3],
     /// Pending requests that arrived while the console was open and not yet looked at.
     pub fresh: BTreeSet<RequestId>,
+    /// Requests created while the console was open, not yet fetched: once the daemon's row says
+    /// the viewer may decide one, it is marked fresh (and the bell rings).
+    announcing: BTreeSet<RequestId>,
+    /// How many requests wait for the viewer's decision (the approver tab's badge), counted from
+    /// the data, so a filter on the pane does not change it.
+    pub waiting: usize,
     pub bell: bool,
     pub toast: Option<Toast>,
     /// Demo people to switch between with F2 (names only; the runtime holds the tokens).
@@ -234,6 +240,8 @@ impl App {
             cursors: [Cursor::default(); 3],
             sections: [Vec::new(), Vec::new(), Vec::new()],
             fresh: BTreeSet::new(),
+            announcing: BTreeSet::new(),
+            waiting: 0,
             bell,
             toast: None,
             people,
@@ -256,8 +264,10 @@ impl App {
         self.me.as_ref().is_some_and(|m| m.roles.iter().any(|r| r == role))
     }
 
-    fn approves(&self, task: &str) -> bool {
-        self.tasks.iter().any(|t| t.name == task && t.may_approve)
+    /// Whether `r` is for the viewer to decide: the daemon lets them approve or deny it, and its
+    /// deadline has not passed (its expiry event brings fresh actions soon).
+    fn for_me_to_decide(r: &RequestView, now: DateTime<Utc>) -> bool {
+        r.pending_until > now && (r.actions.allows(RowAction::Approve) || r.actions.allows(RowAction::Deny))
     }
 
     /// Ticks are needed only while something on screen counts down or a toast is shown.
@@ -339,13 +349,9 @@ impl App {
         ];
 
         // The approver's rows are those the daemon says the viewer may act on (so never their own).
-        // A request past its deadline leaves at once: its expiry event brings fresh actions soon.
-        let mut queue: Vec<&RequestView> = self
-            .requests
-            .values()
-            .filter(|r| r.pending_until > now && (r.actions.allows(RowAction::Approve) || r.actions.allows(RowAction::Deny)))
-            .collect();
+        let mut queue: Vec<&RequestView> = self.requests.values().filter(|r| Self::for_me_to_decide(r, now)).collect();
         queue.sort_by_key(|r| r.created_at);
+        self.waiting = queue.len();
         let review: Vec<&GrantView> = self.grants.values().filter(|g| g.actions.allows(RowAction::Review)).collect();
         let mut watched: Vec<&GrantView> =
             self.grants.values().filter(|g| g.state == GrantState::Active && g.actions.allows(RowAction::Revoke)).collect();
@@ -694,9 +700,17 @@ impl App {
                 if let Some(g) = outcome.grant {
                     self.grants.insert(g.id, g);
                 }
-                self.requests.insert(outcome.request.id, outcome.request);
+                let id = outcome.request.id;
+                // A request created while the console is open announces itself if the daemon's
+                // row says it is the viewer's to decide.
+                let announce = self.announcing.remove(&id) && Self::for_me_to_decide(&outcome.request, self.now);
+                self.requests.insert(id, outcome.request);
                 self.stale = true;
-                Vec::new()
+                if !announce {
+                    return Vec::new();
+                }
+                self.fresh.insert(id);
+                if self.bell { vec![Effect::Bell] } else { Vec::new() }
             }
             Action::GrantLoaded(g) => {
                 self.grants.insert(g.id, *g);
@@ -1038,6 +1052,7 @@ impl App {
         self.grants.clear();
         self.log.clear();
         self.fresh.clear();
+        self.announcing.clear();
         self.verify = VerifyState::Unknown;
         self.mode = Mode::Normal;
         // Nothing said to or set by the last person stays.
@@ -1052,14 +1067,10 @@ impl App {
     fn on_event(&mut self, event: Event) -> Vec<Effect> {
         let mut effects = Vec::new();
         match &event.change {
-            Change::RequestCreated { request, requester, task, .. } => {
+            Change::RequestCreated { request, .. } => {
+                // Whether it is for me to decide, the fetched row's actions say.
                 effects.push(Effect::FetchRequest(*request));
-                if requester != self.user() && self.approves(task) {
-                    self.fresh.insert(*request);
-                    if self.bell {
-                        effects.push(Effect::Bell);
-                    }
-                }
+                self.announcing.insert(*request);
             }
             Change::RequestApproved { request, .. }
             | Change::ApprovalDropped { request, .. }

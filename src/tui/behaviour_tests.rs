@@ -10,9 +10,9 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseEvent, MouseEventKi
 use super::action::{Action, Effect};
 use super::app::{App, Item, Mode, Pane, PromptKind, Sort, SortColumn, VerifyState};
 use super::config;
-use super::tests::{alice, key, loaded, screen, t0, typed};
-use crate::model::wire::VerifyReport;
-use crate::model::{GrantId, RequestId};
+use super::tests::{alice, key, loaded, request, screen, seen_request, t0, typed};
+use crate::model::wire::{Actions, Outcome, RequestView, VerifyReport};
+use crate::model::{Change, Event, GrantId, RequestId, RequestState};
 
 fn ctrl(app: &mut App, c: char) {
     app.update(Action::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL)), app.now);
@@ -297,4 +297,83 @@ fn a_config_mistake_names_the_file_and_line() {
     let syntax = parse("[keys]\napprove = A\n").unwrap_err();
     assert!(syntax.starts_with("/home/u/.config/zsa/config.toml:2: "), "{syntax}");
     assert!(syntax.contains("move the file away"), "it says how to start anyway: {syntax}");
+}
+
+/// The event that says `requester` asked for `task`, as R`id`.
+fn created(id: u64, requester: &str, task: &str) -> Action {
+    let change = Change::RequestCreated {
+        request: RequestId(id),
+        task: task.into(),
+        requester: requester.into(),
+        duration_secs: 60,
+        reason: None,
+        ticket: None,
+        approvals_needed: 1,
+        pending_until: t0() + Duration::hours(1),
+        break_glass: false,
+        params: Default::default(),
+    };
+    Action::EventReceived(Event {
+        seq: 40 + id,
+        at: t0(),
+        actor: requester.into(),
+        auth: None,
+        change,
+        prev_hash: "p".into(),
+        hash: "h".into(),
+    })
+}
+
+fn fetched(request: RequestView) -> Action {
+    Action::RequestLoaded(Box::new(Outcome { request, grant: None }))
+}
+
+/// A new request is marked (and rings) when the daemon's row says the viewer may decide it, not
+/// from the console's own idea of who approves what: a task she approves is not enough.
+#[test]
+fn a_new_request_is_marked_when_its_fetched_row_lets_me_decide_it() {
+    let mut app = alice();
+    assert_eq!(app.update(created(8, "dave", "journal"), t0()), vec![Effect::FetchRequest(RequestId(8))]);
+    assert!(app.fresh.is_empty(), "nothing is marked before the daemon says");
+    let mine = seen_request("alice", request(8, "dave", "journal", RequestState::Pending, "rotate", 0));
+    assert_eq!(app.update(fetched(mine.clone()), t0()), vec![Effect::Bell]);
+    assert!(app.fresh.contains(&RequestId(8)) && queue(&app).contains(&Item::Request(RequestId(8))));
+
+    // alice approves journal, but the daemon says she may not decide R9 (as when her approvals
+    // are not accepted any more): no mark, no bell, not in her queue.
+    app.update(created(9, "dave", "journal"), t0());
+    let refused =
+        RequestView { actions: Actions::default(), ..seen_request("alice", request(9, "dave", "journal", RequestState::Pending, "", 0)) };
+    assert_eq!(app.update(fetched(refused), t0()), vec![]);
+    assert!(!app.fresh.contains(&RequestId(9)) && !queue(&app).contains(&Item::Request(RequestId(9))));
+
+    // Her own request is never hers to decide.
+    app.update(created(10, "alice", "journal"), t0());
+    assert_eq!(app.update(fetched(seen_request("alice", request(10, "alice", "journal", RequestState::Pending, "", 0))), t0()), vec![]);
+    assert!(!app.fresh.contains(&RequestId(10)));
+
+    // A row fetched again (after a decision, say) is not announced a second time.
+    key(&mut app, KeyCode::Char('2'));
+    app.fresh.clear();
+    assert_eq!(app.update(fetched(mine), t0()), vec![], "announced once, when it was created");
+    assert!(app.fresh.is_empty());
+}
+
+/// The approver tab's badge counts what waits for the viewer, whatever the pane's filter shows.
+#[test]
+fn the_approver_badge_counts_the_data_not_the_filtered_rows() {
+    let mut app = alice();
+    let tabs = |app: &App| screen(app, 160, 30).lines().nth(1).unwrap_or_default().to_string();
+    assert!(tabs(&app).contains("Approver (2)"), "{}", tabs(&app));
+    key(&mut app, KeyCode::Char('/'));
+    typed(&mut app, "customer");
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(queue(&app).len(), 1);
+    assert!(tabs(&app).contains("Approver (2)"), "a filter hides rows, not work: {}", tabs(&app));
+    ctrl(&mut app, 'u');
+    key(&mut app, KeyCode::Char('/'));
+    ctrl(&mut app, 'u');
+    typed(&mut app, "nothing matches this");
+    assert!(queue(&app).is_empty());
+    assert!(tabs(&app).contains("Approver (2)"), "{}", tabs(&app));
 }

@@ -320,3 +320,37 @@ async fn load(client: &Client, offset: &AtomicI64) -> Result<Action, ClientError
     };
     Ok(Action::Loaded { me, tasks, requests, grants, log })
 }
+
+#[cfg(test)]
+mod tests {
+    /// Set for the child process that panics with the mouse captured.
+    const CHILD: &str = "ZSA_TEST_PANIC_WITH_THE_MOUSE_CAPTURED";
+
+    /// Nothing in the console panics on purpose, so the hook is tested in a child process of this
+    /// test binary (no switch in the real binary): it captures the mouse as the console does and
+    /// panics. The terminal must get the mouse back: the release comes after the capture.
+    #[test]
+    fn a_panic_gives_the_mouse_back() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "tui::runtime::tests::panic_with_the_mouse_captured", "--ignored", "--nocapture", "--test-threads=1"])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!out.status.success() && stderr.contains("on purpose"), "the child panicked: {stdout}\n{stderr}");
+        let captured = stdout.find("\x1b[?1000h").unwrap_or_else(|| panic!("the child captured the mouse: {stdout:?}"));
+        let released = stdout.rfind("\x1b[?1000l").unwrap_or_else(|| panic!("the mouse was not given back: {stdout:?}"));
+        assert!(released > captured, "{stdout:?}");
+    }
+
+    /// Run only by `a_panic_gives_the_mouse_back`, in its own process.
+    #[test]
+    #[ignore = "run in a child process by a_panic_gives_the_mouse_back"]
+    fn panic_with_the_mouse_captured() {
+        if std::env::var_os(CHILD).is_none() {
+            return;
+        }
+        super::capture_mouse();
+        panic!("on purpose, with the mouse captured");
+    }
+}

@@ -58,7 +58,7 @@ fn policy() -> Policy {
 }
 
 /// `r` as the daemon shows it to `user` at t0: with the actions its rules allow them.
-fn seen_request(user: &str, r: Request) -> RequestView {
+pub(super) fn seen_request(user: &str, r: Request) -> RequestView {
     RequestView { actions: rules::request_actions(&rules::State::default(), &policy(), &user.into(), &r, t0()), request: r }
 }
 
@@ -586,12 +586,20 @@ fn new_requests_for_me_announce_themselves() {
             params: Default::default(),
         },
     );
+    let fetched = || {
+        Action::RequestLoaded(Box::new(Outcome {
+            request: seen_request("alice", request(8, "dave", "export", RequestState::Pending, "", 0)),
+            grant: None,
+        }))
+    };
     let effects = app.update(Action::EventReceived(created.clone()), t0());
-    assert_eq!(effects, vec![Effect::FetchRequest(RequestId(8)), Effect::Bell]);
+    assert_eq!(effects, vec![Effect::FetchRequest(RequestId(8))], "the fetched row says whether it is mine to decide");
+    assert_eq!(app.update(fetched(), t0()), vec![Effect::Bell]);
     assert!(app.fresh.contains(&RequestId(8)));
     app.bell = false;
     let effects = app.update(Action::EventReceived(Event { seq: 6, ..created }), t0());
-    assert_eq!(effects, vec![Effect::FetchRequest(RequestId(8))], "the bell can be turned off");
+    assert_eq!(effects, vec![Effect::FetchRequest(RequestId(8))]);
+    assert_eq!(app.update(fetched(), t0()), vec![], "the bell can be turned off");
 }
 
 #[test]

@@ -88,10 +88,7 @@ fn render_tabs(app: &App, frame: &mut Frame, area: Rect, theme: &Theme) {
         }
         let label = format!(" {} {} ", n + 1, pane.title());
         let extra = match pane {
-            Pane::Approver => match app.sections[pane as usize].first().map(|queue| queue.items.len()) {
-                Some(waiting) if waiting > 0 => format!("({waiting}) "),
-                _ => String::new(),
-            },
+            Pane::Approver if app.waiting > 0 => format!("({}) ", app.waiting),
             _ => String::new(),
         };
         let style = if pane == app.pane { theme.selected() } else { theme.plain() };
