@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod export;
 pub mod fs_trust;
 pub mod model;
+pub mod notify;
 pub mod policy;
 pub mod rules;
 pub mod store;
