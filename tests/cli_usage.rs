@@ -93,3 +93,21 @@ fn help_shows_only_the_flags_a_command_takes_and_the_exit_codes() {
     assert_eq!(code(&out), 3, "{}", stderr(&out));
     assert!(stderr(&out).contains("/nonexistent/zsa.sock"));
 }
+
+/// Patterns in the policy are text an admin typed: `zsa tasks` shows them inert, so a pattern
+/// holding an escape sequence cannot retitle or clear the terminal of whoever lists the tasks.
+#[tokio::test]
+async fn task_listing_draws_policy_patterns_inert() {
+    let hostile = common::POLICY.replace(
+        r#"ticket_pattern = "INC-[0-9]+""#,
+        r#"ticket_pattern = "INC-[0-9]+"
+reason_pattern = "\u001b]0;pwned\u0007.*""#,
+    );
+    assert_ne!(hostile, common::POLICY);
+    let mut d = Daemon::start_with(&hostile);
+    let out = d.cli(Some("dave"), &["tasks"]).await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let listed = stdout(&out);
+    assert!(!listed.contains(['\u{1b}', '\u{7}']), "a control character reached the terminal: {listed:?}");
+    assert!(listed.contains(r"reason ~ \u{1b}]0;pwned\u{7}.*"), "the pattern is shown, inert: {listed}");
+}
