@@ -6,7 +6,7 @@ use super::output::{cell, json_line, relative, table, time};
 use super::watch::{Follower, until_decided};
 use super::{CliError, CmdResult, id};
 use crate::client::Client;
-use crate::model::wire::{NewRequest, Outcome};
+use crate::model::wire::{NewRequest, Outcome, RowAction};
 use crate::model::{GrantId, Request, RequestId, RequestState, duration, text};
 
 /// Prints a request and its grant: one JSON object `{"request": ..., "grant": ... or null}` (so
@@ -93,9 +93,9 @@ pub async fn request(client: &Client, json: bool, new: NewArgs<'_>, wait: bool) 
 pub async fn list(client: &Client, json: bool, all: bool, pending: bool) -> CmdResult {
     let mut requests = client.requests(all).await?;
     if pending {
-        let me = client.whoami().await?.user;
-        let approves: Vec<String> = client.tasks().await?.into_iter().filter(|t| t.may_approve).map(|t| t.name).collect();
-        requests.retain(|r| awaits(r, &me, &approves));
+        // The daemon says on each row whether the viewer may approve it (not their own, not yet
+        // approved by them, a task they approve, proved as the task accepts): one rule, its own.
+        requests.retain(|r| r.state == RequestState::Pending && r.actions.allows(RowAction::Approve));
     }
     if json {
         requests.iter().for_each(json_line);
@@ -118,11 +118,6 @@ pub async fn list(client: &Client, json: bool, all: bool, pending: bool) -> CmdR
     let rows: Vec<Vec<String>> = requests.iter().map(|r| row(r, now)).collect();
     table(&["ID", "STATE", "TASK", "REQUESTER", "FOR", "APPROVALS", "AGE", "TICKET", "REASON"], &rows);
     Ok(())
-}
-
-/// Whether `r` waits for `me`: pending, for a task `me` approves, not their own, not yet approved by them.
-fn awaits(r: &Request, me: &str, approves: &[String]) -> bool {
-    r.state == RequestState::Pending && r.requester != me && approves.contains(&r.task) && !r.approvals.iter().any(|a| a.by == me)
 }
 
 fn row(r: &Request, now: chrono::DateTime<Utc>) -> Vec<String> {
