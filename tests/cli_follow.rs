@@ -217,3 +217,21 @@ async fn audit_follow_ends_when_its_token_is_revoked() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("revoked"), "{err}");
 }
+
+/// `zsa grants --watch` on a terminal redraws every second; a redraw while the daemon restarts
+/// waits for it to come back instead of ending the watch.
+#[tokio::test(flavor = "multi_thread")]
+async fn grants_watch_on_a_terminal_outlives_a_daemon_restart() {
+    let mut d = Daemon::start();
+    let dave = d.token("dave").await;
+    let console = common::console::Console::open_sized(&d, &dave, d.dir.path(), 24, 100, &["grants", "--watch"]);
+    console.wait_for("no active grants");
+    d.kill9();
+    // Down for longer than a redraw, so one falls inside the outage.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    d.spawn();
+    let dave = d.user("dave").await;
+    let granted = dave.request(&NewRequest { task: "restart".into(), duration_secs: Some(600), ..Default::default() }).await.unwrap();
+    let grant = granted.grant.unwrap().id.to_string();
+    console.wait("the new grant, drawn by the same watch", |s| s.lines().any(|l| l.starts_with(&grant) && l.contains("dave")));
+}
