@@ -150,8 +150,8 @@ pub enum Cmd {
         after_help = "Examples:\n  zsa requests             # pending requests you made or may act on\n  zsa requests --pending   # only those waiting for your decision\n  zsa requests --all --json | jq -r .id"
     )]
     Requests {
-        /// Only pending requests waiting for your decision: ones you approve, not your own, and
-        /// that you have not approved yet
+        /// Only pending requests waiting for your decision: ones the daemon would let you approve
+        /// now (a task you approve, not your own, not approved by you yet)
         #[arg(long, conflicts_with = "all")]
         pending: bool,
         /// Every request you may see, in every state (the history)

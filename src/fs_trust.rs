@@ -16,7 +16,8 @@
 //!   a root daemon accepts only root's files, a daemon run as X only X's, whoever made them first.
 //!   Directories are made 0700 and files 0600 once they are known to be ours.
 //! - **The policy file** belongs to root or to us, and is writable by nobody else (the same rule as
-//!   a directory), because whoever can write it decides who gets access.
+//!   a directory), because whoever can write it decides who gets access. The console's config
+//!   file (keys and colours) follows the same rule: whoever can write it decides what a key does.
 //! - **A socket a client sends its token to** belongs to root or to us (a token is a password: it
 //!   goes only to a daemon run by root or by the token's owner).
 //!
@@ -377,31 +378,39 @@ pub fn open_own_file(path: &Path, role: &str) -> Result<File, Untrusted> {
 /// symlink there is followed), the file itself a regular file of root's or ours that nobody else
 /// can write. The checks are made on the open file, so it cannot be swapped in between.
 pub fn open_policy(path: &Path) -> Result<File, Untrusted> {
-    let role = "the policy file";
+    let fix = "Whoever can write the policy decides who gets access";
+    open_trusted(path, "the policy file", fix, "chown it to root (or to the daemon's account)")
+}
+
+/// Opens the console's config file for reading under the policy file's rules: whoever can write
+/// it decides what the keys do (approve could become deny) and which warnings show.
+pub fn open_user_config(path: &Path) -> Result<File, Untrusted> {
+    let fix = "Whoever can write it decides what your keys do";
+    open_trusted(path, "the console's config file", fix, "chown it to yourself")
+}
+
+/// A regular file of root's or ours, nobody else can write it or a directory on its way; `role`
+/// names it in refusals, `fix` says why it matters and `chown` what owner to give it.
+fn open_trusted(path: &Path, role: &str, fix: &str, chown: &str) -> Result<File, Untrusted> {
     let entry = walk(path, true, None, role)?;
     let shown = path.display();
     let file = fs::OpenOptions::new()
         .read(true)
         .custom_flags(NO_FOLLOW_NO_BLOCK)
         .open(&entry.path)
-        .map_err(|e| Untrusted(format!("cannot read the policy file {shown}: {e}")))?;
-    let meta = file.metadata().map_err(|e| Untrusted(format!("cannot read the policy file {shown}: {e}")))?;
+        .map_err(|e| Untrusted(format!("cannot read {role} {shown}: {e}")))?;
+    let meta = file.metadata().map_err(|e| Untrusted(format!("cannot read {role} {shown}: {e}")))?;
     if !meta.is_file() {
-        return Err(Untrusted(format!("refusing the policy file {shown}: it is {}, not a regular file", kind(&meta))));
+        return Err(Untrusted(format!("refusing {role} {shown}: it is {}, not a regular file", kind(&meta))));
     }
-    let fix = "Whoever can write the policy decides who gets access";
     if !trusted_owner(meta.uid()) {
         return Err(Untrusted(format!(
-            "refusing the policy file {shown}: it belongs to {}, not to you or root. {fix}: chown it to root \
-             (or to the daemon's account)",
+            "refusing {role} {shown}: it belongs to {}, not to you or root. {fix}: {chown}",
             user_name(meta.uid())
         )));
     }
     if let Some(who) = also_writable_by(&entry.path, &meta) {
-        return Err(Untrusted(format!(
-            "refusing the policy file {shown}: {who} (mode {:o}). {fix}: chmod go-w {shown}",
-            meta.mode() & 0o7777
-        )));
+        return Err(Untrusted(format!("refusing {role} {shown}: {who} (mode {:o}). {fix}: chmod go-w {shown}", meta.mode() & 0o7777)));
     }
     Ok(file)
 }

@@ -62,8 +62,19 @@ impl Running {
         }
     }
 
+    /// Like `exit`, and every line it printed meanwhile goes to `each`.
+    fn exit_after_lines(mut self, each: impl Fn(&str)) -> (i32, String) {
+        let (code, errors) = self.wait_for_exit();
+        self.lines.try_iter().for_each(|l| each(&l));
+        (code, errors)
+    }
+
     /// Waits for the process to end by itself; its exit code and everything it said on stderr.
     fn exit(mut self) -> (i32, String) {
+        self.wait_for_exit()
+    }
+
+    fn wait_for_exit(&mut self) -> (i32, String) {
         let deadline = std::time::Instant::now() + PATIENCE;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -184,4 +195,43 @@ async fn grants_watch_prints_the_list_again_after_a_change() {
     dave.relinquish(grant.parse().unwrap()).await.unwrap();
     watching.until(|l| l == "---");
     assert_eq!(watching.line(), "no active grants");
+}
+
+/// A revoked token (or a disabled account) ends a follow: nothing written after the revocation
+/// reaches its holder, and the command says why instead of reconnecting for ever.
+#[tokio::test]
+async fn audit_follow_ends_when_its_token_is_revoked() {
+    let mut d = Daemon::start();
+    let dave = d.user("dave").await;
+    d.token("erin").await;
+    let after = head(&d).await.to_string();
+    let following = Running::start(&mut d, Some("erin"), &["audit", "--follow", "--after", &after, "--json"]).await;
+    let before = dave.request(&NewRequest { task: "glass".into(), ..Default::default() }).await.unwrap().request.id;
+    assert_eq!(following.json()["request"], before.to_string(), "the auditor follows while the token is good");
+    let token = d.admin().tokens().await.unwrap().into_iter().find(|t| t.user == "erin").unwrap().id;
+    d.admin().revoke_token(token).await.unwrap();
+    let after = dave.request(&NewRequest { task: "restart".into(), duration_secs: Some(60), ..Default::default() }).await.unwrap();
+    let (code, err) = following.exit_after_lines(|line| {
+        assert!(!line.contains(&after.request.id.to_string()), "an event after the revocation reached the revoked token: {line}")
+    });
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("revoked"), "{err}");
+}
+
+/// `zsa grants --watch` on a terminal redraws every second; a redraw while the daemon restarts
+/// waits for it to come back instead of ending the watch.
+#[tokio::test(flavor = "multi_thread")]
+async fn grants_watch_on_a_terminal_outlives_a_daemon_restart() {
+    let mut d = Daemon::start();
+    let dave = d.token("dave").await;
+    let console = common::console::Console::open_sized(&d, &dave, d.dir.path(), 24, 100, &["grants", "--watch"]);
+    console.wait_for("no active grants");
+    d.kill9();
+    // Down for longer than a redraw, so one falls inside the outage.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    d.spawn();
+    let dave = d.user("dave").await;
+    let granted = dave.request(&NewRequest { task: "restart".into(), duration_secs: Some(600), ..Default::default() }).await.unwrap();
+    let grant = granted.grant.unwrap().id.to_string();
+    console.wait("the new grant, drawn by the same watch", |s| s.lines().any(|l| l.starts_with(&grant) && l.contains("dave")));
 }

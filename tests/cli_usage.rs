@@ -93,3 +93,49 @@ fn help_shows_only_the_flags_a_command_takes_and_the_exit_codes() {
     assert_eq!(code(&out), 3, "{}", stderr(&out));
     assert!(stderr(&out).contains("/nonexistent/zsa.sock"));
 }
+
+/// Patterns in the policy are text an admin typed: `zsa tasks` shows them inert, so a pattern
+/// holding an escape sequence cannot retitle or clear the terminal of whoever lists the tasks.
+#[tokio::test]
+async fn task_listing_draws_policy_patterns_inert() {
+    let hostile = common::POLICY.replace(
+        r#"ticket_pattern = "INC-[0-9]+""#,
+        r#"ticket_pattern = "INC-[0-9]+"
+reason_pattern = "\u001b]0;pwned\u0007.*""#,
+    );
+    assert_ne!(hostile, common::POLICY);
+    let mut d = Daemon::start_with(&hostile);
+    let out = d.cli(Some("dave"), &["tasks"]).await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let listed = stdout(&out);
+    assert!(!listed.contains(['\u{1b}', '\u{7}']), "a control character reached the terminal: {listed:?}");
+    assert!(listed.contains(r"reason ~ \u{1b}]0;pwned\u{7}.*"), "the pattern is shown, inert: {listed}");
+}
+
+/// `--pending` lists what the daemon says the viewer may approve, nothing the CLI decides itself:
+/// a task that takes approvals only from a person's own login waits for nothing from a token.
+#[tokio::test]
+async fn requests_pending_follows_what_the_daemon_lets_you_approve() {
+    let policy = common::POLICY.replace(
+        r#"ticket_pattern = "INC-[0-9]+""#,
+        r#"ticket_pattern = "INC-[0-9]+"
+approve_via = ["peer"]"#,
+    );
+    assert_ne!(policy, common::POLICY);
+    let mut d = Daemon::start_with(&policy);
+    let dave = d.user("dave").await;
+    let journal = NewRequest { task: "journal".into(), reason: Some("mail flow".into()), ..Default::default() };
+    let by_login_only = dave.request(&journal).await.unwrap().request.id.to_string();
+    let export = dave.request(&NewRequest { task: "export".into(), ..Default::default() }).await.unwrap().request.id.to_string();
+
+    let ids = |out: &std::process::Output| -> Vec<String> {
+        stdout(out).lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_str().unwrap().to_string()).collect()
+    };
+    let out = d.cli(Some("alice"), &["requests", "--json"]).await;
+    assert_eq!(ids(&out), [by_login_only.clone(), export.clone()], "{}", stderr(&out));
+    let out = d.cli(Some("alice"), &["requests", "--pending", "--json"]).await;
+    assert_eq!(ids(&out), [export], "alice came with a token, so only export waits for her: {}", stderr(&out));
+    let refused = d.cli(Some("alice"), &["approve", &by_login_only]).await;
+    assert!(stderr(&refused).contains("approve"), "and approving it is indeed refused: {}", stderr(&refused));
+    assert_eq!(code(&refused), 1);
+}

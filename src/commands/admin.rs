@@ -75,7 +75,8 @@ pub async fn tasks(client: &Client, json: bool) -> CmdResult {
                 t.name.clone(),
                 approval,
                 format!("{} (max {})", duration::format(t.default_duration_secs), duration::format(t.max_duration_secs)),
-                if needs.is_empty() { "-".into() } else { needs.join(", ") },
+                // Patterns are policy text: inert, like every text someone typed.
+                if needs.is_empty() { "-".into() } else { text::inert_line(&needs.join(", ")) },
                 you.into(),
                 text::inert_line(&t.description),
             ]

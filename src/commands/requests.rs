@@ -6,7 +6,7 @@ use super::output::{cell, json_line, relative, table, time};
 use super::watch::{Follower, until_decided};
 use super::{CliError, CmdResult, id};
 use crate::client::Client;
-use crate::model::wire::{Actions, NewRequest, Outcome, RowAction};
+use crate::model::wire::{NewRequest, Outcome, RowAction};
 use crate::model::{GrantId, Request, RequestId, RequestState, duration, text};
 
 /// Prints a request and its grant: one JSON object `{"request": ..., "grant": ... or null}` (so
@@ -93,7 +93,9 @@ pub async fn request(client: &Client, json: bool, new: NewArgs<'_>, wait: bool) 
 pub async fn list(client: &Client, json: bool, all: bool, pending: bool) -> CmdResult {
     let mut requests = client.requests(all).await?;
     if pending {
-        requests.retain(|r| awaits_your_decision(&r.actions));
+        // The daemon says on each row whether the viewer may approve it (not their own, not yet
+        // approved by them, a task they approve, proved as the task accepts): one rule, its own.
+        requests.retain(|r| r.state == RequestState::Pending && r.actions.allows(RowAction::Approve));
     }
     if json {
         requests.iter().for_each(json_line);
@@ -112,19 +114,10 @@ pub async fn list(client: &Client, json: bool, all: bool, pending: bool) -> CmdR
         );
         return Ok(());
     }
-    // Ages by the daemon's clock, as the daemon stamped them, not this machine's.
-    let now = client.whoami().await?.now;
+    let now = Utc::now();
     let rows: Vec<Vec<String>> = requests.iter().map(|r| row(r, now)).collect();
     table(&["ID", "STATE", "TASK", "REQUESTER", "FOR", "APPROVALS", "AGE", "TICKET", "REASON"], &rows);
     Ok(())
-}
-
-/// Whether a request waits for the viewer's decision, as the daemon's actions for them say (the
-/// rule lives in the daemon alone): they may approve it, or they may deny it and the daemon
-/// refuses their approval only because they already gave it.
-fn awaits_your_decision(actions: &Actions) -> bool {
-    actions.allows(RowAction::Approve)
-        || (actions.allows(RowAction::Deny) && actions.refusal_code(RowAction::Approve) != Some("already_approved"))
 }
 
 fn row(r: &Request, now: chrono::DateTime<Utc>) -> Vec<String> {
@@ -180,33 +173,4 @@ pub async fn deny(client: &Client, json: bool, id: RequestId, comment: Option<St
 pub async fn cancel(client: &Client, json: bool, id: RequestId) -> CmdResult {
     print_outcome(&client.cancel(id).await?, json);
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::wire::ActionView;
-
-    fn actions(approve: Result<(), &str>, deny: Result<(), &str>) -> Actions {
-        let view = |action, answer: Result<(), &str>| ActionView {
-            action,
-            allowed: answer.is_ok(),
-            code: answer.err().map(str::to_string),
-            why: answer.err().map(|c| format!("refused: {c}")),
-        };
-        Actions(vec![view(RowAction::Approve, approve), view(RowAction::Deny, deny), view(RowAction::Cancel, Err("not_yours"))])
-    }
-
-    /// `--pending` follows the daemon's actions and nothing else: the CLI keeps no copy of who may
-    /// decide (whose request it is, who approves the task, who approved already).
-    #[test]
-    fn what_waits_for_you_is_what_the_daemon_lets_you_decide() {
-        assert!(awaits_your_decision(&actions(Ok(()), Ok(()))));
-        assert!(!awaits_your_decision(&actions(Err("own_request"), Err("own_request"))));
-        assert!(!awaits_your_decision(&actions(Err("not_approver"), Err("not_approver"))));
-        assert!(!awaits_your_decision(&actions(Err("already_approved"), Ok(()))), "approved already: it waits for others");
-        // Approval only at one's own login (approve_via): it still waits for this person's decision.
-        assert!(awaits_your_decision(&actions(Err("approval_not_accepted"), Ok(()))));
-        assert!(!awaits_your_decision(&Actions::default()), "a daemon that says nothing allows nothing");
-    }
 }

@@ -104,9 +104,18 @@ pub async fn grants(client: &Client, json: bool, all: bool) -> CmdResult {
     let mut follower = Follower::open(client, None).await?;
     let mut shown: Option<String> = None;
     loop {
-        let list = client.grants(all).await?;
-        // Daemon time, so the time left does not depend on this machine's clock.
-        let offset = client.whoami().await?.now - Utc::now();
+        // A daemon that is restarting is waited for, as the follower waits for it.
+        let (list, offset) = match list_grants(client, all).await {
+            Ok(fetched) => fetched,
+            Err(ClientError::Unreachable { .. }) => {
+                // The follower says it lost the daemon and when it is back; a refusal ends the watch.
+                if let Ok(Err(e)) = tokio::time::timeout(RECONNECT, follower.next()).await {
+                    return Err(e.into());
+                }
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         let now = Utc::now() + offset;
         let same = serde_json::to_string(&list).ok();
         if terminal {
@@ -132,4 +141,11 @@ pub async fn grants(client: &Client, json: bool, all: bool) -> CmdResult {
             follower.next().await?;
         }
     }
+}
+
+/// The grants, and the daemon's clock ahead of this machine's (the time left is by daemon time).
+async fn list_grants(client: &Client, all: bool) -> Result<(Vec<crate::model::wire::GrantView>, chrono::TimeDelta), ClientError> {
+    let list = client.grants(all).await?;
+    let offset = client.whoami().await?.now - Utc::now();
+    Ok((list, offset))
 }

@@ -56,6 +56,8 @@ pub struct StreamSlot {
     holder: Holder,
     /// Whom the stream is for: what they may see.
     user: String,
+    /// The token the stream was opened with, if any: revoking it ends the stream.
+    token: Option<crate::model::TokenId>,
 }
 
 impl StreamSlots {
@@ -81,7 +83,11 @@ impl StreamSlots {
             ));
         }
         *mine += 1;
-        Ok(StreamSlot { slots: self.clone(), holder, user: caller.user.clone() })
+        let token = match &caller.auth {
+            crate::model::Auth::Token { token, .. } => Some(*token),
+            _ => None,
+        };
+        Ok(StreamSlot { slots: self.clone(), holder, user: caller.user.clone(), token })
     }
 }
 
@@ -168,12 +174,23 @@ async fn catch_up(engine: &Arc<Engine>, user: &str, mut last: u64, tx: &Sink) ->
     }
 }
 
-/// Feeds one stream until its client goes or the daemon stops; its slot is given back then.
+/// Whether the stream's caller would still be let in: a stream is authenticated once, when it
+/// opens, so it ends when its token is revoked or its account disabled (the client's reconnect
+/// is then refused with the reason), rather than feeding the log to someone shut out.
+fn still_admitted(engine: &Engine, slot: &StreamSlot) -> bool {
+    engine.read(|s, _| !s.is_disabled(&slot.user) && slot.token.is_none_or(|id| s.tokens.get(&id).is_some_and(|t| !t.revoked)))
+}
+
+/// Feeds one stream until its client goes, its caller is shut out or the daemon stops; its slot
+/// is given back then.
 async fn follow(engine: Arc<Engine>, slot: StreamSlot, after: u64, mut live: broadcast::Receiver<Arc<Event>>, tx: Sink) {
     let user = &slot.user;
     let mut closing = engine.closing();
     let Ok(mut last) = catch_up(&engine, user, after, &tx).await else { return };
     loop {
+        if !still_admitted(&engine, &slot) {
+            return;
+        }
         let received = tokio::select! {
             r = live.recv() => r,
             _ = tx.closed() => return, // the client went away while nothing happened
@@ -181,6 +198,7 @@ async fn follow(engine: Arc<Engine>, slot: StreamSlot, after: u64, mut live: bro
         };
         match received {
             Ok(event) if event.seq <= last => {}
+            Ok(_) if !still_admitted(&engine, &slot) => return,
             Ok(event) => {
                 if send(&engine, user, &event, &tx).await.is_err() {
                     return;

@@ -46,14 +46,38 @@ pub fn path() -> Option<PathBuf> {
     Some(base.join("zsa").join("config.toml"))
 }
 
+/// The most a config file may hold: a few keys and colours take a few hundred bytes.
+const MAX_BYTES: u64 = 64 * 1024;
+
 /// The settings from the config file, or the defaults if there is none.
 pub fn load(demo: bool) -> Result<Settings, String> {
     let Some(path) = path() else { return Ok(defaults(demo)) };
-    match std::fs::read_to_string(&path) {
-        Ok(text) => parse(&text, &path, demo),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(defaults(demo)),
-        Err(e) => Err(format!("{}: cannot read the console's config file: {e}", path.display())),
+    read(&path)?.map_or_else(|| Ok(defaults(demo)), |text| parse(&text, &path, demo))
+}
+
+/// The config file's text, None if there is none. It is read only if nobody but its owner (you
+/// or root) can change it, as the policy is (`fs_trust`): a file or directory others can write
+/// would let them swap approve and deny or hide the warnings. Never a FIFO that would hang the
+/// console, nor more than `MAX_BYTES`.
+fn read(path: &Path) -> Result<Option<String>, String> {
+    use std::io::Read;
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        _ => {}
     }
+    let file = crate::fs_trust::open_user_config(path).map_err(|e| e.0)?;
+    let mut text = String::new();
+    file.take(MAX_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("{}: cannot read the console's config file: {e}", path.display()))?;
+    if text.len() as u64 > MAX_BYTES {
+        return Err(format!(
+            "{}: the console's config file is larger than {} KiB; it holds only [keys] and [colors]",
+            path.display(),
+            MAX_BYTES / 1024
+        ));
+    }
+    Ok(Some(text))
 }
 
 pub fn defaults(demo: bool) -> Settings {
@@ -104,4 +128,53 @@ pub fn parse(text: &str, path: &Path, demo: bool) -> Result<Settings, String> {
         })?;
     }
     Ok(settings)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    /// A config directory of one's own, as `~/.config/zsa` is.
+    fn home() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let zsa = dir.path().join("zsa");
+        std::fs::create_dir(&zsa).unwrap();
+        (dir, zsa.join("config.toml"))
+    }
+
+    #[test]
+    fn no_file_is_no_settings_and_an_own_file_or_a_symlink_to_one_is_read() {
+        let (dir, path) = home();
+        assert_eq!(read(&path), Ok(None));
+        let dotfiles = dir.path().join("dotfiles.toml");
+        std::fs::write(&dotfiles, "[keys]\napprove = \"A\"\n").unwrap();
+        std::os::unix::fs::symlink(&dotfiles, &path).unwrap();
+        assert_eq!(read(&path).unwrap().as_deref(), Some("[keys]\napprove = \"A\"\n"));
+    }
+
+    /// Another account that could write the file could turn approve into deny.
+    #[test]
+    fn a_file_others_can_write_is_refused_saying_how_to_fix_it() {
+        let (_dir, path) = home();
+        std::fs::write(&path, "[keys]\napprove = \"d\"\ndeny = \"a\"\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let err = read(&path).unwrap_err();
+        assert!(err.contains("the console's config file") && err.contains("chmod go-w"), "{err}");
+    }
+
+    /// A FIFO would hang the console before it starts; /dev/zero would fill the memory.
+    #[test]
+    fn a_fifo_or_an_endless_file_is_refused_rather_than_read() {
+        let (dir, path) = home();
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let err = read(&path).unwrap_err();
+        assert!(err.contains("not a regular file"), "{err}");
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, "# ".repeat(MAX_BYTES as usize)).unwrap();
+        let err = read(&path).unwrap_err();
+        assert!(err.contains("larger than 64 KiB"), "{err}");
+        drop(dir);
+    }
 }
