@@ -114,7 +114,8 @@ pub async fn list(client: &Client, json: bool, all: bool, pending: bool) -> CmdR
         );
         return Ok(());
     }
-    let now = Utc::now();
+    // Ages by the daemon's clock, as the daemon stamped them, not this machine's.
+    let now = client.whoami().await?.now;
     let rows: Vec<Vec<String>> = requests.iter().map(|r| row(r, now)).collect();
     table(&["ID", "STATE", "TASK", "REQUESTER", "FOR", "APPROVALS", "AGE", "TICKET", "REASON"], &rows);
     Ok(())
