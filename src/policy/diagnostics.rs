@@ -28,7 +28,12 @@ pub struct Problem {
 impl Problem {
     /// A problem at `span` of `source` (clamped to the source).
     pub fn at(source: &str, span: Range<usize>, message: &str, help: Option<&str>) -> Problem {
-        let start = floor_boundary(source, span.start.min(source.len()));
+        let mut start = floor_boundary(source, span.start.min(source.len()));
+        if start == source.len() && source.ends_with('\n') {
+            // The end of a file that ends its last line: shown (and so named) at that line's end,
+            // not on a line that does not exist.
+            start -= 1;
+        }
         let end = floor_boundary(source, span.end.clamp(start, source.len()));
         let before = &source[..start];
         let line = before.matches('\n').count() + 1;
@@ -167,5 +172,7 @@ max_duration = "1h"
         assert_eq!((p.line, p.column, p.span), (2, 2, Some(9..11)), "a span inside γ starts at γ");
         let p = Problem::at("äb", 1..99, "m", Some("h"));
         assert_eq!((p.line, p.column, p.span), (1, 1, Some(0..3)));
+        let p = Problem::at("a = 1\nb = 2\n", 12..12, "m", None);
+        assert_eq!((p.line, p.column), (2, 6), "the end of the file is the end of its last line");
     }
 }
