@@ -106,5 +106,7 @@ fn the_man_page_holds_every_command() {
         std::fs::write(file.path(), page.as_bytes()).unwrap();
         let shown = Command::new("man").arg("-l").arg(file.path()).env("MANWIDTH", "100").env("MANPAGER", "cat").output().unwrap();
         assert!(stdout(&shown).contains("ZSA ADMIN TOKEN ISSUE") && stdout(&shown).contains("Ask for a task"), "{}", stderr(&shown));
+    } else {
+        eprintln!("SKIPPED part: `man` is not installed here, so the page was checked as roff text only (apt-get install man-db)");
     }
 }
