@@ -358,20 +358,72 @@ fn own_file_meta(path: &Path, meta: &Metadata, role: &str) -> Result<(), Untrust
 /// Opens (creating 0600 if absent) a file of ours in a directory already checked, never through a
 /// symlink, and checks what was opened.
 pub fn open_own_file(path: &Path, role: &str) -> Result<File, Untrusted> {
-    let file =
-        fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).custom_flags(NO_FOLLOW_NO_BLOCK).open(path).map_err(
-            |e| {
-                // ELOOP (a symlink) and ENXIO (a FIFO nobody reads) say little; name what is there.
-                let why = match fs::symlink_metadata(path) {
-                    Ok(m) if !m.is_file() => format!("it is {}, not a regular file", kind(&m)),
-                    _ => e.to_string(),
-                };
-                Untrusted(format!("cannot open {} ({role}): {why}. Remove it if it is not yours", path.display()))
-            },
-        )?;
+    open_own(path, role, false)
+}
+
+/// Like `open_own_file`, for appending (O_APPEND): each write lands at the end, whoever else
+/// appends too.
+pub fn append_own_file(path: &Path, role: &str) -> Result<File, Untrusted> {
+    open_own(path, role, true)
+}
+
+fn open_own(path: &Path, role: &str, append: bool) -> Result<File, Untrusted> {
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .append(append)
+        .mode(0o600)
+        .custom_flags(NO_FOLLOW_NO_BLOCK)
+        .open(path)
+        .map_err(|e| {
+            // ELOOP (a symlink) and ENXIO (a FIFO nobody reads) say little; name what is there.
+            let why = match fs::symlink_metadata(path) {
+                Ok(m) if !m.is_file() => format!("it is {}, not a regular file", kind(&m)),
+                _ => e.to_string(),
+            };
+            Untrusted(format!("cannot open {} ({role}): {why}. Remove it if it is not yours", path.display()))
+        })?;
     let meta = file.metadata().map_err(|e| Untrusted(format!("cannot read {} ({role}): {e}", path.display())))?;
     own_file_meta(path, &meta, role)?;
     Ok(file)
+}
+
+/// Reads a secret (an SMTP password, a webhook URL or signing key) from a file the policy names:
+/// every directory on the way trusted, the file a regular file of root's or ours that nobody else
+/// may read or write (a secret others can read is no longer one; one others can write lets them
+/// choose where notices go). The checks are made on the open file.
+pub fn read_secret(path: &Path, role: &str) -> Result<String, Untrusted> {
+    use std::io::Read;
+    let entry = walk(path, true, None, role)?;
+    let shown = path.display();
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(NO_FOLLOW_NO_BLOCK)
+        .open(&entry.path)
+        .map_err(|e| Untrusted(format!("cannot read {shown} ({role}): {e}")))?;
+    let meta = file.metadata().map_err(|e| Untrusted(format!("cannot read {shown} ({role}): {e}")))?;
+    if !meta.is_file() {
+        return Err(Untrusted(format!("refusing {shown} ({role}): it is {}, not a regular file", kind(&meta))));
+    }
+    if !trusted_owner(meta.uid()) {
+        return Err(Untrusted(format!(
+            "refusing {shown} ({role}): it belongs to {}, not to you or root. chown it to the daemon's account",
+            user_name(meta.uid())
+        )));
+    }
+    let mode = meta.mode() & 0o7777;
+    let acl = has_acl(&entry.path);
+    if mode & 0o077 != 0 || acl {
+        let who = if acl { "a POSIX ACL gives other accounts access".to_string() } else { format!("mode {mode:o}") };
+        return Err(Untrusted(format!(
+            "refusing {shown} ({role}): other accounts may read or write it ({who}), so it is no secret. \
+             chmod 600 {shown} (and setfacl -b it), then change the secret, since others may have read it"
+        )));
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(|e| Untrusted(format!("cannot read {shown} ({role}): {e}")))?;
+    Ok(text)
 }
 
 /// Opens the policy file for reading, if it is trusted: every directory on the way trusted (a
