@@ -12,6 +12,10 @@
 //! - the outbox (in the store) and the sender task (in the daemon) tie them together.
 
 pub mod channels;
+pub mod routing;
+
+#[cfg(test)]
+mod fixtures;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
