@@ -12,6 +12,7 @@
 //! - the outbox (in the store) and the sender task (in the daemon) tie them together.
 
 pub mod channels;
+pub mod content;
 pub mod routing;
 
 #[cfg(test)]
