@@ -4,6 +4,7 @@
 //! immutable; a reload builds a new one.
 
 mod diagnostics;
+mod notify;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -20,6 +21,7 @@ use crate::model::text;
 use crate::model::wire::TaskView;
 
 pub use diagnostics::Problem;
+pub use notify::{Audience, NotifyRule, Person, check_email};
 
 /// Why a policy could not be loaded: every problem found, each with its place in the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -244,6 +246,11 @@ pub struct Policy {
     pub admin_groups: Vec<String>,
     pub auditor_groups: Vec<String>,
     pub tasks: BTreeMap<String, Task>,
+    /// How notices leave (`[channels.NAME]`), where people are reached (`[people.NAME]`), and
+    /// which events go to whom (`[[notify]]`): see `notify`.
+    pub channels: BTreeMap<String, crate::notify::channels::ChannelConfig>,
+    pub people: BTreeMap<String, Person>,
+    pub notify: Vec<NotifyRule>,
     /// SHA-256 of the file's bytes, recorded in the audit log at every load.
     pub sha256: String,
     pub path: String,
@@ -262,6 +269,12 @@ struct RawPolicy {
     roles: Option<Spanned<RawRoles>>,
     #[serde(default)]
     tasks: Vec<Spanned<RawTask>>,
+    #[serde(default)]
+    channels: BTreeMap<String, Spanned<crate::notify::channels::ChannelConfig>>,
+    #[serde(default)]
+    people: BTreeMap<String, Spanned<notify::RawPerson>>,
+    #[serde(default)]
+    notify: Vec<Spanned<notify::RawRule>>,
 }
 
 #[derive(Deserialize)]
@@ -583,6 +596,10 @@ impl Policy {
         if tasks.is_empty() && p.list.is_empty() {
             p.list.push(Problem::whole("the policy defines no [[tasks]]; nobody could ask for anything"));
         }
+        let channels = notify::channels(raw.channels, p);
+        let people = notify::people(raw.people, p);
+        let known = notify::Known { groups: &groups, tasks: &tasks, channels: &channels, people: &people };
+        let notify = notify::rules(raw.notify, &known, p);
 
         Policy {
             pending_ttl,
@@ -590,6 +607,9 @@ impl Policy {
             admin_groups,
             auditor_groups,
             tasks,
+            channels,
+            people,
+            notify,
             sha256: hex::encode(Sha256::digest(source.as_bytes())),
             path: file.to_string(),
         }

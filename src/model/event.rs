@@ -171,6 +171,23 @@ pub enum Change {
         transcript_cap: u64,
         truncated: bool,
     },
+    /// A notice (issue 12) was not delivered and will not be: it failed for good or retried past
+    /// its give-up time. Routed like any trigger, so on-call staff hear of it elsewhere.
+    NoticeFailed {
+        /// The delivery's idempotency key.
+        notice: String,
+        /// The event the notice was about.
+        about: u64,
+        trigger: crate::notify::Trigger,
+        channel: String,
+        recipient: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task: Option<String>,
+        /// The requester or holder the failed notice was about.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        person: Option<String>,
+        error: String,
+    },
 }
 
 impl Event {
@@ -205,6 +222,7 @@ impl Change {
             Self::ClockJumped { .. } => "clock_jumped",
             Self::RunStarted { .. } => "run_started",
             Self::RunEnded { .. } => "run_ended",
+            Self::NoticeFailed { .. } => "notice_failed",
         }
     }
 
@@ -229,6 +247,7 @@ impl Change {
             | Self::TokenRevoked { user, .. }
             | Self::UserDisabled { user, .. }
             | Self::UserEnabled { user } => Some(user),
+            Self::NoticeFailed { person, .. } => person.as_deref(),
         }
     }
 
@@ -248,6 +267,7 @@ impl Change {
             | Self::GrantReviewed { task, .. }
             | Self::RunStarted { task, .. }
             | Self::RunEnded { task, .. } => Some(task),
+            Self::NoticeFailed { task, .. } => task.as_deref(),
             _ => None,
         }
     }
@@ -363,6 +383,14 @@ impl Change {
                 outcome.as_str(),
                 exit_code.map(|c| format!(" with exit code {c}")).unwrap_or_default(),
                 if *truncated { " (cut at the cap)" } else { "" }
+            ),
+            Self::NoticeFailed { notice, trigger, channel, recipient, error, .. } => format!(
+                "{} via {} to {} ({}): {}",
+                trigger.as_str(),
+                inert_line(channel),
+                inert_line(recipient),
+                inert_line(notice),
+                inert_line(error)
             ),
         }
     }

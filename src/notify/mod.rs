@@ -12,6 +12,11 @@
 //! - the outbox (in the store) and the sender task (in the daemon) tie them together.
 
 pub mod channels;
+pub mod content;
+pub mod routing;
+
+#[cfg(test)]
+mod fixtures;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -32,6 +37,39 @@ pub enum Trigger {
     NoticeFailed,
 }
 
+impl Trigger {
+    pub const ALL: [Trigger; 9] = [
+        Trigger::RequestCreated,
+        Trigger::RequestApproved,
+        Trigger::RequestDenied,
+        Trigger::RequestExpired,
+        Trigger::GrantStarted,
+        Trigger::GrantExpiring,
+        Trigger::GrantEnded,
+        Trigger::BreakGlass,
+        Trigger::NoticeFailed,
+    ];
+
+    /// The name the policy writes (`request_created`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::RequestCreated => "request_created",
+            Trigger::RequestApproved => "request_approved",
+            Trigger::RequestDenied => "request_denied",
+            Trigger::RequestExpired => "request_expired",
+            Trigger::GrantStarted => "grant_started",
+            Trigger::GrantExpiring => "grant_expiring",
+            Trigger::GrantEnded => "grant_ended",
+            Trigger::BreakGlass => "break_glass",
+            Trigger::NoticeFailed => "notice_failed",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Trigger> {
+        Trigger::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+}
+
 /// Who a notice is for: a person of the policy (by name) at an address of the channel's kind
 /// (an email address, or empty for a channel that has one fixed destination).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,7 +82,9 @@ pub struct Recipient {
 /// was made inert when it was rendered; a channel adds only the escaping of its own format.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Notice {
-    /// Idempotency key, stable across retries: `<event seq>:<channel>:<recipient>`.
+    /// Idempotency key, stable across retries: `<event seq>:<trigger>:<channel>:<recipient>` (the
+    /// trigger because one event can cause several: a break-glass grant start is `grant_started`,
+    /// `break_glass` and a later `grant_expiring`; see `routing::Planned::key`).
     pub key: String,
     pub trigger: Trigger,
     /// The event that caused it.

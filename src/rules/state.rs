@@ -105,7 +105,8 @@ impl Entity {
             | Change::ClockJumped { .. }
             | Change::RequestCreated { .. }
             | Change::TokenIssued { .. }
-            | Change::RunStarted { .. } => None,
+            | Change::RunStarted { .. }
+            | Change::NoticeFailed { .. } => None,
         }
     }
 }
@@ -260,7 +261,7 @@ impl State {
         let at = event.at;
         let actor = &event.actor;
         match &event.change {
-            Change::PolicyLoaded { .. } | Change::StateRebuilt { .. } | Change::ClockJumped { .. } => {}
+            Change::PolicyLoaded { .. } | Change::StateRebuilt { .. } | Change::ClockJumped { .. } | Change::NoticeFailed { .. } => {}
             Change::RequestCreated {
                 request,
                 task,

@@ -21,14 +21,42 @@ pub use file::File;
 pub use smtp::Smtp;
 pub use webhook::{Webhook, slack_escape};
 
-/// Where a secret is read from when the channel is built (at policy load).
+/// Where a secret is read from when the channel is built (at policy load). A secret written
+/// inline is refused without being repeated in the message (see `WrittenSecret`).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
+#[serde(try_from = "WrittenSecret")]
 pub enum SecretSource {
     /// A file readable by the daemon only (the daemon refuses one others may read or write).
     File(std::path::PathBuf),
     /// An environment variable of the daemon.
     Env(String),
+}
+
+/// A secret as the policy writes it: `{ file = "/path" }` or `{ env = "NAME" }`, or (refused)
+/// the secret itself.
+#[derive(Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+enum WrittenSecret {
+    Named {
+        file: Option<std::path::PathBuf>,
+        env: Option<String>,
+    },
+    /// Never read: a secret written inline is refused, and not repeated.
+    Inline(#[allow(dead_code)] String),
+}
+
+impl TryFrom<WrittenSecret> for SecretSource {
+    type Error = &'static str;
+
+    fn try_from(written: WrittenSecret) -> Result<Self, Self::Error> {
+        match written {
+            WrittenSecret::Named { file: Some(f), env: None } => Ok(SecretSource::File(f)),
+            WrittenSecret::Named { file: None, env: Some(e) } => Ok(SecretSource::Env(e)),
+            WrittenSecret::Inline(_) => Err("secrets are never written in the policy (it is logged and shared): name a file that \
+                 holds it, { file = \"/etc/zsa/NAME\" }, or an environment variable of the daemon, { env = \"NAME\" }"),
+            WrittenSecret::Named { .. } => Err("a secret is read from exactly one place: write { file = \"/path\" } or { env = \"NAME\" }"),
+        }
+    }
 }
 
 /// `[channels.NAME]` as written in the policy, by `kind`.
