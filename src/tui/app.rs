@@ -215,6 +215,8 @@ pub struct App {
     /// Data changed since the sections were built. A burst of events marks them once and they
     /// are rebuilt once, before the next key or frame, not once per event.
     stale: bool,
+    /// While a full load is under way: the rows fetched meanwhile, to fetch again after it.
+    fetched_during_load: Option<Vec<Effect>>,
 }
 
 impl App {
@@ -251,6 +253,7 @@ impl App {
             quit: false,
             dirty: true,
             stale: false,
+            fetched_during_load: None,
         };
         app.rebuild();
         app
@@ -464,7 +467,7 @@ impl App {
         if !matches!(action, Action::Tick) {
             self.dirty = true;
         }
-        match action {
+        let effects = match action {
             Action::Key(key) => self.dispatch(self.keys.translate(self.key_context(), key)),
             Action::Mouse(mouse) => self.dispatch(self.keys.translate_mouse(self.key_context(), mouse)),
             Action::ModeKey(key) => self.mode_key(key),
@@ -472,6 +475,20 @@ impl App {
             Action::EventReceived(event) => self.on_event(event),
             action if action.is_result() => self.on_result(action),
             intent => self.on_intent(intent),
+        };
+        self.note_fetches_during_load(&effects);
+        effects
+    }
+
+    /// A full load answers from the moment it was asked; a row fetched for an event while it was
+    /// under way may come back before it and be overwritten by its older copy. So the rows
+    /// fetched meanwhile are noted and fetched again once the load has landed.
+    fn note_fetches_during_load(&mut self, effects: &[Effect]) {
+        if effects.iter().any(|e| matches!(e, Effect::LoadAll)) {
+            self.fetched_during_load = Some(Vec::new());
+        }
+        if let Some(noted) = &mut self.fetched_during_load {
+            noted.extend(effects.iter().filter(|e| matches!(e, Effect::FetchRequest(_) | Effect::FetchGrant(_))).cloned());
         }
     }
 
@@ -686,12 +703,15 @@ impl App {
                     self.pane = self.first_pane();
                 }
                 self.rebuild();
+                let mut effects = self.fetched_during_load.take().unwrap_or_default();
                 if self.panes.contains(&Pane::Auditor) && self.verify == VerifyState::Unknown {
-                    return self.start_verify();
+                    effects.extend(self.start_verify());
                 }
-                Vec::new()
+                effects
             }
             Action::LoadFailed(why) => {
+                // No older copy will land over what was fetched meanwhile.
+                self.fetched_during_load = None;
                 self.toast(format!("could not load: {why}"), true);
                 Vec::new()
             }

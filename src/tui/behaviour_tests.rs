@@ -377,3 +377,29 @@ fn the_approver_badge_counts_the_data_not_the_filtered_rows() {
     assert!(queue(&app).is_empty());
     assert!(tabs(&app).contains("Approver (2)"), "{}", tabs(&app));
 }
+
+/// After a reconnect the full load answers as of when it was asked: a row fetched for an event
+/// while it was under way may land first and be overwritten by the load's older copy (seen as a
+/// request that never appeared after a daemon restart). Such rows are fetched again after it.
+#[test]
+fn a_row_fetched_while_a_reload_is_under_way_is_fetched_again_after_it() {
+    use crate::model::Change;
+    let mut app = alice();
+    app.update(Action::StreamLost("the daemon is not answering".into()), t0());
+    assert_eq!(app.update(Action::StreamConnected, t0()), vec![Effect::LoadAll]);
+    let cancelled = Change::RequestCancelled { request: RequestId(2), task: "export".into(), requester: "dave".into(), reason: None };
+    let fetch = app.update(Action::EventReceived(super::tests::event(40, "dave", cancelled)), t0());
+    assert_eq!(fetch, vec![Effect::FetchRequest(RequestId(2))]);
+    // The load, asked before the cancel, lands after the fetch's answer and holds the old row.
+    let me = app.me.clone().unwrap();
+    let stale = app.requests.values().cloned().collect();
+    let reload = Action::Loaded { me, tasks: app.tasks.clone(), requests: stale, grants: vec![], log: app.log.clone() };
+    let effects = app.update(reload, t0());
+    assert!(effects.contains(&Effect::FetchRequest(RequestId(2))), "fetched again after the load: {effects:?}");
+    // A load with nothing fetched meanwhile fetches nothing again.
+    app.update(Action::StreamLost("again".into()), t0());
+    app.update(Action::StreamConnected, t0());
+    let me = app.me.clone().unwrap();
+    let quiet = Action::Loaded { me, tasks: app.tasks.clone(), requests: vec![], grants: vec![], log: app.log.clone() };
+    assert!(!app.update(quiet, t0()).iter().any(|e| matches!(e, Effect::FetchRequest(_) | Effect::FetchGrant(_))));
+}
