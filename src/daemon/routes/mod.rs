@@ -14,6 +14,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
 
 use super::Engine;
 use super::auth::Caller;
@@ -21,7 +22,7 @@ use super::error::ApiError;
 pub(crate) use super::extract::{Body, Query, parse_id};
 pub(crate) use super::service::{blocking, execute, execute_and_read};
 use crate::model::wire::{GrantView, MAX_BODY_BYTES, RequestView};
-use crate::model::{Grant, Request};
+use crate::model::{Actor, Grant, Request};
 use crate::policy::Policy;
 use crate::rules;
 use crate::store::{Scope, Store, StoreError};
@@ -102,32 +103,26 @@ const VIEWS_PER_LOCK: usize = 1024;
 /// Requests as `caller` sees them now: each with the actions they may take on it (the rules'
 /// own checks, under the current state and policy).
 pub fn request_views(engine: &Engine, caller: &Caller, rows: Vec<Request>) -> Vec<RequestView> {
-    let (who, now) = (caller.actor(), engine.now());
-    let mut views = Vec::with_capacity(rows.len());
-    let mut rows = rows.into_iter().peekable();
-    while rows.peek().is_some() {
-        engine.read(|s, p| {
-            views.extend(
-                rows.by_ref()
-                    .take(VIEWS_PER_LOCK)
-                    .map(|r| RequestView { actions: rules::request_actions(s, p, &who, &r, now), request: r }),
-            )
-        });
-    }
-    views
+    with_actions(engine, caller, rows, |s, p, who, r, now| RequestView { actions: rules::request_actions(s, p, who, &r, now), request: r })
 }
 
 /// Grants as `caller` sees them now: each with the actions they may take on it.
 pub fn grant_views(engine: &Engine, caller: &Caller, rows: Vec<Grant>) -> Vec<GrantView> {
+    with_actions(engine, caller, rows, |s, p, who, g, now| GrantView { actions: rules::grant_actions(s, p, who, &g, now), grant: g })
+}
+
+/// Each row made into its view under the state lock, `VIEWS_PER_LOCK` rows a lock.
+fn with_actions<T, V>(
+    engine: &Engine,
+    caller: &Caller,
+    rows: Vec<T>,
+    view: impl Fn(&rules::State, &Policy, &Actor, T, DateTime<Utc>) -> V,
+) -> Vec<V> {
     let (who, now) = (caller.actor(), engine.now());
     let mut views = Vec::with_capacity(rows.len());
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
-        engine.read(|s, p| {
-            views.extend(
-                rows.by_ref().take(VIEWS_PER_LOCK).map(|g| GrantView { actions: rules::grant_actions(s, p, &who, &g, now), grant: g }),
-            )
-        });
+        engine.read(|s, p| views.extend(rows.by_ref().take(VIEWS_PER_LOCK).map(|r| view(s, p, &who, r, now))));
     }
     views
 }
