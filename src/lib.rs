@@ -11,6 +11,7 @@ pub mod config;
 pub mod daemon;
 pub mod export;
 pub mod fs_trust;
+pub mod logging;
 pub mod model;
 pub mod notify;
 pub mod policy;

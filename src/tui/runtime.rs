@@ -53,22 +53,27 @@ pub async fn run(opts: TuiOptions) -> anyhow::Result<()> {
     // A broken config file is reported before the terminal is taken over, where it can be read.
     let settings = config::load(!opts.people.is_empty()).map_err(anyhow::Error::msg)?;
     let theme = Theme { palette: settings.palette, ..Theme::from_env() };
+    // Log lines (the demo's daemon runs in this process) wait until the screen is given back.
+    crate::logging::hold();
     let mut terminal = ratatui::init();
     capture_mouse();
     let result = event_loop(&mut terminal, opts, theme, settings.keys).await;
     release_mouse();
     ratatui::restore();
+    crate::logging::release();
     result
 }
 
 /// The wheel scrolls the lists. The terminal's own selection still works with Shift held (the
-/// help says so), and the mouse is given back on quit and on panic.
+/// help says so), and the mouse is given back on quit and on panic (as are the log lines held
+/// meanwhile, after the terminal is restored).
 fn capture_mouse() {
     let _ = crossterm::execute!(std::io::stdout(), crossterm::event::EnableMouseCapture);
     let after = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         release_mouse();
         after(info);
+        crate::logging::release();
     }));
 }
 
