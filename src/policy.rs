@@ -242,6 +242,9 @@ impl Pattern {
 #[derive(Clone, Debug)]
 pub struct Policy {
     pub pending_ttl: u64,
+    /// How long (seconds) a notice is retried before it ends as `notice_failed`
+    /// (`[settings] notice_give_up`, one hour unless set).
+    pub notice_give_up: u64,
     pub groups: BTreeMap<String, BTreeSet<String>>,
     pub admin_groups: Vec<String>,
     pub auditor_groups: Vec<String>,
@@ -281,6 +284,7 @@ struct RawPolicy {
 #[serde(deny_unknown_fields)]
 struct RawSettings {
     pending_ttl: Option<Spanned<String>>,
+    notice_give_up: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -417,6 +421,13 @@ impl Policy {
                 0
             }),
             None => 24 * 3600,
+        };
+        let notice_give_up = match raw.settings.as_ref().and_then(|s| s.get_ref().notice_give_up.as_ref()) {
+            Some(give_up) => duration::parse(give_up.get_ref()).unwrap_or_else(|e| {
+                p.at_with_help(give_up.span(), format!("settings.notice_give_up: {e}"), DURATION_HELP);
+                0
+            }),
+            None => 3600,
         };
 
         let mut groups = BTreeMap::new();
@@ -603,6 +614,7 @@ impl Policy {
 
         Policy {
             pending_ttl,
+            notice_give_up,
             groups,
             admin_groups,
             auditor_groups,

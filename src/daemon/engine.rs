@@ -238,6 +238,16 @@ impl Engine {
         self.deadlines.notified().await
     }
 
+    /// Resolves when deliveries were written since the sender last looked.
+    pub(crate) async fn outbox_written(&self) {
+        self.outbox.notified().await
+    }
+
+    /// The daemon's clock (the sender's channels sign with it).
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
+    }
+
     /// Works on the outbox through the writing handle (claiming and settling deliveries write).
     /// Blocking; each call is one short transaction, so a decision waits for it at most that long.
     pub fn outbox<R>(&self, f: impl FnOnce(&mut dyn Store) -> Result<R, StoreError>) -> Result<R, StoreError> {
