@@ -923,6 +923,11 @@ max_duration = "1h"
         let t = &p.tasks["t"];
         assert_eq!((t.approvals, t.max_duration, t.default_duration), (1, 3600, 3600));
         assert_eq!(p.pending_ttl, 86_400);
+        assert_eq!(p.notice_give_up, 3600, "notices are retried for an hour unless the policy says otherwise");
+        let set = Policy::parse(&format!("[settings]\nnotice_give_up = \"15m\"\n{BASE}"), "p.toml").unwrap();
+        assert_eq!(set.notice_give_up, 900);
+        let bad = Policy::parse(&format!("[settings]\nnotice_give_up = \"soon\"\n{BASE}"), "p.toml").unwrap_err().to_string();
+        assert!(bad.contains("p.toml:2") && bad.contains("settings.notice_give_up"), "{bad}");
         assert_eq!(p.roles_of("alice"), vec!["approver"]);
         assert_eq!(p.roles_of("carol"), vec!["requester"]);
     }

@@ -103,8 +103,14 @@ pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
                         under_way.spawn(attempt(engine.clone(), delivery, channel, channels.policy.notice_give_up));
                     }
                 }
-                Ok(Err(err)) => tracing::error!(error = %err, "cannot read the outbox; trying again shortly"),
-                Err(err) => tracing::error!(error = %err, "the outbox task failed"),
+                Ok(Err(err)) => {
+                    tracing::error!(error = %err, "cannot read the outbox; trying again in a second");
+                    pause(&mut shutdown).await;
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "the outbox task failed; trying again in a second");
+                    pause(&mut shutdown).await;
+                }
             }
         }
         let e = engine.clone();
@@ -129,6 +135,15 @@ pub async fn run(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
                 return;
             }
         }
+    }
+}
+
+/// Waits a second (or until the daemon stops) before looking again after an error, so a broken
+/// database is not polled in a tight loop.
+async fn pause(shutdown: &mut watch::Receiver<bool>) {
+    tokio::select! {
+        _ = tokio::time::sleep(LONGEST_NAP) => {}
+        _ = shutdown.changed() => {}
     }
 }
 
@@ -208,4 +223,73 @@ fn settle(delivery: &Delivery, outcome: Outcome, now: DateTime<Utc>, give_up_at:
         error: message.clone(),
     };
     (Settled { state: DeliveryState::Failed, next_at: now, last_error: Some(message), done_at: Some(now) }, Some(change))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::{Notice, Recipient};
+
+    fn delivery(attempts: u32) -> Delivery {
+        let at = "2026-11-23T10:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        Delivery {
+            id: 7,
+            key: "3:request_created:hook:bob".into(),
+            seq: 3,
+            channel: "hook".into(),
+            trigger: Trigger::RequestCreated,
+            recipient: "bob".into(),
+            notice: Notice {
+                key: "3:request_created:hook:bob".into(),
+                trigger: Trigger::RequestCreated,
+                seq: 3,
+                at,
+                to: Recipient { name: Some("bob".into()), address: String::new() },
+                subject: "s".into(),
+                text: "t".into(),
+                html: "h".into(),
+                facts: serde_json::json!({"task": "journal", "person": "dave"}),
+            },
+            state: DeliveryState::Pending,
+            attempts,
+            next_at: at,
+            not_before: None,
+            last_error: None,
+            created_at: at,
+            done_at: None,
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        for attempts in 1..30 {
+            let full = FIRST_BACKOFF.saturating_mul(1u32 << (attempts - 1).min(20)).min(MOST_BACKOFF);
+            let wait = backoff(attempts);
+            assert!(wait >= full / 2 && wait <= full, "attempt {attempts}: {wait:?} not within {full:?}/2..={full:?}");
+        }
+        assert!(backoff(40) <= MOST_BACKOFF);
+    }
+
+    #[test]
+    fn retry_stays_pending_until_the_give_up_time_then_fails_on_the_record() {
+        let d = delivery(2);
+        let now = d.created_at + chrono::Duration::seconds(5);
+        let (settled, failed) = settle(&d, Outcome::Failed(DeliveryError::Retry("503".into())), now, now + chrono::Duration::hours(1));
+        assert_eq!((settled.state, failed), (DeliveryState::Pending, None));
+        assert!(settled.next_at > now && settled.done_at.is_none());
+        // Past the give-up time: failed, and a notice_failed that says so.
+        let (settled, failed) = settle(&d, Outcome::Failed(DeliveryError::Retry("503".into())), now, now);
+        assert_eq!((settled.state, settled.done_at), (DeliveryState::Failed, Some(now)));
+        let Some(Change::NoticeFailed { notice, about, error, task, person, .. }) = failed else { panic!("no notice_failed") };
+        assert_eq!((notice.as_str(), about, task.as_deref(), person.as_deref()), (d.key.as_str(), 3, Some("journal"), Some("dave")));
+        assert!(error.contains("503") && error.contains("gave up after 2 attempts"), "{error}");
+        // Permanent: failed at once; sent and skipped are done with no event.
+        let (settled, failed) =
+            settle(&d, Outcome::Failed(DeliveryError::Permanent("410 Gone".into())), now, now + chrono::Duration::hours(1));
+        assert_eq!(settled.state, DeliveryState::Failed);
+        assert!(matches!(failed, Some(Change::NoticeFailed { error, .. }) if error == "410 Gone"));
+        assert_eq!(settle(&d, Outcome::Sent, now, now).0.state, DeliveryState::Sent);
+        let (skipped, none) = settle(&d, Outcome::Skipped, now, now);
+        assert_eq!((skipped.state, none), (DeliveryState::Skipped, None));
+    }
 }
