@@ -341,7 +341,7 @@ fn seed_with(dir: &Path, b: Builder) -> Builder {
                 _ => {}
             }
         }
-        zsa::store::Store::append(&mut store, chunk, &rows).unwrap();
+        zsa::store::Store::append(&mut store, chunk, &rows, &[]).unwrap();
     }
     b
 }

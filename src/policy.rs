@@ -242,6 +242,9 @@ impl Pattern {
 #[derive(Clone, Debug)]
 pub struct Policy {
     pub pending_ttl: u64,
+    /// How long (seconds) a notice is retried before it ends as `notice_failed`
+    /// (`[settings] notice_give_up`, one hour unless set).
+    pub notice_give_up: u64,
     pub groups: BTreeMap<String, BTreeSet<String>>,
     pub admin_groups: Vec<String>,
     pub auditor_groups: Vec<String>,
@@ -281,6 +284,7 @@ struct RawPolicy {
 #[serde(deny_unknown_fields)]
 struct RawSettings {
     pending_ttl: Option<Spanned<String>>,
+    notice_give_up: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -417,6 +421,13 @@ impl Policy {
                 0
             }),
             None => 24 * 3600,
+        };
+        let notice_give_up = match raw.settings.as_ref().and_then(|s| s.get_ref().notice_give_up.as_ref()) {
+            Some(give_up) => duration::parse(give_up.get_ref()).unwrap_or_else(|e| {
+                p.at_with_help(give_up.span(), format!("settings.notice_give_up: {e}"), DURATION_HELP);
+                0
+            }),
+            None => 3600,
         };
 
         let mut groups = BTreeMap::new();
@@ -603,6 +614,7 @@ impl Policy {
 
         Policy {
             pending_ttl,
+            notice_give_up,
             groups,
             admin_groups,
             auditor_groups,
@@ -911,6 +923,11 @@ max_duration = "1h"
         let t = &p.tasks["t"];
         assert_eq!((t.approvals, t.max_duration, t.default_duration), (1, 3600, 3600));
         assert_eq!(p.pending_ttl, 86_400);
+        assert_eq!(p.notice_give_up, 3600, "notices are retried for an hour unless the policy says otherwise");
+        let set = Policy::parse(&format!("[settings]\nnotice_give_up = \"15m\"\n{BASE}"), "p.toml").unwrap();
+        assert_eq!(set.notice_give_up, 900);
+        let bad = Policy::parse(&format!("[settings]\nnotice_give_up = \"soon\"\n{BASE}"), "p.toml").unwrap_err().to_string();
+        assert!(bad.contains("p.toml:2") && bad.contains("settings.notice_give_up"), "{bad}");
         assert_eq!(p.roles_of("alice"), vec!["approver"]);
         assert_eq!(p.roles_of("carol"), vec!["requester"]);
     }

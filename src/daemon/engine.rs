@@ -11,6 +11,7 @@ use tokio::sync::{Notify, broadcast};
 
 use crate::clock::Clock;
 use crate::model::{Actor, Event, SYSTEM_ACTOR};
+use crate::notify::outbox;
 use crate::policy::Policy;
 use crate::rules::{self, Command, Entity, Refusal, State};
 use crate::store::{EventFilter, Store, StoreError, chain};
@@ -40,6 +41,8 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     feed: broadcast::Sender<Arc<Event>>,
     deadlines: Notify,
+    /// Woken when deliveries are written to the outbox: the sender delivers them.
+    outbox: Notify,
     /// Where run transcripts are kept.
     runs_dir: std::path::PathBuf,
     /// Set when the daemon stops: event streams end, so connections close and clients reconnect.
@@ -64,6 +67,7 @@ impl Engine {
             clock,
             feed,
             deadlines: Notify::new(),
+            outbox: Notify::new(),
             runs_dir: std::env::temp_dir(),
             closing: tokio::sync::watch::channel(false).0,
         })
@@ -164,7 +168,7 @@ impl Engine {
     /// Decides against memory and writes the events and the rows they change in one transaction.
     fn write(&self, store: &mut dyn Store, policy: &Policy, actor: &Actor, command: &Command) -> Result<(Vec<Event>, State), EngineError> {
         let now = self.clock.now();
-        let (events, touched) = {
+        let (events, touched, deliveries) = {
             let state = self.state.read().unwrap_or_else(|e| e.into_inner());
             let changes = rules::decide(&state, policy, actor, command, now)?;
             if changes.is_empty() {
@@ -175,9 +179,17 @@ impl Engine {
             for e in &events {
                 touched.apply(e);
             }
-            (events, touched)
+            // The notices they cause, from the state after them, written in the same transaction.
+            let deliveries = match outbox::wanted(&events, policy) {
+                true => outbox::plan(&events, &outbox::view_after(&state, &touched, &events), policy, now),
+                false => Vec::new(),
+            };
+            (events, touched, deliveries)
         };
-        store.append(&events, &touched)?;
+        store.append(&events, &touched, &deliveries)?;
+        if !deliveries.is_empty() {
+            self.outbox.notify_one();
+        }
         Ok((events, touched))
     }
 
@@ -224,6 +236,22 @@ impl Engine {
 
     pub(crate) async fn deadlines_changed(&self) {
         self.deadlines.notified().await
+    }
+
+    /// Resolves when deliveries were written since the sender last looked.
+    pub(crate) async fn outbox_written(&self) {
+        self.outbox.notified().await
+    }
+
+    /// The daemon's clock (the sender's channels sign with it).
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
+    }
+
+    /// Works on the outbox through the writing handle (claiming and settling deliveries write).
+    /// Blocking; each call is one short transaction, so a decision waits for it at most that long.
+    pub fn outbox<R>(&self, f: impl FnOnce(&mut dyn Store) -> Result<R, StoreError>) -> Result<R, StoreError> {
+        f(&mut **lock(&self.writer))
     }
 
     /// Reads history from the store (not memory): requests, grants and runs by id or all of

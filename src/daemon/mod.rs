@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 pub mod feed;
 pub mod listen;
+pub mod notices;
 pub mod routes;
 pub mod runner;
 pub mod server;

@@ -189,7 +189,8 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
     let (stop, stopped) = watch::channel(false);
     let limits = super::listen::Limits::for_fd_limit(super::listen::raise_fd_limit());
     let server = tokio::spawn(super::listen::serve(listener, routes::router(engine.clone()), limits, stopped.clone()));
-    let deadlines = tokio::spawn(super::deadlines::run(engine.clone(), clock, stopped));
+    let deadlines = tokio::spawn(super::deadlines::run(engine.clone(), clock, stopped.clone()));
+    let notices = tokio::spawn(super::notices::run(engine.clone(), stopped));
     let events = engine.read(|s, _| s.last_seq);
     tracing::info!(
         socket = %config.socket.display(),
@@ -200,7 +201,7 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
         ready_ms = started.elapsed().as_millis() as u64,
         "zsa daemon listening"
     );
-    Ok(DaemonHandle { socket: config.socket, engine, stop, tasks: vec![server, deadlines], _lock: lock, socket_id })
+    Ok(DaemonHandle { socket: config.socket, engine, stop, tasks: vec![server, deadlines, notices], _lock: lock, socket_id })
 }
 
 /// Runs a daemon until SIGTERM or SIGINT; SIGHUP reloads the policy.

@@ -13,6 +13,7 @@
 
 pub mod channels;
 pub mod content;
+pub mod outbox;
 pub mod routing;
 
 #[cfg(test)]

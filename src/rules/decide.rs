@@ -83,6 +83,9 @@ pub enum Command {
     NoteRebuilt {
         problem: String,
     },
+    /// Record that a notice will not be delivered (issue 12). Only the daemon's sender issues
+    /// it; it becomes `Change::NoticeFailed` as it is.
+    NoteNoticeFailed(Box<crate::model::Change>),
 }
 
 impl Command {
@@ -104,6 +107,7 @@ impl Command {
             | Command::StartRun { .. }
             | Command::AbandonRuns
             | Command::NoteRebuilt { .. }
+            | Command::NoteNoticeFailed(_)
             | Command::NoteClockJump { .. } => None,
         }
     }
@@ -204,6 +208,15 @@ pub fn decide(state: &State, policy: &Policy, who: &Actor, command: &Command, no
                 return Err(Refusal::forbidden("daemon_only", "only the daemon rebuilds its state from the log"));
             }
             Ok(vec![Change::StateRebuilt { problem: problem.clone() }])
+        }
+        Command::NoteNoticeFailed(change) => {
+            if !system {
+                return Err(Refusal::forbidden("daemon_only", "only the daemon's sender records failed notices"));
+            }
+            match change.as_ref() {
+                failed @ Change::NoticeFailed { .. } => Ok(vec![failed.clone()]),
+                _ => Err(Refusal::forbidden("daemon_only", "only a failed notice is recorded this way")),
+            }
         }
         Command::AbandonRuns => {
             if !system {

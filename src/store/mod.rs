@@ -12,6 +12,7 @@ use thiserror::Error;
 
 use crate::model::wire::VerifyReport;
 use crate::model::{Event, Grant, GrantId, Request, RequestId, Run, RunId};
+use crate::notify::outbox::{Delivery, DeliveryState};
 use crate::policy::Policy;
 use crate::rules::State;
 
@@ -72,6 +73,17 @@ impl Scope {
     }
 }
 
+/// How one attempt at a delivery ended, for `Store::settle_delivery`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settled {
+    pub state: DeliveryState,
+    /// When a delivery still pending is due again.
+    pub next_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+    /// When it ended (sent, failed or skipped).
+    pub done_at: Option<DateTime<Utc>>,
+}
+
 pub trait Store: Send {
     /// Calls `each` with every event, in order (upgrading a store; benchmarks).
     fn replay(&mut self, each: &mut dyn FnMut(Event)) -> Result<(), StoreError>;
@@ -87,8 +99,20 @@ pub trait Store: Send {
     /// Every run in `scope`, oldest first.
     fn runs(&mut self, scope: &Scope) -> Result<Vec<Run>, StoreError>;
     /// Appends sealed events and writes the rows of `touched` (the entities the events changed,
-    /// already changed) in one transaction that is durable when this returns.
-    fn append(&mut self, events: &[Event], touched: &State) -> Result<(), StoreError>;
+    /// already changed)
+    /// and the outbox rows they cause (`deliveries`, see `notify::outbox`) in one transaction
+    /// that is durable when this returns.
+    fn append(&mut self, events: &[Event], touched: &State, deliveries: &[Delivery]) -> Result<(), StoreError>;
+    /// Takes up to `limit` pending deliveries due at `now`, oldest due first: each gets one more
+    /// attempt and is not due again before `lease_until` (so one still being tried is not taken
+    /// twice, and one whose attempt died with the daemon is tried again after it).
+    fn claim_deliveries(&mut self, now: DateTime<Utc>, lease_until: DateTime<Utc>, limit: usize) -> Result<Vec<Delivery>, StoreError>;
+    /// When the next pending delivery is due, if any is pending.
+    fn next_delivery_at(&mut self) -> Result<Option<DateTime<Utc>>, StoreError>;
+    /// Records how an attempt ended: still pending (due again at `next_at`), or done.
+    fn settle_delivery(&mut self, id: u64, settled: &Settled) -> Result<(), StoreError>;
+    /// The outbox, oldest first: every delivery, or only those in `state`.
+    fn deliveries(&mut self, state: Option<DeliveryState>) -> Result<Vec<Delivery>, StoreError>;
     /// Events matching a filter, oldest first.
     fn events(&mut self, filter: &EventFilter) -> Result<Vec<Event>, StoreError>;
     /// Recomputes the hash chain and checks the projections against a replay of the events.

@@ -7,15 +7,16 @@
 
 use std::path::{Path, PathBuf};
 
-use chrono::SecondsFormat;
+use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{EventFilter, Scope, Store, StoreError, chain};
+use super::{EventFilter, Scope, Settled, Store, StoreError, chain};
 use crate::model::event::user_record;
 use crate::model::wire::VerifyReport;
 use crate::model::{Event, Grant, GrantId, Request, RequestId, Run, RunId, TokenId};
+use crate::notify::outbox::{Delivery, DeliveryState};
 use crate::rules::{State, Token};
 
 const SCHEMA: &str = "
@@ -57,6 +58,24 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS requests_pending ON requests(id) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS grants_active ON grants(id) WHERE state = 'active';
 CREATE INDEX IF NOT EXISTS runs_running ON runs(id) WHERE state = 'running';
+CREATE TABLE IF NOT EXISTS deliveries (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    seq INTEGER NOT NULL,
+    channel TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    notice TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at TEXT NOT NULL,
+    not_before TEXT,
+    last_error TEXT,
+    created_at TEXT NOT NULL,
+    done_at TEXT
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(next_at) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_failed ON deliveries(id) WHERE state = 'failed';
 ";
 
 /// Columns added by schema version 2, for tables created before it: each event's record (see
@@ -74,8 +93,9 @@ const RECORD_COLUMN: &str = "record TEXT GENERATED ALWAYS AS (COALESCE(
     'U:' || json_extract(body, '$.user'))) VIRTUAL";
 
 /// `PRAGMA user_version` of the schema above. Version 1 added the runs table, which `open`
-/// fills from the log for a database written before it; version 2 the records and row stamps.
-const SCHEMA_VERSION: i64 = 2;
+/// fills from the log for a database written before it; version 2 the records and row stamps;
+/// version 3 the outbox (`deliveries`, created empty: nothing before it was ever to be sent).
+const SCHEMA_VERSION: i64 = 3;
 
 /// The newest event that wrote each current-state row (by `Change::rows` key): what the row
 /// must name as its writer.
@@ -301,6 +321,68 @@ fn check_live(conn: &Connection, live: &State) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The columns `delivery_of` reads, in its order.
+const DELIVERY_COLUMNS: &str =
+    "id, key, seq, channel, trigger, recipient, notice, state, attempts, next_at, not_before, last_error, created_at, done_at";
+
+fn time_of(t: &str) -> Result<DateTime<Utc>, StoreError> {
+    chrono::DateTime::parse_from_rfc3339(t)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt(format!("a stored time cannot be read: {e}")))
+}
+
+/// One outbox row, read back.
+fn delivery_of(row: &rusqlite::Row) -> Result<Delivery, StoreError> {
+    let trigger: String = row.get(4)?;
+    let state: String = row.get(7)?;
+    let optional_time = |t: Option<String>| t.as_deref().map(time_of).transpose();
+    Ok(Delivery {
+        id: row.get::<_, i64>(0)? as u64,
+        key: row.get(1)?,
+        seq: row.get::<_, i64>(2)? as u64,
+        channel: row.get(3)?,
+        trigger: crate::notify::Trigger::parse(&trigger)
+            .ok_or_else(|| StoreError::Corrupt(format!("a delivery names an unknown trigger {trigger}")))?,
+        recipient: row.get(5)?,
+        notice: from_json(&row.get::<_, String>(6)?)?,
+        state: DeliveryState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("a delivery is in an unknown state {state}")))?,
+        attempts: row.get::<_, i64>(8)? as u32,
+        next_at: time_of(&row.get::<_, String>(9)?)?,
+        not_before: optional_time(row.get(10)?)?,
+        last_error: row.get(11)?,
+        created_at: time_of(&row.get::<_, String>(12)?)?,
+        done_at: optional_time(row.get(13)?)?,
+    })
+}
+
+/// Writes new outbox rows. A key already there is left as it is: the same event never causes
+/// the same delivery twice.
+fn write_deliveries(tx: &Connection, deliveries: &[Delivery]) -> Result<(), StoreError> {
+    if deliveries.is_empty() {
+        return Ok(());
+    }
+    let mut insert = tx.prepare_cached(
+        "INSERT OR IGNORE INTO deliveries (key, seq, channel, trigger, recipient, notice, state, attempts, next_at, not_before, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?;
+    for d in deliveries {
+        insert.execute(params![
+            d.key,
+            d.seq as i64,
+            d.channel,
+            d.trigger.as_str(),
+            d.recipient,
+            to_json(&d.notice)?,
+            d.state.as_str(),
+            d.attempts as i64,
+            column_time(&d.next_at),
+            d.not_before.as_ref().map(column_time),
+            column_time(&d.created_at),
+        ])?;
+    }
+    Ok(())
+}
+
 pub struct SqliteStore {
     path: PathBuf,
     conn: Connection,
@@ -336,6 +418,11 @@ impl SqliteStore {
     /// version 2 gets each event's record and each row's stamp (the newest event of its record).
     /// Row contents are never rewritten here, so an upgrade cannot hide an edited row.
     fn upgrade(&mut self, from: i64) -> Result<(), StoreError> {
+        if from >= 2 {
+            // Only tables were added since: `SCHEMA` created them.
+            self.conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
+            return Ok(());
+        }
         let mut full = State::default();
         let mut stamps = Stamps::new();
         self.replay(&mut |e| {
@@ -555,7 +642,7 @@ impl Store for SqliteStore {
         in_scope(&self.conn, "runs", "holder", scope)
     }
 
-    fn append(&mut self, events: &[Event], touched: &State) -> Result<(), StoreError> {
+    fn append(&mut self, events: &[Event], touched: &State, deliveries: &[Delivery]) -> Result<(), StoreError> {
         // Each row is stamped with the newest of these events that writes its record.
         let stamps = stamps_of(events);
         let tx = self.conn.transaction()?;
@@ -592,9 +679,66 @@ impl Store for SqliteStore {
                     _ => {}
                 }
             }
+            write_deliveries(&tx, deliveries)?;
         }
         tx.commit()?;
         Ok(())
+    }
+
+    fn claim_deliveries(&mut self, now: DateTime<Utc>, lease_until: DateTime<Utc>, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        let tx = self.conn.transaction()?;
+        let claimed = {
+            let sql = format!(
+                "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE state = 'pending' AND next_at <= ?1 ORDER BY next_at, id LIMIT ?2"
+            );
+            let mut stmt = tx.prepare_cached(&sql)?;
+            let mut rows = stmt.query(params![column_time(&now), limit as i64])?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                out.push(delivery_of(row)?);
+            }
+            let mut claim = tx.prepare_cached("UPDATE deliveries SET attempts = attempts + 1, next_at = ?2 WHERE id = ?1")?;
+            for d in &mut out {
+                claim.execute(params![d.id as i64, column_time(&lease_until)])?;
+                d.attempts += 1;
+                d.next_at = lease_until;
+            }
+            out
+        };
+        tx.commit()?;
+        Ok(claimed)
+    }
+
+    fn next_delivery_at(&mut self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let at: Option<String> =
+            self.conn.query_row("SELECT MIN(next_at) FROM deliveries WHERE state = 'pending'", [], |r| r.get(0)).optional()?.flatten();
+        at.map(|t| time_of(&t)).transpose()
+    }
+
+    fn settle_delivery(&mut self, id: u64, settled: &Settled) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE deliveries SET state = ?2, next_at = ?3, last_error = ?4, done_at = ?5 WHERE id = ?1",
+            params![
+                id as i64,
+                settled.state.as_str(),
+                column_time(&settled.next_at),
+                settled.last_error,
+                settled.done_at.as_ref().map(column_time)
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn deliveries(&mut self, state: Option<DeliveryState>) -> Result<Vec<Delivery>, StoreError> {
+        let filter = if state.is_some() { "WHERE state = ?1" } else { "WHERE ?1 IS NULL" };
+        let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries {filter} ORDER BY id");
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query([state.map(DeliveryState::as_str)])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            out.push(delivery_of(row)?);
+        }
+        Ok(out)
     }
 
     fn events(&mut self, f: &EventFilter) -> Result<Vec<Event>, StoreError> {
@@ -728,5 +872,75 @@ impl Store for SqliteStore {
 
     fn reader(&self) -> Result<Box<dyn Store>, StoreError> {
         Ok(Box::new(Self::open_reader(&self.path)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::{Notice, Recipient, Trigger};
+
+    fn delivery(key: &str, at: DateTime<Utc>) -> Delivery {
+        Delivery {
+            id: 0,
+            key: key.into(),
+            seq: 1,
+            channel: "hook".into(),
+            trigger: Trigger::RequestCreated,
+            recipient: "alice".into(),
+            notice: Notice {
+                key: key.into(),
+                trigger: Trigger::RequestCreated,
+                seq: 1,
+                at,
+                to: Recipient { name: Some("alice".into()), address: String::new() },
+                subject: "R1".into(),
+                text: "t".into(),
+                html: "h".into(),
+                facts: serde_json::json!({"request": "R1"}),
+            },
+            state: DeliveryState::Pending,
+            attempts: 0,
+            next_at: at,
+            not_before: None,
+            last_error: None,
+            created_at: at,
+            done_at: None,
+        }
+    }
+
+    #[test]
+    fn the_outbox_keeps_each_key_once_leases_claims_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("zsa.db");
+        let t0 = "2026-01-01T10:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        let later = t0 + chrono::Duration::minutes(5);
+        let mut store = SqliteStore::open(&path).unwrap();
+        let (a, b) = (delivery("1:request_created:hook:alice", t0), delivery("1:request_created:hook:bob", later));
+        store.append(&[], &State::default(), &[a.clone(), b.clone()]).unwrap();
+        // The same key again (a replayed plan) is not a second delivery.
+        store.append(&[], &State::default(), std::slice::from_ref(&a)).unwrap();
+        assert_eq!(store.deliveries(None).unwrap().len(), 2);
+        assert_eq!(store.next_delivery_at().unwrap(), Some(t0));
+        // Only what is due is claimed, and a claimed one is not due again before its lease ends.
+        let lease = t0 + chrono::Duration::seconds(30);
+        let claimed = store.claim_deliveries(t0, lease, 10).unwrap();
+        assert_eq!(claimed.iter().map(|d| d.key.as_str()).collect::<Vec<_>>(), vec![a.key.as_str()]);
+        assert_eq!((claimed[0].attempts, claimed[0].next_at), (1, lease));
+        assert!(store.claim_deliveries(t0, lease, 10).unwrap().is_empty());
+        assert_eq!(store.next_delivery_at().unwrap(), Some(lease));
+        let id = claimed[0].id;
+        store.settle_delivery(id, &Settled { state: DeliveryState::Sent, next_at: lease, last_error: None, done_at: Some(t0) }).unwrap();
+        drop(store);
+        let mut store = SqliteStore::open(&path).unwrap();
+        let sent = store.deliveries(Some(DeliveryState::Sent)).unwrap();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].notice, a.notice, "the notice is kept whole");
+        assert_eq!(sent[0].done_at, Some(t0));
+        let pending = store.deliveries(Some(DeliveryState::Pending)).unwrap();
+        assert_eq!(pending.iter().map(|d| d.key.as_str()).collect::<Vec<_>>(), vec![b.key.as_str()]);
+        assert_eq!(store.next_delivery_at().unwrap(), Some(later));
+        let version: i64 = store.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
     }
 }
