@@ -308,7 +308,18 @@ pub enum Cmd {
         after_help = "Examples:\n  zsa audit --since 7d --user carol\n  zsa audit --csv > audit.csv\n  zsa audit --follow --json            # new events as they happen\n  zsa audit --follow --after 1200      # everything after event 1200, then new ones\n  zsa audit verify"
     )]
     Audit(AuditArgs),
-    /// Administration: tokens, users, policy reload
+    /// The notices the daemon sent or is sending (admins and auditors)
+    #[command(after_help = "Examples:\n  zsa notices --failed\n  zsa admin notices retry 12   # try a failed one again")]
+    Notices {
+        /// Only the notices that failed for good
+        #[arg(long)]
+        failed: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Administration: tokens, users, notices, policy reload
     Admin {
         #[command(subcommand)]
         command: AdminCmd,
@@ -425,8 +436,22 @@ pub enum AdminCmd {
         /// The disabled user's name
         user: String,
     },
+    /// Notices that failed
+    Notices {
+        #[command(subcommand)]
+        command: NoticesCmd,
+    },
     /// Reload the daemon's policy file (as SIGHUP does)
     Reload,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NoticesCmd {
+    /// Put a failed notice back to be delivered again, now
+    Retry {
+        /// The notice's id, as `zsa notices --failed` shows it
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -475,6 +500,7 @@ impl Cmd {
             | Cmd::Whoami { client, .. }
             | Cmd::Tasks { client, .. }
             | Cmd::Admin { client, .. }
+            | Cmd::Notices { client, .. }
             | Cmd::Audit(AuditArgs { client, .. }) => Some(client),
             Cmd::Daemon(_) | Cmd::Demo { .. } | Cmd::Policy { .. } | Cmd::Completions { .. } | Cmd::Man => None,
         }
@@ -498,6 +524,7 @@ impl Cmd {
             | Cmd::Whoami { output, .. }
             | Cmd::Tasks { output, .. }
             | Cmd::Admin { output, .. }
+            | Cmd::Notices { output, .. }
             | Cmd::Policy { output, .. }
             | Cmd::Audit(AuditArgs { output, .. }) => output.json,
             _ => false,

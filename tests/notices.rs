@@ -29,8 +29,10 @@ pending_ttl = "1h"
 admins = ["{ADMIN}"]
 approvers = ["alice", "bob", "carol"]
 oncall = ["carol", "dave"]
+auditors = ["erin"]
 [roles]
 admins = ["admins"]
+auditors = ["auditors"]
 [[tasks]]
 name = "journal"
 requesters = ["oncall"]
@@ -290,4 +292,81 @@ async fn grant_expiring_is_sent_once_also_across_a_restart() {
     let expiring = lines_of(&files, "grant_expiring");
     assert_eq!(expiring.len(), 1, "grant_expiring was written {} times", expiring.len());
     assert_eq!(expiring[0]["facts"]["grant"], grant.to_string().as_str());
+}
+
+/// The CLI's view of the outbox, as `zsa notices --json` prints it, one object a line.
+async fn notices_json(d: &mut Daemon, user: Option<&str>, args: &[&str]) -> Vec<serde_json::Value> {
+    let out = d.cli(user, &[&["notices", "--json"], args].concat()).await;
+    assert_eq!(common::code(&out), 0, "{}", common::stderr(&out));
+    common::stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[tokio::test]
+async fn zsa_notices_lists_a_failed_notice_and_zsa_admin_notices_retry_sends_it_again() {
+    let mut hook = receiver(410).await;
+    let (mut d, _files) = daemon(&hook.url);
+    d.user("dave").await.request(&journal()).await.unwrap();
+    let created = seq_of(&d, "request_created").await;
+    let key = format!("{created}:request_created:hook:bob");
+    hook.until_key(&key).await;
+    let failed = eventually("bob's notice listed as failed", async || {
+        notices_json(&mut d, None, &["--failed"]).await.into_iter().find(|n| n["key"] == key.as_str())
+    })
+    .await;
+    assert_eq!(failed["state"], "failed");
+    assert_eq!(
+        (failed["channel"].as_str(), failed["recipient"].as_str(), failed["trigger"].as_str()),
+        (Some("hook"), Some("bob"), Some("request_created"))
+    );
+    assert!(failed["last_error"].as_str().unwrap().contains("410"), "{failed}");
+    assert!(failed.get("notice").is_none(), "the rendered notice is not listed: {failed}");
+    let id = failed["id"].as_u64().unwrap().to_string();
+    // The table, for people: the failed one with its error.
+    let out = d.cli(None, &["notices", "--failed"]).await;
+    let table = common::stdout(&out);
+    let row = table.lines().find(|l| l.split_whitespace().next() == Some(id.as_str())).unwrap_or_else(|| panic!("no row {id}:\n{table}"));
+    assert!(row.contains("failed") && row.contains("bob") && row.contains("410"), "{row}");
+    // An auditor may list; a requester may not, and is told who may.
+    let erin = d.cli(Some("erin"), &["notices", "--failed"]).await;
+    assert_eq!(common::code(&erin), 0, "{}", common::stderr(&erin));
+    assert!(common::stdout(&erin).contains("410"));
+    let dave = d.cli(Some("dave"), &["notices"]).await;
+    assert_eq!(common::code(&dave), 1);
+    assert!(common::stderr(&dave).contains("only auditors and admins may list the notices"), "{}", common::stderr(&dave));
+    // Only admins retry, and only a failed notice.
+    let erin = d.cli(Some("erin"), &["admin", "notices", "retry", &id]).await;
+    assert_eq!(common::code(&erin), 1);
+    assert!(common::stderr(&erin).contains("only admins may retry"), "{}", common::stderr(&erin));
+    // The receiver is back: the retried notice goes out, under the same key, and ends sent.
+    hook.status.store(200, Ordering::SeqCst);
+    let out = d.cli(None, &["admin", "notices", "retry", &id]).await;
+    assert_eq!(common::code(&out), 0, "{}", common::stderr(&out));
+    hook.until_key(&key).await;
+    eventually("the retried notice marked sent", async || (outbox_row(&d, &key).0 == "sent").then_some(())).await;
+    let all = notices_json(&mut d, None, &[]).await;
+    let sent = all.iter().find(|n| n["key"] == key.as_str()).unwrap();
+    assert_eq!(sent["state"], "sent");
+    assert!(!notices_json(&mut d, None, &["--failed"]).await.iter().any(|n| n["key"] == key.as_str()), "still listed as failed");
+    let again = d.cli(None, &["admin", "notices", "retry", &id]).await;
+    assert_eq!(common::code(&again), 1);
+    assert!(common::stderr(&again).contains("not failed"), "{}", common::stderr(&again));
+    let missing = d.cli(None, &["admin", "notices", "retry", "999999"]).await;
+    assert!(common::stderr(&missing).contains("there is no notice 999999"), "{}", common::stderr(&missing));
+    // `zsa notices | head -1`: the reader goes first, and zsa ends quietly.
+    for args in [&["notices"][..], &["notices", "--json"][..]] {
+        let mut child = std::process::Command::new(common::BIN)
+            .args(args)
+            .env("ZSA_SOCKET", &d.socket)
+            .env_remove("ZSA_TOKEN")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(0), "zsa {args:?}: {err}");
+        assert!(err.is_empty(), "zsa {args:?} said something on a closed pipe: {err}");
+    }
 }

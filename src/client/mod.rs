@@ -245,6 +245,16 @@ impl Client {
         self.post("/v1/admin/reload", &serde_json::json!({})).await
     }
 
+    /// The outbox's deliveries (admins and auditors), or only the failed ones.
+    pub async fn notices(&self, failed: bool) -> Result<Vec<NoticeView>, ClientError> {
+        self.get(if failed { "/v1/notices?failed=true" } else { "/v1/notices" }).await
+    }
+
+    /// Puts a failed delivery back to be delivered again (admins).
+    pub async fn retry_notice(&self, id: u64) -> Result<(), ClientError> {
+        self.post(&format!("/v1/admin/notices/{id}/retry"), &serde_json::json!({})).await
+    }
+
     /// Starts a task's command on the daemon; its output arrives as a stream of lines.
     pub async fn run(&self, req: &RunRequest) -> Result<RunStream, ClientError> {
         Ok(RunStream::new(self.open(self.call(Method::POST, "/v1/runs").json(req)).await?))

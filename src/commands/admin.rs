@@ -2,7 +2,7 @@
 
 use super::output::{json_line, table, time};
 use super::{CmdResult, id};
-use crate::cli::{AdminCmd, TokenCmd};
+use crate::cli::{AdminCmd, NoticesCmd, TokenCmd};
 use crate::client::Client;
 use crate::model::{duration, text};
 
@@ -159,6 +159,7 @@ pub async fn run(client: &Client, json: bool, command: &AdminCmd) -> CmdResult {
                 println!("{} enabled", text::inert(user));
             }
         }
+        AdminCmd::Notices { command: NoticesCmd::Retry { id } } => return super::notices::retry(client, json, id).await,
         AdminCmd::Reload => {
             let load = client.reload().await?;
             if json {

@@ -10,6 +10,7 @@ mod daemon;
 mod demo;
 mod gate;
 mod grants;
+mod notices;
 mod output;
 mod policy_check;
 mod requests;
@@ -259,6 +260,7 @@ async fn dispatch(cli: Cli) -> CmdResult {
         Cmd::Whoami { .. } => admin::whoami(&client()?, json).await,
         Cmd::Tasks { .. } => admin::tasks(&client()?, json).await,
         Cmd::Audit(args) => audit::run(&client()?, json, args).await,
+        Cmd::Notices { failed, .. } => notices::list(&client()?, json, *failed).await,
         Cmd::Admin { command, .. } => admin::run(&client()?, json, command).await,
         Cmd::Daemon(_) | Cmd::Demo { .. } | Cmd::Policy { .. } | Cmd::Completions { .. } | Cmd::Man => unreachable!("handled above"),
     }

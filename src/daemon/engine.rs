@@ -254,6 +254,16 @@ impl Engine {
         f(&mut **lock(&self.writer))
     }
 
+    /// Puts a failed delivery back to pending, due now, and wakes the sender (see
+    /// `Store::retry_delivery`). Blocking.
+    pub fn retry_delivery(&self, id: u64) -> Result<Option<crate::notify::outbox::DeliveryState>, StoreError> {
+        let before = lock(&self.writer).retry_delivery(id, self.now())?;
+        if before == Some(crate::notify::outbox::DeliveryState::Failed) {
+            self.outbox.notify_one();
+        }
+        Ok(before)
+    }
+
     /// Reads history from the store (not memory): requests, grants and runs by id or all of
     /// them. Blocking.
     pub fn stored<R>(&self, f: impl FnOnce(&mut dyn Store) -> Result<R, StoreError>) -> Result<R, StoreError> {

@@ -329,3 +329,38 @@ pub struct ErrorDetail {
     pub code: String,
     pub message: String,
 }
+
+/// One outbox delivery as `GET /v1/notices` shows it: where it stands, never the rendered
+/// notice or any channel secret. `last_error` is made inert (a receiver wrote it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NoticeView {
+    pub id: u64,
+    pub key: String,
+    pub trigger: crate::notify::Trigger,
+    pub channel: String,
+    pub recipient: String,
+    pub state: crate::notify::outbox::DeliveryState,
+    pub attempts: u32,
+    pub next_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub done_at: Option<DateTime<Utc>>,
+}
+
+impl NoticeView {
+    pub fn of(d: &crate::notify::outbox::Delivery) -> NoticeView {
+        NoticeView {
+            id: d.id,
+            key: d.key.clone(),
+            trigger: d.trigger,
+            channel: d.channel.clone(),
+            recipient: d.recipient.clone(),
+            state: d.state,
+            attempts: d.attempts,
+            next_at: d.next_at,
+            last_error: d.last_error.as_deref().map(super::text::inert_line),
+            created_at: d.created_at,
+            done_at: d.done_at,
+        }
+    }
+}

@@ -741,6 +741,23 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
+    fn retry_delivery(&mut self, id: u64, now: DateTime<Utc>) -> Result<Option<DeliveryState>, StoreError> {
+        let tx = self.conn.transaction()?;
+        let state: Option<String> = tx.query_row("SELECT state FROM deliveries WHERE id = ?1", [id as i64], |r| r.get(0)).optional()?;
+        let Some(state) = state else { return Ok(None) };
+        let state =
+            DeliveryState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("delivery {id} has the unknown state {state:?}")))?;
+        if state == DeliveryState::Failed {
+            // not_before = now: the give-up time counts from the retry, not from the first try.
+            tx.execute(
+                "UPDATE deliveries SET state = 'pending', attempts = 0, next_at = ?2, not_before = ?2, done_at = NULL WHERE id = ?1",
+                params![id as i64, column_time(&now)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(Some(state))
+    }
+
     fn events(&mut self, f: &EventFilter) -> Result<Vec<Event>, StoreError> {
         let mut conds = String::from("seq > ?1");
         let mut args: Vec<rusqlite::types::Value> = vec![(f.after_seq.unwrap_or(0) as i64).into()];

@@ -5,6 +5,7 @@ mod admin;
 mod audit;
 mod grants;
 mod me;
+mod notices;
 mod requests;
 mod runs;
 
@@ -53,6 +54,8 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/admin/users/{user}/disable", post(admin::disable))
         .route("/v1/admin/users/{user}/enable", post(admin::enable))
         .route("/v1/admin/reload", post(admin::reload))
+        .route("/v1/notices", get(notices::list))
+        .route("/v1/admin/notices/{id}/retry", post(notices::retry))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "no_such_endpoint", "there is no such endpoint; see the API list in README.md")
         })

@@ -1,0 +1,65 @@
+//! The outbox, for those who keep the notices flowing: list deliveries (admins and auditors),
+//! and put a failed one back to be tried again (admins).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+
+use super::{Query, blocking};
+use crate::daemon::Engine;
+use crate::daemon::auth::Caller;
+use crate::daemon::error::ApiError;
+use crate::model::wire::NoticeView;
+use crate::notify::outbox::DeliveryState;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only the deliveries that failed.
+    #[serde(default)]
+    failed: bool,
+}
+
+/// Every delivery in the outbox, oldest first, or only the failed ones.
+pub async fn list(
+    State(engine): State<Arc<Engine>>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<NoticeView>>, ApiError> {
+    if !engine.policy().sees_everything(&caller.user) {
+        return Err(ApiError::forbidden(
+            "auditors_only",
+            "only auditors and admins may list the notices (they name who was told what); see [roles] in the policy",
+        ));
+    }
+    let state = q.failed.then_some(DeliveryState::Failed);
+    let e = engine.clone();
+    let rows = blocking(move || e.stored(|s| s.deliveries(state))).await?;
+    Ok(Json(rows.iter().map(NoticeView::of).collect()))
+}
+
+/// A failed delivery goes back to pending, due now; the sender tries it again at once.
+pub async fn retry(State(engine): State<Arc<Engine>>, caller: Caller, Path(raw): Path<String>) -> Result<StatusCode, ApiError> {
+    if !engine.policy().is_admin(&caller.user) {
+        return Err(ApiError::forbidden("admins_only", "only admins may retry a notice; see [roles] admins in the policy"));
+    }
+    let id: u64 = raw.parse().map_err(|_| {
+        ApiError::bad_request("bad_id", format!("{:?} is not a notice id: give the number `zsa notices` shows in its ID column", raw))
+    })?;
+    let e = engine.clone();
+    match blocking(move || e.retry_delivery(id)).await? {
+        None => Err(ApiError::new(StatusCode::NOT_FOUND, "no_such_notice", format!("there is no notice {id}; `zsa notices` lists them"))),
+        Some(DeliveryState::Failed) => {
+            tracing::info!(notice = id, by = %caller.user, "a failed notice was put back to be delivered again");
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Some(state) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_failed",
+            format!("notice {id} is {}, not failed: only a failed notice can be retried", state.as_str()),
+        )),
+    }
+}
