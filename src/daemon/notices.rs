@@ -228,36 +228,17 @@ fn settle(delivery: &Delivery, outcome: Outcome, now: DateTime<Utc>, give_up_at:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::{Notice, Recipient};
+    use crate::notify::{Recipient, fixtures};
 
     fn delivery(attempts: u32) -> Delivery {
         let at = "2026-11-23T10:00:00Z".parse::<DateTime<Utc>>().unwrap();
-        Delivery {
-            id: 7,
-            key: "3:request_created:hook:bob".into(),
-            seq: 3,
-            channel: "hook".into(),
-            trigger: Trigger::RequestCreated,
-            recipient: "bob".into(),
-            notice: Notice {
-                key: "3:request_created:hook:bob".into(),
-                trigger: Trigger::RequestCreated,
-                seq: 3,
-                at,
-                to: Recipient { name: Some("bob".into()), address: String::new() },
-                subject: "s".into(),
-                text: "t".into(),
-                html: "h".into(),
-                facts: serde_json::json!({"task": "journal", "person": "dave"}),
-            },
-            state: DeliveryState::Pending,
-            attempts,
-            next_at: at,
-            not_before: None,
-            last_error: None,
-            created_at: at,
-            done_at: None,
-        }
+        let key = "3:request_created:hook:bob";
+        let mut d = fixtures::delivery(key, at);
+        d.notice.seq = 3;
+        d.notice.to = Recipient { name: Some("bob".into()), address: String::new() };
+        d.notice.subject = "s".into();
+        d.notice.facts = serde_json::json!({"task": "journal", "person": "dave"});
+        Delivery { id: 7, seq: 3, recipient: "bob".into(), attempts, ..d }
     }
 
     #[test]

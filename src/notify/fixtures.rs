@@ -139,3 +139,35 @@ impl History {
         )
     }
 }
+
+/// A pending delivery to alice over `hook`, due at `at`: for the outbox's and the sender's tests.
+pub fn delivery(key: &str, at: DateTime<Utc>) -> crate::notify::outbox::Delivery {
+    use crate::notify::outbox::{Delivery, DeliveryState};
+    use crate::notify::{Notice, Recipient, Trigger};
+    Delivery {
+        id: 0,
+        key: key.into(),
+        seq: 1,
+        channel: "hook".into(),
+        trigger: Trigger::RequestCreated,
+        recipient: "alice".into(),
+        notice: Notice {
+            key: key.into(),
+            trigger: Trigger::RequestCreated,
+            seq: 1,
+            at,
+            to: Recipient { name: Some("alice".into()), address: String::new() },
+            subject: "R1".into(),
+            text: "t".into(),
+            html: "h".into(),
+            facts: serde_json::json!({"request": "R1"}),
+        },
+        state: DeliveryState::Pending,
+        attempts: 0,
+        next_at: at,
+        not_before: None,
+        last_error: None,
+        created_at: at,
+        done_at: None,
+    }
+}

@@ -17,7 +17,7 @@ pub mod outbox;
 pub mod routing;
 
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

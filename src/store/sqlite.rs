@@ -895,36 +895,8 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::{Notice, Recipient, Trigger};
 
-    fn delivery(key: &str, at: DateTime<Utc>) -> Delivery {
-        Delivery {
-            id: 0,
-            key: key.into(),
-            seq: 1,
-            channel: "hook".into(),
-            trigger: Trigger::RequestCreated,
-            recipient: "alice".into(),
-            notice: Notice {
-                key: key.into(),
-                trigger: Trigger::RequestCreated,
-                seq: 1,
-                at,
-                to: Recipient { name: Some("alice".into()), address: String::new() },
-                subject: "R1".into(),
-                text: "t".into(),
-                html: "h".into(),
-                facts: serde_json::json!({"request": "R1"}),
-            },
-            state: DeliveryState::Pending,
-            attempts: 0,
-            next_at: at,
-            not_before: None,
-            last_error: None,
-            created_at: at,
-            done_at: None,
-        }
-    }
+    use crate::notify::fixtures::delivery;
 
     #[test]
     fn the_outbox_keeps_each_key_once_leases_claims_and_survives_a_reopen() {
