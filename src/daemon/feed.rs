@@ -181,16 +181,22 @@ fn still_admitted(engine: &Engine, slot: &StreamSlot) -> bool {
     engine.read(|s, _| !s.is_disabled(&slot.user) && slot.token.is_none_or(|id| s.tokens.get(&id).is_some_and(|t| !t.revoked)))
 }
 
+/// Whether an event can shut a stream's caller out: a token revoked or an account disabled.
+fn shuts_out(change: &crate::model::Change) -> bool {
+    matches!(change, crate::model::Change::TokenRevoked { .. } | crate::model::Change::UserDisabled { .. })
+}
+
 /// Feeds one stream until its client goes, its caller is shut out or the daemon stops; its slot
-/// is given back then.
+/// is given back then. Admission is looked at again only where it can have changed: after a
+/// catch-up, and on a revoked token or a disabled account, not on every event of every stream.
 async fn follow(engine: Arc<Engine>, slot: StreamSlot, after: u64, mut live: broadcast::Receiver<Arc<Event>>, tx: Sink) {
     let user = &slot.user;
     let mut closing = engine.closing();
     let Ok(mut last) = catch_up(&engine, user, after, &tx).await else { return };
+    if !still_admitted(&engine, &slot) {
+        return;
+    }
     loop {
-        if !still_admitted(&engine, &slot) {
-            return;
-        }
         let received = tokio::select! {
             r = live.recv() => r,
             _ = tx.closed() => return, // the client went away while nothing happened
@@ -198,7 +204,7 @@ async fn follow(engine: Arc<Engine>, slot: StreamSlot, after: u64, mut live: bro
         };
         match received {
             Ok(event) if event.seq <= last => {}
-            Ok(_) if !still_admitted(&engine, &slot) => return,
+            Ok(event) if shuts_out(&event.change) && !still_admitted(&engine, &slot) => return,
             Ok(event) => {
                 if send(&engine, user, &event, &tx).await.is_err() {
                     return;
@@ -206,8 +212,8 @@ async fn follow(engine: Arc<Engine>, slot: StreamSlot, after: u64, mut live: bro
                 last = event.seq;
             }
             Err(broadcast::error::RecvError::Lagged(_)) => match catch_up(&engine, user, last, &tx).await {
-                Ok(l) => last = l,
-                Err(()) => return,
+                Ok(l) if still_admitted(&engine, &slot) => last = l,
+                _ => return,
             },
             Err(broadcast::error::RecvError::Closed) => return,
         }
