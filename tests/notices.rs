@@ -342,6 +342,14 @@ async fn zsa_notices_lists_a_failed_notice_and_zsa_admin_notices_retry_sends_it_
     let out = d.cli(None, &["admin", "notices", "retry", &id]).await;
     assert_eq!(common::code(&out), 0, "{}", common::stderr(&out));
     hook.until_key(&key).await;
+    // On the record: who sent which notice again, and what it had failed with.
+    let events = d.admin().audit(&AuditParams { limit: Some(1000), ..Default::default() }).await.unwrap();
+    let retried: Vec<_> = events.iter().filter(|e| e.change.kind() == "notice_retried").collect();
+    assert_eq!(retried.len(), 1, "one notice_retried event");
+    let Change::NoticeRetried { id: retried_id, notice, channel, recipient, error, .. } = &retried[0].change else { unreachable!() };
+    assert_eq!((retried_id.to_string(), notice.as_str(), channel.as_str(), recipient.as_str()), (id.clone(), key.as_str(), "hook", "bob"));
+    assert!(error.as_deref().is_some_and(|e| e.contains("410")), "{error:?}");
+    assert_eq!(retried[0].actor, common::current_user());
     eventually("the retried notice marked sent", async || (outbox_row(&d, &key).0 == "sent").then_some(())).await;
     let all = notices_json(&mut d, None, &[]).await;
     let sent = all.iter().find(|n| n["key"] == key.as_str()).unwrap();
@@ -350,6 +358,9 @@ async fn zsa_notices_lists_a_failed_notice_and_zsa_admin_notices_retry_sends_it_
     let again = d.cli(None, &["admin", "notices", "retry", &id]).await;
     assert_eq!(common::code(&again), 1);
     assert!(common::stderr(&again).contains("not failed"), "{}", common::stderr(&again));
+    // Refused retries are not on the record.
+    let events = d.admin().audit(&AuditParams { limit: Some(1000), ..Default::default() }).await.unwrap();
+    assert_eq!(events.iter().filter(|e| e.change.kind() == "notice_retried").count(), 1, "a refused retry was recorded");
     let missing = d.cli(None, &["admin", "notices", "retry", "999999"]).await;
     assert!(common::stderr(&missing).contains("there is no notice 999999"), "{}", common::stderr(&missing));
     // `zsa notices | head -1`: the reader goes first, and zsa ends quietly.

@@ -255,13 +255,37 @@ impl Engine {
     }
 
     /// Puts a failed delivery back to pending, due now, and wakes the sender (see
-    /// `Store::retry_delivery`). Blocking.
-    pub fn retry_delivery(&self, id: u64) -> Result<Option<crate::notify::outbox::DeliveryState>, StoreError> {
-        let before = lock(&self.writer).retry_delivery(id, self.now())?;
-        if before == Some(crate::notify::outbox::DeliveryState::Failed) {
-            self.outbox.notify_one();
+    /// `Store::retry_delivery`), on the record: `notice_retried` is written first, so a crash
+    /// between the two leaves the delivery failed (to be retried again), never re-sent without a
+    /// trace. Refused unless `actor` is an admin and the delivery exists and failed. Blocking.
+    pub fn retry_notice(&self, actor: impl Into<Actor>, id: u64) -> Result<Vec<Arc<Event>>, EngineError> {
+        let actor = actor.into();
+        let policy = self.policy();
+        rules::may_retry_notice(&policy, &actor.user)?;
+        let mut store = lock(&self.writer);
+        let Some(delivery) = store.delivery(id)? else {
+            return Err(Refusal::not_found("no_such_notice", format!("there is no notice {id}; `zsa notices` lists them")).into());
+        };
+        if delivery.state != outbox::DeliveryState::Failed {
+            let state = delivery.state.as_str();
+            let why = format!("notice {id} is {state}, not failed: only a failed notice can be retried");
+            return Err(Refusal::conflict("not_failed", why).into());
         }
-        Ok(before)
+        let retried = crate::model::Change::NoticeRetried {
+            id,
+            task: delivery.notice.facts.get("task").and_then(|v| v.as_str()).map(str::to_string),
+            notice: delivery.key,
+            trigger: delivery.trigger,
+            channel: delivery.channel,
+            recipient: delivery.recipient,
+            error: delivery.last_error,
+        };
+        let events = self.record(&mut **store, &policy, &actor, &Command::RetryNotice(Box::new(retried)))?.events;
+        store.retry_delivery(id, self.now())?;
+        self.outbox.notify_one();
+        drop(store);
+        self.publish(&events);
+        Ok(events)
     }
 
     /// Reads history from the store (not memory): requests, grants and runs by id or all of

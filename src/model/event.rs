@@ -188,6 +188,22 @@ pub enum Change {
         person: Option<String>,
         error: String,
     },
+    /// An admin put a failed notice back to be delivered again (`zsa admin notices retry`): on
+    /// the record, so an auditor sees who re-sent what, and when.
+    NoticeRetried {
+        /// The outbox's id of the delivery (`zsa notices` lists it).
+        id: u64,
+        /// The delivery's idempotency key: every retry carries the same one.
+        notice: String,
+        trigger: crate::notify::Trigger,
+        channel: String,
+        recipient: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task: Option<String>,
+        /// Why it had failed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
 }
 
 impl Event {
@@ -223,6 +239,7 @@ impl Change {
             Self::RunStarted { .. } => "run_started",
             Self::RunEnded { .. } => "run_ended",
             Self::NoticeFailed { .. } => "notice_failed",
+            Self::NoticeRetried { .. } => "notice_retried",
         }
     }
 
@@ -248,6 +265,7 @@ impl Change {
             | Self::UserDisabled { user, .. }
             | Self::UserEnabled { user } => Some(user),
             Self::NoticeFailed { person, .. } => person.as_deref(),
+            Self::NoticeRetried { .. } => None,
         }
     }
 
@@ -267,7 +285,7 @@ impl Change {
             | Self::GrantReviewed { task, .. }
             | Self::RunStarted { task, .. }
             | Self::RunEnded { task, .. } => Some(task),
-            Self::NoticeFailed { task, .. } => task.as_deref(),
+            Self::NoticeFailed { task, .. } | Self::NoticeRetried { task, .. } => task.as_deref(),
             _ => None,
         }
     }
@@ -391,6 +409,14 @@ impl Change {
                 inert_line(recipient),
                 inert_line(notice),
                 inert_line(error)
+            ),
+            Self::NoticeRetried { id, notice, trigger, channel, recipient, error, .. } => format!(
+                "notice {id}, {} via {} to {} ({}), sent again{}",
+                trigger.as_str(),
+                inert_line(channel),
+                inert_line(recipient),
+                inert_line(notice),
+                error.as_deref().map(|e| format!(" after: {}", inert_line(e))).unwrap_or_default()
             ),
         }
     }

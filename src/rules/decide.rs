@@ -86,6 +86,9 @@ pub enum Command {
     /// Record that a notice will not be delivered (issue 12). Only the daemon's sender issues
     /// it; it becomes `Change::NoticeFailed` as it is.
     NoteNoticeFailed(Box<crate::model::Change>),
+    /// Put a failed notice back to be delivered again (admins). The engine reads the delivery
+    /// from the outbox and makes sure it failed; this is the `Change::NoticeRetried` to record.
+    RetryNotice(Box<crate::model::Change>),
 }
 
 impl Command {
@@ -108,6 +111,7 @@ impl Command {
             | Command::AbandonRuns
             | Command::NoteRebuilt { .. }
             | Command::NoteNoticeFailed(_)
+            | Command::RetryNotice(_)
             | Command::NoteClockJump { .. } => None,
         }
     }
@@ -218,6 +222,13 @@ pub fn decide(state: &State, policy: &Policy, who: &Actor, command: &Command, no
                 _ => Err(Refusal::forbidden("daemon_only", "only a failed notice is recorded this way")),
             }
         }
+        Command::RetryNotice(change) => {
+            may_retry_notice(policy, actor)?;
+            match change.as_ref() {
+                retried @ Change::NoticeRetried { .. } => Ok(vec![retried.clone()]),
+                _ => Err(Refusal::forbidden("daemon_only", "only a retried notice is recorded this way")),
+            }
+        }
         Command::AbandonRuns => {
             if !system {
                 return Err(Refusal::forbidden("daemon_only", "only the daemon abandons runs"));
@@ -247,6 +258,15 @@ pub(super) fn not_disabled(state: &State, who: &Actor) -> Result<(), Refusal> {
             text::inert(actor)
         ),
     ))
+}
+
+/// Only admins put a failed notice back; the engine asks before it reads the outbox, so others
+/// learn nothing of what is in it.
+pub fn may_retry_notice(policy: &Policy, user: &str) -> Result<(), Refusal> {
+    match policy.is_admin(user) {
+        true => Ok(()),
+        false => Err(Refusal::forbidden("admins_only", "only admins may retry a notice; see [roles] admins in the policy")),
+    }
 }
 
 /// The event that ends a run; `transcript` is (bytes kept, their SHA-256, the cap, cut at the cap).

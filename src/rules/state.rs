@@ -106,7 +106,8 @@ impl Entity {
             | Change::RequestCreated { .. }
             | Change::TokenIssued { .. }
             | Change::RunStarted { .. }
-            | Change::NoticeFailed { .. } => None,
+            | Change::NoticeFailed { .. }
+            | Change::NoticeRetried { .. } => None,
         }
     }
 }
@@ -261,7 +262,11 @@ impl State {
         let at = event.at;
         let actor = &event.actor;
         match &event.change {
-            Change::PolicyLoaded { .. } | Change::StateRebuilt { .. } | Change::ClockJumped { .. } | Change::NoticeFailed { .. } => {}
+            Change::PolicyLoaded { .. }
+            | Change::StateRebuilt { .. }
+            | Change::ClockJumped { .. }
+            | Change::NoticeFailed { .. }
+            | Change::NoticeRetried { .. } => {}
             Change::RequestCreated {
                 request,
                 task,

@@ -113,6 +113,8 @@ pub trait Store: Send {
     fn settle_delivery(&mut self, id: u64, settled: &Settled) -> Result<(), StoreError>;
     /// The outbox, oldest first: every delivery, or only those in `state`.
     fn deliveries(&mut self, state: Option<DeliveryState>) -> Result<Vec<Delivery>, StoreError>;
+    /// One delivery by its id.
+    fn delivery(&mut self, id: u64) -> Result<Option<Delivery>, StoreError>;
     /// Puts a failed delivery back to pending, due at `now`, with its attempts and give-up time
     /// counted afresh from `now`. Answers the state it was in (`None`: no such delivery); only a
     /// failed one is changed.

@@ -741,6 +741,13 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
+    fn delivery(&mut self, id: u64) -> Result<Option<Delivery>, StoreError> {
+        let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?1");
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query([id as i64])?;
+        rows.next()?.map(delivery_of).transpose()
+    }
+
     fn retry_delivery(&mut self, id: u64, now: DateTime<Utc>) -> Result<Option<DeliveryState>, StoreError> {
         let tx = self.conn.transaction()?;
         let state: Option<String> = tx.query_row("SELECT state FROM deliveries WHERE id = ?1", [id as i64], |r| r.get(0)).optional()?;

@@ -41,25 +41,13 @@ pub async fn list(
     Ok(Json(rows.iter().map(NoticeView::of).collect()))
 }
 
-/// A failed delivery goes back to pending, due now; the sender tries it again at once.
+/// A failed delivery goes back to pending, due now, on the record (`notice_retried`); the sender
+/// tries it again at once.
 pub async fn retry(State(engine): State<Arc<Engine>>, caller: Caller, Path(raw): Path<String>) -> Result<StatusCode, ApiError> {
-    if !engine.policy().is_admin(&caller.user) {
-        return Err(ApiError::forbidden("admins_only", "only admins may retry a notice; see [roles] admins in the policy"));
-    }
     let id: u64 = raw.parse().map_err(|_| {
         ApiError::bad_request("bad_id", format!("{:?} is not a notice id: give the number `zsa notices` shows in its ID column", raw))
     })?;
     let e = engine.clone();
-    match blocking(move || e.retry_delivery(id)).await? {
-        None => Err(ApiError::new(StatusCode::NOT_FOUND, "no_such_notice", format!("there is no notice {id}; `zsa notices` lists them"))),
-        Some(DeliveryState::Failed) => {
-            tracing::info!(notice = id, by = %caller.user, "a failed notice was put back to be delivered again");
-            Ok(StatusCode::NO_CONTENT)
-        }
-        Some(state) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_failed",
-            format!("notice {id} is {}, not failed: only a failed notice can be retried", state.as_str()),
-        )),
-    }
+    blocking(move || e.retry_notice(caller.actor(), id)).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
