@@ -91,7 +91,7 @@ fn app_with(n: usize) -> App {
         .collect();
     let log = b.events.iter().take(n).cloned().collect();
     app.update(Action::StreamConnected, b.now);
-    app.update(Action::Loaded { me, tasks, requests, grants, log }, b.now);
+    app.update(Action::Loaded { me, tasks, requests, grants, log, notices: vec![] }, b.now);
     app
 }
 

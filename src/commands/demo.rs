@@ -1,6 +1,7 @@
 //! `zsa demo`: a daemon on a temporary state directory with the demo policy, demo people with
 //! tokens, and a few requests and grants in every state, so there is something to look at.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -13,6 +14,38 @@ use crate::model::{Change, RequestId};
 use crate::rules::Command;
 
 pub const DEMO_POLICY: &str = include_str!("../../assets/demo-policy.toml");
+
+/// The demo's notices go to a file in its own directory (a file channel needs an absolute path,
+/// so this part of the policy is written where the demo runs): what mail or chat would carry,
+/// with no outside service. The console shows each one to its recipient as it arrives.
+fn demo_policy(notices: &std::path::Path) -> String {
+    format!(
+        r#"{DEMO_POLICY}
+# Added by `zsa demo`: notices as JSON lines in the demo's directory, instead of mail or chat.
+[channels.demo]
+kind = "file"
+path = {path}
+
+[[notify]]
+on = ["request_created", "break_glass"]
+to = ["approvers"]
+via = "demo"
+
+[[notify]]
+on = ["request_approved", "request_denied", "request_expired", "grant_expiring"]
+to = ["requester"]
+via = "demo"
+before = "5m"
+
+[[notify]]
+on = ["break_glass", "notice_failed"]
+to = ["group:auditors"]
+via = "demo"
+"#,
+        // A JSON string is a valid TOML basic string: quoted, with every escape TOML knows.
+        path = serde_json::Value::String(notices.display().to_string())
+    )
+}
 
 /// The demo people and what they play, in the order F2 walks through them in the console.
 pub const PEOPLE: [(&str, &str); 5] = [
@@ -68,8 +101,19 @@ pub async fn run(socket: Option<PathBuf>) -> CmdResult {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let dir = std::env::temp_dir().join(format!("zsa-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(anyhow::Error::from)?;
+    // Whatever happens (the daemon cannot start, the terminal went away), nothing is left behind.
+    let outcome = run_in(&dir, socket).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    outcome?;
+    // The terminal may be gone (a closed SSH session): saying goodbye must not fail.
+    let _ = writeln!(std::io::stdout(), "zsa demo stopped; its state was removed.");
+    Ok(())
+}
+
+async fn run_in(dir: &std::path::Path, socket: Option<PathBuf>) -> CmdResult {
     let policy = dir.join("demo-policy.toml");
-    std::fs::write(&policy, DEMO_POLICY).map_err(anyhow::Error::from)?;
+    let notices = dir.join("notices.jsonl");
+    std::fs::write(&policy, demo_policy(&notices)).map_err(anyhow::Error::from)?;
     let config = DaemonConfig {
         state_dir: dir.join("state"),
         policy,
@@ -78,37 +122,52 @@ pub async fn run(socket: Option<PathBuf>) -> CmdResult {
     };
     let handle = start(config, Arc::new(SystemClock)).await?;
     let engine = handle.engine.clone();
-    let tokens = tokio::task::spawn_blocking(move || seed(&engine)).await.map_err(anyhow::Error::from)??;
+    let seeded = tokio::task::spawn_blocking(move || seed(&engine)).await.map_err(anyhow::Error::from).and_then(|r| r);
+    let tokens = match seeded {
+        Ok(tokens) => tokens,
+        Err(e) => {
+            handle.shutdown().await;
+            return Err(e.into());
+        }
+    };
 
     if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         // A person at a terminal gets the console; F2 walks through the demo people.
-        let result =
-            crate::tui::run(crate::tui::TuiOptions { socket: handle.socket.clone(), token: None, bell: true, people: tokens.clone() })
-                .await;
+        let options =
+            crate::tui::TuiOptions { socket: handle.socket.clone(), token: None, bell: true, people: tokens, notices: Some(notices) };
+        let result = crate::tui::run(options).await;
         handle.shutdown().await;
-        let _ = std::fs::remove_dir_all(&dir);
-        result?;
-        println!("zsa demo stopped; its state was removed.");
-        return Ok(());
+        return Ok(result?);
     }
-    println!("zsa demo: a daemon with the demo policy is running; everything is removed when you press Ctrl-C.");
-    println!();
-    println!("In another shell, point zsa at it:");
-    println!("  export ZSA_SOCKET={}", handle.socket.display());
-    println!();
-    println!("Then act as one of the demo people by setting their token:");
+    // One write, whose failure (`zsa demo | head -1`) is no reason to stop: the demo runs on.
+    let mut people = String::new();
     for ((user, token), (_, role)) in tokens.iter().zip(PEOPLE) {
-        println!("  {user:<6} ({role}):  export ZSA_TOKEN={token}");
+        people.push_str(&format!("  {user:<6} ({role}):  export ZSA_TOKEN={token}\n"));
     }
-    println!();
-    println!("Things to try:");
-    println!("  zsa whoami; zsa tasks; zsa requests; zsa grants");
-    println!("  as alice:  zsa approve R1 --comment \"ok\"");
-    println!("  as bob:    zsa review G5 --comment \"looked at the session log\"");
-    println!("  as carol:  zsa request service.restart --for 5m --reason \"web-2 is stuck\"; zsa check service.restart");
-    println!("  as erin:   zsa audit; zsa audit verify; zsa audit --csv > audit.csv");
-    println!();
-    println!("Press Ctrl-C to stop.");
+    let banner = format!(
+        "zsa demo: a daemon with the demo policy is running; everything is removed when you press Ctrl-C.
+
+In another shell, point zsa at it:
+  export ZSA_SOCKET={socket}
+
+Then act as one of the demo people by setting their token:
+{people}
+Things to try:
+  zsa whoami; zsa tasks; zsa requests; zsa grants
+  as alice:  zsa approve R1 --comment \"ok\"
+  as bob:    zsa review G5 --comment \"looked at the session log\"
+  as carol:  zsa request service.restart --for 5m --reason \"web-2 is stuck\"; zsa check service.restart
+  as erin:   zsa audit; zsa audit verify; zsa audit --csv > audit.csv
+
+Notices (what mail or chat would carry) are appended to this file, one JSON line each:
+  tail -f {notices}
+
+Press Ctrl-C to stop.
+",
+        socket = handle.socket.display(),
+        notices = notices.display()
+    );
+    let _ = std::io::stdout().write_all(banner.as_bytes()).and_then(|_| std::io::stdout().flush());
 
     let mut stopping = handle.stopping();
     tokio::select! {
@@ -122,7 +181,5 @@ pub async fn run(socket: Option<PathBuf>) -> CmdResult {
         } => {}
     }
     handle.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
-    println!("zsa demo stopped; its state was removed.");
     Ok(())
 }

@@ -90,18 +90,25 @@ pub async fn run(cli: Cli) -> ExitCode {
         Err(e) if json && !matches!(e, CliError::Exit(_)) => {
             // Scripts asked for JSON: the error too, with the API's code, on stderr.
             let error = serde_json::json!({ "error": { "code": e.code(), "message": e.to_string() } });
-            eprintln!("{error}");
+            say_error(&error.to_string());
             ExitCode::from(e.exit_code())
         }
         Err(e) => {
             let text = e.to_string();
             // Line by line, so our own line breaks stay while anything else is made inert.
             for line in text.lines() {
-                eprintln!("zsa: {}", crate::model::text::inert(line));
+                say_error(&format!("zsa: {}", crate::model::text::inert(line)));
             }
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// One line on stderr. Where stderr is gone too (the terminal closed), there is no one to tell,
+/// and failing to say so must not turn into a panic.
+fn say_error(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
@@ -204,7 +211,7 @@ async fn console(cli: &ClientArgs, bell: bool) -> CmdResult {
     let client = client(cli)?;
     client.whoami().await?;
     let socket = client.socket().to_path_buf();
-    crate::tui::run(crate::tui::TuiOptions { socket, token: cli.token.clone(), bell, people: Vec::new() }).await?;
+    crate::tui::run(crate::tui::TuiOptions { socket, token: cli.token.clone(), bell, people: Vec::new(), notices: None }).await?;
     Ok(())
 }
 

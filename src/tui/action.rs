@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use crossterm::event::{KeyEvent, MouseEvent};
 
-use crate::model::wire::{GrantView, NewRequest, Outcome, RequestView, TaskView, VerifyReport, WhoAmI};
+use crate::model::wire::{GrantView, NewRequest, NoticeView, Outcome, RequestView, TaskView, VerifyReport, WhoAmI};
 use crate::model::{Event, GrantId, RequestId, RunId};
 
 #[derive(Clone, Debug)]
@@ -60,8 +60,14 @@ pub enum Action {
         requests: Vec<RequestView>,
         grants: Vec<GrantView>,
         log: Vec<Event>,
+        /// The notices that failed (auditors and admins; empty for others).
+        notices: Vec<NoticeView>,
     },
     LoadFailed(String),
+    /// A notice the demo's file channel wrote (see `TuiOptions::notices`).
+    NoticeWritten(Box<crate::notify::Notice>),
+    /// The failed notices, fetched again after a `notice_failed` or `notice_retried`.
+    FailedNoticesLoaded(Vec<NoticeView>),
     EventReceived(Event),
     RequestLoaded(Box<Outcome>),
     GrantLoaded(Box<GrantView>),
@@ -91,6 +97,8 @@ impl Action {
             self,
             Action::Loaded { .. }
                 | Action::LoadFailed(_)
+                | Action::FailedNoticesLoaded(_)
+                | Action::NoticeWritten(_)
                 | Action::EventReceived(_)
                 | Action::RequestLoaded(_)
                 | Action::GrantLoaded(_)
@@ -112,6 +120,7 @@ pub enum Effect {
     LoadAll,
     FetchRequest(RequestId),
     FetchGrant(GrantId),
+    FetchFailedNotices,
     Submit(Submission),
     Verify,
     Export {

@@ -11,7 +11,7 @@ use super::context::{KeyContext, ModeKind};
 use super::form::RequestForm;
 use super::keymap::Keymap;
 use super::textfield::TextField;
-use crate::model::wire::{GrantView, RequestView, RowAction, TaskView, VerifyReport, WhoAmI};
+use crate::model::wire::{GrantView, NoticeView, RequestView, RowAction, TaskView, VerifyReport, WhoAmI};
 use crate::model::{Change, Event, GrantId, GrantState, RequestId, RequestState, RunId, text};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,6 +132,8 @@ pub enum Item {
     Grant(GrantId),
     /// An index into `App::log`.
     Event(usize),
+    /// An index into `App::failed_notices`.
+    Notice(usize),
 }
 
 #[derive(Clone)]
@@ -207,6 +209,10 @@ pub struct App {
     pub person: usize,
     /// Transcripts loaded for the detail view: text, and the SHA-256 of what arrived.
     pub transcripts: BTreeMap<RunId, (String, String)>,
+    /// Notices the daemon gave up on (auditors and admins see them), oldest first.
+    pub failed_notices: Vec<NoticeView>,
+    /// Notices from the demo's file that arrived before the console knew who it is.
+    unshown_notices: Vec<crate::notify::Notice>,
     /// How far the popup on screen is scrolled (keys in `scrolling.rs`).
     pub scroll: super::widgets::scroll::Scroll,
     pub quit: bool,
@@ -249,6 +255,8 @@ impl App {
             people,
             person: 0,
             transcripts: BTreeMap::new(),
+            failed_notices: Vec::new(),
+            unshown_notices: Vec::new(),
             scroll: Default::default(),
             quit: false,
             dirty: true,
@@ -265,6 +273,23 @@ impl App {
 
     fn has_role(&self, role: &str) -> bool {
         self.me.as_ref().is_some_and(|m| m.roles.iter().any(|r| r == role))
+    }
+
+    /// The demo's notices for the viewer, as a toast: the newest, and how many came at once.
+    fn show_notices(&mut self) {
+        let mine: Vec<_> =
+            std::mem::take(&mut self.unshown_notices).into_iter().filter(|n| n.to.name.as_deref() == Some(self.user())).collect();
+        let Some(newest) = mine.last() else { return };
+        let subject = text::inert_line(&newest.subject);
+        match mine.len() {
+            1 => self.toast(format!("notice for you: {subject}"), false),
+            n => self.toast(format!("{n} notices for you; the newest: {subject}"), false),
+        }
+    }
+
+    /// Auditors and admins: they see the whole log and the outbox.
+    fn sees_everything(&self) -> bool {
+        self.has_role("auditor") || self.has_role("admin")
     }
 
     /// Whether `r` is for the viewer to decide: the daemon lets them approve or deny it, and its
@@ -377,6 +402,11 @@ impl App {
             Section { title: "Event log (newest first)", items: log, urgent: false },
             Section { title: "Expiring soon", items: expiring.iter().map(|g| Item::Grant(g.id)).collect(), urgent: false },
         ];
+        if !self.failed_notices.is_empty() {
+            // An alarm, newest first, shown only while there is something to act on.
+            let items = (0..self.failed_notices.len()).rev().map(Item::Notice).collect();
+            self.sections[2].push(Section { title: "Failed notices", items, urgent: true });
+        }
 
         self.filter_and_sort();
         for pane in [Pane::Requester, Pane::Approver, Pane::Auditor] {
@@ -488,7 +518,8 @@ impl App {
             self.fetched_during_load = Some(Vec::new());
         }
         if let Some(noted) = &mut self.fetched_during_load {
-            noted.extend(effects.iter().filter(|e| matches!(e, Effect::FetchRequest(_) | Effect::FetchGrant(_))).cloned());
+            let refetch = |e: &&Effect| matches!(e, Effect::FetchRequest(_) | Effect::FetchGrant(_) | Effect::FetchFailedNotices);
+            noted.extend(effects.iter().filter(refetch).cloned());
         }
     }
 
@@ -691,13 +722,15 @@ impl App {
     /// What the daemon answered or reported.
     fn on_result(&mut self, action: Action) -> Vec<Effect> {
         match action {
-            Action::Loaded { me, tasks, requests, grants, log } => {
+            Action::Loaded { me, tasks, requests, grants, log, notices } => {
                 let first = self.me.is_none();
                 self.me = Some(me);
                 self.tasks = tasks;
                 self.requests = requests.into_iter().map(|r| (r.id, r)).collect();
                 self.grants = grants.into_iter().map(|g| (g.id, g)).collect();
                 self.log = log;
+                self.failed_notices = notices;
+                self.show_notices();
                 self.set_panes();
                 if first {
                     self.pane = self.first_pane();
@@ -734,6 +767,18 @@ impl App {
             }
             Action::GrantLoaded(g) => {
                 self.grants.insert(g.id, *g);
+                self.stale = true;
+                Vec::new()
+            }
+            Action::NoticeWritten(notice) => {
+                self.unshown_notices.push(*notice);
+                if self.me.is_some() {
+                    self.show_notices();
+                }
+                Vec::new()
+            }
+            Action::FailedNoticesLoaded(notices) => {
+                self.failed_notices = notices;
                 self.stale = true;
                 Vec::new()
             }
@@ -939,6 +984,11 @@ impl App {
             Item::Event(i) => {
                 self.log.get(i).map(|e| format!("{} {} {}", e.actor, e.change.kind(), e.change.summary())).unwrap_or_default()
             }
+            Item::Notice(i) => self
+                .failed_notices
+                .get(i)
+                .map(|n| format!("{} {} {} {} {}", n.id, n.trigger.as_str(), n.channel, n.recipient, n.last_error.as_deref().unwrap_or("")))
+                .unwrap_or_default(),
         };
         text.to_lowercase()
     }
@@ -956,6 +1006,10 @@ impl App {
             },
             Item::Event(i) => match self.log.get(i) {
                 Some(e) => (e.seq as i64, e.change.task().unwrap_or("").to_string(), e.actor.clone(), e.at),
+                None => return Default::default(),
+            },
+            Item::Notice(i) => match self.failed_notices.get(i) {
+                Some(n) => (n.id as i64, n.trigger.as_str().to_string(), n.recipient.clone(), n.done_at.unwrap_or(n.created_at)),
                 None => return Default::default(),
             },
         };
@@ -1071,6 +1125,8 @@ impl App {
         self.requests.clear();
         self.grants.clear();
         self.log.clear();
+        self.failed_notices.clear();
+        self.unshown_notices.clear();
         self.fresh.clear();
         self.announcing.clear();
         self.verify = VerifyState::Unknown;
@@ -1103,6 +1159,13 @@ impl App {
             | Change::GrantRelinquished { grant, .. }
             | Change::GrantReviewed { grant, .. } => effects.push(Effect::FetchGrant(*grant)),
             Change::PolicyLoaded { .. } => effects.push(Effect::LoadAll),
+            Change::NoticeFailed { .. } | Change::NoticeRetried { .. } if self.sees_everything() => {
+                effects.push(Effect::FetchFailedNotices);
+                if let Change::NoticeFailed { trigger, channel, recipient, .. } = &event.change {
+                    let (channel, recipient) = (text::inert_line(channel), text::inert_line(recipient));
+                    self.toast(format!("a {} notice to {recipient} via {channel} failed; see Failed notices", trigger.as_str()), true);
+                }
+            }
             Change::UserDisabled { user, .. } | Change::UserEnabled { user } if user == self.user() => effects.push(Effect::LoadAll),
             _ => {}
         }

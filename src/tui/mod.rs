@@ -25,6 +25,9 @@ pub struct TuiOptions {
     pub bell: bool,
     /// Demo people and their tokens, to switch between with F2 (empty outside the demo).
     pub people: Vec<(String, String)>,
+    /// The demo's notices file: each notice written there is shown to its recipient as it
+    /// arrives (outside the demo, notices go by mail or chat, not through the console).
+    pub notices: Option<PathBuf>,
 }
 
 pub use runtime::run;

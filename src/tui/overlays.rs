@@ -124,6 +124,24 @@ pub fn detail(app: &App, frame: &mut Frame, theme: &Theme) {
             }
             (format!("Event {}", e.seq), lines)
         }
+        Some(Item::Notice(i)) => {
+            let Some(n) = app.failed_notices.get(i) else { return };
+            let mut lines = vec![
+                field("notice", format!("{} {}", n.id, inert_line(&n.key)), theme),
+                field("about", n.trigger.as_str().to_string(), theme),
+                field("via", inert_line(&n.channel), theme),
+                field("to", inert_line(&n.recipient), theme),
+                field("state", format!("{} after {} attempt(s)", n.state.as_str(), n.attempts), theme),
+                field("created", moment(n.created_at, now), theme),
+            ];
+            if let Some(done) = n.done_at {
+                lines.push(field("gave up", moment(done, now), theme));
+            }
+            lines.push(Line::styled(format!("{:>12}: {}", "error", inert_line(n.last_error.as_deref().unwrap_or("-"))), theme.danger()));
+            lines.push(Line::raw(""));
+            lines.push(Line::styled(format!("An admin sends it again with: zsa admin notices retry {}", n.id), theme.dim()));
+            (format!("Notice {}", n.id), lines)
+        }
         None => return,
     };
     let mut hint = String::from("Esc or Enter: back");

@@ -59,7 +59,8 @@ pub async fn run(opts: TuiOptions) -> anyhow::Result<()> {
     capture_mouse();
     let result = event_loop(&mut terminal, opts, theme, settings.keys).await;
     release_mouse();
-    ratatui::restore();
+    // Quietly: where the terminal is gone, there is nothing to restore and no one to tell.
+    let _ = ratatui::try_restore();
     crate::logging::release();
     result
 }
@@ -106,6 +107,9 @@ async fn event_loop(
     app.keys = keymap;
 
     tokio::spawn(keys(tx.clone()));
+    if let Some(path) = opts.notices.clone() {
+        tokio::spawn(watch_notices(path, tx.clone()));
+    }
     // SIGTERM, and SIGHUP (the SSH session or terminal went away): quit cleanly, so the terminal
     // is restored and whoever started the console (the demo) can clean up after it.
     for kind in [tokio::signal::unix::SignalKind::terminate(), tokio::signal::unix::SignalKind::hangup()] {
@@ -120,7 +124,12 @@ async fn event_loop(
 
     loop {
         if app.dirty {
-            terminal.draw(|f| ui::render(&app, f, &theme))?;
+            if let Err(e) = terminal.draw(|f| ui::render(&app, f, &theme)) {
+                // The terminal went away (a closed SSH session): there is no one left to show
+                // anything to, so the console ends as if they had quit.
+                tracing::info!(error = %e, "the console's terminal is gone; the console ends");
+                break;
+            }
             app.dirty = false;
         }
         let action = if app.needs_ticks() {
@@ -222,6 +231,43 @@ async fn follow(client: Client, tx: Tx) {
     }
 }
 
+/// How often the demo's notices file is looked at.
+const NOTICES_POLL: Duration = Duration::from_millis(250);
+
+/// Follows the demo's notices file (a file channel's JSON lines) and hands each new notice to
+/// the app. A line cut short by a write in progress waits for the rest.
+async fn watch_notices(path: std::path::PathBuf, tx: Tx) {
+    let mut read = 0u64;
+    let mut partial = Vec::new();
+    loop {
+        if let Ok(more) = read_from(&path, read).await
+            && !more.is_empty()
+        {
+            read += more.len() as u64;
+            partial.extend_from_slice(&more);
+            while let Some(end) = partial.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = partial.drain(..=end).collect();
+                if let Ok(notice) = serde_json::from_slice::<crate::notify::Notice>(&line)
+                    && tx.send(Action::NoticeWritten(Box::new(notice))).is_err()
+                {
+                    return;
+                }
+            }
+        }
+        tokio::time::sleep(NOTICES_POLL).await;
+    }
+}
+
+/// What `path` holds from byte `offset` on.
+async fn read_from(path: &std::path::Path, offset: u64) -> std::io::Result<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut file = tokio::fs::File::open(path).await?;
+    file.seek(std::io::SeekFrom::Start(offset)).await?;
+    let mut more = Vec::new();
+    file.read_to_end(&mut more).await?;
+    Ok(more)
+}
+
 fn message(e: ClientError) -> String {
     e.to_string().lines().next().unwrap_or_default().to_string()
 }
@@ -246,6 +292,10 @@ async fn perform(effect: Effect, client: Client, tx: Tx, offset: Arc<AtomicI64>)
                 send(Action::GrantLoaded(Box::new(g)));
             }
         }
+        Effect::FetchFailedNotices => match client.notices(true).await {
+            Ok(notices) => send(Action::FailedNoticesLoaded(notices)),
+            Err(e) => send(Action::Failed(format!("could not list the failed notices: {}", message(e)))),
+        },
         Effect::Verify => match client.verify().await {
             Ok(r) => send(Action::Verified(r)),
             Err(e) => send(Action::VerifyFailed(message(e))),
@@ -318,12 +368,13 @@ async fn load(client: &Client, offset: &AtomicI64) -> Result<Action, ClientError
     offset.store((me.now - midpoint).num_milliseconds(), Ordering::Relaxed);
     let (tasks, requests, grants) = tokio::try_join!(client.tasks(), client.requests(true), client.grants(true))?;
     let sees_log = me.roles.iter().any(|r| r == "admin" || r == "auditor");
-    let log = if sees_log {
-        client.audit(&AuditParams { tail: Some(LOG_TAIL), limit: Some(LOG_TAIL), ..Default::default() }).await?
+    let (log, notices) = if sees_log {
+        let params = AuditParams { tail: Some(LOG_TAIL), limit: Some(LOG_TAIL), ..Default::default() };
+        tokio::try_join!(client.audit(&params), client.notices(true))?
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
-    Ok(Action::Loaded { me, tasks, requests, grants, log })
+    Ok(Action::Loaded { me, tasks, requests, grants, log, notices })
 }
 
 #[cfg(test)]

@@ -209,7 +209,7 @@ pub(super) fn loaded(user: &str, roles: &[&str]) -> App {
     let requests = requests.into_iter().map(|r| seen_request(user, r)).collect();
     let grants = grants.into_iter().map(|g| seen_grant(user, g)).collect();
     app.update(Action::StreamConnected, t0());
-    app.update(Action::Loaded { me, tasks, requests, grants, log }, t0());
+    app.update(Action::Loaded { me, tasks, requests, grants, log, notices: vec![] }, t0());
     app
 }
 
@@ -837,4 +837,106 @@ fn a_token_someone_else_issues_in_my_name_is_announced_at_once() {
     app.toast = None;
     app.update(Action::EventReceived(issued(6, "alice")), t0());
     assert!(app.toast.is_none(), "her own token is no news: {:?}", app.toast);
+}
+
+fn failed_notice(id: u64, recipient: &str, error: &str) -> crate::model::wire::NoticeView {
+    crate::model::wire::NoticeView {
+        id,
+        key: format!("{id}:request_created:hook:{recipient}"),
+        trigger: crate::notify::Trigger::RequestCreated,
+        channel: "hook".into(),
+        recipient: recipient.into(),
+        state: crate::notify::outbox::DeliveryState::Failed,
+        attempts: 7,
+        next_at: t0(),
+        last_error: Some(error.into()),
+        created_at: t0() - Duration::minutes(30),
+        done_at: Some(t0()),
+    }
+}
+
+#[test]
+fn the_auditor_sees_failed_notices_as_an_alarm_and_hears_of_new_ones() {
+    let mut erin = loaded("erin", &["auditor"]);
+    assert_eq!(erin.sections[2].len(), 2, "no failed notices, no section");
+    // A notice fails: a toast says so, and the list is fetched again (not guessed from the event).
+    let failed = Change::NoticeFailed {
+        notice: "2:request_created:hook:bob".into(),
+        about: 2,
+        trigger: crate::notify::Trigger::RequestCreated,
+        channel: "hook".into(),
+        recipient: "bob\u{1b}[31m".into(),
+        task: Some("journal".into()),
+        person: Some("carol".into()),
+        error: "410 Gone".into(),
+    };
+    let effects = erin.update(Action::EventReceived(event(5, "zsa:daemon", failed.clone())), t0());
+    assert_eq!(effects, vec![Effect::FetchFailedNotices]);
+    let toast = &erin.toast.as_ref().expect("a toast").text;
+    assert!(toast.contains("request_created notice to bob") && toast.contains("via hook failed") && !toast.contains('\u{1b}'), "{toast}");
+    erin.update(Action::FailedNoticesLoaded(vec![failed_notice(3, "bob", "410 Gone"), failed_notice(4, "pat", "<b>no</b>")]), t0());
+    let section = &erin.sections[2][2];
+    assert_eq!((section.title, section.urgent), ("Failed notices", true));
+    assert_eq!(section.items, vec![Item::Notice(1), Item::Notice(0)], "newest first");
+    let s = screen(&erin, 120, 30);
+    assert!(s.contains("Failed notices (2)") && s.contains("410 Gone") && s.contains("<b>no</b>"), "{s}");
+    // Enter: the whole story, and how an admin sends it again.
+    key(&mut erin, KeyCode::Right);
+    key(&mut erin, KeyCode::Right);
+    assert_eq!(erin.selected(), Some(Item::Notice(1)));
+    key(&mut erin, KeyCode::Enter);
+    let s = screen(&erin, 120, 30);
+    assert!(s.contains("Notice 4") && s.contains("after 7 attempt(s)") && s.contains("zsa admin notices retry 4"), "{s}");
+    key(&mut erin, KeyCode::Esc);
+    // The filter finds them by recipient, like every row.
+    key(&mut erin, KeyCode::Char('/'));
+    typed(&mut erin, "pat");
+    assert_eq!(erin.sections[2][2].items, vec![Item::Notice(1)]);
+    key(&mut erin, KeyCode::Esc);
+    // A retry (or a failure) seen during a reload is fetched again after it lands.
+    erin.update(Action::StreamLost("gone".into()), t0());
+    let effects = erin.update(Action::StreamConnected, t0());
+    assert_eq!(effects, vec![Effect::LoadAll]);
+    let retried = Change::NoticeRetried {
+        id: 3,
+        notice: "2:request_created:hook:bob".into(),
+        trigger: crate::notify::Trigger::RequestCreated,
+        channel: "hook".into(),
+        recipient: "bob".into(),
+        task: None,
+        error: None,
+    };
+    assert_eq!(erin.update(Action::EventReceived(event(6, "root", retried)), t0()), vec![Effect::FetchFailedNotices]);
+    let me = erin.me.clone().unwrap();
+    let reload = Action::Loaded { me, tasks: vec![], requests: vec![], grants: vec![], log: erin.log.clone(), notices: vec![] };
+    assert!(erin.update(reload, t0()).contains(&Effect::FetchFailedNotices));
+    assert_eq!(erin.sections[2].len(), 2, "none failed now: the alarm is gone");
+    // Someone who does not see the outbox does not ask for it.
+    let mut dave = loaded("dave", &["requester"]);
+    assert!(dave.update(Action::EventReceived(event(5, "zsa:daemon", failed)), t0()).is_empty());
+}
+
+#[test]
+fn the_demo_notices_for_the_viewer_show_as_a_toast() {
+    let notice = |to: &str, subject: &str| {
+        let mut n = crate::notify::fixtures::delivery("k", t0()).notice;
+        n.to = crate::notify::Recipient { name: Some(to.into()), address: String::new() };
+        n.subject = subject.into();
+        Box::new(n)
+    };
+    // Before the console knows who it is, notices wait; then the viewer's are shown, newest last.
+    let me = alice().me.unwrap();
+    let mut alice = App::new("s".into(), t0(), true, vec![]);
+    alice.update(Action::StreamConnected, t0());
+    alice.update(Action::NoticeWritten(notice("alice", "R1: carol asks")), t0());
+    alice.update(Action::NoticeWritten(notice("bob", "R1: for bob")), t0());
+    alice.update(Action::NoticeWritten(notice("alice", "R2: dave asks\u{1b}[2J")), t0());
+    assert!(alice.toast.is_none());
+    alice.update(Action::Loaded { me, tasks: vec![], requests: vec![], grants: vec![], log: vec![], notices: vec![] }, t0());
+    let toast = &alice.toast.as_ref().expect("a toast").text;
+    assert!(toast.starts_with("2 notices for you; the newest: R2: dave asks") && !toast.contains('\u{1b}'), "{toast}");
+    alice.update(Action::NoticeWritten(notice("bob", "R3: for bob")), t0());
+    assert!(alice.toast.as_ref().unwrap().text.contains("R2"), "bob's notice is not alice's");
+    alice.update(Action::NoticeWritten(notice("alice", "R3: erin asks")), t0());
+    assert_eq!(alice.toast.as_ref().unwrap().text, "notice for you: R3: erin asks");
 }

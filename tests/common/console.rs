@@ -42,14 +42,20 @@ impl Console {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Console {
+        let config = d.dir.path().join("config");
+        let socket = d.socket.to_str().unwrap();
+        let base = [("ZSA_SOCKET", socket), ("ZSA_TOKEN", token), ("XDG_CONFIG_HOME", config.to_str().unwrap())];
+        Self::spawn(cwd, rows, cols, args, &[&base[..], env].concat())
+    }
+
+    /// `zsa ARGS` in a `rows` x `cols` terminal with no daemon of the test's (`zsa demo` starts
+    /// its own), logging off, with `env` added.
+    pub fn spawn(cwd: &std::path::Path, rows: u16, cols: u16, args: &[&str], env: &[(&str, &str)]) -> Console {
         let pair = native_pty_system().openpty(PtySize { rows, cols, pixel_width: 0, pixel_height: 0 }).unwrap();
         let mut cmd = CommandBuilder::new(BIN);
         cmd.args(args);
-        cmd.env("ZSA_SOCKET", &d.socket);
-        cmd.env("ZSA_TOKEN", token);
         cmd.env("TERM", "xterm-256color");
         cmd.env("ZSA_LOG", "off");
-        cmd.env("XDG_CONFIG_HOME", d.dir.path().join("config"));
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -11,10 +11,15 @@ use crate::tui::widgets::table::{Column, cut};
 /// The sequence number, time and kind come first; the details give way.
 const LOG: &[Column] = &[whole("SEQ", 0), whole("TIME", 1), cut("ACTOR", 3, 8), whole("KIND", 2), whole("ID", 4), cut("DETAILS", 5, 8)];
 
+/// Which notice and who it was for stay; the error gives way first.
+const NOTICES: &[Column] =
+    &[whole("ID", 0), cut("TRIGGER", 1, 14), cut("VIA", 4, 8), cut("TO", 2, 10), whole("TRIES", 5), cut("ERROR", 3, 12)];
+
 pub fn columns(section: usize) -> &'static [Column] {
     match section {
         0 => LOG,
-        _ => super::COUNTDOWN,
+        1 => super::COUNTDOWN,
+        _ => NOTICES,
     }
 }
 
@@ -59,6 +64,17 @@ pub fn cells(app: &App, section: usize, item: Item, theme: &Theme) -> Vec<Line<'
             ]
         }
         (_, Item::Grant(id)) => super::countdown_cells(app, id, theme),
+        (_, Item::Notice(i)) => {
+            let Some(n) = app.failed_notices.get(i) else { return vec![] };
+            vec![
+                Line::from(n.id.to_string()),
+                Line::from(n.trigger.as_str()),
+                text(&n.channel),
+                text(&n.recipient),
+                Line::from(n.attempts.to_string()),
+                Line::styled(crate::model::text::inert_line(n.last_error.as_deref().unwrap_or("")), theme.danger()),
+            ]
+        }
         _ => vec![],
     }
 }
