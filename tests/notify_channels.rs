@@ -1,5 +1,8 @@
-//! The channels against real receivers on loopback: an SMTP server written here with tokio, an
-//! axum webhook receiver, real programs and real files. Nothing of zsa is mocked.
+//! The channels against real receivers on loopback: an SMTP server written with tokio
+//! (`common::smtp`), an axum webhook receiver, real programs and real files. Nothing of zsa is
+//! mocked.
+
+mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -9,9 +12,9 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{TimeZone, Utc};
+use common::smtp::smtp_server;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use zsa::clock::ManualClock;
@@ -56,75 +59,6 @@ fn secret_file(dir: &Path, name: &str, content: &str, mode: u32) -> SecretSource
 
 // ---------- SMTP ----------
 
-/// One mail as the server got it.
-#[derive(Debug)]
-struct Mail {
-    from: String,
-    to: String,
-    data: String,
-}
-
-/// Just enough of an SMTP server (EHLO/MAIL/RCPT/DATA/QUIT, no TLS) to take mail, answering RCPT
-/// with `rcpt_reply`. Every mail taken is sent on the channel returned.
-async fn smtp_server(rcpt_reply: &'static str) -> (u16, mpsc::UnboundedReceiver<Mail>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            let (socket, _) = listener.accept().await.unwrap();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let (read, mut write) = socket.into_split();
-                let mut lines = BufReader::new(read);
-                write.write_all(b"220 test.local ESMTP\r\n").await.unwrap();
-                let (mut from, mut to) = (String::new(), String::new());
-                let mut line = String::new();
-                loop {
-                    line.clear();
-                    if lines.read_line(&mut line).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
-                    let reply: &str = match verb.as_str() {
-                        "EHLO" | "HELO" => "250-test.local\r\n250 8BITMIME\r\n",
-                        "MAIL" => {
-                            from = line.trim_end().to_string();
-                            "250 ok\r\n"
-                        }
-                        "RCPT" => {
-                            to = line.trim_end().to_string();
-                            rcpt_reply
-                        }
-                        "DATA" => {
-                            write.write_all(b"354 go on\r\n").await.unwrap();
-                            let mut data = String::new();
-                            loop {
-                                let mut l = String::new();
-                                lines.read_line(&mut l).await.unwrap();
-                                if l == ".\r\n" {
-                                    break;
-                                }
-                                data.push_str(&l);
-                            }
-                            let _ = tx.send(Mail { from: from.clone(), to: to.clone(), data });
-                            "250 queued\r\n"
-                        }
-                        "QUIT" => {
-                            write.write_all(b"221 bye\r\n").await.unwrap();
-                            return;
-                        }
-                        "RSET" | "NOOP" => "250 ok\r\n",
-                        _ => "502 not here\r\n",
-                    };
-                    write.write_all(reply.as_bytes()).await.unwrap();
-                }
-            });
-        }
-    });
-    (port, rx)
-}
-
 fn smtp(port: u16) -> ChannelConfig {
     ChannelConfig::Smtp {
         host: "127.0.0.1".into(),
@@ -144,7 +78,7 @@ async fn smtp_delivers_a_multipart_mail_to_a_loopback_relay() {
     channel.deliver(&n).await.unwrap();
     let mail = tokio::time::timeout(PATIENCE, mails.recv()).await.unwrap().unwrap();
     assert_eq!(mail.from, "MAIL FROM:<zsa@example.com>");
-    assert_eq!(mail.to, "RCPT TO:<alice@example.com>");
+    assert_eq!(mail.rcpt, ["RCPT TO:<alice@example.com>"]);
     let data = &mail.data;
     for expected in [
         "Subject: R12: carol asks for exchange.journal-rule (1h)\r\n",
@@ -183,7 +117,7 @@ async fn a_line_break_in_the_subject_or_name_cannot_add_a_header() {
     // Text that merely looks like a header stays in the (encoded) subject of a mail that goes.
     channel.deliver(&notice("Bcc: mallory@example.com =?utf-8?q?x?= ünïcode", "body")).await.unwrap();
     let mail = tokio::time::timeout(PATIENCE, mails.recv()).await.unwrap().unwrap();
-    let headers = mail.data.split("\r\n\r\n").next().unwrap();
+    let headers = mail.headers();
     assert!(!headers.lines().any(|l| l.to_ascii_lowercase().starts_with("bcc:")), "{headers}");
     assert!(mails.try_recv().is_err(), "only the last notice was sent");
 }

@@ -94,6 +94,22 @@ pub fn check_email(address: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The sender of an smtp channel: an address, or a name and an address (`zsa <zsa@example.org>`,
+/// the form the docs show and the channel takes), on one line.
+fn check_sender(from: &str) -> Result<(), String> {
+    if from.chars().any(|c| text::hidden(c).is_some()) {
+        return Err(format!("'{}' holds a line break or another hidden character", text::inert(from)));
+    }
+    match from.parse::<lettre::message::Mailbox>() {
+        Ok(mailbox) => check_email(mailbox.email.as_ref()),
+        Err(e) if from.contains('<') => Err(format!("'{}' is not a name and an email address ({e})", text::inert(from))),
+        Err(e) => {
+            check_email(from)?;
+            Err(format!("'{}' is not an email address a mail server would take ({e})", text::inert(from)))
+        }
+    }
+}
+
 pub(super) fn people(raw: BTreeMap<String, Spanned<RawPerson>>, p: &mut Problems) -> BTreeMap<String, Person> {
     let mut out = BTreeMap::new();
     for (name, person) in raw {
@@ -159,8 +175,12 @@ pub(super) fn channels(raw: BTreeMap<String, Spanned<ChannelConfig>>, p: &mut Pr
                         "use tls = \"starttls\" (port 587) or tls = \"tls\" (port 465)",
                     );
                 }
-                if let Err(e) = check_email(from) {
-                    p.at(span.clone(), format!("{here}: from: {e}"));
+                if let Err(e) = check_sender(from) {
+                    p.at_with_help(
+                        span.clone(),
+                        format!("{here}: from: {e}"),
+                        "write it as \"zsa <zsa@example.org>\" or \"zsa@example.org\"",
+                    );
                 }
                 match (username, password) {
                     (Some(_), None) => p.at(
@@ -551,6 +571,18 @@ via = "chat"
             ),
             ("tls = \"starttls\"", "tls = \"none\"", "[channels.mail]", "tls = \"none\" sends mail and passwords in clear text"),
             ("from = \"zsa@example.org\"", "from = \"zsa\"", "[channels.mail]", "from: 'zsa' is not an email address"),
+            (
+                "from = \"zsa@example.org\"",
+                "from = \"zsa <zsa>\"",
+                "[channels.mail]",
+                "from: 'zsa <zsa>' is not a name and an email address",
+            ),
+            (
+                "from = \"zsa@example.org\"",
+                "from = \"zsa\\r\\nBcc: x <zsa@example.org>\"",
+                "[channels.mail]",
+                "from: 'zsa\\u{d}\\u{a}Bcc: x <zsa@example.org>' holds a line break",
+            ),
             ("password = { file = \"/etc/zsa/smtp-password\" }\n", "", "[channels.mail]", "username is set without a password"),
             (
                 "[people.bob]\nemail = \"bob@example.org\"",
@@ -587,6 +619,10 @@ via = "chat"
         );
         let p = Policy::parse(&ok, "p.toml").unwrap();
         assert_eq!(p.channels.len(), 3);
+        // A name with the address, as docs/NOTICES.md writes it.
+        let named = ok.replace("from = \"zsa@localhost.localdomain\"", "from = \"zsa <zsa@localhost.localdomain>\"");
+        assert!(named.contains("from = \"zsa <"));
+        Policy::parse(&named, "p.toml").unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// The notice sections documented in the example policy (commented out there) load.

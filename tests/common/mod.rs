@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod console;
+pub mod smtp;
 
 use std::collections::HashMap;
 use std::os::unix::net::UnixStream;
