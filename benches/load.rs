@@ -6,6 +6,7 @@
 //!   expiry    lateness of 10,000 grants ending within the same minute
 //!   start     start time and memory with 1,000,000 events; an audit query for one user, one week
 //!   console   the console's idle CPU with 100,000 items on screen
+//!   notices   approve with notices off, then on through a webhook that never answers
 //!   idle      `check` while 2,700 idle connections are held, at an open-file limit of 1024
 //!   headers   daemon memory with 6,000 connections that sent most of a head and stopped
 //!   streams   approvals while 900 streams from users with no role catch up from the start
@@ -17,6 +18,7 @@ mod fixtures;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -26,6 +28,7 @@ use zsa::clock::SystemClock;
 use zsa::daemon::{DaemonConfig, DaemonHandle, start};
 use zsa::model::Change;
 use zsa::model::wire::NewRequest;
+use zsa::notify::outbox::DeliveryState;
 use zsa::rules::Command;
 
 struct Row(String, String, String, String);
@@ -46,8 +49,12 @@ fn ms(d: Duration) -> String {
 }
 
 async fn daemon(dir: &Path) -> DaemonHandle {
+    daemon_with(dir, &fixtures::policy_text(&me())).await
+}
+
+async fn daemon_with(dir: &Path, policy_text: &str) -> DaemonHandle {
     let policy = dir.join("policy.toml");
-    std::fs::write(&policy, fixtures::policy_text(&me())).unwrap();
+    std::fs::write(&policy, policy_text).unwrap();
     start(
         DaemonConfig { state_dir: dir.join("state"), policy, socket: dir.join("zsa.sock"), rebuild_from_log: false },
         Arc::new(SystemClock),
@@ -754,6 +761,186 @@ async fn streams(rows: &mut Vec<Row>) {
     let _ = child.wait();
 }
 
+/// Counts a request the hanging receiver holds while its handler runs (hyper drops the handler
+/// when the sender hangs up, at its time limit).
+struct Held(Arc<AtomicUsize>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A webhook receiver on loopback that takes every request and never answers. Returns its URL,
+/// how many requests it got, and how many it holds unanswered right now.
+async fn hanging_receiver() -> (String, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let (got, holding) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (g, h) = (got.clone(), holding.clone());
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let (got, holding) = (g.clone(), h.clone());
+            async move {
+                got.fetch_add(1, Ordering::SeqCst);
+                holding.fetch_add(1, Ordering::SeqCst);
+                let _held = Held(holding);
+                std::future::pending::<()>().await;
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, got, holding)
+}
+
+/// The fixture policy, plus, when `hook_url` names the file holding a webhook's URL, notices of
+/// each new request to its approvers and of each approval to its requester through that webhook.
+fn notices_policy(hook_url: Option<&Path>) -> String {
+    let mut text = fixtures::policy_text(&me());
+    if let Some(file) = hook_url {
+        text.push_str(&format!(
+            r#"
+[channels.hook]
+kind = "webhook"
+url = {{ file = "{}" }}
+format = "json"
+[[notify]]
+on = ["request_created"]
+to = ["approvers"]
+via = "hook"
+[[notify]]
+on = ["request_approved"]
+to = ["requester"]
+via = "hook"
+"#,
+            file.display()
+        ));
+    }
+    text
+}
+
+/// Each requester asks for `journal` and alice approves it, over and over, the requesters at once,
+/// for `secs`; returns the approvals' latencies, sorted.
+async fn approvals(alice: &Client, requesters: &[Client], secs: f64) -> Vec<Duration> {
+    let until = Instant::now() + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for u in requesters {
+        let (alice, u) = (alice.clone(), u.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while Instant::now() < until {
+                let new = NewRequest { task: "journal".into(), duration_secs: Some(60), ..Default::default() };
+                let id = u.request(&new).await.unwrap().request.id;
+                let t = Instant::now();
+                alice.approve(id, None).await.unwrap();
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort();
+    all
+}
+
+/// What one daemon measured: approve latencies with one client and with `CONCURRENT`, and (notices
+/// on) the outbox and the receiver at the end.
+struct NoticeRun {
+    one: Vec<Duration>,
+    many: Vec<Duration>,
+    end: Option<String>,
+}
+
+const CONCURRENT: usize = 8;
+/// Each phase's length: together longer than a delivery's 10 s time limit, so the first hanging
+/// deliveries are given up on, settled and replaced by new ones while approvals are measured.
+const PHASE_SECS: f64 = 6.0;
+
+async fn notices_run(on: bool) -> NoticeRun {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = match on {
+        true => Some(hanging_receiver().await),
+        false => None,
+    };
+    // The URL is a secret: read from a file of the daemon's own account that nobody else may read.
+    let url_file = dir.path().join("hook-url");
+    if let Some((url, ..)) = &receiver {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&url_file).unwrap();
+        writeln!(f, "{url}").unwrap();
+    }
+    let h = daemon_with(dir.path(), &notices_policy(receiver.as_ref().map(|_| url_file.as_path()))).await;
+    let alice = token_client(&h, "alice").await;
+    let one = [token_client(&h, "u1").await];
+    let mut many = Vec::new();
+    for i in 0..CONCURRENT {
+        many.push(token_client(&h, &format!("u{}", 100 + i)).await);
+    }
+    // Warm up; with notices on, wait until all 16 of the sender's slots hang in the receiver, so
+    // every measured approval is made while they do.
+    approvals(&alice, &one, 0.2).await;
+    if let Some((_, _, holding)) = &receiver {
+        let until = Instant::now() + Duration::from_secs(30);
+        while holding.load(Ordering::SeqCst) < 16 {
+            assert!(Instant::now() < until, "the receiver never held 16 deliveries");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let one = approvals(&alice, &one, PHASE_SECS).await;
+    let many = approvals(&alice, &many, PHASE_SECS).await;
+    let end = match &receiver {
+        None => None,
+        Some((_, got, holding)) => {
+            let admin = Client::new(&h.socket, None).unwrap();
+            let all = admin.notices(false).await.unwrap();
+            let now = Utc::now();
+            let pending = all.iter().filter(|n| n.state == DeliveryState::Pending).count();
+            // Claimed by the sender and not settled yet: its lease still runs.
+            let claimed = all.iter().filter(|n| n.state == DeliveryState::Pending && n.attempts > 0 && n.next_at > now).count();
+            let sent = all.iter().filter(|n| n.state == DeliveryState::Sent).count();
+            let attempts: u64 = all.iter().map(|n| n.attempts as u64).sum();
+            Some(format!(
+                "{} deliveries in the outbox: {pending} pending ({claimed} claimed, in flight), {sent} sent, {attempts} attempts made; \
+                 the receiver got {} requests and holds {} unanswered",
+                all.len(),
+                got.load(Ordering::SeqCst),
+                holding.load(Ordering::SeqCst),
+            ))
+        }
+    };
+    h.shutdown().await;
+    NoticeRun { one, many, end }
+}
+
+/// `approve` with notices off (no `[[notify]]`), then on, every new request and approval notified
+/// through a webhook on loopback that takes each delivery and never answers: the sender holds at
+/// most 16 at once, each until its 10 s time limit, and the outbox fills behind them.
+async fn notices(rows: &mut Vec<Row>) {
+    let off = notices_run(false).await;
+    let on = notices_run(true).await;
+    let many = format!("{CONCURRENT} clients");
+    for (clients, on, off) in [("1 client", &on.one, &off.one), (many.as_str(), &on.many, &off.many)] {
+        for (label, p) in [("p50", 0.5), ("p99", 0.99), ("max", 1.0)] {
+            let (a, b) = (percentile(on, p), percentile(off, p));
+            rows.push(Row(
+                format!("approve, {clients}, notices on, webhook never answers ({} / {} approvals): {label}", on.len(), off.len()),
+                ms(a),
+                format!("{} (notices off)", ms(b)),
+                format!("{:.2}", a.as_secs_f64() / b.as_secs_f64().max(1e-9)),
+            ));
+        }
+    }
+    if let Some(end) = on.end {
+        rows.push(Row(format!("notices on, at the end: {end}"), String::new(), String::new(), String::new()));
+    }
+}
+
 fn main() {
     let wanted: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let want = |name: &str| wanted.is_empty() || wanted.iter().any(|w| w == name);
@@ -780,6 +967,9 @@ fn main() {
         }
         if want("console") {
             console(&mut rows).await;
+        }
+        if want("notices") {
+            notices(&mut rows).await;
         }
         if want("idle") {
             idle(&mut rows).await;
