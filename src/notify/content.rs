@@ -5,7 +5,7 @@
 //! one line, no control or hidden characters), and escaped for HTML by `html_escape`. Pure.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::routing::Planned;
 use super::{Notice, Trigger};
@@ -15,7 +15,8 @@ use crate::policy::Policy;
 use crate::rules::State;
 
 /// What a notice says, as data: the `facts` of a `Notice`, and what its texts are made of.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Facts {
     pub trigger: Option<Trigger>,
     pub seq: u64,
@@ -218,17 +219,48 @@ fn html(f: &Facts, subject: &str) -> String {
 /// The notice for one planned delivery of `event`.
 pub fn render(planned: &Planned, event: &Event, state: &State, policy: &Policy) -> Notice {
     let f = facts(planned.trigger, event, state, policy);
-    let subject = subject(&f);
+    words(planned.key.clone(), planned.trigger, event.seq, event.at, planned.to.clone(), &f)
+}
+
+/// A notice whose words are made from its facts (at commit, or again from the outbox).
+fn words(key: String, trigger: Trigger, seq: u64, at: DateTime<Utc>, to: super::Recipient, f: &Facts) -> Notice {
+    let subject = subject(f);
     Notice {
-        key: planned.key.clone(),
-        trigger: planned.trigger,
-        seq: event.seq,
-        at: event.at,
-        to: planned.to.clone(),
-        text: plain(&f, &subject),
-        html: html(&f, &subject),
-        facts: serde_json::to_value(&f).unwrap_or_default(),
+        key,
+        trigger,
+        seq,
+        at,
+        to,
+        text: plain(f, &subject),
+        html: html(f, &subject),
+        facts: serde_json::to_value(f).unwrap_or_default(),
         subject,
+    }
+}
+
+/// What the outbox keeps of a notice: all but its words, which are pure functions of the facts
+/// and are made again when the delivery is read. Each delivery written in the decision's
+/// transaction is then about a third of the bytes (see docs/BENCHMARKS.md, notices).
+#[derive(Serialize, Deserialize)]
+pub struct Stored {
+    key: String,
+    trigger: Trigger,
+    seq: u64,
+    at: DateTime<Utc>,
+    to: super::Recipient,
+    facts: Facts,
+}
+
+impl Stored {
+    pub fn of(n: &Notice) -> Stored {
+        let facts = serde_json::from_value(n.facts.clone()).unwrap_or_default();
+        Stored { key: n.key.clone(), trigger: n.trigger, seq: n.seq, at: n.at, to: n.to.clone(), facts }
+    }
+
+    /// The whole notice again. A row written whole (before the outbox kept only facts) reads
+    /// the same: its extra fields are ignored and its words made again, identically.
+    pub fn notice(self) -> Notice {
+        words(self.key, self.trigger, self.seq, self.at, self.to, &self.facts)
     }
 }
 
@@ -311,6 +343,21 @@ mod tests {
         assert!(!hidden(reason) && !reason.contains('\n'), "{reason:?}");
         // @channel stays words here; the chat channel neutralises mentions in its own format.
         assert!(n.text.contains("@channel"));
+    }
+
+    #[test]
+    fn the_outbox_keeps_the_facts_and_makes_the_same_words_again() {
+        let mut h = History::default();
+        let created = h.carol_asks("mail flow to the archive is <b>broken</b>");
+        let notice = notice_for(&h, &created, "bob@example.org");
+        let stored = serde_json::to_string(&Stored::of(&notice)).unwrap();
+        assert!(!stored.contains("\"html\"") && !stored.contains("\"text\""), "{stored}");
+        let whole_len = serde_json::to_string(&notice).unwrap().len();
+        assert!(stored.len() * 2 < whole_len, "{} bytes", stored.len());
+        assert_eq!(serde_json::from_str::<Stored>(&stored).unwrap().notice(), notice);
+        // A row written whole, before the outbox kept only facts, reads the same.
+        let whole = serde_json::to_string(&notice).unwrap();
+        assert_eq!(serde_json::from_str::<Stored>(&whole).unwrap().notice(), notice);
     }
 
     #[test]

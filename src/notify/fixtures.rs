@@ -144,6 +144,17 @@ impl History {
 pub fn delivery(key: &str, at: DateTime<Utc>) -> crate::notify::outbox::Delivery {
     use crate::notify::outbox::{Delivery, DeliveryState};
     use crate::notify::{Notice, Recipient, Trigger};
+    let notice = Notice {
+        key: key.into(),
+        trigger: Trigger::RequestCreated,
+        seq: 1,
+        at,
+        to: Recipient { name: Some("alice".into()), address: String::new() },
+        subject: String::new(),
+        text: String::new(),
+        html: String::new(),
+        facts: serde_json::json!({"request": "R1", "task": "journal", "person": "carol"}),
+    };
     Delivery {
         id: 0,
         key: key.into(),
@@ -151,17 +162,8 @@ pub fn delivery(key: &str, at: DateTime<Utc>) -> crate::notify::outbox::Delivery
         channel: "hook".into(),
         trigger: Trigger::RequestCreated,
         recipient: "alice".into(),
-        notice: Notice {
-            key: key.into(),
-            trigger: Trigger::RequestCreated,
-            seq: 1,
-            at,
-            to: Recipient { name: Some("alice".into()), address: String::new() },
-            subject: "R1".into(),
-            text: "t".into(),
-            html: "h".into(),
-            facts: serde_json::json!({"request": "R1"}),
-        },
+        // Its words made from its facts, as every notice's are.
+        notice: crate::notify::content::Stored::of(&notice).notice(),
         state: DeliveryState::Pending,
         attempts: 0,
         next_at: at,

@@ -344,7 +344,7 @@ fn delivery_of(row: &rusqlite::Row) -> Result<Delivery, StoreError> {
         trigger: crate::notify::Trigger::parse(&trigger)
             .ok_or_else(|| StoreError::Corrupt(format!("a delivery names an unknown trigger {trigger}")))?,
         recipient: row.get(5)?,
-        notice: from_json(&row.get::<_, String>(6)?)?,
+        notice: from_json::<crate::notify::content::Stored>(&row.get::<_, String>(6)?)?.notice(),
         state: DeliveryState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("a delivery is in an unknown state {state}")))?,
         attempts: row.get::<_, i64>(8)? as u32,
         next_at: time_of(&row.get::<_, String>(9)?)?,
@@ -372,7 +372,7 @@ fn write_deliveries(tx: &Connection, deliveries: &[Delivery]) -> Result<(), Stor
             d.channel,
             d.trigger.as_str(),
             d.recipient,
-            to_json(&d.notice)?,
+            to_json(&crate::notify::content::Stored::of(&d.notice))?,
             d.state.as_str(),
             d.attempts as i64,
             column_time(&d.next_at),
