@@ -61,6 +61,11 @@ pub async fn run(opts: TuiOptions) -> anyhow::Result<()> {
     release_mouse();
     // Quietly: where the terminal is gone, there is nothing to restore and no one to tell.
     let _ = ratatui::try_restore();
+    if terminal.show_cursor().is_err() {
+        // Gone (a closed SSH session): ratatui's own goodbye would write to it on drop, fail,
+        // and panic in the attempt to say so on a standard error that is gone too.
+        std::mem::forget(terminal);
+    }
     crate::logging::release();
     result
 }
