@@ -457,11 +457,21 @@ pub enum NoticesCmd {
 #[derive(Subcommand, Debug)]
 pub enum TokenCmd {
     /// Issue a token for a user; it is shown once
+    #[command(
+        after_help = "Examples:\n  zsa admin token issue alice                        # lives the policy's token_ttl (90d unless set)\n  zsa admin token issue alice --ttl 30d\n  zsa admin token issue gate-web1 --scope check      # may only ask `zsa check` (and whoami)\n  zsa admin token issue alice --ttl never            # only where token_max_ttl = \"never\""
+    )]
     Issue {
         /// Whom the token acts as
         user: String,
+        /// How long it lives (30d, 12h, ...), at most the policy's token_max_ttl; `never` only
+        /// where token_max_ttl = "never". Default: the policy's token_ttl
+        #[arg(long, value_name = "DURATION|never")]
+        ttl: Option<String>,
+        /// What it may do: `all` (everything its user may), or `check` (only `zsa check` and `zsa whoami`)
+        #[arg(long, default_value = "all", value_parser = crate::model::TokenScope::NAMES)]
+        scope: String,
     },
-    /// List tokens (never their secrets)
+    /// List tokens (never their secrets): scope, expiry, when each was last used
     List,
     /// Revoke a token
     Revoke {

@@ -245,6 +245,12 @@ pub struct Policy {
     /// How long (seconds) a notice is retried before it ends as `notice_failed`
     /// (`[settings] notice_give_up`, one hour unless set).
     pub notice_give_up: u64,
+    /// How long (seconds) a token lives when its issuer names no `--ttl` (`[settings] token_ttl`,
+    /// 90 days unless set); None: tokens never expire unless asked.
+    pub token_ttl: Option<u64>,
+    /// The longest (seconds) any token may live (`[settings] token_max_ttl`, a year unless set);
+    /// None (`"never"`): no limit, and `--ttl never` is allowed.
+    pub token_max_ttl: Option<u64>,
     pub groups: BTreeMap<String, BTreeSet<String>>,
     pub admin_groups: Vec<String>,
     pub auditor_groups: Vec<String>,
@@ -285,6 +291,8 @@ struct RawPolicy {
 struct RawSettings {
     pending_ttl: Option<Spanned<String>>,
     notice_give_up: Option<Spanned<String>>,
+    token_ttl: Option<Spanned<String>>,
+    token_max_ttl: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -353,6 +361,15 @@ impl Problems<'_> {
         self.list.push(Problem::at(self.source, span, &message.into(), Some(&help.into())));
     }
 }
+
+/// A token's lifetime unless `token_ttl` says otherwise: long enough that a gate script is not
+/// re-keyed every month, short enough that a forgotten token ends by itself within a quarter.
+pub const DEFAULT_TOKEN_TTL: u64 = 90 * 86_400;
+/// The longest a token may live unless `token_max_ttl` says otherwise: a year.
+pub const DEFAULT_TOKEN_MAX_TTL: u64 = 365 * 86_400;
+
+/// What to do about a token lifetime the policy got wrong.
+const TOKEN_TTL_HELP: &str = "write a duration (90d, 30d, 12h) or \"never\"";
 
 /// What to do about a duration the policy got wrong.
 const DURATION_HELP: &str = "write a number and a unit (s, m, h or d), or a sum of them: 90s, 15m, 4h, 1h30m, 2d";
@@ -429,6 +446,7 @@ impl Policy {
             }),
             None => 3600,
         };
+        let (token_ttl, token_max_ttl) = Self::token_ttls(raw.settings.as_ref().map(|s| s.get_ref()), p);
 
         let mut groups = BTreeMap::new();
         for (name, members) in raw.groups {
@@ -615,6 +633,8 @@ impl Policy {
         Policy {
             pending_ttl,
             notice_give_up,
+            token_ttl,
+            token_max_ttl,
             groups,
             admin_groups,
             auditor_groups,
@@ -625,6 +645,41 @@ impl Policy {
             sha256: hex::encode(Sha256::digest(source.as_bytes())),
             path: file.to_string(),
         }
+    }
+
+    /// `token_ttl` and `token_max_ttl`: each a duration or `"never"` (None); the default lifetime
+    /// no longer than the longest, so every token issued without `--ttl` is one the policy allows.
+    fn token_ttls(settings: Option<&RawSettings>, p: &mut Problems) -> (Option<u64>, Option<u64>) {
+        let read = |raw: Option<&Spanned<String>>, name: &str, default: u64, p: &mut Problems| match raw {
+            None => Some(default),
+            Some(v) if v.get_ref().trim() == "never" => None,
+            Some(v) => Some(duration::parse(v.get_ref()).unwrap_or_else(|e| {
+                p.at_with_help(v.span(), format!("settings.{name} is a duration or \"never\": {e}"), TOKEN_TTL_HELP);
+                default
+            })),
+        };
+        let ttl_raw = settings.and_then(|s| s.token_ttl.as_ref());
+        let ttl = read(ttl_raw, "token_ttl", DEFAULT_TOKEN_TTL, p);
+        let max = read(settings.and_then(|s| s.token_max_ttl.as_ref()), "token_max_ttl", DEFAULT_TOKEN_MAX_TTL, p);
+        if let Some(max) = max {
+            let too_long = match ttl {
+                None => Some("\"never\"".to_string()),
+                Some(ttl) if ttl > max => Some(duration::format(ttl)),
+                Some(_) => None,
+            };
+            if let Some(said) = too_long {
+                let message = format!(
+                    "settings.token_ttl is {said}, longer than settings.token_max_ttl ({}), so no token could be issued without --ttl",
+                    duration::format(max)
+                );
+                let help = "make token_ttl no longer than token_max_ttl (token_max_ttl = \"never\" allows tokens that never expire)";
+                match ttl_raw {
+                    Some(v) => p.at_with_help(v.span(), message, help),
+                    None => p.list.push(Problem::whole(&message)),
+                }
+            }
+        }
+        (ttl, max)
     }
 
     /// `approve_via`: a non-empty list of the kinds in `APPROVE_VIA_KINDS`; any when absent.
@@ -930,6 +985,25 @@ max_duration = "1h"
         assert!(bad.contains("p.toml:2") && bad.contains("settings.notice_give_up"), "{bad}");
         assert_eq!(p.roles_of("alice"), vec!["approver"]);
         assert_eq!(p.roles_of("carol"), vec!["requester"]);
+    }
+
+    #[test]
+    fn token_lifetimes_default_to_90_days_at_most_a_year_and_never_only_when_allowed() {
+        let p = Policy::parse(BASE, "p.toml").unwrap();
+        assert_eq!((p.token_ttl, p.token_max_ttl), (Some(90 * 86_400), Some(365 * 86_400)));
+        let set = |settings: &str| Policy::parse(&format!("[settings]\n{settings}\n{BASE}"), "p.toml");
+        let p = set("token_ttl = \"30d\"\ntoken_max_ttl = \"never\"").unwrap();
+        assert_eq!((p.token_ttl, p.token_max_ttl), (Some(30 * 86_400), None));
+        let p = set("token_ttl = \"never\"\ntoken_max_ttl = \"never\"").unwrap();
+        assert_eq!((p.token_ttl, p.token_max_ttl), (None, None));
+        let e = set("token_ttl = \"never\"").unwrap_err().to_string();
+        assert!(e.contains("p.toml:2") && e.contains("longer than settings.token_max_ttl (365d)"), "{e}");
+        let e = set("token_ttl = \"400d\"").unwrap_err().to_string();
+        assert!(e.contains("token_ttl is 400d"), "{e}");
+        let e = set("token_max_ttl = \"30d\"").unwrap_err().to_string();
+        assert!(e.contains("token_ttl is 90d, longer than settings.token_max_ttl (30d)"), "{e}");
+        let e = set("token_max_ttl = \"forever\"").unwrap_err().to_string();
+        assert!(e.contains("settings.token_max_ttl") && e.contains("never"), "{e}");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::{Daemon, wait_for_event};
 use zsa::client::Client;
-use zsa::daemon::feed::MAX_STREAMS_PER_USER;
+use zsa::daemon::feed::{MAX_STREAMS_PER_ACCOUNT, MAX_STREAMS_PER_TOKEN};
 use zsa::daemon::listen::Limits;
 use zsa::model::Change;
 use zsa::model::wire::NewRequest;
@@ -334,7 +334,7 @@ async fn uids_without_an_account_share_one_cap_and_cannot_lock_accounts_out() {
         // Each admitted connection asks for an event stream: they share one user's streams.
         let mut admitted: Vec<UnixStream> = conns.into_iter().zip(&answers).filter(|(_, (s, _))| *s == 200).map(|(c, _)| c).collect();
         let streams: Vec<(u16, String)> = admitted.iter_mut().map(open_stream).collect();
-        assert_eq!(streams.iter().filter(|(s, _)| *s == 200).count(), MAX_STREAMS_PER_USER, "{:?}", &streams[..3]);
+        assert_eq!(streams.iter().filter(|(s, _)| *s == 200).count(), MAX_STREAMS_PER_ACCOUNT, "{:?}", &streams[..3]);
         for (status, body) in streams.iter().filter(|(s, _)| *s != 200) {
             assert_eq!(*status, 429, "{body}");
             assert!(body.contains("too_many_streams") && body.contains("no account on this machine"), "{body}");
@@ -553,19 +553,32 @@ async fn a_body_that_stops_is_cut_off_but_quiet_answers_stay() {
 }
 
 #[tokio::test]
-async fn event_streams_are_capped_per_user() {
+async fn event_streams_are_capped_per_token_and_per_account() {
     let mut d = Daemon::start();
     let dave = d.user("dave").await;
     let mut open = Vec::new();
-    for _ in 0..MAX_STREAMS_PER_USER {
+    for _ in 0..MAX_STREAMS_PER_TOKEN {
         open.push(dave.events(None).await.expect("within the cap"));
     }
     let err = dave.events(None).await.err().expect("one stream too many is refused");
     assert_eq!(err.code(), "too_many_streams", "{err}");
+    assert!(err.to_string().contains("already has 8 event streams open, the most one token may"), "{err}");
     assert!(err.to_string().contains("close a console"), "{err}");
-    // Another user is not affected.
+    // Another client of the same user, with a token of its own, is not starved by the first.
+    let second = d.admin().issue_token("dave").await.unwrap();
+    let dave_again = Client::new(&d.socket, Some(second.token)).unwrap();
+    let _second_stream = dave_again.events(None).await.expect("dave's other token still gets a stream");
+    // Nor is another user.
     let erin = d.user("erin").await;
     let _erin_stream = erin.events(None).await.expect("another user still gets a stream");
+    // A Unix account at its own login has its own cap.
+    let admin = d.admin();
+    let mut mine = Vec::new();
+    for _ in 0..MAX_STREAMS_PER_ACCOUNT {
+        mine.push(admin.events(None).await.expect("an account's streams within its cap"));
+    }
+    let err = admin.events(None).await.err().expect("one stream too many for the account");
+    assert!(err.to_string().contains("your account") && err.to_string().contains("the most one account may"), "{err}");
     // A closed stream gives its slot back.
     open.pop();
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -395,7 +395,7 @@ mod api_bodies {
         let clock = Arc::new(zsa::clock::ManualClock::new(Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).unwrap()));
         let engine = Arc::new(Engine::open(Box::new(store), Policy::parse(POLICY, "p.toml").unwrap(), clock).unwrap());
         let token = zsa::daemon::auth::new_token();
-        engine.execute(SYSTEM_ACTOR, Command::IssueToken { user: "dave".into(), sha256: zsa::daemon::auth::token_hash(&token) }).unwrap();
+        engine.execute(SYSTEM_ACTOR, Command::issue_token("dave", zsa::daemon::auth::token_hash(&token))).unwrap();
         (routes::router(engine), token, dir)
     }
 

@@ -107,6 +107,40 @@ async fn every_kind_of_live_row_is_checked_before_serving() {
 }
 
 #[tokio::test]
+async fn a_tokens_expiry_and_scope_are_checked_against_the_log_and_a_rebuild_keeps_its_last_use() {
+    use zsa::model::TokenScope;
+    use zsa::model::wire::IssueToken;
+    let edits = [
+        // Its expiry pushed out, or taken away; its scope widened.
+        "UPDATE tokens SET body = json_set(body, '$.expires_at', '2099-01-01T00:00:00Z') WHERE id = 1",
+        "UPDATE tokens SET body = json_remove(body, '$.expires_at') WHERE id = 1",
+        "UPDATE tokens SET body = json_remove(body, '$.scope') WHERE id = 1",
+    ];
+    for edit in edits {
+        let mut d = Daemon::start();
+        let asked = IssueToken { user: "dave".into(), ttl_secs: Some(3600), scope: TokenScope::Check, ..Default::default() };
+        let issued = d.admin().issue_token_with(&asked).await.unwrap();
+        zsa::client::Client::new(&d.socket, Some(issued.token)).unwrap().whoami().await.unwrap();
+        d.stop();
+        let used = || -> Option<String> {
+            let conn = rusqlite::Connection::open(d.db()).unwrap();
+            conn.query_row("SELECT last_used FROM tokens WHERE id = 1", [], |r| r.get(0)).unwrap()
+        };
+        let last_used = used().expect("a clean stop saves when the token was last used");
+        sql(&d, edit);
+        let out = start_refused(&d, &[]).unwrap_or_else(|| panic!("the daemon served after: {edit}"));
+        assert!(stderr(&out).contains("the tokens row of T1 does not match the log"), "{edit}: {}", stderr(&out));
+
+        assert!(start_refused(&d, &["--rebuild-from-log"]).is_none(), "the rebuild did not start the daemon");
+        assert_eq!(used(), Some(last_used.clone()), "the rebuild keeps when the token was last used");
+        d.spawn();
+        let t = d.admin().tokens().await.unwrap().into_iter().find(|t| t.id.0 == 1).unwrap();
+        assert_eq!((t.expires_at, t.scope), (issued.expires_at, TokenScope::Check), "{edit}");
+        assert!(t.last_used.is_some());
+    }
+}
+
+#[tokio::test]
 async fn a_broken_log_is_not_rebuilt_from() {
     let d = a_daemon_with_live_state().await;
     sql(&d, "UPDATE events SET body = replace(body, 'mail flow', 'other') WHERE kind = 'request_created'");

@@ -222,7 +222,12 @@ impl Client {
     }
 
     pub async fn issue_token(&self, user: &str) -> Result<IssuedToken, ClientError> {
-        self.post("/v1/admin/tokens", &IssueToken { user: user.to_string() }).await
+        self.issue_token_with(&IssueToken { user: user.to_string(), ..Default::default() }).await
+    }
+
+    /// A token with a lifetime (`ttl_secs`, `never_expires`) or scope of its own.
+    pub async fn issue_token_with(&self, asked: &IssueToken) -> Result<IssuedToken, ClientError> {
+        self.post("/v1/admin/tokens", asked).await
     }
 
     pub async fn tokens(&self) -> Result<Vec<TokenView>, ClientError> {

@@ -1,9 +1,10 @@
 //! `zsa whoami`, `tasks`, and `zsa admin ...`.
 
 use super::output::{json_line, table, time};
-use super::{CmdResult, id};
+use super::{CliError, CmdResult, id};
 use crate::cli::{AdminCmd, NoticesCmd, TokenCmd};
 use crate::client::Client;
+use crate::model::wire::IssueToken;
 use crate::model::{duration, text};
 
 pub async fn whoami(client: &Client, json: bool) -> CmdResult {
@@ -25,8 +26,13 @@ pub async fn whoami(client: &Client, json: bool) -> CmdResult {
         println!("tokens issued in your name:");
         for t in &me.tokens {
             let by = if t.issued_by == me.user { "you".to_string() } else { text::inert(&t.issued_by).into_owned() };
-            let state = if t.revoked { "revoked" } else { "valid" };
-            println!("  {} issued by {by} at {} ({state})", t.id, time(t.issued_at));
+            let expires = match (t.expires_at, t.expired) {
+                (None, _) => "never expires".to_string(),
+                (Some(at), true) => format!("expired {}", time(at)),
+                (Some(at), false) => format!("expires {}", time(at)),
+            };
+            let used = t.last_used.map_or("never used".to_string(), |at| format!("last used {}", time(at)));
+            println!("  {} issued by {by} at {}, scope {}, {expires}, {used} ({})", t.id, time(t.issued_at), t.scope, t.state());
         }
     }
     Ok(())
@@ -105,12 +111,29 @@ pub async fn tasks(client: &Client, json: bool) -> CmdResult {
 
 pub async fn run(client: &Client, json: bool, command: &AdminCmd) -> CmdResult {
     match command {
-        AdminCmd::Token { command: TokenCmd::Issue { user } } => {
-            let issued = client.issue_token(user).await?;
+        AdminCmd::Token { command: TokenCmd::Issue { user, ttl, scope } } => {
+            let asked = IssueToken {
+                user: user.clone(),
+                ttl_secs: ttl
+                    .as_deref()
+                    .filter(|t| t.trim() != "never")
+                    .map(duration::parse)
+                    .transpose()
+                    .map_err(|e| CliError::Usage(format!("--ttl: {e}; or --ttl never")))?,
+                never_expires: ttl.as_deref().is_some_and(|t| t.trim() == "never"),
+                scope: scope.parse().map_err(CliError::Usage)?,
+            };
+            let issued = client.issue_token_with(&asked).await?;
             if json {
                 json_line(&issued);
             } else {
-                eprintln!("token {} for {} (shown once; the daemon keeps only its hash):", issued.id, text::inert(&issued.user));
+                eprintln!(
+                    "token {} for {}, scope {}, {} (shown once; the daemon keeps only its hash):",
+                    issued.id,
+                    text::inert(&issued.user),
+                    issued.scope,
+                    issued.expires_at.map_or("never expires".to_string(), |at| format!("expires {}", time(at)))
+                );
                 println!("{}", issued.token);
             }
         }
@@ -125,13 +148,16 @@ pub async fn run(client: &Client, json: bool, command: &AdminCmd) -> CmdResult {
                         vec![
                             t.id.to_string(),
                             text::inert(&t.user).into_owned(),
+                            t.scope.to_string(),
                             time(t.issued_at),
                             text::inert(&t.issued_by).into_owned(),
-                            if t.revoked { "revoked" } else { "active" }.into(),
+                            t.expires_at.map_or("never".to_string(), time),
+                            t.last_used.map_or("never".to_string(), time),
+                            t.state().into(),
                         ]
                     })
                     .collect();
-                table(&["ID", "USER", "ISSUED", "BY", "STATE"], &rows);
+                table(&["ID", "USER", "SCOPE", "ISSUED", "BY", "EXPIRES", "LAST USED", "STATE"], &rows);
             }
         }
         AdminCmd::Token { command: TokenCmd::Revoke { id: raw } } => {

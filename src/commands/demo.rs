@@ -81,7 +81,7 @@ pub fn seed(engine: &Engine) -> anyhow::Result<Vec<(String, String)>> {
     let mut tokens = Vec::new();
     for (user, _) in PEOPLE {
         let token = new_token();
-        engine.execute(crate::model::SYSTEM_ACTOR, Command::IssueToken { user: user.into(), sha256: token_hash(&token) })?;
+        engine.execute(crate::model::SYSTEM_ACTOR, Command::issue_token(user, token_hash(&token)))?;
         tokens.push((user.to_string(), token));
     }
     ask(engine, "carol", "exchange.journal-rule", 60, "Journal rule for the legal hold on the finance mailboxes", Some("INC-1042"))?;

@@ -9,7 +9,8 @@
 //! user disabled, a policy reload) re-asks the daemon, and a timer at the grant's deadline does
 //! too, so expiry stops the command on time even if the daemon cannot be reached then. While the
 //! daemon is unreachable the command goes on until the deadline it last heard; any answer that is
-//! not "allowed" (including a revoked token) stops it.
+//! not "allowed" (including a revoked token) stops it. A token of scope `check` may not follow
+//! the stream: the gate then asks the daemon each second instead.
 
 use std::time::Duration;
 
@@ -49,6 +50,22 @@ async fn recheck(client: &Client, task: &str, until: &mut Option<Instant>) -> Op
     }
 }
 
+/// The event stream, if it can be had; a token whose scope does not open it (`check`) is told
+/// so for good, and `followable` turns false.
+async fn follow(client: &Client, followable: &mut bool) -> Option<EventStream> {
+    if !*followable {
+        return None;
+    }
+    match client.events(None).await {
+        Ok(stream) => Some(stream),
+        Err(ClientError::Refused { code, .. }) if code == "token_scope" => {
+            *followable = false;
+            None
+        }
+        Err(_) => None,
+    }
+}
+
 async fn next_event(events: &mut Option<EventStream>) -> Option<()> {
     match events {
         Some(s) => s.next().await.and_then(|r| r.ok()).map(|_| ()),
@@ -77,7 +94,8 @@ pub async fn run(client: &Client, task: &str, argv: &[String]) -> CmdResult {
         return Err(CliError::Usage("usage: zsa gate TASK -- COMMAND [ARG...]".into()));
     };
     // Follow first, then ask: nothing that happens in between is missed.
-    let mut events = client.events(None).await.ok();
+    let mut followable = true;
+    let mut events = follow(client, &mut followable).await;
     let answer = client.check(task, None).await?;
     if !answer.allowed {
         return Err(CliError::Refused(format!("not allowed: {}", answer.message)));
@@ -130,10 +148,12 @@ pub async fn run(client: &Client, task: &str, argv: &[String]) -> CmdResult {
                 if let Some(at) = until { expiry.as_mut().reset(at); }
             }
             _ = &mut reconnect, if events.is_none() => {
-                events = client.events(None).await.ok();
+                events = follow(client, &mut followable).await;
                 reconnect.as_mut().reset(Instant::now() + RECONNECT);
-                // Something may have happened while nobody was listening.
-                if events.is_some() && let Some(why) = recheck(client, task, &mut until).await { break why; }
+                // Something may have happened while nobody was listening (and without a stream
+                // for good, this is how the gate hears of it).
+                if (events.is_some() || !followable) && let Some(why) = recheck(client, task, &mut until).await { break why; }
+                if !followable && let Some(at) = until { expiry.as_mut().reset(at); }
             }
             _ = term.recv() => break "zsa gate was asked to stop".to_string(),
         }

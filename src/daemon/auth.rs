@@ -1,35 +1,89 @@
 //! Who is calling. On the Unix socket the kernel tells us the peer's account (SO_PEERCRED); a
 //! bearer token, issued by an admin, names a user instead. Tokens are compared by SHA-256, so
 //! the daemon never holds a usable secret. Disabled users are refused everything but `whoami`.
+//!
+//! A token is refused once it expired (by the daemon's clock) or was revoked, and outside its
+//! scope (`TokenScope::allows`, checked here for every route). A source whose tokens keep
+//! failing is throttled (`throttle`) before its token is even looked at. Every accepted token's
+//! use is noted for `token list` (`token_use`). The token itself is never logged.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::extract::connect_info::ConnectInfo;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
+use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
 use super::Engine;
 use super::error::ApiError;
-use crate::model::{Actor, Auth};
+use crate::model::{Actor, Auth, duration, text};
+use crate::rules::Command;
 
-/// The account on the other end of a Unix socket connection, looked up once per connection
-/// (by `listen`, which puts it in every request's extensions).
+/// Where a connection comes from, as failed-auth throttling counts it: the peer's uid on the
+/// Unix socket, its address over the network (an IPv6 address by its /64, which one host
+/// usually holds whole), or nobody knows.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Source {
+    Uid(u32),
+    Ip(IpAddr),
+    /// The kernel did not say who is on the other end.
+    Unknown,
+}
+
+impl Source {
+    /// The source of a network peer at `ip`.
+    pub fn ip(ip: IpAddr) -> Source {
+        match ip {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Source::Ip(IpAddr::V4(v4)),
+                None => {
+                    let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                    Source::Ip(IpAddr::V6(prefix.into()))
+                }
+            },
+            v4 => Source::Ip(v4),
+        }
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Uid(uid) => write!(f, "uid {uid}"),
+            Source::Ip(IpAddr::V6(v6)) => write!(f, "ip {v6}/64"),
+            Source::Ip(ip) => write!(f, "ip {ip}"),
+            Source::Unknown => f.write_str("an unknown peer"),
+        }
+    }
+}
+
+/// Who is on the other end of a connection, looked up once per connection (by the listener,
+/// which puts it in every request's extensions).
 #[derive(Clone, Debug)]
 pub struct Peer {
+    /// The Unix account's uid (the socket only).
     pub uid: Option<u32>,
     pub name: Option<String>,
     /// Whether the uid is an account on this machine. Uids with none share one set of caps.
     pub has_account: bool,
+    /// Where failed tokens are counted.
+    pub source: Source,
 }
 
 impl Peer {
-    /// The peer with this uid and its account's name (`uid-N` when it has none).
+    /// The socket's peer with this uid and its account's name (`uid-N` when it has none).
     pub fn new(uid: Option<u32>, account: Option<String>) -> Peer {
         let has_account = account.is_some();
         let name = uid.map(|uid| account.unwrap_or_else(|| format!("uid-{uid}")));
-        Peer { uid, name, has_account }
+        Peer { uid, name, has_account, source: uid.map_or(Source::Unknown, Source::Uid) }
+    }
+
+    /// A peer over the network, at `ip`: it has no Unix account, so only a token names it.
+    pub fn remote(ip: IpAddr) -> Peer {
+        Peer { uid: None, name: None, has_account: false, source: Source::ip(ip) }
     }
 }
 
@@ -71,26 +125,16 @@ impl FromRequestParts<Arc<Engine>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, engine: &Arc<Engine>) -> Result<Self, Self::Rejection> {
+        let peer = parts.extensions.get::<ConnectInfo<Peer>>().map(|c| &c.0);
         let caller = match parts.headers.get(axum::http::header::AUTHORIZATION) {
             Some(value) => {
-                let token = value
-                    .to_str()
-                    .ok()
-                    .and_then(|v| v.strip_prefix("Bearer "))
-                    .map(str::trim)
-                    .filter(|t| !t.is_empty())
-                    .ok_or_else(|| unauthorized("the Authorization header must be 'Bearer <token>'"))?;
-                let hash = token_hash(token);
-                let token = engine.read(|s, _| s.token_user(&hash).cloned()).ok_or_else(|| {
-                    unauthorized("this token is not valid or was revoked; ask an admin for a new one (zsa admin token issue USER)")
-                })?;
-                Caller { user: token.user, auth: Auth::Token { token: token.id, issued_by: token.issued_by } }
+                let source = peer.map_or(Source::Unknown, |p| p.source.clone());
+                let presented = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim).filter(|t| !t.is_empty());
+                by_token(engine, source, presented, parts.method.as_str(), parts.uri.path()).await?
             }
             None => {
-                let (uid, name) = parts
-                    .extensions
-                    .get::<ConnectInfo<Peer>>()
-                    .and_then(|c| Some((c.0.uid?, c.0.name.clone()?)))
+                let (uid, name) = peer
+                    .and_then(|p| Some((p.uid?, p.name.clone()?)))
                     .ok_or_else(|| unauthorized("cannot tell who you are: connect over the Unix socket or present a token"))?;
                 Caller { user: name, auth: Auth::Peer { uid } }
             }
@@ -106,6 +150,86 @@ impl FromRequestParts<Arc<Engine>> for Caller {
         }
         Ok(caller)
     }
+}
+
+/// The caller a presented bearer token names, for a `method` `path` request from `source`, or why
+/// not. `presented` is None when the `Authorization` header is not `Bearer <token>`.
+async fn by_token(engine: &Arc<Engine>, source: Source, presented: Option<&str>, method: &str, path: &str) -> Result<Caller, ApiError> {
+    let now = engine.now();
+    if let Some(until) = engine.throttle().blocked(&source, now) {
+        return Err(throttled(engine, &source, until, now));
+    }
+    let token = presented.and_then(|t| engine.read(|s, _| s.token_by_sha256(&token_hash(t)).cloned()));
+    let Some(token) = token else {
+        let why = match presented {
+            Some(_) => "this token is not one the daemon issued (mistyped, cut short, or from another daemon)",
+            None => "the Authorization header must be 'Bearer <token>'",
+        };
+        return Err(failed(engine, source, now, why).await);
+    };
+    let (id, user) = (token.id, text::inert(&token.user));
+    if token.revoked {
+        return Err(unauthorized(&format!("token {id} of {user} was revoked; ask an admin for a new one (zsa admin token issue {user})")));
+    }
+    if let Some(at) = token.expires_at.filter(|at| *at <= now) {
+        return Err(unauthorized(&format!(
+            "token {id} of {user} expired at {} ({} ago); ask an admin for a new one (zsa admin token issue {user} --ttl 30d)",
+            at.to_rfc3339(),
+            duration::format((now - at).num_seconds().max(1) as u64)
+        )));
+    }
+    if !token.scope.allows(method, path) {
+        return Err(ApiError::forbidden(
+            "token_scope",
+            format!(
+                "token {id} has scope '{}', which allows {}; {method} {} needs a token of scope 'all' (zsa admin token issue {user})",
+                token.scope,
+                token.scope.opens(),
+                text::inert(path)
+            ),
+        ));
+    }
+    engine.token_use().note(id, now);
+    // The token's id, never the token: its holder can act as its user.
+    tracing::trace!(token = %id, user = %user, %method, %path, "authenticated by token");
+    Ok(Caller { user: token.user, auth: Auth::Token { token: id, issued_by: token.issued_by } })
+}
+
+/// A token that was not valid: counted against its source, and, the moment that trips the
+/// throttle, recorded once as `auth_throttled`.
+async fn failed(engine: &Arc<Engine>, source: Source, now: DateTime<Utc>, why: &str) -> ApiError {
+    tracing::debug!(%source, why, "refused a token that is not valid");
+    let Some(tripped) = engine.throttle().failed(&source, now) else {
+        return unauthorized(&format!("{why}; ask an admin for a new one (zsa admin token issue USER)"));
+    };
+    let window_secs = engine.throttle().limits().window.num_seconds().max(0) as u64;
+    tracing::warn!(%source, failures = tripped.failures, until = %tripped.until, "too many tokens that were not valid: throttled");
+    let (e, command) = (
+        engine.clone(),
+        Command::NoteAuthThrottled { source: source.to_string(), failures: tripped.failures, window_secs, until: tripped.until },
+    );
+    if let Err(err) = super::service::write(move || e.execute(Actor::daemon(), command)).await {
+        tracing::error!(error = %err.message, "could not record a throttled source");
+    }
+    throttled(engine, &source, tripped.until, now)
+}
+
+/// The refusal of a throttled source's token attempt.
+fn throttled(engine: &Engine, source: &Source, until: DateTime<Utc>, now: DateTime<Utc>) -> ApiError {
+    let limits = engine.throttle().limits();
+    let left = (until - now).num_seconds().max(1) as u64;
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "auth_throttled",
+        format!(
+            "too many tokens that were not valid came from {source} ({} within {}), so its token attempts are refused until {} (in {}); check the token you use (an admin sees which are valid with zsa admin token list)",
+            limits.failures,
+            duration::format(limits.window.num_seconds().max(1) as u64),
+            until.to_rfc3339(),
+            duration::format(left)
+        ),
+    )
+    .retry_after(left)
 }
 
 fn unauthorized(message: &str) -> ApiError {

@@ -47,6 +47,10 @@ pub struct Engine {
     runs_dir: std::path::PathBuf,
     /// Set when the daemon stops: event streams end, so connections close and clients reconnect.
     closing: tokio::sync::watch::Sender<bool>,
+    /// When each token was last used (not state: no event says it; see `token_use`).
+    token_use: super::token_use::TokenUse,
+    /// Sources whose bearer tokens keep failing (see `throttle`).
+    throttle: super::throttle::Throttle,
 }
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -57,6 +61,7 @@ impl Engine {
     /// Starts from the live state the store keeps (not a replay of the whole log).
     pub fn open(mut store: Box<dyn Store>, policy: Policy, clock: Arc<dyn Clock>) -> Result<Engine, StoreError> {
         let state = store.load_live()?;
+        let token_use = super::token_use::TokenUse::loaded(store.token_use()?);
         let reader = store.reader()?;
         let (feed, _) = broadcast::channel(FEED_CAPACITY);
         Ok(Engine {
@@ -70,7 +75,24 @@ impl Engine {
             outbox: Notify::new(),
             runs_dir: std::env::temp_dir(),
             closing: tokio::sync::watch::channel(false).0,
+            token_use,
+            throttle: super::throttle::Throttle::default(),
         })
+    }
+
+    /// When tokens were last used, as requests come.
+    pub fn token_use(&self) -> &super::token_use::TokenUse {
+        &self.token_use
+    }
+
+    /// Saves when tokens were last used beside their rows. Blocking: one short transaction.
+    pub fn save_token_use(&self, used: &[(crate::model::TokenId, DateTime<Utc>)]) -> Result<(), StoreError> {
+        lock(&self.writer).save_token_use(used)
+    }
+
+    /// Failed bearer tokens by source.
+    pub fn throttle(&self) -> &super::throttle::Throttle {
+        &self.throttle
     }
 
     /// Ends every event stream (the daemon is stopping).

@@ -14,11 +14,19 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: String,
     pub message: String,
+    /// Seconds for a `Retry-After` header: when asking again can succeed.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        ApiError { status, code: code.to_string(), message: message.into() }
+        ApiError { status, code: code.to_string(), message: message.into(), retry_after: None }
+    }
+
+    /// The same answer, saying when to ask again.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
@@ -38,7 +46,7 @@ impl From<Refusal> for ApiError {
             RefusalKind::NotFound => StatusCode::NOT_FOUND,
             RefusalKind::Conflict => StatusCode::CONFLICT,
         };
-        ApiError { status, code: r.code.to_string(), message: r.message }
+        ApiError::new(status, r.code, r.message)
     }
 }
 
@@ -65,6 +73,10 @@ impl From<crate::daemon::engine::EngineError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody { error: ErrorDetail { code: self.code, message: self.message } };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+        }
+        response
     }
 }

@@ -5,9 +5,11 @@
 //!
 //! A catch-up reads from the store only the events the caller may see (the store narrows by
 //! the indexed actor, subject and task columns; `rules::event_visible` still decides each one),
-//! so a user who may see nothing reads nothing. Each identity may hold only a few streams; all
-//! callers whose uid has no account on this machine (each is its own `uid-N` user, and one user
-//! may hold thousands of such uids in a user namespace) share the streams of one identity.
+//! so a user who may see nothing reads nothing. Each token, and each Unix account on the socket,
+//! may hold only a few streams, so one client cannot take them all from the others; all callers
+//! whose uid has no account on this machine (each is its own `uid-N` user, and one user may hold
+//! thousands of such uids in a user namespace) share the streams of one account. A stream ends
+//! when its token is revoked or expires, or its account is disabled.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -27,23 +29,40 @@ use super::Engine;
 use super::auth::{Caller, Peer};
 use super::error::ApiError;
 use super::extract::Query;
-use crate::model::Event;
+use crate::model::{Event, TokenId, text};
 use crate::rules;
 use crate::store::{EventFilter, Scope};
 
 const CATCH_UP_PAGE: u32 = 1000;
 
-/// How many event streams one identity (a user, by socket or token) may hold at once. A console
-/// holds one; a few more allow a script or two beside it. All uids with no account together
-/// hold as many.
-pub const MAX_STREAMS_PER_USER: usize = 16;
+/// How many event streams one Unix account may hold at once on the socket without a token. A
+/// console holds one; a few more allow a script or two beside it. All uids with no account
+/// together hold as many.
+pub const MAX_STREAMS_PER_ACCOUNT: usize = 16;
+/// How many event streams one token may hold at once: a token is one client (a console, a
+/// gate, a script), so fewer than an account, whose person may run several.
+pub const MAX_STREAMS_PER_TOKEN: usize = 8;
+
+/// How often a stream whose token expires looks at the daemon's clock.
+const EXPIRY_LOOK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Whose streams a stream counts against.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Holder {
-    User(String),
+    Token(TokenId),
+    /// A Unix account on the socket, by name.
+    Account(String),
     /// Every caller on the socket whose uid has no account on this machine.
     NoAccount,
+}
+
+impl Holder {
+    fn cap(&self) -> usize {
+        match self {
+            Holder::Token(_) => MAX_STREAMS_PER_TOKEN,
+            Holder::Account(_) | Holder::NoAccount => MAX_STREAMS_PER_ACCOUNT,
+        }
+    }
 }
 
 /// Open event streams by holder. A `StreamSlot` is one of them and gives itself back when its
@@ -56,37 +75,43 @@ pub struct StreamSlot {
     holder: Holder,
     /// Whom the stream is for: what they may see.
     user: String,
-    /// The token the stream was opened with, if any: revoking it ends the stream.
-    token: Option<crate::model::TokenId>,
+    /// The token the stream was opened with, if any: revoking it, or its expiry, ends the stream.
+    token: Option<TokenId>,
 }
 
 impl StreamSlots {
     fn take(&self, caller: &Caller, peer: Option<&Peer>) -> Result<StreamSlot, ApiError> {
+        let token = match &caller.auth {
+            crate::model::Auth::Token { token, .. } => Some(*token),
+            _ => None,
+        };
         // A token names a user an admin made; only the socket's own login may be a uid with no account.
-        let by_socket = matches!(caller.auth, crate::model::Auth::Peer { .. });
-        let holder = if by_socket && !peer.is_some_and(|p| p.has_account) { Holder::NoAccount } else { Holder::User(caller.user.clone()) };
+        let holder = match token {
+            Some(id) => Holder::Token(id),
+            None if peer.is_some_and(|p| p.has_account) => Holder::Account(caller.user.clone()),
+            None => Holder::NoAccount,
+        };
         let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let mine = open.entry(holder.clone()).or_default();
-        if *mine >= MAX_STREAMS_PER_USER {
-            let whose = match &holder {
-                Holder::User(user) => format!("'{}' already has", crate::model::text::inert(user)),
+        let cap = holder.cap();
+        if *mine >= cap {
+            let (whose, one) = match &holder {
+                Holder::Token(id) => (format!("token {id} already has"), "one token"),
+                Holder::Account(user) => (format!("your account '{}' already has", text::inert(user)), "one account"),
                 Holder::NoAccount => {
-                    "your uid has no account on this machine, and such uids (a user namespace's, say) together have".into()
+                    ("your uid has no account on this machine, and such uids (a user namespace's, say) together have".into(), "they")
                 }
             };
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_streams",
                 format!(
-                    "{whose} {MAX_STREAMS_PER_USER} event streams open, the most one user may; close a console (`zsa`, `zsa tui`), a `zsa gate` or a script following /v1/events first"
+                    "{whose} {cap} event streams open, the most {one} may; close a console (`zsa`, `zsa tui`), a `zsa gate` or a script following /v1/events first"
                 ),
-            ));
+            )
+            .retry_after(1));
         }
         *mine += 1;
-        let token = match &caller.auth {
-            crate::model::Auth::Token { token, .. } => Some(*token),
-            _ => None,
-        };
         Ok(StreamSlot { slots: self.clone(), holder, user: caller.user.clone(), token })
     }
 }
@@ -178,7 +203,20 @@ async fn catch_up(engine: &Arc<Engine>, user: &str, mut last: u64, tx: &Sink) ->
 /// opens, so it ends when its token is revoked or its account disabled (the client's reconnect
 /// is then refused with the reason), rather than feeding the log to someone shut out.
 fn still_admitted(engine: &Engine, slot: &StreamSlot) -> bool {
-    engine.read(|s, _| !s.is_disabled(&slot.user) && slot.token.is_none_or(|id| s.tokens.get(&id).is_some_and(|t| !t.revoked)))
+    let now = engine.now();
+    engine.read(|s, _| {
+        !s.is_disabled(&slot.user) && slot.token.is_none_or(|id| s.tokens.get(&id).is_some_and(|t| !t.revoked && !t.expired_at(now)))
+    })
+}
+
+/// Resolves at each look at the clock for a stream whose token expires; never for others.
+async fn expiry_look(look: &mut Option<tokio::time::Interval>) {
+    match look {
+        Some(look) => {
+            look.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Whether an event can shut a stream's caller out: a token revoked or an account disabled.
@@ -196,11 +234,22 @@ async fn follow(engine: Arc<Engine>, slot: StreamSlot, after: u64, mut live: bro
     if !still_admitted(&engine, &slot) {
         return;
     }
+    // A token that expires is looked at each second, by the daemon's clock: no event marks it.
+    let expires = engine.read(|s, _| slot.token.and_then(|id| s.tokens.get(&id)).and_then(|t| t.expires_at)).is_some();
+    let mut look = expires.then(|| {
+        let mut look = tokio::time::interval(EXPIRY_LOOK);
+        look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        look
+    });
     loop {
         let received = tokio::select! {
             r = live.recv() => r,
             _ = tx.closed() => return, // the client went away while nothing happened
             _ = closing.wait_for(|c| *c) => return, // the daemon is stopping: end the stream
+            _ = expiry_look(&mut look) => match still_admitted(&engine, &slot) {
+                true => continue,
+                false => return,
+            },
         };
         match received {
             Ok(event) if event.seq <= last => {}

@@ -15,6 +15,8 @@ pub mod routes;
 pub mod runner;
 pub mod server;
 pub mod service;
+pub mod throttle;
+pub mod token_use;
 pub mod tree;
 pub mod writer;
 

@@ -67,6 +67,8 @@ impl DaemonHandle {
                 abort.abort();
             }
         }
+        // No request is left to note a token's use: save the rest.
+        super::token_use::save(&self.engine, true).await;
         if self.socket_id.is_some() && crate::fs_trust::file_id(&self.socket) == self.socket_id {
             let _ = fs::remove_file(&self.socket);
         }
@@ -190,7 +192,8 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
     let limits = super::listen::Limits::for_fd_limit(super::listen::raise_fd_limit());
     let server = tokio::spawn(super::listen::serve(listener, routes::router(engine.clone()), limits, stopped.clone()));
     let deadlines = tokio::spawn(super::deadlines::run(engine.clone(), clock, stopped.clone()));
-    let notices = tokio::spawn(super::notices::run(engine.clone(), stopped));
+    let notices = tokio::spawn(super::notices::run(engine.clone(), stopped.clone()));
+    let token_use = tokio::spawn(super::token_use::run(engine.clone(), stopped));
     let events = engine.read(|s, _| s.last_seq);
     tracing::info!(
         socket = %config.socket.display(),
@@ -201,7 +204,7 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
         ready_ms = started.elapsed().as_millis() as u64,
         "zsa daemon listening"
     );
-    Ok(DaemonHandle { socket: config.socket, engine, stop, tasks: vec![server, deadlines, notices], _lock: lock, socket_id })
+    Ok(DaemonHandle { socket: config.socket, engine, stop, tasks: vec![server, deadlines, notices, token_use], _lock: lock, socket_id })
 }
 
 /// Runs a daemon until SIGTERM or SIGINT; SIGHUP reloads the policy.

@@ -45,6 +45,69 @@ impl Auth {
     }
 }
 
+/// What a bearer token may be used for. A scope names the routes it opens (`daemon::auth`
+/// checks every request against it); new scopes are new variants, and a token issued before
+/// zsa kept scopes is `all`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenScope {
+    /// Everything its user may do (but issue tokens: only an admin's own login does that).
+    #[default]
+    All,
+    /// Only `zsa check` (`GET /v1/check`) and `zsa whoami`: for gate scripts on other hosts.
+    Check,
+}
+
+impl TokenScope {
+    /// Every scope, as `--scope` takes them.
+    pub const NAMES: [&'static str; 2] = ["all", "check"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenScope::All => "all",
+            TokenScope::Check => "check",
+        }
+    }
+
+    pub fn is_all(&self) -> bool {
+        *self == TokenScope::All
+    }
+
+    /// Whether a request for `method` `path` is within the scope.
+    pub fn allows(self, method: &str, path: &str) -> bool {
+        match self {
+            TokenScope::All => true,
+            TokenScope::Check => method == "GET" && matches!(path, "/v1/check" | "/v1/whoami"),
+        }
+    }
+
+    /// What the scope opens, in words for a refusal.
+    pub fn opens(self) -> &'static str {
+        match self {
+            TokenScope::All => "everything its user may do",
+            TokenScope::Check => "only GET /v1/check and GET /v1/whoami (zsa check, zsa whoami)",
+        }
+    }
+}
+
+impl std::str::FromStr for TokenScope {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "all" => Ok(TokenScope::All),
+            "check" => Ok(TokenScope::Check),
+            other => Err(format!("'{}' is not a token scope: use all or check", super::text::inert(other))),
+        }
+    }
+}
+
+impl std::fmt::Display for TokenScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The authenticated actor of a command: the name the policy knows, and how they proved it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Actor {

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Auth, GrantId, RequestId, RunId, RunOutcome, TokenId};
+use super::{Auth, GrantId, RequestId, RunId, RunOutcome, TokenId, TokenScope};
 
 /// One recorded change, with its place in the hash chain.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,6 +123,14 @@ pub enum Change {
         token: TokenId,
         user: String,
         sha256: String,
+        /// When the daemon stops accepting it. Absent: never (a token issued before zsa kept
+        /// expiries, or `--ttl never` where the policy allows it). Absent fields are left out
+        /// of the hashed body, so events written before them read and verify as they were.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at: Option<DateTime<Utc>>,
+        /// What it may be used for; `all` (left out) unless narrowed.
+        #[serde(default, skip_serializing_if = "TokenScope::is_all")]
+        scope: TokenScope,
     },
     TokenRevoked {
         token: TokenId,
@@ -170,6 +178,17 @@ pub enum Change {
         transcript_sha256: String,
         transcript_cap: u64,
         truncated: bool,
+    },
+    /// Too many bearer tokens that were not valid came from one source within a short window:
+    /// the daemon refuses that source's token attempts, without looking at them, until `until`.
+    /// Recorded once, when it trips.
+    AuthThrottled {
+        /// Where they came from: `uid 1000` on the Unix socket, `ip 192.0.2.7` over the network.
+        source: String,
+        /// Failed attempts within the window when it tripped.
+        failures: u32,
+        window_secs: u64,
+        until: DateTime<Utc>,
     },
     /// A notice (issue 12) was not delivered and will not be: it failed for good or retried past
     /// its give-up time. Routed like any trigger, so on-call staff hear of it elsewhere.
@@ -240,13 +259,14 @@ impl Change {
             Self::RunEnded { .. } => "run_ended",
             Self::NoticeFailed { .. } => "notice_failed",
             Self::NoticeRetried { .. } => "notice_retried",
+            Self::AuthThrottled { .. } => "auth_throttled",
         }
     }
 
     /// The person the change is about (requester, holder, token owner, disabled user).
     pub fn subject(&self) -> Option<&str> {
         match self {
-            Self::PolicyLoaded { .. } | Self::StateRebuilt { .. } | Self::ClockJumped { .. } => None,
+            Self::PolicyLoaded { .. } | Self::StateRebuilt { .. } | Self::ClockJumped { .. } | Self::AuthThrottled { .. } => None,
             Self::RequestCreated { requester, .. }
             | Self::RequestApproved { requester, .. }
             | Self::ApprovalDropped { requester, .. }
@@ -380,7 +400,10 @@ impl Change {
             Self::GrantRevoked { reason, .. } => format!("reason: {}", inert_line(reason)),
             Self::GrantRelinquished { .. } => String::new(),
             Self::GrantReviewed { comment, .. } => opt("comment", comment).trim_start().to_string(),
-            Self::TokenIssued { token, .. } => format!("token {token}"),
+            Self::TokenIssued { token, expires_at, scope, .. } => format!(
+                "token {token}, scope {scope}, {}",
+                expires_at.map_or("never expires".to_string(), |t| format!("expires {}", t.to_rfc3339()))
+            ),
             Self::TokenRevoked { token, .. } => format!("token {token}"),
             Self::UserDisabled { reason, .. } => opt("reason", reason).trim_start().to_string(),
             Self::UserEnabled { .. } => String::new(),
@@ -401,6 +424,12 @@ impl Change {
                 outcome.as_str(),
                 exit_code.map(|c| format!(" with exit code {c}")).unwrap_or_default(),
                 if *truncated { " (cut at the cap)" } else { "" }
+            ),
+            Self::AuthThrottled { source, failures, window_secs, until } => format!(
+                "{failures} tokens that were not valid from {} within {}: its token attempts are refused until {}",
+                inert_line(source),
+                duration::format(*window_secs),
+                until.to_rfc3339()
             ),
             Self::NoticeFailed { notice, trigger, channel, recipient, error, .. } => format!(
                 "{} via {} to {} ({}): {}",

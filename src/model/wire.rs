@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Grant, Request, TokenId};
+use super::{Grant, Request, TokenId, TokenScope};
 
 /// Limits on what a user may type, checked by the daemon.
 pub const MAX_REASON_CHARS: usize = 1000;
@@ -289,10 +289,18 @@ pub struct VerifyReport {
     pub problem: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IssueToken {
     pub user: String,
+    /// How long it lives (seconds); absent: the policy's `token_ttl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_secs: Option<u64>,
+    /// It never expires (`--ttl never`): only where the policy's `token_max_ttl` is "never".
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub never_expires: bool,
+    #[serde(default)]
+    pub scope: TokenScope,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -301,6 +309,11 @@ pub struct IssuedToken {
     pub user: String,
     /// Shown once; the daemon keeps only its SHA-256.
     pub token: String,
+    #[serde(default)]
+    pub scope: TokenScope,
+    /// None: it never expires.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -310,6 +323,28 @@ pub struct TokenView {
     pub issued_at: DateTime<Utc>,
     pub issued_by: String,
     pub revoked: bool,
+    #[serde(default)]
+    pub scope: TokenScope,
+    /// None: it never expires.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Expired by the daemon's clock when this was answered.
+    #[serde(default)]
+    pub expired: bool,
+    /// When a request last came with it (kept to the minute on disk, exact while the daemon runs).
+    #[serde(default)]
+    pub last_used: Option<DateTime<Utc>>,
+}
+
+impl TokenView {
+    /// `active`, `expired` or `revoked`.
+    pub fn state(&self) -> &'static str {
+        match (self.revoked, self.expired) {
+            (true, _) => "revoked",
+            (false, true) => "expired",
+            (false, false) => "active",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

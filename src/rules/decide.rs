@@ -7,8 +7,8 @@ use chrono::{DateTime, Duration, Utc};
 use super::{Deadline, Entity, Refusal, State};
 use crate::model::wire::{MAX_COMMENT_CHARS, MAX_NAME_CHARS, MAX_REASON_CHARS, MAX_TICKET_CHARS, NewRequest};
 use crate::model::{
-    Actor, Approval, Auth, Change, Grant, GrantId, POLICY_APPROVER, Request, RequestId, RequestState, RunId, RunOutcome, TokenId, duration,
-    text,
+    Actor, Approval, Auth, Change, Grant, GrantId, POLICY_APPROVER, Request, RequestId, RequestState, RunId, RunOutcome, TokenId,
+    TokenScope, duration, text,
 };
 use crate::policy::{ApprovalMode, Policy, Task};
 
@@ -41,6 +41,8 @@ pub enum Command {
     IssueToken {
         user: String,
         sha256: String,
+        ttl: TokenTtl,
+        scope: TokenScope,
     },
     RevokeToken {
         token: TokenId,
@@ -86,12 +88,35 @@ pub enum Command {
     /// Record that a notice will not be delivered (issue 12). Only the daemon's sender issues
     /// it; it becomes `Change::NoticeFailed` as it is.
     NoteNoticeFailed(Box<crate::model::Change>),
+    /// Record that a source's token attempts are refused for a while (too many that were not
+    /// valid). Only the daemon issues it, once each time it trips.
+    NoteAuthThrottled {
+        source: String,
+        failures: u32,
+        window_secs: u64,
+        until: DateTime<Utc>,
+    },
     /// Put a failed notice back to be delivered again (admins). The engine reads the delivery
     /// from the outbox and makes sure it failed; this is the `Change::NoticeRetried` to record.
     RetryNotice(Box<crate::model::Change>),
 }
 
+/// How long a token an admin asks for should live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenTtl {
+    /// The policy's `token_ttl`.
+    PolicyDefault,
+    Secs(u64),
+    /// `--ttl never`: only where the policy's `token_max_ttl` is "never".
+    Never,
+}
+
 impl Command {
+    /// A token for `user` with the policy's default lifetime and every scope.
+    pub fn issue_token(user: impl Into<String>, sha256: impl Into<String>) -> Command {
+        Command::IssueToken { user: user.into(), sha256: sha256.into(), ttl: TokenTtl::PolicyDefault, scope: TokenScope::All }
+    }
+
     /// The existing entity the command is about. The engine makes sure it is in memory (even if
     /// it ended long ago) before deciding, so a refusal can say what became of it.
     pub fn names(&self) -> Option<Entity> {
@@ -112,6 +137,7 @@ impl Command {
             | Command::NoteRebuilt { .. }
             | Command::NoteNoticeFailed(_)
             | Command::RetryNotice(_)
+            | Command::NoteAuthThrottled { .. }
             | Command::NoteClockJump { .. } => None,
         }
     }
@@ -130,7 +156,7 @@ pub fn decide(state: &State, policy: &Policy, who: &Actor, command: &Command, no
         Command::Revoke { grant, reason } => revoke(state, policy, actor, *grant, reason.as_deref(), now),
         Command::Relinquish { grant } => relinquish(state, policy, actor, *grant, now),
         Command::Review { grant, comment } => review(state, policy, who, *grant, comment.as_deref()),
-        Command::IssueToken { user, sha256 } => {
+        Command::IssueToken { user, sha256, ttl, scope } => {
             admin_only(policy, actor, system, "issue tokens")?;
             if let Auth::Token { token, .. } = &who.auth {
                 // Otherwise a token could mint tokens, and the one who really issued them would be hidden.
@@ -151,7 +177,14 @@ pub fn decide(state: &State, policy: &Policy, who: &Actor, command: &Command, no
                     ),
                 ));
             }
-            Ok(vec![Change::TokenIssued { token: state.next_token_id(), user: user.clone(), sha256: sha256.clone() }])
+            let expires_at = token_expiry(policy, *ttl, now)?;
+            Ok(vec![Change::TokenIssued {
+                token: state.next_token_id(),
+                user: user.clone(),
+                sha256: sha256.clone(),
+                expires_at,
+                scope: *scope,
+            }])
         }
         Command::RevokeToken { token } => {
             admin_only(policy, actor, system, "revoke tokens")?;
@@ -207,6 +240,12 @@ pub fn decide(state: &State, policy: &Policy, who: &Actor, command: &Command, no
             }
             Ok(vec![Change::ClockJumped { by_ms: *by_ms, wall_clock: *wall_clock }])
         }
+        Command::NoteAuthThrottled { source, failures, window_secs, until } => {
+            if !system {
+                return Err(Refusal::forbidden("daemon_only", "only the daemon records throttled sources"));
+            }
+            Ok(vec![Change::AuthThrottled { source: source.clone(), failures: *failures, window_secs: *window_secs, until: *until }])
+        }
         Command::NoteRebuilt { problem } => {
             if !system {
                 return Err(Refusal::forbidden("daemon_only", "only the daemon rebuilds its state from the log"));
@@ -241,6 +280,42 @@ pub fn decide(state: &State, policy: &Policy, who: &Actor, command: &Command, no
                 .map(|r| run_ended(r, RunOutcome::Abandoned, None, unknown.clone()))
                 .collect())
         }
+    }
+}
+
+/// When a token asked for at `now` with `ttl` expires (None: never), or why the policy does not
+/// allow it: longer than `token_max_ttl`, or never where the policy sets a maximum.
+fn token_expiry(policy: &Policy, ttl: TokenTtl, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, Refusal> {
+    let secs = match ttl {
+        TokenTtl::PolicyDefault => policy.token_ttl,
+        TokenTtl::Secs(secs) => Some(secs),
+        TokenTtl::Never => None,
+    };
+    match (secs, policy.token_max_ttl) {
+        (Some(0), _) => Err(Refusal::invalid("bad_ttl", "a token's ttl must be longer than zero (for example --ttl 30d)")),
+        (Some(secs), _) if secs > duration::MAX_SECS => Err(Refusal::invalid(
+            "bad_ttl",
+            format!("a token may not be asked to live longer than ten years ({})", duration::format(duration::MAX_SECS)),
+        )),
+        (Some(secs), Some(max)) if secs > max => Err(Refusal::invalid(
+            "ttl_too_long",
+            format!(
+                "a token may live at most {} under this policy (settings.token_max_ttl), and {} was asked; give --ttl {} or less",
+                duration::format(max),
+                duration::format(secs),
+                duration::format(max)
+            ),
+        )),
+        (None, Some(max)) => Err(Refusal::invalid(
+            "ttl_too_long",
+            format!(
+                "this policy does not allow tokens that never expire (settings.token_max_ttl is {}); give --ttl {} or less, or set token_max_ttl = \"never\" in the policy's [settings] to allow them",
+                duration::format(max),
+                duration::format(max)
+            ),
+        )),
+        (Some(secs), _) => Ok(Some(now + Duration::seconds(secs as i64))),
+        (None, None) => Ok(None),
     }
 }
 

@@ -14,9 +14,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{
     Approval, Change, Event, Grant, GrantEnd, GrantId, GrantState, Request, RequestId, RequestState, Review, Run, RunEnd, RunId, TokenId,
+    TokenScope,
 };
 
-/// A bearer token as the daemon keeps it: only the SHA-256 of the secret.
+/// A bearer token as the daemon keeps it: only the SHA-256 of the secret. (When it was last
+/// used is not here: that is no decision and no event, see `daemon::token_use`.)
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Token {
     pub id: TokenId,
@@ -25,17 +27,31 @@ pub struct Token {
     pub issued_at: DateTime<Utc>,
     pub issued_by: String,
     pub revoked: bool,
+    /// None: it never expires (issued before zsa kept expiries, or `--ttl never`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "TokenScope::is_all")]
+    pub scope: TokenScope,
 }
 
 impl Token {
-    /// What an admin (or the token's owner) is shown: never the hash.
-    pub fn view(&self) -> crate::model::wire::TokenView {
+    /// Whether it has expired at `now` (at its expiry exactly, it has).
+    pub fn expired_at(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    /// What an admin (or the token's owner) is shown at `now`: never the hash.
+    pub fn view(&self, now: DateTime<Utc>, last_used: Option<DateTime<Utc>>) -> crate::model::wire::TokenView {
         crate::model::wire::TokenView {
             id: self.id,
             user: self.user.clone(),
             issued_at: self.issued_at,
             issued_by: self.issued_by.clone(),
             revoked: self.revoked,
+            scope: self.scope,
+            expires_at: self.expires_at,
+            expired: self.expired_at(now),
+            last_used,
         }
     }
 }
@@ -107,7 +123,8 @@ impl Entity {
             | Change::TokenIssued { .. }
             | Change::RunStarted { .. }
             | Change::NoticeFailed { .. }
-            | Change::NoticeRetried { .. } => None,
+            | Change::NoticeRetried { .. }
+            | Change::AuthThrottled { .. } => None,
         }
     }
 }
@@ -127,6 +144,11 @@ impl State {
 
     pub fn is_disabled(&self, user: &str) -> bool {
         self.disabled.contains_key(user)
+    }
+
+    /// The token with this hash, revoked or not.
+    pub fn token_by_sha256(&self, sha256: &str) -> Option<&Token> {
+        self.token_by_hash.get(sha256).and_then(|id| self.tokens.get(id))
     }
 
     /// The user a presented token's hash belongs to, if it is known and not revoked.
@@ -266,7 +288,8 @@ impl State {
             | Change::StateRebuilt { .. }
             | Change::ClockJumped { .. }
             | Change::NoticeFailed { .. }
-            | Change::NoticeRetried { .. } => {}
+            | Change::NoticeRetried { .. }
+            | Change::AuthThrottled { .. } => {}
             Change::RequestCreated {
                 request,
                 task,
@@ -352,7 +375,7 @@ impl State {
                     g.review = Some(Review { by: actor.clone(), at, comment: comment.clone() });
                 }
             }
-            Change::TokenIssued { token, user, sha256 } => {
+            Change::TokenIssued { token, user, sha256, expires_at, scope } => {
                 self.tokens.insert(
                     *token,
                     Token {
@@ -362,6 +385,8 @@ impl State {
                         issued_at: at,
                         issued_by: actor.clone(),
                         revoked: false,
+                        expires_at: *expires_at,
+                        scope: *scope,
                     },
                 );
                 self.token_by_hash.insert(sha256.clone(), *token);

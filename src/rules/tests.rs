@@ -4,7 +4,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 
 use super::*;
 use crate::model::wire::NewRequest;
-use crate::model::{Actor, Auth, Change, Event, GrantId, GrantState, RequestId, RequestState, SYSTEM_ACTOR, TokenId};
+use crate::model::{Actor, Auth, Change, Event, GrantId, GrantState, RequestId, RequestState, SYSTEM_ACTOR, TokenId, TokenScope};
 use crate::policy::Policy;
 
 const POLICY: &str = r#"
@@ -449,7 +449,7 @@ fn disabling_a_user_ends_everything_of_theirs_at_once() {
 #[test]
 fn tokens_are_for_known_users_and_issued_by_admins() {
     let mut w = World::new();
-    let issue = |user: &str| Command::IssueToken { user: user.into(), sha256: format!("hash-of-{user}") };
+    let issue = |user: &str| Command::issue_token(user, format!("hash-of-{user}"));
     assert_eq!(w.refused("alice", issue("carol")).code, "admins_only");
     assert_eq!(w.refused("root", issue("mallory")).code, "unknown_user");
     assert_eq!(w.refused("root", issue("bad name")).code, "bad_user_name");
@@ -459,6 +459,55 @@ fn tokens_are_for_known_users_and_issued_by_admins() {
     w.run("root", Command::RevokeToken { token: t.id }).unwrap();
     assert!(w.state.token_user("hash-of-carol").is_none());
     assert_eq!(w.refused("root", Command::RevokeToken { token: t.id }).code, "token_revoked");
+}
+
+#[test]
+fn a_token_lives_its_ttl_at_most_the_policys_maximum_and_never_only_where_allowed() {
+    let mut w = World::new();
+    let issue =
+        |n: u32, ttl: TokenTtl, scope: TokenScope| Command::IssueToken { user: "carol".into(), sha256: format!("h{n}"), ttl, scope };
+    let expiry = |w: &World| match w.log.last().map(|e| &e.change) {
+        Some(Change::TokenIssued { expires_at, scope, .. }) => (*expires_at, *scope),
+        other => panic!("{other:?}"),
+    };
+    // The policy's default (90 days), and every scope unless narrowed.
+    w.run("root", issue(1, TokenTtl::PolicyDefault, TokenScope::All)).unwrap();
+    assert_eq!(expiry(&w), (Some(w.now + Duration::days(90)), TokenScope::All));
+    w.run("root", issue(2, TokenTtl::Secs(30 * 86_400), TokenScope::Check)).unwrap();
+    assert_eq!(expiry(&w), (Some(w.now + Duration::days(30)), TokenScope::Check));
+    assert_eq!(w.state.token_user("h2").map(|t| (t.expires_at, t.scope)), Some((Some(w.now + Duration::days(30)), TokenScope::Check)));
+    // Past the maximum (a year unless set), or never, is refused, saying the limit.
+    let r = w.refused("root", issue(3, TokenTtl::Secs(400 * 86_400), TokenScope::All));
+    assert_eq!(r.code, "ttl_too_long");
+    assert!(r.message.contains("at most 365d") && r.message.contains("--ttl 365d or less"), "{}", r.message);
+    let r = w.refused("root", issue(3, TokenTtl::Never, TokenScope::All));
+    assert!(
+        r.message.contains("does not allow tokens that never expire") && r.message.contains("token_max_ttl = \"never\""),
+        "{}",
+        r.message
+    );
+    assert_eq!(w.refused("root", issue(3, TokenTtl::Secs(0), TokenScope::All)).code, "bad_ttl");
+    // A policy without a maximum allows tokens that never expire.
+    w.policy = Policy::parse(&POLICY.replace("pending_ttl = \"1h\"", "pending_ttl = \"1h\"\ntoken_max_ttl = \"never\""), "t.toml").unwrap();
+    w.run("root", issue(4, TokenTtl::Never, TokenScope::All)).unwrap();
+    assert_eq!(expiry(&w), (None, TokenScope::All));
+    w.run("root", issue(5, TokenTtl::Secs(400 * 86_400), TokenScope::All)).unwrap();
+    assert_eq!(expiry(&w).0, Some(w.now + Duration::days(400)));
+    assert!(w.state.tokens.values().find(|t| t.sha256 == "h1").unwrap().expired_at(w.now + Duration::days(90)));
+    assert!(!w.state.tokens.values().find(|t| t.sha256 == "h1").unwrap().expired_at(w.now + Duration::days(90) - Duration::seconds(1)));
+}
+
+#[test]
+fn only_the_daemon_records_a_throttled_source() {
+    let mut w = World::new();
+    let note = Command::NoteAuthThrottled { source: "uid 1000".into(), failures: 10, window_secs: 60, until: w.now };
+    assert_eq!(w.refused("root", note.clone()).code, "daemon_only");
+    let changes = w.run(SYSTEM_ACTOR, note).unwrap();
+    assert!(matches!(&changes[..], [Change::AuthThrottled { failures: 10, .. }]), "{changes:?}");
+    // Only those who see everything see it.
+    let e = w.log.last().unwrap().clone();
+    assert!(event_visible(&w.policy, "erin", &e) && event_visible(&w.policy, "root", &e));
+    assert!(!event_visible(&w.policy, "carol", &e));
 }
 
 #[test]
@@ -548,8 +597,8 @@ fn an_approval_through_a_token_the_requester_issued_does_not_count() {
         assert!(r.message.contains("token T1") && r.message.contains("through a token they issued does not count"), "{}", r.message);
     }
     // A token someone else issued, and a person's own login, count.
-    w.run("root", Command::IssueToken { user: "alice".into(), sha256: "a".into() }).unwrap();
-    w.run("root", Command::IssueToken { user: "alice".into(), sha256: "b".into() }).unwrap();
+    w.run("root", Command::issue_token("alice", "a")).unwrap();
+    w.run("root", Command::issue_token("alice", "b")).unwrap();
     w.run(via_token("alice", 2, "root"), Command::Approve { request: id, comment: None }).unwrap();
     let changes = w.run(Actor::new("bob", Auth::Peer { uid: 1002 }), Command::Approve { request: id, comment: None }).unwrap();
     let Some(Change::GrantStarted { approved_by, .. }) = changes.last() else { panic!("no grant: {changes:?}") };
@@ -632,7 +681,7 @@ fn a_policy_load_and_a_token_revocation_drop_the_approvals_they_invalidate() {
 
     let mut w = World::new();
     let token = w.state.next_token_id();
-    w.run("root", Command::IssueToken { user: "alice".into(), sha256: "x".into() }).unwrap();
+    w.run("root", Command::issue_token("alice", "x")).unwrap();
     let id = export(&mut w);
     w.run(via_token("alice", token.0, "root"), Command::Approve { request: id, comment: None }).unwrap();
     let changes = w.run("root", Command::RevokeToken { token }).unwrap();
@@ -689,10 +738,10 @@ fn a_break_glass_review_through_a_token_the_holder_issued_does_not_count() {
 #[test]
 fn a_token_cannot_issue_tokens() {
     let mut w = World::new();
-    let r = w.refused(via_token("root", 1, "root"), Command::IssueToken { user: "alice".into(), sha256: "x".into() });
+    let r = w.refused(via_token("root", 1, "root"), Command::issue_token("alice", "x"));
     assert_eq!(r.code, "token_cannot_issue");
     assert!(r.message.contains("own login"), "{}", r.message);
-    w.run(Actor::new("root", Auth::Peer { uid: 0 }), Command::IssueToken { user: "alice".into(), sha256: "x".into() }).unwrap();
+    w.run(Actor::new("root", Auth::Peer { uid: 0 }), Command::issue_token("alice", "x")).unwrap();
 }
 
 /// Every (viewer, row, action) of a world with rows in every condition: what `permits` lists

@@ -98,4 +98,14 @@ mod tests {
         let tampered = body(&events[1]).replace("\"b\"", "\"c\"");
         assert_ne!(hash(&events[0].hash, &tampered), events[1].hash);
     }
+
+    #[test]
+    fn a_token_issued_before_expiries_and_scopes_reads_and_hashes_as_it_was_written() {
+        // As zsa wrote it before tokens had an expiry and a scope.
+        let old = r#"{"seq":3,"at":"2026-01-01T00:00:00Z","actor":"root","auth":{"via":"peer","uid":0},"kind":"token_issued","token":"T1","user":"alice","sha256":"ab"}"#;
+        let event = parse(old, GENESIS.into(), hash(GENESIS, old)).unwrap();
+        let Change::TokenIssued { expires_at, scope, .. } = &event.change else { panic!("{event:?}") };
+        assert_eq!((*expires_at, *scope), (None, crate::model::TokenScope::All), "it never expires and may do everything");
+        assert_eq!(body(&event), old, "the same bytes, so its hash still verifies");
+    }
 }

@@ -123,6 +123,11 @@ pub trait Store: Send {
     fn events(&mut self, filter: &EventFilter) -> Result<Vec<Event>, StoreError>;
     /// Recomputes the hash chain and checks the projections against a replay of the events.
     fn verify(&mut self) -> Result<VerifyReport, StoreError>;
+    /// When each token was last used, as last saved (tokens never used are not listed).
+    fn token_use(&mut self) -> Result<Vec<(crate::model::TokenId, DateTime<Utc>)>, StoreError>;
+    /// Saves when tokens were last used, beside their rows: no event, since it decides nothing.
+    /// A time earlier than the one saved is ignored.
+    fn save_token_use(&mut self, used: &[(crate::model::TokenId, DateTime<Utc>)]) -> Result<(), StoreError>;
     /// Another handle on the same data for reads, so queries never wait behind a commit.
     fn reader(&self) -> Result<Box<dyn Store>, StoreError>;
 }

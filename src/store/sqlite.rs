@@ -94,8 +94,15 @@ const RECORD_COLUMN: &str = "record TEXT GENERATED ALWAYS AS (COALESCE(
 
 /// `PRAGMA user_version` of the schema above. Version 1 added the runs table, which `open`
 /// fills from the log for a database written before it; version 2 the records and row stamps;
-/// version 3 the outbox (`deliveries`, created empty: nothing before it was ever to be sent).
-const SCHEMA_VERSION: i64 = 3;
+/// version 3 the outbox (`deliveries`, created empty: nothing before it was ever to be sent);
+/// version 4 `tokens.last_used` (empty until a token is used: no event ever said when). A
+/// token's expiry and scope need no column: they are in its row's body, checked against its
+/// `token_issued` event like the rest of it (absent from older bodies and events alike).
+const SCHEMA_VERSION: i64 = 4;
+
+/// When each token was last used: kept beside the row, never in its body, because it is no
+/// decision and no event says it (see `daemon::token_use`). Writing a row keeps it.
+const LAST_USED_COLUMN: &str = "last_used TEXT";
 
 /// The newest event that wrote each current-state row (by `Change::rows` key): what the row
 /// must name as its writer.
@@ -214,11 +221,24 @@ fn write_rows(tx: &Connection, rows: &State, stamps: &Stamps) -> Result<(), Stor
         let (seq, hash) = stamp(stamps, &r.id.to_string())?;
         run.execute(params![r.id.0 as i64, r.holder, r.task, run_state(r), to_json(r)?, seq, hash])?;
     }
-    let mut token = tx
-        .prepare_cached("INSERT OR REPLACE INTO tokens (id, user, sha256, revoked, body, seq, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?;
+    // Not `OR REPLACE`: that would delete the row and with it when the token was last used.
+    let mut token = tx.prepare_cached(
+        "INSERT INTO tokens (id, user, sha256, revoked, body, seq, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT(id) DO UPDATE SET user = excluded.user, sha256 = excluded.sha256, revoked = excluded.revoked,
+         body = excluded.body, seq = excluded.seq, hash = excluded.hash",
+    )?;
     for t in rows.tokens.values() {
         let (seq, hash) = stamp(stamps, &t.id.to_string())?;
         token.execute(params![t.id.0 as i64, t.user, t.sha256, t.revoked, to_json(t)?, seq, hash])?;
+    }
+    Ok(())
+}
+
+/// Notes when tokens were last used, never moving a time back (a row that is gone is skipped).
+fn save_token_use(tx: &Connection, used: &[(TokenId, DateTime<Utc>)]) -> Result<(), StoreError> {
+    let mut update = tx.prepare_cached("UPDATE tokens SET last_used = ?2 WHERE id = ?1 AND (last_used IS NULL OR last_used < ?2)")?;
+    for (id, at) in used {
+        update.execute(params![id.0 as i64, column_time(at)])?;
     }
     Ok(())
 }
@@ -405,6 +425,7 @@ impl SqliteStore {
             add_column(&conn, table, "seq INTEGER NOT NULL DEFAULT 0")?;
             add_column(&conn, table, "hash TEXT NOT NULL DEFAULT ''")?;
         }
+        add_column(&conn, "tokens", LAST_USED_COLUMN)?;
         conn.execute_batch("CREATE INDEX IF NOT EXISTS events_record ON events(record, seq);")?;
         let mut store = SqliteStore { path: path.to_path_buf(), conn };
         if version < SCHEMA_VERSION {
@@ -419,7 +440,7 @@ impl SqliteStore {
     /// Row contents are never rewritten here, so an upgrade cannot hide an edited row.
     fn upgrade(&mut self, from: i64) -> Result<(), StoreError> {
         if from >= 2 {
-            // Only tables were added since: `SCHEMA` created them.
+            // Only tables and `tokens.last_used` were added since: `SCHEMA` and `open` made them.
             self.conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))?;
             return Ok(());
         }
@@ -466,9 +487,11 @@ impl SqliteStore {
             stamps.extend(stamps_of([&e]));
             full.apply(&e);
         })?;
+        let used = self.token_use()?;
         let tx = self.conn.transaction()?;
         tx.execute_batch("DELETE FROM requests; DELETE FROM grants; DELETE FROM runs; DELETE FROM tokens; DELETE FROM disabled_users;")?;
         write_rows(&tx, &full, &stamps)?;
+        save_token_use(&tx, &used)?;
         for (user, since) in &full.disabled {
             let (seq, hash) = stamp(&stamps, &user_record(user))?;
             tx.execute(
@@ -894,6 +917,23 @@ impl Store for SqliteStore {
         Ok(report)
     }
 
+    fn token_use(&mut self) -> Result<Vec<(TokenId, DateTime<Utc>)>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT id, last_used FROM tokens WHERE last_used IS NOT NULL ORDER BY id")?;
+        let mut rows = stmt.query([])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            out.push((TokenId(row.get::<_, i64>(0)? as u64), time_of(&row.get::<_, String>(1)?)?));
+        }
+        Ok(out)
+    }
+
+    fn save_token_use(&mut self, used: &[(TokenId, DateTime<Utc>)]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        save_token_use(&tx, used)?;
+        tx.commit()?;
+        Ok(())
+    }
+
     fn reader(&self) -> Result<Box<dyn Store>, StoreError> {
         Ok(Box::new(Self::open_reader(&self.path)?))
     }
@@ -938,5 +978,19 @@ mod tests {
         assert_eq!(store.next_delivery_at().unwrap(), Some(later));
         let version: i64 = store.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
         assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_version_3_database_gets_the_last_used_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("zsa.db");
+        let store = SqliteStore::open(&path).unwrap();
+        store.conn.execute_batch("ALTER TABLE tokens DROP COLUMN last_used; PRAGMA user_version = 3;").unwrap();
+        drop(store);
+        let mut store = SqliteStore::open(&path).unwrap();
+        let version: i64 = store.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, 4);
+        assert_eq!(store.token_use().unwrap(), vec![]);
+        store.save_token_use(&[(TokenId(1), Utc::now())]).unwrap();
     }
 }

@@ -830,7 +830,19 @@ fn a_burst_of_events_is_absorbed_then_rebuilt_once_before_a_key_acts() {
 #[test]
 fn a_token_someone_else_issues_in_my_name_is_announced_at_once() {
     let mut app = alice();
-    let issued = |seq, actor: &str| event(seq, actor, Change::TokenIssued { token: TokenId(4), user: "alice".into(), sha256: "x".into() });
+    let issued = |seq, actor: &str| {
+        event(
+            seq,
+            actor,
+            Change::TokenIssued {
+                token: TokenId(4),
+                user: "alice".into(),
+                sha256: "x".into(),
+                expires_at: None,
+                scope: Default::default(),
+            },
+        )
+    };
     app.update(Action::EventReceived(issued(5, "dave")), t0());
     let toast = app.toast.clone().expect("alice hears of the token dave made in her name");
     assert!(toast.text.contains("dave issued token T4 in your name") && toast.error, "{toast:?}");

@@ -12,7 +12,7 @@ use crate::daemon::auth::{Caller, new_token, token_hash};
 use crate::daemon::error::ApiError;
 use crate::model::wire::{IssueToken, IssuedToken, PolicyLoad, Reason, TokenView};
 use crate::model::{Change, TokenId};
-use crate::rules::Command;
+use crate::rules::{Command, TokenTtl};
 
 fn admins_only(engine: &Engine, caller: &Caller) -> Result<(), ApiError> {
     if engine.policy().is_admin(&caller.user) {
@@ -27,21 +27,35 @@ pub async fn issue_token(
     caller: Caller,
     Body(body): Body<IssueToken>,
 ) -> Result<Json<IssuedToken>, ApiError> {
+    let ttl = match (body.ttl_secs, body.never_expires) {
+        (Some(_), true) => return Err(ApiError::bad_request("bad_ttl", "give ttl_secs or never_expires, not both")),
+        (Some(secs), false) => TokenTtl::Secs(secs),
+        (None, true) => TokenTtl::Never,
+        (None, false) => TokenTtl::PolicyDefault,
+    };
     let token = new_token();
-    let events = execute(&engine, &caller, Command::IssueToken { user: body.user.clone(), sha256: token_hash(&token) }).await?;
-    let id = events
+    let command = Command::IssueToken { user: body.user.clone(), sha256: token_hash(&token), ttl, scope: body.scope };
+    let events = execute(&engine, &caller, command).await?;
+    let (id, scope, expires_at) = events
         .iter()
         .find_map(|e| match e.change {
-            Change::TokenIssued { token, .. } => Some(token),
+            Change::TokenIssued { token, scope, expires_at, .. } => Some((token, scope, expires_at)),
             _ => None,
         })
         .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the token was not recorded"))?;
-    Ok(Json(IssuedToken { id, user: body.user, token }))
+    Ok(Json(IssuedToken { id, user: body.user, token, scope, expires_at }))
 }
 
+/// Every token, with when each was last used and whether it has expired by the daemon's clock.
 pub async fn tokens(State(engine): State<Arc<Engine>>, caller: Caller) -> Result<Json<Vec<TokenView>>, ApiError> {
     admins_only(&engine, &caller)?;
-    Ok(Json(engine.read(|s, _| s.tokens.values().map(crate::rules::Token::view).collect())))
+    Ok(Json(token_views(&engine, |_| true)))
+}
+
+/// The tokens `keep` picks, as people are shown them.
+pub(super) fn token_views(engine: &Engine, keep: impl Fn(&crate::rules::Token) -> bool) -> Vec<TokenView> {
+    let (now, used) = (engine.now(), engine.token_use());
+    engine.read(|s, _| s.tokens.values().filter(|t| keep(t)).map(|t| t.view(now, used.last_used(t.id))).collect())
 }
 
 pub async fn revoke_token(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {

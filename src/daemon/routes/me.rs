@@ -15,6 +15,7 @@ use crate::rules;
 
 pub async fn whoami(State(engine): State<Arc<Engine>>, caller: Caller) -> Json<WhoAmI> {
     let now = engine.now();
+    let tokens = super::admin::token_views(&engine, |t| t.user == caller.user);
     Json(engine.read(|s, p| WhoAmI {
         user: caller.user.clone(),
         roles: p.roles_of(&caller.user),
@@ -22,7 +23,7 @@ pub async fn whoami(State(engine): State<Arc<Engine>>, caller: Caller) -> Json<W
         disabled: s.is_disabled(&caller.user),
         via: caller.via().to_string(),
         auth: Some(caller.auth.clone()),
-        tokens: s.tokens.values().filter(|t| t.user == caller.user).map(crate::rules::Token::view).collect(),
+        tokens,
         now,
         policy_sha256: p.sha256.clone(),
     }))
