@@ -35,13 +35,19 @@ Examples:
     about = "Zero standing access: ask for privileged tasks, approve them, and let grants end by themselves.",
     long_about = "Zero standing access: ask for privileged tasks, approve them, and let grants end by themselves.\n\n\
                   Without a command, zsa opens the console (a terminal UI). Every command that talks to the \
-                  daemon takes --socket and a token (ZSA_TOKEN or --token-stdin); those that print results take --json.",
+                  daemon takes --socket or --context and a token (ZSA_TOKEN or --token-stdin; zsa login keeps one \
+                  in the keyring for a context); those that print results take --json.",
     after_help = EXIT_CODES
 )]
 pub struct Cli {
-    /// The daemon's socket [default: /run/zsa/zsa.sock for root; else $XDG_RUNTIME_DIR/zsa/zsa.sock, then /run/zsa/zsa.sock]
-    #[arg(long, env = "ZSA_SOCKET", value_name = "PATH")]
+    /// The daemon: a Unix socket (PATH or unix:PATH) or https://HOST:PORT; wins over any context
+    /// [default: the current context, else /run/zsa/zsa.sock for root, else $XDG_RUNTIME_DIR/zsa/zsa.sock, then /run/zsa/zsa.sock]
+    #[arg(long, env = "ZSA_SOCKET", value_name = "ENDPOINT")]
     pub socket: Option<PathBuf>,
+    /// Use this context of your config file (as `zsa login` made it) instead of the current one
+    /// (or set ZSA_CONTEXT)
+    #[arg(long, value_name = "NAME", add = completion::contexts())]
+    pub context: Option<String>,
     /// Deprecated and hidden: a token on the command line shows in `ps` to every local user.
     /// `commands::run` warns when it is used, then fills this from ZSA_TOKEN or --token-stdin.
     #[arg(long, hide = true, value_name = "TOKEN")]
@@ -60,9 +66,14 @@ pub struct Cli {
 /// How to reach the daemon: on every command that talks to it.
 #[derive(Args, Debug, Clone, Default)]
 pub struct ClientArgs {
-    /// The daemon's socket [default: /run/zsa/zsa.sock for root; else $XDG_RUNTIME_DIR/zsa/zsa.sock, then /run/zsa/zsa.sock]
-    #[arg(long, global = true, env = "ZSA_SOCKET", value_name = "PATH")]
+    /// The daemon: a Unix socket (PATH or unix:PATH) or https://HOST:PORT; wins over any context
+    /// [default: the current context, else /run/zsa/zsa.sock for root, else $XDG_RUNTIME_DIR/zsa/zsa.sock, then /run/zsa/zsa.sock]
+    #[arg(long, global = true, env = "ZSA_SOCKET", value_name = "ENDPOINT")]
     pub socket: Option<PathBuf>,
+    /// Use this context of your config file (as `zsa login` made it) instead of the current one
+    /// (or set ZSA_CONTEXT)
+    #[arg(long, global = true, value_name = "NAME", add = completion::contexts())]
+    pub context: Option<String>,
     /// Deprecated and hidden: a token on the command line shows in `ps` to every local user.
     #[arg(long, global = true, hide = true, value_name = "TOKEN")]
     pub token: Option<String>,
@@ -70,6 +81,9 @@ pub struct ClientArgs {
     /// the daemon knows you by your Unix account
     #[arg(long, global = true)]
     pub token_stdin: bool,
+    /// Where the token came from (set once it is read, for `zsa whoami`).
+    #[arg(skip)]
+    pub token_from: Option<&'static str>,
 }
 
 /// How to print: on every command that prints results.
@@ -289,6 +303,24 @@ pub enum Cmd {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Log in to a daemon: trust its certificate, keep a token in the keyring, make a context of it
+    #[command(after_help = LOGIN_HELP)]
+    Login(LoginArgs),
+    /// Forget a context's token (from the keyring or its file); the context stays
+    #[command(after_help = "Examples:\n  zsa logout\n  zsa logout --context prod")]
+    Logout {
+        /// The context whose token to forget [default: ZSA_CONTEXT, else the current context]
+        #[arg(long, value_name = "NAME", add = completion::contexts())]
+        context: Option<String>,
+    },
+    /// The contexts of your config file: which daemon, which certificate, where the token is
+    #[command(after_help = "Examples:\n  zsa context list\n  zsa context use prod\n  zsa context show")]
+    Context {
+        #[command(subcommand)]
+        command: ContextCmd,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
     /// Who the daemon thinks you are, and your roles
     Whoami {
         #[command(flatten)]
@@ -346,6 +378,77 @@ pub enum Cmd {
     },
     /// Print the manual page (roff), e.g. `zsa man | man -l -`
     Man,
+}
+
+/// `zsa login`'s closing help: how a certificate is trusted and where the token goes.
+const LOGIN_HELP: &str = "\
+The token is read from a prompt that does not echo it, or from standard input with --token-stdin,
+never from the command line. zsa connects and asks the daemon who you are before it keeps anything.
+
+A remote daemon's certificate is pinned on first use, as ssh does: zsa shows its SHA-256
+fingerprint and asks whether to trust it (compare it with what `zsa admin tls init` printed on the
+daemon's host). Later connections accept only that certificate; a changed one is refused until you
+log in again. --fingerprint gives the fingerprint without asking (for scripts); --ca trusts a
+private CA's certificates instead, and --system-roots the system's roots (both check the host
+name, and survive the certificate's renewal).
+
+The token goes to the OS keyring (on Linux the kernel keyring: no desktop needed; it forgets at a
+reboot). --store file keeps it in a 0600 file instead, in plain text: only where there is no keyring.
+The context (endpoint, certificate, user, where the token is; never the token) goes to
+$XDG_CONFIG_HOME/zsa/config.toml and becomes the current one.
+
+Examples:
+  zsa login https://zsa.example.com:8443
+  zsa login https://zsa.example.com:8443 --context prod --fingerprint SHA256:AB:CD:...
+  zsa admin token issue alice | ssh laptop zsa login https://zsa.example.com:8443 --token-stdin";
+
+#[derive(Args, Debug)]
+pub struct LoginArgs {
+    /// The daemon: https://HOST:PORT (or unix:PATH for a token over a local socket)
+    #[arg(value_name = "ENDPOINT")]
+    pub endpoint: String,
+    /// The context's name [default: the daemon's host name, or "local" for a socket]
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+    /// Read the token from standard input instead of asking for it
+    #[arg(long)]
+    pub token_stdin: bool,
+    /// Where to keep the token: the OS keyring, or a 0600 file in plain text (only without a keyring)
+    #[arg(long, value_enum, default_value = "keyring")]
+    pub store: StoreChoice,
+    /// Trust the certificate with this fingerprint without asking (SHA256:AB:CD:..., as zsa prints it)
+    #[arg(long, value_name = "SHA256:...", conflicts_with_all = ["ca", "system_roots"])]
+    pub fingerprint: Option<String>,
+    /// Trust certificates a private CA in this PEM file issued for the host's name
+    #[arg(long, value_name = "FILE", conflicts_with = "system_roots")]
+    pub ca: Option<PathBuf>,
+    /// Trust certificates the system's roots vouch for, for the host's name
+    #[arg(long)]
+    pub system_roots: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StoreChoice {
+    Keyring,
+    File,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ContextCmd {
+    /// Every context, the current one marked with *
+    List,
+    /// Make a context the current one
+    Use {
+        /// The context's name, as `zsa context list` shows it
+        #[arg(value_name = "NAME", add = completion::contexts())]
+        name: String,
+    },
+    /// The context in force (or the one named): which daemon, which certificate, where the token is
+    Show {
+        /// A context's name [default: the one in force]
+        #[arg(value_name = "NAME", add = completion::contexts())]
+        name: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -512,7 +615,14 @@ impl Cmd {
             | Cmd::Admin { client, .. }
             | Cmd::Notices { client, .. }
             | Cmd::Audit(AuditArgs { client, .. }) => Some(client),
-            Cmd::Daemon(_) | Cmd::Demo { .. } | Cmd::Policy { .. } | Cmd::Completions { .. } | Cmd::Man => None,
+            Cmd::Daemon(_)
+            | Cmd::Demo { .. }
+            | Cmd::Policy { .. }
+            | Cmd::Completions { .. }
+            | Cmd::Man
+            | Cmd::Login(_)
+            | Cmd::Logout { .. }
+            | Cmd::Context { .. } => None,
         }
     }
 
@@ -536,6 +646,7 @@ impl Cmd {
             | Cmd::Admin { output, .. }
             | Cmd::Notices { output, .. }
             | Cmd::Policy { output, .. }
+            | Cmd::Context { output, .. }
             | Cmd::Audit(AuditArgs { output, .. }) => output.json,
             _ => false,
         }
@@ -548,8 +659,10 @@ impl Cli {
         let after = self.command.as_ref().and_then(Cmd::client_args).cloned().unwrap_or_default();
         ClientArgs {
             socket: after.socket.or_else(|| self.socket.clone()),
+            context: after.context.or_else(|| self.context.clone()),
             token: after.token.or_else(|| self.token.clone()),
             token_stdin: after.token_stdin || self.token_stdin,
+            token_from: None,
         }
     }
 

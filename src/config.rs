@@ -92,3 +92,10 @@ pub fn default_policy() -> PathBuf {
     }
     env_dir("XDG_CONFIG_HOME").unwrap_or_else(|| home().join(".config")).join("zsa/policy.toml")
 }
+
+/// The user's own config file, `$XDG_CONFIG_HOME/zsa/config.toml` (else
+/// `$HOME/.config/zsa/config.toml`): the console's keys and colours and the client's contexts.
+pub fn user_config_file() -> Option<PathBuf> {
+    let base = env_dir("XDG_CONFIG_HOME").or_else(|| env_dir("HOME").map(|h| h.join(".config")))?;
+    Some(base.join("zsa").join("config.toml"))
+}

@@ -18,6 +18,8 @@
 //! - **The policy file** belongs to root or to us, and is writable by nobody else (the same rule as
 //!   a directory), because whoever can write it decides who gets access. The console's config
 //!   file (keys and colours) follows the same rule: whoever can write it decides what a key does.
+//!   So do the client's contexts in that file and a CA file a context trusts: whoever can write
+//!   them decides which daemon a token goes to.
 //! - **A socket a client sends its token to** belongs to root or to us (a token is a password: it
 //!   goes only to a daemon run by root or by the token's owner).
 //!
@@ -439,6 +441,14 @@ pub fn open_policy(path: &Path) -> Result<File, Untrusted> {
 pub fn open_user_config(path: &Path) -> Result<File, Untrusted> {
     let fix = "Whoever can write it decides what your keys do";
     open_trusted(path, "the console's config file", fix, "chown it to yourself")
+}
+
+/// Opens a file of the client's own settings (its contexts in the config file, a CA file a
+/// context trusts) under the same rules: whoever can write it decides which daemon a token is
+/// sent to and which certificate is believed.
+pub fn open_client_file(path: &Path, role: &str) -> Result<File, Untrusted> {
+    let fix = "Whoever can write it decides which daemon your token goes to";
+    open_trusted(path, role, fix, "chown it to yourself")
 }
 
 /// A regular file of root's or ours, nobody else can write it or a directory on its way; `role`

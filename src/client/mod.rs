@@ -1,10 +1,14 @@
-//! The typed client of the daemon's API, over its Unix socket. The CLI and the console both use
-//! it, so they say and see exactly the same things. It never decides anything itself.
-//! It sends a token only to a socket it can trust (`fs_trust::check_token_socket`).
+//! The typed client of the daemon's API, over its Unix socket or, for a remote daemon, over TLS
+//! (`https://HOST:PORT`). The CLI and the console both use it, so they say and see exactly the
+//! same things whichever way they reach the daemon. It never decides anything itself.
+//! It sends a token only to a socket it can trust (`fs_trust::check_token_socket`), or over TLS
+//! to the daemon whose certificate the context trusts (`tls`), and never to a remote daemon in
+//! the clear.
 
+mod endpoint;
 mod follow;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
@@ -12,19 +16,19 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use thiserror::Error;
 
+pub use endpoint::{Address, Endpoint};
 pub use follow::{EventStream, RunStream};
 
 use crate::model::wire::*;
 use crate::model::{Event, GrantId, RequestId, Run, RunId, TokenId};
+use crate::tls::Trust;
 
 /// How long an ordinary call may take. The event stream has no such limit.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Error)]
 pub enum ClientError {
-    #[error(
-        "cannot reach the zsa daemon at {socket}: {detail}\nstart one with: zsa daemon --policy FILE (or point --socket / ZSA_SOCKET at a running one)"
-    )]
+    #[error("cannot reach the zsa daemon at {socket}: {detail}\n{}", unreachable_hint(.socket))]
     Unreachable { socket: String, detail: String },
     #[error("{message}")]
     Refused { status: u16, code: String, message: String },
@@ -33,6 +37,21 @@ pub enum ClientError {
     /// The socket is not one a token may be sent to; nothing was sent.
     #[error("{0}")]
     UntrustedSocket(String),
+    /// A remote daemon's certificate is not the one trusted (a changed pin above all); nothing was sent.
+    #[error("{0}")]
+    UntrustedCertificate(String),
+    /// The client cannot talk to this daemon as set up: a remote one with no token or no trust.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// What to do about a daemon that does not answer, by where it was looked for.
+fn unreachable_hint(at: &str) -> &'static str {
+    if at.starts_with("https://") {
+        "check the address, and that the daemon listens there (zsa daemon --listen HOST:PORT)"
+    } else {
+        "start one with: zsa daemon --policy FILE (or point --socket / ZSA_SOCKET at a running one)"
+    }
 }
 
 impl ClientError {
@@ -42,6 +61,8 @@ impl ClientError {
             Self::Refused { code, .. } => code,
             Self::Protocol(_) => "protocol",
             Self::UntrustedSocket(_) => "untrusted_socket",
+            Self::UntrustedCertificate(_) => "untrusted_certificate",
+            Self::Setup(_) => "client_setup",
         }
     }
 }
@@ -49,7 +70,9 @@ impl ClientError {
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
-    socket: PathBuf,
+    endpoint: Endpoint,
+    /// The base of every URL: `http://zsa` over the socket, `https://HOST:PORT` over TLS.
+    base: String,
     token: Option<String>,
 }
 
@@ -73,55 +96,98 @@ pub struct AuditParams {
 }
 
 impl Client {
+    /// A client of the daemon on this Unix socket.
     pub fn new(socket: &Path, token: Option<String>) -> Result<Client, ClientError> {
-        let http = reqwest::Client::builder()
-            .unix_socket(socket)
+        Self::connect(&Endpoint::unix(socket), token)
+    }
+
+    /// A client of the daemon at `endpoint`. A remote daemon knows people only by their token and
+    /// is trusted only as the endpoint says: without either nothing is sent, and the error says
+    /// how to set it up.
+    pub fn connect(endpoint: &Endpoint, token: Option<String>) -> Result<Client, ClientError> {
+        let token = token.filter(|t| !t.is_empty());
+        let builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             // The daemon closes a kept-alive connection after 10 s without a request; let go of
             // it first, so a call never goes out on a connection the daemon is closing.
-            .pool_idle_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        Ok(Client { http, socket: socket.to_path_buf(), token: token.filter(|t| !t.is_empty()) })
+            .pool_idle_timeout(Duration::from_secs(5));
+        let (builder, base) = match &endpoint.address {
+            Address::Unix(socket) => (builder.unix_socket(socket.as_path()), "http://zsa".to_string()),
+            remote @ Address::Https { host, port } => {
+                if token.is_none() {
+                    return Err(ClientError::Setup(format!(
+                        "{remote} is a remote daemon: it knows you only by a token, and none is set up for it. \
+                         Run: zsa login {remote} (or give one in ZSA_TOKEN or with --token-stdin)"
+                    )));
+                }
+                let builder = match &endpoint.trust {
+                    None => {
+                        return Err(ClientError::Setup(format!(
+                            "no certificate is trusted for {remote} yet, so nothing is sent there. Run: zsa login {remote}"
+                        )));
+                    }
+                    Some(Trust::Pin(pin)) => {
+                        let config = crate::tls::pinned_config(&format!("{host}:{port}"), pin).map_err(ClientError::Setup)?;
+                        builder.tls_backend_preconfigured(config)
+                    }
+                    Some(Trust::Ca(file)) => builder.tls_certs_only(ca_certificates(file)?),
+                    Some(Trust::SystemRoots) => builder,
+                };
+                (builder.https_only(true), format!("https://{host}:{port}"))
+            }
+        };
+        let http = builder.build().map_err(|e| ClientError::Setup(format!("cannot set up the client: {}", innermost(&e))))?;
+        Ok(Client { http, endpoint: endpoint.clone(), base, token })
     }
 
-    pub fn socket(&self) -> &Path {
-        &self.socket
+    /// Where this client talks to.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
     }
 
     fn call(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        let mut rb = self.http.request(method, format!("http://zsa{path}"));
+        let mut rb = self.http.request(method, format!("{}{path}", self.base));
         if let Some(token) = &self.token {
             rb = rb.bearer_auth(token);
         }
         rb
     }
 
-    fn unreachable(&self, e: &reqwest::Error) -> ClientError {
-        let mut detail = e.to_string();
-        let mut source = std::error::Error::source(e);
-        while let Some(s) = source {
-            detail = s.to_string();
-            source = s.source();
+    /// Why a request could not be sent: a certificate not trusted, a daemon not answering, or
+    /// something else on the way.
+    fn failed(&self, e: &reqwest::Error) -> ClientError {
+        if let Some(rustls::Error::InvalidCertificate(problem)) = find_cause::<rustls::Error>(e) {
+            if let rustls::CertificateError::Other(rustls::OtherError(inner)) = problem
+                && let Some(changed) = inner.downcast_ref::<crate::tls::CertificateChanged>()
+            {
+                return ClientError::UntrustedCertificate(changed.to_string());
+            }
+            let address = &self.endpoint.address;
+            let trust = self.endpoint.trust.as_ref().map(|t| t.to_string()).unwrap_or_default();
+            return ClientError::UntrustedCertificate(format!(
+                "the certificate of {} is not trusted ({problem}; this context trusts {trust}); nothing was sent. \
+                 Check the address; if the daemon's certificate was replaced, run zsa login {address} again",
+                address.host_port().unwrap_or_default()
+            ));
         }
-        ClientError::Unreachable { socket: self.socket.display().to_string(), detail }
+        if e.is_connect() || e.is_timeout() {
+            return ClientError::Unreachable { socket: self.endpoint.describe(), detail: innermost(e) };
+        }
+        ClientError::Protocol(e.to_string())
     }
 
     /// Sends a request. A connection that fails means the daemon is unreachable; an answer that
     /// is not a success becomes the daemon's refusal. Every call goes through here.
     async fn open(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
-        if self.token.is_some() {
+        if let (Some(socket), Some(_)) = (self.endpoint.address.socket(), &self.token) {
             // Checked on every call, not once: the daemon may be restarted between calls.
-            let there = crate::fs_trust::check_token_socket(&self.socket).map_err(|e| ClientError::UntrustedSocket(e.0))?;
+            let there = crate::fs_trust::check_token_socket(socket).map_err(|e| ClientError::UntrustedSocket(e.0))?;
             if !there {
-                let socket = self.socket.display().to_string();
+                let socket = socket.display().to_string();
                 return Err(ClientError::Unreachable { socket, detail: "there is no socket there".into() });
             }
         }
-        let response = rb
-            .send()
-            .await
-            .map_err(|e| if e.is_connect() || e.is_timeout() { self.unreachable(&e) } else { ClientError::Protocol(e.to_string()) })?;
+        let response = rb.send().await.map_err(|e| self.failed(&e))?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
@@ -283,6 +349,49 @@ impl Client {
         }
         Ok(EventStream::new(self.open(rb).await?))
     }
+}
+
+/// The certificates of a private CA, from the PEM file a context names. Whoever can write that
+/// file decides which daemon the token goes to, so it is read under the config file's rules.
+fn ca_certificates(file: &Path) -> Result<Vec<reqwest::Certificate>, ClientError> {
+    use std::io::Read;
+    let mut pem = Vec::new();
+    crate::fs_trust::open_client_file(file, "the CA file")
+        .map_err(|e| ClientError::Setup(e.0))?
+        .take(1 << 20)
+        .read_to_end(&mut pem)
+        .map_err(|e| ClientError::Setup(format!("cannot read the CA file {}: {e}", file.display())))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| ClientError::Setup(format!("{} holds no PEM certificate zsa can read: {}", file.display(), innermost(&e))))?;
+    if certs.is_empty() {
+        return Err(ClientError::Setup(format!("{} holds no certificate (-----BEGIN CERTIFICATE-----)", file.display())));
+    }
+    Ok(certs)
+}
+
+/// The innermost cause of an error, the one that says what happened.
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut detail = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    detail
+}
+
+/// The first cause of type `T` in an error's chain, looking inside I/O errors too (an
+/// `io::Error` carries the TLS error as its payload, which `source` skips).
+fn find_cause<'a, T: std::error::Error + 'static>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a T> {
+    let mut at = Some(e);
+    while let Some(e) = at {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        let payload = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).map(|p| p as &(dyn std::error::Error + 'static));
+        at = payload.or_else(|| e.source());
+    }
+    None
 }
 
 /// User names are restricted to URL-safe characters by the daemon; anything else is escaped

@@ -1,5 +1,6 @@
 //! `zsa whoami`, `tasks`, and `zsa admin ...`.
 
+use super::connect::Connection;
 use super::output::{json_line, table, time};
 use super::{CliError, CmdResult, id};
 use crate::cli::{AdminCmd, NoticesCmd, TokenCmd};
@@ -7,10 +8,17 @@ use crate::client::Client;
 use crate::model::wire::IssueToken;
 use crate::model::{duration, text};
 
-pub async fn whoami(client: &Client, json: bool) -> CmdResult {
+pub async fn whoami(client: &Client, json: bool, conn: &Connection) -> CmdResult {
     let me = client.whoami().await?;
     if json {
-        json_line(&me);
+        // The daemon's answer, and how this client reached it.
+        let mut value = serde_json::to_value(&me).map_err(anyhow::Error::from)?;
+        value["client"] = serde_json::json!({
+            "context": conn.context,
+            "endpoint": conn.endpoint.address.to_string(),
+            "token_from": conn.token_from,
+        });
+        json_line(&value);
         return Ok(());
     }
     let roles = if me.roles.is_empty() { "none".to_string() } else { me.roles.join(", ") };
@@ -20,7 +28,16 @@ pub async fn whoami(client: &Client, json: bool) -> CmdResult {
     if let Some(auth) = &me.auth {
         println!("proved: {}", auth.describe());
     }
-    println!("daemon: {} (policy sha256 {})", client.socket().display(), me.policy_sha256);
+    println!("daemon: {} (policy sha256 {})", client.endpoint().describe(), me.policy_sha256);
+    let context = match &conn.context {
+        Some(name) => format!("context {}", text::inert(name)),
+        None => "no context".to_string(),
+    };
+    let token = match &conn.token_from {
+        Some(from) => format!("token from {from}"),
+        None => "no token (the daemon knows you by your Unix account)".to_string(),
+    };
+    println!("client: {context}, {}, {token}", conn.endpoint.address);
     if !me.tokens.is_empty() {
         // Anyone holding one of these can act as you: say who made each.
         println!("tokens issued in your name:");

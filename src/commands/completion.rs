@@ -17,7 +17,7 @@ use clap::CommandFactory;
 use clap_complete::engine::{ArgValueCandidates, CompletionCandidate};
 use clap_complete::env::{Bash, EnvCompleter, Fish, Zsh};
 
-use super::{CmdResult, socket_for};
+use super::CmdResult;
 use crate::cli::{Cli, ClientArgs, Shell};
 use crate::client::Client;
 use crate::model::text;
@@ -87,6 +87,14 @@ fn render_commands(cmd: &clap::Command, prefix: &str, out: &mut Vec<u8>) -> std:
     Ok(())
 }
 
+/// The contexts of the config file, with their endpoints (no daemon is asked).
+pub fn contexts() -> ArgValueCandidates {
+    ArgValueCandidates::new(|| {
+        let contexts = crate::contexts::Contexts::load().unwrap_or_default();
+        contexts.all.values().map(|c| CompletionCandidate::new(&c.name).help(help(&c.endpoint.address.to_string()))).collect()
+    })
+}
+
 /// Task names, with their descriptions.
 pub fn tasks() -> ArgValueCandidates {
     ArgValueCandidates::new(|| {
@@ -149,25 +157,28 @@ where
     runtime.block_on(async { tokio::time::timeout(PATIENCE, query(client)).await.ok().flatten().unwrap_or_default() })
 }
 
-/// The client for the line being completed: its `--socket` if typed, else ZSA_SOCKET or the
-/// default; the token from ZSA_TOKEN (standard input is the terminal's, not a token).
+/// The client for the line being completed: its `--socket` or `--context` if typed, else
+/// ZSA_SOCKET, ZSA_CONTEXT, the current context or the default socket, as the command itself
+/// would; the token from ZSA_TOKEN or the context (standard input is the terminal's, not a token).
 fn completing_client() -> Option<Client> {
     let words: Vec<OsString> = std::env::args_os().collect();
-    let socket = typed_socket(&words).or_else(|| std::env::var_os("ZSA_SOCKET").filter(|s| !s.is_empty()).map(Into::into));
-    let args = ClientArgs { socket, token: None, token_stdin: false };
-    let socket = socket_for(&args, true).ok()?;
+    let socket = typed(&words, "--socket").or_else(|| std::env::var_os("ZSA_SOCKET").filter(|s| !s.is_empty()).map(Into::into));
+    let context = typed(&words, "--context").and_then(|c| c.to_str().map(str::to_string));
     let token = std::env::var("ZSA_TOKEN").ok().filter(|t| !t.is_empty());
-    Client::new(&socket, token).ok()
+    let token_from = token.as_ref().map(|_| "ZSA_TOKEN");
+    let args = ClientArgs { socket, context, token, token_stdin: false, token_from };
+    super::connect::resolve(&args, true).ok()?.client().ok()
 }
 
-/// The value of `--socket PATH` or `--socket=PATH` among the words being completed.
-fn typed_socket(words: &[OsString]) -> Option<std::path::PathBuf> {
+/// The value of `FLAG VALUE` or `FLAG=VALUE` (the last one) among the words being completed.
+fn typed(words: &[OsString], flag: &str) -> Option<std::path::PathBuf> {
     let mut words = words.iter().filter_map(|w| w.to_str());
     let mut found = None;
+    let with_value = format!("{flag}=");
     while let Some(w) = words.next() {
-        if w == "--socket" {
+        if w == flag {
             found = words.next().map(Into::into);
-        } else if let Some(v) = w.strip_prefix("--socket=") {
+        } else if let Some(v) = w.strip_prefix(&with_value) {
             found = Some(v.into());
         }
     }
@@ -181,8 +192,9 @@ mod tests {
     #[test]
     fn a_typed_socket_is_found_in_either_form() {
         let words = |w: &[&str]| w.iter().map(OsString::from).collect::<Vec<_>>();
-        assert_eq!(typed_socket(&words(&["zsa", "--", "zsa", "request", "--socket", "/s", "ta"])), Some("/s".into()));
-        assert_eq!(typed_socket(&words(&["zsa", "--", "zsa", "--socket=/t", "approve", ""])), Some("/t".into()));
-        assert_eq!(typed_socket(&words(&["zsa", "--", "zsa", "approve", ""])), None);
+        assert_eq!(typed(&words(&["zsa", "--", "zsa", "request", "--socket", "/s", "ta"]), "--socket"), Some("/s".into()));
+        assert_eq!(typed(&words(&["zsa", "--", "zsa", "--socket=/t", "approve", ""]), "--socket"), Some("/t".into()));
+        assert_eq!(typed(&words(&["zsa", "--", "zsa", "approve", ""]), "--socket"), None);
+        assert_eq!(typed(&words(&["zsa", "--", "zsa", "--context", "prod", "approve", ""]), "--context"), Some("prod".into()));
     }
 }

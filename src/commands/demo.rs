@@ -133,8 +133,13 @@ async fn run_in(dir: &std::path::Path, socket: Option<PathBuf>) -> CmdResult {
 
     if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         // A person at a terminal gets the console; F2 walks through the demo people.
-        let options =
-            crate::tui::TuiOptions { socket: handle.socket.clone(), token: None, bell: true, people: tokens, notices: Some(notices) };
+        let options = crate::tui::TuiOptions {
+            endpoint: crate::client::Endpoint::unix(&handle.socket),
+            token: None,
+            bell: true,
+            people: tokens,
+            notices: Some(notices),
+        };
         let result = crate::tui::run(options).await;
         handle.shutdown().await;
         return Ok(result?);

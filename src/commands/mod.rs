@@ -6,10 +6,12 @@
 mod admin;
 mod audit;
 pub mod completion;
+pub mod connect;
 mod daemon;
 mod demo;
 mod gate;
 mod grants;
+mod login;
 mod notices;
 mod output;
 mod policy_check;
@@ -17,13 +19,12 @@ mod requests;
 mod runs;
 mod watch;
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use thiserror::Error;
 
 use crate::cli::{Cli, ClientArgs, Cmd};
-use crate::client::{Client, ClientError};
+use crate::client::ClientError;
 
 #[derive(Debug, Error)]
 pub enum CliError {
@@ -59,6 +60,8 @@ impl CliError {
             // The daemon noticed a missing (or blank) comment first: still a usage error, as documented.
             CliError::Client(ClientError::Refused { code, .. }) if USAGE_CODES.contains(&code.as_str()) => 2,
             CliError::Client(ClientError::Unreachable { .. }) => 3,
+            // Not set up to talk to that daemon (no token for a remote one): said what to run.
+            CliError::Client(ClientError::Setup(_)) => 2,
             CliError::Exit(code) => *code,
             _ => 1,
         }
@@ -136,40 +139,6 @@ fn end_quietly_on_a_closed_pipe() {
     }));
 }
 
-fn client(args: &ClientArgs) -> Result<Client, CliError> {
-    Ok(Client::new(&socket_for(args, false)?, args.token.clone())?)
-}
-
-/// The socket a command talks to: `--socket`/ZSA_SOCKET, else the first default that is there.
-/// `quiet` (for completion at a Tab) leaves out the warning about a fallback directory.
-fn socket_for(args: &ClientArgs, quiet: bool) -> Result<std::path::PathBuf, CliError> {
-    let socket = match &args.socket {
-        Some(socket) => socket.clone(),
-        None => {
-            use crate::config::{NoSocket, fallback_runtime_dir};
-            let own = crate::config::default_socket();
-            let fallback = fallback_runtime_dir();
-            let own_problem =
-                (own.parent() == Some(fallback.as_path())).then(|| crate::config::check_fallback_dir(&fallback).err()).flatten();
-            match crate::config::pick_socket(&own, own_problem, Path::new(crate::config::SYSTEM_SOCKET)) {
-                Ok((socket, warning)) => {
-                    if let Some(w) = warning.filter(|_| !quiet) {
-                        eprintln!("zsa: warning: {}", crate::model::text::inert(&w));
-                    }
-                    socket
-                }
-                Err(NoSocket::Untrusted(why)) => return Err(CliError::Refused(why)),
-                Err(NoSocket::Nowhere(own, system)) => {
-                    let socket =
-                        if own == system { own.display().to_string() } else { format!("{} or {}", own.display(), system.display()) };
-                    return Err(ClientError::Unreachable { socket, detail: "there is no socket there".into() }.into());
-                }
-            }
-        }
-    };
-    Ok(socket)
-}
-
 /// Where the token comes from: ZSA_TOKEN, or standard input with `--token-stdin`. The old `--token`
 /// flag still works, with a warning: every local user can read a command line (`ps`, `/proc`).
 fn with_token(mut cli: ClientArgs) -> Result<ClientArgs, CliError> {
@@ -177,6 +146,7 @@ fn with_token(mut cli: ClientArgs) -> Result<ClientArgs, CliError> {
         if cli.token_stdin {
             return Err(CliError::Usage("give the token one way: --token-stdin or ZSA_TOKEN (not --token as well)".into()));
         }
+        cli.token_from = Some("--token");
         eprintln!(
             "zsa: warning: --token is deprecated and will be removed: every local user can read a command line (ps, /proc). \
              Use ZSA_TOKEN=... or --token-stdin instead"
@@ -191,8 +161,10 @@ fn with_token(mut cli: ClientArgs) -> Result<ClientArgs, CliError> {
             return Err(CliError::Usage("--token-stdin: standard input held no token (pipe it in: zsa --token-stdin ... < FILE)".into()));
         }
         cli.token = Some(token.to_string());
+        cli.token_from = Some("standard input");
     } else {
         cli.token = std::env::var("ZSA_TOKEN").ok().filter(|t| !t.is_empty());
+        cli.token_from = cli.token.as_ref().map(|_| "ZSA_TOKEN");
     }
     Ok(cli)
 }
@@ -208,10 +180,10 @@ async fn console(cli: &ClientArgs, bell: bool) -> CmdResult {
                 .into(),
         ));
     }
-    let client = client(cli)?;
-    client.whoami().await?;
-    let socket = client.socket().to_path_buf();
-    crate::tui::run(crate::tui::TuiOptions { socket, token: cli.token.clone(), bell, people: Vec::new(), notices: None }).await?;
+    let conn = connect::resolve(cli, false)?;
+    conn.client()?.whoami().await?;
+    let options = crate::tui::TuiOptions { endpoint: conn.endpoint, token: conn.token, bell, people: Vec::new(), notices: None };
+    crate::tui::run(options).await?;
     Ok(())
 }
 
@@ -232,12 +204,29 @@ async fn dispatch(cli: Cli) -> CmdResult {
         Cmd::Policy { command, .. } => return policy_check::run(command, json),
         Cmd::Completions { shell } => return completion::print_script(*shell),
         Cmd::Man => return completion::print_man(),
+        Cmd::Login(args) => {
+            // The token is read from a prompt or standard input, never from the command line.
+            if cli.token.is_some() {
+                return Err(CliError::Usage(
+                    "zsa login never takes a token on the command line (every local user can read it in ps): \
+                     it asks for it, or reads it from standard input with --token-stdin"
+                        .into(),
+                ));
+            }
+            return login::login(args, cli.token_stdin, json).await;
+        }
+        Cmd::Logout { context } => return login::logout(context.clone().or_else(|| cli.context.clone())),
+        Cmd::Context { command, .. } => return login::context(command, &cli.client_args(), json),
         _ => {}
     }
-    let conn = with_token(cli.client_args())?;
-    let client = || client(&conn);
+    let args = with_token(cli.client_args())?;
+    if let Cmd::Tui { no_bell, .. } = command {
+        return console(&args, !no_bell).await;
+    }
+    // Resolved where a command needs it, so a usage error is still said first.
+    let connection = || connect::resolve(&args, false);
+    let client = || connection()?.client();
     match command {
-        Cmd::Tui { no_bell, .. } => console(&conn, !no_bell).await,
         Cmd::Request { task, duration, reason, ticket, params, wait, .. } => {
             let params = runs::parse_params(params)?;
             let new = requests::NewArgs { task, for_: duration.as_deref(), reason: reason.clone(), ticket: ticket.clone(), params };
@@ -264,12 +253,23 @@ async fn dispatch(cli: Cli) -> CmdResult {
         Cmd::Review { id: raw, comment, .. } => grants::review(&client()?, json, id(raw)?, comment.clone()).await,
         Cmd::Check { task, user, .. } => grants::check(&client()?, json, task, user.as_deref()).await,
         Cmd::Gate { task, command, .. } => gate::run(&client()?, task, command).await,
-        Cmd::Whoami { .. } => admin::whoami(&client()?, json).await,
+        Cmd::Whoami { .. } => {
+            let conn = connection()?;
+            admin::whoami(&conn.client()?, json, &conn).await
+        }
         Cmd::Tasks { .. } => admin::tasks(&client()?, json).await,
         Cmd::Audit(args) => audit::run(&client()?, json, args).await,
         Cmd::Notices { failed, .. } => notices::list(&client()?, json, *failed).await,
         Cmd::Admin { command, .. } => admin::run(&client()?, json, command).await,
-        Cmd::Daemon(_) | Cmd::Demo { .. } | Cmd::Policy { .. } | Cmd::Completions { .. } | Cmd::Man => unreachable!("handled above"),
+        Cmd::Daemon(_)
+        | Cmd::Demo { .. }
+        | Cmd::Tui { .. }
+        | Cmd::Policy { .. }
+        | Cmd::Completions { .. }
+        | Cmd::Man
+        | Cmd::Login(_)
+        | Cmd::Logout { .. }
+        | Cmd::Context { .. } => unreachable!("handled above"),
     }
 }
 

@@ -8,6 +8,9 @@
 //! accent = "magenta"   # a name, "#rrggbb" or a 0-255 index
 //! ```
 //!
+//! The same file holds the client's contexts (`current_context`, `[contexts.NAME]`, written by
+//! `zsa login`; see `crate::contexts`), which the console leaves to the client.
+//!
 //! A file with a mistake is refused with its path and line (the console does not start), rather
 //! than half applied: keys someone thought they had moved would otherwise do something else.
 
@@ -29,6 +32,12 @@ struct File {
     keys: BTreeMap<Spanned<String>, Spanned<String>>,
     #[serde(default)]
     colors: BTreeMap<Spanned<String>, Spanned<String>>,
+    /// The client's contexts share the file (`crate::contexts` reads them); the console only
+    /// lets them be, so a typo in a name of its own is still caught.
+    #[serde(default, rename = "current_context")]
+    _current_context: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "contexts")]
+    _contexts: Option<serde::de::IgnoredAny>,
 }
 
 /// What the config file sets.
@@ -39,11 +48,9 @@ pub struct Settings {
 }
 
 /// Where the config file is looked for: `$XDG_CONFIG_HOME/zsa/config.toml`, else
-/// `$HOME/.config/zsa/config.toml`.
+/// `$HOME/.config/zsa/config.toml` (the client's contexts live there too: `crate::contexts`).
 pub fn path() -> Option<PathBuf> {
-    let xdg = std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()).map(PathBuf::from);
-    let base = xdg.or_else(|| std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".config")))?;
-    Some(base.join("zsa").join("config.toml"))
+    crate::config::user_config_file()
 }
 
 /// The most a config file may hold: a few keys and colours take a few hundred bytes.

@@ -18,8 +18,11 @@ pub mod widgets;
 
 use std::path::PathBuf;
 
+use crate::client::Endpoint;
+
 pub struct TuiOptions {
-    pub socket: PathBuf,
+    /// The daemon: its socket, or a remote one over TLS, as every command reaches it.
+    pub endpoint: Endpoint,
     pub token: Option<String>,
     /// Ring the terminal bell when a new request arrives for me.
     pub bell: bool,

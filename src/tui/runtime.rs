@@ -107,8 +107,8 @@ async fn event_loop(
     let offset = Arc::new(AtomicI64::new(0));
     let names = opts.people.iter().map(|(n, _)| n.clone()).collect();
     let first_token = opts.people.first().map(|(_, t)| t.clone()).or(opts.token.clone());
-    let mut session = Session::start(Client::new(&opts.socket, first_token)?, tx.clone());
-    let mut app = App::new(opts.socket.display().to_string(), Utc::now(), opts.bell, names);
+    let mut session = Session::start(Client::connect(&opts.endpoint, first_token)?, tx.clone());
+    let mut app = App::new(opts.endpoint.describe(), Utc::now(), opts.bell, names);
     app.keys = keymap;
 
     tokio::spawn(keys(tx.clone()));
@@ -168,7 +168,7 @@ async fn event_loop(
             match effect {
                 Effect::SwitchUser(i) => {
                     let token = opts.people.get(i).map(|(_, t)| t.clone());
-                    session = Session::start(Client::new(&opts.socket, token)?, tx.clone());
+                    session = Session::start(Client::connect(&opts.endpoint, token)?, tx.clone());
                 }
                 Effect::Bell => {
                     let mut out = std::io::stdout();

@@ -1,0 +1,535 @@
+//! `zsa login`, contexts and the client over TLS, through the real CLI against a real daemon.
+//!
+//! Until the daemon has a TLS listener of its own (the net part of issue 13), the remote daemon
+//! here is the real test daemon behind a TLS terminator in this file: TLS (rustls, a certificate
+//! made by rcgen) on 127.0.0.1, every byte passed on to the daemon's Unix socket. This is the one
+//! stand-in allowed, and only for the listener: every answer comes from the real daemon. When the
+//! daemon listens on TCP itself, these tests should use that instead.
+//!
+//! Tokens go to the kernel keyring (keyutils) of the account running the tests, as they would on
+//! a developer's machine or in CI (no desktop needed). Each test uses context names of its own
+//! and removes what it stored.
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::console::Console;
+use common::{BIN, Daemon, POLICY, code, stderr, stdout};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use zsa::client::Address;
+
+/// A certificate and its key, as `zsa admin tls init` would make them.
+struct Cert {
+    der: CertificateDer<'static>,
+    key: Vec<u8>,
+    fingerprint: String,
+}
+
+fn new_cert() -> Cert {
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let der = made.cert.der().clone();
+    let fingerprint = zsa::tls::fingerprint(&der);
+    Cert { der, key: made.signing_key.serialize_der(), fingerprint }
+}
+
+fn server_config(cert: &Cert) -> Arc<rustls::ServerConfig> {
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key.clone()));
+    let config = rustls::ServerConfig::builder_with_provider(zsa::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der.clone()], key)
+        .unwrap();
+    Arc::new(config)
+}
+
+/// TLS on a loopback port in front of a daemon's socket (see the module's comment). The
+/// certificate it presents can be changed, as a replaced (or impersonated) daemon's would be.
+struct TlsFront {
+    port: u16,
+    config: Arc<Mutex<Arc<rustls::ServerConfig>>>,
+}
+
+impl TlsFront {
+    fn start(socket: &Path, cert: &Cert) -> TlsFront {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let config = Arc::new(Mutex::new(server_config(cert)));
+        let (current, socket) = (config.clone(), socket.to_path_buf());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    let Ok((tcp, _)) = listener.accept().await else { continue };
+                    let acceptor = tokio_rustls::TlsAcceptor::from(current.lock().unwrap().clone());
+                    let socket = socket.clone();
+                    tokio::spawn(async move {
+                        let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                        let Ok(mut daemon) = tokio::net::UnixStream::connect(&socket).await else { return };
+                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut daemon).await;
+                    });
+                }
+            });
+        });
+        TlsFront { port, config }
+    }
+
+    fn present(&self, cert: &Cert) {
+        *self.config.lock().unwrap() = server_config(cert);
+    }
+
+    fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    fn address(&self) -> Address {
+        Address::parse(&self.url()).unwrap()
+    }
+}
+
+/// Removes a context's token from the keyring when the test ends, however it ends.
+struct Forget(String, Address);
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        let _ = zsa::token_store::keyring_delete(&self.0, &self.1);
+    }
+}
+
+/// A context name no other test (or run) uses: the keyring is the account's, shared by all.
+fn unique(name: &str) -> String {
+    format!("{name}-{}", std::process::id())
+}
+
+/// `zsa ARGS` as a user with `config` as their config directory, no ZSA_* variables but `env`,
+/// `input` on standard input, and no controlling terminal (as in CI: nothing can be asked).
+fn zsa(config: &Path, args: &[&str], env: &[(&str, &str)], input: Option<&str>) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env("XDG_CONFIG_HOME", config)
+        .env_remove("ZSA_SOCKET")
+        .env_remove("ZSA_TOKEN")
+        .env_remove("ZSA_CONTEXT")
+        .env("ZSA_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: setsid only detaches the child from the test's terminal, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("run zsa");
+    if let Some(text) = input {
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn config_file(config: &Path) -> PathBuf {
+    config.join("zsa/config.toml")
+}
+
+/// `zsa login URL --context NAME --token-stdin --fingerprint FP`, which must succeed.
+fn login(config: &Path, front: &TlsFront, name: &str, token: &str, fingerprint: &str, extra: &[&str]) -> Output {
+    let url = front.url();
+    let mut args = vec!["login", &url, "--context", name, "--token-stdin", "--fingerprint", fingerprint];
+    args.extend_from_slice(extra);
+    let out = zsa(config, &args, &[], Some(&format!("{token}\n")));
+    assert_eq!(code(&out), 0, "login failed: {}{}", stdout(&out), stderr(&out));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn login_keeps_the_token_in_the_keyring_only_and_every_command_works_over_tls() {
+    let policy = format!(
+        "{POLICY}\n[[tasks]]\nname = \"echo\"\nrequesters = [\"oncall\"]\napproval = \"auto\"\nmax_duration = \"15m\"\n\
+         run = [\"/bin/echo\", \"hello\", \"{{name}}\"]\n[tasks.params.name]\npattern = \"[a-z]{{1,8}}\"\n"
+    );
+    let mut d = Daemon::start_with(&policy);
+    let alice = d.token("alice").await;
+    let carol = d.token("carol").await;
+    let cert = new_cert();
+    let front = TlsFront::start(&d.socket, &cert);
+    let config = tempfile::tempdir().unwrap();
+    let name = unique("tls");
+    let _forget = Forget(name.clone(), front.address());
+
+    let out = login(config.path(), &front, &name, &alice, &cert.fingerprint, &[]);
+    assert!(stdout(&out).contains(&format!("Logged in to {} as alice", front.url())), "{}", stdout(&out));
+    assert!(stdout(&out).contains("kernel keyring"), "{}", stdout(&out));
+
+    // The token is in the keyring and nowhere in the config file, which names the rest.
+    assert_eq!(zsa::token_store::keyring_load(&name, &front.address()).unwrap().as_deref(), Some(alice.as_str()));
+    let written = std::fs::read_to_string(config_file(config.path())).unwrap();
+    assert!(!written.contains(&alice), "the token is in the config file:\n{written}");
+    for part in [format!("current_context = \"{name}\""), front.url(), cert.fingerprint.clone(), "token_store = \"keyring\"".into()] {
+        assert!(written.contains(&part), "{part} is not in the config file:\n{written}");
+    }
+
+    // whoami through the current context, saying which context, endpoint and token store.
+    let out = zsa(config.path(), &["whoami"], &[], None);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with("alice (via token)"), "{text}");
+    assert!(text.contains(&format!("client: context {name}, {}, token from the kernel keyring", front.url())), "{text}");
+    let out = zsa(config.path(), &["whoami", "--json"], &[], None);
+    let me: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((me["user"].as_str(), me["client"]["context"].as_str()), (Some("alice"), Some(name.as_str())));
+
+    // The event stream follows over TLS: an event made meanwhile arrives.
+    let mut follow = Command::new(BIN)
+        .args(["audit", "--follow", "--json"])
+        .env("XDG_CONFIG_HOME", config.path())
+        .env_remove("ZSA_SOCKET")
+        .env_remove("ZSA_TOKEN")
+        .env_remove("ZSA_CONTEXT")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = Arc::new(Mutex::new(String::new()));
+    let (sink, mut reader) = (lines.clone(), follow.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = std::io::Read::read(&mut reader, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    // The follower's token came from the keyring: it is in neither its command line nor its
+    // environment, where other local users (ps, /proc) could read it.
+    let pid = follow.id();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let cmdline = loop {
+        // Empty until the child has exec'd.
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        if String::from_utf8_lossy(&cmdline).contains("--follow") {
+            break cmdline;
+        }
+        assert!(Instant::now() < deadline, "the follower never started");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(!String::from_utf8_lossy(&cmdline).contains(&alice) && !String::from_utf8_lossy(&environ).contains(&alice));
+
+    // Commands over TLS as a second identity: ZSA_TOKEN wins over the context's token, and goes
+    // to the context's endpoint. carol asks, alice approves, carol checks.
+    let as_carol = [("ZSA_TOKEN", carol.as_str())];
+    let out = zsa(config.path(), &["request", "journal", "--reason", "legal hold", "--ticket", "INC-7", "--json"], &as_carol, None);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let asked: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = asked["request"]["id"].as_str().unwrap().to_string();
+    let out = zsa(config.path(), &["approve", &id, "--comment", "ok"], &[], None);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = zsa(config.path(), &["check", "journal"], &as_carol, None);
+    assert_eq!(code(&out), 0, "carol holds it now: {}{}", stdout(&out), stderr(&out));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !lines.lock().unwrap().contains("request_approved") {
+        assert!(Instant::now() < deadline, "the event stream over TLS never showed the approval:\n{}", lines.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+
+    // A run's output streams back over TLS, and zsa run exits with the command's code.
+    let out = zsa(config.path(), &["request", "echo", "--for", "5m"], &as_carol, None);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = zsa(config.path(), &["run", "echo", "--param", "name=tls"], &as_carol, None);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("hello tls"), "{}", stdout(&out));
+
+    // Logout removes the token from the keyring; the context then says what to do.
+    let out = zsa(config.path(), &["logout"], &[], None);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("removed from the kernel keyring"), "{}", stdout(&out));
+    assert_eq!(zsa::token_store::keyring_load(&name, &front.address()).unwrap(), None);
+    let out = zsa(config.path(), &["whoami"], &[], None);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("zsa login {} --context {name}", front.url())), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_certificate_is_refused_naming_both_fingerprints() {
+    let mut d = Daemon::start();
+    let alice = d.token("alice").await;
+    let (first, second) = (new_cert(), new_cert());
+    let front = TlsFront::start(&d.socket, &first);
+    let config = tempfile::tempdir().unwrap();
+    let name = unique("pinned");
+    let _forget = Forget(name.clone(), front.address());
+    login(config.path(), &front, &name, &alice, &first.fingerprint, &[]);
+
+    front.present(&second);
+    let out = zsa(config.path(), &["whoami"], &[], None);
+    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+    let expected = format!("the certificate of 127.0.0.1:{} changed: pinned {}, now {}", front.port, first.fingerprint, second.fingerprint);
+    assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
+    assert!(stderr(&out).contains("if this is expected (its certificate was replaced) run zsa login again"), "{}", stderr(&out));
+    let out = zsa(config.path(), &["whoami", "--json"], &[], None);
+    assert!(stderr(&out).contains("\"code\":\"untrusted_certificate\""), "{}", stderr(&out));
+
+    // Login with the old fingerprint is refused too; with the new one it pins the new certificate.
+    let url = front.url();
+    let args = ["login", &url, "--context", &name, "--token-stdin", "--fingerprint", &first.fingerprint];
+    let out = zsa(config.path(), &args, &[], Some(&alice));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("is {}, not the {} you gave", second.fingerprint, first.fingerprint)), "{}", stderr(&out));
+    login(config.path(), &front, &name, &alice, &second.fingerprint, &[]);
+    assert_eq!(code(&zsa(config.path(), &["whoami"], &[], None)), 0);
+}
+
+/// Without a terminal nothing can be asked: login says how to give the fingerprint, and keeps
+/// nothing. A token on the command line is refused before anything happens.
+#[tokio::test(flavor = "multi_thread")]
+async fn login_never_trusts_or_takes_a_token_without_being_told() {
+    let mut d = Daemon::start();
+    let alice = d.token("alice").await;
+    let cert = new_cert();
+    let front = TlsFront::start(&d.socket, &cert);
+    let config = tempfile::tempdir().unwrap();
+    let name = unique("asked");
+    let _forget = Forget(name.clone(), front.address());
+    let url = front.url();
+
+    let out = zsa(config.path(), &["login", &url, "--context", &name, "--token-stdin"], &[], Some(&alice));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains(&cert.fingerprint) && stderr(&out).contains("--fingerprint"), "{}", stderr(&out));
+    assert!(!config_file(config.path()).exists(), "nothing is written");
+    assert_eq!(zsa::token_store::keyring_load(&name, &front.address()).unwrap(), None);
+
+    let out = zsa(config.path(), &["--token", &alice, "login", &url, "--context", &name], &[], None);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("never takes a token on the command line"), "{}", stderr(&out));
+
+    // A wrong token is refused by the daemon, and nothing is kept either.
+    let args = ["login", &url, "--context", &name, "--token-stdin", "--fingerprint", &cert.fingerprint];
+    let out = zsa(config.path(), &args, &[], Some("zsa_not-a-token\n"));
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(!config_file(config.path()).exists(), "nothing is written");
+    assert_eq!(zsa::token_store::keyring_load(&name, &front.address()).unwrap(), None);
+
+    // A remote daemon with no token, or with no trust, is refused before anything is sent.
+    std::fs::create_dir_all(config.path().join("zsa")).unwrap();
+    let hand = format!("[contexts.bare]\nendpoint = \"{url}\"\nfingerprint = \"{}\"\n", cert.fingerprint);
+    std::fs::write(config_file(config.path()), hand).unwrap();
+    let out = zsa(config.path(), &["whoami", "--context", "bare"], &[], None);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("knows you only by a token") && stderr(&out).contains("zsa login"), "{}", stderr(&out));
+    let out = zsa(config.path(), &["whoami"], &[("ZSA_SOCKET", "https://127.0.0.1:9"), ("ZSA_TOKEN", &alice)], None);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("no certificate is trusted for https://127.0.0.1:9"), "{}", stderr(&out));
+}
+
+/// The interactive login a person does: the fingerprint shown and the question asked at the
+/// terminal, the token typed at a prompt that does not echo it.
+#[tokio::test(flavor = "multi_thread")]
+async fn at_a_terminal_login_shows_the_fingerprint_asks_and_hides_the_token() {
+    let mut d = Daemon::start();
+    let alice = d.token("alice").await;
+    let cert = new_cert();
+    let front = TlsFront::start(&d.socket, &cert);
+    let config = tempfile::tempdir().unwrap();
+    let name = unique("typed");
+    let _forget = Forget(name.clone(), front.address());
+    let url = front.url();
+    let env = [("XDG_CONFIG_HOME", config.path().to_str().unwrap())];
+    let mut term = Console::spawn(config.path(), 24, 200, &["login", &url, "--context", &name], &env);
+    term.wait_for(&cert.fingerprint);
+    term.wait_for("(yes/no)");
+    term.press("yes\r");
+    term.wait_for("Token for");
+    term.press(&format!("{alice}\r"));
+    let screen = term.wait_for("Logged in");
+    assert!(screen.contains("as alice"), "{screen}");
+    assert!(!String::from_utf8_lossy(&term.raw.lock().unwrap()).contains(&alice), "the token was echoed:\n{screen}");
+    let written = std::fs::read_to_string(config_file(config.path())).unwrap();
+    assert!(written.contains(&cert.fingerprint) && !written.contains(&alice), "{written}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn store_file_keeps_a_private_file_and_says_so_loudly() {
+    let mut d = Daemon::start();
+    let alice = d.token("alice").await;
+    let cert = new_cert();
+    let front = TlsFront::start(&d.socket, &cert);
+    let config = tempfile::tempdir().unwrap();
+    let name = unique("filed");
+    let _forget = Forget(name.clone(), front.address());
+    let out = login(config.path(), &front, &name, &alice, &cert.fingerprint, &["--store", "file"]);
+    assert!(stderr(&out).contains("PLAIN TEXT"), "{}", stderr(&out));
+
+    use std::os::unix::fs::PermissionsExt;
+    let file = config.path().join("zsa/tokens").join(&name);
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), alice);
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::metadata(file.parent().unwrap()).unwrap().permissions().mode() & 0o777, 0o700);
+    assert_eq!(zsa::token_store::keyring_load(&name, &front.address()).unwrap(), None, "not in the keyring");
+    let written = std::fs::read_to_string(config_file(config.path())).unwrap();
+    assert!(written.contains("token_store = \"file\"") && !written.contains(&alice), "{written}");
+
+    let out = zsa(config.path(), &["whoami"], &[], None);
+    assert!(stdout(&out).contains(&format!("token from the file {}", file.display())), "{}{}", stdout(&out), stderr(&out));
+    // A token file others can read is no secret: refused, saying how to fix it.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = zsa(config.path(), &["whoami"], &[], None);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("chmod 600"), "{}", stderr(&out));
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    assert_eq!(code(&zsa(config.path(), &["logout"], &[], None)), 0);
+    assert!(!file.exists(), "logout removes the file");
+}
+
+/// Nothing the client logs, even at trace level, holds the token: not at login, not after.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_token_is_in_no_log_even_at_trace_level() {
+    let mut d = Daemon::start();
+    let alice = d.token("alice").await;
+    let cert = new_cert();
+    let front = TlsFront::start(&d.socket, &cert);
+    let config = tempfile::tempdir().unwrap();
+    let name = unique("traced");
+    let _forget = Forget(name.clone(), front.address());
+    let url = front.url();
+    let trace = [("ZSA_LOG", "trace")];
+    let args = ["login", &url, "--context", &name, "--token-stdin", "--fingerprint", &cert.fingerprint];
+    let login = zsa(config.path(), &args, &trace, Some(&alice));
+    assert_eq!(code(&login), 0, "{}", stderr(&login));
+    let whoami = zsa(config.path(), &["whoami"], &trace, None);
+    assert_eq!(code(&whoami), 0, "{}", stderr(&whoami));
+    for out in [&login, &whoami] {
+        let log = stderr(out);
+        // The log is really at trace level (TLS and HTTP both speak), so the check means something.
+        assert!(log.contains("TRACE") && log.lines().count() > 5, "no trace log:\n{log}");
+        assert!(!log.contains(&alice) && !stdout(out).contains(&alice), "the token is in the log:\n{log}");
+    }
+}
+
+/// Contexts: list, use, ZSA_CONTEXT and --context, and --socket / ZSA_SOCKET winning over them
+/// all. A `unix:` context works against the real daemon as before.
+#[tokio::test(flavor = "multi_thread")]
+async fn contexts_are_listed_and_chosen_in_the_documented_order() {
+    let mut d = Daemon::start();
+    let alice = d.token("alice").await;
+    let carol = d.token("carol").await;
+    let cert = new_cert();
+    let front = TlsFront::start(&d.socket, &cert);
+    let config = tempfile::tempdir().unwrap();
+    let (remote, local) = (unique("remote"), unique("local"));
+    let socket = format!("unix:{}", d.socket.display());
+    let _forget = (Forget(remote.clone(), front.address()), Forget(local.clone(), Address::parse(&socket).unwrap()));
+
+    login(config.path(), &front, &remote, &alice, &cert.fingerprint, &[]);
+    let out = zsa(config.path(), &["login", &socket, "--context", &local, "--token-stdin"], &[], Some(&carol));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let user = |args: &[&str], env: &[(&str, &str)]| {
+        let out = zsa(config.path(), &[args, &["whoami", "--json"]].concat(), env, None);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let me: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (me["user"].as_str().unwrap().to_string(), me["client"]["context"].as_str().map(str::to_string))
+    };
+    // The last login is the current context.
+    assert_eq!(user(&[], &[]), ("carol".to_string(), Some(local.clone())));
+
+    let out = zsa(config.path(), &["context", "list"], &[], None);
+    let list = stdout(&out);
+    let marked: Vec<&str> = list.lines().filter(|l| l.trim_start().starts_with('*')).collect();
+    assert!(marked.len() == 1 && marked[0].contains(&local) && list.contains(&remote) && list.contains(&front.url()), "{list}");
+
+    let out = zsa(config.path(), &["context", "use", &remote], &[], None);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(user(&[], &[]), ("alice".to_string(), Some(remote.clone())));
+    // ZSA_CONTEXT over the current one, --context over ZSA_CONTEXT.
+    assert_eq!(user(&[], &[("ZSA_CONTEXT", &local)]), ("carol".to_string(), Some(local.clone())));
+    assert_eq!(user(&["--context", &remote], &[("ZSA_CONTEXT", &local)]), ("alice".to_string(), Some(remote.clone())));
+    // ZSA_SOCKET wins over every context: the socket's own identity, the test's account (admin).
+    let (who, context) = user(&[], &[("ZSA_SOCKET", d.socket.to_str().unwrap()), ("ZSA_CONTEXT", &local)]);
+    assert_eq!((who, context), (common::current_user(), None));
+    let out = zsa(config.path(), &["whoami", "--context", &local], &[("ZSA_SOCKET", d.socket.to_str().unwrap())], None);
+    assert_eq!(code(&out), 2, "both --context and a socket: {}", stderr(&out));
+
+    let out = zsa(config.path(), &["context", "show"], &[("ZSA_CONTEXT", &local)], None);
+    let shown = stdout(&out);
+    assert!(
+        shown.contains(&format!("context:  {local} (from ZSA_CONTEXT)")) && shown.contains("token:    kept in the kernel keyring"),
+        "{shown}"
+    );
+    assert!(!shown.contains(&carol), "{shown}");
+    let out = zsa(config.path(), &["context", "use", "nowhere"], &[], None);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("there is no context \"nowhere\"") && stderr(&out).contains(&remote), "{}", stderr(&out));
+
+    // The console follows the daemon over TLS through the current context.
+    let console = Console::spawn(config.path(), 30, 110, &["tui"], &[("XDG_CONFIG_HOME", config.path().to_str().unwrap())]);
+    console.wait_for("Waiting for approval (0)");
+    let dave = d.user("dave").await;
+    dave.request(&zsa::model::wire::NewRequest { task: "export".into(), ..Default::default() }).await.unwrap();
+    let screen = console.wait_for("Waiting for approval (1)");
+    assert!(screen.contains("dave"), "{screen}");
+    console.quit();
+}
+
+/// A private CA and a certificate it issued for 127.0.0.1.
+fn ca_and_leaf() -> (String, Cert) {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, "zsa test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap();
+    let issuer: &rcgen::Issuer<'_, rcgen::KeyPair> = &ca;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&key, issuer).unwrap();
+    let der = leaf.der().clone();
+    (ca.pem(), Cert { fingerprint: zsa::tls::fingerprint(&der), der, key: key.serialize_der() })
+}
+
+/// --ca and --system-roots trust what a CA issued for the host (and survive a renewal, since no
+/// one certificate is pinned); a certificate from anyone else is refused, saying what is trusted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_private_ca_or_the_system_roots_can_be_trusted_instead_of_a_pin() {
+    let mut d = Daemon::start();
+    let alice = d.token("alice").await;
+    let (ca, leaf) = ca_and_leaf();
+    let front = TlsFront::start(&d.socket, &leaf);
+    let config = tempfile::tempdir().unwrap();
+    let ca_file = config.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca).unwrap();
+    let (by_ca, by_roots) = (unique("by-ca"), unique("by-roots"));
+    let _forget = (Forget(by_ca.clone(), front.address()), Forget(by_roots.clone(), front.address()));
+    let url = front.url();
+
+    let out =
+        zsa(config.path(), &["login", &url, "--context", &by_ca, "--token-stdin", "--ca", ca_file.to_str().unwrap()], &[], Some(&alice));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(std::fs::read_to_string(config_file(config.path())).unwrap().contains(&format!("ca = \"{}\"", ca_file.display())));
+    assert_eq!(code(&zsa(config.path(), &["whoami"], &[], None)), 0);
+
+    // The system's roots, here the test CA (rustls reads SSL_CERT_FILE as the system's store).
+    let system = [("SSL_CERT_FILE", ca_file.to_str().unwrap())];
+    let out = zsa(config.path(), &["login", &url, "--context", &by_roots, "--token-stdin", "--system-roots"], &system, Some(&alice));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(code(&zsa(config.path(), &["whoami"], &system, None)), 0);
+    let out = zsa(config.path(), &["whoami"], &[("SSL_CERT_FILE", "/dev/null/none")], None);
+    assert_eq!(code(&out), 1, "the real system roots do not know the test CA: {}", stderr(&out));
+    assert!(stderr(&out).contains("is not trusted") && stderr(&out).contains("system's root certificates"), "{}", stderr(&out));
+
+    // A certificate the CA did not issue is refused, naming what the context trusts.
+    front.present(&new_cert());
+    let out = zsa(config.path(), &["whoami", "--context", &by_ca], &[], None);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let expected = format!("the certificate of 127.0.0.1:{} is not trusted", front.port);
+    assert!(stderr(&out).contains(&expected) && stderr(&out).contains(&ca_file.display().to_string()), "{}", stderr(&out));
+}
