@@ -7,6 +7,8 @@
 //! own (cron, CI, `su`, a container) first joins a new one, as the kernel does when a process
 //! asks for the persistent keyring: otherwise the store would put the key in the user's session
 //! keyring, from where it may not link it into the persistent one (the kernel refuses: EACCES).
+//! One under a session keyring another account owns (`su`, `sudo`) joins one of its own too
+//! (`own_session_keyring`): that account's processes possess whatever is put in theirs.
 //! The kernel keeps tokens in memory only: they are gone after a reboot, and once the persistent
 //! keyring expires (3 days by default, /proc/sys/kernel/keys/persistent_keyring_expiry) with no
 //! zsa command using it; then `zsa login` asks again. Its entry is named `zsa:CONTEXT:ENDPOINT`, so a token is found only for
@@ -38,6 +40,7 @@ fn description(context: &str, address: &Address) -> String {
 #[cfg(target_os = "linux")]
 fn entry(context: &str, address: &Address) -> Result<keyring_core::Entry, String> {
     use keyring_core::api::CredentialStoreApi;
+    own_session_keyring()?;
     // Links the persistent keyring into this thread's session keyring, joining a new session
     // keyring first if there is none (see the module's comment). Without a persistent keyring
     // (a kernel built without one) the store keeps the token in the session keyring alone.
@@ -46,6 +49,34 @@ fn entry(context: &str, address: &Address) -> Result<keyring_core::Entry, String
     let description = description(context, address);
     let modifiers = std::collections::HashMap::from([("description", description.as_str())]);
     store.build("zsa", context, Some(&modifiers)).map_err(|e| format!("cannot open {KEYRING}: {e}"))
+}
+
+/// Makes sure this thread's session keyring is this account's own. `su` (without pam_keyinit,
+/// as Debian's) and `sudo` keep the session keyring of the login they were started from, and
+/// every process of that login possesses whatever is put in it, or linked into it: the token,
+/// and the persistent keyring with every token kept before. So under another account's session
+/// keyring zsa first joins a new one of its own, as it would with none at all.
+#[cfg(target_os = "linux")]
+fn own_session_keyring() -> Result<(), String> {
+    use linux_keyutils::{KeyRing, KeyRingIdentifier};
+    let me = nix::unistd::geteuid().as_raw();
+    let owner = KeyRing::from_special_id(KeyRingIdentifier::Session, false).and_then(|k| k.metadata()).map(|m| m.get_uid());
+    if owner.is_ok_and(|uid| uid == me) {
+        return Ok(());
+    }
+    // SAFETY: keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL) takes no pointer to read or write: it
+    // makes an anonymous session keyring for this thread and joins it.
+    let joined =
+        unsafe { libc::syscall(libc::SYS_keyctl, libc::KEYCTL_JOIN_SESSION_KEYRING as libc::c_long, std::ptr::null::<libc::c_char>()) };
+    if joined < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(format!(
+            "cannot open {KEYRING}: this process shares another account's session keyring (su or sudo keeps \
+             the one of the login it started from), where that account could read the token, and a keyring of \
+             its own could not be made ({e}). Log in as this account itself (su -, ssh), or use zsa login --store file"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -533,3 +533,92 @@ async fn a_private_ca_or_the_system_roots_can_be_trusted_instead_of_a_pin() {
     let expected = format!("the certificate of 127.0.0.1:{} is not trusted", front.port);
     assert!(stderr(&out).contains(&expected) && stderr(&out).contains(&ca_file.display().to_string()), "{}", stderr(&out));
 }
+
+/// Runs `cmd` in the session keyring named `ring`: joined (made if absent) between fork and exec,
+/// after the command's own uid is set. When made here, it is given to `owner` first (as the
+/// session keyring of that account's login would be), open to it as a login's keyring is.
+fn in_session_keyring(cmd: &mut Command, ring: &str, owner: Option<u32>) {
+    let name = std::ffi::CString::new(ring).unwrap();
+    let keyctl = |op: u32, a: libc::c_long, b: libc::c_long, c: libc::c_long| {
+        // SAFETY: keyctl(2) with integer arguments, or a pointer to a name that outlives the call.
+        match unsafe { libc::syscall(libc::SYS_keyctl, op as libc::c_long, a, b, c) } {
+            failed if failed < 0 => Err(std::io::Error::last_os_error()),
+            id => Ok(id),
+        }
+    };
+    // SAFETY: only keyctl(2) calls between fork and exec; the name was made before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let id = keyctl(libc::KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr() as libc::c_long, 0, 0)?;
+            if let Some(uid) = owner {
+                // Possessor: everything; owner (user): everything, so it can join by name.
+                keyctl(libc::KEYCTL_SETPERM, id, 0x3f3f_0000, 0)?;
+                keyctl(libc::KEYCTL_CHOWN, id, uid as libc::c_long, -1)?;
+            }
+            Ok(())
+        });
+    }
+}
+
+/// `su` from an account's login keeps that login's session keyring (Debian's su runs no
+/// pam_keyinit), and every process of that login possesses what is put there. So a token root
+/// keeps at `zsa login` there would be the other account's to read: zsa keeps it in a session
+/// keyring of its own instead, and the other account finds nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_is_never_kept_in_a_session_keyring_another_account_owns() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root, to act as a second account (useradd) in a session keyring it owns");
+        return;
+    }
+    let mut d = Daemon::start();
+    let bob = d.token("bob").await;
+    let alice = common::Account::create("zkey");
+    let account = nix::unistd::User::from_name(&alice.name).unwrap().unwrap();
+    let (uid, gid) = (account.uid.as_raw(), account.gid.as_raw());
+    let ring = unique("zsa-shared-login");
+    let name = unique("shared");
+    let endpoint = format!("unix:{}", d.socket.display());
+    let _forget = Forget(name.clone(), Address::parse(&endpoint).unwrap());
+
+    // Root logs in inside alice's session keyring, as after `su` from her login.
+    let root_config = tempfile::tempdir().unwrap();
+    let mut login = Command::new(BIN);
+    login
+        .args(["login", &endpoint, "--context", &name, "--token-stdin"])
+        .env("XDG_CONFIG_HOME", root_config.path())
+        .env_remove("ZSA_SOCKET")
+        .env_remove("ZSA_TOKEN")
+        .env_remove("ZSA_CONTEXT")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    in_session_keyring(&mut login, &ring, Some(uid));
+    let mut child = login.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(format!("{bob}\n").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), 0, "login failed: {}{}", stdout(&out), stderr(&out));
+    assert_eq!(zsa::token_store::keyring_load(&name, &Address::parse(&endpoint).unwrap()).unwrap(), Some(bob.clone()), "root finds it");
+
+    // Alice, in her own login's session keyring, names the same context and looks for its token.
+    let alice_config = tempfile::tempdir().unwrap();
+    std::fs::create_dir(alice_config.path().join("zsa")).unwrap();
+    std::fs::write(config_file(alice_config.path()), format!("[contexts.{name}]\nendpoint = \"{endpoint}\"\ntoken_store = \"keyring\"\n"))
+        .unwrap();
+    for path in [alice_config.path().to_path_buf(), alice_config.path().join("zsa"), config_file(alice_config.path())] {
+        std::os::unix::fs::chown(&path, Some(uid), Some(gid)).unwrap();
+    }
+    let mut show = Command::new(BIN);
+    show.args(["context", "show", &name, "--json"])
+        .uid(uid)
+        .gid(gid)
+        .env("XDG_CONFIG_HOME", alice_config.path())
+        .env("HOME", alice_config.path())
+        .env_remove("ZSA_SOCKET")
+        .env_remove("ZSA_TOKEN")
+        .env_remove("ZSA_CONTEXT");
+    in_session_keyring(&mut show, &ring, None);
+    let out = show.output().unwrap();
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let shown: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(shown["token_kept"], serde_json::json!(false), "alice read root's token from her session keyring: {shown}");
+}
