@@ -622,3 +622,31 @@ async fn a_token_is_never_kept_in_a_session_keyring_another_account_owns() {
     let shown: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     assert_eq!(shown["token_kept"], serde_json::json!(false), "alice read root's token from her session keyring: {shown}");
 }
+
+/// Logging a context in again to another daemon keeps the new token, wherever the old one was
+/// kept: with `--store file` both live in the same file, which must not be removed as the old one.
+#[tokio::test(flavor = "multi_thread")]
+async fn logging_in_again_elsewhere_with_store_file_keeps_the_new_token() {
+    let mut d = Daemon::start();
+    let alice = d.token("alice").await;
+    // The same daemon by a second address: a symlink to its socket.
+    let other = d.socket.with_file_name("other.sock");
+    std::os::unix::fs::symlink(&d.socket, &other).unwrap();
+    let config = tempfile::tempdir().unwrap();
+    let name = unique("moved");
+    for socket in [&d.socket, &other] {
+        let endpoint = format!("unix:{}", socket.display());
+        let out = zsa(
+            config.path(),
+            &["login", &endpoint, "--context", &name, "--token-stdin", "--store", "file"],
+            &[],
+            Some(&format!("{alice}\n")),
+        );
+        assert_eq!(code(&out), 0, "login to {endpoint} failed: {}{}", stdout(&out), stderr(&out));
+    }
+    let file = config.path().join("zsa/tokens").join(&name);
+    assert_eq!(std::fs::read_to_string(&file).map(|t| t.trim().to_string()).ok(), Some(alice.clone()), "the new token is kept");
+    let out = zsa(config.path(), &["whoami"], &[], None);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("alice"), "{}", stdout(&out));
+}

@@ -60,7 +60,7 @@ pub async fn login(args: &LoginArgs, token_stdin: bool, json: bool) -> CmdResult
     };
     let context = Context { name: name.clone(), endpoint, user: Some(me.user.clone()), token_store, token_file };
     if let Some(old) = &before
-        && (old.endpoint.address != address || old.token_store != context.token_store || old.token_file != context.token_file)
+        && kept_elsewhere(old, &context)
     {
         // The context's old token was kept elsewhere: it is no longer this context's.
         let _ = token_store::remove(old);
@@ -83,6 +83,16 @@ pub async fn login(args: &LoginArgs, token_stdin: bool, json: bool) -> CmdResult
     };
     println!("The token is kept in {kept}.");
     Ok(())
+}
+
+/// Whether a context's old token was kept in another place than the new one, which now holds
+/// the new token: the keyring by context and endpoint, a file by its path alone.
+fn kept_elsewhere(old: &Context, new: &Context) -> bool {
+    match (old.token_store, new.token_store) {
+        (TokenStore::Keyring, TokenStore::Keyring) => old.endpoint.address != new.endpoint.address,
+        (TokenStore::File, TokenStore::File) => old.token_file != new.token_file,
+        (a, b) => a != b,
+    }
 }
 
 /// How the daemon's certificate is to be trusted: as the flags say, else pinned on first use,
