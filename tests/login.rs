@@ -650,3 +650,61 @@ async fn logging_in_again_elsewhere_with_store_file_keeps_the_new_token() {
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
     assert!(stdout(&out).contains("alice"), "{}", stdout(&out));
 }
+
+/// Presents `cert` but proves the handshake with another key, as a server that copied a pinned
+/// certificate (it is public) but not its private key would.
+#[derive(Debug)]
+struct StolenCertificate(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for StolenCertificate {
+    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+fn stolen_config(cert: &Cert, key_of: &Cert) -> Arc<rustls::ServerConfig> {
+    let provider = zsa::tls::provider();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_of.key.clone()));
+    let signer = provider.key_provider.load_private_key(key).unwrap();
+    let certified = Arc::new(rustls::sign::CertifiedKey::new(vec![cert.der.clone()], signer));
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(StolenCertificate(certified)));
+    Arc::new(config)
+}
+
+/// The pin is of the certificate, but only its private key's holder can answer for it: the
+/// handshake's signature is checked, so a server presenting a copy of the pinned certificate
+/// (or the pinned one first in a chain led by another) is refused and gets no token.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_of_the_pinned_certificate_without_its_key_is_refused() {
+    let mut d = Daemon::start();
+    let alice = d.token("alice").await;
+    let (pinned, other) = (new_cert(), new_cert());
+    let front = TlsFront::start(&d.socket, &pinned);
+    let config = tempfile::tempdir().unwrap();
+    let name = unique("stolen");
+    let _forget = Forget(name.clone(), front.address());
+    login(config.path(), &front, &name, &alice, &pinned.fingerprint, &[]);
+    assert_eq!(code(&zsa(config.path(), &["whoami"], &[], None)), 0);
+
+    *front.config.lock().unwrap() = stolen_config(&pinned, &other);
+    let out = zsa(config.path(), &["whoami", "--json"], &[], None);
+    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+    assert!(stderr(&out).contains("\"code\":\"untrusted_certificate\""), "{}", stderr(&out));
+
+    // The pinned certificate behind another leaf, with that leaf's own key: the leaf is what counts.
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(other.key.clone()));
+    let chained = rustls::ServerConfig::builder_with_provider(zsa::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![other.der.clone(), pinned.der.clone()], key)
+        .unwrap();
+    *front.config.lock().unwrap() = Arc::new(chained);
+    let out = zsa(config.path(), &["whoami"], &[], None);
+    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+    assert!(stderr(&out).contains(&format!("pinned {}, now {}", pinned.fingerprint, other.fingerprint)), "{}", stderr(&out));
+}
