@@ -36,7 +36,8 @@ impl Default for Limits {
     }
 }
 
-/// The most sources followed at once; past it, sources that are not blocked are forgotten.
+/// The most sources followed at once; past it, sources that are not blocked are forgotten, and
+/// while all are blocked a new one is not counted (so many addresses cannot grow it without end).
 const MAX_SOURCES: usize = 65_536;
 
 #[derive(Clone, Debug)]
@@ -99,6 +100,10 @@ impl Throttle {
             if sources.len() >= MAX_SOURCES {
                 sources.retain(|_, e| e.blocked_until.is_some_and(|u| u > now));
             }
+            if sources.len() >= MAX_SOURCES {
+                // Every source followed is blocked: a new one is not counted until a block ends.
+                return None;
+            }
         }
         let entry = sources.entry(source.clone()).or_insert(Entry { window_start: now, failures: 0, blocked_until: None });
         if entry.blocked_until.is_some() {
@@ -141,5 +146,20 @@ mod tests {
         assert_eq!(t.blocked(&other, t0 + Duration::seconds(100)), None, "another source is not blocked");
         assert_eq!(t.blocked(&uid, t0 + Duration::seconds(372)), None, "the block ends");
         assert_eq!(t.failed(&uid, t0 + Duration::seconds(373)), None, "and the count starts afresh");
+    }
+
+    #[test]
+    fn it_never_follows_more_than_max_sources_even_when_all_are_blocked() {
+        let t = Throttle::new(Limits { failures: 1, window: Duration::seconds(60), block: Duration::seconds(300) });
+        let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        for uid in 0..MAX_SOURCES as u32 {
+            assert!(t.failed(&Source::Uid(uid), t0).is_some());
+        }
+        assert_eq!(t.failed(&Source::Uid(u32::MAX), t0), None, "not counted while every source is blocked");
+        assert_eq!(t.lock().len(), MAX_SOURCES);
+        assert_eq!(t.blocked(&Source::Uid(0), t0 + Duration::seconds(299)), Some(t0 + Duration::seconds(300)), "blocks stay");
+        // Once blocks end, new sources are counted again.
+        assert!(t.failed(&Source::Uid(u32::MAX), t0 + Duration::seconds(300)).is_some());
+        assert!(t.lock().len() <= MAX_SOURCES);
     }
 }
