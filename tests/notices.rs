@@ -161,9 +161,26 @@ fn journal() -> NewRequest {
     NewRequest { task: "journal".into(), duration_secs: Some(600), reason: Some("mail flow broken".into()), ..Default::default() }
 }
 
+/// The audit log as the admin reads it.
+async fn audit_log(d: &Daemon) -> Vec<zsa::model::Event> {
+    d.admin().audit(&AuditParams { limit: Some(1000), ..Default::default() }).await.unwrap()
+}
+
+/// A daemon whose webhook answers 410 Gone, after dave's request: bob's notice of it fails for
+/// good. The receiver, the daemon, its file channel's directory and that notice's key.
+async fn bobs_notice_fails() -> (Receiver, Daemon, tempfile::TempDir, String) {
+    let mut hook = receiver(410).await;
+    let (mut d, files) = daemon(&hook.url);
+    d.user("dave").await.request(&journal()).await.unwrap();
+    let created = seq_of(&d, "request_created").await;
+    let key = format!("{created}:request_created:hook:bob");
+    hook.until_key(&key).await;
+    (hook, d, files, key)
+}
+
 /// The seq of the newest event of the kind `kind`.
 async fn seq_of(d: &Daemon, kind: &str) -> u64 {
-    let events = d.admin().audit(&AuditParams { limit: Some(1000), ..Default::default() }).await.unwrap();
+    let events = audit_log(d).await;
     events.iter().rev().find(|e| e.change.kind() == kind).map(|e| e.seq).unwrap_or_else(|| panic!("no {kind} event"))
 }
 
@@ -251,19 +268,14 @@ async fn a_receiver_that_never_answers_does_not_hold_up_approve() {
 
 #[tokio::test]
 async fn a_permanent_failure_is_recorded_as_notice_failed() {
-    let mut hook = receiver(410).await;
-    let (mut d, _files) = daemon(&hook.url);
-    d.user("dave").await.request(&journal()).await.unwrap();
-    let created = seq_of(&d, "request_created").await;
-    let key = format!("{created}:request_created:hook:bob");
-    hook.until_key(&key).await;
+    let (_hook, d, _files, key) = bobs_notice_fails().await;
     let failed = eventually("notice_failed in the audit log", async || {
-        let events = d.admin().audit(&AuditParams { limit: Some(1000), ..Default::default() }).await.unwrap();
+        let events = audit_log(&d).await;
         events.into_iter().find(|e| matches!(&e.change, Change::NoticeFailed { notice, .. } if *notice == key))
     })
     .await;
     let Change::NoticeFailed { about, channel, recipient, error, .. } = failed.change else { unreachable!() };
-    assert_eq!((about, channel.as_str(), recipient.as_str()), (created, "hook", "bob"));
+    assert_eq!((about, channel.as_str(), recipient.as_str()), (seq_of(&d, "request_created").await, "hook", "bob"));
     assert!(error.contains("410"), "{error}");
     assert_eq!(failed.actor, zsa::model::SYSTEM_ACTOR);
     eventually("the delivery marked failed", async || (outbox_row(&d, &key).0 == "failed").then_some(())).await;
@@ -303,12 +315,7 @@ async fn notices_json(d: &mut Daemon, user: Option<&str>, args: &[&str]) -> Vec<
 
 #[tokio::test]
 async fn zsa_notices_lists_a_failed_notice_and_zsa_admin_notices_retry_sends_it_again() {
-    let mut hook = receiver(410).await;
-    let (mut d, _files) = daemon(&hook.url);
-    d.user("dave").await.request(&journal()).await.unwrap();
-    let created = seq_of(&d, "request_created").await;
-    let key = format!("{created}:request_created:hook:bob");
-    hook.until_key(&key).await;
+    let (mut hook, mut d, _files, key) = bobs_notice_fails().await;
     let failed = eventually("bob's notice listed as failed", async || {
         notices_json(&mut d, None, &["--failed"]).await.into_iter().find(|n| n["key"] == key.as_str())
     })
@@ -343,7 +350,7 @@ async fn zsa_notices_lists_a_failed_notice_and_zsa_admin_notices_retry_sends_it_
     assert_eq!(common::code(&out), 0, "{}", common::stderr(&out));
     hook.until_key(&key).await;
     // On the record: who sent which notice again, and what it had failed with.
-    let events = d.admin().audit(&AuditParams { limit: Some(1000), ..Default::default() }).await.unwrap();
+    let events = audit_log(&d).await;
     let retried: Vec<_> = events.iter().filter(|e| e.change.kind() == "notice_retried").collect();
     assert_eq!(retried.len(), 1, "one notice_retried event");
     let Change::NoticeRetried { id: retried_id, notice, channel, recipient, error, .. } = &retried[0].change else { unreachable!() };
@@ -359,7 +366,7 @@ async fn zsa_notices_lists_a_failed_notice_and_zsa_admin_notices_retry_sends_it_
     assert_eq!(common::code(&again), 1);
     assert!(common::stderr(&again).contains("not failed"), "{}", common::stderr(&again));
     // Refused retries are not on the record.
-    let events = d.admin().audit(&AuditParams { limit: Some(1000), ..Default::default() }).await.unwrap();
+    let events = audit_log(&d).await;
     assert_eq!(events.iter().filter(|e| e.change.kind() == "notice_retried").count(), 1, "a refused retry was recorded");
     let missing = d.cli(None, &["admin", "notices", "retry", "999999"]).await;
     assert!(common::stderr(&missing).contains("there is no notice 999999"), "{}", common::stderr(&missing));
