@@ -55,12 +55,9 @@ async fn daemon(dir: &Path) -> DaemonHandle {
 async fn daemon_with(dir: &Path, policy_text: &str) -> DaemonHandle {
     let policy = dir.join("policy.toml");
     std::fs::write(&policy, policy_text).unwrap();
-    start(
-        DaemonConfig { state_dir: dir.join("state"), policy, socket: dir.join("zsa.sock"), rebuild_from_log: false },
-        Arc::new(SystemClock),
-    )
-    .await
-    .unwrap()
+    start(DaemonConfig { state_dir: dir.join("state"), policy, socket: dir.join("zsa.sock"), ..Default::default() }, Arc::new(SystemClock))
+        .await
+        .unwrap()
 }
 
 async fn token_client(h: &DaemonHandle, user: &str) -> Client {
@@ -332,8 +329,9 @@ fn seed_with(dir: &Path, b: Builder) -> Builder {
     let state = dir.join("state");
     std::fs::create_dir_all(&state).unwrap();
     let mut store = zsa::store::sqlite::SqliteStore::open(&state.join("zsa.db")).unwrap();
+    let mut head = zsa::store::Head::default();
     for chunk in b.events.chunks(20_000) {
-        let mut rows = zsa::rules::State::default();
+        let mut rows = zsa::store::Rows::default();
         // Exactly the rows each event writes, as the engine would.
         for row in chunk.iter().flat_map(|e| e.change.rows()) {
             match row.as_bytes()[0] {
@@ -348,7 +346,10 @@ fn seed_with(dir: &Path, b: Builder) -> Builder {
                 _ => {}
             }
         }
-        zsa::store::Store::append(&mut store, chunk, &rows, &[]).unwrap();
+        let change = zsa::store::Changeset { head: head.clone(), events: chunk.to_vec(), rows, deliveries: Vec::new() };
+        zsa::store::Store::append(&mut store, &change).unwrap();
+        let last = chunk.last().unwrap();
+        head = zsa::store::Head { seq: last.seq, hash: last.hash.clone() };
     }
     b
 }

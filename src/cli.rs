@@ -99,7 +99,7 @@ pub struct OutputArgs {
 pub enum Cmd {
     /// Run the daemon that holds all state
     #[command(
-        after_help = "Examples:\n  zsa daemon --state /var/lib/zsa --policy /etc/zsa/policy.toml\n  zsa daemon --rebuild-from-log   # only after it refused to start because a row did not match the log"
+        after_help = "Examples:\n  zsa daemon --state /var/lib/zsa --policy /etc/zsa/policy.toml\n  zsa daemon --listen 0.0.0.0:8443 --tls-cert /etc/zsa/tls/cert.pem --tls-key /etc/zsa/tls/key.pem\n  zsa daemon --config /etc/zsa/daemon.toml --check-config\n  zsa daemon --rebuild-from-log   # only after it refused to start because a row did not match the log"
     )]
     Daemon(DaemonArgs),
     /// Open the console (the default when no command is given)
@@ -473,6 +473,39 @@ pub struct DaemonArgs {
     /// daemon refused to start because a row did not match the log); the rebuild is recorded
     #[arg(long)]
     pub rebuild_from_log: bool,
+    /// The daemon's config file; flags win over it [default: /etc/zsa/daemon.toml for root, else
+    /// $XDG_CONFIG_HOME/zsa/daemon.toml; read only if it is there]
+    #[arg(long, env = "ZSA_DAEMON_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Check the config file and flags (paths, the policy, TLS certificates and keys) without
+    /// starting; exit 0 if the daemon would start with them, 1 with each problem
+    #[arg(long)]
+    pub check_config: bool,
+    /// Also listen on this TCP address with TLS (IP:PORT, repeatable; replaces the config file's
+    /// listeners); needs --tls-cert and --tls-key: there is no plain HTTP over TCP
+    #[arg(long = "listen", value_name = "ADDR:PORT", value_parser = crate::daemon::config_file::parse_address)]
+    pub listen: Vec<std::net::SocketAddr>,
+    /// The TLS certificate (PEM, leaf first) the TCP listeners serve (zsa admin tls init makes one)
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM); it must be yours and readable by nobody else (chmod 600)
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Connections everyone but root and the daemon's account may hold together [default: sized from the open-file limit, at most 4064]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::daemon::config_file::MAX_LIMIT)))]
+    pub max_connections: Option<u32>,
+    /// Connections one Unix account may hold at once [default: 64]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::daemon::config_file::MAX_LIMIT)))]
+    pub max_connections_per_account: Option<u32>,
+    /// Connections one network address (an IPv6 /64) may hold at once on the TCP listeners [default: 64]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::daemon::config_file::MAX_LIMIT)))]
+    pub max_connections_per_peer: Option<u32>,
+    /// How long a request head (and a TLS handshake) may take to arrive [default: 10s]
+    #[arg(long, value_name = "DURATION", value_parser = crate::daemon::config_file::parse_timeout)]
+    pub header_timeout: Option<std::time::Duration>,
+    /// Close a connection on which nothing moves for this long while nothing is being answered [default: 30s]
+    #[arg(long, value_name = "DURATION", value_parser = crate::daemon::config_file::parse_timeout)]
+    pub idle_timeout: Option<std::time::Duration>,
 }
 
 #[derive(Args, Debug)]
@@ -546,6 +579,30 @@ pub enum AdminCmd {
     },
     /// Reload the daemon's policy file (as SIGHUP does)
     Reload,
+    /// TLS for the daemon's TCP listeners (local: no daemon is asked)
+    Tls {
+        #[command(subcommand)]
+        command: TlsCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TlsCmd {
+    /// Make a self-signed certificate and key for a first run and print its SHA-256 fingerprint
+    #[command(
+        after_help = "Writes DIR/cert.pem and DIR/key.pem (0600), never over an existing file.\nClients pin the printed fingerprint on first use; compare it with what `zsa login` shows.\n\nExample:\n  zsa admin tls init --dir /etc/zsa/tls --name zsa.example.com --name 10.0.0.5"
+    )]
+    Init {
+        /// Where to write cert.pem and key.pem (created 0700 if absent)
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// A DNS name or IP address clients reach the daemon by (repeatable) [default: this host's name, localhost, 127.0.0.1, ::1]
+        #[arg(long = "name", value_name = "HOST")]
+        names: Vec<String>,
+        /// How long the certificate is valid
+        #[arg(long, value_name = "DURATION", default_value = "825d")]
+        valid_for: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

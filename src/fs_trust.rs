@@ -16,10 +16,12 @@
 //!   a root daemon accepts only root's files, a daemon run as X only X's, whoever made them first.
 //!   Directories are made 0700 and files 0600 once they are known to be ours.
 //! - **The policy file** belongs to root or to us, and is writable by nobody else (the same rule as
-//!   a directory), because whoever can write it decides who gets access. The console's config
-//!   file (keys and colours) follows the same rule: whoever can write it decides what a key does.
-//!   So do the client's contexts in that file and a CA file a context trusts: whoever can write
-//!   them decides which daemon a token goes to.
+//!   a directory), because whoever can write it decides who gets access. The daemon's config
+//!   file, which names the policy, follows the same rule, and so does the console's config file
+//!   (keys and colours: whoever can write it decides what a key does). So do the client's
+//!   contexts in that file and a CA file a context trusts: whoever can write them decides which
+//!   daemon a token goes to. A TLS key or another secret the daemon reads is, besides, readable
+//!   by nobody else.
 //! - **A socket a client sends its token to** belongs to root or to us (a token is a password: it
 //!   goes only to a daemon run by root or by the token's owner).
 //!
@@ -449,6 +451,13 @@ pub fn open_user_config(path: &Path) -> Result<File, Untrusted> {
 pub fn open_client_file(path: &Path, role: &str) -> Result<File, Untrusted> {
     let fix = "Whoever can write it decides which daemon your token goes to";
     open_trusted(path, role, fix, "chown it to yourself")
+}
+
+/// Opens the daemon's config file for reading under the policy file's rules: it names the policy,
+/// the state directory and the TLS key, so whoever can write it decides as much as the policy does.
+pub fn open_daemon_config(path: &Path) -> Result<File, Untrusted> {
+    let fix = "Whoever can write it chooses the daemon's policy and where it listens";
+    open_trusted(path, "the daemon's config file", fix, "chown it to root (or to the daemon's account)")
 }
 
 /// A regular file of root's or ours, nobody else can write it or a directory on its way; `role`

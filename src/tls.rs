@@ -1,4 +1,5 @@
-//! TLS for a client of a remote daemon (`https://HOST:PORT`): how its certificate is trusted.
+//! TLS for a client of a remote daemon (`https://HOST:PORT`): how its certificate is trusted;
+//! and the provider and fingerprint both the client and the daemon's listeners use.
 //!
 //! By default a certificate is pinned on first use, as ssh pins host keys: `zsa login` shows the
 //! SHA-256 fingerprint of the certificate the daemon presents, asks (or takes `--fingerprint`),
@@ -24,8 +25,10 @@ use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use sha2::{Digest, Sha256};
 
-/// A certificate's fingerprint as zsa shows and stores it: `SHA256:` and the digest of its DER
-/// encoding in uppercase hex pairs joined by `:` (`SHA256:AB:CD:...`).
+/// A certificate's fingerprint as zsa shows and stores it, and as `zsa admin tls init` prints it:
+/// `SHA256:` and the digest of its DER encoding in uppercase hex pairs joined by `:`
+/// (`SHA256:AB:CD:...`), the pairs `openssl x509 -noout -fingerprint -sha256` prints, so a
+/// person can compare the two by eye with the tools they have.
 pub fn fingerprint(der: &[u8]) -> String {
     let digest = Sha256::digest(der);
     let pairs: Vec<String> = digest.iter().map(|b| format!("{b:02X}")).collect();
@@ -51,7 +54,7 @@ pub fn parse_fingerprint(text: &str) -> Result<String, String> {
     Ok(format!("SHA256:{}", pairs.join(":")))
 }
 
-/// The crypto provider of every TLS connection the client makes.
+/// The crypto provider of every TLS connection zsa makes or accepts.
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
@@ -234,5 +237,13 @@ mod tests {
         assert_eq!(parse_fingerprint(&bare).unwrap(), fp);
         assert!(parse_fingerprint("SHA256:AB:CD").unwrap_err().contains("32 hex pairs"));
         assert!(parse_fingerprint(&fp.replace("SHA256:", "MD5:")).is_err());
+    }
+
+    #[test]
+    fn the_fingerprint_is_sha256_of_the_der_in_colon_hex_pairs() {
+        // SHA-256 of the empty input, as every tool writes it.
+        let empty = fingerprint(b"");
+        assert_eq!(empty, "SHA256:E3:B0:C4:42:98:FC:1C:14:9A:FB:F4:C8:99:6F:B9:24:27:AE:41:E4:64:9B:93:4C:A4:95:99:1B:78:52:B8:55");
+        assert_eq!(fingerprint(b"abc").len(), "SHA256:".len() + 32 * 3 - 1);
     }
 }

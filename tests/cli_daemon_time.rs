@@ -29,6 +29,7 @@ async fn listings_count_time_left_and_age_by_the_daemons_clock() {
         policy: dir.path().join("policy.toml"),
         socket: dir.path().join("zsa.sock"),
         rebuild_from_log: false,
+        ..Default::default()
     };
     let handle = start(config, clock.clone()).await.expect("the daemon starts");
     let me = Client::new(&handle.socket, None).unwrap();

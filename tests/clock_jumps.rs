@@ -49,6 +49,7 @@ impl Setup {
             policy: self.dir.path().join("policy.toml"),
             socket: self.dir.path().join("zsa.sock"),
             rebuild_from_log: false,
+            ..Default::default()
         };
         let handle = start(config, clock).await.expect("the daemon starts");
         let client = Client::new(&handle.socket, None).unwrap();

@@ -657,6 +657,7 @@ fn approvals_do_not_wait_for_the_shared_blocking_pool() {
             policy,
             socket: dir.path().join("zsa.sock"),
             rebuild_from_log: false,
+            ..Default::default()
         };
         let h = zsa::daemon::start(config, Arc::new(zsa::clock::SystemClock)).await.unwrap();
         let admin = Client::new(&h.socket, None).unwrap();

@@ -1,10 +1,9 @@
-//! `zsa login`, contexts and the client over TLS, through the real CLI against a real daemon.
+//! `zsa login`, contexts and the client over TLS, through the real CLI against a real daemon
+//! listening with TLS on a port of 127.0.0.1 (`zsa daemon --listen --tls-cert --tls-key`).
 //!
-//! Until the daemon has a TLS listener of its own (the net part of issue 13), the remote daemon
-//! here is the real test daemon behind a TLS terminator in this file: TLS (rustls, a certificate
-//! made by rcgen) on 127.0.0.1, every byte passed on to the daemon's Unix socket. This is the one
-//! stand-in allowed, and only for the listener: every answer comes from the real daemon. When the
-//! daemon listens on TCP itself, these tests should use that instead.
+//! A daemon whose certificate changes is the same daemon restarted on its state and port with
+//! other files. Only an impostor, who presents a copy of the pinned certificate without its key,
+//! is a TLS server of this file's own: no daemon would serve that, and it answers nothing.
 //!
 //! Tokens go to the kernel keyring (keyutils) of the account running the tests, as they would on
 //! a developer's machine or in CI (no desktop needed). Each test uses context names of its own
@@ -13,6 +12,7 @@
 mod common;
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -24,66 +24,91 @@ use common::{BIN, Daemon, POLICY, code, stderr, stdout};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use zsa::client::Address;
 
-/// A certificate and its key, as `zsa admin tls init` would make them.
+/// A certificate and its key.
 struct Cert {
     der: CertificateDer<'static>,
     key: Vec<u8>,
     fingerprint: String,
+    cert_pem: String,
+    key_pem: String,
 }
 
 fn new_cert() -> Cert {
     let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
     let der = made.cert.der().clone();
     let fingerprint = zsa::tls::fingerprint(&der);
-    Cert { der, key: made.signing_key.serialize_der(), fingerprint }
+    Cert { der, key: made.signing_key.serialize_der(), fingerprint, cert_pem: made.cert.pem(), key_pem: made.signing_key.serialize_pem() }
 }
 
-fn server_config(cert: &Cert) -> Arc<rustls::ServerConfig> {
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key.clone()));
-    let config = rustls::ServerConfig::builder_with_provider(zsa::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.der.clone()], key)
+/// Where a daemon finds its certificate and key (the key 0600, as the daemon demands).
+struct CertFiles {
+    _dir: tempfile::TempDir,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Cert {
+    fn files(&self) -> CertFiles {
+        cert_files(&self.cert_pem, &self.key_pem)
+    }
+}
+
+/// Files of a certificate chain (PEM, leaf first) and the leaf's key.
+fn cert_files(chain_pem: &str, key_pem: &str) -> CertFiles {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, chain_pem).unwrap();
+    std::fs::write(&key, key_pem).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    CertFiles { _dir: dir, cert, key }
+}
+
+/// `zsa admin tls init` for 127.0.0.1: the files it wrote, and the fingerprint it printed.
+fn tls_init() -> (CertFiles, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["admin", "tls", "init", "--json", "--name", "127.0.0.1", "--dir"])
+        .arg(dir.path().join("tls"))
+        .output()
         .unwrap();
-    Arc::new(config)
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let made: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let path = |key: &str| PathBuf::from(made[key].as_str().unwrap());
+    (CertFiles { cert: path("cert"), key: path("key"), _dir: dir }, made["fingerprint"].as_str().unwrap().to_string())
 }
 
-/// TLS on a loopback port in front of a daemon's socket (see the module's comment). The
-/// certificate it presents can be changed, as a replaced (or impersonated) daemon's would be.
-struct TlsFront {
+/// A free port on 127.0.0.1 for the daemon (which is told a port, not asked for one).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn listen_args(port: u16, files: &CertFiles) -> Vec<String> {
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+    vec!["--listen".into(), format!("127.0.0.1:{port}"), "--tls-cert".into(), path(&files.cert), "--tls-key".into(), path(&files.key)]
+}
+
+/// The real daemon, on its Unix socket (where the test's account is the admin) and with TLS on
+/// a port of 127.0.0.1.
+struct Remote {
+    d: Daemon,
     port: u16,
-    config: Arc<Mutex<Arc<rustls::ServerConfig>>>,
+    _files: CertFiles,
 }
 
-impl TlsFront {
-    fn start(socket: &Path, cert: &Cert) -> TlsFront {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let config = Arc::new(Mutex::new(server_config(cert)));
-        let (current, socket) = (config.clone(), socket.to_path_buf());
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                loop {
-                    let Ok((tcp, _)) = listener.accept().await else { continue };
-                    let acceptor = tokio_rustls::TlsAcceptor::from(current.lock().unwrap().clone());
-                    let socket = socket.clone();
-                    tokio::spawn(async move {
-                        let Ok(mut tls) = acceptor.accept(tcp).await else { return };
-                        let Ok(mut daemon) = tokio::net::UnixStream::connect(&socket).await else { return };
-                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut daemon).await;
-                    });
-                }
-            });
-        });
-        TlsFront { port, config }
+impl Remote {
+    fn start(policy: &str, files: CertFiles) -> Remote {
+        let port = free_port();
+        let d = Daemon::start_with_args(policy, &[], &listen_args(port, &files));
+        Remote { d, port, _files: files }
     }
 
-    fn present(&self, cert: &Cert) {
-        *self.config.lock().unwrap() = server_config(cert);
+    /// The daemon restarted on the same state and port presenting another certificate, as one
+    /// whose certificate was replaced would (or an impostor in its place).
+    fn present(&mut self, files: CertFiles) {
+        self.d.stop();
+        self.d.args = listen_args(self.port, &files);
+        self._files = files;
+        self.d.spawn();
     }
 
     fn url(&self) -> String {
@@ -93,6 +118,29 @@ impl TlsFront {
     fn address(&self) -> Address {
         Address::parse(&self.url()).unwrap()
     }
+}
+
+/// A server that is not the daemon, on `port`: it completes TLS handshakes with `config` and
+/// answers nothing. It stops with the test's process.
+fn impostor(port: u16, config: Arc<rustls::ServerConfig>) {
+    let (ready, started) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            // tokio binds with SO_REUSEADDR: the daemon's closed connections do not hold the port.
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+            ready.send(()).unwrap();
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let _ = acceptor.accept(tcp).await;
+                });
+            }
+        });
+    });
+    started.recv().unwrap();
 }
 
 /// Removes a context's token from the keyring when the test ends, however it ends.
@@ -142,8 +190,8 @@ fn config_file(config: &Path) -> PathBuf {
 }
 
 /// `zsa login URL --context NAME --token-stdin --fingerprint FP`, which must succeed.
-fn login(config: &Path, front: &TlsFront, name: &str, token: &str, fingerprint: &str, extra: &[&str]) -> Output {
-    let url = front.url();
+fn login(config: &Path, remote: &Remote, name: &str, token: &str, fingerprint: &str, extra: &[&str]) -> Output {
+    let url = remote.url();
     let mut args = vec!["login", &url, "--context", name, "--token-stdin", "--fingerprint", fingerprint];
     args.extend_from_slice(extra);
     let out = zsa(config, &args, &[], Some(&format!("{token}\n")));
@@ -157,24 +205,23 @@ async fn login_keeps_the_token_in_the_keyring_only_and_every_command_works_over_
         "{POLICY}\n[[tasks]]\nname = \"echo\"\nrequesters = [\"oncall\"]\napproval = \"auto\"\nmax_duration = \"15m\"\n\
          run = [\"/bin/echo\", \"hello\", \"{{name}}\"]\n[tasks.params.name]\npattern = \"[a-z]{{1,8}}\"\n"
     );
-    let mut d = Daemon::start_with(&policy);
-    let alice = d.token("alice").await;
-    let carol = d.token("carol").await;
-    let cert = new_cert();
-    let front = TlsFront::start(&d.socket, &cert);
+    let (files, fingerprint) = tls_init();
+    let mut remote = Remote::start(&policy, files);
+    let alice = remote.d.token("alice").await;
+    let carol = remote.d.token("carol").await;
     let config = tempfile::tempdir().unwrap();
     let name = unique("tls");
-    let _forget = Forget(name.clone(), front.address());
+    let _forget = Forget(name.clone(), remote.address());
 
-    let out = login(config.path(), &front, &name, &alice, &cert.fingerprint, &[]);
-    assert!(stdout(&out).contains(&format!("Logged in to {} as alice", front.url())), "{}", stdout(&out));
+    let out = login(config.path(), &remote, &name, &alice, &fingerprint, &[]);
+    assert!(stdout(&out).contains(&format!("Logged in to {} as alice", remote.url())), "{}", stdout(&out));
     assert!(stdout(&out).contains("kernel keyring"), "{}", stdout(&out));
 
     // The token is in the keyring and nowhere in the config file, which names the rest.
-    assert_eq!(zsa::token_store::keyring_load(&name, &front.address()).unwrap().as_deref(), Some(alice.as_str()));
+    assert_eq!(zsa::token_store::keyring_load(&name, &remote.address()).unwrap().as_deref(), Some(alice.as_str()));
     let written = std::fs::read_to_string(config_file(config.path())).unwrap();
     assert!(!written.contains(&alice), "the token is in the config file:\n{written}");
-    for part in [format!("current_context = \"{name}\""), front.url(), cert.fingerprint.clone(), "token_store = \"keyring\"".into()] {
+    for part in [format!("current_context = \"{name}\""), remote.url(), fingerprint.clone(), "token_store = \"keyring\"".into()] {
         assert!(written.contains(&part), "{part} is not in the config file:\n{written}");
     }
 
@@ -183,7 +230,7 @@ async fn login_keeps_the_token_in_the_keyring_only_and_every_command_works_over_
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.starts_with("alice (via token)"), "{text}");
-    assert!(text.contains(&format!("client: context {name}, {}, token from the kernel keyring", front.url())), "{text}");
+    assert!(text.contains(&format!("client: context {name}, {}, token from the kernel keyring", remote.url())), "{text}");
     let out = zsa(config.path(), &["whoami", "--json"], &[], None);
     let me: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!((me["user"].as_str(), me["client"]["context"].as_str()), (Some("alice"), Some(name.as_str())));
@@ -256,39 +303,39 @@ async fn login_keeps_the_token_in_the_keyring_only_and_every_command_works_over_
     let out = zsa(config.path(), &["logout"], &[], None);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stdout(&out).contains("removed from the kernel keyring"), "{}", stdout(&out));
-    assert_eq!(zsa::token_store::keyring_load(&name, &front.address()).unwrap(), None);
+    assert_eq!(zsa::token_store::keyring_load(&name, &remote.address()).unwrap(), None);
     let out = zsa(config.path(), &["whoami"], &[], None);
     assert_eq!(code(&out), 2, "{}", stderr(&out));
-    assert!(stderr(&out).contains(&format!("zsa login {} --context {name}", front.url())), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("zsa login {} --context {name}", remote.url())), "{}", stderr(&out));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_changed_certificate_is_refused_naming_both_fingerprints() {
-    let mut d = Daemon::start();
-    let alice = d.token("alice").await;
     let (first, second) = (new_cert(), new_cert());
-    let front = TlsFront::start(&d.socket, &first);
+    let mut remote = Remote::start(POLICY, first.files());
+    let alice = remote.d.token("alice").await;
     let config = tempfile::tempdir().unwrap();
     let name = unique("pinned");
-    let _forget = Forget(name.clone(), front.address());
-    login(config.path(), &front, &name, &alice, &first.fingerprint, &[]);
+    let _forget = Forget(name.clone(), remote.address());
+    login(config.path(), &remote, &name, &alice, &first.fingerprint, &[]);
 
-    front.present(&second);
+    remote.present(second.files());
     let out = zsa(config.path(), &["whoami"], &[], None);
     assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
-    let expected = format!("the certificate of 127.0.0.1:{} changed: pinned {}, now {}", front.port, first.fingerprint, second.fingerprint);
+    let expected =
+        format!("the certificate of 127.0.0.1:{} changed: pinned {}, now {}", remote.port, first.fingerprint, second.fingerprint);
     assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
     assert!(stderr(&out).contains("if this is expected (its certificate was replaced) run zsa login again"), "{}", stderr(&out));
     let out = zsa(config.path(), &["whoami", "--json"], &[], None);
     assert!(stderr(&out).contains("\"code\":\"untrusted_certificate\""), "{}", stderr(&out));
 
     // Login with the old fingerprint is refused too; with the new one it pins the new certificate.
-    let url = front.url();
+    let url = remote.url();
     let args = ["login", &url, "--context", &name, "--token-stdin", "--fingerprint", &first.fingerprint];
     let out = zsa(config.path(), &args, &[], Some(&alice));
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(stderr(&out).contains(&format!("is {}, not the {} you gave", second.fingerprint, first.fingerprint)), "{}", stderr(&out));
-    login(config.path(), &front, &name, &alice, &second.fingerprint, &[]);
+    login(config.path(), &remote, &name, &alice, &second.fingerprint, &[]);
     assert_eq!(code(&zsa(config.path(), &["whoami"], &[], None)), 0);
 }
 
@@ -296,20 +343,19 @@ async fn a_changed_certificate_is_refused_naming_both_fingerprints() {
 /// nothing. A token on the command line is refused before anything happens.
 #[tokio::test(flavor = "multi_thread")]
 async fn login_never_trusts_or_takes_a_token_without_being_told() {
-    let mut d = Daemon::start();
-    let alice = d.token("alice").await;
     let cert = new_cert();
-    let front = TlsFront::start(&d.socket, &cert);
+    let mut remote = Remote::start(POLICY, cert.files());
+    let alice = remote.d.token("alice").await;
     let config = tempfile::tempdir().unwrap();
     let name = unique("asked");
-    let _forget = Forget(name.clone(), front.address());
-    let url = front.url();
+    let _forget = Forget(name.clone(), remote.address());
+    let url = remote.url();
 
     let out = zsa(config.path(), &["login", &url, "--context", &name, "--token-stdin"], &[], Some(&alice));
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     assert!(stderr(&out).contains(&cert.fingerprint) && stderr(&out).contains("--fingerprint"), "{}", stderr(&out));
     assert!(!config_file(config.path()).exists(), "nothing is written");
-    assert_eq!(zsa::token_store::keyring_load(&name, &front.address()).unwrap(), None);
+    assert_eq!(zsa::token_store::keyring_load(&name, &remote.address()).unwrap(), None);
 
     let out = zsa(config.path(), &["--token", &alice, "login", &url, "--context", &name], &[], None);
     assert_eq!(code(&out), 2, "{}", stderr(&out));
@@ -320,7 +366,7 @@ async fn login_never_trusts_or_takes_a_token_without_being_told() {
     let out = zsa(config.path(), &args, &[], Some("zsa_not-a-token\n"));
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     assert!(!config_file(config.path()).exists(), "nothing is written");
-    assert_eq!(zsa::token_store::keyring_load(&name, &front.address()).unwrap(), None);
+    assert_eq!(zsa::token_store::keyring_load(&name, &remote.address()).unwrap(), None);
 
     // A remote daemon with no token, or with no trust, is refused before anything is sent.
     std::fs::create_dir_all(config.path().join("zsa")).unwrap();
@@ -338,20 +384,20 @@ async fn login_never_trusts_or_takes_a_token_without_being_told() {
 /// terminal, the token typed at a prompt that does not echo it.
 #[tokio::test(flavor = "multi_thread")]
 async fn at_a_terminal_login_shows_the_fingerprint_asks_and_hides_the_token() {
-    let mut d = Daemon::start();
-    let alice = d.token("alice").await;
     let cert = new_cert();
-    let front = TlsFront::start(&d.socket, &cert);
+    let mut remote = Remote::start(POLICY, cert.files());
+    let alice = remote.d.token("alice").await;
     let config = tempfile::tempdir().unwrap();
     let name = unique("typed");
-    let _forget = Forget(name.clone(), front.address());
-    let url = front.url();
+    let _forget = Forget(name.clone(), remote.address());
+    let url = remote.url();
     let env = [("XDG_CONFIG_HOME", config.path().to_str().unwrap())];
     let mut term = Console::spawn(config.path(), 24, 200, &["login", &url, "--context", &name], &env);
     term.wait_for(&cert.fingerprint);
     term.wait_for("(yes/no)");
     term.press("yes\r");
     term.wait_for("Token for");
+    term.wait_for_echo_off();
     term.press(&format!("{alice}\r"));
     let screen = term.wait_for("Logged in");
     assert!(screen.contains("as alice"), "{screen}");
@@ -362,14 +408,13 @@ async fn at_a_terminal_login_shows_the_fingerprint_asks_and_hides_the_token() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn store_file_keeps_a_private_file_and_says_so_loudly() {
-    let mut d = Daemon::start();
-    let alice = d.token("alice").await;
     let cert = new_cert();
-    let front = TlsFront::start(&d.socket, &cert);
+    let mut remote = Remote::start(POLICY, cert.files());
+    let alice = remote.d.token("alice").await;
     let config = tempfile::tempdir().unwrap();
     let name = unique("filed");
-    let _forget = Forget(name.clone(), front.address());
-    let out = login(config.path(), &front, &name, &alice, &cert.fingerprint, &["--store", "file"]);
+    let _forget = Forget(name.clone(), remote.address());
+    let out = login(config.path(), &remote, &name, &alice, &cert.fingerprint, &["--store", "file"]);
     assert!(stderr(&out).contains("PLAIN TEXT"), "{}", stderr(&out));
 
     use std::os::unix::fs::PermissionsExt;
@@ -377,7 +422,7 @@ async fn store_file_keeps_a_private_file_and_says_so_loudly() {
     assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), alice);
     assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
     assert_eq!(std::fs::metadata(file.parent().unwrap()).unwrap().permissions().mode() & 0o777, 0o700);
-    assert_eq!(zsa::token_store::keyring_load(&name, &front.address()).unwrap(), None, "not in the keyring");
+    assert_eq!(zsa::token_store::keyring_load(&name, &remote.address()).unwrap(), None, "not in the keyring");
     let written = std::fs::read_to_string(config_file(config.path())).unwrap();
     assert!(written.contains("token_store = \"file\"") && !written.contains(&alice), "{written}");
 
@@ -397,14 +442,19 @@ async fn store_file_keeps_a_private_file_and_says_so_loudly() {
 /// Nothing the client logs, even at trace level, holds the token: not at login, not after.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_token_is_in_no_log_even_at_trace_level() {
-    let mut d = Daemon::start();
-    let alice = d.token("alice").await;
     let cert = new_cert();
-    let front = TlsFront::start(&d.socket, &cert);
+    let mut remote = Remote::start(POLICY, cert.files());
+    let alice = remote.d.token("alice").await;
+    // The daemon, too, logs at trace level, into a file.
+    let daemon_log = remote.d.dir.path().join("daemon.log");
+    remote.d.stop();
+    remote.d.env.push(("ZSA_LOG".into(), "trace".into()));
+    remote.d.log = Some(daemon_log.clone());
+    remote.d.spawn();
     let config = tempfile::tempdir().unwrap();
     let name = unique("traced");
-    let _forget = Forget(name.clone(), front.address());
-    let url = front.url();
+    let _forget = Forget(name.clone(), remote.address());
+    let url = remote.url();
     let trace = [("ZSA_LOG", "trace")];
     let args = ["login", &url, "--context", &name, "--token-stdin", "--fingerprint", &cert.fingerprint];
     let login = zsa(config.path(), &args, &trace, Some(&alice));
@@ -417,23 +467,26 @@ async fn the_token_is_in_no_log_even_at_trace_level() {
         assert!(log.contains("TRACE") && log.lines().count() > 5, "no trace log:\n{log}");
         assert!(!log.contains(&alice) && !stdout(out).contains(&alice), "the token is in the log:\n{log}");
     }
+    remote.d.stop();
+    let log = std::fs::read_to_string(&daemon_log).unwrap();
+    assert!(log.contains("TRACE") && log.contains("listening with TLS"), "the daemon's log is not at trace level:\n{log}");
+    assert!(!log.contains(&alice), "the token is in the daemon's log:\n{log}");
 }
 
 /// Contexts: list, use, ZSA_CONTEXT and --context, and --socket / ZSA_SOCKET winning over them
 /// all. A `unix:` context works against the real daemon as before.
 #[tokio::test(flavor = "multi_thread")]
 async fn contexts_are_listed_and_chosen_in_the_documented_order() {
-    let mut d = Daemon::start();
-    let alice = d.token("alice").await;
-    let carol = d.token("carol").await;
     let cert = new_cert();
-    let front = TlsFront::start(&d.socket, &cert);
+    let mut daemon = Remote::start(POLICY, cert.files());
+    let alice = daemon.d.token("alice").await;
+    let carol = daemon.d.token("carol").await;
     let config = tempfile::tempdir().unwrap();
     let (remote, local) = (unique("remote"), unique("local"));
-    let socket = format!("unix:{}", d.socket.display());
-    let _forget = (Forget(remote.clone(), front.address()), Forget(local.clone(), Address::parse(&socket).unwrap()));
+    let socket = format!("unix:{}", daemon.d.socket.display());
+    let _forget = (Forget(remote.clone(), daemon.address()), Forget(local.clone(), Address::parse(&socket).unwrap()));
 
-    login(config.path(), &front, &remote, &alice, &cert.fingerprint, &[]);
+    login(config.path(), &daemon, &remote, &alice, &cert.fingerprint, &[]);
     let out = zsa(config.path(), &["login", &socket, "--context", &local, "--token-stdin"], &[], Some(&carol));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let user = |args: &[&str], env: &[(&str, &str)]| {
@@ -448,7 +501,7 @@ async fn contexts_are_listed_and_chosen_in_the_documented_order() {
     let out = zsa(config.path(), &["context", "list"], &[], None);
     let list = stdout(&out);
     let marked: Vec<&str> = list.lines().filter(|l| l.trim_start().starts_with('*')).collect();
-    assert!(marked.len() == 1 && marked[0].contains(&local) && list.contains(&remote) && list.contains(&front.url()), "{list}");
+    assert!(marked.len() == 1 && marked[0].contains(&local) && list.contains(&remote) && list.contains(&daemon.url()), "{list}");
 
     let out = zsa(config.path(), &["context", "use", &remote], &[], None);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
@@ -457,9 +510,9 @@ async fn contexts_are_listed_and_chosen_in_the_documented_order() {
     assert_eq!(user(&[], &[("ZSA_CONTEXT", &local)]), ("carol".to_string(), Some(local.clone())));
     assert_eq!(user(&["--context", &remote], &[("ZSA_CONTEXT", &local)]), ("alice".to_string(), Some(remote.clone())));
     // ZSA_SOCKET wins over every context: the socket's own identity, the test's account (admin).
-    let (who, context) = user(&[], &[("ZSA_SOCKET", d.socket.to_str().unwrap()), ("ZSA_CONTEXT", &local)]);
+    let (who, context) = user(&[], &[("ZSA_SOCKET", daemon.d.socket.to_str().unwrap()), ("ZSA_CONTEXT", &local)]);
     assert_eq!((who, context), (common::current_user(), None));
-    let out = zsa(config.path(), &["whoami", "--context", &local], &[("ZSA_SOCKET", d.socket.to_str().unwrap())], None);
+    let out = zsa(config.path(), &["whoami", "--context", &local], &[("ZSA_SOCKET", daemon.d.socket.to_str().unwrap())], None);
     assert_eq!(code(&out), 2, "both --context and a socket: {}", stderr(&out));
 
     let out = zsa(config.path(), &["context", "show"], &[("ZSA_CONTEXT", &local)], None);
@@ -476,7 +529,7 @@ async fn contexts_are_listed_and_chosen_in_the_documented_order() {
     // The console follows the daemon over TLS through the current context.
     let console = Console::spawn(config.path(), 30, 110, &["tui"], &[("XDG_CONFIG_HOME", config.path().to_str().unwrap())]);
     console.wait_for("Waiting for approval (0)");
-    let dave = d.user("dave").await;
+    let dave = daemon.d.user("dave").await;
     dave.request(&zsa::model::wire::NewRequest { task: "export".into(), ..Default::default() }).await.unwrap();
     let screen = console.wait_for("Waiting for approval (1)");
     assert!(screen.contains("dave"), "{screen}");
@@ -493,23 +546,29 @@ fn ca_and_leaf() -> (String, Cert) {
     let key = rcgen::KeyPair::generate().unwrap();
     let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&key, issuer).unwrap();
     let der = leaf.der().clone();
-    (ca.pem(), Cert { fingerprint: zsa::tls::fingerprint(&der), der, key: key.serialize_der() })
+    let cert = Cert {
+        fingerprint: zsa::tls::fingerprint(&der),
+        der,
+        key: key.serialize_der(),
+        cert_pem: leaf.pem(),
+        key_pem: key.serialize_pem(),
+    };
+    (ca.pem(), cert)
 }
 
 /// --ca and --system-roots trust what a CA issued for the host (and survive a renewal, since no
 /// one certificate is pinned); a certificate from anyone else is refused, saying what is trusted.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_private_ca_or_the_system_roots_can_be_trusted_instead_of_a_pin() {
-    let mut d = Daemon::start();
-    let alice = d.token("alice").await;
     let (ca, leaf) = ca_and_leaf();
-    let front = TlsFront::start(&d.socket, &leaf);
+    let mut remote = Remote::start(POLICY, leaf.files());
+    let alice = remote.d.token("alice").await;
     let config = tempfile::tempdir().unwrap();
     let ca_file = config.path().join("ca.pem");
     std::fs::write(&ca_file, &ca).unwrap();
     let (by_ca, by_roots) = (unique("by-ca"), unique("by-roots"));
-    let _forget = (Forget(by_ca.clone(), front.address()), Forget(by_roots.clone(), front.address()));
-    let url = front.url();
+    let _forget = (Forget(by_ca.clone(), remote.address()), Forget(by_roots.clone(), remote.address()));
+    let url = remote.url();
 
     let out =
         zsa(config.path(), &["login", &url, "--context", &by_ca, "--token-stdin", "--ca", ca_file.to_str().unwrap()], &[], Some(&alice));
@@ -527,10 +586,10 @@ async fn a_private_ca_or_the_system_roots_can_be_trusted_instead_of_a_pin() {
     assert!(stderr(&out).contains("is not trusted") && stderr(&out).contains("system's root certificates"), "{}", stderr(&out));
 
     // A certificate the CA did not issue is refused, naming what the context trusts.
-    front.present(&new_cert());
+    remote.present(new_cert().files());
     let out = zsa(config.path(), &["whoami", "--context", &by_ca], &[], None);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
-    let expected = format!("the certificate of 127.0.0.1:{} is not trusted", front.port);
+    let expected = format!("the certificate of 127.0.0.1:{} is not trusted", remote.port);
     assert!(stderr(&out).contains(&expected) && stderr(&out).contains(&ca_file.display().to_string()), "{}", stderr(&out));
 }
 
@@ -680,31 +739,25 @@ fn stolen_config(cert: &Cert, key_of: &Cert) -> Arc<rustls::ServerConfig> {
 /// (or the pinned one first in a chain led by another) is refused and gets no token.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_copy_of_the_pinned_certificate_without_its_key_is_refused() {
-    let mut d = Daemon::start();
-    let alice = d.token("alice").await;
     let (pinned, other) = (new_cert(), new_cert());
-    let front = TlsFront::start(&d.socket, &pinned);
+    let mut remote = Remote::start(POLICY, pinned.files());
+    let alice = remote.d.token("alice").await;
     let config = tempfile::tempdir().unwrap();
     let name = unique("stolen");
-    let _forget = Forget(name.clone(), front.address());
-    login(config.path(), &front, &name, &alice, &pinned.fingerprint, &[]);
+    let _forget = Forget(name.clone(), remote.address());
+    login(config.path(), &remote, &name, &alice, &pinned.fingerprint, &[]);
     assert_eq!(code(&zsa(config.path(), &["whoami"], &[], None)), 0);
 
-    *front.config.lock().unwrap() = stolen_config(&pinned, &other);
-    let out = zsa(config.path(), &["whoami", "--json"], &[], None);
-    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
-    assert!(stderr(&out).contains("\"code\":\"untrusted_certificate\""), "{}", stderr(&out));
-
     // The pinned certificate behind another leaf, with that leaf's own key: the leaf is what counts.
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(other.key.clone()));
-    let chained = rustls::ServerConfig::builder_with_provider(zsa::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![other.der.clone(), pinned.der.clone()], key)
-        .unwrap();
-    *front.config.lock().unwrap() = Arc::new(chained);
+    remote.present(cert_files(&format!("{}{}", other.cert_pem, pinned.cert_pem), &other.key_pem));
     let out = zsa(config.path(), &["whoami"], &[], None);
     assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
     assert!(stderr(&out).contains(&format!("pinned {}, now {}", pinned.fingerprint, other.fingerprint)), "{}", stderr(&out));
+
+    // The daemon is gone; an impostor holds its port with a copy of the pinned certificate.
+    remote.d.stop();
+    impostor(remote.port, stolen_config(&pinned, &other));
+    let out = zsa(config.path(), &["whoami", "--json"], &[], None);
+    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+    assert!(stderr(&out).contains("\"code\":\"untrusted_certificate\""), "{}", stderr(&out));
 }

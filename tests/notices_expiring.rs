@@ -71,6 +71,7 @@ async fn setup() -> Setup {
         policy: dir.path().join("policy.toml"),
         socket: dir.path().join("zsa.sock"),
         rebuild_from_log: false,
+        ..Default::default()
     };
     let daemon = start(config, clock.clone()).await.expect("the daemon starts");
     let me = Client::new(&daemon.socket, None).unwrap();

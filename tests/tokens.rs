@@ -36,7 +36,7 @@ impl Manual {
             state_dir: dir.path().join("state"),
             policy: dir.path().join("policy.toml"),
             socket: dir.path().join("zsa.sock"),
-            rebuild_from_log: false,
+            ..Default::default()
         };
         let clock = Arc::new(ManualClock::new(Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap()));
         let handle = start(config.clone(), clock.clone()).await.expect("the daemon starts");

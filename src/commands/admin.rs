@@ -211,6 +211,7 @@ pub async fn run(client: &Client, json: bool, command: &AdminCmd) -> CmdResult {
                 println!("policy reloaded from {}: {} tasks, sha256 {}", text::inert(&load.path), load.tasks, load.sha256);
             }
         }
+        AdminCmd::Tls { command } => return super::tls::run(command, json),
     }
     Ok(())
 }

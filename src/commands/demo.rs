@@ -119,6 +119,7 @@ async fn run_in(dir: &std::path::Path, socket: Option<PathBuf>) -> CmdResult {
         policy,
         socket: socket.unwrap_or_else(|| dir.join("zsa.sock")),
         rebuild_from_log: false,
+        ..Default::default()
     };
     let handle = start(config, Arc::new(SystemClock)).await?;
     let engine = handle.engine.clone();

@@ -17,6 +17,7 @@ mod output;
 mod policy_check;
 mod requests;
 mod runs;
+mod tls;
 mod watch;
 
 use std::process::ExitCode;
@@ -217,6 +218,8 @@ async fn dispatch(cli: Cli) -> CmdResult {
         }
         Cmd::Logout { context } => return login::logout(context.clone().or_else(|| cli.context.clone())),
         Cmd::Context { command, .. } => return login::context(command, &cli.client_args(), json),
+        // Made here, for a daemon that may not run yet.
+        Cmd::Admin { command: crate::cli::AdminCmd::Tls { command }, .. } => return tls::run(command, json),
         _ => {}
     }
     let args = with_token(cli.client_args())?;

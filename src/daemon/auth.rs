@@ -1,5 +1,7 @@
 //! Who is calling. On the Unix socket the kernel tells us the peer's account (SO_PEERCRED); a
-//! bearer token, issued by an admin, names a user instead. Tokens are compared by SHA-256, so
+//! bearer token, issued by an admin, names a user instead. Over TCP (TLS) there are no peer
+//! credentials: a token is the only identity, and a connection without one is nobody, never the
+//! daemon's own account. Tokens are compared by SHA-256, so
 //! the daemon never holds a usable secret. Disabled users are refused everything but `whoami`.
 //!
 //! A token is refused once it expired (by the daemon's clock) or was revoked, and outside its
@@ -7,7 +9,7 @@
 //! failing is throttled (`throttle`) before its token is even looked at. Every accepted token's
 //! use is noted for `token list` (`token_use`). The token itself is never logged.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
@@ -23,39 +25,48 @@ use crate::model::{Actor, Auth, duration, text};
 use crate::rules::Command;
 
 /// Where a connection comes from, as failed-auth throttling counts it: the peer's uid on the
-/// Unix socket, its address over the network (an IPv6 address by its /64, which one host
-/// usually holds whole), or nobody knows.
+/// Unix socket, its network over TCP, or nobody knows.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Source {
     Uid(u32),
-    Ip(IpAddr),
+    Net(Network),
     /// The kernel did not say who is on the other end.
     Unknown,
-}
-
-impl Source {
-    /// The source of a network peer at `ip`.
-    pub fn ip(ip: IpAddr) -> Source {
-        match ip {
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => Source::Ip(IpAddr::V4(v4)),
-                None => {
-                    let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-                    Source::Ip(IpAddr::V6(prefix.into()))
-                }
-            },
-            v4 => Source::Ip(v4),
-        }
-    }
 }
 
 impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Source::Uid(uid) => write!(f, "uid {uid}"),
-            Source::Ip(IpAddr::V6(v6)) => write!(f, "ip {v6}/64"),
-            Source::Ip(ip) => write!(f, "ip {ip}"),
+            Source::Net(network) => network.fmt(f),
             Source::Unknown => f.write_str("an unknown peer"),
+        }
+    }
+}
+
+/// Where a TCP peer connects from, as throttling and connection caps count it: its IPv4 address,
+/// or its IPv6 address's /64 (one host is usually given a whole /64, so counting single
+/// addresses would count nothing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Network {
+    V4(Ipv4Addr),
+    V6Prefix64(u64),
+}
+
+impl Network {
+    pub fn of(ip: IpAddr) -> Network {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => Network::V4(v4),
+            IpAddr::V6(v6) => Network::V6Prefix64((v6.to_bits() >> 64) as u64),
+        }
+    }
+}
+
+impl std::fmt::Display for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Network::V4(v4) => write!(f, "address {v4}"),
+            Network::V6Prefix64(prefix) => write!(f, "network {}/64", Ipv6Addr::from_bits(u128::from(*prefix) << 64)),
         }
     }
 }
@@ -83,7 +94,12 @@ impl Peer {
 
     /// A peer over the network, at `ip`: it has no Unix account, so only a token names it.
     pub fn remote(ip: IpAddr) -> Peer {
-        Peer { uid: None, name: None, has_account: false, source: Source::ip(ip) }
+        Peer { uid: None, name: None, has_account: false, source: Source::Net(Network::of(ip)) }
+    }
+
+    /// Whether this peer came over the network, where only a token says who it is.
+    pub fn is_remote(&self) -> bool {
+        matches!(self.source, Source::Net(_))
     }
 }
 
@@ -133,6 +149,13 @@ impl FromRequestParts<Arc<Engine>> for Caller {
                 by_token(engine, source, presented, parts.method.as_str(), parts.uri.path()).await?
             }
             None => {
+                if peer.is_some_and(Peer::is_remote) {
+                    // No peer credentials cross a network: whoever holds no token is nobody.
+                    return Err(unauthorized(
+                        "this connection comes over the network, where zsa knows you only by a bearer token, and it carried none; \
+                         log in with a token an admin issued you (zsa login URL, or send 'Authorization: Bearer <token>')",
+                    ));
+                }
                 let (uid, name) = peer
                     .and_then(|p| Some((p.uid?, p.name.clone()?)))
                     .ok_or_else(|| unauthorized("cannot tell who you are: connect over the Unix socket or present a token"))?;
@@ -234,4 +257,22 @@ fn throttled(engine: &Engine, source: &Source, until: DateTime<Utc>, now: DateTi
 
 fn unauthorized(message: &str) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An IPv6 host usually holds a whole /64: its addresses count as one, another /64 apart; an
+    /// IPv4 address is itself, also when it comes mapped into IPv6.
+    #[test]
+    fn a_network_peer_is_its_ipv4_address_or_its_ipv6_slash_64() {
+        let of = |s: &str| Network::of(s.parse().unwrap());
+        assert_eq!(of("2001:db8:1:2::1"), of("2001:db8:1:2:ffff:ffff:ffff:ffff"));
+        assert_ne!(of("2001:db8:1:2::1"), of("2001:db8:1:3::1"));
+        assert_eq!(of("::ffff:192.0.2.7"), of("192.0.2.7"));
+        assert_ne!(of("192.0.2.7"), of("192.0.2.8"));
+        assert_eq!(of("2001:db8:1:2::1").to_string(), "network 2001:db8:1:2::/64");
+        assert_eq!(of("192.0.2.7").to_string(), "address 192.0.2.7");
+    }
 }

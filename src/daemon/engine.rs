@@ -14,7 +14,7 @@ use crate::model::{Actor, Event, SYSTEM_ACTOR};
 use crate::notify::outbox;
 use crate::policy::Policy;
 use crate::rules::{self, Command, Entity, Refusal, State};
-use crate::store::{EventFilter, Store, StoreError, chain};
+use crate::store::{Changeset, EventFilter, Head, Rows, Store, StoreError, chain};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -27,7 +27,7 @@ pub enum EngineError {
 /// What a command recorded: its events, and the rows they changed exactly as written to the store.
 pub struct Written {
     pub events: Vec<Arc<Event>>,
-    pub rows: State,
+    pub rows: Rows,
 }
 
 /// How many events a slow stream client may fall behind before it re-reads from the store.
@@ -188,13 +188,13 @@ impl Engine {
     }
 
     /// Decides against memory and writes the events and the rows they change in one transaction.
-    fn write(&self, store: &mut dyn Store, policy: &Policy, actor: &Actor, command: &Command) -> Result<(Vec<Event>, State), EngineError> {
+    fn write(&self, store: &mut dyn Store, policy: &Policy, actor: &Actor, command: &Command) -> Result<(Vec<Event>, Rows), EngineError> {
         let now = self.clock.now();
-        let (events, touched, deliveries) = {
+        let change = {
             let state = self.state.read().unwrap_or_else(|e| e.into_inner());
             let changes = rules::decide(&state, policy, actor, command, now)?;
             if changes.is_empty() {
-                return Ok((Vec::new(), State::default()));
+                return Ok((Vec::new(), Rows::default()));
             }
             let mut touched = state.touched_by(&changes);
             let events = chain::seal(state.last_seq, &state.last_hash, now, actor, changes);
@@ -206,13 +206,14 @@ impl Engine {
                 true => outbox::plan(&events, &outbox::view_after(&state, &touched, &events), policy, now),
                 false => Vec::new(),
             };
-            (events, touched, deliveries)
+            let head = Head { seq: state.last_seq, hash: state.last_hash.clone() };
+            Changeset { head, events, rows: Rows::from(touched), deliveries }
         };
-        store.append(&events, &touched, &deliveries)?;
-        if !deliveries.is_empty() {
+        store.append(&change)?;
+        if !change.deliveries.is_empty() {
             self.outbox.notify_one();
         }
-        Ok((events, touched))
+        Ok((change.events, change.rows))
     }
 
     /// Brings the ended request, grant or run a command names back from the store, so the

@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod config_file;
 pub mod deadlines;
 pub mod engine;
 pub mod error;
@@ -16,9 +17,10 @@ pub mod runner;
 pub mod server;
 pub mod service;
 pub mod throttle;
+pub mod tls;
 pub mod token_use;
 pub mod tree;
 pub mod writer;
 
 pub use engine::Engine;
-pub use server::{DaemonConfig, DaemonHandle, start};
+pub use server::{DaemonConfig, DaemonHandle, TlsListener, start};

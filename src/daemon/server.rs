@@ -1,5 +1,6 @@
 //! Starting and stopping the daemon: the state directory (0700, locked so a second daemon on
-//! the same state refuses to start), the database (0600), the policy, the Unix socket, signals.
+//! the same state refuses to start), the database (0600), the policy, the Unix socket and any
+//! TCP listeners (TLS only), signals.
 //! Every path is checked by `fs_trust` before it is used: nothing another account planted or can
 //! swap is followed, opened, chmod'ed or removed.
 
@@ -28,18 +29,34 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 /// after the runner's grace) and record their ends.
 const RUNS_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct DaemonConfig {
     pub state_dir: PathBuf,
     pub policy: PathBuf,
     pub socket: PathBuf,
     /// Rewrite the current-state tables from the log before serving (and record that it did).
     pub rebuild_from_log: bool,
+    /// TCP listeners besides the socket; each speaks only TLS.
+    pub listeners: Vec<TlsListener>,
+    /// Connection limits an operator set, over the defaults.
+    pub limits: super::listen::LimitSettings,
+}
+
+/// A TCP address to listen on, and the certificate and key it serves with. There is no
+/// listener without them: plain HTTP over a network would show every token to the path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsListener {
+    pub address: std::net::SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// A running daemon. Dropping it does not stop it; call `shutdown`.
 pub struct DaemonHandle {
     pub socket: PathBuf,
+    /// The addresses the TCP listeners are bound to, in the order configured (a port given as 0
+    /// is the one the system chose).
+    pub tcp_addrs: Vec<std::net::SocketAddr>,
     pub engine: Arc<Engine>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -134,8 +151,14 @@ fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
 /// Starts a daemon and returns once it is listening.
 pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Result<DaemonHandle> {
     let started = std::time::Instant::now();
-    // Where the socket goes is checked first, so a bad --socket changes no state.
+    // Where the socket goes is checked first, and the TLS files, so a bad --socket or key
+    // changes no state.
     check_socket_place(&config.socket)?;
+    let tls: Vec<_> = config
+        .listeners
+        .iter()
+        .map(|l| super::tls::load(&l.cert, &l.key).with_context(|| format!("cannot listen on {} with TLS", l.address)))
+        .collect::<anyhow::Result<_>>()?;
     let state_dir = crate::fs_trust::private_dir(&config.state_dir, "the state directory")?;
     let lock = lock_state(&state_dir)?;
     // Kept whole (`zsa daemon` shows each problem in place); `{:#}` reads "the policy does not load: file:line: ...".
@@ -186,11 +209,22 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
     })
     .await??;
 
-    let listener = bind_socket(&config.socket)?;
+    let mut doors = Vec::with_capacity(1 + tls.len());
+    let mut tcp_addrs = Vec::with_capacity(tls.len());
+    for (listener, tls) in config.listeners.iter().zip(tls) {
+        let tcp = tokio::net::TcpListener::bind(listener.address).await.with_context(|| {
+            format!("cannot listen on {}; is another program using that port, or is the address not this host's?", listener.address)
+        })?;
+        let bound = tcp.local_addr()?;
+        tracing::info!(address = %bound, certificate = %tls.fingerprint, "listening with TLS");
+        tcp_addrs.push(bound);
+        doors.push(super::listen::Door::Tls { listener: tcp, tls: tokio_rustls::TlsAcceptor::from(tls.config) });
+    }
+    doors.insert(0, super::listen::Door::Unix(bind_socket(&config.socket)?));
     let socket_id = crate::fs_trust::file_id(&config.socket);
     let (stop, stopped) = watch::channel(false);
-    let limits = super::listen::Limits::for_fd_limit(super::listen::raise_fd_limit());
-    let server = tokio::spawn(super::listen::serve(listener, routes::router(engine.clone()), limits, stopped.clone()));
+    let limits = config.limits.apply(super::listen::Limits::for_fd_limit(super::listen::raise_fd_limit()));
+    let server = tokio::spawn(super::listen::serve(doors, routes::router(engine.clone()), limits, stopped.clone()));
     let deadlines = tokio::spawn(super::deadlines::run(engine.clone(), clock, stopped.clone()));
     let notices = tokio::spawn(super::notices::run(engine.clone(), stopped.clone()));
     let token_use = tokio::spawn(super::token_use::run(engine.clone(), stopped));
@@ -204,7 +238,15 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
         ready_ms = started.elapsed().as_millis() as u64,
         "zsa daemon listening"
     );
-    Ok(DaemonHandle { socket: config.socket, engine, stop, tasks: vec![server, deadlines, notices, token_use], _lock: lock, socket_id })
+    Ok(DaemonHandle {
+        socket: config.socket,
+        tcp_addrs,
+        engine,
+        stop,
+        tasks: vec![server, deadlines, notices, token_use],
+        _lock: lock,
+        socket_id,
+    })
 }
 
 /// Runs a daemon until SIGTERM or SIGINT; SIGHUP reloads the policy.

@@ -2,6 +2,7 @@
 //! auditor can tell a person at their own login from a bearer token (and who issued it), and
 //! the rules can refuse approvals that prove nothing (a token the requester minted himself).
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{SYSTEM_ACTOR, TokenId};
@@ -148,5 +149,44 @@ impl From<&Actor> for Actor {
 impl From<&String> for Actor {
     fn from(user: &String) -> Actor {
         Actor::from(user.as_str())
+    }
+}
+
+/// A bearer token as the daemon keeps it: only the SHA-256 of the secret. (When it was last
+/// used is not here: that is no decision and no event, see `daemon::token_use`.)
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    pub id: TokenId,
+    pub user: String,
+    pub sha256: String,
+    pub issued_at: DateTime<Utc>,
+    pub issued_by: String,
+    pub revoked: bool,
+    /// None: it never expires (issued before zsa kept expiries, or `--ttl never`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "TokenScope::is_all")]
+    pub scope: TokenScope,
+}
+
+impl Token {
+    /// Whether it has expired at `now` (at its expiry exactly, it has).
+    pub fn expired_at(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    /// What an admin (or the token's owner) is shown at `now`: never the hash.
+    pub fn view(&self, now: DateTime<Utc>, last_used: Option<DateTime<Utc>>) -> crate::model::wire::TokenView {
+        crate::model::wire::TokenView {
+            id: self.id,
+            user: self.user.clone(),
+            issued_at: self.issued_at,
+            issued_by: self.issued_by.clone(),
+            revoked: self.revoked,
+            scope: self.scope,
+            expires_at: self.expires_at,
+            expired: self.expired_at(now),
+            last_used,
+        }
     }
 }

@@ -10,7 +10,7 @@ pub mod run;
 pub mod text;
 pub mod wire;
 
-pub use auth::{Actor, Auth, TokenScope};
+pub use auth::{Actor, Auth, Token, TokenScope};
 pub use event::{Change, Event};
 pub use grant::{Grant, GrantEnd, GrantState, Review};
 pub use ids::{GrantId, RequestId, RunId, TokenId};

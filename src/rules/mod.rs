@@ -10,7 +10,7 @@ mod visibility;
 pub use actions::{Row, approvers_for, grant_actions, permits, request_actions};
 pub use decide::{Command, TokenTtl, decide, may_retry_notice};
 pub use refusal::{Refusal, RefusalKind};
-pub use state::{Deadline, Entity, State, Token};
+pub use state::{Deadline, Entity, State};
 pub use visibility::{check_access, event_visible, grant_visible, request_visible, run_visible};
 
 #[cfg(test)]

@@ -10,51 +10,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    Approval, Change, Event, Grant, GrantEnd, GrantId, GrantState, Request, RequestId, RequestState, Review, Run, RunEnd, RunId, TokenId,
-    TokenScope,
+    Approval, Change, Event, Grant, GrantEnd, GrantId, GrantState, Request, RequestId, RequestState, Review, Run, RunEnd, RunId, Token,
+    TokenId,
 };
-
-/// A bearer token as the daemon keeps it: only the SHA-256 of the secret. (When it was last
-/// used is not here: that is no decision and no event, see `daemon::token_use`.)
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Token {
-    pub id: TokenId,
-    pub user: String,
-    pub sha256: String,
-    pub issued_at: DateTime<Utc>,
-    pub issued_by: String,
-    pub revoked: bool,
-    /// None: it never expires (issued before zsa kept expiries, or `--ttl never`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "TokenScope::is_all")]
-    pub scope: TokenScope,
-}
-
-impl Token {
-    /// Whether it has expired at `now` (at its expiry exactly, it has).
-    pub fn expired_at(&self, now: DateTime<Utc>) -> bool {
-        self.expires_at.is_some_and(|at| at <= now)
-    }
-
-    /// What an admin (or the token's owner) is shown at `now`: never the hash.
-    pub fn view(&self, now: DateTime<Utc>, last_used: Option<DateTime<Utc>>) -> crate::model::wire::TokenView {
-        crate::model::wire::TokenView {
-            id: self.id,
-            user: self.user.clone(),
-            issued_at: self.issued_at,
-            issued_by: self.issued_by.clone(),
-            revoked: self.revoked,
-            scope: self.scope,
-            expires_at: self.expires_at,
-            expired: self.expired_at(now),
-            last_used,
-        }
-    }
-}
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {

@@ -7,21 +7,32 @@
 pub mod chain;
 pub mod sqlite;
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use thiserror::Error;
 
 use crate::model::wire::VerifyReport;
-use crate::model::{Event, Grant, GrantId, Request, RequestId, Run, RunId};
+use crate::model::{Event, Grant, GrantId, Request, RequestId, Run, RunId, Token, TokenId};
 use crate::notify::outbox::{Delivery, DeliveryState};
 use crate::policy::Policy;
 use crate::rules::State;
 
+/// What went wrong in a store, in kinds the engine can act on whatever the backend.
 #[derive(Debug, Error)]
 pub enum StoreError {
-    #[error("database error: {0}")]
-    Database(#[from] rusqlite::Error),
+    /// The chain's head moved since the change was decided (another daemon wrote first): nothing
+    /// was written; catch up with the log and decide again.
+    #[error("the log moved on while this change was decided: {0}")]
+    Conflict(String),
+    /// The database cannot be reached, or stayed busy too long: nothing was written; try again.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// Any other error, as the backend said it.
+    #[error("database error: {0}")]
+    Backend(Box<dyn std::error::Error + Send + Sync>),
     #[error("{0}")]
     Io(#[from] std::io::Error),
     /// A current-state row or an event was changed behind the daemon's back.
@@ -32,6 +43,42 @@ pub enum StoreError {
     /// The log itself does not verify, so nothing can be rebuilt from it.
     #[error("{0}; restore the database from a backup and compare its chain head with the one you wrote down")]
     LogBroken(String),
+}
+
+/// The head of the hash chain: the newest event's seq and hash (seq 0 when the log is empty).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Head {
+    pub seq: u64,
+    pub hash: String,
+}
+
+/// The rows a change writes, each as it is after the change.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rows {
+    pub requests: BTreeMap<RequestId, Request>,
+    pub grants: BTreeMap<GrantId, Grant>,
+    pub runs: BTreeMap<RunId, Run>,
+    pub tokens: BTreeMap<TokenId, Token>,
+}
+
+impl From<State> for Rows {
+    /// The requests, grants, runs and tokens of a state (disabled users are written from their
+    /// events).
+    fn from(state: State) -> Rows {
+        Rows { requests: state.requests, grants: state.grants, runs: state.runs, tokens: state.tokens }
+    }
+}
+
+/// What one decision writes, all or nothing: its sealed events, the rows they change, and the
+/// notices they cause (`notify::outbox`). `head` is the head the decision was made against: a
+/// store whose log has moved past it refuses the whole change as a `Conflict`, so two daemons
+/// can never both extend the chain from the same event.
+#[derive(Clone, Debug, Default)]
+pub struct Changeset {
+    pub head: Head,
+    pub events: Vec<Event>,
+    pub rows: Rows,
+    pub deliveries: Vec<Delivery>,
 }
 
 /// Which events an audit query wants. `user` matches the actor or the person concerned.
@@ -98,11 +145,10 @@ pub trait Store: Send {
     fn grants(&mut self, scope: &Scope) -> Result<Vec<Grant>, StoreError>;
     /// Every run in `scope`, oldest first.
     fn runs(&mut self, scope: &Scope) -> Result<Vec<Run>, StoreError>;
-    /// Appends sealed events and writes the rows of `touched` (the entities the events changed,
-    /// already changed)
-    /// and the outbox rows they cause (`deliveries`, see `notify::outbox`) in one transaction
-    /// that is durable when this returns.
-    fn append(&mut self, events: &[Event], touched: &State, deliveries: &[Delivery]) -> Result<(), StoreError>;
+    /// Writes a change in one transaction that is durable when this returns, or nothing of it:
+    /// a `Conflict` if the log's head is no longer `change.head` (a change without events, only
+    /// deliveries, extends no chain and is never one).
+    fn append(&mut self, change: &Changeset) -> Result<(), StoreError>;
     /// Takes up to `limit` pending deliveries due at `now`, oldest due first: each gets one more
     /// attempt and is not due again before `lease_until` (so one still being tried is not taken
     /// twice, and one whose attempt died with the daemon is tried again after it).

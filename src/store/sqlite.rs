@@ -12,12 +12,32 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{EventFilter, Scope, Settled, Store, StoreError, chain};
+use super::{Changeset, EventFilter, Head, Rows, Scope, Settled, Store, StoreError, chain};
 use crate::model::event::user_record;
 use crate::model::wire::VerifyReport;
-use crate::model::{Event, Grant, GrantId, Request, RequestId, Run, RunId, TokenId};
+use crate::model::{Event, Grant, GrantId, Request, RequestId, Run, RunId, Token, TokenId};
 use crate::notify::outbox::{Delivery, DeliveryState};
-use crate::rules::{State, Token};
+use crate::rules::State;
+
+impl From<rusqlite::Error> for StoreError {
+    /// A database busy beyond the busy timeout, or one that cannot be opened, is unavailable;
+    /// anything else is the backend's own error.
+    fn from(e: rusqlite::Error) -> StoreError {
+        use rusqlite::ErrorCode::{CannotOpen, DatabaseBusy, DatabaseLocked};
+        match e.sqlite_error_code() {
+            Some(DatabaseBusy | DatabaseLocked | CannotOpen) => StoreError::Unavailable(e.to_string()),
+            _ => StoreError::Backend(Box::new(e)),
+        }
+    }
+}
+
+/// The head of the log as it is in `conn`.
+fn head(conn: &Connection) -> Result<Head, StoreError> {
+    let newest = conn
+        .query_row("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+        .optional()?;
+    Ok(newest.map(|(seq, hash)| Head { seq: seq as u64, hash }).unwrap_or_default())
+}
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -200,7 +220,7 @@ fn stamp(stamps: &Stamps, row: &str) -> Result<(i64, String), StoreError> {
 
 /// Writes the requests, grants, runs and tokens of `rows`, each stamped with the newest event that
 /// wrote it (disabled users are written from their events by the caller).
-fn write_rows(tx: &Connection, rows: &State, stamps: &Stamps) -> Result<(), StoreError> {
+fn write_rows(tx: &Connection, rows: &Rows, stamps: &Stamps) -> Result<(), StoreError> {
     let mut req = tx.prepare_cached(
         "INSERT OR REPLACE INTO requests (id, requester, task, state, body, seq, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
@@ -452,7 +472,7 @@ impl SqliteStore {
         })?;
         let tx = self.conn.transaction()?;
         if from < 1 {
-            write_rows(&tx, &State { runs: full.runs, ..State::default() }, &stamps)?;
+            write_rows(&tx, &Rows { runs: full.runs, ..Rows::default() }, &stamps)?;
         }
         {
             for (row, (seq, hash)) in &stamps {
@@ -490,9 +510,10 @@ impl SqliteStore {
         let used = self.token_use()?;
         let tx = self.conn.transaction()?;
         tx.execute_batch("DELETE FROM requests; DELETE FROM grants; DELETE FROM runs; DELETE FROM tokens; DELETE FROM disabled_users;")?;
-        write_rows(&tx, &full, &stamps)?;
+        let disabled = std::mem::take(&mut full.disabled);
+        write_rows(&tx, &Rows::from(full), &stamps)?;
         save_token_use(&tx, &used)?;
-        for (user, since) in &full.disabled {
+        for (user, since) in &disabled {
             let (seq, hash) = stamp(&stamps, &user_record(user))?;
             tx.execute(
                 "INSERT INTO disabled_users (user, since, seq, hash) VALUES (?1, ?2, ?3, ?4)",
@@ -665,10 +686,21 @@ impl Store for SqliteStore {
         in_scope(&self.conn, "runs", "holder", scope)
     }
 
-    fn append(&mut self, events: &[Event], touched: &State, deliveries: &[Delivery]) -> Result<(), StoreError> {
+    fn append(&mut self, change: &Changeset) -> Result<(), StoreError> {
+        let Changeset { events, rows, deliveries, .. } = change;
         // Each row is stamped with the newest of these events that writes its record.
         let stamps = stamps_of(events);
-        let tx = self.conn.transaction()?;
+        // IMMEDIATE: the head read below stays the head until this commits.
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        if !events.is_empty() {
+            let now = head(&tx)?;
+            if now != change.head {
+                return Err(StoreError::Conflict(format!(
+                    "it was decided after event {}, but the log is at event {} now",
+                    change.head.seq, now.seq
+                )));
+            }
+        }
         {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO events (seq, at, actor, kind, subject, task, body, prev_hash, hash)
@@ -687,7 +719,7 @@ impl Store for SqliteStore {
                     e.hash,
                 ])?;
             }
-            write_rows(&tx, touched, &stamps)?;
+            write_rows(&tx, rows, &stamps)?;
             for e in events {
                 match &e.change {
                     crate::model::Change::UserDisabled { user, .. } => {
@@ -943,7 +975,36 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
 
+    use crate::model::{Actor, Change};
     use crate::notify::fixtures::delivery;
+
+    /// A change of one event after `head`, as a daemon that last saw `head` would write it.
+    fn change_after(head: &Head, user: &str) -> Changeset {
+        let at = chrono::Utc::now();
+        let events = chain::seal(head.seq, &head.hash, at, &Actor::from("root"), vec![Change::UserEnabled { user: user.into() }]);
+        Changeset { head: head.clone(), events, ..Changeset::default() }
+    }
+
+    /// Two writers that both saw the same head: the first extends the chain, the second is
+    /// refused as a conflict and writes nothing, so the chain can never fork.
+    #[test]
+    fn an_append_decided_against_an_old_head_is_a_conflict_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("zsa.db")).unwrap();
+        let first = change_after(&Head::default(), "a");
+        store.append(&first).unwrap();
+        let now = head(&store.conn).unwrap();
+        assert_eq!((now.seq, now.hash.as_str()), (1, first.events[0].hash.as_str()));
+
+        let late = change_after(&Head::default(), "b");
+        let err = store.append(&late).unwrap_err();
+        assert!(matches!(&err, StoreError::Conflict(m) if m.contains("decided after event 0, but the log is at event 1")), "{err}");
+        assert_eq!(head(&store.conn).unwrap(), now, "nothing was written");
+        // Decided again against the new head, it goes in.
+        store.append(&change_after(&now, "b")).unwrap();
+        assert_eq!(head(&store.conn).unwrap().seq, 2);
+        assert!(store.verify().unwrap().first_bad_seq.is_none());
+    }
 
     #[test]
     fn the_outbox_keeps_each_key_once_leases_claims_and_survives_a_reopen() {
@@ -953,9 +1014,9 @@ mod tests {
         let later = t0 + chrono::Duration::minutes(5);
         let mut store = SqliteStore::open(&path).unwrap();
         let (a, b) = (delivery("1:request_created:hook:alice", t0), delivery("1:request_created:hook:bob", later));
-        store.append(&[], &State::default(), &[a.clone(), b.clone()]).unwrap();
+        store.append(&Changeset { deliveries: vec![a.clone(), b.clone()], ..Changeset::default() }).unwrap();
         // The same key again (a replayed plan) is not a second delivery.
-        store.append(&[], &State::default(), std::slice::from_ref(&a)).unwrap();
+        store.append(&Changeset { deliveries: vec![a.clone()], ..Changeset::default() }).unwrap();
         assert_eq!(store.deliveries(None).unwrap().len(), 2);
         assert_eq!(store.next_delivery_at().unwrap(), Some(t0));
         // Only what is due is claimed, and a claimed one is not due again before its lease ends.

@@ -111,6 +111,24 @@ impl Console {
         self.wait(text, |s| s.contains(text))
     }
 
+    /// Waits until the program has turned the terminal's echo off, as a password prompt does
+    /// just after printing its question: keys typed before that moment would be echoed by the
+    /// terminal itself, whatever the program does, so a test types a secret only after it.
+    pub fn wait_for_echo_off(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let fd = self.master.lock().unwrap().as_raw_fd().expect("a pseudo-terminal has a descriptor");
+            // SAFETY: `termios` is plain data, and `fd` stays open while `self.master` lives.
+            let mut term: libc::termios = unsafe { std::mem::zeroed() };
+            assert_eq!(unsafe { libc::tcgetattr(fd, &mut term) }, 0, "tcgetattr on the pty");
+            if term.c_lflag & libc::ECHO == 0 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "echo was never turned off:\n{}", self.contents());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn press(&mut self, keys: &str) {
         self.writer.write_all(keys.as_bytes()).unwrap();
         self.writer.flush().unwrap();

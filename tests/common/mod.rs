@@ -73,6 +73,10 @@ pub struct Daemon {
     tokens: HashMap<String, String>,
     /// Extra environment for the daemon process.
     pub env: Vec<(String, String)>,
+    /// Extra arguments to `zsa daemon` (a TCP listener, say), kept across restarts.
+    pub args: Vec<String>,
+    /// Where the daemon's standard error goes (appended) instead of the test's.
+    pub log: Option<PathBuf>,
 }
 
 impl Daemon {
@@ -86,6 +90,11 @@ impl Daemon {
 
     /// A daemon with extra environment variables (kept across restarts).
     pub fn start_with_env(policy: &str, env: &[(&str, &str)]) -> Daemon {
+        Self::start_with_args(policy, env, &[])
+    }
+
+    /// A daemon with extra environment variables and arguments (both kept across restarts).
+    pub fn start_with_args(policy: &str, env: &[(&str, &str)], args: &[String]) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let policy_path = dir.path().join("policy.toml");
         std::fs::write(&policy_path, policy.replace("{ADMIN}", &current_user())).expect("write policy");
@@ -97,6 +106,8 @@ impl Daemon {
             child: None,
             tokens: HashMap::new(),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            args: args.to_vec(),
+            log: None,
         };
         d.spawn();
         d
@@ -105,13 +116,17 @@ impl Daemon {
     /// The command that starts this daemon on its state, policy and socket.
     pub fn command(&self) -> Command {
         let mut cmd = daemon_command(&self.state, &self.policy, &self.socket);
-        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd.args(&self.args).envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 
     /// Starts the daemon process and waits until its socket accepts connections.
     pub fn spawn(&mut self) {
-        let mut child = self.command().stderr(Stdio::inherit()).spawn().expect("spawn zsa daemon");
+        let stderr = match &self.log {
+            Some(path) => Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open the daemon's log")),
+            None => Stdio::inherit(),
+        };
+        let mut child = self.command().stderr(stderr).spawn().expect("spawn zsa daemon");
         let started = Instant::now();
         wait_for_socket_while(&self.socket, || match child.try_wait() {
             Ok(Some(status)) => Some(format!("the daemon exited ({status}) after {:?} without answering", started.elapsed())),

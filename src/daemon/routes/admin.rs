@@ -53,7 +53,7 @@ pub async fn tokens(State(engine): State<Arc<Engine>>, caller: Caller) -> Result
 }
 
 /// The tokens `keep` picks, as people are shown them.
-pub(super) fn token_views(engine: &Engine, keep: impl Fn(&crate::rules::Token) -> bool) -> Vec<TokenView> {
+pub(super) fn token_views(engine: &Engine, keep: impl Fn(&crate::model::Token) -> bool) -> Vec<TokenView> {
     let (now, used) = (engine.now(), engine.token_use());
     engine.read(|s, _| s.tokens.values().filter(|t| keep(t)).map(|t| t.view(now, used.last_used(t.id))).collect())
 }
