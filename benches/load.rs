@@ -10,6 +10,8 @@
 //!   idle      `check` while 2,700 idle connections are held, at an open-file limit of 1024
 //!   headers   daemon memory with 6,000 connections that sent most of a head and stopped
 //!   streams   approvals while 900 streams from users with no role catch up from the start
+//!   tls       check over TLS next to a bare handler behind the same TLS; fresh checks while
+//!             2,000 idle TCP connections and 500 unread TLS event streams are held
 //! The last three act as other accounts (a uid taken by one thread), so they need root.
 //! With no names, all run. Results go to stdout as a Markdown table.
 
@@ -25,7 +27,9 @@ use chrono::Utc;
 use fixtures::Builder;
 use zsa::client::{AuditParams, Client};
 use zsa::clock::SystemClock;
-use zsa::daemon::{DaemonConfig, DaemonHandle, start};
+use zsa::client::{Address, Endpoint};
+use zsa::daemon::{DaemonConfig, DaemonHandle, TlsListener, start};
+use zsa::tls::Trust;
 use zsa::model::Change;
 use zsa::model::wire::NewRequest;
 use zsa::notify::outbox::DeliveryState;
@@ -68,15 +72,20 @@ async fn token_client(h: &DaemonHandle, user: &str) -> Client {
 
 /// Hammers `path` on `socket` from `clients` connections for `secs`; returns (per second, sorted latencies).
 async fn hammer(socket: &Path, path: &'static str, clients: usize, secs: u64) -> (f64, Vec<Duration>) {
+    hammer_with(|| reqwest::Client::builder().unix_socket(socket).build().unwrap(), format!("http://zsa{path}"), clients, secs).await
+}
+
+/// Hammers `url` from `clients` clients (each one kept-alive connection) that `make` builds.
+async fn hammer_with(make: impl Fn() -> reqwest::Client, url: String, clients: usize, secs: u64) -> (f64, Vec<Duration>) {
     let until = Instant::now() + Duration::from_secs(secs);
     let mut tasks = Vec::new();
     for _ in 0..clients {
-        let http = reqwest::Client::builder().unix_socket(socket).build().unwrap();
+        let (http, url) = (make(), url.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             while Instant::now() < until {
                 let t = Instant::now();
-                let r = http.get(format!("http://zsa{path}")).send().await.unwrap();
+                let r = http.get(&url).send().await.unwrap();
                 let _ = r.bytes().await.unwrap();
                 lat.push(t.elapsed());
             }
@@ -91,6 +100,16 @@ async fn hammer(socket: &Path, path: &'static str, clients: usize, secs: u64) ->
     (all.len() as f64 / secs as f64, all)
 }
 
+/// The limit `check` is measured against: a bare axum handler answering a similar JSON body.
+fn bare_app() -> axum::Router {
+    axum::Router::new().route(
+        "/v1/check",
+        axum::routing::get(|| async {
+            axum::Json(serde_json::json!({"allowed": true, "user": "u7", "task": "restart", "message": "u7 holds G1"}))
+        }),
+    )
+}
+
 async fn check(rows: &mut Vec<Row>) {
     let dir = tempfile::tempdir().unwrap();
     let h = daemon(dir.path()).await;
@@ -99,12 +118,7 @@ async fn check(rows: &mut Vec<Row>) {
     // The limit: a bare axum handler answering a similar JSON body on the same kind of socket.
     let bare_sock = dir.path().join("bare.sock");
     let listener = tokio::net::UnixListener::bind(&bare_sock).unwrap();
-    let app = axum::Router::new().route(
-        "/v1/check",
-        axum::routing::get(|| async {
-            axum::Json(serde_json::json!({"allowed": true, "user": "u7", "task": "restart", "message": "u7 holds G1"}))
-        }),
-    );
+    let app = bare_app();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     for clients in [1, 8, 64] {
         let (zsa_rate, zsa_lat) = hammer(&h.socket, "/v1/check?task=restart&user=u7", clients, 3).await;
@@ -942,6 +956,182 @@ async fn notices(rows: &mut Vec<Row>) {
     }
 }
 
+/// The bare handler behind the same TLS as the daemon's listener (same certificate, provider,
+/// tokio-rustls and hyper), for the limit of a `check` over TLS.
+async fn bare_tls(cert: &Path, key: &Path) -> std::net::SocketAddr {
+    let acceptor = tokio_rustls::TlsAcceptor::from(zsa::daemon::tls::load(cert, key).unwrap().config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = bare_app();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let service = hyper_util::service::TowerToHyperService::new(app);
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(tls), service).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A TCP connection to `to` from the loopback address `from` (the daemon caps connections per
+/// source address, so an attacker with many addresses is spread over several).
+async fn connect_from(from: std::net::Ipv4Addr, to: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((from, 0).into()).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// The 127.0.X.Y address the `n`th of an attacker's connections comes from: 60 a source, under
+/// the daemon's cap of 64 per address.
+fn source(x: u8, n: usize) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::new(127, 0, x, 1 + (n / 60) as u8)
+}
+
+/// Fresh `check`s for `secs`, each on a new client and connection as `zsa check` makes them (over
+/// TLS that includes the handshake); sorted latencies.
+async fn fresh_checks(make: impl Fn() -> Client, secs: f64) -> Vec<Duration> {
+    let mut lat = Vec::new();
+    let until = Instant::now() + Duration::from_secs_f64(secs);
+    while Instant::now() < until {
+        let fresh = make();
+        let t = Instant::now();
+        assert!(fresh.check("restart", Some("u7")).await.unwrap().allowed);
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    lat
+}
+
+fn spread(lat: &[Duration]) -> String {
+    format!("{} / {} / {}", ms(percentile(lat, 0.5)), ms(percentile(lat, 0.99)), ms(percentile(lat, 1.0)))
+}
+
+/// `check` over the daemon's TLS listener next to the bare handler behind the same TLS; then fresh
+/// `check`s over TLS and over the socket while 2,000 idle TCP connections (1,000 silent from the
+/// first byte, 1,000 silent after the TLS handshake) and 500 TLS event streams that never read
+/// are held, each kind spread over loopback addresses within the per-address cap.
+async fn tls(rows: &mut Vec<Row>) {
+    raise_own_fd_limit();
+    let dir = tempfile::tempdir().unwrap();
+    // The certificate a first run makes: `zsa admin tls init`.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_zsa"))
+        .args(["admin", "tls", "init", "--json", "--name", "127.0.0.1", "--dir"])
+        .arg(dir.path().join("tls"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let made: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (cert, key) = (PathBuf::from(made["cert"].as_str().unwrap()), PathBuf::from(made["key"].as_str().unwrap()));
+    let fingerprint = made["fingerprint"].as_str().unwrap().to_string();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, fixtures::policy_text(&me())).unwrap();
+    let listener = TlsListener { address: "127.0.0.1:0".parse().unwrap(), cert: cert.clone(), key: key.clone() };
+    let config =
+        DaemonConfig { state_dir: dir.path().join("state"), policy, socket: dir.path().join("zsa.sock"), listeners: vec![listener], ..Default::default() };
+    let h = start(config, Arc::new(SystemClock)).await.unwrap();
+    let addr = h.tcp_addrs[0];
+    let admin = Client::new(&h.socket, None).unwrap();
+    let token = |user: String| {
+        let admin = admin.clone();
+        async move { admin.issue_token(&user).await.unwrap().token }
+    };
+    let u7 = token("u7".into()).await;
+    Client::new(&h.socket, Some(u7.clone()))
+        .unwrap()
+        .request(&NewRequest { task: "restart".into(), duration_secs: Some(3600), ..Default::default() })
+        .await
+        .unwrap();
+    let remote = Endpoint { address: Address::Https { host: "127.0.0.1".into(), port: addr.port() }, trust: Some(Trust::Pin(fingerprint.clone())) };
+
+    // The round trip on a kept-alive connection, next to the bare handler behind the same TLS.
+    let bare = bare_tls(&cert, &key).await;
+    let pinned = |port: u16, token: Option<&str>| {
+        let config = zsa::tls::pinned_config(&format!("127.0.0.1:{port}"), &fingerprint).unwrap();
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(t) = token {
+            headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {t}").parse().unwrap());
+        }
+        reqwest::Client::builder().tls_backend_preconfigured(config).default_headers(headers).build().unwrap()
+    };
+    for clients in [1, 8] {
+        let zsa_url = format!("https://127.0.0.1:{}/v1/check?task=restart&user=u7", addr.port());
+        let (zsa_rate, zsa_lat) = hammer_with(|| pinned(addr.port(), Some(&u7)), zsa_url, clients, 3).await;
+        let bare_url = format!("https://127.0.0.1:{}/v1/check", bare.port());
+        let (bare_rate, bare_lat) = hammer_with(|| pinned(bare.port(), None), bare_url, clients, 3).await;
+        rows.push(Row(
+            format!("check over TLS, {clients} client(s), kept-alive: requests/s"),
+            format!("{zsa_rate:.0}"),
+            format!("{bare_rate:.0} (bare axum, same TLS)"),
+            format!("{:.2}", zsa_rate / bare_rate),
+        ));
+        for (label, p) in [("p50", 0.5), ("p99", 0.99)] {
+            rows.push(Row(
+                format!("check over TLS, {clients} client(s), kept-alive: {label}"),
+                ms(percentile(&zsa_lat, p)),
+                ms(percentile(&bare_lat, p)),
+                format!("{:.2}", percentile(&zsa_lat, p).as_secs_f64() / percentile(&bare_lat, p).as_secs_f64().max(1e-9)),
+            ));
+        }
+    }
+
+    let over_tls = || Client::connect(&remote, Some(u7.clone())).unwrap();
+    let over_socket = || Client::new(&h.socket, None).unwrap();
+    let quiet = (fresh_checks(over_tls, 2.0).await, fresh_checks(over_socket, 2.0).await);
+
+    // 500 event streams: 63 users with a token each, 8 streams a token (the per-token cap),
+    // asking for the whole log and never reading a byte of it.
+    let mut tokens = Vec::new();
+    for i in 0..63 {
+        tokens.push(token(format!("u{i}")).await);
+    }
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(zsa::tls::pinned_config(&addr.to_string(), &fingerprint).unwrap()));
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut streams = Vec::new();
+    for i in 0..500 {
+        use tokio::io::AsyncWriteExt;
+        let tcp = connect_from(source(1, i), addr).await;
+        let mut tls = connector.connect(name.clone(), tcp).await.unwrap();
+        let head = format!(
+            "GET /v1/events?after=0 HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {}\r\naccept: text/event-stream\r\n\r\n",
+            tokens[i / 8]
+        );
+        tls.write_all(head.as_bytes()).await.unwrap();
+        tls.flush().await.unwrap();
+        streams.push(tls);
+    }
+    // 2,000 idle connections: half never send a byte, half stop after the TLS handshake.
+    let mut idle = Vec::new();
+    for i in 0..1000 {
+        idle.push(connect_from(source(2, i), addr).await);
+    }
+    let mut shaken = Vec::new();
+    for i in 0..1000 {
+        shaken.push(connector.connect(name.clone(), connect_from(source(3, i), addr).await).await.unwrap());
+    }
+    // Measured within the 10 s the daemon gives a connection to send its request head.
+    let held = (fresh_checks(over_tls, 2.0).await, fresh_checks(over_socket, 2.0).await);
+    let accepted = futures_util::future::join_all(streams.iter_mut().map(|s| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 12];
+        let read = tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut buf)).await;
+        matches!(read, Ok(Ok(_))) && &buf == b"HTTP/1.1 200"
+    }))
+    .await
+    .into_iter()
+    .filter(|ok| *ok)
+    .count();
+    let load = format!("{} idle TCP (half after the TLS handshake) and {accepted} unread TLS event streams held", idle.len() + shaken.len());
+    for (way, calm, busy) in [("TLS (handshake included)", &quiet.0, &held.0), ("the Unix socket", &quiet.1, &held.1)] {
+        rows.push(Row(format!("fresh check over {way}, nothing held: p50 / p99 / max"), spread(calm), "p99 5 ms (target)".into(), String::new()));
+        rows.push(Row(format!("fresh check over {way}, {load}: p50 / p99 / max"), spread(busy), "p99 5 ms (target)".into(), String::new()));
+    }
+    drop((streams, idle, shaken));
+    h.shutdown().await;
+}
+
 fn main() {
     let wanted: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let want = |name: &str| wanted.is_empty() || wanted.iter().any(|w| w == name);
@@ -980,6 +1170,9 @@ fn main() {
         }
         if want("streams") {
             streams(&mut rows).await;
+        }
+        if want("tls") {
+            tls(&mut rows).await;
         }
     });
     println!("| measure | zsa | limit in the same run | ratio |");
