@@ -25,15 +25,15 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use fixtures::Builder;
+use zsa::client::{Address, Endpoint};
 use zsa::client::{AuditParams, Client};
 use zsa::clock::SystemClock;
-use zsa::client::{Address, Endpoint};
 use zsa::daemon::{DaemonConfig, DaemonHandle, TlsListener, start};
-use zsa::tls::Trust;
 use zsa::model::Change;
 use zsa::model::wire::NewRequest;
 use zsa::notify::outbox::DeliveryState;
 use zsa::rules::Command;
+use zsa::tls::Trust;
 
 struct Row(String, String, String, String);
 
@@ -1029,8 +1029,13 @@ async fn tls(rows: &mut Vec<Row>) {
     let policy = dir.path().join("policy.toml");
     std::fs::write(&policy, fixtures::policy_text(&me())).unwrap();
     let listener = TlsListener { address: "127.0.0.1:0".parse().unwrap(), cert: cert.clone(), key: key.clone() };
-    let config =
-        DaemonConfig { state_dir: dir.path().join("state"), policy, socket: dir.path().join("zsa.sock"), listeners: vec![listener], ..Default::default() };
+    let config = DaemonConfig {
+        state_dir: dir.path().join("state"),
+        policy,
+        socket: dir.path().join("zsa.sock"),
+        listeners: vec![listener],
+        ..Default::default()
+    };
     let h = start(config, Arc::new(SystemClock)).await.unwrap();
     let addr = h.tcp_addrs[0];
     let admin = Client::new(&h.socket, None).unwrap();
@@ -1044,7 +1049,8 @@ async fn tls(rows: &mut Vec<Row>) {
         .request(&NewRequest { task: "restart".into(), duration_secs: Some(3600), ..Default::default() })
         .await
         .unwrap();
-    let remote = Endpoint { address: Address::Https { host: "127.0.0.1".into(), port: addr.port() }, trust: Some(Trust::Pin(fingerprint.clone())) };
+    let remote =
+        Endpoint { address: Address::Https { host: "127.0.0.1".into(), port: addr.port() }, trust: Some(Trust::Pin(fingerprint.clone())) };
 
     // The round trip on a kept-alive connection, next to the bare handler behind the same TLS.
     let bare = bare_tls(&cert, &key).await;
@@ -1123,9 +1129,15 @@ async fn tls(rows: &mut Vec<Row>) {
     .into_iter()
     .filter(|ok| *ok)
     .count();
-    let load = format!("{} idle TCP (half after the TLS handshake) and {accepted} unread TLS event streams held", idle.len() + shaken.len());
+    let load =
+        format!("{} idle TCP (half after the TLS handshake) and {accepted} unread TLS event streams held", idle.len() + shaken.len());
     for (way, calm, busy) in [("TLS (handshake included)", &quiet.0, &held.0), ("the Unix socket", &quiet.1, &held.1)] {
-        rows.push(Row(format!("fresh check over {way}, nothing held: p50 / p99 / max"), spread(calm), "p99 5 ms (target)".into(), String::new()));
+        rows.push(Row(
+            format!("fresh check over {way}, nothing held: p50 / p99 / max"),
+            spread(calm),
+            "p99 5 ms (target)".into(),
+            String::new(),
+        ));
         rows.push(Row(format!("fresh check over {way}, {load}: p50 / p99 / max"), spread(busy), "p99 5 ms (target)".into(), String::new()));
     }
     drop((streams, idle, shaken));
