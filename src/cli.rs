@@ -473,6 +473,10 @@ pub struct DaemonArgs {
     /// daemon refused to start because a row did not match the log); the rebuild is recorded
     #[arg(long)]
     pub rebuild_from_log: bool,
+    /// Where the state is kept: sqlite:PATH (one file) or postgres://USER@HOST:PORT/DATABASE
+    /// (several daemons may share it) [default: sqlite:STATE/zsa.db]
+    #[arg(long, env = "ZSA_STORE", hide_env_values = true, value_name = "URL", value_parser = crate::store::Location::parse)]
+    pub store: Option<crate::store::Location>,
     /// The daemon's config file; flags win over it [default: /etc/zsa/daemon.toml for root, else
     /// $XDG_CONFIG_HOME/zsa/daemon.toml; read only if it is there]
     #[arg(long, env = "ZSA_DAEMON_CONFIG", value_name = "FILE")]

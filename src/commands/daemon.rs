@@ -52,7 +52,7 @@ fn settle(args: &DaemonArgs) -> Result<Settled, Vec<String>> {
         }
     };
     let file = file.transpose().map_err(|e| e.to_string().lines().map(String::from).collect::<Vec<_>>())?;
-    let DaemonFile { path, state, policy, socket, listeners, limits } = file.unwrap_or_default();
+    let DaemonFile { path, state, policy, socket, store, listeners, limits } = file.unwrap_or_default();
     let shown = path.display().to_string();
     let mut problems = Vec::new();
 
@@ -104,6 +104,7 @@ fn settle(args: &DaemonArgs) -> Result<Settled, Vec<String>> {
         rebuild_from_log: args.rebuild_from_log,
         listeners: tls,
         limits,
+        store: args.store.clone().or(store),
     };
     Ok(Settled { config, file: (!shown.is_empty()).then_some(path), origins })
 }
@@ -124,6 +125,10 @@ fn check(settled: &Settled) -> CmdResult {
         problems.push(e.0);
     }
     fine.push(format!("state {}", c.state_dir.display()));
+    fine.push(match &c.store {
+        Some(store) => format!("store {}", store.describe()),
+        None => format!("store sqlite:{}", c.state_dir.join("zsa.db").display()),
+    });
     fine.push(format!("socket {}", c.socket.display()));
     for (listener, origin) in c.listeners.iter().zip(&settled.origins) {
         match crate::daemon::tls::load(&listener.cert, &listener.key) {

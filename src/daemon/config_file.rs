@@ -8,6 +8,7 @@
 //! state = "/var/lib/zsa"
 //! policy = "/etc/zsa/policy.toml"
 //! socket = "/run/zsa/zsa.sock"
+//! store = "postgres://zsa@db.example.com:5432/zsa"   # or sqlite:PATH; default sqlite:STATE/zsa.db
 //!
 //! [[listen]]
 //! address = "0.0.0.0:8443"
@@ -40,6 +41,7 @@ struct RawFile {
     state: Option<Spanned<String>>,
     policy: Option<Spanned<String>>,
     socket: Option<Spanned<String>>,
+    store: Option<Spanned<String>>,
     #[serde(default)]
     listen: Vec<Spanned<RawListener>>,
     limits: Option<RawLimits>,
@@ -73,6 +75,7 @@ pub struct DaemonFile {
     pub state: Option<PathBuf>,
     pub policy: Option<PathBuf>,
     pub socket: Option<PathBuf>,
+    pub store: Option<crate::store::Location>,
     pub listeners: Vec<FileListener>,
     pub limits: LimitSettings,
 }
@@ -168,6 +171,15 @@ pub fn parse(source: &str, path: &Path) -> Result<DaemonFile, ConfigError> {
     let state = path_of(&raw.state, "state", &mut problems);
     let policy = path_of(&raw.policy, "policy", &mut problems);
     let socket = path_of(&raw.socket, "socket", &mut problems);
+    let store = raw.store.as_ref().and_then(|value| match crate::store::Location::parse(value.get_ref()) {
+        // A relative SQLite path is taken from the file's directory, as every other path is.
+        Ok(crate::store::Location::Sqlite(db)) => Some(crate::store::Location::Sqlite(base.join(db))),
+        Ok(location) => Some(location),
+        Err(e) => {
+            problems.push((line_of(value.span().start), format!("store: {e}")));
+            None
+        }
+    });
     let mut listeners = Vec::new();
     for listen in &raw.listen {
         let line = line_of(listen.span().start);
@@ -204,7 +216,7 @@ pub fn parse(source: &str, path: &Path) -> Result<DaemonFile, ConfigError> {
     if !problems.is_empty() {
         return Err(ConfigError { file, problems });
     }
-    Ok(DaemonFile { path: path.to_path_buf(), state, policy, socket, listeners, limits })
+    Ok(DaemonFile { path: path.to_path_buf(), state, policy, socket, store, listeners, limits })
 }
 
 #[cfg(test)]
@@ -242,6 +254,11 @@ idle_timeout = "5s"
         assert_eq!(f.limits.per_peer, Some(8));
         assert_eq!(f.limits.idle_timeout, Some(Duration::from_secs(5)));
         assert_eq!(f.limits.max_connections, None);
+        assert_eq!(f.store, None);
+        let f = parse("store = \"sqlite:db/zsa.db\"\n", Path::new("/etc/zsa/daemon.toml")).unwrap();
+        assert_eq!(f.store, Some(crate::store::Location::Sqlite("/etc/zsa/db/zsa.db".into())));
+        let f = parse("store = \"postgres://zsa@127.0.0.1:5432/zsa\"\n", Path::new("/etc/zsa/daemon.toml")).unwrap();
+        assert_eq!(f.store, Some(crate::store::Location::Postgres("postgres://zsa@127.0.0.1:5432/zsa".into())));
     }
 
     #[test]
@@ -257,5 +274,11 @@ idle_timeout = "5s"
         assert!(p.starts_with("/etc/zsa/daemon.toml:3: unknown field `tls_certificate`"), "{p}");
         let p = problems("policy = \"\"\n");
         assert!(p.starts_with("/etc/zsa/daemon.toml:1: policy is empty"), "{p}");
+        let p = problems("state = \"/s\"\nstore = \"mysql://zsa:hunter2@db/zsa\"\n");
+        assert!(p.starts_with("/etc/zsa/daemon.toml:2: store: 'mysql://zsa:***@db/zsa' is not a store: give sqlite:PATH"), "{p}");
+        assert!(!p.contains("hunter2"), "a password is never shown: {p}");
+        let p = problems("store = \"postgres://zsa:hunter2@db:notaport/zsa\"\n");
+        assert!(p.starts_with("/etc/zsa/daemon.toml:1: store: 'postgres://zsa:***@db:notaport/zsa' is not a PostgreSQL URL"), "{p}");
+        assert!(!p.contains("hunter2"), "a password is never shown: {p}");
     }
 }

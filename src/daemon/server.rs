@@ -20,8 +20,7 @@ use crate::clock::{Clock, SteadyClock};
 use crate::model::SYSTEM_ACTOR;
 use crate::policy::Policy;
 use crate::rules::Command;
-use crate::store::Store;
-use crate::store::sqlite::SqliteStore;
+use crate::store::Location;
 
 /// How long a stopping daemon waits for requests in flight.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -40,6 +39,8 @@ pub struct DaemonConfig {
     pub listeners: Vec<TlsListener>,
     /// Connection limits an operator set, over the defaults.
     pub limits: super::listen::LimitSettings,
+    /// Where the state is kept; `None`: SQLite, `zsa.db` in the state directory.
+    pub store: Option<crate::store::Location>,
 }
 
 /// A TCP address to listen on, and the certificate and key it serves with. There is no
@@ -163,27 +164,39 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
     let lock = lock_state(&state_dir)?;
     // Kept whole (`zsa daemon` shows each problem in place); `{:#}` reads "the policy does not load: file:line: ...".
     let policy = Policy::load_trusted(&config.policy).map_err(|e| anyhow::Error::new(e).context("the policy does not load"))?;
-    let db = state_dir.join("zsa.db");
-    let db_files = ["", "-wal", "-shm", "-journal"].map(|suffix| PathBuf::from(format!("{}{suffix}", db.display())));
-    for file in &db_files {
-        crate::fs_trust::own_file_if_present(file, "the daemon's database")?;
-    }
-    let mut store = SqliteStore::open(&db).with_context(|| format!("cannot open the database {}", db.display()))?;
-    let rebuilt = match config.rebuild_from_log {
-        true => Some(store.rebuild_from_log().context("cannot rebuild the current state from the log")?),
-        false => None,
-    };
-    for file in &db_files {
-        crate::fs_trust::own_file_if_present(file, "the daemon's database")?;
-    }
+    let location = config.store.clone().unwrap_or_else(|| Location::Sqlite(state_dir.join("zsa.db")));
     let transcripts = crate::fs_trust::private_dir(&state_dir.join("transcripts"), "the run transcripts' directory")?;
-    let opened = started.elapsed();
-    // The daemon's time never runs slower than the monotonic clock, nor earlier than the log.
-    let last_at = store.events(&crate::store::EventFilter { tail: Some(1), ..Default::default() })?.pop().map(|e| e.at);
-    let clock = Arc::new(SteadyClock::new(clock, last_at));
-    let engine = Arc::new(
-        Engine::open(Box::new(store), policy, clock.clone()).context("cannot start from the stored state")?.with_runs_dir(transcripts),
-    );
+    // Opening a store blocks (a PostgreSQL one talks to the server), and so does loading from it.
+    let rebuild = config.rebuild_from_log;
+    let opening = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let shown = location.describe();
+        // A SQLite file in a place others can write could be swapped under the daemon.
+        let db_files = match &location {
+            Location::Sqlite(db) => {
+                ["", "-wal", "-shm", "-journal"].map(|suffix| PathBuf::from(format!("{}{suffix}", db.display()))).to_vec()
+            }
+            Location::Postgres(_) => Vec::new(),
+        };
+        for file in &db_files {
+            crate::fs_trust::own_file_if_present(file, "the daemon's database")?;
+        }
+        let mut store = crate::store::open(&location).with_context(|| format!("cannot open the database {shown}"))?;
+        let rebuilt = match rebuild {
+            true => Some(store.rebuild_from_log().context("cannot rebuild the current state from the log")?),
+            false => None,
+        };
+        for file in &db_files {
+            crate::fs_trust::own_file_if_present(file, "the daemon's database")?;
+        }
+        let opened = started.elapsed();
+        let last_at = store.events(&crate::store::EventFilter { tail: Some(1), ..Default::default() })?.pop().map(|e| e.at);
+        // The daemon's time never runs slower than the monotonic clock, nor earlier than the log.
+        let clock = Arc::new(SteadyClock::new(clock, last_at));
+        let engine = Engine::open(store, policy, clock.clone()).context("cannot start from the stored state")?.with_runs_dir(transcripts);
+        tracing::info!(store = %shown, "opened the store");
+        Ok((Arc::new(engine), clock, rebuilt, opened))
+    });
+    let (engine, clock, rebuilt, opened) = opening.await.context("opening the store")??;
     let loaded = started.elapsed();
 
     // Every load of the policy is on the record, with the file's SHA-256; runs that were going

@@ -5,6 +5,10 @@
 //! the whole log.
 
 pub mod chain;
+pub mod codec;
+pub mod integrity;
+pub mod postgres;
+pub mod query;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
@@ -176,4 +180,55 @@ pub trait Store: Send {
     fn save_token_use(&mut self, used: &[(crate::model::TokenId, DateTime<Utc>)]) -> Result<(), StoreError>;
     /// Another handle on the same data for reads, so queries never wait behind a commit.
     fn reader(&self) -> Result<Box<dyn Store>, StoreError>;
+    /// Rewrites every current-state row from the log, after checking that the log itself
+    /// verifies (a broken log cannot be the source). Returns what was wrong with the rows, for
+    /// the `state_rebuilt` event the daemon records.
+    fn rebuild_from_log(&mut self) -> Result<String, StoreError>;
+}
+
+/// Where a daemon keeps its state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// One SQLite file (`sqlite:PATH`): the default, `zsa.db` in the state directory.
+    Sqlite(std::path::PathBuf),
+    /// A PostgreSQL database (`postgres://USER@HOST:PORT/DATABASE`), which several daemons may share.
+    Postgres(String),
+}
+
+impl Location {
+    pub fn parse(text: &str) -> Result<Location, String> {
+        let redacted = postgres::redacted(text);
+        let shown = crate::model::text::inert(&redacted);
+        if let Some(path) = text.strip_prefix("sqlite:") {
+            if path.trim().is_empty() {
+                return Err("sqlite: needs the database file's path, like sqlite:/var/lib/zsa/zsa.db".into());
+            }
+            return Ok(Location::Sqlite(path.into()));
+        }
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            return match text.parse::<::postgres::Config>() {
+                Ok(_) => Ok(Location::Postgres(text.to_string())),
+                Err(e) => Err(format!("'{shown}' is not a PostgreSQL URL ({e}); write it like postgres://zsa@db.example.com:5432/zsa")),
+            };
+        }
+        Err(format!(
+            "'{shown}' is not a store: give sqlite:PATH (one file; the default is zsa.db in the state directory) or postgres://USER@HOST:PORT/DATABASE"
+        ))
+    }
+
+    /// How it is shown in logs and messages: never with a password.
+    pub fn describe(&self) -> String {
+        match self {
+            Location::Sqlite(path) => format!("sqlite:{}", path.display()),
+            Location::Postgres(url) => postgres::redacted(url),
+        }
+    }
+}
+
+/// Opens the store at `location`, creating or upgrading its schema. Blocking.
+pub fn open(location: &Location) -> Result<Box<dyn Store>, StoreError> {
+    Ok(match location {
+        Location::Sqlite(path) => Box::new(sqlite::SqliteStore::open(path)?),
+        Location::Postgres(url) => Box::new(postgres::PostgresStore::open(url)?),
+    })
 }

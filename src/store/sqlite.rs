@@ -7,11 +7,16 @@
 
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::codec::{
+    DELIVERY_COLUMNS, DeliveryColumns, RowKey, Stamps, column_time, from_json, notice_column, row_of, run_state, stamp, stamps_of, time_of,
+    to_json,
+};
+use super::integrity::{ChainWalk, Ledger, StoredEvent, check_live, rebuilt_from_log};
+use super::query::{self, Arg};
 use super::{Changeset, EventFilter, Head, Rows, Scope, Settled, Store, StoreError, chain};
 use crate::model::event::user_record;
 use crate::model::wire::VerifyReport;
@@ -124,23 +129,6 @@ const SCHEMA_VERSION: i64 = 4;
 /// decision and no event says it (see `daemon::token_use`). Writing a row keeps it.
 const LAST_USED_COLUMN: &str = "last_used TEXT";
 
-/// The newest event that wrote each current-state row (by `Change::rows` key): what the row
-/// must name as its writer.
-type Stamps = std::collections::HashMap<String, (u64, String)>;
-
-/// A run's `state` column: the live index looks for `running`.
-fn run_state(r: &Run) -> &'static str {
-    if r.ended.is_some() { "ended" } else { "running" }
-}
-
-fn from_json<T: DeserializeOwned>(body: &str) -> Result<T, StoreError> {
-    serde_json::from_str(body).map_err(|e| StoreError::Corrupt(format!("a stored row cannot be read: {e}")))
-}
-
-fn to_json<T: Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
 /// The JSON `body` column of every row a query returns, read back.
 fn bodies<T: DeserializeOwned>(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<Vec<T>, StoreError> {
     let mut stmt = conn.prepare_cached(sql)?;
@@ -157,26 +145,22 @@ fn by_id<T: DeserializeOwned>(conn: &Connection, table: &str, id: u64) -> Result
     Ok(bodies(conn, &format!("SELECT body FROM {table} WHERE id = ?1"), [id as i64])?.pop())
 }
 
-/// Every row of `table` in `scope`; `person` is the column naming whose it is.
-fn in_scope<T: DeserializeOwned>(conn: &Connection, table: &str, person: &str, scope: &Scope) -> Result<Vec<T>, StoreError> {
-    let mut sql = format!("SELECT body FROM {table}");
-    let mut args: Vec<rusqlite::types::Value> = Vec::new();
-    if let Scope::Concerning { user, tasks } = scope {
-        args.push(user.clone().into());
-        sql.push_str(&format!(" WHERE {person} = ?1"));
-        if !tasks.is_empty() {
-            let marks: Vec<String> = (2..tasks.len() + 2).map(|n| format!("?{n}")).collect();
-            sql.push_str(&format!(" OR task IN ({})", marks.join(", ")));
-            args.extend(tasks.iter().map(|t| t.clone().into()));
-        }
-    }
-    sql.push_str(" ORDER BY id");
-    bodies(conn, &sql, rusqlite::params_from_iter(args))
+/// A placeholder as SQLite numbers them.
+fn mark(n: usize) -> String {
+    format!("?{n}")
 }
 
-/// Times in indexed columns have one fixed width, so text order is time order.
-fn column_time(t: &chrono::DateTime<chrono::Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+fn values(args: Vec<Arg>) -> impl rusqlite::Params {
+    rusqlite::params_from_iter(args.into_iter().map(|a| match a {
+        Arg::Int(n) => rusqlite::types::Value::from(n),
+        Arg::Text(t) => rusqlite::types::Value::from(t),
+    }))
+}
+
+/// Every row of `table` in `scope`; `person` is the column naming whose it is.
+fn in_scope<T: DeserializeOwned>(conn: &Connection, table: &str, person: &str, scope: &Scope) -> Result<Vec<T>, StoreError> {
+    let q = query::in_scope(mark, table, person, scope);
+    bodies(conn, &q.sql, values(q.args))
 }
 
 /// Adds `column` (a name and its declaration) to `table` unless it is there already.
@@ -187,35 +171,6 @@ fn add_column(conn: &Connection, table: &str, column: &str) -> Result<(), StoreE
         conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column}"))?;
     }
     Ok(())
-}
-
-/// The table row a row key names: (table, key column, key).
-fn row_of(key: &str) -> Option<(&'static str, &'static str, rusqlite::types::Value)> {
-    if let Some(user) = key.strip_prefix("U:") {
-        return Some(("disabled_users", "user", user.to_string().into()));
-    }
-    let n: i64 = key.get(1..)?.parse().ok()?;
-    let table = match key.chars().next()? {
-        'R' => "requests",
-        'G' => "grants",
-        'X' => "runs",
-        'T' => "tokens",
-        _ => return None,
-    };
-    Some((table, "id", n.into()))
-}
-
-/// The stamps of `events`: for each row they write, the newest of them.
-fn stamps_of<'a>(events: impl IntoIterator<Item = &'a Event>) -> Stamps {
-    events.into_iter().flat_map(|e| e.change.rows().into_iter().map(|row| (row, (e.seq, e.hash.clone())))).collect()
-}
-
-/// The newest event that wrote `row`, as (seq, hash) columns.
-fn stamp(stamps: &Stamps, row: &str) -> Result<(i64, String), StoreError> {
-    stamps
-        .get(row)
-        .map(|(seq, hash)| (*seq as i64, hash.clone()))
-        .ok_or_else(|| StoreError::Corrupt(format!("the row of {row} is written by no event")))
 }
 
 /// Writes the requests, grants, runs and tokens of `rows`, each stamped with the newest event that
@@ -263,136 +218,25 @@ fn save_token_use(tx: &Connection, used: &[(TokenId, DateTime<Utc>)]) -> Result<
     Ok(())
 }
 
-/// Replays the events of one record into an empty state, checking each is intact; returns that
-/// state and the stamps of the rows they wrote.
-fn rebuild_record(conn: &Connection, record: &str) -> Result<(State, Stamps), StoreError> {
-    let mut stmt = conn.prepare_cached("SELECT seq, body, prev_hash, hash FROM events WHERE record = ?1 ORDER BY seq")?;
-    let mut rows = stmt.query([record])?;
-    let mut state = State::default();
-    let mut stamps = Stamps::new();
-    while let Some(row) = rows.next()? {
-        let seq: i64 = row.get(0)?;
-        let body: String = row.get(1)?;
-        let (prev, hash): (String, String) = (row.get(2)?, row.get(3)?);
-        if chain::hash(&prev, &body) != hash {
-            return Err(StoreError::Tampered(format!("event {seq} (of {record}) was changed after it was written")));
-        }
-        let event = chain::parse(&body, prev, hash).map_err(StoreError::Corrupt)?;
-        stamps.extend(stamps_of([&event]));
-        state.apply(&event);
-    }
-    Ok((state, stamps))
-}
-
-/// Before the daemon serves from the current-state rows, checks each live one against the
-/// events of its record: the row names the newest of them as its writer, each is intact, and
-/// replaying them gives the row exactly. A row edited behind the daemon's back (an `expires_at`
-/// moved to 2099, a revoked token made valid) stops the start, named.
-fn check_live(conn: &Connection, live: &State) -> Result<(), StoreError> {
-    let mut records: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
-    records.extend(live.requests.keys().map(|id| id.to_string()));
-    records.extend(live.grants.keys().map(|id| id.request().to_string()));
-    records.extend(live.runs.keys().map(|id| id.to_string()));
-    records.extend(live.tokens.keys().map(|id| id.to_string()));
-    records.extend(live.disabled.keys().map(|u| user_record(u)));
-    for record in records {
-        let (rebuilt, stamps) = rebuild_record(conn, &record)?;
-        let rows: Vec<String> = match record.strip_prefix('R') {
-            Some(n) => vec![record.clone(), format!("G{n}")],
-            None => vec![record.clone()],
-        };
-        for row in rows {
-            let Some((table, key_column, key)) = row_of(&row) else { continue };
-            let sql = format!("SELECT seq, hash FROM {table} WHERE {key_column} = ?1");
-            let label = row.strip_prefix("U:").map_or(row.clone(), |u| format!("user {u}"));
-            let mut stamp = conn.prepare_cached(&sql)?;
-            let Some(written) = stamp.query_row([&key], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))).optional()? else {
-                if stamps.contains_key(&row) && (table != "disabled_users" || rebuilt.is_disabled(&row[2..])) {
-                    return Err(StoreError::Tampered(format!("the {table} row of {label} is missing, though the log wrote it")));
-                }
-                continue;
-            };
-            let n = row.get(1..).and_then(|n| n.parse::<u64>().ok());
-            let same = match (table, n) {
-                ("requests", Some(n)) => live.requests.get(&RequestId(n)).map(|r| rebuilt.requests.get(&RequestId(n)) == Some(r)),
-                ("grants", Some(n)) => live.grants.get(&GrantId(n)).map(|g| rebuilt.grants.get(&GrantId(n)) == Some(g)),
-                ("runs", Some(n)) => live.runs.get(&RunId(n)).map(|r| rebuilt.runs.get(&RunId(n)) == Some(r)),
-                ("tokens", Some(n)) => live.tokens.get(&TokenId(n)).map(|t| rebuilt.tokens.get(&TokenId(n)) == Some(t)),
-                ("disabled_users", _) => {
-                    let user = &row[2..];
-                    live.disabled.get(user).map(|since| rebuilt.disabled.get(user).map(column_time) == Some(column_time(since)))
-                }
-                _ => None,
-            };
-            let problem = match stamps.get(&row) {
-                Some(newest) if *newest != written => Some(format!(
-                    "it names event {} as the last to write it, but the newest event that wrote it is {}",
-                    written.0, newest.0
-                )),
-                None => Some("no event of the log wrote it".to_string()),
-                Some(_) if same == Some(false) => Some(format!("its content differs from what the events of {record} make of it")),
-                Some(_) => None,
-            };
-            if let Some(problem) = problem {
-                return Err(StoreError::Tampered(format!("the {table} row of {label} does not match the log: {problem}")));
-            }
-        }
-    }
-    // Rows deleted outright: every user the log says is disabled, and every token it issued,
-    // must have its row (a deleted disabled_users row would let the user back in).
-    let mut users = conn.prepare("SELECT DISTINCT record FROM events WHERE record >= 'U:' AND record < 'U;'")?;
-    for record in users.query_map([], |r| r.get::<_, String>(0))? {
-        let record = record?;
-        let user = &record[2..];
-        if !live.is_disabled(user) && rebuild_record(conn, &record)?.0.is_disabled(user) {
-            return Err(StoreError::Tampered(format!(
-                "the disabled_users row of user {} is missing, though the log says the user is disabled",
-                crate::model::text::inert(user)
-            )));
-        }
-    }
-    let mut tokens = conn.prepare("SELECT DISTINCT record FROM events WHERE record >= 'T' AND record < 'U'")?;
-    for record in tokens.query_map([], |r| r.get::<_, String>(0))? {
-        let record = record?;
-        if !record[1..].parse::<u64>().is_ok_and(|n| live.tokens.contains_key(&TokenId(n))) {
-            return Err(StoreError::Tampered(format!("the tokens row of {record} is missing, though the log issued it")));
-        }
-    }
-    Ok(())
-}
-
-/// The columns `delivery_of` reads, in its order.
-const DELIVERY_COLUMNS: &str =
-    "id, key, seq, channel, trigger, recipient, notice, state, attempts, next_at, not_before, last_error, created_at, done_at";
-
-fn time_of(t: &str) -> Result<DateTime<Utc>, StoreError> {
-    chrono::DateTime::parse_from_rfc3339(t)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| StoreError::Corrupt(format!("a stored time cannot be read: {e}")))
-}
-
 /// One outbox row, read back.
 fn delivery_of(row: &rusqlite::Row) -> Result<Delivery, StoreError> {
-    let trigger: String = row.get(4)?;
-    let state: String = row.get(7)?;
-    let optional_time = |t: Option<String>| t.as_deref().map(time_of).transpose();
-    Ok(Delivery {
-        id: row.get::<_, i64>(0)? as u64,
+    DeliveryColumns {
+        id: row.get(0)?,
         key: row.get(1)?,
-        seq: row.get::<_, i64>(2)? as u64,
+        seq: row.get(2)?,
         channel: row.get(3)?,
-        trigger: crate::notify::Trigger::parse(&trigger)
-            .ok_or_else(|| StoreError::Corrupt(format!("a delivery names an unknown trigger {trigger}")))?,
+        trigger: row.get(4)?,
         recipient: row.get(5)?,
-        notice: from_json::<crate::notify::content::Stored>(&row.get::<_, String>(6)?)?.notice(),
-        state: DeliveryState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("a delivery is in an unknown state {state}")))?,
-        attempts: row.get::<_, i64>(8)? as u32,
-        next_at: time_of(&row.get::<_, String>(9)?)?,
-        not_before: optional_time(row.get(10)?)?,
+        notice: row.get(6)?,
+        state: row.get(7)?,
+        attempts: row.get(8)?,
+        next_at: row.get(9)?,
+        not_before: row.get(10)?,
         last_error: row.get(11)?,
-        created_at: time_of(&row.get::<_, String>(12)?)?,
-        done_at: optional_time(row.get(13)?)?,
-    })
+        created_at: row.get(12)?,
+        done_at: row.get(13)?,
+    }
+    .read()
 }
 
 /// Writes new outbox rows. A key already there is left as it is: the same event never causes
@@ -412,7 +256,7 @@ fn write_deliveries(tx: &Connection, deliveries: &[Delivery]) -> Result<(), Stor
             d.channel,
             d.trigger.as_str(),
             d.recipient,
-            to_json(&crate::notify::content::Stored::of(&d.notice))?,
+            notice_column(d)?,
             d.state.as_str(),
             d.attempts as i64,
             column_time(&d.next_at),
@@ -421,6 +265,46 @@ fn write_deliveries(tx: &Connection, deliveries: &[Delivery]) -> Result<(), Stor
         ])?;
     }
     Ok(())
+}
+
+/// A row key as the column that holds it and its value.
+fn key_value(key: RowKey) -> (&'static str, rusqlite::types::Value) {
+    match key {
+        RowKey::Id(n) => ("id", n.into()),
+        RowKey::User(u) => ("user", u.into()),
+    }
+}
+
+impl Ledger for &Connection {
+    fn record_events(&mut self, record: &str) -> Result<Vec<(u64, String, String, String)>, StoreError> {
+        let mut stmt = self.prepare_cached("SELECT seq, body, prev_hash, hash FROM events WHERE record = ?1 ORDER BY seq")?;
+        let rows = stmt.query_map([record], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn row_stamp(&mut self, table: &str, key: &RowKey) -> Result<Option<(u64, String)>, StoreError> {
+        let (column, key) = key_value(key.clone());
+        let mut stmt = self.prepare_cached(&format!("SELECT seq, hash FROM {table} WHERE {column} = ?1"))?;
+        Ok(stmt.query_row([key], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))).optional()?)
+    }
+
+    fn records_between(&mut self, from: &str, to: &str) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.prepare_cached("SELECT DISTINCT record FROM events WHERE record >= ?1 AND record < ?2")?;
+        let rows = stmt.query_map([from, to], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn table_rows(&mut self, table: &str) -> Result<Vec<(u64, String, u64, String)>, StoreError> {
+        let mut stmt = self.prepare(&format!("SELECT id, body, seq, hash FROM {table} ORDER BY id"))?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get::<_, i64>(2)? as u64, r.get(3)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn disabled_users(&mut self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.prepare("SELECT user FROM disabled_users ORDER BY user")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
 }
 
 pub struct SqliteStore {
@@ -476,11 +360,9 @@ impl SqliteStore {
         }
         {
             for (row, (seq, hash)) in &stamps {
-                if let Some((table, key_column, key)) = row_of(row) {
-                    tx.execute(
-                        &format!("UPDATE {table} SET seq = ?1, hash = ?2 WHERE {key_column} = ?3"),
-                        params![*seq as i64, hash, key],
-                    )?;
+                if let Some((table, key)) = row_of(row) {
+                    let (column, key) = key_value(key);
+                    tx.execute(&format!("UPDATE {table} SET seq = ?1, hash = ?2 WHERE {column} = ?3"), params![*seq as i64, hash, key])?;
                 }
             }
         }
@@ -489,24 +371,24 @@ impl SqliteStore {
         Ok(())
     }
 
+    fn open_reader(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch("PRAGMA query_only = 1;")?;
+        Ok(SqliteStore { path: path.to_path_buf(), conn })
+    }
+
+    fn row_to_event(body: String, prev: String, hash: String) -> Result<Event, StoreError> {
+        chain::parse(&body, prev, hash).map_err(StoreError::Corrupt)
+    }
+}
+
+impl Store for SqliteStore {
     /// Rewrites every current-state row from the log, after checking that the log itself
     /// verifies (a broken log cannot be the source). Returns what was wrong with the rows, for
     /// the `state_rebuilt` event the daemon records.
-    pub fn rebuild_from_log(&mut self) -> Result<String, StoreError> {
-        let report = self.verify()?;
-        if let Some(seq) = report.first_bad_seq {
-            return Err(StoreError::LogBroken(format!(
-                "the log itself does not verify at event {seq} ({}), so the current state cannot be rebuilt from it",
-                report.problem.as_deref().unwrap_or("unknown problem")
-            )));
-        }
-        let problem = report.problem.unwrap_or_else(|| "asked for; the current-state tables already matched the log".into());
-        let mut full = State::default();
-        let mut stamps = Stamps::new();
-        self.replay(&mut |e| {
-            stamps.extend(stamps_of([&e]));
-            full.apply(&e);
-        })?;
+    fn rebuild_from_log(&mut self) -> Result<String, StoreError> {
+        let (problem, mut full, stamps) = rebuilt_from_log(self)?;
         let used = self.token_use()?;
         let tx = self.conn.transaction()?;
         tx.execute_batch("DELETE FROM requests; DELETE FROM grants; DELETE FROM runs; DELETE FROM tokens; DELETE FROM disabled_users;")?;
@@ -524,75 +406,6 @@ impl SqliteStore {
         Ok(problem)
     }
 
-    fn open_reader(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.execute_batch("PRAGMA query_only = 1;")?;
-        Ok(SqliteStore { path: path.to_path_buf(), conn })
-    }
-
-    fn row_to_event(body: String, prev: String, hash: String) -> Result<Event, StoreError> {
-        chain::parse(&body, prev, hash).map_err(StoreError::Corrupt)
-    }
-
-    /// Compares the projection tables with the state the events rebuild.
-    fn projection_problem(&self, rebuilt: &State, stamps: &Stamps) -> Result<Option<String>, StoreError> {
-        fn compare<T: PartialEq + serde::de::DeserializeOwned>(
-            conn: &Connection,
-            table: &str,
-            label: &str,
-            expected: &std::collections::BTreeMap<u64, &T>,
-            stamps: &Stamps,
-        ) -> Result<Option<String>, StoreError> {
-            let mut stmt = conn.prepare(&format!("SELECT id, body, seq, hash FROM {table} ORDER BY id"))?;
-            let mut rows = stmt.query([])?;
-            let mut seen = 0usize;
-            while let Some(row) = rows.next()? {
-                let id: i64 = row.get(0)?;
-                let body: String = row.get(1)?;
-                seen += 1;
-                let stored: Option<T> = serde_json::from_str(&body).ok();
-                match (stored, expected.get(&(id as u64))) {
-                    (Some(s), Some(e)) if &s == *e => {}
-                    _ => return Ok(Some(format!("the {table} row of {label}{id} differs from what the events say"))),
-                }
-                let written = (row.get::<_, i64>(2)? as u64, row.get::<_, String>(3)?);
-                if stamps.get(&format!("{label}{id}")) != Some(&written) {
-                    return Ok(Some(format!("the {table} row of {label}{id} does not name the newest event that wrote it")));
-                }
-            }
-            if seen != expected.len() {
-                return Ok(Some(format!("the {table} table holds {seen} rows but the events make {}", expected.len())));
-            }
-            Ok(None)
-        }
-        let requests: std::collections::BTreeMap<u64, &Request> = rebuilt.requests.iter().map(|(k, v)| (k.0, v)).collect();
-        let grants: std::collections::BTreeMap<u64, &Grant> = rebuilt.grants.iter().map(|(k, v)| (k.0, v)).collect();
-        let tokens: std::collections::BTreeMap<u64, &Token> = rebuilt.tokens.iter().map(|(k, v)| (k.0, v)).collect();
-        let runs: std::collections::BTreeMap<u64, &Run> = rebuilt.runs.iter().map(|(k, v)| (k.0, v)).collect();
-        if let Some(p) = compare(&self.conn, "requests", "R", &requests, stamps)? {
-            return Ok(Some(p));
-        }
-        if let Some(p) = compare(&self.conn, "grants", "G", &grants, stamps)? {
-            return Ok(Some(p));
-        }
-        if let Some(p) = compare(&self.conn, "runs", "X", &runs, stamps)? {
-            return Ok(Some(p));
-        }
-        if let Some(p) = compare(&self.conn, "tokens", "T", &tokens, stamps)? {
-            return Ok(Some(p));
-        }
-        let mut stmt = self.conn.prepare("SELECT user FROM disabled_users ORDER BY user")?;
-        let users: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
-        let expected: Vec<String> = rebuilt.disabled.keys().cloned().collect();
-        if users != expected {
-            return Ok(Some("the disabled_users table differs from what the events say".into()));
-        }
-        Ok(None)
-    }
-}
-
-impl Store for SqliteStore {
     /// Only the upgrade to a new schema reads the whole log this way (start-up loads the live
     /// rows), so it is a plain loop.
     fn replay(&mut self, each: &mut dyn FnMut(Event)) -> Result<(), StoreError> {
@@ -657,7 +470,7 @@ impl Store for SqliteStore {
             s.last_seq = seq as u64;
             s.last_hash = hash;
         }
-        check_live(&tx, &s)?;
+        check_live(&mut &*tx, &s)?;
         drop(tx);
         Ok(s)
     }
@@ -821,61 +634,9 @@ impl Store for SqliteStore {
     }
 
     fn events(&mut self, f: &EventFilter) -> Result<Vec<Event>, StoreError> {
-        let mut conds = String::from("seq > ?1");
-        let mut args: Vec<rusqlite::types::Value> = vec![(f.after_seq.unwrap_or(0) as i64).into()];
-        if let Some(since) = &f.since {
-            args.push(column_time(since).into());
-            conds.push_str(&format!(" AND at >= ?{}", args.len()));
-        }
-        if let Some(until) = &f.until {
-            args.push(column_time(until).into());
-            conds.push_str(&format!(" AND at < ?{}", args.len()));
-        }
-        if let Some(user) = &f.user {
-            args.push(user.clone().into());
-            let n = args.len();
-            conds.push_str(&format!(" AND (subject = ?{n} OR actor = ?{n})"));
-        }
-        if let Some(task) = &f.task {
-            args.push(task.clone().into());
-            conds.push_str(&format!(" AND task = ?{}", args.len()));
-        }
-        let (order, limit) = match f.tail {
-            Some(n) => ("DESC", Some(n.min(f.limit.unwrap_or(u32::MAX)))),
-            None => ("", f.limit),
-        };
-        let limit = limit.map(|n| format!(" LIMIT {n}")).unwrap_or_default();
-        let sql = match &f.visible_to {
-            None | Some(Scope::Everything) => format!("SELECT body, prev_hash, hash FROM events WHERE {conds} ORDER BY seq {order}{limit}"),
-            Some(Scope::Concerning { user, tasks }) => {
-                // One indexed range per way an event may concern the caller, each cut to the
-                // page, then merged: a caller who may see nothing reads nothing, and one who sees
-                // a little reads a little, however long the log.
-                args.push(user.clone().into());
-                let u = args.len();
-                let mut ways = vec![format!("actor = ?{u}"), format!("subject = ?{u}"), "kind = 'policy_loaded'".to_string()];
-                // One range per task (not `task IN`), so each reads in seq order and stops at the
-                // page; past SQLite's limit of 500 terms in a compound select, one `IN` instead.
-                if tasks.len() <= 400 {
-                    for t in tasks {
-                        args.push(t.clone().into());
-                        ways.push(format!("task = ?{}", args.len()));
-                    }
-                } else {
-                    let first = args.len() + 1;
-                    args.extend(tasks.iter().map(|t| t.clone().into()));
-                    let marks: Vec<String> = (first..first + tasks.len()).map(|n| format!("?{n}")).collect();
-                    ways.push(format!("task IN ({})", marks.join(", ")));
-                }
-                let branches: Vec<String> = ways
-                    .iter()
-                    .map(|w| format!("SELECT seq FROM (SELECT seq FROM events WHERE {w} AND {conds} ORDER BY seq {order}{limit})"))
-                    .collect();
-                format!("SELECT body, prev_hash, hash FROM events WHERE seq IN ({}) ORDER BY seq {order}{limit}", branches.join(" UNION "))
-            }
-        };
-        let mut stmt = self.conn.prepare_cached(&sql)?;
-        let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+        let q = query::events(mark, f);
+        let mut stmt = self.conn.prepare_cached(&q.sql)?;
+        let mut rows = stmt.query(values(q.args))?;
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
             out.push(Self::row_to_event(row.get(0)?, row.get(1)?, row.get(2)?)?);
@@ -889,62 +650,30 @@ impl Store for SqliteStore {
     fn verify(&mut self) -> Result<VerifyReport, StoreError> {
         // One read transaction: the events and the projections are checked in one consistent snapshot.
         let tx = self.conn.unchecked_transaction()?;
-        let mut report = VerifyReport { ok: true, events: 0, head: None, first_bad_seq: None, problem: None };
-        let mut rebuilt = State::default();
-        let mut stamps = Stamps::new();
-        let mut prev = chain::GENESIS.to_string();
-        let mut expected_seq = 1u64;
+        let mut walk = ChainWalk::default();
         {
             let mut stmt =
                 tx.prepare("SELECT seq, at, actor, kind, subject, task, body, prev_hash, hash, record FROM events ORDER BY seq")?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
-                let seq = row.get::<_, i64>(0)? as u64;
-                let body: String = row.get(6)?;
-                let prev_hash: String = row.get(7)?;
-                let hash: String = row.get(8)?;
-                let problem = if seq != expected_seq {
-                    Some(format!("event {expected_seq} is missing (the next stored event is {seq})"))
-                } else if prev_hash != prev {
-                    Some(format!("event {seq} does not link to the event before it"))
-                } else if chain::hash(&prev_hash, &body) != hash {
-                    Some(format!("event {seq} was changed after it was written: its hash does not match its content"))
-                } else {
-                    match chain::parse(&body, prev_hash.clone(), hash.clone()) {
-                        Err(e) => Some(format!("event {seq} cannot be read: {e}")),
-                        Ok(e) => {
-                            let columns_match = row.get::<_, String>(1)? == column_time(&e.at)
-                                && row.get::<_, String>(2)? == e.actor
-                                && row.get::<_, String>(3)? == e.change.kind()
-                                && row.get::<_, Option<String>>(4)?.as_deref() == e.change.subject()
-                                && row.get::<_, Option<String>>(5)?.as_deref() == e.change.task()
-                                && row.get::<_, Option<String>>(9)? == e.change.record();
-                            if columns_match {
-                                stamps.extend(stamps_of([&e]));
-                                rebuilt.apply(&e);
-                                None
-                            } else {
-                                Some(format!("event {seq}'s indexed columns were changed; they no longer match its hashed content"))
-                            }
-                        }
-                    }
+                let event = StoredEvent {
+                    seq: row.get::<_, i64>(0)? as u64,
+                    at: row.get(1)?,
+                    actor: row.get(2)?,
+                    kind: row.get(3)?,
+                    subject: row.get(4)?,
+                    task: row.get(5)?,
+                    body: row.get(6)?,
+                    prev_hash: row.get(7)?,
+                    hash: row.get(8)?,
+                    record: row.get(9)?,
                 };
-                if let Some(problem) = problem {
-                    report.ok = false;
-                    report.first_bad_seq = Some(seq.min(expected_seq));
-                    report.problem = Some(problem);
-                    return Ok(report);
+                if !walk.step(event) {
+                    break;
                 }
-                report.events += 1;
-                report.head = Some(hash.clone());
-                prev = hash;
-                expected_seq += 1;
             }
         }
-        if let Some(problem) = self.projection_problem(&rebuilt, &stamps)? {
-            report.ok = false;
-            report.problem = Some(problem);
-        }
+        let report = walk.finish(&mut &*tx)?;
         tx.finish()?;
         Ok(report)
     }

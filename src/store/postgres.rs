@@ -1,0 +1,696 @@
+//! PostgreSQL, for several daemons sharing one state: the same tables, rows and checks as the
+//! SQLite store (`codec`, `integrity`, `query` are shared), durable at commit
+//! (`synchronous_commit = on` for every session, whatever the server's default).
+//!
+//! The store's calls block, like SQLite's: the engine decides one command at a time on its
+//! writer, and every caller is already on a blocking thread. So the driver is `postgres`, the
+//! blocking face of `tokio-postgres`, one connection for writes and one for reads per daemon
+//! (what the engine's two locks can use at once; a pool would hold connections nobody can use).
+//!
+//! Schema changes are numbered migrations, applied at open inside one transaction under an
+//! advisory lock, so daemons starting together apply each exactly once. Every append with
+//! events takes a second advisory lock and then checks the head, so two daemons extend the
+//! chain one after the other; the primary key on `seq` makes a fork impossible even without it.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use postgres::error::SqlState;
+use postgres::types::ToSql;
+use postgres::{Client, GenericClient, NoTls, Row};
+use serde::de::DeserializeOwned;
+
+use super::codec::{
+    DELIVERY_COLUMNS, DeliveryColumns, RowKey, column_time, from_json, notice_column, run_state, stamp, stamps_of, time_of, to_json,
+};
+use super::integrity::{ChainWalk, Ledger, StoredEvent, check_live, rebuilt_from_log};
+use super::query::{self, Arg};
+use super::{Changeset, EventFilter, Head, Rows, Scope, Settled, Store, StoreError, chain};
+use crate::model::wire::VerifyReport;
+use crate::model::{Event, Grant, GrantId, Request, RequestId, Run, RunId, Token, TokenId};
+use crate::notify::outbox::{Delivery, DeliveryState};
+use crate::rules::State;
+
+/// The advisory lock daemons take to migrate the schema (any 64-bit number nobody else uses).
+const MIGRATION_LOCK: i64 = 0x7a73_615f_6d69_6772;
+/// The advisory lock an append with events holds until it commits: appends take turns.
+const APPEND_LOCK: i64 = 0x7a73_615f_6865_6164;
+
+/// The schema, one entry a version; an entry is never changed once released, only added to.
+const MIGRATIONS: &[&str] = &[
+    // 1: the tables and indexes of SQLite's schema version 4.
+    r#"
+CREATE TABLE events (
+    seq BIGINT PRIMARY KEY,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    subject TEXT,
+    task TEXT,
+    body TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    record TEXT GENERATED ALWAYS AS (COALESCE(
+        body::jsonb ->> 'run',
+        body::jsonb ->> 'request',
+        'R' || substr(body::jsonb ->> 'grant', 2),
+        body::jsonb ->> 'token',
+        'U:' || (body::jsonb ->> 'user'))) STORED
+);
+CREATE INDEX events_at ON events(at);
+CREATE INDEX events_subject_at ON events(subject, at);
+CREATE INDEX events_actor_at ON events(actor, at);
+CREATE INDEX events_task_at ON events(task, at);
+CREATE INDEX events_actor_seq ON events(actor, seq);
+CREATE INDEX events_subject_seq ON events(subject, seq);
+CREATE INDEX events_task_seq ON events(task, seq);
+CREATE INDEX events_record ON events(record, seq);
+CREATE INDEX events_policy_loads ON events(seq) WHERE kind = 'policy_loaded';
+CREATE INDEX events_requests_created ON events(seq) WHERE kind = 'request_created';
+CREATE INDEX events_runs_started ON events(seq) WHERE kind = 'run_started';
+CREATE TABLE requests (
+    id BIGINT PRIMARY KEY, requester TEXT NOT NULL, task TEXT NOT NULL, state TEXT NOT NULL, body TEXT NOT NULL,
+    seq BIGINT NOT NULL DEFAULT 0, hash TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE grants (
+    id BIGINT PRIMARY KEY, holder TEXT NOT NULL, task TEXT NOT NULL, state TEXT NOT NULL,
+    expires_at TEXT NOT NULL, body TEXT NOT NULL, seq BIGINT NOT NULL DEFAULT 0, hash TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE tokens (
+    id BIGINT PRIMARY KEY, "user" TEXT NOT NULL, sha256 TEXT NOT NULL, revoked BOOLEAN NOT NULL, body TEXT NOT NULL,
+    seq BIGINT NOT NULL DEFAULT 0, hash TEXT NOT NULL DEFAULT '', last_used TEXT
+);
+CREATE TABLE disabled_users (
+    "user" TEXT PRIMARY KEY, since TEXT NOT NULL, seq BIGINT NOT NULL DEFAULT 0, hash TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE runs (
+    id BIGINT PRIMARY KEY, holder TEXT NOT NULL, task TEXT NOT NULL, state TEXT NOT NULL, body TEXT NOT NULL,
+    seq BIGINT NOT NULL DEFAULT 0, hash TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX requests_pending ON requests(id) WHERE state = 'pending';
+CREATE INDEX grants_active ON grants(id) WHERE state = 'active';
+CREATE INDEX runs_running ON runs(id) WHERE state = 'running';
+CREATE TABLE deliveries (
+    id BIGSERIAL PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    seq BIGINT NOT NULL,
+    channel TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    notice TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    next_at TEXT NOT NULL,
+    not_before TEXT,
+    last_error TEXT,
+    created_at TEXT NOT NULL,
+    done_at TEXT
+);
+CREATE INDEX deliveries_due ON deliveries(next_at) WHERE state = 'pending';
+CREATE INDEX deliveries_failed ON deliveries(id) WHERE state = 'failed';
+"#,
+];
+
+impl From<postgres::Error> for StoreError {
+    /// A connection that is gone or cannot be made, or a server shutting down or full, is
+    /// unavailable; anything else is the backend's own error.
+    fn from(e: postgres::Error) -> StoreError {
+        let unavailable = e.is_closed()
+            || matches!(
+                e.code(),
+                Some(c) if *c == SqlState::ADMIN_SHUTDOWN || *c == SqlState::CANNOT_CONNECT_NOW || *c == SqlState::TOO_MANY_CONNECTIONS
+                    || *c == SqlState::CRASH_SHUTDOWN
+            )
+            || (e.as_db_error().is_none() && std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>()));
+        match unavailable {
+            true => StoreError::Unavailable(e.to_string()),
+            false => StoreError::Backend(Box::new(e)),
+        }
+    }
+}
+
+/// A placeholder as PostgreSQL numbers them.
+fn mark(n: usize) -> String {
+    format!("${n}")
+}
+
+fn values(args: &[Arg]) -> Vec<Box<dyn ToSql + Sync>> {
+    args.iter()
+        .map(|a| -> Box<dyn ToSql + Sync> {
+            match a {
+                Arg::Int(n) => Box::new(*n),
+                Arg::Text(t) => Box::new(t.clone()),
+            }
+        })
+        .collect()
+}
+
+fn refs(values: &[Box<dyn ToSql + Sync>]) -> Vec<&(dyn ToSql + Sync)> {
+    values.iter().map(|v| v.as_ref()).collect()
+}
+
+/// A `user` column: a reserved word in PostgreSQL, so always quoted.
+fn key_value(key: &RowKey) -> (&'static str, Box<dyn ToSql + Sync>) {
+    match key {
+        RowKey::Id(n) => ("id", Box::new(*n)),
+        RowKey::User(u) => ("\"user\"", Box::new(u.clone())),
+    }
+}
+
+/// Opens a session on `url`: durable commits, a name in `pg_stat_activity`, and a time limit
+/// on connecting (a database that is down is said so in seconds, not hung on).
+fn connect(url: &str) -> Result<Client, StoreError> {
+    let mut config: postgres::Config =
+        url.parse().map_err(|e| StoreError::Unavailable(format!("{} is not a PostgreSQL URL: {e}", redacted(url))))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(10));
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("zsa");
+    }
+    let mut client = config.connect(NoTls).map_err(|e| StoreError::Unavailable(format!("cannot connect to {}: {e}", redacted(url))))?;
+    client.batch_execute("SET synchronous_commit = on; SET default_transaction_isolation = 'read committed'")?;
+    Ok(client)
+}
+
+/// `url` without its password, for messages and logs.
+pub fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Applies the migrations the database has not had, under the migration lock, all in one
+/// transaction; refuses a database a newer zsa migrated further than this one knows.
+fn migrate(client: &mut Client) -> Result<(), StoreError> {
+    let mut tx = client.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS zsa_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")?;
+    let done: i32 = tx.query_one("SELECT COALESCE(MAX(version), 0) FROM zsa_migrations", &[])?.get(0);
+    let known = MIGRATIONS.len() as i32;
+    if done > known {
+        return Err(StoreError::Corrupt(format!(
+            "the database is at schema version {done}, written by a newer zsa; this one knows up to version {known}. Run the newer zsa"
+        )));
+    }
+    for (n, sql) in MIGRATIONS.iter().enumerate().skip(done as usize) {
+        tx.batch_execute(sql)?;
+        tx.execute("INSERT INTO zsa_migrations (version, applied_at) VALUES ($1, $2)", &[&(n as i32 + 1), &column_time(&Utc::now())])?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// The head of the log as `client` sees it.
+fn head(client: &mut impl GenericClient) -> Result<Head, StoreError> {
+    let row = client.query_opt("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1", &[])?;
+    Ok(row.map(|r| Head { seq: r.get::<_, i64>(0) as u64, hash: r.get(1) }).unwrap_or_default())
+}
+
+fn bodies<T: DeserializeOwned>(client: &mut impl GenericClient, sql: &str, args: &[&(dyn ToSql + Sync)]) -> Result<Vec<T>, StoreError> {
+    client.query(sql, args)?.iter().map(|r| from_json(r.get::<_, &str>(0))).collect()
+}
+
+fn by_id<T: DeserializeOwned>(client: &mut impl GenericClient, table: &str, id: u64) -> Result<Option<T>, StoreError> {
+    Ok(bodies(client, &format!("SELECT body FROM {table} WHERE id = $1"), &[&(id as i64)])?.pop())
+}
+
+fn in_scope<T: DeserializeOwned>(client: &mut impl GenericClient, table: &str, person: &str, scope: &Scope) -> Result<Vec<T>, StoreError> {
+    let q = query::in_scope(mark, table, person, scope);
+    let values = values(&q.args);
+    bodies(client, &q.sql, &refs(&values))
+}
+
+fn delivery_of(row: &Row) -> Result<Delivery, StoreError> {
+    DeliveryColumns {
+        id: row.get(0),
+        key: row.get(1),
+        seq: row.get(2),
+        channel: row.get(3),
+        trigger: row.get(4),
+        recipient: row.get(5),
+        notice: row.get(6),
+        state: row.get(7),
+        attempts: row.get(8),
+        next_at: row.get(9),
+        not_before: row.get(10),
+        last_error: row.get(11),
+        created_at: row.get(12),
+        done_at: row.get(13),
+    }
+    .read()
+}
+
+/// Writes the requests, grants, runs and tokens of `rows`, each stamped with the newest event
+/// that wrote it (a token's row keeps when it was last used).
+fn write_rows(tx: &mut impl GenericClient, rows: &Rows, stamps: &super::codec::Stamps) -> Result<(), StoreError> {
+    for r in rows.requests.values() {
+        let (seq, hash) = stamp(stamps, &r.id.to_string())?;
+        tx.execute(
+            "INSERT INTO requests (id, requester, task, state, body, seq, hash) VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (id) DO UPDATE SET requester = excluded.requester, task = excluded.task, state = excluded.state,
+             body = excluded.body, seq = excluded.seq, hash = excluded.hash",
+            &[&(r.id.0 as i64), &r.requester, &r.task, &r.state.as_str(), &to_json(r)?, &seq, &hash],
+        )?;
+    }
+    for g in rows.grants.values() {
+        let (seq, hash) = stamp(stamps, &g.id.to_string())?;
+        tx.execute(
+            "INSERT INTO grants (id, holder, task, state, expires_at, body, seq, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, task = excluded.task, state = excluded.state,
+             expires_at = excluded.expires_at, body = excluded.body, seq = excluded.seq, hash = excluded.hash",
+            &[&(g.id.0 as i64), &g.holder, &g.task, &g.state.as_str(), &column_time(&g.expires_at), &to_json(g)?, &seq, &hash],
+        )?;
+    }
+    for r in rows.runs.values() {
+        let (seq, hash) = stamp(stamps, &r.id.to_string())?;
+        tx.execute(
+            "INSERT INTO runs (id, holder, task, state, body, seq, hash) VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, task = excluded.task, state = excluded.state,
+             body = excluded.body, seq = excluded.seq, hash = excluded.hash",
+            &[&(r.id.0 as i64), &r.holder, &r.task, &run_state(r), &to_json(r)?, &seq, &hash],
+        )?;
+    }
+    for t in rows.tokens.values() {
+        let (seq, hash) = stamp(stamps, &t.id.to_string())?;
+        tx.execute(
+            "INSERT INTO tokens (id, \"user\", sha256, revoked, body, seq, hash) VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (id) DO UPDATE SET \"user\" = excluded.\"user\", sha256 = excluded.sha256, revoked = excluded.revoked,
+             body = excluded.body, seq = excluded.seq, hash = excluded.hash",
+            &[&(t.id.0 as i64), &t.user, &t.sha256, &t.revoked, &to_json(t)?, &seq, &hash],
+        )?;
+    }
+    Ok(())
+}
+
+/// Notes when tokens were last used, never moving a time back (a row that is gone is skipped).
+fn save_token_use(tx: &mut impl GenericClient, used: &[(TokenId, DateTime<Utc>)]) -> Result<(), StoreError> {
+    for (id, at) in used {
+        tx.execute(
+            "UPDATE tokens SET last_used = $2 WHERE id = $1 AND (last_used IS NULL OR last_used < $2)",
+            &[&(id.0 as i64), &column_time(at)],
+        )?;
+    }
+    Ok(())
+}
+
+/// Writes disabled users from the events that disable and enable them.
+fn write_disabled(tx: &mut impl GenericClient, events: &[Event]) -> Result<(), StoreError> {
+    for e in events {
+        match &e.change {
+            crate::model::Change::UserDisabled { user, .. } => {
+                tx.execute(
+                    "INSERT INTO disabled_users (\"user\", since, seq, hash) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (\"user\") DO UPDATE SET since = excluded.since, seq = excluded.seq, hash = excluded.hash",
+                    &[user, &column_time(&e.at), &(e.seq as i64), &e.hash],
+                )?;
+            }
+            crate::model::Change::UserEnabled { user } => {
+                tx.execute("DELETE FROM disabled_users WHERE \"user\" = $1", &[user])?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn write_deliveries(tx: &mut impl GenericClient, deliveries: &[Delivery]) -> Result<(), StoreError> {
+    for d in deliveries {
+        tx.execute(
+            "INSERT INTO deliveries (key, seq, channel, trigger, recipient, notice, state, attempts, next_at, not_before, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (key) DO NOTHING",
+            &[
+                &d.key,
+                &(d.seq as i64),
+                &d.channel,
+                &d.trigger.as_str(),
+                &d.recipient,
+                &notice_column(d)?,
+                &d.state.as_str(),
+                &(d.attempts as i64),
+                &column_time(&d.next_at),
+                &d.not_before.as_ref().map(column_time),
+                &column_time(&d.created_at),
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// The integrity checks' reads, on a transaction (one snapshot) or a session.
+struct Reads<'a, C: GenericClient>(&'a mut C);
+
+impl<C: GenericClient> Ledger for Reads<'_, C> {
+    fn record_events(&mut self, record: &str) -> Result<Vec<(u64, String, String, String)>, StoreError> {
+        let rows = self.0.query("SELECT seq, body, prev_hash, hash FROM events WHERE record = $1 ORDER BY seq", &[&record])?;
+        Ok(rows.iter().map(|r| (r.get::<_, i64>(0) as u64, r.get(1), r.get(2), r.get(3))).collect())
+    }
+
+    fn row_stamp(&mut self, table: &str, key: &RowKey) -> Result<Option<(u64, String)>, StoreError> {
+        let (column, key) = key_value(key);
+        let row = self.0.query_opt(&format!("SELECT seq, hash FROM {table} WHERE {column} = $1"), &[key.as_ref()])?;
+        Ok(row.map(|r| (r.get::<_, i64>(0) as u64, r.get(1))))
+    }
+
+    fn records_between(&mut self, from: &str, to: &str) -> Result<Vec<String>, StoreError> {
+        // Byte order, as SQLite compares text, whatever the database's collation.
+        let rows = self
+            .0
+            .query("SELECT DISTINCT record FROM events WHERE record COLLATE \"C\" >= $1 AND record COLLATE \"C\" < $2", &[&from, &to])?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    fn table_rows(&mut self, table: &str) -> Result<Vec<(u64, String, u64, String)>, StoreError> {
+        let rows = self.0.query(&format!("SELECT id, body, seq, hash FROM {table} ORDER BY id"), &[])?;
+        Ok(rows.iter().map(|r| (r.get::<_, i64>(0) as u64, r.get(1), r.get::<_, i64>(2) as u64, r.get(3))).collect())
+    }
+
+    fn disabled_users(&mut self) -> Result<Vec<String>, StoreError> {
+        let rows = self.0.query("SELECT \"user\" FROM disabled_users ORDER BY \"user\" COLLATE \"C\"", &[])?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+}
+
+pub struct PostgresStore {
+    url: String,
+    /// Always there but while the store is dropped (see `Drop`).
+    client: Option<Client>,
+}
+
+impl Drop for PostgresStore {
+    /// Closing a session blocks on the driver's own runtime, which panics on a thread that is
+    /// driving async tasks (where the daemon lets go of its engine): it is closed on a thread
+    /// of its own.
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            let _ = std::thread::spawn(move || drop(client)).join();
+        }
+    }
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` and brings its schema up to date.
+    pub fn open(url: &str) -> Result<Self, StoreError> {
+        let mut client = connect(url)?;
+        migrate(&mut client)?;
+        Ok(PostgresStore { url: url.to_string(), client: Some(client) })
+    }
+
+    /// The session, connected again if the last one was lost (a restarted server, a dropped
+    /// network): the call that found it lost failed as `Unavailable`; the next one works.
+    fn client(&mut self) -> Result<&mut Client, StoreError> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            self.client = Some(connect(&self.url)?);
+        }
+        Ok(self.client.as_mut().expect("connected just now"))
+    }
+}
+
+impl Store for PostgresStore {
+    /// Rewrites every current-state row from the log (see `SqliteStore::rebuild_from_log`).
+    fn rebuild_from_log(&mut self) -> Result<String, StoreError> {
+        let (problem, mut full, stamps) = rebuilt_from_log(self)?;
+        let used = self.token_use()?;
+        let mut tx = self.client()?.transaction()?;
+        tx.batch_execute("DELETE FROM requests; DELETE FROM grants; DELETE FROM runs; DELETE FROM tokens; DELETE FROM disabled_users;")?;
+        let disabled = std::mem::take(&mut full.disabled);
+        write_rows(&mut tx, &Rows::from(full), &stamps)?;
+        save_token_use(&mut tx, &used)?;
+        for (user, since) in &disabled {
+            let (seq, hash) = stamp(&stamps, &crate::model::event::user_record(user))?;
+            tx.execute(
+                "INSERT INTO disabled_users (\"user\", since, seq, hash) VALUES ($1, $2, $3, $4)",
+                &[user, &column_time(since), &seq, &hash],
+            )?;
+        }
+        tx.commit()?;
+        Ok(problem)
+    }
+
+    fn replay(&mut self, each: &mut dyn FnMut(Event)) -> Result<(), StoreError> {
+        // A page at a time, so a long log is never held whole.
+        let mut after = 0i64;
+        loop {
+            let rows =
+                self.client()?.query("SELECT seq, body, prev_hash, hash FROM events WHERE seq > $1 ORDER BY seq LIMIT 10000", &[&after])?;
+            let Some(last) = rows.last() else { return Ok(()) };
+            after = last.get(0);
+            for r in &rows {
+                each(chain::parse(r.get(1), r.get(2), r.get(3)).map_err(StoreError::Corrupt)?);
+            }
+        }
+    }
+
+    fn load_live(&mut self) -> Result<State, StoreError> {
+        // One snapshot, so the parts agree with each other.
+        let mut tx =
+            self.client()?.build_transaction().isolation_level(postgres::IsolationLevel::RepeatableRead).read_only(true).start()?;
+        let mut s = State::default();
+        for g in bodies::<Grant>(&mut tx, "SELECT body FROM grants WHERE state = 'active'", &[])? {
+            s.add_active(g);
+        }
+        for r in bodies::<Request>(&mut tx, "SELECT body FROM requests WHERE state = 'pending'", &[])? {
+            s.add_pending(r);
+        }
+        let of_grants: Vec<RequestId> = s.grants.values().map(|g| g.request).collect();
+        for id in of_grants {
+            if let Some(r) = by_id::<Request>(&mut tx, "requests", id.0)? {
+                s.requests.insert(id, r);
+            }
+        }
+        for r in bodies::<Run>(&mut tx, "SELECT body FROM runs WHERE state = 'running'", &[])? {
+            s.running.insert(r.id);
+            s.runs.insert(r.id, r);
+        }
+        for t in bodies::<Token>(&mut tx, "SELECT body FROM tokens", &[])? {
+            s.token_by_hash.insert(t.sha256.clone(), t.id);
+            s.tokens.insert(t.id, t);
+        }
+        for row in tx.query("SELECT \"user\", since FROM disabled_users", &[])? {
+            s.disabled.insert(row.get(0), time_of(row.get(1))?);
+        }
+        // Ids never repeat, even if rows were deleted: the newest creation in the log counts too.
+        for (table, kind) in [("requests", "request_created"), ("runs", "run_started")] {
+            let max: i64 = tx.query_one(&format!("SELECT COALESCE(MAX(id), 0) FROM {table}"), &[])?.get(0);
+            let sql = format!("SELECT record FROM events WHERE kind = '{kind}' ORDER BY seq DESC LIMIT 1");
+            let newest = tx.query_opt(&sql, &[])?.and_then(|r| r.get::<_, Option<String>>(0));
+            let newest: u64 = newest.and_then(|r| r.get(1..).and_then(|n| n.parse().ok())).unwrap_or(0);
+            let last = (max as u64).max(newest);
+            match table {
+                "requests" => s.last_request = last,
+                _ => s.last_run = last,
+            }
+        }
+        let now = head(&mut tx)?;
+        (s.last_seq, s.last_hash) = (now.seq, now.hash);
+        check_live(&mut Reads(&mut tx), &s)?;
+        tx.commit()?;
+        Ok(s)
+    }
+
+    fn request(&mut self, id: RequestId) -> Result<Option<Request>, StoreError> {
+        by_id(self.client()?, "requests", id.0)
+    }
+
+    fn grant(&mut self, id: GrantId) -> Result<Option<Grant>, StoreError> {
+        by_id(self.client()?, "grants", id.0)
+    }
+
+    fn run(&mut self, id: RunId) -> Result<Option<Run>, StoreError> {
+        by_id(self.client()?, "runs", id.0)
+    }
+
+    fn requests(&mut self, scope: &Scope) -> Result<Vec<Request>, StoreError> {
+        in_scope(self.client()?, "requests", "requester", scope)
+    }
+
+    fn grants(&mut self, scope: &Scope) -> Result<Vec<Grant>, StoreError> {
+        in_scope(self.client()?, "grants", "holder", scope)
+    }
+
+    fn runs(&mut self, scope: &Scope) -> Result<Vec<Run>, StoreError> {
+        in_scope(self.client()?, "runs", "holder", scope)
+    }
+
+    fn append(&mut self, change: &Changeset) -> Result<(), StoreError> {
+        let Changeset { events, rows, deliveries, .. } = change;
+        let stamps = stamps_of(events);
+        let mut tx = self.client()?.transaction()?;
+        if !events.is_empty() {
+            // Appends take turns; the head read below stays the head until this commits.
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&APPEND_LOCK])?;
+            let now = head(&mut tx)?;
+            if now != change.head {
+                return Err(StoreError::Conflict(format!(
+                    "it was decided after event {}, but the log is at event {} now",
+                    change.head.seq, now.seq
+                )));
+            }
+        }
+        for e in events {
+            let inserted = tx.execute(
+                "INSERT INTO events (seq, at, actor, kind, subject, task, body, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    &(e.seq as i64),
+                    &column_time(&e.at),
+                    &e.actor,
+                    &e.change.kind(),
+                    &e.change.subject(),
+                    &e.change.task(),
+                    &chain::body(e),
+                    &e.prev_hash,
+                    &e.hash,
+                ],
+            );
+            if let Err(err) = inserted {
+                // Another writer took this seq (one that did not take the lock): never a fork.
+                if err.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+                    return Err(StoreError::Conflict(format!("event {} is already in the log", e.seq)));
+                }
+                return Err(err.into());
+            }
+        }
+        write_rows(&mut tx, rows, &stamps)?;
+        write_disabled(&mut tx, events)?;
+        write_deliveries(&mut tx, deliveries)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn claim_deliveries(&mut self, now: DateTime<Utc>, lease_until: DateTime<Utc>, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        let mut tx = self.client()?.transaction()?;
+        // SKIP LOCKED: two daemons' senders never claim the same delivery.
+        let sql = format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE state = 'pending' AND next_at <= $1 ORDER BY next_at, id LIMIT $2 FOR UPDATE SKIP LOCKED"
+        );
+        let mut out = tx.query(&sql, &[&column_time(&now), &(limit as i64)])?.iter().map(delivery_of).collect::<Result<Vec<_>, _>>()?;
+        for d in &mut out {
+            tx.execute(
+                "UPDATE deliveries SET attempts = attempts + 1, next_at = $2 WHERE id = $1",
+                &[&(d.id as i64), &column_time(&lease_until)],
+            )?;
+            d.attempts += 1;
+            d.next_at = lease_until;
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn next_delivery_at(&mut self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let at: Option<String> = self.client()?.query_one("SELECT MIN(next_at) FROM deliveries WHERE state = 'pending'", &[])?.get(0);
+        at.map(|t| time_of(&t)).transpose()
+    }
+
+    fn settle_delivery(&mut self, id: u64, settled: &Settled) -> Result<(), StoreError> {
+        self.client()?.execute(
+            "UPDATE deliveries SET state = $2, next_at = $3, last_error = $4, done_at = $5 WHERE id = $1",
+            &[
+                &(id as i64),
+                &settled.state.as_str(),
+                &column_time(&settled.next_at),
+                &settled.last_error,
+                &settled.done_at.as_ref().map(column_time),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn deliveries(&mut self, state: Option<DeliveryState>) -> Result<Vec<Delivery>, StoreError> {
+        let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE $1::TEXT IS NULL OR state = $1 ORDER BY id");
+        self.client()?.query(&sql, &[&state.map(DeliveryState::as_str)])?.iter().map(delivery_of).collect()
+    }
+
+    fn delivery(&mut self, id: u64) -> Result<Option<Delivery>, StoreError> {
+        let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1");
+        self.client()?.query_opt(&sql, &[&(id as i64)])?.as_ref().map(delivery_of).transpose()
+    }
+
+    fn retry_delivery(&mut self, id: u64, now: DateTime<Utc>) -> Result<Option<DeliveryState>, StoreError> {
+        let mut tx = self.client()?.transaction()?;
+        let Some(row) = tx.query_opt("SELECT state FROM deliveries WHERE id = $1 FOR UPDATE", &[&(id as i64)])? else {
+            return Ok(None);
+        };
+        let state: String = row.get(0);
+        let state =
+            DeliveryState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("delivery {id} has the unknown state {state:?}")))?;
+        if state == DeliveryState::Failed {
+            tx.execute(
+                "UPDATE deliveries SET state = 'pending', attempts = 0, next_at = $2, not_before = $2, done_at = NULL WHERE id = $1",
+                &[&(id as i64), &column_time(&now)],
+            )?;
+        }
+        tx.commit()?;
+        Ok(Some(state))
+    }
+
+    fn events(&mut self, f: &EventFilter) -> Result<Vec<Event>, StoreError> {
+        let q = query::events(mark, f);
+        let values = values(&q.args);
+        let rows = self.client()?.query(&q.sql, &refs(&values))?;
+        let mut out =
+            rows.iter().map(|r| chain::parse(r.get(0), r.get(1), r.get(2)).map_err(StoreError::Corrupt)).collect::<Result<Vec<_>, _>>()?;
+        if f.tail.is_some() {
+            out.reverse();
+        }
+        Ok(out)
+    }
+
+    fn verify(&mut self) -> Result<VerifyReport, StoreError> {
+        // One snapshot: the events and the rows are checked as of one moment, while others write.
+        let mut tx =
+            self.client()?.build_transaction().isolation_level(postgres::IsolationLevel::RepeatableRead).read_only(true).start()?;
+        let mut walk = ChainWalk::default();
+        let mut after = 0i64;
+        'pages: loop {
+            let rows = tx.query(
+                "SELECT seq, at, actor, kind, subject, task, body, prev_hash, hash, record FROM events WHERE seq > $1 ORDER BY seq LIMIT 10000",
+                &[&after],
+            )?;
+            let Some(last) = rows.last() else { break };
+            after = last.get(0);
+            for r in rows {
+                let event = StoredEvent {
+                    seq: r.get::<_, i64>(0) as u64,
+                    at: r.get(1),
+                    actor: r.get(2),
+                    kind: r.get(3),
+                    subject: r.get(4),
+                    task: r.get(5),
+                    body: r.get(6),
+                    prev_hash: r.get(7),
+                    hash: r.get(8),
+                    record: r.get(9),
+                };
+                if !walk.step(event) {
+                    break 'pages;
+                }
+            }
+        }
+        let report = walk.finish(&mut Reads(&mut tx))?;
+        tx.commit()?;
+        Ok(report)
+    }
+
+    fn token_use(&mut self) -> Result<Vec<(TokenId, DateTime<Utc>)>, StoreError> {
+        let rows = self.client()?.query("SELECT id, last_used FROM tokens WHERE last_used IS NOT NULL ORDER BY id", &[])?;
+        rows.iter().map(|r| Ok((TokenId(r.get::<_, i64>(0) as u64), time_of(r.get(1))?))).collect()
+    }
+
+    fn save_token_use(&mut self, used: &[(TokenId, DateTime<Utc>)]) -> Result<(), StoreError> {
+        let mut tx = self.client()?.transaction()?;
+        save_token_use(&mut tx, used)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn reader(&self) -> Result<Box<dyn Store>, StoreError> {
+        Ok(Box::new(PostgresStore { url: self.url.clone(), client: Some(connect(&self.url)?) }))
+    }
+}
