@@ -206,10 +206,27 @@ impl Location {
             return Ok(Location::Sqlite(path.into()));
         }
         if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-            return match text.parse::<::postgres::Config>() {
-                Ok(_) => Ok(Location::Postgres(text.to_string())),
-                Err(e) => Err(format!("'{shown}' is not a PostgreSQL URL ({e}); write it like postgres://zsa@db.example.com:5432/zsa")),
-            };
+            let config = text
+                .parse::<::postgres::Config>()
+                .map_err(|e| format!("'{shown}' is not a PostgreSQL URL ({e}); write it like postgres://zsa@127.0.0.1:5432/zsa"))?;
+            // The driver speaks no TLS here: only this machine's server, over loopback or a
+            // Unix socket, where nobody on a network can read or change what passes.
+            let remote = config.get_hosts().iter().find_map(|host| match host {
+                ::postgres::config::Host::Tcp(name) => {
+                    let local = name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+                    (!local).then(|| name.clone())
+                }
+                _ => None,
+            });
+            let remote = remote.or_else(|| config.get_hostaddrs().iter().find(|ip| !ip.is_loopback()).map(|ip| ip.to_string()));
+            if let Some(host) = remote {
+                return Err(format!(
+                    "'{shown}': {} is not this machine, and zsa does not speak TLS to PostgreSQL yet, so the log would cross the network in the clear. \
+                     Reach the database over a Unix socket (postgres://zsa@%2Frun%2Fpostgresql/zsa) or over loopback through a tunnel you trust",
+                    crate::model::text::inert(&host)
+                ));
+            }
+            return Ok(Location::Postgres(text.to_string()));
         }
         Err(format!(
             "'{shown}' is not a store: give sqlite:PATH (one file; the default is zsa.db in the state directory) or postgres://USER@HOST:PORT/DATABASE"
@@ -231,4 +248,32 @@ pub fn open(location: &Location) -> Result<Box<dyn Store>, StoreError> {
         Location::Sqlite(path) => Box::new(sqlite::SqliteStore::open(path)?),
         Location::Postgres(url) => Box::new(postgres::PostgresStore::open(url)?),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Location;
+
+    #[test]
+    fn a_store_is_a_sqlite_file_or_this_machines_postgresql_and_a_password_is_never_shown() {
+        assert_eq!(Location::parse("sqlite:/var/lib/zsa/zsa.db"), Ok(Location::Sqlite("/var/lib/zsa/zsa.db".into())));
+        for local in [
+            "postgres://zsa@127.0.0.1:5432/zsa",
+            "postgresql://zsa@localhost/zsa",
+            "postgres://zsa@[::1]/zsa",
+            "postgres://zsa@%2Frun%2Fpostgresql/zsa",
+        ] {
+            assert_eq!(Location::parse(local), Ok(Location::Postgres(local.into())), "{local}");
+        }
+        let remote = Location::parse("postgres://zsa:hunter2@db.example.com:5432/zsa").unwrap_err();
+        assert!(remote.starts_with("'postgres://zsa:***@db.example.com:5432/zsa': db.example.com is not this machine"), "{remote}");
+        assert!(remote.contains("Unix socket"), "it says what to do instead: {remote}");
+        let hidden = Location::parse("postgres://zsa@localhost/zsa?hostaddr=10.0.0.5").unwrap_err();
+        assert!(hidden.contains("10.0.0.5 is not this machine"), "{hidden}");
+        for wrong in ["mysql://zsa:hunter2@db/zsa", "/var/lib/zsa/zsa.db", "sqlite:"] {
+            let e = Location::parse(wrong).unwrap_err();
+            assert!(!e.contains("hunter2") && e.contains("sqlite:"), "{e}");
+        }
+        assert_eq!(Location::Postgres("postgres://zsa:hunter2@127.0.0.1/zsa".into()).describe(), "postgres://zsa:***@127.0.0.1/zsa");
+    }
 }
