@@ -2,6 +2,7 @@
 //! number printed next to the physical limit measured in the same run:
 //!   check     check throughput and latency (1, 8, 64 clients) next to a bare axum handler
 //!   writes    durable writes per second next to raw single-row SQLite commits (WAL, FULL)
+//!   postgres  the same with the state in this machine's PostgreSQL, next to raw PostgreSQL commits
 //!   fanout    approval to event arrival at 100 event-stream clients
 //!   expiry    lateness of 10,000 grants ending within the same minute
 //!   start     start time and memory with 1,000,000 events; an audit query for one user, one week
@@ -158,45 +159,95 @@ fn raw_sqlite_commits(dir: &Path, secs: u64) -> f64 {
     n as f64 / secs as f64
 }
 
+/// Request+approve pairs per second over 4 s from `clients` requesters (u100...), alice approving.
+async fn request_approve_pairs(socket: &Path, clients: usize) -> f64 {
+    let admin = Client::new(socket, None).unwrap();
+    let token = |user: String| {
+        let admin = admin.clone();
+        let socket = socket.to_path_buf();
+        async move { Client::new(&socket, Some(admin.issue_token(&user).await.unwrap().token)).unwrap() }
+    };
+    let alice = token("alice".into()).await;
+    let mut tasks = Vec::new();
+    let until = Instant::now() + Duration::from_secs(4);
+    for i in 0..clients {
+        let u = token(format!("u{}", 100 + i)).await;
+        let alice = alice.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut pairs = 0u64;
+            while Instant::now() < until {
+                let new = NewRequest { task: "journal".into(), duration_secs: Some(60), ..Default::default() };
+                let id = u.request(&new).await.unwrap().request.id;
+                alice.approve(id, None).await.unwrap();
+                pairs += 1;
+            }
+            pairs
+        }));
+    }
+    let mut pairs = 0;
+    for t in tasks {
+        pairs += t.await.unwrap();
+    }
+    pairs as f64 / 4.0
+}
+
+/// Raw single-row commits to the machine's PostgreSQL over loopback, durable at commit as the
+/// store's are (`synchronous_commit = on`), in a database of the bench's own.
+fn raw_postgres_commits(url: &str, secs: u64) -> f64 {
+    let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    client.batch_execute("SET synchronous_commit = on; CREATE TABLE t (id BIGSERIAL PRIMARY KEY, body TEXT NOT NULL)").unwrap();
+    let body = "x".repeat(300);
+    let until = Instant::now() + Duration::from_secs(secs);
+    let mut n = 0u64;
+    while Instant::now() < until {
+        let mut tx = client.transaction().unwrap();
+        tx.execute("INSERT INTO t (body) VALUES ($1)", &[&body]).unwrap();
+        tx.commit().unwrap();
+        n += 1;
+    }
+    n as f64 / secs as f64
+}
+
+/// Durable writes with the state in PostgreSQL (this machine's, 127.0.0.1:5432), next to raw
+/// single-row PostgreSQL commits on the same server in the same run.
+async fn postgres_writes(rows: &mut Vec<Row>) {
+    const SERVER: &str = "postgres://root@127.0.0.1:5432/test";
+    let name = format!("zsa_bench_{}", std::process::id());
+    let admin_sql = move |sql: String| {
+        std::thread::spawn(move || postgres::Client::connect(SERVER, postgres::NoTls).unwrap().batch_execute(&sql).unwrap()).join().unwrap()
+    };
+    for db in [format!("{name}_raw"), name.clone()] {
+        admin_sql(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+        admin_sql(format!("CREATE DATABASE {db}"));
+    }
+    let raw_url = format!("postgres://root@127.0.0.1:5432/{name}_raw");
+    let raw = tokio::task::spawn_blocking(move || raw_postgres_commits(&raw_url, 4)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut daemon, _, socket) = spawn_daemon_with(dir.path(), &["--store", &format!("postgres://root@127.0.0.1:5432/{name}")]);
+    for clients in [1usize, 8] {
+        let per_sec = request_approve_pairs(&socket, clients).await;
+        rows.push(Row(
+            format!("writes on PostgreSQL, 1 daemon, {clients} client(s): request+approve pairs/s (2 commits each)"),
+            format!("{per_sec:.0} pairs = {:.0} commits/s", per_sec * 2.0),
+            format!("{raw:.0} raw PostgreSQL commits/s"),
+            format!("{:.2}", per_sec * 2.0 / raw),
+        ));
+    }
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    for db in [format!("{name}_raw"), name] {
+        admin_sql(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+    }
+}
+
 async fn writes(rows: &mut Vec<Row>) {
     let dir = tempfile::tempdir().unwrap();
     let raw = raw_sqlite_commits(dir.path(), 4);
     // The daemon as it runs in production: its own process, so the clients here do not share
     // its threads.
     let (mut daemon, _, socket) = spawn_daemon(dir.path());
-    let admin = Client::new(&socket, None).unwrap();
-    let token = |user: String| {
-        let admin = admin.clone();
-        let socket = socket.clone();
-        async move { Client::new(&socket, Some(admin.issue_token(&user).await.unwrap().token)).unwrap() }
-    };
-    let alice = token("alice".into()).await;
     for clients in [1usize, 8] {
-        let mut tasks = Vec::new();
-        let until = Instant::now() + Duration::from_secs(4);
-        for i in 0..clients {
-            let u = token(format!("u{}", 100 + i)).await;
-            let alice = alice.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut pairs = 0u64;
-                while Instant::now() < until {
-                    let id = u
-                        .request(&NewRequest { task: "journal".into(), duration_secs: Some(60), ..Default::default() })
-                        .await
-                        .unwrap()
-                        .request
-                        .id;
-                    alice.approve(id, None).await.unwrap();
-                    pairs += 1;
-                }
-                pairs
-            }));
-        }
-        let mut pairs = 0;
-        for t in tasks {
-            pairs += t.await.unwrap();
-        }
-        let per_sec = pairs as f64 / 4.0;
+        let per_sec = request_approve_pairs(&socket, clients).await;
         rows.push(Row(
             format!("writes, {clients} client(s): request+approve pairs/s (2 commits each)"),
             format!("{per_sec:.0} pairs = {:.0} commits/s", per_sec * 2.0),
@@ -369,6 +420,10 @@ fn seed_with(dir: &Path, b: Builder) -> Builder {
 }
 
 fn spawn_daemon(dir: &Path) -> (std::process::Child, Duration, PathBuf) {
+    spawn_daemon_with(dir, &[])
+}
+
+fn spawn_daemon_with(dir: &Path, extra: &[&str]) -> (std::process::Child, Duration, PathBuf) {
     let policy = dir.join("policy.toml");
     std::fs::write(&policy, fixtures::policy_text(&me())).unwrap();
     let socket = dir.join("zsa.sock");
@@ -380,6 +435,7 @@ fn spawn_daemon(dir: &Path) -> (std::process::Child, Duration, PathBuf) {
         .arg(&policy)
         .arg("--socket")
         .arg(&socket)
+        .args(extra)
         .env("ZSA_LOG", "info")
         .spawn()
         .unwrap();
@@ -1155,6 +1211,9 @@ fn main() {
         }
         if want("writes") {
             writes(&mut rows).await;
+        }
+        if want("postgres") {
+            postgres_writes(&mut rows).await;
         }
         if want("fanout") {
             fanout(&mut rows).await;
