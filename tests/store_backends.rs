@@ -6,9 +6,6 @@
 
 mod common;
 
-use std::process::Output;
-use std::time::Duration;
-
 use common::postgres::PgDatabase;
 use common::{Daemon, code, stderr, stdout};
 use zsa::client::AuditParams;
@@ -49,27 +46,6 @@ impl Backend {
         };
         assert!(changed >= 1, "{statement} changed nothing");
     }
-}
-
-/// Starts the daemon on `d`'s state and returns its output if it exits by itself (it refused);
-/// `None` if it came up (it is then stopped).
-fn start_refused(d: &Daemon, extra: &[&str]) -> Option<Output> {
-    let mut child = d.command().args(extra).stderr(std::process::Stdio::piped()).spawn().expect("spawn the daemon");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while std::time::Instant::now() < deadline {
-        if child.try_wait().expect("wait").is_some() {
-            return Some(child.wait_with_output().expect("output"));
-        }
-        if std::os::unix::net::UnixStream::connect(&d.socket).is_ok() {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("the daemon neither started nor refused within 20 s");
 }
 
 async fn story(backend: Backend) {
@@ -132,9 +108,9 @@ async fn story(backend: Backend) {
     // A grant row edited behind the daemon's back stops the next start, named, until rebuilt.
     d.stop();
     backend.tamper(&d, r#"UPDATE grants SET body = replace(body, '"holder":"dave"', '"holder":"mallory"') WHERE id = 1"#);
-    let out = start_refused(&d, &[]).expect("the daemon must refuse to serve an edited grant");
+    let out = d.start_refused(&[]).expect("the daemon must refuse to serve an edited grant");
     assert!(stderr(&out).contains("the grants row of G1 does not match the log"), "{}", stderr(&out));
-    assert!(start_refused(&d, &["--rebuild-from-log"]).is_none(), "the rebuild did not start the daemon");
+    assert!(d.start_refused(&["--rebuild-from-log"]).is_none(), "the rebuild did not start the daemon");
     d.spawn();
     let admin = d.admin();
     assert_eq!(admin.show_grant(g1).await.unwrap().holder, "dave", "the rebuild took the log's word");
@@ -145,9 +121,9 @@ async fn story(backend: Backend) {
     // An event edited in place breaks the chain: the daemon will not serve from it, and says which.
     d.stop();
     backend.tamper(&d, "UPDATE events SET body = replace(body, 'mail flow', 'mail flaw') WHERE seq = (SELECT MIN(seq) FROM events WHERE body LIKE '%mail flow%')");
-    let out = start_refused(&d, &[]).expect("the daemon must refuse to serve from an edited event");
+    let out = d.start_refused(&[]).expect("the daemon must refuse to serve from an edited event");
     assert!(stderr(&out).contains("(of R1) was changed after it was written"), "{}", stderr(&out));
-    let out = start_refused(&d, &["--rebuild-from-log"]).expect("a broken log is not rebuilt from");
+    let out = d.start_refused(&["--rebuild-from-log"]).expect("a broken log is not rebuilt from");
     assert!(stderr(&out).contains("the log itself does not verify at event"), "{}", stderr(&out));
 }
 

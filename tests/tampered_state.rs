@@ -4,34 +4,10 @@
 
 mod common;
 
-use std::process::Output;
-use std::time::Duration;
-
 use common::{Daemon, stderr};
 use zsa::client::AuditParams;
 use zsa::model::Change;
 use zsa::model::wire::NewRequest;
-
-/// Starts the daemon on `d`'s state and returns its output if it exits by itself (it refused);
-/// `None` if it came up (it is then stopped).
-fn start_refused(d: &Daemon, extra: &[&str]) -> Option<Output> {
-    let mut child = d.command().args(extra).stderr(std::process::Stdio::piped()).spawn().expect("spawn the daemon");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while std::time::Instant::now() < deadline {
-        if child.try_wait().expect("wait").is_some() {
-            return Some(child.wait_with_output().expect("output"));
-        }
-        if std::os::unix::net::UnixStream::connect(&d.socket).is_ok() {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("the daemon neither started nor refused within 20 s");
-}
 
 fn sql(d: &Daemon, statement: &str) {
     let conn = rusqlite::Connection::open(d.db()).unwrap();
@@ -59,14 +35,14 @@ async fn an_edited_grant_row_stops_the_start_until_the_state_is_rebuilt_from_the
         &d,
         "UPDATE grants SET expires_at = '2099-01-01T00:00:00.000000Z', body = json_set(body, '$.expires_at', '2099-01-01T00:00:00Z') WHERE id = 1",
     );
-    let out = start_refused(&d, &[]).expect("the daemon must refuse to serve an edited grant");
+    let out = d.start_refused(&[]).expect("the daemon must refuse to serve an edited grant");
     assert_ne!(out.status.code(), Some(0));
     let msg = stderr(&out);
     assert!(msg.contains("the grants row of G1 does not match the log"), "{msg}");
     assert!(msg.contains("--rebuild-from-log"), "the refusal says what to do: {msg}");
 
     // Told to, it rebuilds from the log: the grant ends when it always did, and it is recorded.
-    assert!(start_refused(&d, &["--rebuild-from-log"]).is_none(), "the rebuild did not start the daemon");
+    assert!(d.start_refused(&["--rebuild-from-log"]).is_none(), "the rebuild did not start the daemon");
     d.spawn();
     let g = d.admin().show_grant(zsa::model::GrantId(1)).await.unwrap();
     assert!(g.expires_at.timestamp() < 4_000_000_000, "the 2099 expiry survived the rebuild: {}", g.expires_at);
@@ -100,7 +76,7 @@ async fn every_kind_of_live_row_is_checked_before_serving() {
     for (table, edit) in edits {
         let d = a_daemon_with_live_state().await;
         sql(&d, edit);
-        let out = start_refused(&d, &[]).unwrap_or_else(|| panic!("the daemon served after: {edit}"));
+        let out = d.start_refused(&[]).unwrap_or_else(|| panic!("the daemon served after: {edit}"));
         let msg = stderr(&out);
         assert!(msg.contains(&format!("the {table} row of")) && msg.contains("does not match the log"), "{edit}: {msg}");
     }
@@ -128,10 +104,10 @@ async fn a_tokens_expiry_and_scope_are_checked_against_the_log_and_a_rebuild_kee
         };
         let last_used = used().expect("a clean stop saves when the token was last used");
         sql(&d, edit);
-        let out = start_refused(&d, &[]).unwrap_or_else(|| panic!("the daemon served after: {edit}"));
+        let out = d.start_refused(&[]).unwrap_or_else(|| panic!("the daemon served after: {edit}"));
         assert!(stderr(&out).contains("the tokens row of T1 does not match the log"), "{edit}: {}", stderr(&out));
 
-        assert!(start_refused(&d, &["--rebuild-from-log"]).is_none(), "the rebuild did not start the daemon");
+        assert!(d.start_refused(&["--rebuild-from-log"]).is_none(), "the rebuild did not start the daemon");
         assert_eq!(used(), Some(last_used.clone()), "the rebuild keeps when the token was last used");
         d.spawn();
         let t = d.admin().tokens().await.unwrap().into_iter().find(|t| t.id.0 == 1).unwrap();
@@ -144,9 +120,9 @@ async fn a_tokens_expiry_and_scope_are_checked_against_the_log_and_a_rebuild_kee
 async fn a_broken_log_is_not_rebuilt_from() {
     let d = a_daemon_with_live_state().await;
     sql(&d, "UPDATE events SET body = replace(body, 'mail flow', 'other') WHERE kind = 'request_created'");
-    let out = start_refused(&d, &[]).expect("an edited event of a live grant stops the start");
+    let out = d.start_refused(&[]).expect("an edited event of a live grant stops the start");
     assert!(stderr(&out).contains("was changed after it was written"), "{}", stderr(&out));
-    let out = start_refused(&d, &["--rebuild-from-log"]).expect("a broken log cannot be rebuilt from");
+    let out = d.start_refused(&["--rebuild-from-log"]).expect("a broken log cannot be rebuilt from");
     let msg = stderr(&out);
     assert!(msg.contains("the log itself does not verify at event"), "{msg}");
 }
@@ -173,7 +149,7 @@ async fn a_database_from_before_the_row_stamps_is_upgraded_without_laundering_an
     // An edit made before the upgrade is still caught after it: the upgrade never rewrites rows.
     downgrade_to_version_1(&d);
     sql(&d, "UPDATE grants SET body = json_set(body, '$.expires_at', '2099-01-01T00:00:00Z') WHERE id = 1");
-    let out = start_refused(&d, &[]).expect("an edited row survives no upgrade");
+    let out = d.start_refused(&[]).expect("an edited row survives no upgrade");
     assert!(stderr(&out).contains("the grants row of G1 does not match the log"), "{}", stderr(&out));
 }
 
@@ -206,7 +182,7 @@ async fn rolled_back_or_deleted_rows_and_relabelled_events_are_caught() {
     )
     .unwrap();
     drop(conn);
-    let out = start_refused(&d, &[]).expect("a resurrected grant must stop the start");
+    let out = d.start_refused(&[]).expect("a resurrected grant must stop the start");
     assert!(stderr(&out).contains("the grants row of G1 does not match the log"), "{}", stderr(&out));
 
     // The revoked token made valid again.
@@ -218,19 +194,19 @@ async fn rolled_back_or_deleted_rows_and_relabelled_events_are_caught() {
              hash = (SELECT hash FROM events WHERE kind = 'token_issued' AND record = 'T' || tokens.id)
          WHERE json_extract(body, '$.user') = 'erin'",
     );
-    let out = start_refused(&d, &[]).expect("an un-revoked token must stop the start");
+    let out = d.start_refused(&[]).expect("an un-revoked token must stop the start");
     assert!(stderr(&out).contains("the tokens row of T") && stderr(&out).contains("does not match the log"), "{}", stderr(&out));
 
     // A disabled user's row deleted: she would be let back in.
     let d = setup().await;
     sql(&d, "DELETE FROM disabled_users WHERE user = 'carol'");
-    let out = start_refused(&d, &[]).expect("a deleted disabled_users row must stop the start");
+    let out = d.start_refused(&[]).expect("a deleted disabled_users row must stop the start");
     assert!(stderr(&out).contains("the disabled_users row of user carol is missing"), "{}", stderr(&out));
 
     // A token's row deleted.
     let d = setup().await;
     sql(&d, "DELETE FROM tokens WHERE json_extract(body, '$.user') = 'erin'");
-    let out = start_refused(&d, &[]).expect("a deleted token row must stop the start");
+    let out = d.start_refused(&[]).expect("a deleted token row must stop the start");
     assert!(stderr(&out).contains("is missing, though the log issued it"), "{}", stderr(&out));
 }
 

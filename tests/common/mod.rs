@@ -194,6 +194,27 @@ impl Daemon {
         cmd.output().expect("run zsa")
     }
 
+    /// Starts the daemon on this state (with `extra` arguments) and returns its output if it
+    /// exits by itself (it refused); `None` if it came up (it is then stopped).
+    pub fn start_refused(&self, extra: &[&str]) -> Option<Output> {
+        let mut child = self.command().args(extra).stderr(Stdio::piped()).spawn().expect("spawn the daemon");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if child.try_wait().expect("wait").is_some() {
+                return Some(child.wait_with_output().expect("output"));
+            }
+            if UnixStream::connect(&self.socket).is_ok() {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the daemon neither started nor refused within 20 s");
+    }
+
     pub fn db(&self) -> PathBuf {
         self.state.join("zsa.db")
     }
