@@ -7,7 +7,9 @@
 //! blocking face of `tokio-postgres`, one connection for writes and one for reads per daemon
 //! (what the engine's two locks can use at once; a pool would hold connections nobody can use).
 //!
-//! Schema changes are numbered migrations, applied at open inside one transaction under an
+//! One daemon a database for now: the writer session holds an advisory lock while it lives, and
+//! a second daemon is refused at start, saying so (several daemons following one log is the
+//! next step). Schema changes are numbered migrations, applied at open inside one transaction under an
 //! advisory lock, so daemons starting together apply each exactly once. Every append with
 //! events takes a second advisory lock and then checks the head, so two daemons extend the
 //! chain one after the other; the primary key on `seq` makes a fork impossible even without it.
@@ -35,6 +37,22 @@ use crate::rules::State;
 const MIGRATION_LOCK: i64 = 0x7a73_615f_6d69_6772;
 /// The advisory lock an append with events holds until it commits: appends take turns.
 const APPEND_LOCK: i64 = 0x7a73_615f_6865_6164;
+/// The advisory lock a daemon's writer session holds while it lives: one daemon a database,
+/// until daemons follow each other's writes (each would otherwise decide on a memory the
+/// other's writes left behind, and every write of the later one would be refused).
+const DAEMON_LOCK: i64 = 0x7a73_615f_6f6e_6531;
+
+/// Takes the one-daemon lock on `client`'s session, or says who to stop.
+fn hold_daemon_lock(client: &mut Client, url: &str) -> Result<(), StoreError> {
+    let taken: bool = client.query_one("SELECT pg_try_advisory_lock($1)", &[&DAEMON_LOCK])?.get(0);
+    if taken {
+        return Ok(());
+    }
+    Err(StoreError::Unavailable(format!(
+        "another zsa daemon is using the database {} (it holds the daemons' lock); one daemon a database for now: stop the other one, or give this one a database of its own",
+        redacted(url)
+    )))
+}
 
 /// The schema, one entry a version; an entry is never changed once released, only added to.
 const MIGRATIONS: &[&str] = &[
@@ -123,9 +141,20 @@ impl From<postgres::Error> for StoreError {
             )
             || (e.as_db_error().is_none() && std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>()));
         match unavailable {
-            true => StoreError::Unavailable(e.to_string()),
-            false => StoreError::Backend(Box::new(e)),
+            true => StoreError::Unavailable(said(&e)),
+            false => StoreError::Backend(said(&e).into()),
         }
+    }
+}
+
+/// What the server said, not only "db error": its message, and its detail where it gave one.
+fn said(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(detail) => format!("{} ({detail})", db.message()),
+            None => db.message().to_string(),
+        },
+        None => e.to_string(),
     }
 }
 
@@ -168,7 +197,8 @@ fn connect(url: &str) -> Result<Client, StoreError> {
     if config.get_application_name().is_none() {
         config.application_name("zsa");
     }
-    let mut client = config.connect(NoTls).map_err(|e| StoreError::Unavailable(format!("cannot connect to {}: {e}", redacted(url))))?;
+    let mut client =
+        config.connect(NoTls).map_err(|e| StoreError::Unavailable(format!("cannot connect to {}: {}", redacted(url), said(&e))))?;
     client.batch_execute("SET synchronous_commit = on; SET default_transaction_isolation = 'read committed'")?;
     Ok(client)
 }
@@ -380,6 +410,8 @@ impl<C: GenericClient> Ledger for Reads<'_, C> {
 
 pub struct PostgresStore {
     url: String,
+    /// The writer holds the one-daemon lock (taken again if its session is lost); readers do not.
+    writer: bool,
     /// Always there but while the store is dropped (see `Drop`).
     client: Option<Client>,
 }
@@ -400,14 +432,19 @@ impl PostgresStore {
     pub fn open(url: &str) -> Result<Self, StoreError> {
         let mut client = connect(url)?;
         migrate(&mut client)?;
-        Ok(PostgresStore { url: url.to_string(), client: Some(client) })
+        hold_daemon_lock(&mut client, url)?;
+        Ok(PostgresStore { url: url.to_string(), writer: true, client: Some(client) })
     }
 
     /// The session, connected again if the last one was lost (a restarted server, a dropped
     /// network): the call that found it lost failed as `Unavailable`; the next one works.
     fn client(&mut self) -> Result<&mut Client, StoreError> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
-            self.client = Some(connect(&self.url)?);
+            let mut client = connect(&self.url)?;
+            if self.writer {
+                hold_daemon_lock(&mut client, &self.url)?;
+            }
+            self.client = Some(client);
         }
         Ok(self.client.as_mut().expect("connected just now"))
     }
@@ -691,6 +728,6 @@ impl Store for PostgresStore {
     }
 
     fn reader(&self) -> Result<Box<dyn Store>, StoreError> {
-        Ok(Box::new(PostgresStore { url: self.url.clone(), client: Some(connect(&self.url)?) }))
+        Ok(Box::new(PostgresStore { url: self.url.clone(), writer: false, client: Some(connect(&self.url)?) }))
     }
 }

@@ -96,22 +96,29 @@ impl Daemon {
 
     /// A daemon with extra environment variables and arguments (both kept across restarts).
     pub fn start_with_args(policy: &str, env: &[(&str, &str)], args: &[String]) -> Daemon {
+        let mut d = Daemon::unstarted(policy);
+        d.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        d.args = args.to_vec();
+        d.spawn();
+        d
+    }
+
+    /// A daemon's files (`policy` written, `{ADMIN}` the test's account), not started yet.
+    pub fn unstarted(policy: &str) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let policy_path = dir.path().join("policy.toml");
         std::fs::write(&policy_path, policy.replace("{ADMIN}", &current_user())).expect("write policy");
-        let mut d = Daemon {
+        Daemon {
             socket: dir.path().join("zsa.sock"),
             state: dir.path().join("state"),
             policy: policy_path,
             dir,
             child: None,
             tokens: HashMap::new(),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            args: args.to_vec(),
+            env: Vec::new(),
+            args: Vec::new(),
             log: None,
-        };
-        d.spawn();
-        d
+        }
     }
 
     /// The command that starts this daemon on its state, policy and socket.
