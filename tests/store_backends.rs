@@ -137,19 +137,3 @@ async fn the_store_story_on_postgresql() {
     let Some(db) = PgDatabase::create() else { return };
     story(Backend::Postgres(db)).await;
 }
-
-/// Until daemons follow each other's writes, a second daemon on the same database would decide
-/// on a stale memory: it is refused at start, saying why and what to do, and the first serves on.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_second_daemon_on_the_same_postgresql_database_is_refused_for_now() {
-    let Some(db) = PgDatabase::create() else { return };
-    let backend = Backend::Postgres(db);
-    let args = backend.args();
-    let first = Daemon::start_with_args(common::POLICY, &[], &args);
-    let mut second = Daemon::unstarted(common::POLICY);
-    second.args = args;
-    let out = second.start_refused(&[]).expect("a second daemon on the same database must not start");
-    assert!(stderr(&out).contains("another zsa daemon is using the database postgres://root@127.0.0.1:5432/zsa_t_"), "{}", stderr(&out));
-    assert!(stderr(&out).contains("stop the other one, or give this one a database of its own"), "{}", stderr(&out));
-    assert!(first.admin().whoami().await.is_ok(), "the first daemon serves on");
-}

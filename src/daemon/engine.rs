@@ -33,6 +33,10 @@ pub struct Written {
 /// How many events a slow stream client may fall behind before it re-reads from the store.
 const FEED_CAPACITY: usize = 4096;
 
+/// How many times a command is decided again, in turn, when the log moved under it: with the
+/// turn held no other daemon appends, so more than one means a writer that takes no turns.
+const MAX_RETRIES: u32 = 4;
+
 pub struct Engine {
     state: RwLock<State>,
     policy: RwLock<Arc<Policy>>,
@@ -51,6 +55,12 @@ pub struct Engine {
     token_use: super::token_use::TokenUse,
     /// Sources whose bearer tokens keep failing (see `throttle`).
     throttle: super::throttle::Throttle,
+    /// Decisions made again because another daemon wrote first (`record_caught_up`).
+    retries: std::sync::atomic::AtomicU64,
+    /// Events applied from other daemons' writes (`catch_up`).
+    followed: std::sync::atomic::AtomicU64,
+    /// This daemon's name among those sharing the store (`peers::identity`).
+    identity: String,
 }
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -77,6 +87,9 @@ impl Engine {
             closing: tokio::sync::watch::channel(false).0,
             token_use,
             throttle: super::throttle::Throttle::default(),
+            retries: Default::default(),
+            followed: Default::default(),
+            identity: String::new(),
         })
     }
 
@@ -103,6 +116,31 @@ impl Engine {
     /// Resolves when the daemon is stopping.
     pub(crate) fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
         self.closing.subscribe()
+    }
+
+    /// Names this daemon among those sharing its store (`peers::identity`).
+    pub fn with_identity(mut self, identity: String) -> Self {
+        self.identity = identity;
+        self
+    }
+
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// Notes in the store that this daemon is alive at `at`. Blocking.
+    pub fn heartbeat(&self, at: DateTime<Utc>) -> Result<(), StoreError> {
+        lock(&self.writer).heartbeat(&self.identity, at)
+    }
+
+    /// When each daemon sharing the store last said it was alive. Blocking.
+    pub fn heartbeats(&self) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+        lock(&self.reader).heartbeats()
+    }
+
+    /// The store's word that another daemon extended the log, if it has a way to say it.
+    pub fn listener(&self) -> Result<Option<Box<dyn crate::store::Listener>>, StoreError> {
+        lock(&self.reader).listener()
     }
 
     /// Keeps run transcripts in `dir` (the daemon uses `STATE/transcripts`).
@@ -146,9 +184,86 @@ impl Engine {
         let actor = actor.into();
         let mut store = lock(&self.writer);
         let policy = self.policy();
-        let written = self.record(&mut **store, &policy, &actor, &command)?;
+        let written = self.record_caught_up(&mut **store, &policy, &actor, &command)?;
         self.publish(&written.events);
         Ok(written)
+    }
+
+    /// `record`, and when another daemon extended the log since this one last looked (the
+    /// store refuses the change as a `Conflict`), takes its turn at the store (other daemons'
+    /// appends wait), catches up with the log and decides again on the state as it now is, and
+    /// gives the turn back. Each retry is counted.
+    fn record_caught_up(&self, store: &mut dyn Store, policy: &Policy, actor: &Actor, command: &Command) -> Result<Written, EngineError> {
+        let why = match self.record(store, policy, actor, command) {
+            Err(EngineError::Store(StoreError::Conflict(why))) => why,
+            other => return other,
+        };
+        tracing::debug!(why = %why, "the log moved on; catching up and deciding again in turn");
+        store.take_turn()?;
+        let again = (|| {
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                self.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let caught = self.catch_up(store)?;
+                self.publish(&caught);
+                match self.record(store, policy, actor, command) {
+                    // Only a writer that does not take turns (none of ours) could still win.
+                    Err(EngineError::Store(StoreError::Conflict(_))) if tries < MAX_RETRIES => continue,
+                    other => return other,
+                }
+            }
+        })();
+        if let Err(e) = store.end_turn() {
+            tracing::warn!(error = %e, "could not give back the turn at the store (it ends with the session)");
+        }
+        again
+    }
+
+    /// Brings memory up to the log's head: the events other daemons wrote since this one last
+    /// looked, applied as its own are (memory keeps only what is live). The caller holds the
+    /// writer lock and publishes what this returns.
+    fn catch_up(&self, store: &mut dyn Store) -> Result<Vec<Arc<Event>>, StoreError> {
+        let after = self.read(|s, _| s.last_seq);
+        let events = store.events(&EventFilter { after_seq: Some(after), ..Default::default() })?;
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        for e in &events {
+            // The chain read back must continue exactly where memory is.
+            if e.seq != state.last_seq + 1 || e.prev_hash != state.last_hash {
+                return Err(StoreError::Corrupt(format!(
+                    "event {} in the store does not follow event {} this daemon holds; restart the daemon",
+                    e.seq, state.last_seq
+                )));
+            }
+            state.apply(e);
+            if let Some(entity) = Entity::changed_by(&e.change) {
+                state.forget_ended(&entity);
+            }
+        }
+        drop(state);
+        self.followed.fetch_add(events.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(events.into_iter().map(Arc::new).collect())
+    }
+
+    /// Catches up with what other daemons wrote to a shared store, and tells this daemon's event
+    /// streams and deadline task: what the follower calls when the store says the log moved.
+    /// Blocking. Answers how many events it applied.
+    pub fn follow(&self) -> Result<usize, StoreError> {
+        let mut store = lock(&self.writer);
+        let caught = self.catch_up(&mut **store)?;
+        drop(store);
+        self.publish(&caught);
+        Ok(caught.len())
+    }
+
+    /// How many times a decision was made again because another daemon wrote first, and how
+    /// many events this daemon applied from others (for metrics and benchmarks).
+    pub fn concurrency(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.retries.load(Relaxed), self.followed.load(Relaxed))
     }
 
     /// Loads a new policy: recorded as an event by `actor`, who must be an admin under the new
@@ -156,7 +271,7 @@ impl Engine {
     pub fn reload(&self, actor: impl Into<Actor>, policy: Policy) -> Result<Vec<Arc<Event>>, EngineError> {
         let actor = actor.into();
         let mut store = lock(&self.writer);
-        let events = self.record(&mut **store, &policy, &actor, &Command::LoadPolicy)?.events;
+        let events = self.record_caught_up(&mut **store, &policy, &actor, &Command::LoadPolicy)?.events;
         // In force before anyone hears of it: a client that reloads on the event gets the new one.
         *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
         self.publish(&events);
@@ -303,7 +418,7 @@ impl Engine {
             recipient: delivery.recipient,
             error: delivery.last_error,
         };
-        let events = self.record(&mut **store, &policy, &actor, &Command::RetryNotice(Box::new(retried)))?.events;
+        let events = self.record_caught_up(&mut **store, &policy, &actor, &Command::RetryNotice(Box::new(retried)))?.events;
         store.retry_delivery(id, self.now())?;
         self.outbox.notify_one();
         drop(store);

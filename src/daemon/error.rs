@@ -53,11 +53,16 @@ impl From<Refusal> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "storage failed");
-        ApiError::new(
+        let mut error = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "storage_failed",
             "the daemon could not use its database, so nothing was changed; its log says why",
-        )
+        );
+        // Busy (other daemons kept writing first) or unreachable: asking again soon can work.
+        if matches!(e, StoreError::Conflict(_) | StoreError::Unavailable(_)) {
+            error.retry_after = Some(1);
+        }
+        error
     }
 }
 

@@ -12,6 +12,7 @@ pub mod extract;
 pub mod feed;
 pub mod listen;
 pub mod notices;
+pub mod peers;
 pub mod routes;
 pub mod runner;
 pub mod server;

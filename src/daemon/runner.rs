@@ -94,8 +94,17 @@ pub async fn start(engine: Arc<Engine>, caller: Caller, req: RunRequest) -> Resu
         Some(s) => resolve_account(s.run_as.as_deref())?,
         None => resolve_account(None)?, // the rules will refuse: this task runs nothing
     };
-    let events =
-        execute(&engine, &caller, Command::StartRun { task: req.task.clone(), params: req.params, run_as: account.name.clone() }).await?;
+    let events = execute(
+        &engine,
+        &caller,
+        Command::StartRun {
+            task: req.task.clone(),
+            params: req.params,
+            run_as: account.name.clone(),
+            daemon: Some(engine.identity().to_string()),
+        },
+    )
+    .await?;
     let Some((run, grant, argv, timeout_secs)) = events.iter().find_map(|e| match &e.change {
         Change::RunStarted { run, grant, argv, timeout_secs, .. } => Some((*run, *grant, argv.clone(), *timeout_secs)),
         _ => None,

@@ -165,6 +165,7 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
     // Kept whole (`zsa daemon` shows each problem in place); `{:#}` reads "the policy does not load: file:line: ...".
     let policy = Policy::load_trusted(&config.policy).map_err(|e| anyhow::Error::new(e).context("the policy does not load"))?;
     let location = config.store.clone().unwrap_or_else(|| Location::Sqlite(state_dir.join("zsa.db")));
+    let identity = super::peers::identity(&state_dir)?;
     let transcripts = crate::fs_trust::private_dir(&state_dir.join("transcripts"), "the run transcripts' directory")?;
     // Opening a store blocks (a PostgreSQL one talks to the server), and so does loading from it.
     let rebuild = config.rebuild_from_log;
@@ -192,7 +193,10 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
         let last_at = store.events(&crate::store::EventFilter { tail: Some(1), ..Default::default() })?.pop().map(|e| e.at);
         // The daemon's time never runs slower than the monotonic clock, nor earlier than the log.
         let clock = Arc::new(SteadyClock::new(clock, last_at));
-        let engine = Engine::open(store, policy, clock.clone()).context("cannot start from the stored state")?.with_runs_dir(transcripts);
+        let engine = Engine::open(store, policy, clock.clone())
+            .context("cannot start from the stored state")?
+            .with_runs_dir(transcripts)
+            .with_identity(identity);
         tracing::info!(store = %shown, "opened the store");
         Ok((Arc::new(engine), clock, rebuilt, opened))
     });
@@ -209,14 +213,21 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
             e.execute(SYSTEM_ACTOR, Command::NoteRebuilt { problem })?;
         }
         super::deadlines::record_jumps(&e, steady.take_jumps())?;
+        e.heartbeat(e.now())?;
         e.execute(SYSTEM_ACTOR, Command::LoadPolicy)?;
-        // What such a run left running is stopped first: nothing is called abandoned while it runs.
-        let going: Vec<_> = e.read(|s, _| s.running.iter().copied().collect());
+        // This daemon's own runs (and those from before runs had an owner) that were going when
+        // it stopped: what they left running is stopped first, so nothing is called abandoned
+        // while it runs. Other daemons' runs are theirs (`peers::beat` watches their heartbeats).
+        let me = Some(e.identity().to_string());
+        let going: Vec<_> = e.read(|s, _| {
+            s.running.iter().filter(|id| s.runs.get(id).is_some_and(|r| r.daemon.is_none() || r.daemon == me)).copied().collect()
+        });
         for run in going {
             let said = super::tree::stop_after_crash(e.runs_dir(), &run.to_string(), super::runner::GRACE);
             tracing::warn!(%run, "a run was going when the daemon stopped: {said}");
         }
-        e.execute(SYSTEM_ACTOR, Command::AbandonRuns)?;
+        e.execute(SYSTEM_ACTOR, Command::AbandonRuns { daemon: me })?;
+        e.execute(SYSTEM_ACTOR, Command::AbandonRuns { daemon: None })?;
         e.expire_due()?;
         Ok(())
     })
@@ -240,7 +251,16 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
     let server = tokio::spawn(super::listen::serve(doors, routes::router(engine.clone()), limits, stopped.clone()));
     let deadlines = tokio::spawn(super::deadlines::run(engine.clone(), clock, stopped.clone()));
     let notices = tokio::spawn(super::notices::run(engine.clone(), stopped.clone()));
-    let token_use = tokio::spawn(super::token_use::run(engine.clone(), stopped));
+    let token_use = tokio::spawn(super::token_use::run(engine.clone(), stopped.clone()));
+    let beating = tokio::spawn(super::peers::keep_beating(engine.clone(), stopped.clone()));
+    let e = engine.clone();
+    let following = tokio::task::spawn_blocking(move || super::peers::follow(e, stopped)).await??;
+    // The follower thread ends within a second of the stop; a task waits for it.
+    let followed = tokio::task::spawn_blocking(move || {
+        if let Some(thread) = following {
+            let _ = thread.join();
+        }
+    });
     let events = engine.read(|s, _| s.last_seq);
     tracing::info!(
         socket = %config.socket.display(),
@@ -256,7 +276,7 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
         tcp_addrs,
         engine,
         stop,
-        tasks: vec![server, deadlines, notices, token_use],
+        tasks: vec![server, deadlines, notices, token_use, beating, followed],
         _lock: lock,
         socket_id,
     })

@@ -165,6 +165,9 @@ pub enum Change {
         argv: Vec<String>,
         run_as: String,
         timeout_secs: u64,
+        /// The daemon that runs it (several may share one store); absent before they could.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        daemon: Option<String>,
     },
     RunEnded {
         run: RunId,

@@ -60,4 +60,8 @@ pub struct Run {
     pub started_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended: Option<RunEnd>,
+    /// The daemon whose process it is: only it can watch the process, and only when its
+    /// heartbeats stop may another record the run abandoned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daemon: Option<String>,
 }

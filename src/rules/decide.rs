@@ -63,6 +63,8 @@ pub enum Command {
         task: String,
         params: BTreeMap<String, String>,
         run_as: String,
+        /// The daemon that will run it.
+        daemon: Option<String>,
     },
     /// Record how a run ended. Only the daemon issues it.
     EndRun {
@@ -74,8 +76,11 @@ pub enum Command {
         transcript_cap: u64,
         truncated: bool,
     },
-    /// On start: runs that were going when the daemon stopped ended in an unknown way.
-    AbandonRuns,
+    /// Runs `daemon` was running ended in an unknown way: at its own start (it died with them),
+    /// or when another daemon saw its heartbeats stop. `None`: runs no daemon is named for.
+    AbandonRuns {
+        daemon: Option<String>,
+    },
     /// Record a step of the wall clock the daemon saw. Only the daemon issues it.
     NoteClockJump {
         by_ms: i64,
@@ -133,7 +138,7 @@ impl Command {
             | Command::LoadPolicy
             | Command::Expire
             | Command::StartRun { .. }
-            | Command::AbandonRuns
+            | Command::AbandonRuns { .. }
             | Command::NoteRebuilt { .. }
             | Command::NoteNoticeFailed(_)
             | Command::RetryNotice(_)
@@ -222,7 +227,15 @@ pub fn decide(state: &State, policy: &Policy, who: &Actor, command: &Command, no
             }
             Ok(expire(state, now))
         }
-        Command::StartRun { task, params, run_as } => start_run(state, policy, actor, task, params, run_as, now),
+        Command::StartRun { task, params, run_as, daemon } => {
+            let mut started = start_run(state, policy, actor, task, params, run_as, now)?;
+            for change in &mut started {
+                if let Change::RunStarted { daemon: by, .. } = change {
+                    by.clone_from(daemon);
+                }
+            }
+            Ok(started)
+        }
         Command::EndRun { run, outcome, exit_code, transcript_bytes, transcript_sha256, transcript_cap, truncated } => {
             if !system {
                 return Err(Refusal::forbidden("daemon_only", "only the daemon records how a run ended"));
@@ -268,7 +281,7 @@ pub fn decide(state: &State, policy: &Policy, who: &Actor, command: &Command, no
                 _ => Err(Refusal::forbidden("daemon_only", "only a retried notice is recorded this way")),
             }
         }
-        Command::AbandonRuns => {
+        Command::AbandonRuns { daemon } => {
             if !system {
                 return Err(Refusal::forbidden("daemon_only", "only the daemon abandons runs"));
             }
@@ -277,6 +290,7 @@ pub fn decide(state: &State, policy: &Policy, who: &Actor, command: &Command, no
                 .running
                 .iter()
                 .filter_map(|id| state.runs.get(id))
+                .filter(|r| r.daemon == *daemon)
                 .map(|r| run_ended(r, RunOutcome::Abandoned, None, unknown.clone()))
                 .collect())
         }
@@ -965,6 +979,7 @@ fn start_run(
         argv,
         run_as: run_as.to_string(),
         timeout_secs: run.timeout,
+        daemon: None,
     }])
 }
 

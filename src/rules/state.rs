@@ -362,7 +362,7 @@ impl State {
             Change::UserEnabled { user } => {
                 self.disabled.remove(user);
             }
-            Change::RunStarted { run, grant, task, holder, argv, run_as, .. } => {
+            Change::RunStarted { run, grant, task, holder, argv, run_as, daemon, .. } => {
                 self.runs.insert(
                     *run,
                     Run {
@@ -374,6 +374,7 @@ impl State {
                         run_as: run_as.clone(),
                         started_at: at,
                         ended: None,
+                        daemon: daemon.clone(),
                     },
                 );
                 self.running.insert(*run);

@@ -701,7 +701,7 @@ fn a_task_runs_at_most_max_concurrent_runs_at_once_whoever_starts_them() {
     w.policy = Policy::parse(&format!("{POLICY}{run_task}"), "test.toml").unwrap();
     w.ask("dave", "sh", None, None, None).unwrap();
     w.ask("carol", "sh", None, None, None).unwrap();
-    let start = || Command::StartRun { task: "sh".into(), params: Default::default(), run_as: "root".into() };
+    let start = || Command::StartRun { task: "sh".into(), params: Default::default(), run_as: "root".into(), daemon: None };
     w.run("dave", start()).unwrap();
     let r = w.refused("dave", start());
     assert_eq!(r.code, "too_many_runs");

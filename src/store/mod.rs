@@ -184,6 +184,30 @@ pub trait Store: Send {
     /// verifies (a broken log cannot be the source). Returns what was wrong with the rows, for
     /// the `state_rebuilt` event the daemon records.
     fn rebuild_from_log(&mut self) -> Result<String, StoreError>;
+    /// Notes that `daemon` is alive at `at` (by its clock): no event, since it decides nothing.
+    fn heartbeat(&mut self, daemon: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// When each daemon sharing this store last said it was alive.
+    fn heartbeats(&mut self) -> Result<Vec<(String, DateTime<Utc>)>, StoreError>;
+    /// A way to hear at once that another daemon extended the log, where the backend has one
+    /// (PostgreSQL's LISTEN/NOTIFY); `None` where one daemon owns the store (SQLite).
+    fn listener(&self) -> Result<Option<Box<dyn Listener>>, StoreError> {
+        Ok(None)
+    }
+    /// Keeps every other writer from appending until `end_turn`: a daemon that lost a race for
+    /// the head takes its turn before catching up and deciding again, so it cannot lose again
+    /// (and again) to a busier daemon. Nothing to do where one daemon owns the store.
+    fn take_turn(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn end_turn(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// Hears that the log moved (see `Store::listener`).
+pub trait Listener: Send {
+    /// Waits at most `timeout` for word that the log moved: true if it came.
+    fn wait(&mut self, timeout: std::time::Duration) -> Result<bool, StoreError>;
 }
 
 /// Where a daemon keeps its state.

@@ -7,9 +7,10 @@
 //! blocking face of `tokio-postgres`, one connection for writes and one for reads per daemon
 //! (what the engine's two locks can use at once; a pool would hold connections nobody can use).
 //!
-//! One daemon a database for now: the writer session holds an advisory lock while it lives, and
-//! a second daemon is refused at start, saying so (several daemons following one log is the
-//! next step). Schema changes are numbered migrations, applied at open inside one transaction under an
+//! Several daemons may share a database: each decides against its memory and states the head it
+//! decided on; a daemon that finds the head moved catches up and decides again (`Engine`), and
+//! each hears the others' commits through LISTEN/NOTIFY (`daemon::peers`). Schema changes are
+//! numbered migrations, applied at open inside one transaction under an
 //! advisory lock, so daemons starting together apply each exactly once. Every append with
 //! events takes a second advisory lock and then checks the head, so two daemons extend the
 //! chain one after the other; the primary key on `seq` makes a fork impossible even without it.
@@ -37,23 +38,6 @@ use crate::rules::State;
 const MIGRATION_LOCK: i64 = 0x7a73_615f_6d69_6772;
 /// The advisory lock an append with events holds until it commits: appends take turns.
 const APPEND_LOCK: i64 = 0x7a73_615f_6865_6164;
-/// The advisory lock a daemon's writer session holds while it lives: one daemon a database,
-/// until daemons follow each other's writes (each would otherwise decide on a memory the
-/// other's writes left behind, and every write of the later one would be refused).
-const DAEMON_LOCK: i64 = 0x7a73_615f_6f6e_6531;
-
-/// Takes the one-daemon lock on `client`'s session, or says who to stop.
-fn hold_daemon_lock(client: &mut Client, url: &str) -> Result<(), StoreError> {
-    let taken: bool = client.query_one("SELECT pg_try_advisory_lock($1)", &[&DAEMON_LOCK])?.get(0);
-    if taken {
-        return Ok(());
-    }
-    Err(StoreError::Unavailable(format!(
-        "another zsa daemon is using the database {} (it holds the daemons' lock); one daemon a database for now: stop the other one, or give this one a database of its own",
-        redacted(url)
-    )))
-}
-
 /// The schema, one entry a version; an entry is never changed once released, only added to.
 const MIGRATIONS: &[&str] = &[
     // 1: the tables and indexes of SQLite's schema version 4.
@@ -127,7 +111,12 @@ CREATE TABLE deliveries (
 CREATE INDEX deliveries_due ON deliveries(next_at) WHERE state = 'pending';
 CREATE INDEX deliveries_failed ON deliveries(id) WHERE state = 'failed';
 "#,
+    // 2: the daemons sharing the store, and when each last said it was alive.
+    "CREATE TABLE daemons (id TEXT PRIMARY KEY, heartbeat_at TEXT NOT NULL);",
 ];
+
+/// The channel an append announces a new head on (its seq), at commit.
+const LOG_CHANNEL: &str = "zsa_log";
 
 impl From<postgres::Error> for StoreError {
     /// A connection that is gone or cannot be made, or a server shutting down or full, is
@@ -410,8 +399,6 @@ impl<C: GenericClient> Ledger for Reads<'_, C> {
 
 pub struct PostgresStore {
     url: String,
-    /// The writer holds the one-daemon lock (taken again if its session is lost); readers do not.
-    writer: bool,
     /// Always there but while the store is dropped (see `Drop`).
     client: Option<Client>,
 }
@@ -432,19 +419,14 @@ impl PostgresStore {
     pub fn open(url: &str) -> Result<Self, StoreError> {
         let mut client = connect(url)?;
         migrate(&mut client)?;
-        hold_daemon_lock(&mut client, url)?;
-        Ok(PostgresStore { url: url.to_string(), writer: true, client: Some(client) })
+        Ok(PostgresStore { url: url.to_string(), client: Some(client) })
     }
 
     /// The session, connected again if the last one was lost (a restarted server, a dropped
     /// network): the call that found it lost failed as `Unavailable`; the next one works.
     fn client(&mut self) -> Result<&mut Client, StoreError> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
-            let mut client = connect(&self.url)?;
-            if self.writer {
-                hold_daemon_lock(&mut client, &self.url)?;
-            }
-            self.client = Some(client);
+            self.client = Some(connect(&self.url)?);
         }
         Ok(self.client.as_mut().expect("connected just now"))
     }
@@ -597,6 +579,10 @@ impl Store for PostgresStore {
         write_rows(&mut tx, rows, &stamps)?;
         write_disabled(&mut tx, events)?;
         write_deliveries(&mut tx, deliveries)?;
+        if let Some(last) = events.last() {
+            // Delivered at commit, and only then, to every daemon listening.
+            tx.execute("SELECT pg_notify($1, $2)", &[&LOG_CHANNEL, &last.seq.to_string()])?;
+        }
         tx.commit()?;
         Ok(())
     }
@@ -727,7 +713,64 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    fn heartbeat(&mut self, daemon: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.client()?.execute(
+            "INSERT INTO daemons (id, heartbeat_at) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+            &[&daemon, &column_time(&at)],
+        )?;
+        Ok(())
+    }
+
+    fn heartbeats(&mut self) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+        let rows = self.client()?.query("SELECT id, heartbeat_at FROM daemons ORDER BY id", &[])?;
+        rows.iter().map(|r| Ok((r.get(0), time_of(r.get(1))?))).collect()
+    }
+
+    /// The same lock every append takes for its transaction, held by this session: other
+    /// daemons' appends wait; this session's own go through (advisory locks stack in a session).
+    fn take_turn(&mut self) -> Result<(), StoreError> {
+        self.client()?.execute("SELECT pg_advisory_lock($1)", &[&APPEND_LOCK])?;
+        Ok(())
+    }
+
+    fn end_turn(&mut self) -> Result<(), StoreError> {
+        self.client()?.execute("SELECT pg_advisory_unlock($1)", &[&APPEND_LOCK])?;
+        Ok(())
+    }
+
+    fn listener(&self) -> Result<Option<Box<dyn super::Listener>>, StoreError> {
+        let mut client = connect(&self.url)?;
+        client.batch_execute(&format!("LISTEN {LOG_CHANNEL}"))?;
+        Ok(Some(Box::new(LogListener { client: Some(client) })))
+    }
+
     fn reader(&self) -> Result<Box<dyn Store>, StoreError> {
-        Ok(Box::new(PostgresStore { url: self.url.clone(), writer: false, client: Some(connect(&self.url)?) }))
+        Ok(Box::new(PostgresStore { url: self.url.clone(), client: Some(connect(&self.url)?) }))
+    }
+}
+
+/// A session that LISTENs on the log's channel.
+struct LogListener {
+    client: Option<Client>,
+}
+
+impl super::Listener for LogListener {
+    fn wait(&mut self, timeout: Duration) -> Result<bool, StoreError> {
+        use postgres::fallible_iterator::FallibleIterator;
+        let client = self.client.as_mut().expect("present until dropped");
+        let mut notes = client.notifications();
+        let heard = notes.timeout_iter(timeout).next()?.is_some();
+        // Several appends may have been announced; one catch-up reads them all.
+        while notes.iter().next()?.is_some() {}
+        Ok(heard)
+    }
+}
+
+impl Drop for LogListener {
+    /// Closed on a thread of its own, as `PostgresStore` is.
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            let _ = std::thread::spawn(move || drop(client)).join();
+        }
     }
 }

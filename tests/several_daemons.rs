@@ -1,0 +1,254 @@
+//! Several daemons on one PostgreSQL database (the machine's real server, a database of each
+//! test's own), each a real `zsa daemon` process with its own state directory and socket,
+//! driven through the real client: one chain, what one writes seen on the other, approvals
+//! racing on both making exactly one grant, deadlines ended exactly once, and a daemon killed
+//! under load losing nothing it acknowledged while the other serves on.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::postgres::PgDatabase;
+use common::{Daemon, wait_for_event};
+use zsa::client::AuditParams;
+use zsa::model::wire::NewRequest;
+use zsa::model::{Change, Event, RequestId};
+
+/// Generous, for waiting on something that must happen; never a bound on how fast.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Two daemons, A and B, on one new database (None when PostgreSQL tests are skipped).
+fn two_daemons(policy: &str) -> Option<(PgDatabase, Daemon, Daemon)> {
+    let db = PgDatabase::create()?;
+    let args = vec!["--store".to_string(), db.url.clone()];
+    let a = Daemon::start_with_args(policy, &[], &args);
+    let b = Daemon::start_with_args(policy, &[], &args);
+    Some((db, a, b))
+}
+
+/// Every event in the shared log, read through `d`.
+async fn log(d: &Daemon) -> Vec<Event> {
+    d.admin().audit(&AuditParams { limit: Some(10_000), ..Default::default() }).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_made_on_a_and_approved_on_b_is_seen_on_a_and_the_chain_is_one() {
+    let Some((_db, mut a, mut b)) = two_daemons(common::POLICY) else { return };
+    let mut watching = a.user("alice").await.events(None).await.unwrap();
+    let dave_on_a = a.user("dave").await;
+    let journal = NewRequest {
+        task: "journal".into(),
+        duration_secs: Some(1800),
+        reason: Some("mail flow".into()),
+        ticket: Some("INC-1".into()),
+        ..Default::default()
+    };
+    let id = dave_on_a.request(&journal).await.unwrap().request.id;
+    // B hears of the request (it may come a moment after A answered) and approves it.
+    let alice_on_b = b.user("alice").await;
+    let mut on_b = alice_on_b.events(Some(0)).await.unwrap();
+    wait_for_event(&mut on_b, PATIENCE, |e| matches!(e.change, Change::RequestCreated { request, .. } if request == id)).await;
+    let grant = alice_on_b.approve(id, Some("ok".into())).await.unwrap().grant.expect("granted").id;
+    // A's stream shows B's approval and grant; A's memory holds the grant.
+    wait_for_event(&mut watching, PATIENCE, |e| matches!(e.change, Change::GrantStarted { grant: g, .. } if g == grant)).await;
+    assert!(dave_on_a.check("journal", None).await.unwrap().allowed, "A decides on the grant B made");
+    // One chain, the same read through either daemon, and it verifies.
+    let (on_a, on_b) = (log(&a).await, log(&b).await);
+    assert_eq!(on_a.iter().map(|e| &e.hash).collect::<Vec<_>>(), on_b.iter().map(|e| &e.hash).collect::<Vec<_>>());
+    assert!(a.admin().verify().await.unwrap().ok && b.admin().verify().await.unwrap().ok);
+    // Resuming by the last event id works on either daemon.
+    let last = on_a.last().unwrap().seq;
+    let mut resumed = b.admin().events(Some(last - 2)).await.unwrap();
+    let first = wait_for_event(&mut resumed, PATIENCE, |_| true).await;
+    assert_eq!(first.seq, last - 1, "the stream on B resumes right after the id given");
+}
+
+/// Two approvers approve the same two-approval request at the same moment, one on each
+/// daemon, a hundred times: every request gets exactly one grant, with both approvals.
+#[tokio::test(flavor = "multi_thread")]
+async fn approvals_racing_on_two_daemons_make_exactly_one_grant() {
+    let Some((_db, mut a, mut b)) = two_daemons(common::POLICY) else { return };
+    let (dave, alice_on_a, bob_on_b) = (a.user("dave").await, a.user("alice").await, b.user("bob").await);
+    let mut ids = Vec::new();
+    for _ in 0..100 {
+        let new = NewRequest { task: "export".into(), duration_secs: Some(600), ..Default::default() };
+        let id = dave.request(&new).await.unwrap().request.id;
+        let (x, y) = (alice_on_a.clone(), bob_on_b.clone());
+        // Bob's daemon may not have heard of the request yet: then it reads it from the store.
+        let (first, second) = tokio::join!(x.approve(id, None), y.approve(id, None));
+        let grants = [first.unwrap().grant, second.unwrap().grant].into_iter().flatten().count();
+        assert_eq!(grants, 1, "{id}: exactly one of the two approvals makes the grant");
+        ids.push(id);
+        // Each request is a fresh one: the previous grant ends so dave may ask again.
+        dave.relinquish(a.admin().show_request(id).await.unwrap().request.grant.unwrap()).await.unwrap();
+    }
+    let events = log(&a).await;
+    let mut started: BTreeMap<RequestId, usize> = BTreeMap::new();
+    for e in &events {
+        if let Change::GrantStarted { request, .. } = e.change {
+            *started.entry(request).or_default() += 1;
+        }
+    }
+    for id in &ids {
+        assert_eq!(started.get(id), Some(&1), "{id} has exactly one grant_started");
+    }
+    assert!(a.admin().verify().await.unwrap().ok);
+}
+
+/// The test policy with `n` more people on call (u0, u1, ...), each of whom may ask for restart.
+fn policy_with_people(n: usize) -> String {
+    let people: Vec<String> = (0..n).map(|i| format!("\"u{i}\"")).collect();
+    common::POLICY.replace(r#"oncall = ["carol", "dave"]"#, &format!(r#"oncall = ["carol", "dave", {}]"#, people.join(", ")))
+}
+
+/// 1,000 grants, made half on each daemon, ending within seconds of each other while both
+/// daemons' deadline tasks are up: each ends exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thousand_deadlines_end_exactly_once_with_both_daemons_up() {
+    let Some((_db, mut a, mut b)) = two_daemons(&policy_with_people(1000)) else { return };
+    let mut grants = BTreeSet::new();
+    for i in 0..1000 {
+        let on = if i % 2 == 0 { &mut a } else { &mut b };
+        let person = on.user(&format!("u{i}")).await;
+        let new = NewRequest { task: "restart".into(), duration_secs: Some(25), ..Default::default() };
+        grants.insert(person.request(&new).await.unwrap().grant.expect("restart is granted at once").id);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !a.admin().grants(false).await.unwrap().is_empty() || !b.admin().grants(false).await.unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the grants did not all end");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut ended: BTreeMap<_, usize> = BTreeMap::new();
+    for e in log(&a).await {
+        if let Change::GrantExpired { grant, .. } = e.change {
+            *ended.entry(grant).or_default() += 1;
+        }
+    }
+    assert_eq!(ended.len(), 1000, "every grant expired");
+    assert!(ended.values().all(|n| *n == 1), "each exactly once: {:?}", ended.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>());
+    assert!(grants.iter().all(|g| ended.contains_key(g)));
+    assert!(b.admin().verify().await.unwrap().ok);
+}
+
+/// Clients of both daemons write as fast as they can; A is killed with SIGKILL in the middle.
+/// Every change either daemon acknowledged is in the log, B serves on throughout, A comes back
+/// on the same log, and the chain verifies.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemon_killed_under_load_loses_no_acknowledged_change_and_the_other_serves_on() {
+    let Some((_db, mut a, mut b)) = two_daemons(&policy_with_people(40)) else { return };
+    let mut writers = Vec::new();
+    for i in 0..40 {
+        let on = if i % 2 == 0 { &mut a } else { &mut b };
+        let person = on.user(&format!("u{i}")).await;
+        writers.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            let until = std::time::Instant::now() + Duration::from_secs(4);
+            while std::time::Instant::now() < until {
+                let new = NewRequest { task: "restart".into(), duration_secs: Some(60), ..Default::default() };
+                // A refused or failed call (A is gone) acknowledged nothing; keep asking.
+                if let Ok(granted) = person.request(&new).await {
+                    let grant = granted.grant.expect("granted at once").id;
+                    acknowledged.push(granted.request.id);
+                    if person.relinquish(grant).await.is_err() {
+                        break; // this writer's daemon is gone
+                    }
+                }
+            }
+            acknowledged
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    a.kill9();
+    let mut acknowledged = Vec::new();
+    for w in writers {
+        acknowledged.extend(w.await.unwrap());
+    }
+    assert!(b.admin().whoami().await.is_ok(), "B serves on");
+    let created: BTreeSet<RequestId> = log(&b)
+        .await
+        .iter()
+        .filter_map(|e| match e.change {
+            Change::RequestCreated { request, .. } => Some(request),
+            _ => None,
+        })
+        .collect();
+    assert!(acknowledged.len() > 40, "the load really ran: {} acknowledged", acknowledged.len());
+    let lost: Vec<_> = acknowledged.iter().filter(|id| !created.contains(id)).collect();
+    assert!(lost.is_empty(), "acknowledged but not in the log: {lost:?}");
+    a.spawn();
+    assert!(a.admin().verify().await.unwrap().ok, "the chain verifies through the restarted A");
+    assert_eq!(log(&a).await.len(), log(&b).await.len());
+}
+
+/// A run belongs to the daemon that started it. Another daemon records it abandoned only once
+/// the owner's heartbeats have stopped for 30 s by its own clock, and only once. The daemons run
+/// in this process on clocks the test moves (the only way to let 30 s pass at once), on the
+/// real PostgreSQL, reached through the real client.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_is_abandoned_by_another_daemon_only_after_its_owners_heartbeats_stop() {
+    use std::sync::Arc;
+    use zsa::clock::ManualClock;
+    use zsa::daemon::{DaemonConfig, start};
+    use zsa::model::wire::RunRequest;
+    let Some(db) = PgDatabase::create() else { return };
+    let policy = format!(
+        "{}\n[[tasks]]\nname = \"wait\"\nrequesters = [\"oncall\"]\napproval = \"auto\"\nmax_duration = \"1h\"\nrun = [\"/bin/sleep\", \"600\"]\n",
+        common::POLICY.replace(r#"oncall = ["carol", "dave"]"#, r#"oncall = ["carol", "dave", "{ADMIN}"]"#)
+    );
+    let t0 = chrono::Utc::now();
+    let mut daemons = Vec::new();
+    for _ in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("policy.toml"), policy.replace("{ADMIN}", &common::current_user())).unwrap();
+        let config = DaemonConfig {
+            state_dir: dir.path().join("state"),
+            policy: dir.path().join("policy.toml"),
+            socket: dir.path().join("zsa.sock"),
+            store: Some(zsa::store::Location::Postgres(db.url.clone())),
+            ..Default::default()
+        };
+        let clock = Arc::new(ManualClock::new(t0));
+        let handle = start(config, clock.clone()).await.expect("the daemon starts");
+        daemons.push((dir, clock, handle));
+    }
+    let (a, b) = (&daemons[0], &daemons[1]);
+    assert_ne!(a.2.engine.identity(), b.2.engine.identity(), "each daemon has its own identity");
+    let me_on_a = zsa::client::Client::new(&a.2.socket, None).unwrap();
+    me_on_a.request(&NewRequest { task: "wait".into(), ..Default::default() }).await.unwrap();
+    let _stream = me_on_a.run(&RunRequest { task: "wait".into(), params: Default::default() }).await.unwrap();
+    let run = *a.2.engine.read(|s, _| s.running.iter().next().copied()).iter().next().expect("the run is going on A");
+    let owner = a.2.engine.read(|s, _| s.runs[&run].daemon.clone());
+    assert_eq!(owner.as_deref(), Some(a.2.engine.identity()), "the run names the daemon that runs it");
+    let running_on_b = || b.2.engine.read(|s, _| s.running.contains(&run));
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !running_on_b() {
+        assert!(std::time::Instant::now() < deadline, "B never heard of the run");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let beat_on_b =
+        |e: Arc<zsa::daemon::Engine>| async move { tokio::task::spawn_blocking(move || zsa::daemon::peers::beat(&e)).await.unwrap() };
+    // 20 s after A's last heartbeat (by B's clock): A may be busy, its run is still its own.
+    b.1.advance(chrono::Duration::seconds(20));
+    beat_on_b(b.2.engine.clone()).await.unwrap();
+    assert!(running_on_b(), "a run is not abandoned within its owner's lease");
+    // 31 s: A is taken for dead; B records the run abandoned, once, however often it looks.
+    b.1.advance(chrono::Duration::seconds(11));
+    beat_on_b(b.2.engine.clone()).await.unwrap();
+    beat_on_b(b.2.engine.clone()).await.unwrap();
+    assert!(!running_on_b(), "the run of a daemon whose heartbeats stopped is abandoned");
+    let ended: Vec<_> = log_of(&b.2.socket)
+        .await
+        .into_iter()
+        .filter(|e| matches!(&e.change, Change::RunEnded { run: r, outcome, .. } if *r == run && outcome.as_str() == "abandoned"))
+        .collect();
+    assert_eq!(ended.len(), 1, "abandoned exactly once: {ended:?}");
+    for (_, _, handle) in daemons {
+        handle.shutdown().await;
+    }
+}
+
+async fn log_of(socket: &std::path::Path) -> Vec<Event> {
+    let admin = zsa::client::Client::new(socket, None).unwrap();
+    admin.audit(&AuditParams { limit: Some(10_000), ..Default::default() }).await.unwrap()
+}
