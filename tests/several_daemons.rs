@@ -252,3 +252,51 @@ async fn log_of(socket: &std::path::Path) -> Vec<Event> {
     let admin = zsa::client::Client::new(socket, None).unwrap();
     admin.audit(&AuditParams { limit: Some(10_000), ..Default::default() }).await.unwrap()
 }
+
+/// The policy in force is the newest one loaded on any daemon: one whose file is the same
+/// follows at once; one whose file is another decides nothing and says why, until its file is
+/// the same and reloaded. Reads go on meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_policy_loaded_on_one_daemon_is_in_force_on_all_or_the_others_say_why_they_wait() {
+    let Some((_db, mut a, mut b)) = two_daemons(common::POLICY) else { return };
+    let task =
+        |name: &str| format!("[[tasks]]\nname = \"{name}\"\nrequesters = [\"oncall\"]\napproval = \"auto\"\nmax_duration = \"1h\"\n");
+    let base = common::POLICY.replace("{ADMIN}", &common::current_user());
+    let ask = |name: &str| NewRequest { task: name.into(), duration_secs: Some(60), ..Default::default() };
+    let dave_on_b = b.user("dave").await;
+
+    // The same new file on both hosts, loaded on A: B puts it in force too.
+    let second = format!("{base}{}", task("purge"));
+    std::fs::write(&a.policy, &second).unwrap();
+    std::fs::write(&b.policy, &second).unwrap();
+    a.admin().reload().await.unwrap();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while dave_on_b.request(&ask("purge")).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "B never took up the policy A loaded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A newer file only on A: B refuses to decide, saying why and what to do; it still reads.
+    let third = format!("{second}{}", task("rotate"));
+    std::fs::write(&a.policy, &third).unwrap();
+    a.admin().reload().await.unwrap();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let refusal = loop {
+        match dave_on_b.request(&ask("restart")).await {
+            Err(zsa::client::ClientError::Refused { status, code, message }) if code == "policy_differs" => break (status, message),
+            _ => {
+                assert!(std::time::Instant::now() < deadline, "B went on deciding on a policy no longer in force");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(refusal.0, 409);
+    assert!(refusal.1.contains("is not the policy in force") && refusal.1.contains("zsa admin reload"), "{}", refusal.1);
+    assert!(b.admin().grants(false).await.is_ok(), "B still answers reads");
+
+    // The same file put on B and reloaded there: B decides again, and A is undisturbed.
+    std::fs::write(&b.policy, &third).unwrap();
+    b.admin().reload().await.unwrap();
+    dave_on_b.request(&ask("rotate")).await.expect("B decides on the policy in force");
+    a.user("carol").await.request(&ask("rotate")).await.expect("A decides as before");
+}

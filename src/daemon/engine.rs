@@ -61,6 +61,9 @@ pub struct Engine {
     followed: std::sync::atomic::AtomicU64,
     /// This daemon's name among those sharing the store (`peers::identity`).
     identity: String,
+    /// The SHA-256 of the policy in force by the log (the newest `policy_loaded`) when this
+    /// daemon's own file is another: it decides nothing until they agree.
+    policy_differs: RwLock<Option<String>>,
 }
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -90,6 +93,7 @@ impl Engine {
             retries: Default::default(),
             followed: Default::default(),
             identity: String::new(),
+            policy_differs: RwLock::new(None),
         })
     }
 
@@ -245,7 +249,40 @@ impl Engine {
         }
         drop(state);
         self.followed.fetch_add(events.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let newest_policy = events.iter().rev().find_map(|e| match &e.change {
+            crate::model::Change::PolicyLoaded { sha256, .. } => Some(sha256.clone()),
+            _ => None,
+        });
+        if let Some(sha256) = newest_policy {
+            self.follow_policy(&sha256);
+        }
         Ok(events.into_iter().map(Arc::new).collect())
+    }
+
+    /// Another daemon put the policy with `sha256` in force: this one reloads its own file, and
+    /// if that is another, decides nothing until they agree (said on every refused command).
+    fn follow_policy(&self, sha256: &str) {
+        let mine = self.policy();
+        let differs = if mine.sha256 == sha256 {
+            None
+        } else {
+            match Policy::load_trusted(std::path::Path::new(&mine.path)) {
+                Ok(policy) if policy.sha256 == sha256 => {
+                    tracing::info!(sha256, path = %mine.path, "another daemon loaded a new policy; this daemon's file is the same, now in force here too");
+                    *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
+                    None
+                }
+                Ok(policy) => {
+                    tracing::error!(in_force = sha256, here = %policy.sha256, path = %mine.path, "another daemon loaded a policy this daemon's file is not; it decides nothing until they agree");
+                    Some(sha256.to_string())
+                }
+                Err(e) => {
+                    tracing::error!(in_force = sha256, path = %mine.path, error = %e, "another daemon loaded a new policy and this daemon's file does not load; it decides nothing until they agree");
+                    Some(sha256.to_string())
+                }
+            }
+        };
+        *self.policy_differs.write().unwrap_or_else(|e| e.into_inner()) = differs;
     }
 
     /// Catches up with what other daemons wrote to a shared store, and tells this daemon's event
@@ -274,6 +311,8 @@ impl Engine {
         let events = self.record_caught_up(&mut **store, &policy, &actor, &Command::LoadPolicy)?.events;
         // In force before anyone hears of it: a client that reloads on the event gets the new one.
         *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
+        // This file is now the one in force, for every daemon sharing the store.
+        *self.policy_differs.write().unwrap_or_else(|e| e.into_inner()) = None;
         self.publish(&events);
         Ok(events)
     }
@@ -281,6 +320,21 @@ impl Engine {
     /// Decides, writes durably, and applies in memory. The caller holds the writer lock and
     /// publishes afterwards.
     fn record(&self, store: &mut dyn Store, policy: &Policy, actor: &Actor, command: &Command) -> Result<Written, EngineError> {
+        if !matches!(command, Command::LoadPolicy)
+            && let Some(in_force) = self.policy_differs.read().unwrap_or_else(|e| e.into_inner()).clone()
+        {
+            let mine = self.policy();
+            return Err(Refusal::conflict(
+                "policy_differs",
+                format!(
+                    "this daemon's policy file {} (sha256 {}) is not the policy in force (sha256 {in_force}, loaded on another daemon sharing the store), \
+                     so it decides nothing until they agree: put the same file on this host and run zsa admin reload against this daemon (or send it SIGHUP)",
+                    crate::model::text::inert(&mine.path),
+                    mine.sha256
+                ),
+            )
+            .into());
+        }
         let named = command.names();
         if let Some(entity) = &named {
             self.admit(store, entity)?;

@@ -39,9 +39,12 @@ pub fn identity(state_dir: &Path) -> anyhow::Result<String> {
             let host: String = host.chars().filter(|c| c.is_ascii_alphanumeric() || "-.".contains(*c)).take(64).collect();
             let id = format!("{}-{}", if host.is_empty() { "zsa" } else { &host }, hex::encode(rand::random::<[u8; 6]>()));
             use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            // Private whatever the umask: whoever could rewrite it could claim another daemon's runs.
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
+                .mode(0o600)
                 .open(&file)
                 .with_context(|| format!("cannot write the daemon's identity to {}", file.display()))?;
             writeln!(f, "{id}")?;
