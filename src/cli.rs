@@ -367,6 +367,13 @@ pub enum Cmd {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// The daemon's store, directly (no daemon): move it to another backend
+    Store {
+        #[command(subcommand)]
+        command: StoreCmd,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
     /// Print a shell completion script (commands, flags, and task names and ids from the daemon)
     #[command(
         after_help = "Load it now, or add the line to your shell's start-up file:\n  bash: source <(zsa completions bash)\n  zsh:  source <(zsa completions zsh)\n  fish: zsa completions fish | source"
@@ -645,6 +652,23 @@ pub enum TokenCmd {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum StoreCmd {
+    /// Copy the whole log, the current state and the outbox from one store to an empty one,
+    /// chain intact, and verify the copy (stop the daemon first; the source is only read)
+    #[command(
+        after_help = "Example:\n  zsa store copy --from sqlite:/var/lib/zsa/zsa.db --to postgres://zsa@%2Frun%2Fpostgresql/zsa\n\nThen start the daemon with --store (or store = in its config file) naming the new one."
+    )]
+    Copy {
+        /// The store to copy: sqlite:PATH or postgres://...
+        #[arg(long, value_name = "URL", value_parser = crate::store::Location::parse)]
+        from: crate::store::Location,
+        /// An empty store to copy into: sqlite:PATH (a new file) or postgres://... (an empty database)
+        #[arg(long, value_name = "URL", value_parser = crate::store::Location::parse)]
+        to: crate::store::Location,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum PolicyCmd {
     /// Validate a policy file; exit 1 with file:line messages if it is wrong
     Check {
@@ -679,6 +703,7 @@ impl Cmd {
             Cmd::Daemon(_)
             | Cmd::Demo { .. }
             | Cmd::Policy { .. }
+            | Cmd::Store { .. }
             | Cmd::Completions { .. }
             | Cmd::Man
             | Cmd::Login(_)
@@ -707,6 +732,7 @@ impl Cmd {
             | Cmd::Admin { output, .. }
             | Cmd::Notices { output, .. }
             | Cmd::Policy { output, .. }
+            | Cmd::Store { output, .. }
             | Cmd::Context { output, .. }
             | Cmd::Audit(AuditArgs { output, .. }) => output.json,
             _ => false,

@@ -17,6 +17,7 @@ mod output;
 mod policy_check;
 mod requests;
 mod runs;
+mod store;
 mod tls;
 mod watch;
 
@@ -203,6 +204,7 @@ async fn dispatch(cli: Cli) -> CmdResult {
         Cmd::Daemon(args) => return daemon::run(args).await,
         Cmd::Demo { socket } => return demo::run(socket.clone()).await,
         Cmd::Policy { command, .. } => return policy_check::run(command, json),
+        Cmd::Store { command, .. } => return store::run(command, json).await,
         Cmd::Completions { shell } => return completion::print_script(*shell),
         Cmd::Man => return completion::print_man(),
         Cmd::Login(args) => {
@@ -268,6 +270,7 @@ async fn dispatch(cli: Cli) -> CmdResult {
         | Cmd::Demo { .. }
         | Cmd::Tui { .. }
         | Cmd::Policy { .. }
+        | Cmd::Store { .. }
         | Cmd::Completions { .. }
         | Cmd::Man
         | Cmd::Login(_)

@@ -1,0 +1,82 @@
+//! `zsa store copy`: a SQLite daemon's whole state moved to the machine's real PostgreSQL and
+//! back, chain and head intact, and served from there by a real daemon; a copy into a store that
+//! holds a log, or from a log that does not verify, is refused and writes nothing.
+
+mod common;
+
+use common::postgres::PgDatabase;
+use common::{BIN, Daemon, code, stderr, stdout};
+use zsa::model::wire::NewRequest;
+
+fn zsa_store_copy(from: &str, to: &str) -> std::process::Output {
+    std::process::Command::new(BIN).args(["store", "copy", "--from", from, "--to", to]).output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sqlite_state_moves_to_postgresql_and_back_with_its_chain_and_is_served_from_there() {
+    let Some(db) = PgDatabase::create() else { return };
+    let mut d = Daemon::start();
+    let (dave, alice) = (d.user("dave").await, d.user("alice").await);
+    let journal = NewRequest {
+        task: "journal".into(),
+        duration_secs: Some(1800),
+        reason: Some("mail flow".into()),
+        ticket: Some("INC-2".into()),
+        ..Default::default()
+    };
+    let id = dave.request(&journal).await.unwrap().request.id;
+    let grant = alice.approve(id, None).await.unwrap().grant.unwrap().id;
+    d.admin().disable("carol", None).await.unwrap();
+    let before = d.admin().verify().await.unwrap();
+    d.stop();
+
+    let from = format!("sqlite:{}", d.db().display());
+    let out = zsa_store_copy(&from, &db.url);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let head = before.head.clone().unwrap();
+    assert!(stdout(&out).contains(&format!("copied {} events (chain head {head})", before.events)), "{}", stdout(&out));
+    assert!(stdout(&out).contains("the copy verifies"), "{}", stdout(&out));
+
+    // Served from PostgreSQL: the same grant, the same disabled user, the same chain.
+    d.args = vec!["--store".into(), db.url.clone()];
+    d.spawn();
+    let admin = d.admin();
+    assert_eq!(admin.show_grant(grant).await.unwrap().holder, "dave");
+    assert!(dave.check("journal", None).await.unwrap().allowed, "tokens came along");
+    assert!(d.user("carol").await.request(&journal).await.is_err(), "carol is still disabled");
+    let after = admin.verify().await.unwrap();
+    assert!(after.ok, "{after:?}");
+    assert!(after.events > before.events, "the daemon went on writing after the copy (its policy load)");
+
+    // Into a store that already holds a log: refused, nothing written.
+    d.stop();
+    let out = zsa_store_copy(&from, &db.url);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("already holds a log"), "{}", stderr(&out));
+
+    // And back into a new SQLite file, which a daemon serves too.
+    let back = d.dir.path().join("back.db");
+    let out = zsa_store_copy(&db.url, &format!("sqlite:{}", back.display()));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("the copy verifies"), "{}", stdout(&out));
+    d.args = vec!["--store".into(), format!("sqlite:{}", back.display())];
+    d.spawn();
+    assert_eq!(d.admin().show_grant(grant).await.unwrap().holder, "dave");
+    assert!(d.admin().verify().await.unwrap().ok);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_log_that_does_not_verify_is_not_copied() {
+    let Some(db) = PgDatabase::create() else { return };
+    let mut d = Daemon::start();
+    d.user("dave").await;
+    d.stop();
+    let conn = rusqlite::Connection::open(d.db()).unwrap();
+    conn.execute("UPDATE events SET body = replace(body, 'dave', 'mallory') WHERE body LIKE '%dave%'", []).unwrap();
+    drop(conn);
+    let out = zsa_store_copy(&format!("sqlite:{}", d.db().display()), &db.url);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("does not verify") && stderr(&out).contains("nothing was written"), "{}", stderr(&out));
+    let empty = db.execute("SELECT 1 FROM pg_tables WHERE tablename = 'events'");
+    assert_eq!(empty, 0, "nothing was made in the target");
+}
