@@ -235,9 +235,108 @@ async fn postgres_writes(rows: &mut Vec<Row>) {
     }
     let _ = daemon.kill();
     let _ = daemon.wait();
+    admin_sql(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+    admin_sql(format!("CREATE DATABASE {name}"));
+    postgres_two_daemons(rows, raw, &format!("postgres://root@127.0.0.1:5432/{name}")).await;
     for db in [format!("{name}_raw"), name] {
         admin_sql(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
     }
+}
+
+/// A daemon in this process on `store`, with the bench policy (its own state directory in `dir`).
+async fn daemon_on(dir: &Path, store: zsa::store::Location) -> DaemonHandle {
+    let policy = dir.join("policy.toml");
+    std::fs::write(&policy, fixtures::policy_text(&me())).unwrap();
+    let config =
+        DaemonConfig { state_dir: dir.join("state"), policy, socket: dir.join("zsa.sock"), store: Some(store), ..Default::default() };
+    start(config, Arc::new(SystemClock)).await.unwrap()
+}
+
+/// Two daemons in this process on one PostgreSQL database: request+approve pairs with each
+/// request made on one daemon and approved on the other (every pair crosses), how often a
+/// decision was made again because the other daemon wrote first, and how long an approval on
+/// B takes to reach 10 event streams on A.
+async fn postgres_two_daemons(rows: &mut Vec<Row>, raw: f64, url: &str) {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let location = zsa::store::Location::Postgres(url.to_string());
+    let (a, b) = (daemon_on(dir_a.path(), location.clone()).await, daemon_on(dir_b.path(), location).await);
+    let alice_on = [token_client(&a, "alice").await, token_client(&b, "alice").await];
+    let mut requesters = Vec::new();
+    for i in 0..8 {
+        let on = if i % 2 == 0 { &a } else { &b };
+        requesters.push((i % 2, token_client(on, &format!("u{}", 300 + i)).await));
+    }
+    let before = (a.engine.concurrency().0, b.engine.concurrency().0);
+    let until = Instant::now() + Duration::from_secs(4);
+    let mut tasks = Vec::new();
+    for (side, u) in requesters {
+        let approver = alice_on[1 - side].clone();
+        tasks.push(tokio::spawn(async move {
+            let mut pairs = 0u64;
+            while Instant::now() < until {
+                let new = NewRequest { task: "journal".into(), duration_secs: Some(60), ..Default::default() };
+                let id = u.request(&new).await.unwrap().request.id;
+                approver.approve(id, None).await.unwrap();
+                pairs += 1;
+            }
+            pairs
+        }));
+    }
+    let mut pairs = 0;
+    for t in tasks {
+        pairs += t.await.unwrap();
+    }
+    let per_sec = pairs as f64 / 4.0;
+    let retries = a.engine.concurrency().0 + b.engine.concurrency().0 - before.0 - before.1;
+    rows.push(Row(
+        "writes on PostgreSQL, 2 daemons, 8 clients, each request made on one daemon and approved on the other: pairs/s".into(),
+        format!("{per_sec:.0} pairs = {:.0} commits/s", per_sec * 2.0),
+        format!("{raw:.0} raw PostgreSQL commits/s"),
+        format!("{:.2}", per_sec * 2.0 / raw),
+    ));
+    rows.push(Row(
+        "same: decisions made again because the other daemon wrote first".into(),
+        format!("{retries} of {} commits ({:.1} %)", pairs * 2, retries as f64 * 100.0 / (pairs * 2).max(1) as f64),
+        String::new(),
+        String::new(),
+    ));
+    // Cross-daemon fan-out: approvals on B, seen by 10 streams on A (approvers' consoles: alice
+    // and bob, 5 each, within the per-token cap).
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+    let watchers = [token_client(&a, "alice").await, token_client(&a, "bob").await];
+    for i in 0..10 {
+        let mut stream = watchers[i % 2].events(None).await.unwrap();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(e)) = stream.next().await {
+                if matches!(e.change, Change::GrantStarted { .. }) {
+                    let _ = tx.send(Instant::now());
+                }
+            }
+        });
+    }
+    let u1 = token_client(&a, "u1").await;
+    let mut lat = Vec::new();
+    for _ in 0..100 {
+        let id =
+            u1.request(&NewRequest { task: "journal".into(), duration_secs: Some(60), ..Default::default() }).await.unwrap().request.id;
+        // B knows the request once it followed A; the approval is timed from its answer.
+        alice_on[1].approve(id, None).await.unwrap();
+        let t0 = Instant::now();
+        for _ in 0..10 {
+            let at = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
+            lat.push(at.saturating_duration_since(t0));
+        }
+    }
+    lat.sort();
+    rows.push(Row(
+        "approval on daemon B to the event on 10 streams of daemon A (PostgreSQL): p50 / p99 / max".into(),
+        spread(&lat),
+        "p99 100 ms (target)".into(),
+        String::new(),
+    ));
+    a.shutdown().await;
+    b.shutdown().await;
 }
 
 async fn writes(rows: &mut Vec<Row>) {
