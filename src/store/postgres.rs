@@ -268,45 +268,119 @@ fn delivery_of(row: &Row) -> Result<Delivery, StoreError> {
 }
 
 /// Writes the requests, grants, runs and tokens of `rows`, each stamped with the newest event
-/// that wrote it (a token's row keeps when it was last used).
+/// that wrote it (a token's row keeps when it was last used): one statement a table, the rows
+/// passed as arrays, however many there are.
 fn write_rows(tx: &mut impl GenericClient, rows: &Rows, stamps: &super::codec::Stamps) -> Result<(), StoreError> {
-    for r in rows.requests.values() {
-        let (seq, hash) = stamp(stamps, &r.id.to_string())?;
-        tx.execute(
-            "INSERT INTO requests (id, requester, task, state, body, seq, hash) VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (id) DO UPDATE SET requester = excluded.requester, task = excluded.task, state = excluded.state,
-             body = excluded.body, seq = excluded.seq, hash = excluded.hash",
-            &[&(r.id.0 as i64), &r.requester, &r.task, &r.state.as_str(), &to_json(r)?, &seq, &hash],
-        )?;
+    /// The columns every current-state row has, as arrays.
+    #[derive(Default)]
+    struct Common {
+        id: Vec<i64>,
+        person: Vec<String>,
+        task: Vec<String>,
+        state: Vec<String>,
+        body: Vec<String>,
+        seq: Vec<i64>,
+        hash: Vec<String>,
     }
-    for g in rows.grants.values() {
-        let (seq, hash) = stamp(stamps, &g.id.to_string())?;
+    impl Common {
+        fn push(&mut self, (seq, hash): (i64, String), id: u64, person: &str, task: &str, state: &str, body: String) {
+            self.id.push(id as i64);
+            self.person.push(person.to_string());
+            self.task.push(task.to_string());
+            self.state.push(state.to_string());
+            self.body.push(body);
+            self.seq.push(seq);
+            self.hash.push(hash);
+        }
+    }
+    let upsert = |table: &str, person: &str| {
+        format!(
+            "INSERT INTO {table} (id, {person}, task, state, body, seq, hash)
+             SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::BIGINT[], $7::TEXT[])
+             ON CONFLICT (id) DO UPDATE SET {person} = excluded.{person}, task = excluded.task, state = excluded.state,
+             body = excluded.body, seq = excluded.seq, hash = excluded.hash"
+        )
+    };
+    if !rows.requests.is_empty() {
+        let mut c = Common::default();
+        for r in rows.requests.values() {
+            c.push(stamp(stamps, &r.id.to_string())?, r.id.0, &r.requester, &r.task, r.state.as_str(), to_json(r)?);
+        }
+        tx.execute(&upsert("requests", "requester"), &[&c.id, &c.person, &c.task, &c.state, &c.body, &c.seq, &c.hash])?;
+    }
+    if !rows.runs.is_empty() {
+        let mut c = Common::default();
+        for r in rows.runs.values() {
+            c.push(stamp(stamps, &r.id.to_string())?, r.id.0, &r.holder, &r.task, run_state(r), to_json(r)?);
+        }
+        tx.execute(&upsert("runs", "holder"), &[&c.id, &c.person, &c.task, &c.state, &c.body, &c.seq, &c.hash])?;
+    }
+    if !rows.grants.is_empty() {
+        let mut c = Common::default();
+        let mut expires: Vec<String> = Vec::new();
+        for g in rows.grants.values() {
+            c.push(stamp(stamps, &g.id.to_string())?, g.id.0, &g.holder, &g.task, g.state.as_str(), to_json(g)?);
+            expires.push(column_time(&g.expires_at));
+        }
         tx.execute(
-            "INSERT INTO grants (id, holder, task, state, expires_at, body, seq, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            "INSERT INTO grants (id, holder, task, state, body, seq, hash, expires_at)
+             SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::BIGINT[], $7::TEXT[], $8::TEXT[])
              ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, task = excluded.task, state = excluded.state,
              expires_at = excluded.expires_at, body = excluded.body, seq = excluded.seq, hash = excluded.hash",
-            &[&(g.id.0 as i64), &g.holder, &g.task, &g.state.as_str(), &column_time(&g.expires_at), &to_json(g)?, &seq, &hash],
+            &[&c.id, &c.person, &c.task, &c.state, &c.body, &c.seq, &c.hash, &expires],
         )?;
     }
-    for r in rows.runs.values() {
-        let (seq, hash) = stamp(stamps, &r.id.to_string())?;
+    if !rows.tokens.is_empty() {
+        let (mut id, mut user, mut sha, mut revoked, mut body, mut seq, mut hash) =
+            (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+        for t in rows.tokens.values() {
+            let (s, h) = stamp(stamps, &t.id.to_string())?;
+            id.push(t.id.0 as i64);
+            user.push(t.user.clone());
+            sha.push(t.sha256.clone());
+            revoked.push(t.revoked);
+            body.push(to_json(t)?);
+            seq.push(s);
+            hash.push(h);
+        }
         tx.execute(
-            "INSERT INTO runs (id, holder, task, state, body, seq, hash) VALUES ($1, $2, $3, $4, $5, $6, $7)
-             ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, task = excluded.task, state = excluded.state,
-             body = excluded.body, seq = excluded.seq, hash = excluded.hash",
-            &[&(r.id.0 as i64), &r.holder, &r.task, &run_state(r), &to_json(r)?, &seq, &hash],
-        )?;
-    }
-    for t in rows.tokens.values() {
-        let (seq, hash) = stamp(stamps, &t.id.to_string())?;
-        tx.execute(
-            "INSERT INTO tokens (id, \"user\", sha256, revoked, body, seq, hash) VALUES ($1, $2, $3, $4, $5, $6, $7)
+            "INSERT INTO tokens (id, \"user\", sha256, revoked, body, seq, hash)
+             SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::BOOLEAN[], $5::TEXT[], $6::BIGINT[], $7::TEXT[])
              ON CONFLICT (id) DO UPDATE SET \"user\" = excluded.\"user\", sha256 = excluded.sha256, revoked = excluded.revoked,
              body = excluded.body, seq = excluded.seq, hash = excluded.hash",
-            &[&(t.id.0 as i64), &t.user, &t.sha256, &t.revoked, &to_json(t)?, &seq, &hash],
+            &[&id, &user, &sha, &revoked, &body, &seq, &hash],
         )?;
     }
     Ok(())
+}
+
+/// Inserts `events` in one statement, however many (a `zsa store copy` batch, or a command's
+/// few): a seq already there is a `Conflict` (another writer took it), never a fork.
+fn insert_events(tx: &mut impl GenericClient, events: &[Event]) -> Result<(), StoreError> {
+    let (mut seq, mut at, mut actor, mut kind, mut subject, mut task, mut body, mut prev, mut hash) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    for e in events {
+        seq.push(e.seq as i64);
+        at.push(column_time(&e.at));
+        actor.push(e.actor.clone());
+        kind.push(e.change.kind().to_string());
+        subject.push(e.change.subject().map(str::to_string));
+        task.push(e.change.task().map(str::to_string));
+        body.push(chain::body(e));
+        prev.push(e.prev_hash.clone());
+        hash.push(e.hash.clone());
+    }
+    let inserted = tx.execute(
+        "INSERT INTO events (seq, at, actor, kind, subject, task, body, prev_hash, hash)
+         SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::TEXT[])",
+        &[&seq, &at, &actor, &kind, &subject, &task, &body, &prev, &hash],
+    );
+    match inserted {
+        Err(err) if err.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            Err(StoreError::Conflict(format!("events from {} are already in the log", events.first().map_or(0, |e| e.seq))))
+        }
+        other => other.map(|_| ()).map_err(Into::into),
+    }
 }
 
 /// Notes when tokens were last used, never moving a time back (a row that is gone is skipped).
@@ -553,28 +627,8 @@ impl Store for PostgresStore {
                 )));
             }
         }
-        for e in events {
-            let inserted = tx.execute(
-                "INSERT INTO events (seq, at, actor, kind, subject, task, body, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                &[
-                    &(e.seq as i64),
-                    &column_time(&e.at),
-                    &e.actor,
-                    &e.change.kind(),
-                    &e.change.subject(),
-                    &e.change.task(),
-                    &chain::body(e),
-                    &e.prev_hash,
-                    &e.hash,
-                ],
-            );
-            if let Err(err) = inserted {
-                // Another writer took this seq (one that did not take the lock): never a fork.
-                if err.code() == Some(&SqlState::UNIQUE_VIOLATION) {
-                    return Err(StoreError::Conflict(format!("event {} is already in the log", e.seq)));
-                }
-                return Err(err.into());
-            }
+        if !events.is_empty() {
+            insert_events(&mut tx, events)?;
         }
         write_rows(&mut tx, rows, &stamps)?;
         write_disabled(&mut tx, events)?;
