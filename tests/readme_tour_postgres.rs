@@ -11,7 +11,7 @@ use common::{Daemon, code, stderr, stdout};
 async fn the_readme_tour_runs_unchanged_on_a_postgresql_backed_daemon() {
     let Some(db) = PgDatabase::create() else { return };
     let mut d = Daemon::start_with_args(common::POLICY, &[], &["--store".into(), db.url.clone()]);
-    let mut ok = async |d: &mut Daemon, user: Option<&str>, args: &[&str]| {
+    let ok = async |d: &mut Daemon, user: Option<&str>, args: &[&str]| {
         let out = d.cli(user, args).await;
         assert_eq!(code(&out), 0, "zsa {}: {}", args.join(" "), stderr(&out));
         stdout(&out)
