@@ -482,8 +482,9 @@ pub struct DaemonArgs {
     pub rebuild_from_log: bool,
     /// Where the state is kept: sqlite:PATH (one file) or postgres://USER@HOST:PORT/DATABASE
     /// (several daemons may share it) [default: sqlite:STATE/zsa.db]
-    #[arg(long, env = "ZSA_STORE", hide_env_values = true, value_name = "URL", value_parser = crate::store::Location::parse)]
-    pub store: Option<crate::store::Location>,
+    /// (read as text and checked by zsa, so a refusal never repeats a password in it)
+    #[arg(long, env = "ZSA_STORE", hide_env_values = true, value_name = "URL")]
+    pub store: Option<String>,
     /// The daemon's config file; flags win over it [default: /etc/zsa/daemon.toml for root, else
     /// $XDG_CONFIG_HOME/zsa/daemon.toml; read only if it is there]
     #[arg(long, env = "ZSA_DAEMON_CONFIG", value_name = "FILE")]
@@ -660,11 +661,11 @@ pub enum StoreCmd {
     )]
     Copy {
         /// The store to copy: sqlite:PATH or postgres://...
-        #[arg(long, value_name = "URL", value_parser = crate::store::Location::parse)]
-        from: crate::store::Location,
+        #[arg(long, value_name = "URL")]
+        from: String,
         /// An empty store to copy into: sqlite:PATH (a new file) or postgres://... (an empty database)
-        #[arg(long, value_name = "URL", value_parser = crate::store::Location::parse)]
-        to: crate::store::Location,
+        #[arg(long, value_name = "URL")]
+        to: String,
     },
 }
 

@@ -80,3 +80,35 @@ async fn a_log_that_does_not_verify_is_not_copied() {
     let empty = db.execute("SELECT 1 FROM pg_tables WHERE tablename = 'events'");
     assert_eq!(empty, 0, "nothing was made in the target");
 }
+
+/// A store URL that is refused (here: another host, which zsa will not reach without TLS) is
+/// refused without repeating its password, whether given to the daemon or to `store copy`.
+#[test]
+fn a_refused_store_url_never_shows_its_password() {
+    let secret = "hunter2-not-for-logs";
+    let url = format!("postgres://zsa:{secret}@db.example.com:5432/zsa");
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, common::POLICY.replace("{ADMIN}", &common::current_user())).unwrap();
+    let daemon = std::process::Command::new(BIN)
+        .args(["daemon", "--check-config", "--policy"])
+        .arg(&policy)
+        .arg("--state")
+        .arg(dir.path().join("state"))
+        .args(["--store", &url])
+        .output()
+        .unwrap();
+    let copy = zsa_store_copy(&url, &format!("sqlite:{}", dir.path().join("x.db").display()));
+    let from_env = std::process::Command::new(BIN)
+        .args(["daemon", "--check-config", "--policy"])
+        .arg(&policy)
+        .env("ZSA_STORE", format!("postgres://zsa@localhost/zsa?password={secret}&host=db.example.com"))
+        .output()
+        .unwrap();
+    for out in [daemon, copy, from_env] {
+        assert_ne!(code(&out), 0, "refused");
+        let said = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(said.contains("is not this machine"), "{said}");
+        assert!(!said.contains(secret), "the password was shown: {said}");
+    }
+}

@@ -90,6 +90,12 @@ fn settle(args: &DaemonArgs) -> Result<Settled, Vec<String>> {
     if !problems.is_empty() {
         return Err(problems);
     }
+    // Checked here, not by the argument parser, whose refusal would repeat a password.
+    let store = match args.store.as_deref().map(crate::store::Location::parse) {
+        Some(Ok(location)) => Some(location),
+        Some(Err(e)) => return Err(vec![format!("--store: {e}")]),
+        None => store,
+    };
     let mut limits = limits;
     let flag = |n: Option<u32>| n.map(|n| n as usize);
     limits.max_connections = flag(args.max_connections).or(limits.max_connections);
@@ -104,7 +110,7 @@ fn settle(args: &DaemonArgs) -> Result<Settled, Vec<String>> {
         rebuild_from_log: args.rebuild_from_log,
         listeners: tls,
         limits,
-        store: args.store.clone().or(store),
+        store,
     };
     Ok(Settled { config, file: (!shown.is_empty()).then_some(path), origins })
 }

@@ -14,7 +14,8 @@ const BATCH: u32 = 5_000;
 
 pub async fn run(command: &StoreCmd, json: bool) -> CmdResult {
     let StoreCmd::Copy { from, to } = command;
-    let (from, to) = (from.clone(), to.clone());
+    let parse = |flag: &str, text: &str| crate::store::Location::parse(text).map_err(|e| CliError::Usage(format!("{flag}: {e}")));
+    let (from, to) = (parse("--from", from)?, parse("--to", to)?);
     let copied = tokio::task::spawn_blocking(move || copy(&from, &to)).await.map_err(|e| CliError::Other(e.into()))??;
     if json {
         println!("{}", serde_json::to_string(&copied).unwrap_or_default());

@@ -204,24 +204,30 @@ impl Engine {
         };
         tracing::debug!(why = %why, "the log moved on; catching up and deciding again in turn");
         store.take_turn()?;
-        let again = (|| {
+        // The turn is given back however this ends, a panic included (the writer thread lives
+        // on after one, and so would its session and the lock every other daemon waits for).
+        let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut tries = 0;
             loop {
                 tries += 1;
                 self.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let caught = self.catch_up(store)?;
+                let caught = self.catch_up(&mut *store)?;
                 self.publish(&caught);
-                match self.record(store, policy, actor, command) {
+                // Catching up may have put a newer policy in force: decide by it (a policy being
+                // loaded is decided by itself).
+                let now_in_force = self.policy();
+                let policy = if matches!(command, Command::LoadPolicy) { policy } else { &now_in_force };
+                match self.record(&mut *store, policy, actor, command) {
                     // Only a writer that does not take turns (none of ours) could still win.
                     Err(EngineError::Store(StoreError::Conflict(_))) if tries < MAX_RETRIES => continue,
                     other => return other,
                 }
             }
-        })();
+        }));
         if let Err(e) = store.end_turn() {
             tracing::warn!(error = %e, "could not give back the turn at the store (it ends with the session)");
         }
-        again
+        again.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     }
 
     /// Brings memory up to the log's head: the events other daemons wrote since this one last
@@ -320,7 +326,10 @@ impl Engine {
     /// Decides, writes durably, and applies in memory. The caller holds the writer lock and
     /// publishes afterwards.
     fn record(&self, store: &mut dyn Store, policy: &Policy, actor: &Actor, command: &Command) -> Result<Written, EngineError> {
+        // The daemon's own bookkeeping (a run's end, a deadline, a failed notice) records facts
+        // and goes on; every decision waits for the policies to agree.
         if !matches!(command, Command::LoadPolicy)
+            && !actor.is_daemon()
             && let Some(in_force) = self.policy_differs.read().unwrap_or_else(|e| e.into_inner()).clone()
         {
             let mine = self.policy();
@@ -353,6 +362,10 @@ impl Engine {
             }
         }
         let (events, rows) = written?;
+        if matches!(command, Command::LoadPolicy) && !events.is_empty() {
+            // This daemon's file is now the policy in force, for every daemon sharing the store.
+            *self.policy_differs.write().unwrap_or_else(|e| e.into_inner()) = None;
+        }
         Ok(Written { events: events.into_iter().map(Arc::new).collect(), rows })
     }
 

@@ -299,5 +299,9 @@ mod tests {
             assert!(!e.contains("hunter2") && e.contains("sqlite:"), "{e}");
         }
         assert_eq!(Location::Postgres("postgres://zsa:hunter2@127.0.0.1/zsa".into()).describe(), "postgres://zsa:***@127.0.0.1/zsa");
+        let in_query = Location::Postgres("postgres://zsa@localhost/zsa?sslmode=disable&password=hunter2".into()).describe();
+        assert_eq!(in_query, "postgres://zsa@localhost/zsa?sslmode=disable&password=***");
+        let remote = Location::parse("postgres://zsa@db.example.com/zsa?password=hunter2").unwrap_err();
+        assert!(!remote.contains("hunter2"), "{remote}");
     }
 }

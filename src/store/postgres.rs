@@ -192,8 +192,22 @@ fn connect(url: &str) -> Result<Client, StoreError> {
     Ok(client)
 }
 
-/// `url` without its password, for messages and logs.
+/// `url` without its password (in its user part, or a `password=` parameter), for messages and logs.
 pub fn redacted(url: &str) -> String {
+    let url = match url.split_once('?') {
+        Some((base, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => p.to_string(),
+                })
+                .collect();
+            format!("{base}?{}", params.join("&"))
+        }
+        None => url.to_string(),
+    };
+    let url = url.as_str();
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];
