@@ -520,9 +520,9 @@ impl PostgresStore {
     }
 }
 
-impl Store for PostgresStore {
-    /// Rewrites every current-state row from the log (see `SqliteStore::rebuild_from_log`).
-    fn rebuild_from_log(&mut self) -> Result<String, StoreError> {
+impl PostgresStore {
+    /// `rebuild_from_log`'s work, with the turn held.
+    fn rebuild_in_turn(&mut self) -> Result<String, StoreError> {
         let (problem, mut full, stamps) = rebuilt_from_log(self)?;
         let used = self.token_use()?;
         let mut tx = self.client()?.transaction()?;
@@ -538,6 +538,20 @@ impl Store for PostgresStore {
             )?;
         }
         tx.commit()?;
+        Ok(problem)
+    }
+}
+
+impl Store for PostgresStore {
+    /// Rewrites every current-state row from the log (see `SqliteStore::rebuild_from_log`).
+    /// Under the store's turn: no other daemon appends between the verification and the rows
+    /// rewritten from it (their rows would be overwritten with older ones).
+    fn rebuild_from_log(&mut self) -> Result<String, StoreError> {
+        self.take_turn()?;
+        let rebuilt = self.rebuild_in_turn();
+        let released = self.end_turn();
+        let problem = rebuilt?;
+        released?;
         Ok(problem)
     }
 
