@@ -15,7 +15,13 @@ fn zsa_store_copy(from: &str, to: &str) -> std::process::Output {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sqlite_state_moves_to_postgresql_and_back_with_its_chain_and_is_served_from_there() {
     let Some(db) = PgDatabase::create() else { return };
-    let mut d = Daemon::start();
+    // Approvers hear of every request through a file channel, so the outbox holds sent notices.
+    let notes = tempfile::tempdir().unwrap();
+    let channel = format!(
+        "\n[channels.log]\nkind = \"file\"\npath = \"{}\"\n[[notify]]\non = [\"request_created\"]\nto = [\"approvers\"]\nvia = \"log\"\n",
+        notes.path().join("notices.jsonl").display()
+    );
+    let mut d = Daemon::start_with(&format!("{}{channel}", common::POLICY));
     let (dave, alice) = (d.user("dave").await, d.user("alice").await);
     let journal = NewRequest {
         task: "journal".into(),
@@ -28,6 +34,15 @@ async fn a_sqlite_state_moves_to_postgresql_and_back_with_its_chain_and_is_serve
     let grant = alice.approve(id, None).await.unwrap().grant.unwrap().id;
     d.admin().disable("carol", None).await.unwrap();
     let before = d.admin().verify().await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let notices = loop {
+        let n = d.admin().notices(false).await.unwrap();
+        if !n.is_empty() && n.iter().all(|n| n.state.as_str() == "sent") {
+            break n;
+        }
+        assert!(std::time::Instant::now() < deadline, "the notices were never sent: {n:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     d.stop();
 
     let from = format!("sqlite:{}", d.db().display());
@@ -36,12 +51,14 @@ async fn a_sqlite_state_moves_to_postgresql_and_back_with_its_chain_and_is_serve
     let head = before.head.clone().unwrap();
     assert!(stdout(&out).contains(&format!("copied {} events (chain head {head})", before.events)), "{}", stdout(&out));
     assert!(stdout(&out).contains("the copy verifies"), "{}", stdout(&out));
+    assert!(stdout(&out).contains(&format!("{} notices in the outbox", notices.len())), "{}", stdout(&out));
 
     // Served from PostgreSQL: the same grant, the same disabled user, the same chain.
     d.args = vec!["--store".into(), db.url.clone()];
     d.spawn();
     let admin = d.admin();
     assert_eq!(admin.show_grant(grant).await.unwrap().holder, "dave");
+    assert_eq!(admin.notices(false).await.unwrap(), notices, "the outbox came along as it was: ids, states, attempts, times");
     assert!(dave.check("journal", None).await.unwrap().allowed, "tokens came along");
     assert!(d.user("carol").await.request(&journal).await.is_err(), "carol is still disabled");
     let after = admin.verify().await.unwrap();

@@ -93,12 +93,19 @@ fn copy(from: &Location, to: &Location) -> Result<Copied, CliError> {
     }
     target.rebuild_from_log().map_err(|e| refused(e, &format!("cannot build the current state in {shown_to}")))?;
     let deliveries = source.deliveries(None).map_err(|e| refused(e, &shown_from))?;
-    target
-        .append(&Changeset { deliveries: deliveries.clone(), ..Changeset::default() })
-        .map_err(|e| refused(e, &format!("cannot copy the outbox to {shown_to}")))?;
+    target.import_deliveries(&deliveries).map_err(|e| refused(e, &format!("cannot copy the outbox to {shown_to}")))?;
     let used = source.token_use().map_err(|e| refused(e, &shown_from))?;
     target.save_token_use(&used).map_err(|e| refused(e, &shown_to))?;
     let report = target.verify().map_err(|e| refused(e, &format!("cannot verify {shown_to}")))?;
+    // The outbox is no part of the chain, so it is compared on its own, row for row.
+    let outbox = target.deliveries(None).map_err(|e| refused(e, &shown_to))?;
+    if outbox != deliveries {
+        return Err(CliError::Refused(format!(
+            "the outbox copied to {shown_to} differs from {shown_from}'s ({} rows against {}); do not use the copy",
+            outbox.len(),
+            deliveries.len()
+        )));
+    }
     if !report.ok || report.head != checked.head || report.events != checked.events {
         return Err(CliError::Refused(format!(
             "the copy in {shown_to} does not match {shown_from} ({} events, head {:?}; the source has {}, head {:?}: {}); do not use it",

@@ -193,6 +193,9 @@ pub trait Store: Send {
     fn listener(&self) -> Result<Option<Box<dyn Listener>>, StoreError> {
         Ok(None)
     }
+    /// Writes outbox rows exactly as another store holds them (ids, states, attempts, errors,
+    /// times): `zsa store copy`, into a store with an empty outbox.
+    fn import_deliveries(&mut self, deliveries: &[Delivery]) -> Result<(), StoreError>;
     /// Keeps every other writer from appending until `end_turn`: a daemon that lost a race for
     /// the head takes its turn before catching up and deciding again, so it cannot lose again
     /// (and again) to a busier daemon. Nothing to do where one daemon owns the store.

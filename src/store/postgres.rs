@@ -795,6 +795,37 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    fn import_deliveries(&mut self, deliveries: &[Delivery]) -> Result<(), StoreError> {
+        let mut tx = self.client()?.transaction()?;
+        let sql =
+            format!("INSERT INTO deliveries ({DELIVERY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)");
+        for d in deliveries {
+            tx.execute(
+                &sql,
+                &[
+                    &(d.id as i64),
+                    &d.key,
+                    &(d.seq as i64),
+                    &d.channel,
+                    &d.trigger.as_str(),
+                    &d.recipient,
+                    &notice_column(d)?,
+                    &d.state.as_str(),
+                    &(d.attempts as i64),
+                    &column_time(&d.next_at),
+                    &d.not_before.as_ref().map(column_time),
+                    &d.last_error,
+                    &column_time(&d.created_at),
+                    &d.done_at.as_ref().map(column_time),
+                ],
+            )?;
+        }
+        // The next delivery written gets an id after the imported ones.
+        tx.execute("SELECT setval(pg_get_serial_sequence('deliveries', 'id'), GREATEST((SELECT MAX(id) FROM deliveries), 1))", &[])?;
+        tx.commit()?;
+        Ok(())
+    }
+
     fn heartbeat(&mut self, daemon: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
         self.client()?.execute(
             "INSERT INTO daemons (id, heartbeat_at) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",

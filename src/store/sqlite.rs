@@ -696,6 +696,35 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn import_deliveries(&mut self, deliveries: &[Delivery]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(&format!(
+                "INSERT INTO deliveries ({DELIVERY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+            ))?;
+            for d in deliveries {
+                insert.execute(params![
+                    d.id as i64,
+                    d.key,
+                    d.seq as i64,
+                    d.channel,
+                    d.trigger.as_str(),
+                    d.recipient,
+                    notice_column(d)?,
+                    d.state.as_str(),
+                    d.attempts as i64,
+                    column_time(&d.next_at),
+                    d.not_before.as_ref().map(column_time),
+                    d.last_error,
+                    column_time(&d.created_at),
+                    d.done_at.as_ref().map(column_time),
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     fn heartbeat(&mut self, daemon: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
         self.conn.execute(
             "INSERT INTO daemons (id, heartbeat_at) VALUES (?1, ?2) ON CONFLICT(id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
