@@ -300,3 +300,32 @@ async fn a_policy_loaded_on_one_daemon_is_in_force_on_all_or_the_others_say_why_
     dave_on_b.request(&ask("rotate")).await.expect("B decides on the policy in force");
     a.user("carol").await.request(&ask("rotate")).await.expect("A decides as before");
 }
+
+/// A daemon that cannot follow the store it shares (here: a row written behind every daemon's
+/// back that does not continue the chain) stops vouching for access from memory: within a few
+/// seconds its `check` answers 503, never yes, saying why, since another daemon may have ended
+/// the grant meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemon_that_cannot_follow_its_shared_store_stops_saying_yes() {
+    let Some((db, mut a, _b)) = two_daemons(common::POLICY) else { return };
+    let dave = a.user("dave").await;
+    dave.request(&NewRequest { task: "restart".into(), duration_secs: Some(600), ..Default::default() }).await.unwrap();
+    assert!(dave.check("restart", None).await.unwrap().allowed);
+    let forged = db.execute(
+        "INSERT INTO events (seq, at, actor, kind, body, prev_hash, hash) \
+         SELECT MAX(seq) + 1, '2026-01-01T00:00:00.000000Z', 'mallory', 'user_enabled', '{\"user\":\"x\"}', 'forged', 'forged' FROM events",
+    );
+    assert_eq!(forged, 1);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let (status, message) = loop {
+        match dave.check("restart", None).await {
+            Err(zsa::client::ClientError::Refused { status, code, message }) if code == "store_behind" => break (status, message),
+            Ok(answer) => assert!(answer.allowed, "{answer:?}"),
+            Err(e) => panic!("an unexpected answer: {e}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "the daemon went on vouching from memory it could not bring up to date");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(status, 503);
+    assert!(message.contains("cannot vouch that a grant still holds"), "{message}");
+}

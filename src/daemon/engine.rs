@@ -64,7 +64,14 @@ pub struct Engine {
     /// The SHA-256 of the policy in force by the log (the newest `policy_loaded`) when this
     /// daemon's own file is another: it decides nothing until they agree.
     policy_differs: RwLock<Option<String>>,
+    /// When this daemon last followed a store other daemons write to, successfully (`None`: no
+    /// other daemon can write its store, so its memory is the truth).
+    followed_at: Mutex<Option<std::time::Instant>>,
 }
+
+/// How long a daemon sharing its store may go without following it before it stops vouching
+/// for access from memory (it follows at least every second when all is well).
+pub const FOLLOW_STALE: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -94,6 +101,7 @@ impl Engine {
             followed: Default::default(),
             identity: String::new(),
             policy_differs: RwLock::new(None),
+            followed_at: Mutex::new(None),
         })
     }
 
@@ -298,8 +306,17 @@ impl Engine {
         let mut store = lock(&self.writer);
         let caught = self.catch_up(&mut **store)?;
         drop(store);
+        *lock(&self.followed_at) = Some(std::time::Instant::now());
         self.publish(&caught);
         Ok(caught.len())
+    }
+
+    /// How far behind its shared store this daemon may be, when that is longer than
+    /// `FOLLOW_STALE` (it could not follow it: the store is unreachable, or what it read does
+    /// not continue this daemon's chain). `None` while it follows, and for a store it owns.
+    pub fn behind(&self) -> Option<std::time::Duration> {
+        let age = lock(&self.followed_at).map(|at| at.elapsed())?;
+        (age > FOLLOW_STALE).then_some(age)
     }
 
     /// How many times a decision was made again because another daemon wrote first, and how

@@ -103,6 +103,8 @@ pub async fn keep_beating(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) 
 /// daemon can write.
 pub fn follow(engine: Arc<Engine>, stop: watch::Receiver<bool>) -> anyhow::Result<Option<std::thread::JoinHandle<()>>> {
     let Some(mut listener) = engine.listener()? else { return Ok(None) };
+    // From here on the daemon is one of several: it vouches from memory only while it follows.
+    engine.follow()?;
     let thread = std::thread::Builder::new().name("zsa-follow".into()).spawn(move || {
         while !*stop.borrow() {
             if let Err(e) = listener.wait(FOLLOW_POLL) {

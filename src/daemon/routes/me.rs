@@ -51,6 +51,21 @@ pub struct CheckQuery {
 
 /// Answers from memory: other tools may gate every command on this.
 pub async fn check(State(engine): State<Arc<Engine>>, caller: Caller, Query(q): Query<CheckQuery>) -> Result<Json<CheckAnswer>, ApiError> {
+    // Another daemon may have revoked the grant since: memory that stopped following a shared
+    // store does not say yes.
+    if let Some(behind) = engine.behind() {
+        let mut refused = ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "store_behind",
+            format!(
+                "this daemon has not been able to follow the store it shares with other daemons for {} s, so it cannot vouch that a grant still holds \
+                 (another daemon may have ended it); nothing is allowed meanwhile. Ask again shortly, or ask another daemon; this daemon's log says why",
+                behind.as_secs()
+            ),
+        );
+        refused.retry_after = Some(1);
+        return Err(refused);
+    }
     let now = engine.now();
     let user = q.user.unwrap_or_else(|| caller.user.clone());
     let answer = engine.read(|s, p| rules::check_access(s, p, &caller.user, &user, &q.task, now))?;
