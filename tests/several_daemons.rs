@@ -329,3 +329,37 @@ async fn a_daemon_that_cannot_follow_its_shared_store_stops_saying_yes() {
     assert_eq!(status, 503);
     assert!(message.contains("cannot vouch that a grant still holds"), "{message}");
 }
+
+/// A session that holds the store's append lock and never lets go (a stuck daemon, a stray
+/// `psql`) cannot hold a daemon hostage: its write gives up after the lock wait and is refused
+/// as unavailable with nothing changed, its reads answer meanwhile, and once the lock is free it
+/// writes again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lock_held_elsewhere_makes_writes_unavailable_not_stuck() {
+    let Some((db, mut a, _b)) = two_daemons(common::POLICY) else { return };
+    let dave = a.user("dave").await;
+    let restart = NewRequest { task: "restart".into(), duration_secs: Some(600), ..Default::default() };
+    // The lock every append takes (src/store/postgres.rs APPEND_LOCK), held by a session of the test's.
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (held, is_held) = std::sync::mpsc::channel::<()>();
+    let url = db.url.clone();
+    let holder = std::thread::spawn(move || {
+        let mut session = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        session.execute("SELECT pg_advisory_lock($1)", &[&0x7a73_615f_6865_6164_i64]).unwrap();
+        held.send(()).unwrap();
+        released.recv().unwrap();
+        drop(session);
+    });
+    is_held.recv().unwrap();
+    let waited = tokio::time::timeout(PATIENCE, dave.request(&restart)).await;
+    let err = waited.expect("the write waited for the lock without end").expect_err("a write cannot go through while the lock is held");
+    match err {
+        zsa::client::ClientError::Refused { status, code, .. } => assert_eq!((status, code.as_str()), (503, "storage_failed")),
+        other => panic!("an unexpected answer: {other}"),
+    }
+    assert!(dave.whoami().await.is_ok(), "reads answer meanwhile");
+    assert!(dave.grants(false).await.unwrap().is_empty(), "nothing was granted");
+    release.send(()).unwrap();
+    holder.join().unwrap();
+    assert!(dave.request(&restart).await.unwrap().grant.is_some(), "with the lock free it writes again");
+}

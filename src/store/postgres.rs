@@ -115,6 +115,9 @@ CREATE INDEX deliveries_failed ON deliveries(id) WHERE state = 'failed';
     "CREATE TABLE daemons (id TEXT PRIMARY KEY, heartbeat_at TEXT NOT NULL);",
 ];
 
+/// The longest any statement waits for a lock (`lock_timeout`).
+pub const LOCK_WAIT: Duration = Duration::from_secs(10);
+
 /// The channel an append announces a new head on (its seq), at commit.
 const LOG_CHANNEL: &str = "zsa_log";
 
@@ -126,7 +129,7 @@ impl From<postgres::Error> for StoreError {
             || matches!(
                 e.code(),
                 Some(c) if *c == SqlState::ADMIN_SHUTDOWN || *c == SqlState::CANNOT_CONNECT_NOW || *c == SqlState::TOO_MANY_CONNECTIONS
-                    || *c == SqlState::CRASH_SHUTDOWN
+                    || *c == SqlState::CRASH_SHUTDOWN || *c == SqlState::LOCK_NOT_AVAILABLE
             )
             || (e.as_db_error().is_none() && std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>()));
         match unavailable {
@@ -188,7 +191,13 @@ fn connect(url: &str) -> Result<Client, StoreError> {
     }
     let mut client =
         config.connect(NoTls).map_err(|e| StoreError::Unavailable(format!("cannot connect to {}: {}", redacted(url), said(&e))))?;
-    client.batch_execute("SET synchronous_commit = on; SET default_transaction_isolation = 'read committed'")?;
+    // No wait for a lock is endless: a daemon waiting on another's turn (or on a lock a stuck
+    // session holds) gives up after LOCK_WAIT and says the store is unavailable, so its writer,
+    // heartbeats and answers are never held hostage by someone else's session.
+    client.batch_execute(&format!(
+        "SET synchronous_commit = on; SET default_transaction_isolation = 'read committed'; SET lock_timeout = '{}s'",
+        LOCK_WAIT.as_secs()
+    ))?;
     Ok(client)
 }
 
