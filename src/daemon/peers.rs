@@ -2,7 +2,7 @@
 //! is (an identity kept in its state directory), that it is alive (a heartbeat in the store),
 //! what happens to the runs of one whose heartbeats stop (recorded abandoned, once), and how it
 //! hears at once what the others wrote (`follow`). With SQLite, one daemon owns the store and
-//! all of this is quiet: the same heartbeat, nobody else to hear.
+//! none of this runs.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -80,7 +80,7 @@ pub fn beat(engine: &Engine) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Beats every `HEARTBEAT` until the daemon stops.
+/// Beats every `HEARTBEAT` until the daemon stops (the first beat is `follow`'s).
 pub async fn keep_beating(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
@@ -103,7 +103,9 @@ pub async fn keep_beating(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) 
 /// daemon can write.
 pub fn follow(engine: Arc<Engine>, stop: watch::Receiver<bool>) -> anyhow::Result<Option<std::thread::JoinHandle<()>>> {
     let Some(mut listener) = engine.listener()? else { return Ok(None) };
-    // From here on the daemon is one of several: it vouches from memory only while it follows.
+    // From here on the daemon is one of several: it says it is alive, and it vouches from
+    // memory only while it follows.
+    engine.heartbeat(engine.now())?;
     engine.follow()?;
     let thread = std::thread::Builder::new().name("zsa-follow".into()).spawn(move || {
         while !*stop.borrow() {

@@ -213,7 +213,6 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
             e.execute(SYSTEM_ACTOR, Command::NoteRebuilt { problem })?;
         }
         super::deadlines::record_jumps(&e, steady.take_jumps())?;
-        e.heartbeat(e.now())?;
         e.execute(SYSTEM_ACTOR, Command::LoadPolicy)?;
         // This daemon's own runs (and those from before runs had an owner) that were going when
         // it stopped: what they left running is stopped first, so nothing is called abandoned
@@ -247,20 +246,27 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
     doors.insert(0, super::listen::Door::Unix(bind_socket(&config.socket)?));
     let socket_id = crate::fs_trust::file_id(&config.socket);
     let (stop, stopped) = watch::channel(false);
+    // Before serving: a daemon sharing its store says it is alive before it can start a run.
+    let e = engine.clone();
+    let following = tokio::task::spawn_blocking({
+        let stopped = stopped.clone();
+        move || super::peers::follow(e, stopped)
+    })
+    .await??;
     let limits = config.limits.apply(super::listen::Limits::for_fd_limit(super::listen::raise_fd_limit()));
     let server = tokio::spawn(super::listen::serve(doors, routes::router(engine.clone()), limits, stopped.clone()));
     let deadlines = tokio::spawn(super::deadlines::run(engine.clone(), clock, stopped.clone()));
     let notices = tokio::spawn(super::notices::run(engine.clone(), stopped.clone()));
     let token_use = tokio::spawn(super::token_use::run(engine.clone(), stopped.clone()));
-    let beating = tokio::spawn(super::peers::keep_beating(engine.clone(), stopped.clone()));
-    let e = engine.clone();
-    let following = tokio::task::spawn_blocking(move || super::peers::follow(e, stopped)).await??;
-    // The follower thread ends within a second of the stop; a task waits for it.
-    let followed = tokio::task::spawn_blocking(move || {
-        if let Some(thread) = following {
-            let _ = thread.join();
-        }
-    });
+    // Only daemons that share their store have others to hear and to tell they are alive.
+    let mut tasks = vec![server, deadlines, notices, token_use];
+    if let Some(follower) = following {
+        tasks.push(tokio::spawn(super::peers::keep_beating(engine.clone(), stopped)));
+        // The follower thread ends within a second of the stop; a task waits for it.
+        tasks.push(tokio::task::spawn_blocking(move || {
+            let _ = follower.join();
+        }));
+    }
     let events = engine.read(|s, _| s.last_seq);
     tracing::info!(
         socket = %config.socket.display(),
@@ -271,15 +277,7 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
         ready_ms = started.elapsed().as_millis() as u64,
         "zsa daemon listening"
     );
-    Ok(DaemonHandle {
-        socket: config.socket,
-        tcp_addrs,
-        engine,
-        stop,
-        tasks: vec![server, deadlines, notices, token_use, beating, followed],
-        _lock: lock,
-        socket_id,
-    })
+    Ok(DaemonHandle { socket: config.socket, tcp_addrs, engine, stop, tasks, _lock: lock, socket_id })
 }
 
 /// Runs a daemon until SIGTERM or SIGINT; SIGHUP reloads the policy.

@@ -500,14 +500,20 @@ pub struct PostgresStore {
     client: Option<Client>,
 }
 
+/// Closes a session on a thread of its own: closing blocks on the driver's own runtime, which
+/// panics on a thread that is driving async tasks.
+fn close_off_runtime(client: Option<Client>) {
+    if let Some(client) = client {
+        let _ = std::thread::spawn(move || drop(client)).join();
+    }
+}
+
 impl Drop for PostgresStore {
     /// Closing a session blocks on the driver's own runtime, which panics on a thread that is
     /// driving async tasks (where the daemon lets go of its engine): it is closed on a thread
     /// of its own.
     fn drop(&mut self) {
-        if let Some(client) = self.client.take() {
-            let _ = std::thread::spawn(move || drop(client)).join();
-        }
+        close_off_runtime(self.client.take());
     }
 }
 
@@ -891,8 +897,6 @@ impl super::Listener for LogListener {
 impl Drop for LogListener {
     /// Closed on a thread of its own, as `PostgresStore` is.
     fn drop(&mut self) {
-        if let Some(client) = self.client.take() {
-            let _ = std::thread::spawn(move || drop(client)).join();
-        }
+        close_off_runtime(self.client.take());
     }
 }

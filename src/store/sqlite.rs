@@ -101,7 +101,6 @@ CREATE TABLE IF NOT EXISTS deliveries (
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(next_at) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_failed ON deliveries(id) WHERE state = 'failed';
-CREATE TABLE IF NOT EXISTS daemons (id TEXT PRIMARY KEY, heartbeat_at TEXT NOT NULL);
 ";
 
 /// Columns added by schema version 2, for tables created before it: each event's record (see
@@ -723,20 +722,6 @@ impl Store for SqliteStore {
         }
         tx.commit()?;
         Ok(())
-    }
-
-    fn heartbeat(&mut self, daemon: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
-        self.conn.execute(
-            "INSERT INTO daemons (id, heartbeat_at) VALUES (?1, ?2) ON CONFLICT(id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
-            params![daemon, column_time(&at)],
-        )?;
-        Ok(())
-    }
-
-    fn heartbeats(&mut self) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
-        let mut stmt = self.conn.prepare_cached("SELECT id, heartbeat_at FROM daemons ORDER BY id")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?.collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter().map(|(id, at)| Ok((id, time_of(&at)?))).collect()
     }
 
     fn reader(&self) -> Result<Box<dyn Store>, StoreError> {
