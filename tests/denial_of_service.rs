@@ -395,7 +395,22 @@ async fn refused_connections_that_say_nothing_do_not_pile_up() {
         let before = open_fds();
         // Many more, silent: each is refused, and none ever sends its request.
         let mut silent = connect_as(uid, &socket, 200);
+        // A refusal waiting for its request holds its descriptor for up to a second; one in
+        // passing (accepted, not yet refused) for as long as a loaded machine takes to schedule
+        // it. So what counts is the fewest held over any quarter second: the waits show in it,
+        // the passing do not.
+        let mut recent: std::collections::VecDeque<(Instant, usize)> = Default::default();
         let mut most = 0;
+        let mut sample = || {
+            let now = Instant::now();
+            recent.push_back((now, open_fds()));
+            while recent.front().is_some_and(|(at, _)| now.duration_since(*at) > Duration::from_millis(250)) {
+                recent.pop_front();
+            }
+            if now.duration_since(recent.front().unwrap().0) >= Duration::from_millis(200) {
+                most = most.max(recent.iter().map(|(_, n)| *n).min().unwrap());
+            }
+        };
         for s in &mut silent {
             // Each is answered though it never sends a thing (after at most a second), and
             // meanwhile the daemon holds few of them.
@@ -404,7 +419,7 @@ async fn refused_connections_that_say_nothing_do_not_pile_up() {
             let mut answer = Vec::new();
             let mut chunk = [0u8; 4096];
             loop {
-                most = most.max(open_fds());
+                sample();
                 match s.read(&mut chunk) {
                     Ok(0) => break,
                     Ok(n) => answer.extend_from_slice(&chunk[..n]),
@@ -416,9 +431,9 @@ async fn refused_connections_that_say_nothing_do_not_pile_up() {
             let answer = String::from_utf8_lossy(&answer);
             assert!(answer.starts_with("HTTP/1.1 429") || answer.starts_with("HTTP/1.1 503"), "{answer}");
         }
-        // 16 refusals wait for their request at most; more may be in passing (accepted, not yet
-        // refused) when other tests load the machine. Without the limit it held 175 of the 200.
-        assert!(most <= before + 16 + 48, "the daemon held {} descriptors beyond its {before} for refused connections", most - before);
+        // 16 refusals wait for their request at most, and a few more may be in passing on a
+        // loaded machine. Without the limit it held 175 of the 200 for a second.
+        assert!(most <= before + 16 + 32, "the daemon held {} descriptors beyond its {before} for refused connections", most - before);
         drop(held);
     })
     .await
