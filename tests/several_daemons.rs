@@ -182,23 +182,26 @@ async fn a_daemon_killed_under_load_loses_no_acknowledged_change_and_the_other_s
 }
 
 /// A run belongs to the daemon that started it. Another daemon records it abandoned only once
-/// the owner's heartbeats have stopped for 30 s by its own clock, and only once. The daemons run
-/// in this process on clocks the test moves (the only way to let 30 s pass at once), on the
-/// real PostgreSQL, reached through the real client.
+/// the owner's heartbeats have not reached the store for 30 s by the store's clock (the
+/// daemons' own clocks, here ten minutes apart, change nothing), and only once. The owner,
+/// alive after all, then stops the run's processes and records no second end. The daemons run
+/// in this process on the real PostgreSQL, reached through the real client; the owner's
+/// heartbeats are kept from the store by a trigger, and its last one aged, in SQL.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_is_abandoned_by_another_daemon_only_after_its_owners_heartbeats_stop() {
     use std::sync::Arc;
     use zsa::clock::ManualClock;
     use zsa::daemon::{DaemonConfig, start};
-    use zsa::model::wire::RunRequest;
+    use zsa::model::wire::{RunOutput, RunRequest};
     let Some(db) = PgDatabase::create() else { return };
+    // A sleep no other test starts, so its process can be looked for.
     let policy = format!(
-        "{}\n[[tasks]]\nname = \"wait\"\nrequesters = [\"oncall\"]\napproval = \"auto\"\nmax_duration = \"1h\"\nrun = [\"/bin/sleep\", \"600\"]\n",
+        "{}\n[[tasks]]\nname = \"wait\"\nrequesters = [\"oncall\"]\napproval = \"auto\"\nmax_duration = \"1h\"\nrun = [\"/bin/sleep\", \"617\"]\n",
         common::POLICY.replace(r#"oncall = ["carol", "dave"]"#, r#"oncall = ["carol", "dave", "{ADMIN}"]"#)
     );
     let t0 = chrono::Utc::now();
     let mut daemons = Vec::new();
-    for _ in 0..2 {
+    for ahead in [0, 10] {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("policy.toml"), policy.replace("{ADMIN}", &common::current_user())).unwrap();
         let config = DaemonConfig {
@@ -208,44 +211,145 @@ async fn a_run_is_abandoned_by_another_daemon_only_after_its_owners_heartbeats_s
             store: Some(zsa::store::Location::Postgres(db.url.clone())),
             ..Default::default()
         };
-        let clock = Arc::new(ManualClock::new(t0));
-        let handle = start(config, clock.clone()).await.expect("the daemon starts");
-        daemons.push((dir, clock, handle));
+        let clock = Arc::new(ManualClock::new(t0 + chrono::Duration::minutes(ahead)));
+        let handle = start(config, clock).await.expect("the daemon starts");
+        daemons.push((dir, handle));
     }
-    let (a, b) = (&daemons[0], &daemons[1]);
-    assert_ne!(a.2.engine.identity(), b.2.engine.identity(), "each daemon has its own identity");
-    let me_on_a = zsa::client::Client::new(&a.2.socket, None).unwrap();
+    let (a, b) = (&daemons[0].1, &daemons[1].1);
+    assert_ne!(a.engine.identity(), b.engine.identity(), "each daemon has its own identity");
+    let me_on_a = zsa::client::Client::new(&a.socket, None).unwrap();
     me_on_a.request(&NewRequest { task: "wait".into(), ..Default::default() }).await.unwrap();
-    let _stream = me_on_a.run(&RunRequest { task: "wait".into(), params: Default::default() }).await.unwrap();
-    let run = *a.2.engine.read(|s, _| s.running.iter().next().copied()).iter().next().expect("the run is going on A");
-    let owner = a.2.engine.read(|s, _| s.runs[&run].daemon.clone());
-    assert_eq!(owner.as_deref(), Some(a.2.engine.identity()), "the run names the daemon that runs it");
-    let running_on_b = || b.2.engine.read(|s, _| s.running.contains(&run));
+    let mut output = me_on_a.run(&RunRequest { task: "wait".into(), params: Default::default() }).await.unwrap();
+    let run = *a.engine.read(|s, _| s.running.iter().next().copied()).iter().next().expect("the run is going on A");
+    let owner = a.engine.read(|s, _| s.runs[&run].daemon.clone());
+    assert_eq!(owner.as_deref(), Some(a.engine.identity()), "the run names the daemon that runs it");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while sleeps_617() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the run's process never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let running_on_b = || b.engine.read(|s, _| s.running.contains(&run));
     let deadline = std::time::Instant::now() + PATIENCE;
     while !running_on_b() {
         assert!(std::time::Instant::now() < deadline, "B never heard of the run");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let beat_on_b =
-        |e: Arc<zsa::daemon::Engine>| async move { tokio::task::spawn_blocking(move || zsa::daemon::peers::beat(&e)).await.unwrap() };
-    // 20 s after A's last heartbeat (by B's clock): A may be busy, its run is still its own.
-    b.1.advance(chrono::Duration::seconds(20));
-    beat_on_b(b.2.engine.clone()).await.unwrap();
+    // What B's heartbeat task does every 5 s, done now: record abandoned the runs of daemons
+    // whose heartbeats lapsed.
+    let look_on_b = || {
+        let e = b.engine.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let mut session = e.own_session().unwrap().expect("a shared store gives a session");
+                zsa::daemon::peers::abandon_lapsed(&e, &mut *session)
+            })
+            .await
+            .unwrap()
+            .unwrap()
+        }
+    };
+    // By B's clock A's last heartbeat is ten minutes old; by the store's it is fresh.
+    look_on_b().await;
+    assert!(running_on_b(), "a daemon whose clock is ahead does not take another for dead");
+    // A's heartbeats stop reaching the store (the trigger drops them; the test's own session
+    // may still set the time), and its last one is 15 s old: within its lease.
+    let a_id = a.engine.identity().to_string();
+    db.batch(&format!(
+        "CREATE FUNCTION drop_beats() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+           IF OLD.id = '{a_id}' AND current_setting('zsa_test.aging', true) IS DISTINCT FROM 'yes' THEN RETURN NULL; END IF;
+           RETURN NEW; END $$;
+         CREATE TRIGGER drop_beats BEFORE UPDATE ON daemons FOR EACH ROW EXECUTE FUNCTION drop_beats();"
+    ));
+    let age_a = |secs: u32| {
+        db.batch(&format!(
+            "SET zsa_test.aging = 'yes'; UPDATE daemons SET heartbeat_at = clock_timestamp() - interval '{secs} seconds' WHERE id = '{a_id}'"
+        ))
+    };
+    age_a(15);
+    look_on_b().await;
     assert!(running_on_b(), "a run is not abandoned within its owner's lease");
     // 31 s: A is taken for dead; B records the run abandoned, once, however often it looks.
-    b.1.advance(chrono::Duration::seconds(11));
-    beat_on_b(b.2.engine.clone()).await.unwrap();
-    beat_on_b(b.2.engine.clone()).await.unwrap();
+    age_a(31);
+    look_on_b().await;
+    look_on_b().await;
     assert!(!running_on_b(), "the run of a daemon whose heartbeats stopped is abandoned");
-    let ended: Vec<_> = log_of(&b.2.socket)
-        .await
-        .into_iter()
-        .filter(|e| matches!(&e.change, Change::RunEnded { run: r, outcome, .. } if *r == run && outcome.as_str() == "abandoned"))
-        .collect();
-    assert_eq!(ended.len(), 1, "abandoned exactly once: {ended:?}");
-    for (_, _, handle) in daemons {
+    // A was alive all along: it hears of it, stops the run's processes, and tells its client.
+    let ended = loop {
+        match tokio::time::timeout(PATIENCE, output.next()).await.expect("A told its client how the run ended") {
+            Some(Ok(RunOutput::Ended { outcome, message, .. })) => break (outcome, message),
+            Some(Ok(_)) => {}
+            other => panic!("the run's output ended without saying how the run did: {other:?}"),
+        }
+    };
+    assert_eq!(ended.0.as_str(), "abandoned");
+    assert!(ended.1.contains("another daemon recorded this run abandoned"), "{}", ended.1);
+    assert_eq!(sleeps_617(), 0, "the owner stopped the abandoned run's process");
+    let ended: Vec<_> =
+        log_of(&b.socket).await.into_iter().filter(|e| matches!(&e.change, Change::RunEnded { run: r, .. } if *r == run)).collect();
+    assert_eq!(ended.len(), 1, "ended exactly once (abandoned by B; A recorded no second end): {ended:?}");
+    assert!(matches!(&ended[0].change, Change::RunEnded { outcome, .. } if outcome.as_str() == "abandoned"));
+    for (_, handle) in daemons {
         handle.shutdown().await;
     }
+}
+
+/// How many `sleep 617` processes are going on this machine.
+fn sleeps_617() -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|p| std::fs::read(p.ok()?.path().join("cmdline")).ok())
+        .filter(|cmdline| cmdline.as_slice() == b"/bin/sleep\x00617\x00")
+        .count()
+}
+
+/// A daemon's identity is one process's at a time: a copy of a state directory (daemon-id and
+/// all) is refused while the original is alive, saying why and what to do, and changes
+/// nothing; the original restarted at once after a crash starts (its predecessor is known
+/// gone, so it does not wait out the lease); and a daemon whose identity another process took
+/// stops, saying why.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_identity_is_one_process_a_copy_is_refused_and_a_crash_restarts_at_once() {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let Some(db) = PgDatabase::create() else { return };
+    let args = vec!["--store".to_string(), db.url.clone()];
+    let mut a = Daemon::unstarted(common::POLICY);
+    a.args = args.clone();
+    let a_log = a.dir.path().join("daemon.log");
+    a.log = Some(a_log.clone());
+    a.spawn();
+    let identity = std::fs::read_to_string(a.state.join("daemon-id")).unwrap().trim().to_string();
+    // A copy of A's state directory, as a restored backup or a cloned machine would make.
+    let mut copy = Daemon::unstarted(common::POLICY);
+    copy.args = args.clone();
+    std::fs::DirBuilder::new().mode(0o700).create(&copy.state).unwrap();
+    std::fs::copy(a.state.join("daemon-id"), copy.state.join("daemon-id")).unwrap();
+    std::fs::set_permissions(copy.state.join("daemon-id"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let before = log(&a).await.len();
+    let refused = copy.start_refused(&[]).expect("a copy of a running daemon's identity is refused");
+    let said = common::stderr(&refused);
+    assert_ne!(refused.status.code(), Some(0));
+    assert!(said.contains(&format!("identity '{identity}'")) && said.contains("is in use"), "{said}");
+    assert!(said.contains(&format!("pid {}", a.pid())), "the refusal names the process holding it: {said}");
+    assert!(said.contains("give this one a state directory of its own"), "the refusal says what to do: {said}");
+    assert_eq!(log(&a).await.len(), before, "the refused start wrote nothing");
+    // A crashes and is started again at once: its predecessor is gone, so it need not wait.
+    a.restart_after_kill();
+    assert!(a.admin().whoami().await.is_ok());
+    // The copy is still refused: the restarted A is alive.
+    assert!(copy.start_refused(&[]).is_some(), "the copy is refused while the restarted daemon lives");
+    // Another process takes A's identity behind its back (a copy started while A was cut off
+    // from the store for its whole lease would): A stops at its next heartbeat, saying why.
+    let taken = db.execute(&format!("UPDATE daemons SET mark = 'another', pid = 1, host = 'elsewhere' WHERE id = '{identity}'"));
+    assert_eq!(taken, 1);
+    let status = a.exited_within(PATIENCE).expect("a daemon whose identity was taken stops");
+    assert!(!status.success(), "it stops with a failure, so a service manager sees it: {status}");
+    let said = std::fs::read_to_string(&a_log).unwrap();
+    assert!(
+        said.contains(&format!(
+            "another process now holds this daemon's identity '{identity}' in the shared store (pid 1 on host elsewhere)"
+        )),
+        "{said}"
+    );
 }
 
 async fn log_of(socket: &std::path::Path) -> Vec<Event> {

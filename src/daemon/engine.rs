@@ -140,14 +140,14 @@ impl Engine {
         &self.identity
     }
 
-    /// Notes in the store that this daemon is alive at `at`. Blocking.
-    pub fn heartbeat(&self, at: DateTime<Utc>) -> Result<(), StoreError> {
-        lock(&self.writer).heartbeat(&self.identity, at)
-    }
-
-    /// When each daemon sharing the store last said it was alive. Blocking.
-    pub fn heartbeats(&self) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
-        lock(&self.reader).heartbeats()
+    /// A session of its own on a store other daemons share (for heartbeats, which must never
+    /// wait behind this daemon's writes or reads); `None` where one daemon owns the store.
+    pub fn own_session(&self) -> Result<Option<Box<dyn crate::store::Store>>, StoreError> {
+        let reader = lock(&self.reader);
+        if !reader.shared() {
+            return Ok(None);
+        }
+        reader.reader().map(Some)
     }
 
     /// The store's word that another daemon extended the log, if it has a way to say it.

@@ -231,6 +231,15 @@ async fn take<R>(read: std::io::Result<usize>, pipe: &mut Option<R>, buf: &[u8],
     }
 }
 
+/// Why a run stops when another daemon recorded it abandoned.
+const ABANDONED_ELSEWHERE: &str = "stopped: another daemon recorded this run abandoned, because this daemon's heartbeats did not reach the shared store for the length of its lease";
+
+/// Was the run recorded ended by someone else (another daemon that took this one for dead)?
+/// Only this daemon's supervisor ends a run it started, so any end on record is another's.
+fn ended_elsewhere(engine: &Engine, run: RunId) -> bool {
+    engine.read(|s, _| s.runs.get(&run).is_some_and(|r| r.ended.is_some()))
+}
+
 /// Has the grant ended, by the clock or by an event?
 fn grant_over(engine: &Engine, grant: GrantId) -> bool {
     let now = engine.now();
@@ -290,10 +299,20 @@ async fn supervise(engine: Arc<Engine>, s: Started, tx: Sink) {
         truncated,
     };
     let e = engine.clone();
-    match super::writer::run(move || e.execute(SYSTEM_ACTOR, end)).await {
+    // Another daemon that took this one for dead may have recorded the end already (before,
+    // or while this one tried): there is no second end to record.
+    let recorded = match ended_elsewhere(&engine, s.run) {
+        true => None,
+        false => Some(super::writer::run(move || e.execute(SYSTEM_ACTOR, end)).await),
+    };
+    match recorded {
         // Only now that the end is on record does the next start stop looking for its processes.
-        Ok(Ok(_)) => tree.into_iter().for_each(tree::Tree::finish),
-        other => tracing::error!(run = %s.run, result = ?other.map(|r| r.map(|_| ())), "could not record the end of a run"),
+        Some(Ok(Ok(_))) => tree.into_iter().for_each(tree::Tree::finish),
+        _ if ended_elsewhere(&engine, s.run) => {
+            tracing::warn!(run = %s.run, "{ABANDONED_ELSEWHERE}; its processes were stopped");
+            tree.into_iter().for_each(tree::Tree::finish);
+        }
+        other => tracing::error!(run = %s.run, result = ?other.map(|r| r.map(|r| r.map(|_| ()))), "could not record the end of a run"),
     }
     out.last(&RunOutput::Ended { run: s.run, exit_code, outcome, message }).await;
 }
@@ -383,13 +402,20 @@ async fn watch(
             _ = &mut deadline, if watch_grant && stopped.is_none() && status.is_none() => {
                 grant_over(engine, s.grant).then(|| (RunOutcome::GrantEnded, format!("stopped: grant {} ended", s.grant)))
             }
-            event = feed.recv(), if watch_grant && stopped.is_none() && status.is_none() => {
-                let ended = match event {
-                    Ok(e) => matches!(&e.change,
-                        Change::GrantExpired { grant, .. } | Change::GrantRevoked { grant, .. } | Change::GrantRelinquished { grant, .. } if *grant == s.grant),
-                    Err(_) => grant_over(engine, s.grant),
+            event = feed.recv(), if stopped.is_none() && status.is_none() => {
+                let (abandoned, grant_ended) = match event {
+                    Ok(e) => (
+                        matches!(&e.change, Change::RunEnded { run, .. } if *run == s.run),
+                        matches!(&e.change,
+                            Change::GrantExpired { grant, .. } | Change::GrantRevoked { grant, .. } | Change::GrantRelinquished { grant, .. } if *grant == s.grant),
+                    ),
+                    Err(_) => (ended_elsewhere(engine, s.run), grant_over(engine, s.grant)),
                 };
-                ended.then(|| (RunOutcome::GrantEnded, format!("stopped: grant {} ended", s.grant)))
+                if abandoned {
+                    Some((RunOutcome::Abandoned, ABANDONED_ELSEWHERE.to_string()))
+                } else {
+                    (watch_grant && grant_ended).then(|| (RunOutcome::GrantEnded, format!("stopped: grant {} ended", s.grant)))
+                }
             }
             _ = async { drop(closing.wait_for(|c| *c).await) }, if stopped.is_none() && status.is_none() => Some((RunOutcome::DaemonStopped, "stopped: the daemon is stopping".to_string())),
             _ = &mut kill_at, if kill_armed => {

@@ -60,6 +60,10 @@ pub struct DaemonHandle {
     pub tcp_addrs: Vec<std::net::SocketAddr>,
     pub engine: Arc<Engine>,
     stop: watch::Sender<bool>,
+    /// Why the daemon stopped on its own, if it did (`peers::keep_beating`).
+    stopped_because: Arc<std::sync::OnceLock<String>>,
+    /// How this daemon says it is alive, where it shares its store.
+    pulse: Option<Arc<std::sync::Mutex<super::peers::Pulse>>>,
     tasks: Vec<JoinHandle<()>>,
     _lock: File,
     /// The socket file this daemon bound (device, inode): only that one is removed at the end.
@@ -87,14 +91,28 @@ impl DaemonHandle {
         }
         // No request is left to note a token's use: save the rest.
         super::token_use::save(&self.engine, true).await;
+        // Its runs ended: the identity is free for a restart at once.
+        if let Some(pulse) = self.pulse {
+            let e = self.engine.clone();
+            let retired = tokio::task::spawn_blocking(move || pulse.lock().unwrap_or_else(|p| p.into_inner()).retire(&e)).await;
+            if let Ok(Err(e)) = retired {
+                tracing::warn!(error = %format!("{e:#}"), "could not free this daemon's identity in the store; a restart waits out its lease");
+            }
+        }
         if self.socket_id.is_some() && crate::fs_trust::file_id(&self.socket) == self.socket_id {
             let _ = fs::remove_file(&self.socket);
         }
     }
 
-    /// Resolves when a shutdown has been asked for (by a signal or `shutdown`).
+    /// Resolves when a shutdown has been asked for (by a signal or `shutdown`), or the daemon
+    /// decided to stop (`stopped_because`).
     pub fn stopping(&self) -> watch::Receiver<bool> {
         self.stop.subscribe()
+    }
+
+    /// Why the daemon stopped on its own, if it did.
+    pub fn stopped_because(&self) -> Option<String> {
+        self.stopped_because.get().cloned()
     }
 }
 
@@ -202,6 +220,10 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
     });
     let (engine, clock, rebuilt, opened) = opening.await.context("opening the store")??;
     let loaded = started.elapsed();
+    // A daemon sharing its store claims its identity before it touches a run: a copy of this
+    // state directory running elsewhere must not have its runs taken for this one's.
+    let e = engine.clone();
+    let pulse = tokio::task::spawn_blocking(move || super::peers::join(&e)).await??.map(|p| Arc::new(std::sync::Mutex::new(p)));
 
     // Every load of the policy is on the record, with the file's SHA-256; runs that were going
     // when the daemon stopped are recorded as abandoned; and anything whose deadline passed
@@ -246,7 +268,7 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
     doors.insert(0, super::listen::Door::Unix(bind_socket(&config.socket)?));
     let socket_id = crate::fs_trust::file_id(&config.socket);
     let (stop, stopped) = watch::channel(false);
-    // Before serving: a daemon sharing its store says it is alive before it can start a run.
+    // Before serving: a daemon sharing its store has heard the others before it answers.
     let e = engine.clone();
     let following = tokio::task::spawn_blocking({
         let stopped = stopped.clone();
@@ -260,8 +282,11 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
     let token_use = tokio::spawn(super::token_use::run(engine.clone(), stopped.clone()));
     // Only daemons that share their store have others to hear and to tell they are alive.
     let mut tasks = vec![server, deadlines, notices, token_use];
+    let stopped_because = Arc::new(std::sync::OnceLock::new());
+    if let Some(pulse) = &pulse {
+        tasks.push(tokio::spawn(super::peers::keep_beating(engine.clone(), pulse.clone(), stop.clone(), stopped_because.clone())));
+    }
     if let Some(follower) = following {
-        tasks.push(tokio::spawn(super::peers::keep_beating(engine.clone(), stopped)));
         // The follower thread ends within a second of the stop; a task waits for it.
         tasks.push(tokio::task::spawn_blocking(move || {
             let _ = follower.join();
@@ -277,7 +302,7 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
         ready_ms = started.elapsed().as_millis() as u64,
         "zsa daemon listening"
     );
-    Ok(DaemonHandle { socket: config.socket, tcp_addrs, engine, stop, tasks, _lock: lock, socket_id })
+    Ok(DaemonHandle { socket: config.socket, tcp_addrs, engine, stop, stopped_because, pulse, tasks, _lock: lock, socket_id })
 }
 
 /// Runs a daemon until SIGTERM or SIGINT; SIGHUP reloads the policy.
@@ -288,6 +313,7 @@ pub async fn run_until_signalled(config: DaemonConfig, clock: Arc<dyn Clock>) ->
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let handle = start(config, clock).await?; // it logs where it listens
+    let mut stopping = handle.stopping();
     loop {
         tokio::select! {
             _ = hup.recv() => {
@@ -303,9 +329,14 @@ pub async fn run_until_signalled(config: DaemonConfig, clock: Arc<dyn Clock>) ->
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
+            _ = stopping.wait_for(|s| *s) => break,
         }
     }
     tracing::info!("stopping");
+    let why = handle.stopped_because();
     handle.shutdown().await;
-    Ok(())
+    match why {
+        Some(why) => bail!("{why}"),
+        None => Ok(()),
+    }
 }

@@ -184,14 +184,26 @@ pub trait Store: Send {
     /// verifies (a broken log cannot be the source). Returns what was wrong with the rows, for
     /// the `state_rebuilt` event the daemon records.
     fn rebuild_from_log(&mut self) -> Result<String, StoreError>;
-    /// Notes that `daemon` is alive at `at` (by its clock): no event, since it decides nothing.
-    /// Nothing to note where one daemon owns the store.
-    fn heartbeat(&mut self, _daemon: &str, _at: DateTime<Utc>) -> Result<(), StoreError> {
-        Ok(())
+    /// Whether other daemons may write this store too (PostgreSQL), so a daemon on it says it is
+    /// alive and follows their writes; false where one daemon owns the store (SQLite).
+    fn shared(&self) -> bool {
+        false
     }
-    /// When each daemon sharing this store last said it was alive.
-    fn heartbeats(&mut self) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+    /// Notes that `me` is alive, by the store's own clock (one clock for every daemon, however
+    /// far apart their hosts' clocks are). Written only if the identity's row is absent, is
+    /// `me`'s, or is `replacing`'s (a start taking over from a process known gone): false if
+    /// another process holds the identity. No event: it decides nothing.
+    fn heartbeat(&mut self, _me: &Instance, _replacing: Option<&str>) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+    /// Each daemon's last heartbeat, aged by the store's clock.
+    fn heartbeats(&mut self) -> Result<Vec<Beat>, StoreError> {
         Ok(Vec::new())
+    }
+    /// Removes `me`'s heartbeat (a clean stop that left no run going), so its identity is free
+    /// at once and nobody waits out its lease.
+    fn retire(&mut self, _me: &Instance) -> Result<(), StoreError> {
+        Ok(())
     }
     /// A way to hear at once that another daemon extended the log, where the backend has one
     /// (PostgreSQL's LISTEN/NOTIFY); `None` where one daemon owns the store (SQLite).
@@ -210,6 +222,27 @@ pub trait Store: Send {
     fn end_turn(&mut self) -> Result<(), StoreError> {
         Ok(())
     }
+}
+
+/// One daemon process among those sharing a store, as its heartbeat names it: the daemon's
+/// identity (kept across restarts), a mark new at each start, and where the process runs, so
+/// a start can tell its own crashed predecessor from a copy of its state that is alive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Instance {
+    pub daemon: String,
+    pub mark: String,
+    pub host: String,
+    /// The kernel's boot id (`/proc/sys/kernel/random/boot_id`): a pid means something only
+    /// within one boot of one kernel.
+    pub boot: String,
+    pub pid: u32,
+}
+
+/// A daemon's last heartbeat: the process that wrote it, and how long ago by the store's clock.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Beat {
+    pub instance: Instance,
+    pub age: std::time::Duration,
 }
 
 /// Hears that the log moved (see `Store::listener`).

@@ -112,7 +112,9 @@ CREATE INDEX deliveries_due ON deliveries(next_at) WHERE state = 'pending';
 CREATE INDEX deliveries_failed ON deliveries(id) WHERE state = 'failed';
 "#,
     // 2: the daemons sharing the store, and when each last said it was alive.
-    "CREATE TABLE daemons (id TEXT PRIMARY KEY, heartbeat_at TEXT NOT NULL);",
+    // The time is the database's own, never a daemon's: hosts' clocks may be far apart.
+    "CREATE TABLE daemons (id TEXT PRIMARY KEY, mark TEXT NOT NULL, host TEXT NOT NULL, boot TEXT NOT NULL, pid BIGINT NOT NULL,
+       heartbeat_at TIMESTAMPTZ NOT NULL);",
 ];
 
 /// The longest any statement waits for a lock (`lock_timeout`).
@@ -841,17 +843,45 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    fn heartbeat(&mut self, daemon: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
-        self.client()?.execute(
-            "INSERT INTO daemons (id, heartbeat_at) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
-            &[&daemon, &column_time(&at)],
-        )?;
-        Ok(())
+    fn shared(&self) -> bool {
+        true
     }
 
-    fn heartbeats(&mut self) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
-        let rows = self.client()?.query("SELECT id, heartbeat_at FROM daemons ORDER BY id", &[])?;
-        rows.iter().map(|r| Ok((r.get(0), time_of(r.get(1))?))).collect()
+    fn heartbeat(&mut self, me: &super::Instance, replacing: Option<&str>) -> Result<bool, StoreError> {
+        let written = self.client()?.execute(
+            "INSERT INTO daemons (id, mark, host, boot, pid, heartbeat_at) VALUES ($1, $2, $3, $4, $5, clock_timestamp())
+             ON CONFLICT (id) DO UPDATE SET mark = excluded.mark, host = excluded.host, boot = excluded.boot, pid = excluded.pid,
+             heartbeat_at = excluded.heartbeat_at
+             WHERE daemons.mark = excluded.mark OR daemons.mark = $6",
+            &[&me.daemon, &me.mark, &me.host, &me.boot, &(me.pid as i64), &replacing],
+        )?;
+        Ok(written == 1)
+    }
+
+    fn heartbeats(&mut self) -> Result<Vec<super::Beat>, StoreError> {
+        let rows = self.client()?.query(
+            "SELECT id, mark, host, boot, pid, GREATEST(EXTRACT(EPOCH FROM clock_timestamp() - heartbeat_at), 0)::FLOAT8
+             FROM daemons ORDER BY id",
+            &[],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| super::Beat {
+                instance: super::Instance {
+                    daemon: r.get(0),
+                    mark: r.get(1),
+                    host: r.get(2),
+                    boot: r.get(3),
+                    pid: r.get::<_, i64>(4) as u32,
+                },
+                age: Duration::from_secs_f64(r.get(5)),
+            })
+            .collect())
+    }
+
+    fn retire(&mut self, me: &super::Instance) -> Result<(), StoreError> {
+        self.client()?.execute("DELETE FROM daemons WHERE id = $1 AND mark = $2", &[&me.daemon, &me.mark])?;
+        Ok(())
     }
 
     /// The same lock every append takes for its transaction, held by this session: other

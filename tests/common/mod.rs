@@ -158,6 +158,19 @@ impl Daemon {
         c.wait().expect("wait")
     }
 
+    /// Waits at most `within` for the daemon to exit by itself; its status if it did.
+    pub fn exited_within(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().expect("running").try_wait().expect("wait") {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     pub fn restart_after_kill(&mut self) {
         self.kill9();
         self.spawn();

@@ -46,6 +46,13 @@ impl PgDatabase {
     }
 }
 
+impl PgDatabase {
+    /// Runs `statements` (several, separated by semicolons) in one session on this database.
+    pub fn batch(&self, statements: &str) {
+        off_runtime(|| postgres::Client::connect(&self.url, postgres::NoTls).unwrap().batch_execute(statements).unwrap())
+    }
+}
+
 impl Drop for PgDatabase {
     fn drop(&mut self) {
         off_runtime(|| {
