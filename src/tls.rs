@@ -54,6 +54,18 @@ pub fn parse_fingerprint(text: &str) -> Result<String, String> {
     Ok(format!("SHA256:{}", pairs.join(":")))
 }
 
+/// The innermost cause of an error, the one that says what happened (a refused certificate is
+/// several layers down in a client's error).
+pub fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut detail = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    detail
+}
+
 /// The crypto provider of every TLS connection zsa makes or accepts.
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())

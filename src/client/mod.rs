@@ -136,7 +136,7 @@ impl Client {
                 (builder.https_only(true), format!("https://{host}:{port}"))
             }
         };
-        let http = builder.build().map_err(|e| ClientError::Setup(format!("cannot set up the client: {}", innermost(&e))))?;
+        let http = builder.build().map_err(|e| ClientError::Setup(format!("cannot set up the client: {}", crate::tls::innermost(&e))))?;
         Ok(Client { http, endpoint: endpoint.clone(), base, token })
     }
 
@@ -171,7 +171,7 @@ impl Client {
             ));
         }
         if e.is_connect() || e.is_timeout() {
-            return ClientError::Unreachable { socket: self.endpoint.describe(), detail: innermost(e) };
+            return ClientError::Unreachable { socket: self.endpoint.describe(), detail: crate::tls::innermost(e) };
         }
         ClientError::Protocol(e.to_string())
     }
@@ -361,23 +361,13 @@ fn ca_certificates(file: &Path) -> Result<Vec<reqwest::Certificate>, ClientError
         .take(1 << 20)
         .read_to_end(&mut pem)
         .map_err(|e| ClientError::Setup(format!("cannot read the CA file {}: {e}", file.display())))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem)
-        .map_err(|e| ClientError::Setup(format!("{} holds no PEM certificate zsa can read: {}", file.display(), innermost(&e))))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+        ClientError::Setup(format!("{} holds no PEM certificate zsa can read: {}", file.display(), crate::tls::innermost(&e)))
+    })?;
     if certs.is_empty() {
         return Err(ClientError::Setup(format!("{} holds no certificate (-----BEGIN CERTIFICATE-----)", file.display())));
     }
     Ok(certs)
-}
-
-/// The innermost cause of an error, the one that says what happened.
-fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut detail = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        detail = s.to_string();
-        source = s.source();
-    }
-    detail
 }
 
 /// The first cause of type `T` in an error's chain, looking inside I/O errors too (an

@@ -7,6 +7,7 @@
 pub mod chain;
 pub mod codec;
 pub mod integrity;
+pub mod pg_target;
 pub mod postgres;
 pub mod query;
 pub mod sqlite;
@@ -262,7 +263,7 @@ pub enum Location {
 
 impl Location {
     pub fn parse(text: &str) -> Result<Location, String> {
-        let redacted = postgres::redacted(text);
+        let redacted = pg_target::redacted(text);
         let shown = crate::model::text::inert(&redacted);
         if let Some(path) = text.strip_prefix("sqlite:") {
             if path.trim().is_empty() {
@@ -271,26 +272,7 @@ impl Location {
             return Ok(Location::Sqlite(path.into()));
         }
         if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-            let config = text
-                .parse::<::postgres::Config>()
-                .map_err(|e| format!("'{shown}' is not a PostgreSQL URL ({e}); write it like postgres://zsa@127.0.0.1:5432/zsa"))?;
-            // The driver speaks no TLS here: only this machine's server, over loopback or a
-            // Unix socket, where nobody on a network can read or change what passes.
-            let remote = config.get_hosts().iter().find_map(|host| match host {
-                ::postgres::config::Host::Tcp(name) => {
-                    let local = name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-                    (!local).then(|| name.clone())
-                }
-                _ => None,
-            });
-            let remote = remote.or_else(|| config.get_hostaddrs().iter().find(|ip| !ip.is_loopback()).map(|ip| ip.to_string()));
-            if let Some(host) = remote {
-                return Err(format!(
-                    "'{shown}': {} is not this machine, and zsa does not speak TLS to PostgreSQL yet, so the log would cross the network in the clear. \
-                     Reach the database over a Unix socket (postgres://zsa@%2Frun%2Fpostgresql/zsa) or over loopback through a tunnel you trust",
-                    crate::model::text::inert(&host)
-                ));
-            }
+            pg_target::Target::parse(text)?;
             return Ok(Location::Postgres(text.to_string()));
         }
         Err(format!(
@@ -302,7 +284,7 @@ impl Location {
     pub fn describe(&self) -> String {
         match self {
             Location::Sqlite(path) => format!("sqlite:{}", path.display()),
-            Location::Postgres(url) => postgres::redacted(url),
+            Location::Postgres(url) => pg_target::redacted(url),
         }
     }
 }
@@ -344,5 +326,28 @@ mod tests {
         assert_eq!(in_query, "postgres://zsa@localhost/zsa?sslmode=disable&password=***");
         let remote = Location::parse("postgres://zsa@db.example.com/zsa?password=hunter2").unwrap_err();
         assert!(!remote.contains("hunter2"), "{remote}");
+    }
+
+    /// Another host is reached only over TLS checked against named roots: never "TLS if the
+    /// server offers it" (sslmode=prefer), never TLS without roots to check against.
+    #[test]
+    fn another_host_is_reached_only_over_tls_checked_against_named_roots() {
+        for fine in [
+            "postgres://zsa@db.example.com/zsa?sslmode=require&sslrootcert=/etc/zsa/db-ca.pem",
+            "postgres://zsa@db.example.com/zsa?sslmode=verify-full&sslrootcert=system",
+            "postgres://zsa@db.example.com/zsa?sslrootcert=%2Fetc%2Fzsa%2Fdb-ca.pem",
+            "postgres://zsa@localhost/zsa?sslmode=require&sslrootcert=/etc/ssl/certs/ssl-cert-snakeoil.pem",
+        ] {
+            assert_eq!(Location::parse(fine), Ok(Location::Postgres(fine.into())), "{fine}");
+        }
+        let prefer = Location::parse("postgres://zsa@db.example.com/zsa?sslmode=prefer").unwrap_err();
+        assert!(prefer.contains("db.example.com is not this machine") && prefer.contains("sslmode=require"), "{prefer}");
+        let unchecked = Location::parse("postgres://zsa:hunter2@db.example.com/zsa?sslmode=require").unwrap_err();
+        assert!(unchecked.contains("names no roots") && unchecked.contains("sslrootcert=system"), "{unchecked}");
+        assert!(!unchecked.contains("hunter2"), "{unchecked}");
+        let both = Location::parse("postgres://zsa@localhost/zsa?sslmode=disable&sslrootcert=/x.pem").unwrap_err();
+        assert!(both.contains("drop one"), "{both}");
+        let empty = Location::parse("postgres://zsa@db.example.com/zsa?sslrootcert=").unwrap_err();
+        assert!(empty.contains("sslrootcert needs a file's path"), "{empty}");
     }
 }

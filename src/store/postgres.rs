@@ -20,13 +20,14 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use postgres::error::SqlState;
 use postgres::types::ToSql;
-use postgres::{Client, GenericClient, NoTls, Row};
+use postgres::{Client, GenericClient, Row};
 use serde::de::DeserializeOwned;
 
 use super::codec::{
     DELIVERY_COLUMNS, DeliveryColumns, RowKey, column_time, from_json, notice_column, run_state, stamp, stamps_of, time_of, to_json,
 };
 use super::integrity::{ChainWalk, Ledger, StoredEvent, check_live, rebuilt_from_log};
+use super::pg_target::{Connector, Target};
 use super::query::{self, Arg};
 use super::{Changeset, EventFilter, Head, Rows, Scope, Settled, Store, StoreError, chain};
 use crate::model::wire::VerifyReport;
@@ -180,19 +181,9 @@ fn key_value(key: &RowKey) -> (&'static str, Box<dyn ToSql + Sync>) {
     }
 }
 
-/// Opens a session on `url`: durable commits, a name in `pg_stat_activity`, and a time limit
-/// on connecting (a database that is down is said so in seconds, not hung on).
-fn connect(url: &str) -> Result<Client, StoreError> {
-    let mut config: postgres::Config =
-        url.parse().map_err(|e| StoreError::Unavailable(format!("{} is not a PostgreSQL URL: {e}", redacted(url))))?;
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(Duration::from_secs(10));
-    }
-    if config.get_application_name().is_none() {
-        config.application_name("zsa");
-    }
-    let mut client =
-        config.connect(NoTls).map_err(|e| StoreError::Unavailable(format!("cannot connect to {}: {}", redacted(url), said(&e))))?;
+/// Opens a session: durable commits, and no endless wait for a lock.
+fn connect(connector: &Connector) -> Result<Client, StoreError> {
+    let mut client = connector.connect()?;
     // No wait for a lock is endless: a daemon waiting on another's turn (or on a lock a stuck
     // session holds) gives up after LOCK_WAIT and says the store is unavailable, so its writer,
     // heartbeats and answers are never held hostage by someone else's session.
@@ -201,34 +192,6 @@ fn connect(url: &str) -> Result<Client, StoreError> {
         LOCK_WAIT.as_secs()
     ))?;
     Ok(client)
-}
-
-/// `url` without its password (in its user part, or a `password=` parameter), for messages and logs.
-pub fn redacted(url: &str) -> String {
-    let url = match url.split_once('?') {
-        Some((base, query)) => {
-            let params: Vec<String> = query
-                .split('&')
-                .map(|p| match p.split_once('=') {
-                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-                    _ => p.to_string(),
-                })
-                .collect();
-            format!("{base}?{}", params.join("&"))
-        }
-        None => url.to_string(),
-    };
-    let url = url.as_str();
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
 }
 
 /// Applies the migrations the database has not had, under the migration lock, all in one
@@ -497,7 +460,7 @@ impl<C: GenericClient> Ledger for Reads<'_, C> {
 }
 
 pub struct PostgresStore {
-    url: String,
+    connector: Connector,
     /// Always there but while the store is dropped (see `Drop`).
     client: Option<Client>,
 }
@@ -522,16 +485,17 @@ impl Drop for PostgresStore {
 impl PostgresStore {
     /// Connects to the database at `url` and brings its schema up to date.
     pub fn open(url: &str) -> Result<Self, StoreError> {
-        let mut client = connect(url)?;
+        let connector = Target::parse(url).map_err(StoreError::Unavailable)?.connector()?;
+        let mut client = connect(&connector)?;
         migrate(&mut client)?;
-        Ok(PostgresStore { url: url.to_string(), client: Some(client) })
+        Ok(PostgresStore { connector, client: Some(client) })
     }
 
     /// The session, connected again if the last one was lost (a restarted server, a dropped
     /// network): the call that found it lost failed as `Unavailable`; the next one works.
     fn client(&mut self) -> Result<&mut Client, StoreError> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
-            self.client = Some(connect(&self.url)?);
+            self.client = Some(connect(&self.connector)?);
         }
         Ok(self.client.as_mut().expect("connected just now"))
     }
@@ -897,13 +861,13 @@ impl Store for PostgresStore {
     }
 
     fn listener(&self) -> Result<Option<Box<dyn super::Listener>>, StoreError> {
-        let mut client = connect(&self.url)?;
+        let mut client = connect(&self.connector)?;
         client.batch_execute(&format!("LISTEN {LOG_CHANNEL}"))?;
         Ok(Some(Box::new(LogListener { client: Some(client) })))
     }
 
     fn reader(&self) -> Result<Box<dyn Store>, StoreError> {
-        Ok(Box::new(PostgresStore { url: self.url.clone(), client: Some(connect(&self.url)?) }))
+        Ok(Box::new(PostgresStore { connector: self.connector.clone(), client: Some(connect(&self.connector)?) }))
     }
 }
 

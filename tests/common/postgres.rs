@@ -47,6 +47,11 @@ impl PgDatabase {
 }
 
 impl PgDatabase {
+    /// The first column of the first row `query` answers, as text.
+    pub fn text(&self, query: &str) -> String {
+        off_runtime(|| postgres::Client::connect(&self.url, postgres::NoTls).unwrap().query_one(query, &[]).unwrap().get(0))
+    }
+
     /// Runs `statements` (several, separated by semicolons) in one session on this database.
     pub fn batch(&self, statements: &str) {
         off_runtime(|| postgres::Client::connect(&self.url, postgres::NoTls).unwrap().batch_execute(statements).unwrap())
