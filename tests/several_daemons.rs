@@ -189,19 +189,82 @@ async fn a_daemon_killed_under_load_loses_no_acknowledged_change_and_the_other_s
 /// heartbeats are kept from the store by a trigger, and its last one aged, in SQL.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_is_abandoned_by_another_daemon_only_after_its_owners_heartbeats_stop() {
+    let Some(db) = PgDatabase::create() else { return };
+    let daemons = in_process_pair(&db, "617", [0, 10]).await;
+    let (a, b) = (&daemons[0].1, &daemons[1].1);
+    assert_ne!(a.engine.identity(), b.engine.identity(), "each daemon has its own identity");
+    let (run, mut output) = start_waiting(a, "617").await;
+    let owner = a.engine.read(|s, _| s.runs[&run].daemon.clone());
+    assert_eq!(owner.as_deref(), Some(a.engine.identity()), "the run names the daemon that runs it");
+    let running_on_b = || b.engine.read(|s, _| s.running.contains(&run));
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !running_on_b() {
+        assert!(std::time::Instant::now() < deadline, "B never heard of the run");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // What B's heartbeat task does every 5 s, done now: record abandoned the runs of daemons
+    // whose heartbeats lapsed.
+    let look_on_b = || look_for_lapsed(b);
+    // By B's clock A's last heartbeat is ten minutes old; by the store's it is fresh.
+    look_on_b().await;
+    assert!(running_on_b(), "a daemon whose clock is ahead does not take another for dead");
+    // A's heartbeats stop counting (a trigger keeps their time from changing, while A sees
+    // them written, as a store losing them would; the test's own session may set the time),
+    // and its last one is 15 s old: within its lease.
+    let a_id = a.engine.identity().to_string();
+    db.batch(&format!(
+        "CREATE FUNCTION drop_beats() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+           IF OLD.id = '{a_id}' AND current_setting('zsa_test.aging', true) IS DISTINCT FROM 'yes' THEN
+             NEW.heartbeat_at := OLD.heartbeat_at;
+           END IF;
+           RETURN NEW; END $$;
+         CREATE TRIGGER drop_beats BEFORE UPDATE ON daemons FOR EACH ROW EXECUTE FUNCTION drop_beats();"
+    ));
+    let age_a = |secs: u32| {
+        db.batch(&format!(
+            "SET zsa_test.aging = 'yes'; UPDATE daemons SET heartbeat_at = clock_timestamp() - interval '{secs} seconds' WHERE id = '{a_id}'"
+        ))
+    };
+    age_a(15);
+    // A beats at least once meanwhile (every 5 s): a beat that did not count changes nothing
+    // for A, and the age only grows (21 s).
+    tokio::time::sleep(zsa::daemon::peers::HEARTBEAT + Duration::from_secs(1)).await;
+    assert_eq!(a.stopped_because(), None, "A goes on");
+    look_on_b().await;
+    assert!(running_on_b(), "a run is not abandoned within its owner's lease");
+    // 31 s: A is taken for dead; B records the run abandoned, once, however often it looks.
+    age_a(31);
+    look_on_b().await;
+    look_on_b().await;
+    assert!(!running_on_b(), "the run of a daemon whose heartbeats stopped is abandoned");
+    // A was alive all along: it hears of it, stops the run's processes, and tells its client.
+    let ended = ended(&mut output, PATIENCE).await;
+    assert_eq!(ended.0.as_str(), "abandoned");
+    assert!(ended.1.contains("another daemon recorded this run abandoned"), "{}", ended.1);
+    assert_eq!(sleeping("617"), 0, "the owner stopped the abandoned run's process");
+    let ended: Vec<_> =
+        log_of(&b.socket).await.into_iter().filter(|e| matches!(&e.change, Change::RunEnded { run: r, .. } if *r == run)).collect();
+    assert_eq!(ended.len(), 1, "ended exactly once (abandoned by B; A recorded no second end): {ended:?}");
+    assert!(matches!(&ended[0].change, Change::RunEnded { outcome, .. } if outcome.as_str() == "abandoned"));
+    for (_, handle) in daemons {
+        handle.shutdown().await;
+    }
+}
+
+/// Two daemons in this process on one database, on manual clocks set the given minutes ahead of
+/// now, whose policy lets the test's account run `sleep SECONDS` (a length no other test uses,
+/// so its process can be looked for).
+async fn in_process_pair(db: &PgDatabase, seconds: &str, minutes_ahead: [i64; 2]) -> Vec<(tempfile::TempDir, zsa::daemon::DaemonHandle)> {
     use std::sync::Arc;
     use zsa::clock::ManualClock;
     use zsa::daemon::{DaemonConfig, start};
-    use zsa::model::wire::{RunOutput, RunRequest};
-    let Some(db) = PgDatabase::create() else { return };
-    // A sleep no other test starts, so its process can be looked for.
     let policy = format!(
-        "{}\n[[tasks]]\nname = \"wait\"\nrequesters = [\"oncall\"]\napproval = \"auto\"\nmax_duration = \"1h\"\nrun = [\"/bin/sleep\", \"617\"]\n",
+        "{}\n[[tasks]]\nname = \"wait\"\nrequesters = [\"oncall\"]\napproval = \"auto\"\nmax_duration = \"1h\"\nrun = [\"/bin/sleep\", \"{seconds}\"]\n",
         common::POLICY.replace(r#"oncall = ["carol", "dave"]"#, r#"oncall = ["carol", "dave", "{ADMIN}"]"#)
     );
     let t0 = chrono::Utc::now();
     let mut daemons = Vec::new();
-    for ahead in [0, 10] {
+    for ahead in minutes_ahead {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("policy.toml"), policy.replace("{ADMIN}", &common::current_user())).unwrap();
         let config = DaemonConfig {
@@ -215,91 +278,99 @@ async fn a_run_is_abandoned_by_another_daemon_only_after_its_owners_heartbeats_s
         let handle = start(config, clock).await.expect("the daemon starts");
         daemons.push((dir, handle));
     }
-    let (a, b) = (&daemons[0].1, &daemons[1].1);
-    assert_ne!(a.engine.identity(), b.engine.identity(), "each daemon has its own identity");
-    let me_on_a = zsa::client::Client::new(&a.socket, None).unwrap();
-    me_on_a.request(&NewRequest { task: "wait".into(), ..Default::default() }).await.unwrap();
-    let mut output = me_on_a.run(&RunRequest { task: "wait".into(), params: Default::default() }).await.unwrap();
-    let run = *a.engine.read(|s, _| s.running.iter().next().copied()).iter().next().expect("the run is going on A");
-    let owner = a.engine.read(|s, _| s.runs[&run].daemon.clone());
-    assert_eq!(owner.as_deref(), Some(a.engine.identity()), "the run names the daemon that runs it");
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while sleeps_617() == 0 {
-        assert!(std::time::Instant::now() < deadline, "the run's process never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let running_on_b = || b.engine.read(|s, _| s.running.contains(&run));
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while !running_on_b() {
-        assert!(std::time::Instant::now() < deadline, "B never heard of the run");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // What B's heartbeat task does every 5 s, done now: record abandoned the runs of daemons
-    // whose heartbeats lapsed.
-    let look_on_b = || {
-        let e = b.engine.clone();
-        async move {
-            tokio::task::spawn_blocking(move || {
-                let mut session = e.own_session().unwrap().expect("a shared store gives a session");
-                zsa::daemon::peers::abandon_lapsed(&e, &mut *session)
-            })
-            .await
-            .unwrap()
-            .unwrap()
-        }
-    };
-    // By B's clock A's last heartbeat is ten minutes old; by the store's it is fresh.
-    look_on_b().await;
-    assert!(running_on_b(), "a daemon whose clock is ahead does not take another for dead");
-    // A's heartbeats stop reaching the store (the trigger drops them; the test's own session
-    // may still set the time), and its last one is 15 s old: within its lease.
-    let a_id = a.engine.identity().to_string();
-    db.batch(&format!(
-        "CREATE FUNCTION drop_beats() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
-           IF OLD.id = '{a_id}' AND current_setting('zsa_test.aging', true) IS DISTINCT FROM 'yes' THEN RETURN NULL; END IF;
-           RETURN NEW; END $$;
-         CREATE TRIGGER drop_beats BEFORE UPDATE ON daemons FOR EACH ROW EXECUTE FUNCTION drop_beats();"
-    ));
-    let age_a = |secs: u32| {
-        db.batch(&format!(
-            "SET zsa_test.aging = 'yes'; UPDATE daemons SET heartbeat_at = clock_timestamp() - interval '{secs} seconds' WHERE id = '{a_id}'"
-        ))
-    };
-    age_a(15);
-    look_on_b().await;
-    assert!(running_on_b(), "a run is not abandoned within its owner's lease");
-    // 31 s: A is taken for dead; B records the run abandoned, once, however often it looks.
-    age_a(31);
-    look_on_b().await;
-    look_on_b().await;
-    assert!(!running_on_b(), "the run of a daemon whose heartbeats stopped is abandoned");
-    // A was alive all along: it hears of it, stops the run's processes, and tells its client.
-    let ended = loop {
-        match tokio::time::timeout(PATIENCE, output.next()).await.expect("A told its client how the run ended") {
-            Some(Ok(RunOutput::Ended { outcome, message, .. })) => break (outcome, message),
-            Some(Ok(_)) => {}
-            other => panic!("the run's output ended without saying how the run did: {other:?}"),
-        }
-    };
-    assert_eq!(ended.0.as_str(), "abandoned");
-    assert!(ended.1.contains("another daemon recorded this run abandoned"), "{}", ended.1);
-    assert_eq!(sleeps_617(), 0, "the owner stopped the abandoned run's process");
-    let ended: Vec<_> =
-        log_of(&b.socket).await.into_iter().filter(|e| matches!(&e.change, Change::RunEnded { run: r, .. } if *r == run)).collect();
-    assert_eq!(ended.len(), 1, "ended exactly once (abandoned by B; A recorded no second end): {ended:?}");
-    assert!(matches!(&ended[0].change, Change::RunEnded { outcome, .. } if outcome.as_str() == "abandoned"));
-    for (_, handle) in daemons {
-        handle.shutdown().await;
-    }
+    daemons
 }
 
-/// How many `sleep 617` processes are going on this machine.
-fn sleeps_617() -> usize {
+/// What a daemon's heartbeat task does every 5 s, done on `d` now: record abandoned the runs
+/// of daemons whose heartbeats lapsed.
+async fn look_for_lapsed(d: &zsa::daemon::DaemonHandle) {
+    let e = d.engine.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut session = e.own_session().unwrap().expect("a shared store gives a session");
+        zsa::daemon::peers::abandon_lapsed(&e, &mut *session)
+    })
+    .await
+    .unwrap()
+    .unwrap()
+}
+
+/// How many `sleep SECONDS` processes are going on this machine.
+fn sleeping(seconds: &str) -> usize {
+    let cmdline = format!("/bin/sleep\0{seconds}\0");
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|p| std::fs::read(p.ok()?.path().join("cmdline")).ok())
-        .filter(|cmdline| cmdline.as_slice() == b"/bin/sleep\x00617\x00")
+        .filter(|c| c.as_slice() == cmdline.as_bytes())
         .count()
+}
+
+/// Starts the `wait` task on `d` as the test's account; the run's id once its process is going.
+async fn start_waiting(d: &zsa::daemon::DaemonHandle, seconds: &str) -> (zsa::model::RunId, zsa::client::RunStream) {
+    use zsa::model::wire::RunRequest;
+    let me = zsa::client::Client::new(&d.socket, None).unwrap();
+    me.request(&NewRequest { task: "wait".into(), ..Default::default() }).await.unwrap();
+    let output = me.run(&RunRequest { task: "wait".into(), params: Default::default() }).await.unwrap();
+    let run = *d.engine.read(|s, _| s.running.iter().next().copied()).iter().next().expect("the run is going");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while sleeping(seconds) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the run's process never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (run, output)
+}
+
+/// How the run whose output this is ended, as its daemon told the client.
+async fn ended(output: &mut zsa::client::RunStream, within: Duration) -> (zsa::model::RunOutcome, String) {
+    use zsa::model::wire::RunOutput;
+    loop {
+        match tokio::time::timeout(within, output.next()).await.expect("the daemon told its client how the run ended") {
+            Some(Ok(RunOutput::Ended { outcome, message, .. })) => return (outcome, message),
+            Some(Ok(_)) => {}
+            other => panic!("the run's output ended without saying how the run did: {other:?}"),
+        }
+    }
+}
+
+/// A daemon that cannot tell the store it is alive stops its runs itself (after 15 s without a
+/// heartbeat), before another daemon (after 30 s) would take them for abandoned while they run;
+/// it records their end once, and starts none meanwhile. The store refuses only its heartbeats
+/// (a trigger), so its other writes go through.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemon_that_cannot_say_it_is_alive_stops_its_runs_before_others_take_them() {
+    let Some(db) = PgDatabase::create() else { return };
+    let daemons = in_process_pair(&db, "618", [0, 0]).await;
+    let (a, b) = (&daemons[0].1, &daemons[1].1);
+    let (run, mut output) = start_waiting(a, "618").await;
+    let a_id = a.engine.identity().to_string();
+    db.batch(&format!(
+        "CREATE FUNCTION refuse_beats() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+           IF OLD.id = '{a_id}' THEN RAISE EXCEPTION 'the test refuses this heartbeat'; END IF;
+           RETURN NEW; END $$;
+         CREATE TRIGGER refuse_beats BEFORE UPDATE ON daemons FOR EACH ROW EXECUTE FUNCTION refuse_beats();"
+    ));
+    let (outcome, message) = ended(&mut output, Duration::from_secs(60)).await;
+    assert_eq!(outcome.as_str(), "abandoned");
+    assert!(message.contains("could not tell the shared store it is alive"), "{message}");
+    assert_eq!(sleeping("618"), 0, "the run's process was stopped");
+    // No run starts while the daemon cannot say it is alive.
+    let me = zsa::client::Client::new(&a.socket, None).unwrap();
+    let refused = me.run(&zsa::model::wire::RunRequest { task: "wait".into(), params: Default::default() }).await;
+    let refused = match refused {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a run started on a daemon that cannot say it is alive"),
+    };
+    assert!(refused.contains("cannot tell the shared store it is alive"), "{refused}");
+    // Its end is on record once, by A; B, looking after A's lease ran out, finds nothing to do.
+    let ends =
+        |events: Vec<Event>| events.into_iter().filter(|e| matches!(&e.change, Change::RunEnded { run: r, .. } if *r == run)).count();
+    assert_eq!(ends(log_of(&a.socket).await), 1);
+    db.batch("DROP TRIGGER refuse_beats ON daemons");
+    db.batch(&format!("UPDATE daemons SET heartbeat_at = clock_timestamp() - interval '31 seconds' WHERE id = '{a_id}'"));
+    look_for_lapsed(b).await;
+    assert_eq!(ends(log_of(&b.socket).await), 1, "ended exactly once");
+    for (_, handle) in daemons {
+        handle.shutdown().await;
+    }
 }
 
 /// A daemon's identity is one process's at a time: a copy of a state directory (daemon-id and

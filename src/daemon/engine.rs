@@ -51,6 +51,9 @@ pub struct Engine {
     runs_dir: std::path::PathBuf,
     /// Set when the daemon stops: event streams end, so connections close and clients reconnect.
     closing: tokio::sync::watch::Sender<bool>,
+    /// True while this daemon, sharing its store, has not been able to say it is alive for long
+    /// enough that another daemon may soon take its runs for abandoned (`peers::keep_beating`).
+    lease_lost: tokio::sync::watch::Sender<bool>,
     /// When each token was last used (not state: no event says it; see `token_use`).
     token_use: super::token_use::TokenUse,
     /// Sources whose bearer tokens keep failing (see `throttle`).
@@ -95,6 +98,7 @@ impl Engine {
             outbox: Notify::new(),
             runs_dir: std::env::temp_dir(),
             closing: tokio::sync::watch::channel(false).0,
+            lease_lost: tokio::sync::watch::channel(false).0,
             token_use,
             throttle: super::throttle::Throttle::default(),
             retries: Default::default(),
@@ -128,6 +132,16 @@ impl Engine {
     /// Resolves when the daemon is stopping.
     pub(crate) fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
         self.closing.subscribe()
+    }
+
+    /// Notes whether this daemon's lease in a shared store is lost (its runs stop) or held again.
+    pub fn note_lease_lost(&self, lost: bool) {
+        self.lease_lost.send_if_modified(|now| std::mem::replace(now, lost) != lost);
+    }
+
+    /// Whether this daemon's lease is lost now, and word when that changes.
+    pub fn lease_lost(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.lease_lost.subscribe()
     }
 
     /// Names this daemon among those sharing its store (`peers::identity`).

@@ -21,6 +21,9 @@ pub const HEARTBEAT: Duration = Duration::from_secs(5);
 /// How long after a daemon's last heartbeat, by the store's clock, its runs are taken for
 /// abandoned (six beats: a daemon busy or briefly cut off from the store is not declared dead).
 pub const LEASE: Duration = Duration::from_secs(30);
+/// How long a daemon goes on with its runs when it cannot say it is alive: then it stops them
+/// itself, well before another daemon (after `LEASE`) records them abandoned while they run.
+pub const FENCE: Duration = Duration::from_secs(15);
 /// The longest a daemon goes without looking for others' writes when it hears nothing.
 const FOLLOW_POLL: Duration = Duration::from_secs(1);
 
@@ -178,8 +181,10 @@ pub fn abandon_lapsed(engine: &Engine, session: &mut dyn Store) -> anyhow::Resul
     Ok(())
 }
 
-/// Beats every `HEARTBEAT` until the daemon stops. If another process took this daemon's
-/// identity, it says why in `stopped_because` and stops the daemon.
+/// Beats every `HEARTBEAT` until the daemon stops. When no beat has got through for `FENCE`,
+/// the daemon's runs stop (`Engine::note_lease_lost`): it cannot tell whether the others still
+/// take it for alive. If another process took this daemon's identity, it says why in
+/// `stopped_because` and stops the daemon.
 pub async fn keep_beating(
     engine: Arc<Engine>,
     pulse: Arc<Mutex<Pulse>>,
@@ -187,6 +192,8 @@ pub async fn keep_beating(
     stopped_because: Arc<std::sync::OnceLock<String>>,
 ) {
     let mut stopping = stop.subscribe();
+    // `join` beat just before the daemon started serving.
+    let mut last_beat = std::time::Instant::now();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(HEARTBEAT) => {}
@@ -194,7 +201,10 @@ pub async fn keep_beating(
         }
         let (e, p) = (engine.clone(), pulse.clone());
         match tokio::task::spawn_blocking(move || p.lock().unwrap_or_else(|e| e.into_inner()).beat(&e)).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => {
+                last_beat = std::time::Instant::now();
+                engine.note_lease_lost(false);
+            }
             Ok(Err(e)) if e.is::<IdentityTaken>() => {
                 let why = e.to_string();
                 tracing::error!("{why}");
@@ -204,6 +214,16 @@ pub async fn keep_beating(
             }
             Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "could not say this daemon is alive"),
             Err(e) => tracing::error!(error = %e, "the heartbeat task failed"),
+        }
+        let silent = last_beat.elapsed();
+        if silent > FENCE && !*engine.lease_lost().borrow() {
+            tracing::error!(
+                silent_s = silent.as_secs(),
+                "this daemon could not tell the shared store it is alive for {} s; it stops its runs now, since another daemon takes them for abandoned after {} s",
+                silent.as_secs(),
+                LEASE.as_secs()
+            );
+            engine.note_lease_lost(true);
         }
     }
 }

@@ -88,6 +88,13 @@ struct Started {
 
 /// `POST /v1/runs`: decide, record the start, then stream the command's output as NDJSON.
 pub async fn start(engine: Arc<Engine>, caller: Caller, req: RunRequest) -> Result<Response, ApiError> {
+    if *engine.lease_lost().borrow() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unreachable",
+            "this daemon cannot tell the shared store it is alive, so it starts no run now (another daemon would take it for abandoned); try again shortly, or on another daemon",
+        ));
+    }
     let policy = engine.policy();
     let spec = policy.tasks.get(&req.task).and_then(|t| t.run.clone());
     let account = match &spec {
@@ -231,6 +238,9 @@ async fn take<R>(read: std::io::Result<usize>, pipe: &mut Option<R>, buf: &[u8],
     }
 }
 
+/// Why a run stops when its daemon could not say it is alive for `peers::FENCE`.
+const LEASE_LOST: &str = "stopped: this daemon could not tell the shared store it is alive, and another daemon would soon take this run for abandoned while it ran";
+
 /// Why a run stops when another daemon recorded it abandoned.
 const ABANDONED_ELSEWHERE: &str = "stopped: another daemon recorded this run abandoned, because this daemon's heartbeats did not reach the shared store for the length of its lease";
 
@@ -298,23 +308,40 @@ async fn supervise(engine: Arc<Engine>, s: Started, tx: Sink) {
         transcript_cap: TRANSCRIPT_CAP,
         truncated,
     };
-    let e = engine.clone();
-    // Another daemon that took this one for dead may have recorded the end already (before,
-    // or while this one tried): there is no second end to record.
-    let recorded = match ended_elsewhere(&engine, s.run) {
-        true => None,
-        false => Some(super::writer::run(move || e.execute(SYSTEM_ACTOR, end)).await),
-    };
-    match recorded {
+    if record_end(&engine, s.run, end).await {
         // Only now that the end is on record does the next start stop looking for its processes.
-        Some(Ok(Ok(_))) => tree.into_iter().for_each(tree::Tree::finish),
-        _ if ended_elsewhere(&engine, s.run) => {
-            tracing::warn!(run = %s.run, "{ABANDONED_ELSEWHERE}; its processes were stopped");
-            tree.into_iter().for_each(tree::Tree::finish);
-        }
-        other => tracing::error!(run = %s.run, result = ?other.map(|r| r.map(|r| r.map(|_| ()))), "could not record the end of a run"),
+        tree.into_iter().for_each(tree::Tree::finish);
     }
     out.last(&RunOutput::Ended { run: s.run, exit_code, outcome, message }).await;
+}
+
+/// Records how a run ended; true once it is on record (by this daemon, or by another daemon that
+/// took this one for dead: there is no second end). A store that cannot be reached is tried
+/// again every second until the daemon stops (then its next start records the run abandoned).
+async fn record_end(engine: &Arc<Engine>, run: RunId, end: Command) -> bool {
+    let mut closing = engine.closing();
+    loop {
+        if ended_elsewhere(engine, run) {
+            tracing::warn!(%run, "{ABANDONED_ELSEWHERE}; its processes were stopped");
+            return true;
+        }
+        let (e, end) = (engine.clone(), end.clone());
+        match super::writer::run(move || e.execute(SYSTEM_ACTOR, end)).await {
+            Ok(Ok(_)) => return true,
+            Ok(Err(super::engine::EngineError::Store(crate::store::StoreError::Unavailable(why)))) => {
+                tracing::warn!(%run, "could not record the end of a run yet, trying again: {why}");
+            }
+            _ if ended_elsewhere(engine, run) => continue,
+            other => {
+                tracing::error!(%run, result = ?other.map(|r| r.map(|_| ())), "could not record the end of a run");
+                return false;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = closing.wait_for(|c| *c) => return false,
+        }
+    }
 }
 
 /// Streams a running command's output until its whole process tree has ended, stopping the tree
@@ -333,6 +360,7 @@ async fn watch(
     let (mut out_buf, mut err_buf) = (vec![0u8; 8192], vec![0u8; 8192]);
     let mut feed = engine.subscribe();
     let mut closing = engine.closing();
+    let mut lease = engine.lease_lost();
     let timeout = tokio::time::sleep(s.timeout);
     tokio::pin!(timeout);
     let grant_deadline = engine.read(|st, _| st.grants.get(&s.grant).map(|g| g.expires_at));
@@ -418,6 +446,7 @@ async fn watch(
                 }
             }
             _ = async { drop(closing.wait_for(|c| *c).await) }, if stopped.is_none() && status.is_none() => Some((RunOutcome::DaemonStopped, "stopped: the daemon is stopping".to_string())),
+            _ = async { drop(lease.wait_for(|l| *l).await) }, if stopped.is_none() && status.is_none() => Some((RunOutcome::Abandoned, LEASE_LOST.to_string())),
             _ = &mut kill_at, if kill_armed => {
                 tree.kill();
                 // Again until it is empty: something may have been forking.
