@@ -453,6 +453,14 @@ pub fn open_client_file(path: &Path, role: &str) -> Result<File, Untrusted> {
     open_trusted(path, role, fix, "chown it to yourself")
 }
 
+/// Opens the roots a PostgreSQL server's certificate is checked against (`sslrootcert`) under
+/// the policy file's rules: whoever can write them can put their own server between the daemon
+/// and its log.
+pub fn open_store_roots(path: &Path) -> Result<File, Untrusted> {
+    let fix = "Whoever can write it can pose as the database and feed the daemon a log of their own";
+    open_trusted(path, "the PostgreSQL roots file (sslrootcert)", fix, "chown it to root (or to the daemon's account)")
+}
+
 /// Opens the daemon's config file for reading under the policy file's rules: it names the policy,
 /// the state directory and the TLS key, so whoever can write it decides as much as the policy does.
 pub fn open_daemon_config(path: &Path) -> Result<File, Untrusted> {

@@ -286,8 +286,8 @@ async fn in_process_pair(db: &PgDatabase, seconds: &str, minutes_ahead: [i64; 2]
 async fn look_for_lapsed(d: &zsa::daemon::DaemonHandle) {
     let e = d.engine.clone();
     tokio::task::spawn_blocking(move || {
-        let mut session = e.own_session().unwrap().expect("a shared store gives a session");
-        zsa::daemon::peers::abandon_lapsed(&e, &mut *session)
+        let beats = e.own_session().unwrap().expect("a shared store gives a session").heartbeats().unwrap();
+        zsa::daemon::peers::abandon_lapsed(&e, &beats)
     })
     .await
     .unwrap()
@@ -396,6 +396,8 @@ async fn one_identity_is_one_process_a_copy_is_refused_and_a_crash_restarts_at_o
     std::fs::copy(a.state.join("daemon-id"), copy.state.join("daemon-id")).unwrap();
     std::fs::set_permissions(copy.state.join("daemon-id"), std::fs::Permissions::from_mode(0o600)).unwrap();
     let before = log(&a).await.len();
+    let mark = || db.text(&format!("SELECT mark FROM daemons WHERE id = '{identity}'"));
+    let held = mark();
     let refused = copy.start_refused(&[]).expect("a copy of a running daemon's identity is refused");
     let said = common::stderr(&refused);
     assert_ne!(refused.status.code(), Some(0));
@@ -403,6 +405,30 @@ async fn one_identity_is_one_process_a_copy_is_refused_and_a_crash_restarts_at_o
     assert!(said.contains(&format!("pid {}", a.pid())), "the refusal names the process holding it: {said}");
     assert!(said.contains("give this one a state directory of its own"), "the refusal says what to do: {said}");
     assert_eq!(log(&a).await.len(), before, "the refused start wrote nothing");
+    assert_eq!(mark(), held, "the original keeps its identity");
+    assert!(a.admin().whoami().await.is_ok(), "the original serves on");
+    // A copy in a PID namespace of its own with its own /proc (a container on the same host),
+    // where the original's pid names no process, is refused too.
+    if nix::unistd::geteuid().is_root() {
+        let inner = copy.command();
+        let mut outer = std::process::Command::new("unshare");
+        outer.args(["--pid", "--fork", "--mount-proc", "--"]).arg(inner.get_program()).args(inner.get_args());
+        outer.envs(inner.get_envs().filter_map(|(k, v)| Some((k, v?))));
+        let mut child = outer.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("a copy in another PID namespace started (or hung) instead of being refused");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let said = common::stderr(&child.wait_with_output().unwrap());
+        assert!(said.contains("is in use"), "{said}");
+        assert_eq!(mark(), held, "the original keeps its identity");
+    } else {
+        println!("SKIPPED the PID-namespace part: unshare --pid needs root");
+    }
     // A crashes and is started again at once: its predecessor is gone, so it need not wait.
     a.restart_after_kill();
     assert!(a.admin().whoami().await.is_ok());

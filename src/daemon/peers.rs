@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use super::Engine;
 use crate::model::SYSTEM_ACTOR;
 use crate::rules::Command;
-use crate::store::{Instance, Store};
+use crate::store::{Beat, Instance, Store, Takeover};
 
 /// How often a daemon says it is alive.
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -61,26 +61,44 @@ pub fn identity(state_dir: &Path) -> anyhow::Result<String> {
 /// This process as its heartbeat names it (see `store::Instance`).
 fn this_process(identity: &str) -> Instance {
     let host = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
-    Instance { daemon: identity.to_string(), mark: hex::encode(rand::random::<[u8; 8]>()), host, boot: boot_id(), pid: std::process::id() }
+    let pid = std::process::id();
+    Instance {
+        daemon: identity.to_string(),
+        mark: hex::encode(rand::random::<[u8; 8]>()),
+        host,
+        pid_space: pid_space(),
+        pid,
+        started: started(pid).unwrap_or_default(),
+    }
 }
 
-fn boot_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|b| b.trim().to_string()).unwrap_or_default()
+/// Where a pid means something: this kernel boot, and this PID namespace. Empty when either
+/// cannot be read (then no pid is ever taken for known gone).
+fn pid_space() -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|b| b.trim().to_string()).unwrap_or_default();
+    let namespace = std::fs::read_link("/proc/self/ns/pid").map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if boot.is_empty() || namespace.is_empty() { String::new() } else { format!("{boot}/{namespace}") }
 }
 
-/// Whether the process a heartbeat names is known to be gone: it ran under this very kernel
-/// boot and its pid is free, or is this process's own (a process runs one daemon at a time,
-/// so that one stopped, or this is a container restarted with the same pid). Anything else
-/// (another host, an unknown boot, a pid in use) may be alive.
+/// When process `pid` started, in clock ticks since boot (`/proc/PID/stat`, field 22); `None`
+/// if there is no such process.
+fn started(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from its end.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether the process a heartbeat names is known to be gone: it ran in this very pid space
+/// (this kernel boot, this PID namespace), and no process with its pid and start time is
+/// there now. Anything else (another host, another container, a process still there) may be
+/// alive.
 fn known_gone(other: &Instance) -> bool {
-    if other.boot.is_empty() || other.boot != boot_id() {
+    let here = pid_space();
+    if here.is_empty() || other.pid_space != here {
         return false;
     }
-    if other.pid == std::process::id() {
-        return true;
-    }
-    let pid = nix::unistd::Pid::from_raw(other.pid as i32);
-    matches!(nix::sys::signal::kill(pid, None), Err(nix::errno::Errno::ESRCH))
+    started(other.pid) != Some(other.started)
 }
 
 /// How a daemon says it is alive to the others sharing its store: its own session (so a
@@ -93,57 +111,60 @@ pub struct Pulse {
 /// Why a daemon stopped on its own: another process claimed its identity.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "another process now holds this daemon's identity '{daemon}' in the shared store (pid {pid} on host {host}); two daemons with one identity would each take the other's runs for their own, so this one stops. A copied state directory copies its daemon-id: give each daemon a state directory of its own (removing daemon-id from a copy makes it a new identity)"
+    "another process now holds this daemon's identity '{daemon}' in the shared store ({holder}); two daemons with one identity would each take the other's runs for their own, so this one stops. A copied state directory copies its daemon-id: give each daemon a state directory of its own (removing daemon-id from a copy makes it a new identity)"
 )]
 pub struct IdentityTaken {
     daemon: String,
-    pid: u32,
-    host: String,
+    holder: String,
 }
 
-/// Joins the daemons sharing the engine's store: claims this daemon's identity with a first
-/// heartbeat, before the daemon touches any run. A start is refused while another process that
-/// may be alive holds the identity (a copy of this state directory, running); it goes ahead
-/// when the holder's lease has run out, or the holder is known gone (this daemon's own crash on
-/// this host: a quick restart never waits). `None` where one daemon owns the store. Blocking.
-pub fn join(engine: &Engine) -> anyhow::Result<Option<Pulse>> {
-    let Some(mut session) = engine.own_session()? else { return Ok(None) };
-    let me = this_process(engine.identity());
+/// A heartbeat's process, for messages (the host name is what the store holds: made inert).
+fn described(i: &Instance) -> String {
+    format!("pid {} on host {}", i.pid, crate::model::text::inert(&i.host))
+}
+
+/// Joins the daemons sharing a store, through `session` (a session of its own): claims this
+/// daemon's identity with a first heartbeat, before the daemon touches its state or any run.
+/// A start is refused while another process that may be alive holds the identity (a copy of
+/// this state directory, running); it goes ahead when the holder's lease has run out, or the
+/// holder is known gone (this daemon's own crash, in the same pid space: a quick restart never
+/// waits). Blocking.
+pub fn join(mut session: Box<dyn Store>, identity: &str) -> anyhow::Result<Pulse> {
+    let me = this_process(identity);
     let held = session.heartbeats()?.into_iter().find(|b| b.instance.daemon == me.daemon);
-    let replacing = match held {
+    let takeover = match held {
         None => None,
         Some(b) if b.age > LEASE || known_gone(&b.instance) => {
-            tracing::info!(daemon = %me.daemon, pid = b.instance.pid, host = %b.instance.host, age_s = b.age.as_secs(), "taking over this daemon's identity from a process that is gone");
-            Some(b.instance.mark)
+            tracing::info!(daemon = %me.daemon, holder = %described(&b.instance), age_s = b.age.as_secs(), "taking over this daemon's identity from a process that is gone");
+            // Written only if the holder has not beaten since it was judged gone.
+            Some(Takeover { mark: b.instance.mark, older_than: b.age.saturating_sub(Duration::from_millis(1)) })
         }
         Some(b) => anyhow::bail!(
-            "this daemon's identity '{}' (the daemon-id in its state directory) is in use: pid {} on host {} said it was alive {} s ago in the shared store. Two daemons must not share an identity, and a copied state directory copies it. If that daemon runs from a copy of this state directory, give this one a state directory of its own (or remove its daemon-id, and a new identity is made); if it has stopped, start this one again in {} s, when its lease has run out",
+            "this daemon's identity '{}' (the daemon-id in its state directory) is in use: {} said it was alive {} s ago in the shared store. Two daemons must not share an identity, and a copied state directory copies it. If that daemon runs from a copy of this state directory, give this one a state directory of its own (or remove its daemon-id, and a new identity is made); if it has stopped, start this one again in {} s, when its lease has run out",
             me.daemon,
-            b.instance.pid,
-            b.instance.host,
+            described(&b.instance),
             b.age.as_secs(),
             LEASE.saturating_sub(b.age).as_secs() + 1
         ),
     };
-    if !session.heartbeat(&me, replacing.as_deref())? {
+    if !session.heartbeat(&me, takeover.as_ref())? {
         anyhow::bail!(
             "another process claimed this daemon's identity '{}' at the same moment; start only one daemon on each state directory",
             me.daemon
         );
     }
-    Ok(Some(Pulse { session, me }))
+    Ok(Pulse { session, me })
 }
 
 impl Pulse {
-    /// Says this daemon is alive, then records abandoned the runs of every daemon whose
-    /// heartbeat lapsed. Blocking.
-    pub fn beat(&mut self, engine: &Engine) -> anyhow::Result<()> {
+    /// Says this daemon is alive; answers every daemon's last heartbeat. Blocking.
+    pub fn beat(&mut self) -> anyhow::Result<Vec<Beat>> {
         if !self.session.heartbeat(&self.me, None)? {
             let holder = self.session.heartbeats()?.into_iter().find(|b| b.instance.daemon == self.me.daemon);
-            let (pid, host) = holder.map(|b| (b.instance.pid, b.instance.host)).unwrap_or_default();
-            return Err(IdentityTaken { daemon: self.me.daemon.clone(), pid, host }.into());
+            let holder = holder.map_or_else(|| "its heartbeat was removed".to_string(), |b| described(&b.instance));
+            return Err(IdentityTaken { daemon: self.me.daemon.clone(), holder }.into());
         }
-        abandon_lapsed(engine, &mut *self.session)
+        Ok(self.session.heartbeats()?)
     }
 
     /// Frees this daemon's identity at a clean stop, unless runs of its own are still going
@@ -157,22 +178,25 @@ impl Pulse {
     }
 }
 
-/// Records abandoned the runs of every other daemon whose heartbeat is older than `LEASE` by
-/// the store's clock (or that has none). Several survivors may do it at once: the log's head
-/// check lets one write it, and the others, deciding again, find nothing left to abandon.
-/// Blocking.
-pub fn abandon_lapsed(engine: &Engine, session: &mut dyn Store) -> anyhow::Result<()> {
+/// Records abandoned the runs of every other daemon whose heartbeat in `beats` is older than
+/// `LEASE` by the store's clock (or that has none): only the runs going now, so a decision
+/// taken again after a race never reaches a run its owner started since. Several survivors
+/// may do it at once: the log's head check lets one write it, and the others, deciding again,
+/// find nothing left to abandon. Blocking.
+pub fn abandon_lapsed(engine: &Engine, beats: &[Beat]) -> anyhow::Result<()> {
     let me = engine.identity().to_string();
-    let owners: std::collections::BTreeSet<String> = engine
-        .read(|s, _| s.running.iter().filter_map(|id| s.runs.get(id)).filter_map(|r| r.daemon.clone()).filter(|d| *d != me).collect());
-    if owners.is_empty() {
-        return Ok(());
-    }
-    let beats = session.heartbeats()?;
-    for owner in owners {
+    let mut going: std::collections::BTreeMap<String, std::collections::BTreeSet<crate::model::RunId>> = Default::default();
+    engine.read(|s, _| {
+        for run in s.running.iter().filter_map(|id| s.runs.get(id)) {
+            if let Some(owner) = run.daemon.as_ref().filter(|d| **d != me) {
+                going.entry(owner.clone()).or_default().insert(run.id);
+            }
+        }
+    });
+    for (owner, runs) in going {
         let lapsed = beats.iter().find(|b| b.instance.daemon == owner).is_none_or(|b| b.age > LEASE);
         if lapsed {
-            let ended = engine.execute(SYSTEM_ACTOR, Command::AbandonRuns { daemon: Some(owner.clone()) })?;
+            let ended = engine.execute(SYSTEM_ACTOR, Command::AbandonRuns { daemon: Some(owner.clone()), only: Some(runs) })?;
             if !ended.is_empty() {
                 tracing::warn!(daemon = %owner, runs = ended.len(), "a daemon stopped saying it is alive; its runs are recorded abandoned");
             }
@@ -181,10 +205,13 @@ pub fn abandon_lapsed(engine: &Engine, session: &mut dyn Store) -> anyhow::Resul
     Ok(())
 }
 
-/// Beats every `HEARTBEAT` until the daemon stops. When no beat has got through for `FENCE`,
-/// the daemon's runs stop (`Engine::note_lease_lost`): it cannot tell whether the others still
-/// take it for alive. If another process took this daemon's identity, it says why in
-/// `stopped_because` and stops the daemon.
+/// Beats every `HEARTBEAT` until the daemon stops, and after each beat that got through,
+/// records abandoned the runs of daemons whose heartbeats lapsed (on a task of its own, so a
+/// busy writer never holds up a heartbeat). A beat that hangs (a connection gone half-open)
+/// counts as missed; when no beat has got through for `FENCE`, the daemon's runs stop
+/// (`Engine::note_lease_lost`): it cannot tell whether the others still take it for alive.
+/// If another process took this daemon's identity, it says why in `stopped_because` and stops
+/// the daemon.
 pub async fn keep_beating(
     engine: Arc<Engine>,
     pulse: Arc<Mutex<Pulse>>,
@@ -194,26 +221,47 @@ pub async fn keep_beating(
     let mut stopping = stop.subscribe();
     // `join` beat just before the daemon started serving.
     let mut last_beat = std::time::Instant::now();
+    let mut beating: Option<tokio::task::JoinHandle<anyhow::Result<Vec<Beat>>>> = None;
+    let mut abandoning: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(HEARTBEAT) => {}
             _ = stopping.wait_for(|s| *s) => return,
         }
-        let (e, p) = (engine.clone(), pulse.clone());
-        match tokio::task::spawn_blocking(move || p.lock().unwrap_or_else(|e| e.into_inner()).beat(&e)).await {
-            Ok(Ok(())) => {
+        // A beat still hanging from before is waited for no longer than the next one would be.
+        let mut beat = match beating.take() {
+            Some(hanging) if !hanging.is_finished() => hanging,
+            _ => {
+                let p = pulse.clone();
+                tokio::task::spawn_blocking(move || p.lock().unwrap_or_else(|e| e.into_inner()).beat())
+            }
+        };
+        match tokio::time::timeout(HEARTBEAT, &mut beat).await {
+            Err(_) => {
+                tracing::warn!("a heartbeat has not got through in {} s; the store may be unreachable", HEARTBEAT.as_secs());
+                beating = Some(beat);
+            }
+            Ok(Ok(Ok(beats))) => {
                 last_beat = std::time::Instant::now();
                 engine.note_lease_lost(false);
+                if abandoning.as_ref().is_none_or(|a| a.is_finished()) {
+                    let e = engine.clone();
+                    abandoning = Some(tokio::task::spawn_blocking(move || {
+                        if let Err(err) = abandon_lapsed(&e, &beats) {
+                            tracing::warn!(error = %format!("{err:#}"), "could not record the runs of a daemon that stopped saying it is alive");
+                        }
+                    }));
+                }
             }
-            Ok(Err(e)) if e.is::<IdentityTaken>() => {
+            Ok(Ok(Err(e))) if e.is::<IdentityTaken>() => {
                 let why = e.to_string();
                 tracing::error!("{why}");
                 let _ = stopped_because.set(why);
                 stop.send_replace(true);
                 return;
             }
-            Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "could not say this daemon is alive"),
-            Err(e) => tracing::error!(error = %e, "the heartbeat task failed"),
+            Ok(Ok(Err(e))) => tracing::warn!(error = %format!("{e:#}"), "could not say this daemon is alive"),
+            Ok(Err(e)) => tracing::error!(error = %e, "the heartbeat task failed"),
         }
         let silent = last_beat.elapsed();
         if silent > FENCE && !*engine.lease_lost().borrow() {

@@ -94,7 +94,12 @@ impl DaemonHandle {
         // Its runs ended: the identity is free for a restart at once.
         if let Some(pulse) = self.pulse {
             let e = self.engine.clone();
-            let retired = tokio::task::spawn_blocking(move || pulse.lock().unwrap_or_else(|p| p.into_inner()).retire(&e)).await;
+            // Not behind a heartbeat that hangs: then the identity is left to lapse.
+            let retired = tokio::task::spawn_blocking(move || match pulse.try_lock() {
+                Ok(mut pulse) => pulse.retire(&e),
+                Err(_) => Err(anyhow::anyhow!("a heartbeat is still waiting on the store")),
+            })
+            .await;
             if let Ok(Err(e)) = retired {
                 tracing::warn!(error = %format!("{e:#}"), "could not free this daemon's identity in the store; a restart waits out its lease");
             }
@@ -200,6 +205,13 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
             crate::fs_trust::own_file_if_present(file, "the daemon's database")?;
         }
         let mut store = crate::store::open(&location).with_context(|| format!("cannot open the database {shown}"))?;
+        // A daemon sharing its store claims its identity before it touches the state or a run:
+        // a copy of this state directory running elsewhere must not have its runs taken for
+        // this one's.
+        let pulse = match store.shared() {
+            true => Some(super::peers::join(store.reader()?, &identity)?),
+            false => None,
+        };
         let rebuilt = match rebuild {
             true => Some(store.rebuild_from_log().context("cannot rebuild the current state from the log")?),
             false => None,
@@ -216,14 +228,11 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
             .with_runs_dir(transcripts)
             .with_identity(identity);
         tracing::info!(store = %shown, "opened the store");
-        Ok((Arc::new(engine), clock, rebuilt, opened))
+        Ok((Arc::new(engine), clock, rebuilt, opened, pulse))
     });
-    let (engine, clock, rebuilt, opened) = opening.await.context("opening the store")??;
+    let (engine, clock, rebuilt, opened, pulse) = opening.await.context("opening the store")??;
+    let pulse = pulse.map(|p| Arc::new(std::sync::Mutex::new(p)));
     let loaded = started.elapsed();
-    // A daemon sharing its store claims its identity before it touches a run: a copy of this
-    // state directory running elsewhere must not have its runs taken for this one's.
-    let e = engine.clone();
-    let pulse = tokio::task::spawn_blocking(move || super::peers::join(&e)).await??.map(|p| Arc::new(std::sync::Mutex::new(p)));
 
     // Every load of the policy is on the record, with the file's SHA-256; runs that were going
     // when the daemon stopped are recorded as abandoned; and anything whose deadline passed
@@ -247,8 +256,8 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
             let said = super::tree::stop_after_crash(e.runs_dir(), &run.to_string(), super::runner::GRACE);
             tracing::warn!(%run, "a run was going when the daemon stopped: {said}");
         }
-        e.execute(SYSTEM_ACTOR, Command::AbandonRuns { daemon: me })?;
-        e.execute(SYSTEM_ACTOR, Command::AbandonRuns { daemon: None })?;
+        e.execute(SYSTEM_ACTOR, Command::AbandonRuns { daemon: me, only: None })?;
+        e.execute(SYSTEM_ACTOR, Command::AbandonRuns { daemon: None, only: None })?;
         e.expire_due()?;
         Ok(())
     })

@@ -78,8 +78,11 @@ pub enum Command {
     },
     /// Runs `daemon` was running ended in an unknown way: at its own start (it died with them),
     /// or when another daemon saw its heartbeats stop. `None`: runs no daemon is named for.
+    /// `only`: just these runs (those seen when its heartbeats were judged lapsed), so a decision
+    /// taken again after a race never reaches a run started since.
     AbandonRuns {
         daemon: Option<String>,
+        only: Option<std::collections::BTreeSet<RunId>>,
     },
     /// Record a step of the wall clock the daemon saw. Only the daemon issues it.
     NoteClockJump {
@@ -281,7 +284,7 @@ pub fn decide(state: &State, policy: &Policy, who: &Actor, command: &Command, no
                 _ => Err(Refusal::forbidden("daemon_only", "only a retried notice is recorded this way")),
             }
         }
-        Command::AbandonRuns { daemon } => {
+        Command::AbandonRuns { daemon, only } => {
             if !system {
                 return Err(Refusal::forbidden("daemon_only", "only the daemon abandons runs"));
             }
@@ -289,6 +292,7 @@ pub fn decide(state: &State, policy: &Policy, who: &Actor, command: &Command, no
             Ok(state
                 .running
                 .iter()
+                .filter(|id| only.as_ref().is_none_or(|only| only.contains(id)))
                 .filter_map(|id| state.runs.get(id))
                 .filter(|r| r.daemon == *daemon)
                 .map(|r| run_ended(r, RunOutcome::Abandoned, None, unknown.clone()))

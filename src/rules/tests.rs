@@ -724,6 +724,26 @@ fn a_task_runs_at_most_max_concurrent_runs_at_once_whoever_starts_them() {
     w.run("carol", start()).expect("the next run may start once the first has ended");
 }
 
+/// Another daemon abandons only the runs it saw going when it judged their owner dead: decided
+/// again after a race, it never reaches a run the owner started since.
+#[test]
+fn abandoning_a_daemons_runs_reaches_only_the_runs_named() {
+    let mut w = World::new();
+    let run_task = "\n[[tasks]]\nname = \"sh\"\nrequesters = [\"oncall\"]\napproval = \"auto\"\nmax_duration = \"1h\"\nmax_concurrent_runs = 2\nrun = [\"/bin/true\"]\n";
+    w.policy = Policy::parse(&format!("{POLICY}{run_task}"), "test.toml").unwrap();
+    w.ask("dave", "sh", None, None, None).unwrap();
+    let start = || Command::StartRun { task: "sh".into(), params: Default::default(), run_as: "root".into(), daemon: Some("a".into()) };
+    w.run("dave", start()).unwrap();
+    let seen: std::collections::BTreeSet<_> = w.state.running.iter().copied().collect();
+    w.run("dave", start()).unwrap();
+    let changes = w.run(SYSTEM_ACTOR, Command::AbandonRuns { daemon: Some("a".into()), only: Some(seen.clone()) }).unwrap();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert!(matches!(&changes[0], Change::RunEnded { run, .. } if seen.contains(run)), "{changes:?}");
+    assert_eq!(w.state.running.len(), 1, "the run started since is still going");
+    let r = w.refused("dave", Command::AbandonRuns { daemon: Some("a".into()), only: None });
+    assert_eq!(r.code, "daemon_only");
+}
+
 #[test]
 fn a_break_glass_review_through_a_token_the_holder_issued_does_not_count() {
     let mut w = World::new();

@@ -192,9 +192,9 @@ pub trait Store: Send {
     }
     /// Notes that `me` is alive, by the store's own clock (one clock for every daemon, however
     /// far apart their hosts' clocks are). Written only if the identity's row is absent, is
-    /// `me`'s, or is `replacing`'s (a start taking over from a process known gone): false if
+    /// `me`'s, or is the `Takeover`'s (a start replacing a process that is gone): false if
     /// another process holds the identity. No event: it decides nothing.
-    fn heartbeat(&mut self, _me: &Instance, _replacing: Option<&str>) -> Result<bool, StoreError> {
+    fn heartbeat(&mut self, _me: &Instance, _takeover: Option<&Takeover>) -> Result<bool, StoreError> {
         Ok(true)
     }
     /// Each daemon's last heartbeat, aged by the store's clock.
@@ -233,10 +233,21 @@ pub struct Instance {
     pub daemon: String,
     pub mark: String,
     pub host: String,
-    /// The kernel's boot id (`/proc/sys/kernel/random/boot_id`): a pid means something only
-    /// within one boot of one kernel.
-    pub boot: String,
+    /// Where `pid` means something: the kernel's boot id and the PID namespace
+    /// (`boot_id/pid:[inode]`); elsewhere the same number is another process.
+    pub pid_space: String,
     pub pid: u32,
+    /// When the process started (clock ticks since boot): a pid freed and used again is
+    /// another process.
+    pub started: u64,
+}
+
+/// A start taking an identity over from the process holding it: its mark, and how old its
+/// heartbeat must still be when the row is written (a holder that beat meanwhile keeps it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Takeover {
+    pub mark: String,
+    pub older_than: std::time::Duration,
 }
 
 /// A daemon's last heartbeat: the process that wrote it, and how long ago by the store's clock.
@@ -345,6 +356,10 @@ mod tests {
         let unchecked = Location::parse("postgres://zsa:hunter2@db.example.com/zsa?sslmode=require").unwrap_err();
         assert!(unchecked.contains("names no roots") && unchecked.contains("sslrootcert=system"), "{unchecked}");
         assert!(!unchecked.contains("hunter2"), "{unchecked}");
+        let socket = Location::parse("postgres://zsa@%2Frun%2Fpostgresql/zsa?sslmode=require&sslrootcert=system").unwrap_err();
+        assert!(socket.contains("Unix socket, which has no TLS"), "{socket}");
+        let encoded = Location::Postgres("postgres://zsa@localhost/zsa?passwor%64=hunter2".into()).describe();
+        assert!(!encoded.contains("hunter2"), "a password under a percent-encoded key is hidden too: {encoded}");
         let both = Location::parse("postgres://zsa@localhost/zsa?sslmode=disable&sslrootcert=/x.pem").unwrap_err();
         assert!(both.contains("drop one"), "{both}");
         let empty = Location::parse("postgres://zsa@db.example.com/zsa?sslrootcert=").unwrap_err();

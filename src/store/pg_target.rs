@@ -81,6 +81,11 @@ impl Target {
             config.ssl_mode(SslMode::Disable);
             return Ok(Target { config, roots: None, shown });
         }
+        if config.get_hosts().iter().all(|h| !matches!(h, Host::Tcp(_))) {
+            return Err(format!(
+                "'{shown}' reaches the database over a Unix socket, which has no TLS and needs none: drop sslmode and sslrootcert"
+            ));
+        }
         let roots = match root_file.as_deref() {
             None => {
                 return Err(format!(
@@ -115,6 +120,10 @@ impl Target {
         if config.get_application_name().is_none() {
             config.application_name("zsa");
         }
+        // A connection gone half-open (a failover, a dropped NAT entry) is found within seconds,
+        // not the system's hours: a heartbeat must never hang on one for long.
+        config.keepalives(true).keepalives_idle(Duration::from_secs(5)).keepalives_interval(Duration::from_secs(2)).keepalives_retries(3);
+        config.tcp_user_timeout(Duration::from_secs(10));
         Ok(Connector { config, tls, shown: self.shown.clone() })
     }
 }
@@ -178,7 +187,7 @@ fn client_config(roots: &Roots) -> Result<rustls::ClientConfig, String> {
             use std::io::Read;
             // Whoever could rewrite the roots could put their own server between zsa and its log.
             let mut pem = Vec::new();
-            crate::fs_trust::open_client_file(path, "the PostgreSQL roots file (sslrootcert)")
+            crate::fs_trust::open_store_roots(path)
                 .map_err(|e| e.0)?
                 .take(1 << 20)
                 .read_to_end(&mut pem)
@@ -203,7 +212,10 @@ pub fn redacted(url: &str) -> String {
             let params: Vec<String> = query
                 .split('&')
                 .map(|p| match p.split_once('=') {
-                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    // The driver decodes keys (`passwor%64` is `password`): so is it read here.
+                    Some((k, _)) if percent_encoding::percent_decode_str(k).decode_utf8_lossy().eq_ignore_ascii_case("password") => {
+                        format!("{k}=***")
+                    }
                     _ => p.to_string(),
                 })
                 .collect();

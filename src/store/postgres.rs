@@ -114,8 +114,8 @@ CREATE INDEX deliveries_failed ON deliveries(id) WHERE state = 'failed';
 "#,
     // 2: the daemons sharing the store, and when each last said it was alive.
     // The time is the database's own, never a daemon's: hosts' clocks may be far apart.
-    "CREATE TABLE daemons (id TEXT PRIMARY KEY, mark TEXT NOT NULL, host TEXT NOT NULL, boot TEXT NOT NULL, pid BIGINT NOT NULL,
-       heartbeat_at TIMESTAMPTZ NOT NULL);",
+    "CREATE TABLE daemons (id TEXT PRIMARY KEY, mark TEXT NOT NULL, host TEXT NOT NULL, pid_space TEXT NOT NULL, pid BIGINT NOT NULL,
+       started BIGINT NOT NULL, heartbeat_at TIMESTAMPTZ NOT NULL);",
 ];
 
 /// The longest any statement waits for a lock (`lock_timeout`).
@@ -811,20 +811,25 @@ impl Store for PostgresStore {
         true
     }
 
-    fn heartbeat(&mut self, me: &super::Instance, replacing: Option<&str>) -> Result<bool, StoreError> {
+    fn heartbeat(&mut self, me: &super::Instance, takeover: Option<&super::Takeover>) -> Result<bool, StoreError> {
+        let (mark, older_than) = match takeover {
+            Some(t) => (Some(t.mark.as_str()), t.older_than.as_secs_f64()),
+            None => (None, 0.0),
+        };
         let written = self.client()?.execute(
-            "INSERT INTO daemons (id, mark, host, boot, pid, heartbeat_at) VALUES ($1, $2, $3, $4, $5, clock_timestamp())
-             ON CONFLICT (id) DO UPDATE SET mark = excluded.mark, host = excluded.host, boot = excluded.boot, pid = excluded.pid,
-             heartbeat_at = excluded.heartbeat_at
-             WHERE daemons.mark = excluded.mark OR daemons.mark = $6",
-            &[&me.daemon, &me.mark, &me.host, &me.boot, &(me.pid as i64), &replacing],
+            "INSERT INTO daemons (id, mark, host, pid_space, pid, started, heartbeat_at) VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp())
+             ON CONFLICT (id) DO UPDATE SET mark = excluded.mark, host = excluded.host, pid_space = excluded.pid_space, pid = excluded.pid,
+             started = excluded.started, heartbeat_at = excluded.heartbeat_at
+             WHERE daemons.mark = excluded.mark
+                OR (daemons.mark = $7 AND EXTRACT(EPOCH FROM clock_timestamp() - daemons.heartbeat_at)::FLOAT8 >= $8::FLOAT8)",
+            &[&me.daemon, &me.mark, &me.host, &me.pid_space, &(me.pid as i64), &(me.started as i64), &mark, &older_than],
         )?;
         Ok(written == 1)
     }
 
     fn heartbeats(&mut self) -> Result<Vec<super::Beat>, StoreError> {
         let rows = self.client()?.query(
-            "SELECT id, mark, host, boot, pid, GREATEST(EXTRACT(EPOCH FROM clock_timestamp() - heartbeat_at), 0)::FLOAT8
+            "SELECT id, mark, host, pid_space, pid, started, EXTRACT(EPOCH FROM clock_timestamp() - heartbeat_at)::FLOAT8
              FROM daemons ORDER BY id",
             &[],
         )?;
@@ -835,10 +840,13 @@ impl Store for PostgresStore {
                     daemon: r.get(0),
                     mark: r.get(1),
                     host: r.get(2),
-                    boot: r.get(3),
+                    pid_space: r.get(3),
                     pid: r.get::<_, i64>(4) as u32,
+                    started: r.get::<_, i64>(5) as u64,
                 },
-                age: Duration::from_secs_f64(r.get(5)),
+                // A time in the future is no age; one that is not a time at all (-infinity
+                // written by hand) is the oldest there is.
+                age: Duration::try_from_secs_f64(r.get::<_, f64>(6).max(0.0)).unwrap_or(Duration::MAX),
             })
             .collect())
     }
