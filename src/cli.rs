@@ -485,6 +485,11 @@ pub struct DaemonArgs {
     /// (read as text and checked by zsa, so a refusal never repeats a password in it)
     #[arg(long, env = "ZSA_STORE", hide_env_values = true, value_name = "URL")]
     pub store: Option<String>,
+    /// Where signed checkpoints of the audit log are appended, outside the database (keep it
+    /// where a database administrator cannot write: another disk, an append-only file)
+    /// [default: STATE/checkpoints]
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint_file: Option<PathBuf>,
     /// The daemon's config file; flags win over it [default: /etc/zsa/daemon.toml for root, else
     /// $XDG_CONFIG_HOME/zsa/daemon.toml; read only if it is there]
     #[arg(long, env = "ZSA_DAEMON_CONFIG", value_name = "FILE")]
@@ -554,8 +559,13 @@ pub struct AuditArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum AuditCmd {
-    /// Recompute the hash chain and check current state against it; exit 1 naming the first bad event
+    /// Recompute the hash chain, check current state against it and the log against the signed
+    /// checkpoints outside the database; exit 1 naming the first bad event
     Verify,
+    /// Print the daemon's audit key (it signs the checkpoints; keep a copy to verify with)
+    Key,
+    /// Sign a checkpoint of the log's head now (before a backup, say)
+    Checkpoint,
     /// Show what a run printed, and check it against the digest in the audit log
     Transcript {
         /// The run's id (X12), as `zsa run` and the audit log name it

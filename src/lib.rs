@@ -10,6 +10,7 @@ pub mod commands;
 pub mod config;
 pub mod contexts;
 pub mod daemon;
+pub mod evidence;
 pub mod export;
 pub mod fs_trust;
 pub mod logging;

@@ -251,6 +251,12 @@ pub struct Policy {
     /// The longest (seconds) any token may live (`[settings] token_max_ttl`, a year unless set);
     /// None (`"never"`): no limit, and `--ttl never` is allowed.
     pub token_max_ttl: Option<u64>,
+    /// A checkpoint is signed once this many events were written since the last
+    /// (`[settings] checkpoint_events`, 1000 unless set) ...
+    pub checkpoint_events: u64,
+    /// ... or once this long (seconds) has passed since it, if anything was written
+    /// (`[settings] checkpoint_interval`, 5 minutes unless set).
+    pub checkpoint_interval: u64,
     pub groups: BTreeMap<String, BTreeSet<String>>,
     pub admin_groups: Vec<String>,
     pub auditor_groups: Vec<String>,
@@ -293,6 +299,8 @@ struct RawSettings {
     notice_give_up: Option<Spanned<String>>,
     token_ttl: Option<Spanned<String>>,
     token_max_ttl: Option<Spanned<String>>,
+    checkpoint_events: Option<Spanned<i64>>,
+    checkpoint_interval: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -361,6 +369,12 @@ impl Problems<'_> {
         self.list.push(Problem::at(self.source, span, &message.into(), Some(&help.into())));
     }
 }
+
+/// How many events pass between signed checkpoints unless `checkpoint_events` says otherwise.
+pub const DEFAULT_CHECKPOINT_EVENTS: u64 = 1000;
+/// The longest a written event goes without a signed checkpoint unless `checkpoint_interval`
+/// says otherwise: five minutes.
+pub const DEFAULT_CHECKPOINT_INTERVAL: u64 = 300;
 
 /// A token's lifetime unless `token_ttl` says otherwise: long enough that a gate script is not
 /// re-keyed every month, short enough that a forgotten token ends by itself within a quarter.
@@ -447,6 +461,28 @@ impl Policy {
             None => 3600,
         };
         let (token_ttl, token_max_ttl) = Self::token_ttls(raw.settings.as_ref().map(|s| s.get_ref()), p);
+        let checkpoint_events = match raw.settings.as_ref().and_then(|s| s.get_ref().checkpoint_events.as_ref()) {
+            Some(n) if *n.get_ref() >= 1 => *n.get_ref() as u64,
+            Some(n) => {
+                p.at(n.span(), "settings.checkpoint_events is how many events pass between signed checkpoints: 1 or more");
+                DEFAULT_CHECKPOINT_EVENTS
+            }
+            None => DEFAULT_CHECKPOINT_EVENTS,
+        };
+        let checkpoint_interval = match raw.settings.as_ref().and_then(|s| s.get_ref().checkpoint_interval.as_ref()) {
+            Some(every) => match duration::parse(every.get_ref()) {
+                Ok(secs) if secs >= 1 => secs,
+                Ok(_) => {
+                    p.at(every.span(), "settings.checkpoint_interval is at least 1s");
+                    DEFAULT_CHECKPOINT_INTERVAL
+                }
+                Err(e) => {
+                    p.at_with_help(every.span(), format!("settings.checkpoint_interval: {e}"), DURATION_HELP);
+                    DEFAULT_CHECKPOINT_INTERVAL
+                }
+            },
+            None => DEFAULT_CHECKPOINT_INTERVAL,
+        };
 
         let mut groups = BTreeMap::new();
         for (name, members) in raw.groups {
@@ -635,6 +671,8 @@ impl Policy {
             notice_give_up,
             token_ttl,
             token_max_ttl,
+            checkpoint_events,
+            checkpoint_interval,
             groups,
             admin_groups,
             auditor_groups,

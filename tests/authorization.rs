@@ -147,6 +147,7 @@ async fn every_endpoint_against_every_caller() {
         row(Method::GET, "/v1/grants?all=true", None, [OK, OK, OK, OK, OK, OK, OK, NO, BAD]),
         row(Method::GET, "/v1/audit", None, [OK, OK, OK, OK, OK, OK, OK, NO, BAD]),
         row(Method::GET, "/v1/audit/verify", None, [NO, NO, NO, NO, NO, OK, OK, NO, BAD]),
+        row(Method::GET, "/v1/audit/key", None, [NO, NO, NO, NO, NO, OK, OK, NO, BAD]),
         row(Method::GET, "/v1/runs", None, [OK, OK, OK, OK, OK, OK, OK, NO, BAD]),
         row(Method::GET, "/v1/events", None, [OK, OK, OK, OK, OK, OK, OK, NO, BAD]),
         row(Method::GET, "/v1/admin/tokens", None, [NO, NO, NO, NO, NO, NO, OK, NO, BAD]),
@@ -166,6 +167,7 @@ async fn every_endpoint_against_every_caller() {
         row(Method::POST, "/v1/admin/users/rob/disable", Some(json!({})), [NO, NO, NO, NO, NO, NO, GONE, NO, BAD]),
         row(Method::POST, "/v1/admin/users/rob/enable", Some(json!({})), [NO, NO, NO, NO, NO, NO, GONE, NO, BAD]),
         row(Method::POST, "/v1/admin/reload", Some(json!({})), [NO, NO, NO, NO, NO, NO, OK, NO, BAD]),
+        row(Method::POST, "/v1/audit/checkpoint", Some(json!({})), [NO, NO, NO, NO, NO, OK, OK, NO, BAD]),
     ];
     for r in &rows {
         // Refusals first, each checked to change nothing; then the allowed callers.

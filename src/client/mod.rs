@@ -287,6 +287,14 @@ impl Client {
         self.get("/v1/audit/verify").await
     }
 
+    pub async fn audit_key(&self) -> Result<crate::model::wire::AuditKey, ClientError> {
+        self.get("/v1/audit/key").await
+    }
+
+    pub async fn checkpoint(&self) -> Result<crate::evidence::Checkpoint, ClientError> {
+        self.post("/v1/audit/checkpoint", &serde_json::json!({})).await
+    }
+
     pub async fn issue_token(&self, user: &str) -> Result<IssuedToken, ClientError> {
         self.issue_token_with(&IssueToken { user: user.to_string(), ..Default::default() }).await
     }

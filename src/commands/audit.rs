@@ -32,6 +32,22 @@ pub fn parse_time(raw: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String
 pub async fn run(client: &Client, json: bool, args: &AuditArgs) -> CmdResult {
     match &args.command {
         Some(AuditCmd::Verify) => return verify(client, json).await,
+        Some(AuditCmd::Key) => {
+            let key = client.audit_key().await?;
+            match json {
+                true => json_line(&key),
+                false => println!("{}\ncheckpoints are appended to {}", key.key, crate::model::text::inert(&key.checkpoint_file)),
+            }
+            return Ok(());
+        }
+        Some(AuditCmd::Checkpoint) => {
+            let c = client.checkpoint().await?;
+            match json {
+                true => json_line(&c),
+                false => println!("signed event {} ({}) at {} with {}", c.seq, c.hash, c.at.to_rfc3339(), c.key),
+            }
+            return Ok(());
+        }
         Some(AuditCmd::Transcript { run }) => return super::runs::transcript(client, json, run).await,
         None => {}
     }
@@ -160,6 +176,9 @@ async fn verify(client: &Client, json: bool) -> CmdResult {
     if report.ok {
         if !json {
             println!("ok: {} events verified; chain head {}", report.events, report.head.as_deref().unwrap_or("(empty log)"));
+            if let (Some(n), Some(key)) = (report.checkpoints, &report.audit_key) {
+                println!("ok: the log holds all {n} checkpoints signed by {key}");
+            }
         }
         Ok(())
     } else {

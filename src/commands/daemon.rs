@@ -52,7 +52,7 @@ fn settle(args: &DaemonArgs) -> Result<Settled, Vec<String>> {
         }
     };
     let file = file.transpose().map_err(|e| e.to_string().lines().map(String::from).collect::<Vec<_>>())?;
-    let DaemonFile { path, state, policy, socket, store, listeners, limits } = file.unwrap_or_default();
+    let DaemonFile { path, state, policy, socket, store, checkpoint_file, listeners, limits } = file.unwrap_or_default();
     let shown = path.display().to_string();
     let mut problems = Vec::new();
 
@@ -111,6 +111,7 @@ fn settle(args: &DaemonArgs) -> Result<Settled, Vec<String>> {
         listeners: tls,
         limits,
         store,
+        checkpoint_file: args.checkpoint_file.clone().or(checkpoint_file),
     };
     Ok(Settled { config, file: (!shown.is_empty()).then_some(path), origins })
 }
@@ -136,6 +137,7 @@ fn check(settled: &Settled) -> CmdResult {
         None => format!("store sqlite:{}", c.state_dir.join("zsa.db").display()),
     });
     fine.push(format!("socket {}", c.socket.display()));
+    fine.push(format!("checkpoints {}", c.checkpoint_file.clone().unwrap_or_else(|| c.state_dir.join("checkpoints")).display()));
     for (listener, origin) in c.listeners.iter().zip(&settled.origins) {
         match crate::daemon::tls::load(&listener.cert, &listener.key) {
             Ok(tls) => fine.push(format!("listen {} with TLS, certificate {}", listener.address, tls.fingerprint)),

@@ -42,6 +42,7 @@ struct RawFile {
     policy: Option<Spanned<String>>,
     socket: Option<Spanned<String>>,
     store: Option<Spanned<String>>,
+    checkpoint_file: Option<Spanned<String>>,
     #[serde(default)]
     listen: Vec<Spanned<RawListener>>,
     limits: Option<RawLimits>,
@@ -76,6 +77,7 @@ pub struct DaemonFile {
     pub policy: Option<PathBuf>,
     pub socket: Option<PathBuf>,
     pub store: Option<crate::store::Location>,
+    pub checkpoint_file: Option<PathBuf>,
     pub listeners: Vec<FileListener>,
     pub limits: LimitSettings,
 }
@@ -171,6 +173,7 @@ pub fn parse(source: &str, path: &Path) -> Result<DaemonFile, ConfigError> {
     let state = path_of(&raw.state, "state", &mut problems);
     let policy = path_of(&raw.policy, "policy", &mut problems);
     let socket = path_of(&raw.socket, "socket", &mut problems);
+    let checkpoint_file = path_of(&raw.checkpoint_file, "checkpoint_file", &mut problems);
     let store = raw.store.as_ref().and_then(|value| match crate::store::Location::parse(value.get_ref()) {
         // A relative SQLite path is taken from the file's directory, as every other path is.
         Ok(crate::store::Location::Sqlite(db)) => Some(crate::store::Location::Sqlite(base.join(db))),
@@ -216,7 +219,7 @@ pub fn parse(source: &str, path: &Path) -> Result<DaemonFile, ConfigError> {
     if !problems.is_empty() {
         return Err(ConfigError { file, problems });
     }
-    Ok(DaemonFile { path: path.to_path_buf(), state, policy, socket, store, listeners, limits })
+    Ok(DaemonFile { path: path.to_path_buf(), state, policy, socket, store, checkpoint_file, listeners, limits })
 }
 
 #[cfg(test)]

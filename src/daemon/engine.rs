@@ -54,6 +54,8 @@ pub struct Engine {
     /// True while this daemon, sharing its store, has not been able to say it is alive for long
     /// enough that another daemon may soon take its runs for abandoned (`peers::keep_beating`).
     lease_lost: tokio::sync::watch::Sender<bool>,
+    /// The audit key and the checkpoint file outside the database (`checkpoints`).
+    checkpoints: Option<Arc<super::checkpoints::Checkpoints>>,
     /// When each token was last used (not state: no event says it; see `token_use`).
     token_use: super::token_use::TokenUse,
     /// Sources whose bearer tokens keep failing (see `throttle`).
@@ -99,6 +101,7 @@ impl Engine {
             runs_dir: std::env::temp_dir(),
             closing: tokio::sync::watch::channel(false).0,
             lease_lost: tokio::sync::watch::channel(false).0,
+            checkpoints: None,
             token_use,
             throttle: super::throttle::Throttle::default(),
             retries: Default::default(),
@@ -142,6 +145,16 @@ impl Engine {
     /// Whether this daemon's lease is lost now, and word when that changes.
     pub fn lease_lost(&self) -> tokio::sync::watch::Receiver<bool> {
         self.lease_lost.subscribe()
+    }
+
+    /// Signs checkpoints with this key, into this file (`checkpoints`).
+    pub fn with_checkpoints(mut self, checkpoints: super::checkpoints::Checkpoints) -> Self {
+        self.checkpoints = Some(Arc::new(checkpoints));
+        self
+    }
+
+    pub fn checkpoints(&self) -> Option<&Arc<super::checkpoints::Checkpoints>> {
+        self.checkpoints.as_ref()
     }
 
     /// Names this daemon among those sharing its store (`peers::identity`).
@@ -535,8 +548,22 @@ impl Engine {
         lock(&self.reader).events(filter)
     }
 
-    /// Recomputes the chain and the projections from the store. Blocking.
+    /// Recomputes the chain and the projections from the store, and checks the log against the
+    /// signed checkpoints outside the database. Blocking.
     pub fn verify(&self) -> Result<crate::model::wire::VerifyReport, StoreError> {
-        lock(&self.reader).verify()
+        let mut report = lock(&self.reader).verify()?;
+        if let Some(checkpoints) = &self.checkpoints {
+            report.audit_key = Some(checkpoints.public_key().to_string());
+            match checkpoints.check_log(self) {
+                Ok(held) => report.checkpoints = Some(held as u64),
+                Err(mismatch) if report.ok || report.first_bad_seq.is_none_or(|bad| mismatch.seq < bad) => {
+                    report.ok = false;
+                    report.first_bad_seq = Some(mismatch.seq);
+                    report.problem = Some(mismatch.problem);
+                }
+                Err(_) => {}
+            }
+        }
+        Ok(report)
     }
 }

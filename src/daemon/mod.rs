@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod checkpoints;
 pub mod config_file;
 pub mod deadlines;
 pub mod engine;

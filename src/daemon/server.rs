@@ -41,6 +41,8 @@ pub struct DaemonConfig {
     pub limits: super::listen::LimitSettings,
     /// Where the state is kept; `None`: SQLite, `zsa.db` in the state directory.
     pub store: Option<crate::store::Location>,
+    /// Where signed checkpoints go outside the database; `None`: `checkpoints` in the state directory.
+    pub checkpoint_file: Option<PathBuf>,
 }
 
 /// A TCP address to listen on, and the certificate and key it serves with. There is no
@@ -190,6 +192,8 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
     let location = config.store.clone().unwrap_or_else(|| Location::Sqlite(state_dir.join("zsa.db")));
     let identity = super::peers::identity(&state_dir)?;
     let transcripts = crate::fs_trust::private_dir(&state_dir.join("transcripts"), "the run transcripts' directory")?;
+    let checkpoint_file = config.checkpoint_file.clone().unwrap_or_else(|| state_dir.join("checkpoints"));
+    let checkpoints = super::checkpoints::Checkpoints::open(&state_dir, checkpoint_file)?;
     // Opening a store blocks (a PostgreSQL one talks to the server), and so does loading from it.
     let rebuild = config.rebuild_from_log;
     let opening = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
@@ -226,7 +230,20 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
         let engine = Engine::open(store, policy, clock.clone())
             .context("cannot start from the stored state")?
             .with_runs_dir(transcripts)
-            .with_identity(identity);
+            .with_identity(identity)
+            .with_checkpoints(checkpoints);
+        // The log must still hold what was signed outside the database: a database rewritten,
+        // or cut short, behind the daemon's back is refused before anything is decided from it.
+        if let Some(c) = engine.checkpoints()
+            && let Err(mismatch) = c.check_log(&engine)
+        {
+            bail!(
+                "the audit log does not match the signed checkpoints in {}: {}. The database was changed behind the daemon's back: restore it from a backup. (If it is meant to be a new database, move {} aside first; keep it, it is evidence)",
+                c.file().display(),
+                mismatch.problem,
+                c.file().display()
+            );
+        }
         tracing::info!(store = %shown, "opened the store");
         Ok((Arc::new(engine), clock, rebuilt, opened, pulse))
     });
@@ -289,8 +306,10 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
     let deadlines = tokio::spawn(super::deadlines::run(engine.clone(), clock, stopped.clone()));
     let notices = tokio::spawn(super::notices::run(engine.clone(), stopped.clone()));
     let token_use = tokio::spawn(super::token_use::run(engine.clone(), stopped.clone()));
+    let signing = engine.checkpoints().cloned().map(|c| tokio::spawn(super::checkpoints::run(engine.clone(), c, stopped.clone())));
     // Only daemons that share their store have others to hear and to tell they are alive.
     let mut tasks = vec![server, deadlines, notices, token_use];
+    tasks.extend(signing);
     let stopped_because = Arc::new(std::sync::OnceLock::new());
     if let Some(pulse) = &pulse {
         tasks.push(tokio::spawn(super::peers::keep_beating(engine.clone(), pulse.clone(), stop.clone(), stopped_because.clone())));

@@ -193,6 +193,16 @@ pub enum Change {
         window_secs: u64,
         until: DateTime<Utc>,
     },
+    /// The daemon signed that the log's event `signed_seq` has hash `signed_hash`, at
+    /// `signed_at`, with its audit key (`evidence`): the same line goes to a file outside the
+    /// database, so a log rewritten or cut short after it is caught.
+    Checkpoint {
+        signed_seq: u64,
+        signed_hash: String,
+        signed_at: DateTime<Utc>,
+        key: String,
+        signature: String,
+    },
     /// A notice (issue 12) was not delivered and will not be: it failed for good or retried past
     /// its give-up time. Routed like any trigger, so on-call staff hear of it elsewhere.
     NoticeFailed {
@@ -263,13 +273,18 @@ impl Change {
             Self::NoticeFailed { .. } => "notice_failed",
             Self::NoticeRetried { .. } => "notice_retried",
             Self::AuthThrottled { .. } => "auth_throttled",
+            Self::Checkpoint { .. } => "checkpoint",
         }
     }
 
     /// The person the change is about (requester, holder, token owner, disabled user).
     pub fn subject(&self) -> Option<&str> {
         match self {
-            Self::PolicyLoaded { .. } | Self::StateRebuilt { .. } | Self::ClockJumped { .. } | Self::AuthThrottled { .. } => None,
+            Self::PolicyLoaded { .. }
+            | Self::StateRebuilt { .. }
+            | Self::ClockJumped { .. }
+            | Self::AuthThrottled { .. }
+            | Self::Checkpoint { .. } => None,
             Self::RequestCreated { requester, .. }
             | Self::RequestApproved { requester, .. }
             | Self::ApprovalDropped { requester, .. }
@@ -428,6 +443,7 @@ impl Change {
                 exit_code.map(|c| format!(" with exit code {c}")).unwrap_or_default(),
                 if *truncated { " (cut at the cap)" } else { "" }
             ),
+            Self::Checkpoint { signed_seq, signed_hash, key, .. } => format!("signed event {signed_seq} ({signed_hash}) with {key}"),
             Self::AuthThrottled { source, failures, window_secs, until } => format!(
                 "{failures} tokens that were not valid from {} within {}: its token attempts are refused until {}",
                 inert_line(source),

@@ -279,6 +279,13 @@ pub struct AuditQuery {
     pub tail: Option<u32>,
 }
 
+/// The daemon's audit key, and where its checkpoints go outside the database.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditKey {
+    pub key: String,
+    pub checkpoint_file: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifyReport {
     pub ok: bool,
@@ -287,6 +294,12 @@ pub struct VerifyReport {
     pub head: Option<String>,
     pub first_bad_seq: Option<u64>,
     pub problem: Option<String>,
+    /// How many signed checkpoints outside the database the log was checked against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoints: Option<u64>,
+    /// The daemon's audit key, which signed them (`zsa audit key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_key: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

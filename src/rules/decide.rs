@@ -104,6 +104,8 @@ pub enum Command {
         window_secs: u64,
         until: DateTime<Utc>,
     },
+    /// Record a checkpoint the daemon signed (`evidence`). Only the daemon issues it.
+    NoteCheckpoint(crate::evidence::Checkpoint),
     /// Put a failed notice back to be delivered again (admins). The engine reads the delivery
     /// from the outbox and makes sure it failed; this is the `Change::NoticeRetried` to record.
     RetryNotice(Box<crate::model::Change>),
@@ -146,6 +148,7 @@ impl Command {
             | Command::NoteNoticeFailed(_)
             | Command::RetryNotice(_)
             | Command::NoteAuthThrottled { .. }
+            | Command::NoteCheckpoint(_)
             | Command::NoteClockJump { .. } => None,
         }
     }
@@ -255,6 +258,18 @@ pub fn decide(state: &State, policy: &Policy, who: &Actor, command: &Command, no
                 return Err(Refusal::forbidden("daemon_only", "only the daemon records the clock's jumps"));
             }
             Ok(vec![Change::ClockJumped { by_ms: *by_ms, wall_clock: *wall_clock }])
+        }
+        Command::NoteCheckpoint(c) => {
+            if !system {
+                return Err(Refusal::forbidden("daemon_only", "only the daemon records checkpoints"));
+            }
+            Ok(vec![Change::Checkpoint {
+                signed_seq: c.seq,
+                signed_hash: c.hash.clone(),
+                signed_at: c.at,
+                key: c.key.clone(),
+                signature: c.signature.clone(),
+            }])
         }
         Command::NoteAuthThrottled { source, failures, window_secs, until } => {
             if !system {

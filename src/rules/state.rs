@@ -84,7 +84,8 @@ impl Entity {
             | Change::RunStarted { .. }
             | Change::NoticeFailed { .. }
             | Change::NoticeRetried { .. }
-            | Change::AuthThrottled { .. } => None,
+            | Change::AuthThrottled { .. }
+            | Change::Checkpoint { .. } => None,
         }
     }
 }
@@ -249,7 +250,8 @@ impl State {
             | Change::ClockJumped { .. }
             | Change::NoticeFailed { .. }
             | Change::NoticeRetried { .. }
-            | Change::AuthThrottled { .. } => {}
+            | Change::AuthThrottled { .. }
+            | Change::Checkpoint { .. } => {}
             Change::RequestCreated {
                 request,
                 task,

@@ -187,7 +187,15 @@ pub struct ChainWalk {
 impl Default for ChainWalk {
     fn default() -> Self {
         ChainWalk {
-            report: VerifyReport { ok: true, events: 0, head: None, first_bad_seq: None, problem: None },
+            report: VerifyReport {
+                ok: true,
+                events: 0,
+                head: None,
+                first_bad_seq: None,
+                problem: None,
+                checkpoints: None,
+                audit_key: None,
+            },
             rebuilt: State::default(),
             stamps: Stamps::new(),
             prev: chain::GENESIS.to_string(),

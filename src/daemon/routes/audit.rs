@@ -4,13 +4,15 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::StatusCode;
 
 use super::{Query, blocking};
 use crate::daemon::Engine;
 use crate::daemon::auth::Caller;
 use crate::daemon::error::ApiError;
+use crate::evidence::Checkpoint;
 use crate::model::Event;
-use crate::model::wire::{AuditQuery, VerifyReport};
+use crate::model::wire::{AuditKey, AuditQuery, VerifyReport};
 use crate::rules;
 use crate::store::{EventFilter, Scope};
 
@@ -58,6 +60,33 @@ pub async fn list(State(engine): State<Arc<Engine>>, caller: Caller, Query(q): Q
     })
     .await?;
     Ok(Json(events))
+}
+
+/// `GET /v1/audit/key`: the key that signs checkpoints, for an auditor to keep and verify with.
+pub async fn key(State(engine): State<Arc<Engine>>, caller: Caller) -> Result<Json<AuditKey>, ApiError> {
+    auditors_only(&engine, &caller)?;
+    let c = checkpoints(&engine)?;
+    Ok(Json(AuditKey { key: c.public_key().to_string(), checkpoint_file: c.file().display().to_string() }))
+}
+
+/// `POST /v1/audit/checkpoint`: sign the log's head now (before a backup, say).
+pub async fn checkpoint(State(engine): State<Arc<Engine>>, caller: Caller) -> Result<Json<Checkpoint>, ApiError> {
+    auditors_only(&engine, &caller)?;
+    let c = checkpoints(&engine)?.clone();
+    let e = engine.clone();
+    let signed = blocking(move || c.sign_now(&e).map_err(|err| crate::store::StoreError::Unavailable(format!("{err:#}")))).await?;
+    signed.map(Json).ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "empty_log", "the log is empty: there is nothing to sign yet"))
+}
+
+fn auditors_only(engine: &Engine, caller: &Caller) -> Result<(), ApiError> {
+    match engine.policy().sees_everything(&caller.user) {
+        true => Ok(()),
+        false => Err(ApiError::forbidden("auditors_only", "only auditors and admins may sign or see the audit log's checkpoints")),
+    }
+}
+
+fn checkpoints(engine: &Engine) -> Result<&Arc<crate::daemon::checkpoints::Checkpoints>, ApiError> {
+    engine.checkpoints().ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "no_checkpoints", "this daemon signs no checkpoints"))
 }
 
 pub async fn verify(State(engine): State<Arc<Engine>>, caller: Caller) -> Result<Json<VerifyReport>, ApiError> {

@@ -1,0 +1,259 @@
+//! Evidence nobody can quietly rewrite: signed checkpoints. Whoever can write the database can
+//! recompute every hash after an event they change, or cut the newest events off; a checkpoint
+//! is the daemon's Ed25519 signature over (seq, hash, time) of an event, made with a key kept
+//! outside the database, recorded in the log and appended to a file outside the database. A log
+//! that no longer holds a checkpointed event with the signed hash, or that ends before the
+//! newest checkpoint, is caught.
+//!
+//! The key is Ed25519 through aws-lc-rs (the provider every TLS connection here uses). Keys and
+//! signatures are written in hex: `ed25519:<64 hex digits>` for a public key.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use aws_lc_rs::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+/// What a checkpoint's signature covers, and the line written to the checkpoint file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checkpoint {
+    /// The event signed for: its sequence number and hash.
+    pub seq: u64,
+    pub hash: String,
+    /// When it was signed, by the daemon's clock.
+    pub at: DateTime<Utc>,
+    /// The public key that signed it (`ed25519:...`).
+    pub key: String,
+    /// The Ed25519 signature over `statement`, in hex.
+    pub signature: String,
+}
+
+impl Checkpoint {
+    /// The exact bytes signed: a fixed first line (so no other zsa signature can be passed off
+    /// as a checkpoint), then the fields, each on a line of its own.
+    pub fn statement(seq: u64, hash: &str, at: DateTime<Utc>) -> String {
+        format!("zsa checkpoint v1\nseq {seq}\nhash {hash}\nat {}\n", at.to_rfc3339_opts(SecondsFormat::Micros, true))
+    }
+
+    /// Whether the signature is `key`'s over this checkpoint's statement. The key is the one the
+    /// verifier trusts, never the one the checkpoint names (a forger names their own).
+    pub fn signed_by(&self, key: &PublicKey) -> bool {
+        let Ok(signature) = hex::decode(&self.signature) else { return false };
+        let statement = Self::statement(self.seq, &self.hash, self.at);
+        UnparsedPublicKey::new(&ED25519, &key.0).verify(statement.as_bytes(), &signature).is_ok()
+    }
+}
+
+/// An Ed25519 public key, shown as `ed25519:` and 64 hex digits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublicKey(Vec<u8>);
+
+impl PublicKey {
+    pub fn parse(text: &str) -> Result<PublicKey, String> {
+        let bad = || format!("{:?} is not a zsa audit key: give it as `zsa audit key` prints it, ed25519: and 64 hex digits", text.trim());
+        let digits = text.trim().strip_prefix("ed25519:").ok_or_else(bad)?;
+        let bytes = hex::decode(digits).map_err(|_| bad())?;
+        if bytes.len() != 32 {
+            return Err(bad());
+        }
+        Ok(PublicKey(bytes))
+    }
+}
+
+impl std::fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ed25519:{}", hex::encode(&self.0))
+    }
+}
+
+/// The daemon's signing key, kept in `STATE/audit-key` (0600, outside the database).
+pub struct SigningKey {
+    pair: Ed25519KeyPair,
+}
+
+impl SigningKey {
+    /// The key in `state_dir`, made there at the first start. A key file anyone else could read
+    /// (or write) is refused: whoever holds it can sign checkpoints for a rewritten log.
+    pub fn load_or_create(state_dir: &Path) -> anyhow::Result<SigningKey> {
+        let file = key_path(state_dir);
+        if std::fs::symlink_metadata(&file).is_err() {
+            let document = Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new())
+                .map_err(|_| anyhow::anyhow!("cannot make an audit signing key"))?;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&file)
+                .map_err(|e| anyhow::anyhow!("cannot write the audit signing key to {}: {e}", file.display()))?;
+            writeln!(f, "{}", hex::encode(document.as_ref()))?;
+            f.sync_all()?;
+        }
+        let text = crate::fs_trust::read_secret(&file, "the audit signing key").map_err(|e| anyhow::anyhow!(e.0))?;
+        let der = hex::decode(text.trim()).map_err(|_| anyhow::anyhow!("{} does not hold an audit signing key", file.display()))?;
+        let pair = Ed25519KeyPair::from_pkcs8(&der)
+            .map_err(|_| anyhow::anyhow!("{} does not hold an Ed25519 audit signing key", file.display()))?;
+        Ok(SigningKey { pair })
+    }
+
+    pub fn public(&self) -> PublicKey {
+        PublicKey(self.pair.public_key().as_ref().to_vec())
+    }
+
+    /// Signs that the log's event `seq` has `hash`, at `at`.
+    pub fn sign(&self, seq: u64, hash: &str, at: DateTime<Utc>) -> Checkpoint {
+        let signature = self.pair.sign(Checkpoint::statement(seq, hash, at).as_bytes());
+        Checkpoint { seq, hash: hash.to_string(), at, key: self.public().to_string(), signature: hex::encode(signature.as_ref()) }
+    }
+}
+
+/// Where the signing key is kept.
+pub fn key_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("audit-key")
+}
+
+/// Appends a checkpoint to the file outside the database, durably (one JSON line each).
+pub fn append(file: &Path, checkpoint: &Checkpoint) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().append(true).create(true).mode(0o644).open(file)?;
+    let mut line = serde_json::to_string(checkpoint).map_err(std::io::Error::other)?;
+    line.push('\n');
+    f.write_all(line.as_bytes())?;
+    f.sync_data()
+}
+
+/// The checkpoints in a file, in order, each with its line number; a line that is not one is
+/// an error naming it (a file that was tampered with says so rather than being half read).
+pub fn read(file: &Path) -> Result<Vec<(usize, Checkpoint)>, String> {
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("cannot read the checkpoints in {}: {e}", file.display())),
+    };
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(n, line)| {
+            serde_json::from_str(line)
+                .map(|c| (n + 1, c))
+                .map_err(|e| format!("{} line {} is not a checkpoint: {e}", file.display(), n + 1))
+        })
+        .collect()
+}
+
+/// What checking a log against checkpoints found wrong, first problem first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mismatch {
+    /// The first event that is not as signed (or the first missing one).
+    pub seq: u64,
+    pub problem: String,
+}
+
+/// Checks a log against checkpoints signed by `key`: every checkpoint carries `key`'s signature,
+/// the log holds each checkpointed event with the signed hash (`hash_at`), and it does not end
+/// before the newest one (`last_seq`). `source` names where the checkpoints came from.
+pub fn check(
+    checkpoints: &[(usize, Checkpoint)],
+    key: &PublicKey,
+    source: &str,
+    last_seq: u64,
+    mut hash_at: impl FnMut(u64) -> Option<String>,
+) -> Result<usize, Mismatch> {
+    for (line, c) in checkpoints {
+        if !c.signed_by(key) {
+            return Err(Mismatch {
+                seq: c.seq,
+                problem: format!(
+                    "checkpoint {line} in {source} (seq {}) is not signed by this daemon's key {key}: it was forged or altered",
+                    c.seq
+                ),
+            });
+        }
+    }
+    if let Some((line, newest)) = checkpoints.iter().max_by_key(|(_, c)| c.seq)
+        && newest.seq > last_seq
+    {
+        return Err(Mismatch {
+            seq: last_seq + 1,
+            problem: format!(
+                "the log ends at {last_seq} but checkpoint {line} in {source} signed seq {} (at {}): events were removed from the end",
+                newest.seq,
+                newest.at.to_rfc3339_opts(SecondsFormat::Secs, true)
+            ),
+        });
+    }
+    for (line, c) in checkpoints {
+        match hash_at(c.seq) {
+            Some(hash) if hash == c.hash => {}
+            Some(hash) => {
+                return Err(Mismatch {
+                    seq: c.seq,
+                    problem: format!(
+                        "event {} has hash {hash}, but checkpoint {line} in {source} signed {}: the log was rewritten",
+                        c.seq, c.hash
+                    ),
+                });
+            }
+            None => {
+                return Err(Mismatch {
+                    seq: c.seq,
+                    problem: format!("event {} is missing, but checkpoint {line} in {source} signed it: the log was cut", c.seq),
+                });
+            }
+        }
+    }
+    Ok(checkpoints.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> (tempfile::TempDir, SigningKey) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+        let key = SigningKey::load_or_create(dir.path()).unwrap();
+        (dir, key)
+    }
+
+    #[test]
+    fn a_checkpoint_verifies_only_under_its_key_and_only_as_signed() {
+        let (dir, key) = key();
+        let at = Utc::now();
+        let c = key.sign(7, "ab", at);
+        assert!(c.signed_by(&key.public()));
+        assert_eq!(PublicKey::parse(&key.public().to_string()), Ok(key.public()));
+        let again = SigningKey::load_or_create(dir.path()).unwrap();
+        assert_eq!(again.public(), key.public(), "the key is kept, not made anew");
+        let (_, other) = super::tests::key();
+        assert!(!c.signed_by(&other.public()), "another key's signature is not this one's");
+        for altered in [
+            Checkpoint { seq: 8, ..c.clone() },
+            Checkpoint { hash: "ac".into(), ..c.clone() },
+            Checkpoint { at: at + chrono::Duration::seconds(1), ..c.clone() },
+        ] {
+            assert!(!altered.signed_by(&key.public()), "{altered:?}");
+        }
+        assert!(PublicKey::parse("ed25519:00").is_err() && PublicKey::parse("ssh-ed25519 AAAA").is_err());
+    }
+
+    #[test]
+    fn a_log_is_checked_for_forged_checkpoints_a_cut_tail_and_rewritten_events() {
+        let (_dir, key) = key();
+        let log: Vec<String> = (0..10).map(|i| format!("h{i}")).collect();
+        let at = |seq: u64| log.get(seq as usize - 1).cloned();
+        let cps = vec![(1, key.sign(4, "h3", Utc::now())), (2, key.sign(9, "h8", Utc::now()))];
+        assert_eq!(check(&cps, &key.public(), "f", 10, at), Ok(2));
+        let cut = check(&cps, &key.public(), "f", 5, at).unwrap_err();
+        assert!(cut.problem.contains("the log ends at 5 but checkpoint 2 in f signed seq 9"), "{}", cut.problem);
+        let rewritten = check(&cps, &key.public(), "f", 10, |s| Some(format!("x{s}"))).unwrap_err();
+        assert_eq!(rewritten.seq, 4);
+        assert!(rewritten.problem.contains("the log was rewritten"), "{}", rewritten.problem);
+        let (_, other) = super::tests::key();
+        let forged = vec![(1, other.sign(4, "h3", Utc::now()))];
+        let e = check(&forged, &key.public(), "f", 10, at).unwrap_err();
+        assert!(e.problem.contains("is not signed by this daemon's key"), "{}", e.problem);
+    }
+}

@@ -1,0 +1,130 @@
+//! Signed checkpoints outside the database: an untouched log verifies against them; a log cut
+//! short, or a database rewritten whole with hashes that chain, is caught by `verify` and
+//! refused at start; a checkpoint signed by another key is caught. Real daemons on real SQLite
+//! files, the database edited behind the daemon's back with SQL, as someone with write access
+//! to it would.
+
+mod common;
+
+use common::{Daemon, code, stderr, stdout};
+use zsa::evidence::{self, PublicKey, SigningKey};
+use zsa::model::wire::NewRequest;
+
+/// Some history: a request granted at once, and a token issued and revoked.
+async fn some_history(d: &mut Daemon) {
+    let dave = d.user("dave").await;
+    dave.request(&NewRequest { task: "restart".into(), ..Default::default() }).await.unwrap();
+    let erin = d.admin().issue_token("erin").await.unwrap();
+    d.admin().revoke_token(erin.id).await.unwrap();
+}
+
+fn last_seq(d: &Daemon) -> u64 {
+    let conn = rusqlite::Connection::open(d.db()).unwrap();
+    conn.query_row("SELECT MAX(seq) FROM events", [], |r| r.get::<_, i64>(0)).unwrap() as u64
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_untouched_log_verifies_against_its_signed_checkpoints() {
+    let mut d = Daemon::start();
+    some_history(&mut d).await;
+    let out = d.cli(None, &["audit", "checkpoint"]).await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("signed event "), "{}", stdout(&out));
+    some_history(&mut d).await;
+    let out = d.cli(None, &["audit", "checkpoint"]).await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    let out = d.cli(None, &["audit", "key"]).await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let key = PublicKey::parse(stdout(&out).lines().next().unwrap()).expect("`zsa audit key` prints the key");
+    // The file outside the database holds both, each signed by that key.
+    let file = d.state.join("checkpoints");
+    let lines = evidence::read(&file).unwrap();
+    assert_eq!(lines.len(), 2);
+    assert!(lines.iter().all(|(_, c)| c.signed_by(&key)));
+    let out = d.cli(None, &["audit", "verify"]).await;
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains(&format!("the log holds all 2 checkpoints signed by {key}")), "{}", stdout(&out));
+    // Someone who sees only their own may neither sign nor read the key.
+    let out = d.cli(Some("dave"), &["audit", "checkpoint"]).await;
+    assert_ne!(code(&out), 0);
+    assert!(stderr(&out).contains("only auditors and admins"), "{}", stderr(&out));
+    // A restart checks the log against the file, and it holds.
+    d.stop();
+    d.spawn();
+    assert_eq!(code(&d.cli(None, &["audit", "verify"]).await), 0);
+}
+
+/// The newest events cut off (five policy loads, rows untouched, so the chain and the rows still
+/// agree and the store's own check passes): `verify` names the newest checkpoint past the end,
+/// and a restart is refused, saying what happened and what to do.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_log_cut_short_is_caught_by_verify_and_refused_at_start() {
+    let mut d = Daemon::start();
+    some_history(&mut d).await;
+    for _ in 0..5 {
+        d.admin().reload().await.unwrap();
+    }
+    let out = d.cli(None, &["audit", "checkpoint"]).await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let signed = last_seq(&d) - 1; // the checkpoint event follows the event it signed
+    let conn = rusqlite::Connection::open(d.db()).unwrap();
+    conn.execute("DELETE FROM events WHERE seq > ?1", [(signed - 5) as i64]).unwrap();
+    drop(conn);
+    let end = signed - 5;
+
+    let out = d.cli(None, &["audit", "verify"]).await;
+    assert_eq!(code(&out), 1, "{}", stdout(&out));
+    let said = stderr(&out);
+    assert!(
+        said.contains(&format!("the log ends at {end} but checkpoint 1 in")) && said.contains(&format!("signed seq {signed}")),
+        "{said}"
+    );
+
+    d.kill9();
+    let refused = d.start_refused(&[]).expect("a daemon does not start from a log cut short");
+    let said = stderr(&refused);
+    assert!(said.contains("does not match the signed checkpoints") && said.contains(&format!("the log ends at {end}")), "{said}");
+    assert!(said.contains("restore it from a backup"), "it says what to do: {said}");
+}
+
+/// A whole database swapped for another daemon's (its own chain, every hash recomputed, longer
+/// than this one's): the checkpointed event no longer has the signed hash; the start is refused.
+/// And a checkpoint line signed by another key is caught as forged.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rewritten_database_and_a_forged_checkpoint_are_caught() {
+    let mut d = Daemon::start();
+    some_history(&mut d).await;
+    assert_eq!(code(&d.cli(None, &["audit", "checkpoint"]).await), 0);
+    let mut other = Daemon::start();
+    for _ in 0..3 {
+        some_history(&mut other).await;
+    }
+    d.stop();
+    other.stop();
+    for suffix in ["", "-wal", "-shm"] {
+        let from = format!("{}{suffix}", other.db().display());
+        let to = format!("{}{suffix}", d.db().display());
+        let _ = std::fs::remove_file(&to);
+        if std::path::Path::new(&from).exists() {
+            std::fs::copy(&from, &to).unwrap();
+        }
+    }
+    let refused = d.start_refused(&[]).expect("a daemon does not start from a rewritten database");
+    let said = stderr(&refused);
+    assert!(said.contains("but checkpoint 1 in") && said.contains("the log was rewritten"), "{said}");
+
+    // A forged line: the right event and hash, another key's signature.
+    let mut fresh = Daemon::start();
+    some_history(&mut fresh).await;
+    let conn = rusqlite::Connection::open(fresh.db()).unwrap();
+    let hash: String = conn.query_row("SELECT hash FROM events WHERE seq = 2", [], |r| r.get(0)).unwrap();
+    drop(conn);
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(elsewhere.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let forger = SigningKey::load_or_create(elsewhere.path()).unwrap();
+    evidence::append(&fresh.state.join("checkpoints"), &forger.sign(2, &hash, chrono::Utc::now())).unwrap();
+    let out = fresh.cli(None, &["audit", "verify"]).await;
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("is not signed by this daemon's key") && stderr(&out).contains("forged"), "{}", stderr(&out));
+}
