@@ -385,6 +385,56 @@ async fn writes(rows: &mut Vec<Row>) {
     h.shutdown().await;
 }
 
+/// What signed checkpoints cost next to the writes they cover: a whole checkpoint (Ed25519
+/// signature, its event committed, its line appended to the file and fsync'd) timed 200 times,
+/// against the time 1,000 request+approve commits take through the same engine (the default is
+/// one checkpoint every 1,000 events).
+async fn checkpoints(rows: &mut Vec<Row>) {
+    let dir = tempfile::tempdir().unwrap();
+    let h = daemon(dir.path()).await;
+    let engine = h.engine.clone();
+    let (per_write, per_checkpoint, per_signature) = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        for _ in 0..500 {
+            let new = NewRequest { task: "journal".into(), duration_secs: Some(60), ..Default::default() };
+            let events = engine.execute("u200", Command::Request(new)).unwrap();
+            let Change::RequestCreated { request, .. } = events[0].change else { panic!("{events:?}") };
+            engine.execute("alice", Command::Approve { request, comment: None }).unwrap();
+        }
+        let per_write = started.elapsed() / 1000;
+        let c = engine.checkpoints().unwrap().clone();
+        let started = Instant::now();
+        for _ in 0..200 {
+            c.sign_now(&engine).unwrap();
+        }
+        let per_checkpoint = started.elapsed() / 200;
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(elsewhere.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+        let key = zsa::evidence::SigningKey::load_or_create(elsewhere.path()).unwrap();
+        let started = Instant::now();
+        for seq in 0..10_000u64 {
+            std::hint::black_box(key.sign(seq, "ab", Utc::now()));
+        }
+        (per_write, per_checkpoint, started.elapsed() / 10_000)
+    })
+    .await
+    .unwrap();
+    let share = per_checkpoint.as_secs_f64() / (per_write.as_secs_f64() * 1000.0) * 100.0;
+    rows.push(Row(
+        "a checkpoint (sign, commit its event, append to the file, fsync), once per 1,000 writes".into(),
+        format!("{} each = {share:.2} % of 1,000 writes' time ({} a write)", ms(per_checkpoint), ms(per_write)),
+        "1 % (target)".into(),
+        format!("{:.3}", share / 1.0),
+    ));
+    rows.push(Row(
+        "an Ed25519 signature alone".into(),
+        format!("{:.1} µs", per_signature.as_secs_f64() * 1e6),
+        String::new(),
+        String::new(),
+    ));
+    h.shutdown().await;
+}
+
 async fn fanout(rows: &mut Vec<Row>) {
     let dir = tempfile::tempdir().unwrap();
     let h = daemon(dir.path()).await;
@@ -1313,6 +1363,9 @@ fn main() {
         }
         if want("postgres") {
             postgres_writes(&mut rows).await;
+        }
+        if want("checkpoints") {
+            checkpoints(&mut rows).await;
         }
         if want("fanout") {
             fanout(&mut rows).await;

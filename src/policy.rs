@@ -1026,6 +1026,19 @@ max_duration = "1h"
     }
 
     #[test]
+    fn checkpoints_come_every_1000_events_or_5_minutes_unless_set() {
+        let p = Policy::parse(BASE, "p.toml").unwrap();
+        assert_eq!((p.checkpoint_events, p.checkpoint_interval), (1000, 300));
+        let set = |settings: &str| Policy::parse(&format!("[settings]\n{settings}\n{BASE}"), "p.toml");
+        let p = set("checkpoint_events = 50\ncheckpoint_interval = \"30s\"").unwrap();
+        assert_eq!((p.checkpoint_events, p.checkpoint_interval), (50, 30));
+        let e = set("checkpoint_events = 0").unwrap_err().to_string();
+        assert!(e.contains("p.toml:2") && e.contains("checkpoint_events") && e.contains("1 or more"), "{e}");
+        let e = set("checkpoint_interval = \"often\"").unwrap_err().to_string();
+        assert!(e.contains("settings.checkpoint_interval"), "{e}");
+    }
+
+    #[test]
     fn token_lifetimes_default_to_90_days_at_most_a_year_and_never_only_when_allowed() {
         let p = Policy::parse(BASE, "p.toml").unwrap();
         assert_eq!((p.token_ttl, p.token_max_ttl), (Some(90 * 86_400), Some(365 * 86_400)));

@@ -23,6 +23,26 @@ fn last_seq(d: &Daemon) -> u64 {
     conn.query_row("SELECT MAX(seq) FROM events", [], |r| r.get::<_, i64>(0)).unwrap() as u64
 }
 
+/// With `checkpoint_events = 3`, the daemon signs by itself once three events were written,
+/// and not again while nothing more is.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_signs_a_checkpoint_by_itself_every_n_events() {
+    let mut d = Daemon::start_with(&common::POLICY.replace("[settings]", "[settings]\ncheckpoint_events = 3"));
+    let file = d.state.join("checkpoints");
+    some_history(&mut d).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while evidence::read(&file).unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no checkpoint was signed after {} events", last_seq(&d));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (_, first) = evidence::read(&file).unwrap().remove(0);
+    assert!(first.seq >= 3, "{first:?}");
+    // Its own event is not something new to sign.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(evidence::read(&file).unwrap().len(), 1, "nothing new was written, so nothing more was signed");
+    assert_eq!(code(&d.cli(None, &["audit", "verify"]).await), 0);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_untouched_log_verifies_against_its_signed_checkpoints() {
     let mut d = Daemon::start();
