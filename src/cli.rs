@@ -560,8 +560,30 @@ pub struct AuditArgs {
 #[derive(Subcommand, Debug)]
 pub enum AuditCmd {
     /// Recompute the hash chain, check current state against it and the log against the signed
-    /// checkpoints outside the database; exit 1 naming the first bad event
-    Verify,
+    /// checkpoints outside the database; exit 1 naming the first bad event. With --offline, check
+    /// an export (`zsa audit export --signed`) with no daemon and no database
+    #[command(
+        after_help = "Examples:\n  zsa audit verify\n  zsa audit verify --offline log.zsa --key ed25519:... --checkpoints /var/log/zsa/checkpoints"
+    )]
+    Verify {
+        /// An export to check, instead of the daemon's log
+        #[arg(long, value_name = "FILE", requires = "key")]
+        offline: Option<PathBuf>,
+        /// The audit key to check its checkpoints with, as `zsa audit key` printed it
+        #[arg(long, value_name = "ed25519:HEX", requires = "offline")]
+        key: Option<String>,
+        /// The checkpoint file kept outside the database: the export must hold every event it
+        /// signed, as signed, and not end before the newest
+        #[arg(long, value_name = "FILE", requires = "offline")]
+        checkpoints: Option<PathBuf>,
+    },
+    /// Write the whole log, exactly as stored, to a file that `zsa audit verify --offline`
+    /// checks with no daemon and no database
+    Export {
+        /// Where to write it (refused if it exists)
+        #[arg(long, value_name = "FILE")]
+        signed: PathBuf,
+    },
     /// Print the daemon's audit key (it signs the checkpoints; keep a copy to verify with)
     Key,
     /// Sign a checkpoint of the log's head now (before a backup, say)

@@ -148,6 +148,7 @@ async fn every_endpoint_against_every_caller() {
         row(Method::GET, "/v1/audit", None, [OK, OK, OK, OK, OK, OK, OK, NO, BAD]),
         row(Method::GET, "/v1/audit/verify", None, [NO, NO, NO, NO, NO, OK, OK, NO, BAD]),
         row(Method::GET, "/v1/audit/key", None, [NO, NO, NO, NO, NO, OK, OK, NO, BAD]),
+        row(Method::GET, "/v1/audit/export", None, [NO, NO, NO, NO, NO, OK, OK, NO, BAD]),
         row(Method::GET, "/v1/runs", None, [OK, OK, OK, OK, OK, OK, OK, NO, BAD]),
         row(Method::GET, "/v1/events", None, [OK, OK, OK, OK, OK, OK, OK, NO, BAD]),
         row(Method::GET, "/v1/admin/tokens", None, [NO, NO, NO, NO, NO, NO, OK, NO, BAD]),

@@ -148,3 +148,66 @@ async fn a_rewritten_database_and_a_forged_checkpoint_are_caught() {
     assert_eq!(code(&out), 1);
     assert!(stderr(&out).contains("is not signed by this daemon's key") && stderr(&out).contains("forged"), "{}", stderr(&out));
 }
+
+/// `zsa audit verify --offline` in a fresh directory, with no daemon and no database, only the
+/// export, the public key and the checkpoint file: the untouched export verifies; one cut short,
+/// one with an event changed, and the right export under another key are each refused, naming
+/// what is wrong.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signed_export_verifies_offline_with_only_the_key_and_catches_tampering() {
+    let mut d = Daemon::start();
+    some_history(&mut d).await;
+    assert_eq!(code(&d.cli(None, &["audit", "checkpoint"]).await), 0);
+    some_history(&mut d).await;
+    assert_eq!(code(&d.cli(None, &["audit", "checkpoint"]).await), 0);
+    let key = stdout(&d.cli(None, &["audit", "key"]).await).lines().next().unwrap().to_string();
+    let exported = d.dir.path().join("log.zsa");
+    let out = d.cli(None, &["audit", "export", "--signed", exported.to_str().unwrap()]).await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("zsa audit verify --offline"), "it says how to check it: {}", stdout(&out));
+    let out = d.cli(None, &["audit", "export", "--signed", exported.to_str().unwrap()]).await;
+    assert_ne!(code(&out), 0, "an export never writes over a file");
+
+    // Elsewhere: the export, the checkpoint file and the key; no daemon to ask.
+    let away = tempfile::tempdir().unwrap();
+    let (bundle, checkpoints) = (away.path().join("log.zsa"), away.path().join("checkpoints"));
+    std::fs::copy(&exported, &bundle).unwrap();
+    std::fs::copy(d.state.join("checkpoints"), &checkpoints).unwrap();
+    d.kill9();
+    let offline = |file: &std::path::Path, key: &str| {
+        std::process::Command::new(common::BIN)
+            .args(["audit", "verify", "--offline"])
+            .arg(file)
+            .args(["--key", key, "--checkpoints"])
+            .arg(&checkpoints)
+            .env("ZSA_SOCKET", away.path().join("no-daemon.sock"))
+            .current_dir(away.path())
+            .output()
+            .unwrap()
+    };
+    let out = offline(&bundle, &key);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("ok: 2 checkpoints in the log signed by"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("ok: the export holds all 2 checkpoints in"), "{}", stdout(&out));
+
+    let text = std::fs::read_to_string(&bundle).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let cut = away.path().join("cut.zsa");
+    std::fs::write(&cut, lines[..lines.len() - 5].join("\n")).unwrap();
+    let out = offline(&cut, &key);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("the log ends at") && stderr(&out).contains("signed seq"), "{}", stderr(&out));
+
+    let changed = away.path().join("changed.zsa");
+    std::fs::write(&changed, text.replacen("restart", "rEstart", 1)).unwrap();
+    let out = offline(&changed, &key);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("it was changed"), "{}", stderr(&out));
+
+    let other = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(other.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let other_key = SigningKey::load_or_create(other.path()).unwrap().public().to_string();
+    let out = offline(&bundle, &other_key);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("is not signed by the key"), "{}", stderr(&out));
+}

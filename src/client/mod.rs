@@ -287,6 +287,11 @@ impl Client {
         self.get("/v1/audit/verify").await
     }
 
+    /// Up to `limit` events after `after`, exactly as stored (auditors).
+    pub async fn raw_events(&self, after: u64, limit: u32) -> Result<Vec<crate::store::RawEvent>, ClientError> {
+        self.get(&format!("/v1/audit/export?after={after}&limit={limit}")).await
+    }
+
     pub async fn audit_key(&self) -> Result<crate::model::wire::AuditKey, ClientError> {
         self.get("/v1/audit/key").await
     }

@@ -31,7 +31,8 @@ pub fn parse_time(raw: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String
 
 pub async fn run(client: &Client, json: bool, args: &AuditArgs) -> CmdResult {
     match &args.command {
-        Some(AuditCmd::Verify) => return verify(client, json).await,
+        Some(AuditCmd::Verify { .. }) => return verify(client, json).await,
+        Some(AuditCmd::Export { signed }) => return export(client, json, signed).await,
         Some(AuditCmd::Key) => {
             let key = client.audit_key().await?;
             match json {
@@ -188,6 +189,77 @@ async fn verify(client: &Client, json: bool) -> CmdResult {
             report.problem.as_deref().unwrap_or("unknown problem"),
             report.events
         )))
+    }
+}
+
+/// `zsa audit export --signed FILE`: the header, then every event as stored, page by page;
+/// written to a new file only (never over one), flushed and synced.
+async fn export(client: &Client, json: bool, file: &std::path::Path) -> CmdResult {
+    use std::io::Write;
+    let key = client.audit_key().await?;
+    let out = std::fs::OpenOptions::new().write(true).create_new(true).open(file).map_err(|e| {
+        CliError::Refused(format!("cannot write the export to {}: {e} (zsa never writes over a file; give a new name)", file.display()))
+    })?;
+    let mut out = std::io::BufWriter::new(out);
+    let failed = |e: std::io::Error| CliError::Refused(format!("cannot write the export to {}: {e}", file.display()));
+    crate::evidence::bundle::write_header(&mut out, &key.key, Utc::now()).map_err(failed)?;
+    let (mut after, mut count, mut head) = (0, 0u64, None);
+    loop {
+        let page = client.raw_events(after, PAGE).await?;
+        for event in &page {
+            crate::evidence::bundle::write_event(&mut out, event).map_err(failed)?;
+        }
+        count += page.len() as u64;
+        match page.last() {
+            Some(last) => {
+                after = last.seq;
+                head = Some(last.hash.clone());
+            }
+            None => break,
+        }
+    }
+    out.flush().map_err(failed)?;
+    out.get_ref().sync_all().map_err(failed)?;
+    let head = head.unwrap_or_default();
+    match json {
+        true => json_line(&serde_json::json!({"file": file.display().to_string(), "events": count, "head": head, "key": key.key})),
+        false => println!(
+            "wrote {count} events (chain head {head}) to {}; check it anywhere with:\n  zsa audit verify --offline {} --key {}",
+            file.display(),
+            file.display(),
+            key.key
+        ),
+    }
+    Ok(())
+}
+
+/// `zsa audit verify --offline FILE --key KEY [--checkpoints FILE]`: no daemon, no database.
+pub fn verify_offline(json: bool, file: &std::path::Path, key: &str, checkpoints: Option<&std::path::Path>) -> CmdResult {
+    let key = crate::evidence::PublicKey::parse(key).map_err(CliError::Usage)?;
+    let input = std::fs::File::open(file).map_err(|e| CliError::Refused(format!("cannot read {}: {e}", file.display())))?;
+    let lines = match checkpoints {
+        Some(path) => Some((path.display().to_string(), crate::evidence::read(path).map_err(CliError::Refused)?)),
+        None => None,
+    };
+    let against = lines.as_ref().map(|(source, lines)| (source.as_str(), lines.as_slice()));
+    match crate::evidence::bundle::verify(std::io::BufReader::new(input), &key, against) {
+        Ok(v) => {
+            let head = v.head.as_deref().unwrap_or("(empty log)");
+            match json {
+                true => json_line(
+                    &serde_json::json!({"ok": true, "events": v.events, "head": head, "checkpoints_in_log": v.in_log, "checkpoints_in_file": v.in_file, "key": key.to_string()}),
+                ),
+                false => {
+                    println!("ok: {} events verified from {}; chain head {head}", v.events, file.display());
+                    println!("ok: {} checkpoints in the log signed by {key}", v.in_log);
+                    if let Some((source, _)) = &lines {
+                        println!("ok: the export holds all {} checkpoints in {source}", v.in_file);
+                    }
+                }
+            }
+            Ok(())
+        }
+        Err(problem) => Err(CliError::Refused(format!("the export {} does NOT verify: {problem}", file.display()))),
     }
 }
 

@@ -93,7 +93,7 @@ impl Checkpoints {
             .map_or(0, |e| e.seq);
         let mut unreadable = None;
         let held = evidence::check(&checkpoints, &self.key.public(), &source, last_seq, |seq| {
-            match engine.events(&EventFilter { after_seq: Some(seq - 1), limit: Some(1), ..Default::default() }) {
+            match engine.events(&EventFilter { after_seq: Some(seq.checked_sub(1)?), limit: Some(1), ..Default::default() }) {
                 Ok(events) => events.into_iter().next().filter(|e| e.seq == seq).map(|e| e.hash),
                 Err(e) => {
                     unreadable = Some(e.to_string());

@@ -543,6 +543,11 @@ impl Engine {
         f(&mut **lock(&self.reader))
     }
 
+    /// Events exactly as stored, for a signed export. Blocking.
+    pub fn raw_events(&self, after_seq: u64, limit: u32) -> Result<Vec<crate::store::RawEvent>, StoreError> {
+        lock(&self.reader).raw_events(after_seq, limit)
+    }
+
     /// Events from the store (not memory): for audit queries and stream catch-up. Blocking.
     pub fn events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {
         lock(&self.reader).events(filter)

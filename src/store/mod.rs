@@ -170,6 +170,9 @@ pub trait Store: Send {
     /// counted afresh from `now`. Answers the state it was in (`None`: no such delivery); only a
     /// failed one is changed.
     fn retry_delivery(&mut self, id: u64, now: DateTime<Utc>) -> Result<Option<DeliveryState>, StoreError>;
+    /// Up to `limit` events after `after_seq`, in order, exactly as stored (the hashed body's
+    /// bytes): what a signed export carries, so it verifies with no daemon and no database.
+    fn raw_events(&mut self, after_seq: u64, limit: u32) -> Result<Vec<RawEvent>, StoreError>;
     /// Events matching a filter, oldest first.
     fn events(&mut self, filter: &EventFilter) -> Result<Vec<Event>, StoreError>;
     /// Recomputes the hash chain and checks the projections against a replay of the events.
@@ -248,6 +251,16 @@ pub struct Instance {
 pub struct Takeover {
     pub mark: String,
     pub older_than: std::time::Duration,
+}
+
+/// An event exactly as the log holds it: the body its hash covers, and the two hashes.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEvent {
+    pub seq: u64,
+    pub body: String,
+    pub prev_hash: String,
+    pub hash: String,
 }
 
 /// A daemon's last heartbeat: the process that wrote it, and how long ago by the store's clock.

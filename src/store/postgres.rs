@@ -764,6 +764,17 @@ impl Store for PostgresStore {
         Ok(report)
     }
 
+    fn raw_events(&mut self, after_seq: u64, limit: u32) -> Result<Vec<super::RawEvent>, StoreError> {
+        let rows = self.client()?.query(
+            "SELECT seq, body, prev_hash, hash FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+            &[&(after_seq as i64), &(limit as i64)],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| super::RawEvent { seq: r.get::<_, i64>(0) as u64, body: r.get(1), prev_hash: r.get(2), hash: r.get(3) })
+            .collect())
+    }
+
     fn token_use(&mut self) -> Result<Vec<(TokenId, DateTime<Utc>)>, StoreError> {
         let rows = self.client()?.query("SELECT id, last_used FROM tokens WHERE last_used IS NOT NULL ORDER BY id", &[])?;
         rows.iter().map(|r| Ok((TokenId(r.get::<_, i64>(0) as u64), time_of(r.get(1))?))).collect()

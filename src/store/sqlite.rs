@@ -678,6 +678,14 @@ impl Store for SqliteStore {
         Ok(report)
     }
 
+    fn raw_events(&mut self, after_seq: u64, limit: u32) -> Result<Vec<super::RawEvent>, StoreError> {
+        let mut stmt = self.conn.prepare_cached("SELECT seq, body, prev_hash, hash FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+        let rows = stmt.query_map(rusqlite::params![after_seq as i64, limit], |r| {
+            Ok(super::RawEvent { seq: r.get::<_, i64>(0)? as u64, body: r.get(1)?, prev_hash: r.get(2)?, hash: r.get(3)? })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     fn token_use(&mut self) -> Result<Vec<(TokenId, DateTime<Utc>)>, StoreError> {
         let mut stmt = self.conn.prepare("SELECT id, last_used FROM tokens WHERE last_used IS NOT NULL ORDER BY id")?;
         let mut rows = stmt.query([])?;

@@ -78,6 +78,23 @@ pub async fn checkpoint(State(engine): State<Arc<Engine>>, caller: Caller) -> Re
     signed.map(Json).ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "empty_log", "the log is empty: there is nothing to sign yet"))
 }
 
+/// `GET /v1/audit/export?after=SEQ&limit=N`: events exactly as stored, for a signed export
+/// (`zsa audit export --signed`).
+pub async fn export(
+    State(engine): State<Arc<Engine>>,
+    caller: Caller,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<Vec<crate::store::RawEvent>>, ApiError> {
+    auditors_only(&engine, &caller)?;
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::bad_request("bad_query", format!("limit must be between 1 and {MAX_PAGE}")));
+    }
+    let after = q.after.unwrap_or(0);
+    let e = engine.clone();
+    Ok(Json(blocking(move || e.raw_events(after, limit)).await?))
+}
+
 fn auditors_only(engine: &Engine, caller: &Caller) -> Result<(), ApiError> {
     match engine.policy().sees_everything(&caller.user) {
         true => Ok(()),

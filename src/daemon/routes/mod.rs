@@ -49,6 +49,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/audit", get(audit::list))
         .route("/v1/audit/verify", get(audit::verify))
         .route("/v1/audit/key", get(audit::key))
+        .route("/v1/audit/export", get(audit::export))
         .route("/v1/audit/checkpoint", post(audit::checkpoint))
         .route("/v1/events", get(super::feed::stream))
         .route("/v1/admin/tokens", get(admin::tokens).post(admin::issue_token))
