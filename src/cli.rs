@@ -569,9 +569,10 @@ pub enum AuditCmd {
         /// An export to check, instead of the daemon's log
         #[arg(long, value_name = "FILE", requires = "key")]
         offline: Option<PathBuf>,
-        /// The audit key to check its checkpoints with, as `zsa audit key` printed it
+        /// The audit key to check its checkpoints with, as `zsa audit key` printed it; once for
+        /// each daemon sharing the store (the first is the one whose --checkpoints file is given)
         #[arg(long, value_name = "ed25519:HEX", requires = "offline")]
-        key: Option<String>,
+        key: Vec<String>,
         /// The checkpoint file kept outside the database: the export must hold every event it
         /// signed, as signed, and not end before the newest
         #[arg(long, value_name = "FILE", requires = "offline")]

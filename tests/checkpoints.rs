@@ -210,4 +210,12 @@ async fn a_signed_export_verifies_offline_with_only_the_key_and_catches_tamperin
     let out = offline(&bundle, &other_key);
     assert_eq!(code(&out), 1);
     assert!(stderr(&out).contains("is not signed by the key"), "{}", stderr(&out));
+    // Several daemons' keys (several daemons sharing one store each sign with their own).
+    let out = std::process::Command::new(common::BIN)
+        .args(["audit", "verify", "--offline"])
+        .arg(&bundle)
+        .args(["--key", &key, "--key", &other_key])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
 }

@@ -234,20 +234,21 @@ async fn export(client: &Client, json: bool, file: &std::path::Path) -> CmdResul
 }
 
 /// `zsa audit verify --offline FILE --key KEY [--checkpoints FILE]`: no daemon, no database.
-pub fn verify_offline(json: bool, file: &std::path::Path, key: &str, checkpoints: Option<&std::path::Path>) -> CmdResult {
-    let key = crate::evidence::PublicKey::parse(key).map_err(CliError::Usage)?;
+pub fn verify_offline(json: bool, file: &std::path::Path, keys: &[String], checkpoints: Option<&std::path::Path>) -> CmdResult {
+    let keys: Vec<_> = keys.iter().map(|k| crate::evidence::PublicKey::parse(k)).collect::<Result<_, _>>().map_err(CliError::Usage)?;
+    let key = keys.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
     let input = std::fs::File::open(file).map_err(|e| CliError::Refused(format!("cannot read {}: {e}", file.display())))?;
     let lines = match checkpoints {
         Some(path) => Some((path.display().to_string(), crate::evidence::read(path).map_err(CliError::Refused)?)),
         None => None,
     };
     let against = lines.as_ref().map(|(source, lines)| (source.as_str(), lines.as_slice()));
-    match crate::evidence::bundle::verify(std::io::BufReader::new(input), &key, against) {
+    match crate::evidence::bundle::verify(std::io::BufReader::new(input), &keys, against) {
         Ok(v) => {
             let head = v.head.as_deref().unwrap_or("(empty log)");
             match json {
                 true => json_line(
-                    &serde_json::json!({"ok": true, "events": v.events, "head": head, "checkpoints_in_log": v.in_log, "checkpoints_in_file": v.in_file, "key": key.to_string()}),
+                    &serde_json::json!({"ok": true, "events": v.events, "head": head, "checkpoints_in_log": v.in_log, "checkpoints_in_file": v.in_file, "keys": key}),
                 ),
                 false => {
                     println!("ok: {} events verified from {}; chain head {head}", v.events, file.display());

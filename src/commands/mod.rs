@@ -266,7 +266,7 @@ async fn dispatch(cli: Cli) -> CmdResult {
         // An offline check needs no daemon, so no client either.
         Cmd::Audit(crate::cli::AuditArgs {
             command: Some(crate::cli::AuditCmd::Verify { offline: Some(file), key, checkpoints }), ..
-        }) => audit::verify_offline(json, file, key.as_deref().unwrap_or_default(), checkpoints.as_deref()),
+        }) => audit::verify_offline(json, file, key, checkpoints.as_deref()),
         Cmd::Audit(args) => audit::run(&client()?, json, args).await,
         Cmd::Notices { failed, .. } => notices::list(&client()?, json, *failed).await,
         Cmd::Admin { command, .. } => admin::run(&client()?, json, command).await,

@@ -49,9 +49,13 @@ pub struct Verified {
     pub in_file: usize,
 }
 
-/// Verifies an export read from `input` against `key`, and against the checkpoint file's lines
-/// if given (`source` names it in messages). The first problem found is the error.
-pub fn verify(input: impl BufRead, key: &PublicKey, file: Option<(&str, &[(usize, Checkpoint)])>) -> Result<Verified, String> {
+/// Verifies an export read from `input`: every checkpoint in it signed by one of `keys` (several
+/// daemons sharing a store each sign with their own), and, if given, the checkpoint file's lines
+/// (`source` names it) signed by the first key, which is that file's daemon's. The first problem
+/// found is the error.
+pub fn verify(input: impl BufRead, keys: &[PublicKey], file: Option<(&str, &[(usize, Checkpoint)])>) -> Result<Verified, String> {
+    let Some(key) = keys.first() else { return Err("no key to check checkpoints with: give the audit key `zsa audit key` printed".into()) };
+    let shown = keys.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
     let mut lines = input.lines().enumerate();
     let header: Header = match lines.next() {
         Some((_, Ok(line))) => serde_json::from_str(&line).map_err(|e| format!("line 1 is not a zsa audit log header: {e}"))?,
@@ -99,9 +103,9 @@ pub fn verify(input: impl BufRead, key: &PublicKey, file: Option<(&str, &[(usize
                 key: String::new(),
                 signature: signature.clone(),
             };
-            if !c.signed_by(key) {
+            if !keys.iter().any(|k| c.signed_by(k)) {
                 return Err(format!(
-                    "event {}: its checkpoint is not signed by the key {key}: it was forged, or another key signed it",
+                    "event {}: its checkpoint is not signed by the key {shown}: it was forged, or another key signed it",
                     event.seq
                 ));
             }
