@@ -219,3 +219,33 @@ async fn a_signed_export_verifies_offline_with_only_the_key_and_catches_tamperin
         .unwrap();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 }
+
+/// A checkpoint can go to another system through the notices: a rule `on = ["checkpoint"]` sends
+/// every one, whole (seq, hash, time, key, signature), which checks with the audit key there.
+#[tokio::test(flavor = "multi_thread")]
+async fn checkpoints_are_sent_elsewhere_through_the_notices() {
+    let elsewhere = tempfile::tempdir().unwrap();
+    let sink = elsewhere.path().join("checkpoints.jsonl");
+    let channel = format!(
+        "\n[channels.offsite]\nkind = \"file\"\npath = \"{}\"\n[[notify]]\non = [\"checkpoint\"]\nvia = \"offsite\"\n",
+        sink.display()
+    );
+    let mut d = Daemon::start_with(&format!("{}{channel}", common::POLICY));
+    some_history(&mut d).await;
+    let out = d.cli(None, &["audit", "checkpoint"]).await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let key = PublicKey::parse(stdout(&d.cli(None, &["audit", "key"]).await).lines().next().unwrap()).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let sent = loop {
+        let text = std::fs::read_to_string(&sink).unwrap_or_default();
+        if let Some(line) = text.lines().next() {
+            break serde_json::from_str::<serde_json::Value>(line).unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "the checkpoint was never sent");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let checkpoint: evidence::Checkpoint =
+        serde_json::from_value(sent["facts"]["checkpoint"].clone()).unwrap_or_else(|e| panic!("{e}: {sent}"));
+    assert!(checkpoint.signed_by(&key), "what was sent checks with the audit key: {sent}");
+    assert_eq!(evidence::read(&d.state.join("checkpoints")).unwrap()[0].1, checkpoint, "the same checkpoint as the file's");
+}

@@ -40,6 +40,9 @@ pub struct Facts {
     pub break_glass: bool,
     /// What a failed notice was, and why it failed (`notice_failed`).
     pub failed: Option<String>,
+    /// The signed checkpoint, whole, so the receiver can check it with the audit key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<crate::evidence::Checkpoint>,
     pub commands: Vec<String>,
 }
 
@@ -83,6 +86,16 @@ pub fn facts(trigger: Trigger, event: &Event, state: &State, policy: &Policy) ->
         }
         Change::NoticeFailed { notice, trigger, channel, recipient, error, .. } => {
             f.failed = Some(format!("{} via {channel} to {recipient} ({notice}): {error}", trigger.as_str()));
+        }
+        Change::Checkpoint { signed_seq, signed_hash, signed_at, key, signature } => {
+            let c = crate::evidence::Checkpoint {
+                seq: *signed_seq,
+                hash: signed_hash.clone(),
+                at: *signed_at,
+                key: key.clone(),
+                signature: signature.clone(),
+            };
+            f.checkpoint = Some(c);
         }
         _ => {}
     }
@@ -132,6 +145,7 @@ fn commands(trigger: Trigger, f: &Facts) -> Vec<String> {
         Trigger::BreakGlass => vec![format!("zsa show {g}"), format!("zsa review {g} --comment \"what was done\"")],
         Trigger::GrantStarted | Trigger::GrantExpiring | Trigger::GrantEnded => vec![format!("zsa show {g}")],
         Trigger::NoticeFailed => vec!["zsa notices --failed".to_string()],
+        Trigger::Checkpoint => vec!["zsa audit verify".to_string()],
     }
 }
 
@@ -155,6 +169,10 @@ pub fn subject(f: &Facts) -> String {
         Trigger::GrantEnded => format!("{g}: {who}'s access to {task} ended"),
         Trigger::BreakGlass => format!("BREAK-GLASS {g}: {who} took {task} without approval ({dur})"),
         Trigger::NoticeFailed => format!("zsa could not deliver a notice: {}", v(&f.failed)),
+        Trigger::Checkpoint => match &f.checkpoint {
+            Some(c) => format!("zsa audit log checkpoint: event {} is {}", c.seq, inert_line(&c.hash)),
+            None => "zsa audit log checkpoint".to_string(),
+        },
     };
     line.replace(['\r', '\n'], " ")
 }
@@ -173,6 +191,11 @@ fn lines(f: &Facts) -> Vec<(&'static str, String)> {
     add("Why", f.reason.clone());
     add("Ticket", f.ticket.clone());
     add("Comment", f.comment.clone());
+    if let Some(c) = &f.checkpoint {
+        add("Signed", Some(format!("event {} has hash {}, at {}", c.seq, c.hash, c.at.to_rfc3339())));
+        add("Key", Some(c.key.clone()));
+        add("Signature", Some(c.signature.clone()));
+    }
     if let Some(needed) = f.approvals_needed.filter(|n| *n > 0 && f.grant.is_none()) {
         let names = if f.approved_by.is_empty() { "none yet".to_string() } else { f.approved_by.join(", ") };
         add("Approvals", Some(format!("{} of {needed} ({names})", f.approved_by.len())));

@@ -36,10 +36,13 @@ pub enum Trigger {
     GrantEnded,
     BreakGlass,
     NoticeFailed,
+    /// The daemon signed a checkpoint of the audit log: sent elsewhere, it is one more copy
+    /// outside the database that a rewrite must get past.
+    Checkpoint,
 }
 
 impl Trigger {
-    pub const ALL: [Trigger; 9] = [
+    pub const ALL: [Trigger; 10] = [
         Trigger::RequestCreated,
         Trigger::RequestApproved,
         Trigger::RequestDenied,
@@ -49,6 +52,7 @@ impl Trigger {
         Trigger::GrantEnded,
         Trigger::BreakGlass,
         Trigger::NoticeFailed,
+        Trigger::Checkpoint,
     ];
 
     /// The name the policy writes (`request_created`).
@@ -63,6 +67,7 @@ impl Trigger {
             Trigger::GrantEnded => "grant_ended",
             Trigger::BreakGlass => "break_glass",
             Trigger::NoticeFailed => "notice_failed",
+            Trigger::Checkpoint => "checkpoint",
         }
     }
 

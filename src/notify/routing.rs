@@ -46,6 +46,7 @@ pub fn triggers(change: &Change) -> Vec<Trigger> {
         // A failed notice about a failed notice is not routed again: no loops.
         Change::NoticeFailed { trigger: Trigger::NoticeFailed, .. } => vec![],
         Change::NoticeFailed { .. } => vec![Trigger::NoticeFailed],
+        Change::Checkpoint { .. } => vec![Trigger::Checkpoint],
         _ => vec![],
     }
 }
