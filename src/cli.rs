@@ -577,6 +577,9 @@ pub enum AuditCmd {
         /// signed, as signed, and not end before the newest
         #[arg(long, value_name = "FILE", requires = "offline")]
         checkpoints: Option<PathBuf>,
+        /// Accept events after the export's last checkpoint (chained, but signed by nobody)
+        #[arg(long, requires = "offline")]
+        allow_unsigned_tail: bool,
     },
     /// Write the whole log, exactly as stored, to a file that `zsa audit verify --offline`
     /// checks with no daemon and no database

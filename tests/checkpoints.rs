@@ -187,8 +187,9 @@ async fn a_signed_export_verifies_offline_with_only_the_key_and_catches_tamperin
     };
     let out = offline(&bundle, &key);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
-    assert!(stdout(&out).contains("ok: 2 checkpoints in the log signed by"), "{}", stdout(&out));
-    assert!(stdout(&out).contains("ok: the export holds all 2 checkpoints in"), "{}", stdout(&out));
+    // Two asked for, and the one the export signed to end at.
+    assert!(stdout(&out).contains("ok: 3 checkpoints in the log signed by"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("ok: the export holds all 3 checkpoints in"), "{}", stdout(&out));
 
     let text = std::fs::read_to_string(&bundle).unwrap();
     let lines: Vec<&str> = text.lines().collect();
@@ -202,7 +203,37 @@ async fn a_signed_export_verifies_offline_with_only_the_key_and_catches_tamperin
     std::fs::write(&changed, text.replacen("restart", "rEstart", 1)).unwrap();
     let out = offline(&changed, &key);
     assert_eq!(code(&out), 1);
-    assert!(stderr(&out).contains("it was changed"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("was changed after it was written"), "{}", stderr(&out));
+
+    // Events made up after the last checkpoint, chained as they should be: signed by nobody.
+    let last: zsa::store::RawEvent = serde_json::from_str(lines.last().unwrap()).unwrap();
+    let body = format!("{{\"seq\":{},\"made\":\"up\"}}", last.seq + 1);
+    let forged =
+        zsa::store::RawEvent { seq: last.seq + 1, hash: zsa::store::chain::hash(&last.hash, &body), prev_hash: last.hash.clone(), body };
+    let tail = away.path().join("tail.zsa");
+    std::fs::write(&tail, format!("{text}{}\n", serde_json::to_string(&forged).unwrap())).unwrap();
+    let plain = |file: &std::path::Path, extra: &[&str]| {
+        std::process::Command::new(common::BIN)
+            .args(["audit", "verify", "--offline"])
+            .arg(file)
+            .args(["--key", &key])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = plain(&tail, &[]);
+    assert_eq!(code(&out), 1);
+    assert!(
+        stderr(&out).contains(&format!("events {}..{} come after the last checkpoint", last.seq + 1, last.seq + 1)),
+        "{}",
+        stderr(&out)
+    );
+    let out = plain(&tail, &["--allow-unsigned-tail"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("NOT signed"), "{}", stdout(&out));
+    let empty = away.path().join("empty.zsa");
+    std::fs::write(&empty, format!("{}\n", lines[0])).unwrap();
+    assert_eq!(code(&plain(&empty, &[])), 1, "an export with no events proves nothing");
 
     let other = tempfile::tempdir().unwrap();
     std::fs::set_permissions(other.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
@@ -248,4 +279,47 @@ async fn checkpoints_are_sent_elsewhere_through_the_notices() {
         serde_json::from_value(sent["facts"]["checkpoint"].clone()).unwrap_or_else(|e| panic!("{e}: {sent}"));
     assert!(checkpoint.signed_by(&key), "what was sent checks with the audit key: {sent}");
     assert_eq!(evidence::read(&d.state.join("checkpoints")).unwrap()[0].1, checkpoint, "the same checkpoint as the file's");
+}
+
+/// An event deleted from the middle of the log (the first policy load: no live row rests on it,
+/// so only the chain can tell) stops the next start, though the tail and every checkpointed
+/// event are intact.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_deleted_before_the_newest_checkpoint_is_refused_at_start() {
+    let mut d = Daemon::start();
+    some_history(&mut d).await;
+    assert_eq!(code(&d.cli(None, &["audit", "checkpoint"]).await), 0);
+    d.stop();
+    rusqlite::Connection::open(d.db()).unwrap().execute("DELETE FROM events WHERE seq = 1", []).unwrap();
+    let refused = d.start_refused(&[]).expect("a daemon does not start from a log with a hole");
+    let said = stderr(&refused);
+    assert!(said.contains("event 1 is missing"), "{said}");
+}
+
+/// The checkpoint file is evidence too: one that lost lines the log says were written (cut, or
+/// replaced by an empty one) stops the start; an append a crash cut short does not, and the next
+/// line starts on a line of its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_checkpoint_file_cut_short_is_refused_but_a_torn_last_line_is_not() {
+    let mut d = Daemon::start();
+    let file = d.state.join("checkpoints");
+    for _ in 0..2 {
+        some_history(&mut d).await;
+        assert_eq!(code(&d.cli(None, &["audit", "checkpoint"]).await), 0);
+    }
+    d.stop();
+    let kept = std::fs::read_to_string(&file).unwrap();
+    // Torn: half a line more, as a crash mid-append leaves it.
+    std::fs::write(&file, format!("{kept}{{\"seq\":9")).unwrap();
+    d.spawn();
+    assert_eq!(code(&d.cli(None, &["audit", "checkpoint"]).await), 0);
+    let out = d.cli(None, &["audit", "verify"]).await;
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(evidence::read(&file).unwrap().len(), 3, "the torn line skipped, the new one whole");
+    d.stop();
+    // Emptied: the log names checkpoints of this key the file no longer has.
+    std::fs::write(&file, "").unwrap();
+    let refused = d.start_refused(&[]).expect("a daemon does not start when its checkpoint file lost lines");
+    let said = stderr(&refused);
+    assert!(said.contains("records a checkpoint of event") && said.contains("does not hold it"), "{said}");
 }

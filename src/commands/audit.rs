@@ -200,22 +200,28 @@ async fn export(client: &Client, json: bool, file: &std::path::Path) -> CmdResul
     let out = std::fs::OpenOptions::new().write(true).create_new(true).open(file).map_err(|e| {
         CliError::Refused(format!("cannot write the export to {}: {e} (zsa never writes over a file; give a new name)", file.display()))
     })?;
+    // The export ends at a checkpoint signed for it, so every event in it is covered.
+    let signed = client.checkpoint().await?;
     let mut out = std::io::BufWriter::new(out);
     let failed = |e: std::io::Error| CliError::Refused(format!("cannot write the export to {}: {e}", file.display()));
     crate::evidence::bundle::write_header(&mut out, &key.key, Utc::now()).map_err(failed)?;
     let (mut after, mut count, mut head) = (0, 0u64, None);
-    loop {
+    // Through the checkpoint's own event: the first one after the event it signed that is a
+    // checkpoint with its signature.
+    let mut done = false;
+    while !done {
         let page = client.raw_events(after, PAGE).await?;
+        if page.is_empty() {
+            break;
+        }
         for event in &page {
             crate::evidence::bundle::write_event(&mut out, event).map_err(failed)?;
-        }
-        count += page.len() as u64;
-        match page.last() {
-            Some(last) => {
-                after = last.seq;
-                head = Some(last.hash.clone());
+            count += 1;
+            (after, head) = (event.seq, Some(event.hash.clone()));
+            if event.seq > signed.seq && event.body.contains(&signed.signature) {
+                done = true;
+                break;
             }
-            None => break,
         }
     }
     out.flush().map_err(failed)?;
@@ -234,7 +240,13 @@ async fn export(client: &Client, json: bool, file: &std::path::Path) -> CmdResul
 }
 
 /// `zsa audit verify --offline FILE --key KEY [--checkpoints FILE]`: no daemon, no database.
-pub fn verify_offline(json: bool, file: &std::path::Path, keys: &[String], checkpoints: Option<&std::path::Path>) -> CmdResult {
+pub fn verify_offline(
+    json: bool,
+    file: &std::path::Path,
+    keys: &[String],
+    checkpoints: Option<&std::path::Path>,
+    allow_unsigned_tail: bool,
+) -> CmdResult {
     let keys: Vec<_> = keys.iter().map(|k| crate::evidence::PublicKey::parse(k)).collect::<Result<_, _>>().map_err(CliError::Usage)?;
     let key = keys.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
     let input = std::fs::File::open(file).map_err(|e| CliError::Refused(format!("cannot read {}: {e}", file.display())))?;
@@ -244,6 +256,14 @@ pub fn verify_offline(json: bool, file: &std::path::Path, keys: &[String], check
     };
     let against = lines.as_ref().map(|(source, lines)| (source.as_str(), lines.as_slice()));
     match crate::evidence::bundle::verify(std::io::BufReader::new(input), &keys, against) {
+        Ok(v) if (v.signed_through < v.events || v.events == 0) && !allow_unsigned_tail => Err(CliError::Refused(format!(
+            "the export {} does NOT verify: {}; its chain is intact, but anyone could have made those events: export again (an export ends at a checkpoint), or pass --allow-unsigned-tail to accept them unsigned",
+            file.display(),
+            match v.signed_through {
+                0 => format!("none of its {} events is covered by a checkpoint signed by {key}", v.events),
+                through => format!("events {}..{} come after the last checkpoint signed by {key} (event {through})", through + 1, v.events),
+            }
+        ))),
         Ok(v) => {
             let head = v.head.as_deref().unwrap_or("(empty log)");
             match json {
@@ -253,6 +273,13 @@ pub fn verify_offline(json: bool, file: &std::path::Path, keys: &[String], check
                 false => {
                     println!("ok: {} events verified from {}; chain head {head}", v.events, file.display());
                     println!("ok: {} checkpoints in the log signed by {key}", v.in_log);
+                    if v.signed_through < v.events {
+                        println!(
+                            "NOT signed: events {}..{} come after the last checkpoint (accepted: --allow-unsigned-tail)",
+                            v.signed_through + 1,
+                            v.events
+                        );
+                    }
                     if let Some((source, _)) = &lines {
                         println!("ok: the export holds all {} checkpoints in {source}", v.in_file);
                     }

@@ -15,7 +15,6 @@ use super::Engine;
 use crate::evidence::{self, Checkpoint, Mismatch, PublicKey, SigningKey};
 use crate::model::SYSTEM_ACTOR;
 use crate::rules::Command;
-use crate::store::EventFilter;
 
 /// How often the daemon looks whether a checkpoint is due.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
@@ -24,16 +23,30 @@ const LOOK_EVERY: Duration = Duration::from_secs(1);
 pub struct Checkpoints {
     key: SigningKey,
     file: PathBuf,
-    /// The seq of the last checkpoint event this daemon wrote (0: none yet), and when (Unix
-    /// seconds by the daemon's clock).
-    last_event: AtomicU64,
+    /// The seq this daemon's last checkpoint signed (0: none yet), and when (Unix seconds by the
+    /// daemon's clock).
+    signed_through: AtomicU64,
     last_at: AtomicU64,
+    /// A checkpoint recorded in the log whose line could not be written yet (tried again first).
+    unwritten: std::sync::Mutex<Option<Checkpoint>>,
 }
 
 impl Checkpoints {
     /// The key in `state_dir` (made at the first start) and the checkpoint file.
+    /// The checkpoint file must be one the daemon can append to: found out at start, not at
+    /// the first checkpoint.
     pub fn open(state_dir: &Path, file: PathBuf) -> anyhow::Result<Checkpoints> {
-        Ok(Checkpoints { key: SigningKey::load_or_create(state_dir)?, file, last_event: AtomicU64::new(0), last_at: AtomicU64::new(0) })
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new().append(true).create(true).mode(0o644).open(&file).map_err(|e| {
+            anyhow::anyhow!("cannot append checkpoints to {}: {e}; give a file the daemon can write (--checkpoint-file)", file.display())
+        })?;
+        Ok(Checkpoints {
+            key: SigningKey::load_or_create(state_dir)?,
+            file,
+            signed_through: AtomicU64::new(0),
+            last_at: AtomicU64::new(0),
+            unwritten: std::sync::Mutex::new(None),
+        })
     }
 
     pub fn public_key(&self) -> PublicKey {
@@ -51,61 +64,98 @@ impl Checkpoints {
         if seq == 0 {
             return Ok(None);
         }
+        self.write_unwritten()?;
         let checkpoint = self.key.sign(seq, &hash, engine.now());
-        let written = engine.execute(SYSTEM_ACTOR, Command::NoteCheckpoint(checkpoint.clone()))?;
-        // Only once it is in the log: a line in the file is always about a recorded checkpoint.
-        evidence::append(&self.file, &checkpoint)
-            .map_err(|e| anyhow::anyhow!("cannot append the checkpoint to {}: {e}", self.file.display()))?;
-        if let Some(event) = written.last() {
-            self.last_event.store(event.seq, Ordering::Relaxed);
-        }
+        engine.execute(SYSTEM_ACTOR, Command::NoteCheckpoint(checkpoint.clone()))?;
+        // Signed and recorded: not due again, whether or not the file takes the line now.
+        self.signed_through.fetch_max(seq, Ordering::Relaxed);
         self.last_at.store(engine.now().timestamp().max(0) as u64, Ordering::Relaxed);
+        // Only once it is in the log: a line in the file is always about a recorded checkpoint.
+        *self.unwritten.lock().unwrap_or_else(|e| e.into_inner()) = Some(checkpoint.clone());
+        self.write_unwritten()?;
         Ok(Some(checkpoint))
     }
 
-    /// Whether anything was written since this daemon's last checkpoint.
-    fn anything_new(&self, engine: &Engine) -> bool {
-        engine.read(|s, _| s.last_seq) > self.last_event.load(Ordering::Relaxed)
+    /// Appends the checkpoint recorded but not yet in the file, if there is one.
+    fn write_unwritten(&self) -> anyhow::Result<()> {
+        let mut unwritten = self.unwritten.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = unwritten.as_ref() {
+            evidence::append(&self.file, c).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot append the checkpoint of event {} to {}: {e} (tried again at the next checkpoint)",
+                    c.seq,
+                    self.file.display()
+                )
+            })?;
+            *unwritten = None;
+        }
+        Ok(())
+    }
+
+    /// Whether anything worth signing was written (up to `written`, the newest such event)
+    /// since this daemon's last checkpoint.
+    fn anything_new(&self, written: u64) -> bool {
+        written > self.signed_through.load(Ordering::Relaxed)
     }
 
     /// Whether a checkpoint is due: enough events since the last, or enough time with any.
-    fn due(&self, engine: &Engine) -> bool {
+    fn due(&self, engine: &Engine, written: u64) -> bool {
         let policy = engine.policy();
-        let head = engine.read(|s, _| s.last_seq);
-        let last = self.last_event.load(Ordering::Relaxed);
-        if head <= last {
+        let last = self.signed_through.load(Ordering::Relaxed);
+        if written <= last {
             return false;
         }
-        let since = head - last;
+        let since = written - last;
         let now = engine.now().timestamp().max(0) as u64;
         since >= policy.checkpoint_events || now.saturating_sub(self.last_at.load(Ordering::Relaxed)) >= policy.checkpoint_interval
     }
 
-    /// Checks the log in the engine's store against the checkpoint file: how many checkpoints
-    /// held, or what is wrong. Blocking.
+    /// Checks the log in the engine's store against the checkpoint file: the whole chain walked
+    /// (every event numbered in turn, linked, hashing to its hash: a deletion or an edit anywhere
+    /// is found, not only at the checkpointed events), each line signed by this daemon's key
+    /// over the hash the log holds, the log not ending before the newest line, and every
+    /// checkpoint this key recorded in the log present in the file (but the newest, which a
+    /// crash may have kept from the file). How many lines held, or what is wrong (`seq` 0: the
+    /// file itself could not be read). Blocking.
     pub fn check_log(&self, engine: &Engine) -> Result<usize, Mismatch> {
         let source = self.file.display().to_string();
-        let checkpoints = evidence::read(&self.file).map_err(|problem| Mismatch { seq: 0, problem })?;
-        let last_seq = engine
-            .events(&EventFilter { tail: Some(1), ..Default::default() })
-            .map_err(|e| Mismatch { seq: 0, problem: format!("cannot read the log: {e}") })?
-            .pop()
-            .map_or(0, |e| e.seq);
-        let mut unreadable = None;
-        let held = evidence::check(&checkpoints, &self.key.public(), &source, last_seq, |seq| {
-            match engine.events(&EventFilter { after_seq: Some(seq.checked_sub(1)?), limit: Some(1), ..Default::default() }) {
-                Ok(events) => events.into_iter().next().filter(|e| e.seq == seq).map(|e| e.hash),
-                Err(e) => {
-                    unreadable = Some(e.to_string());
-                    None
-                }
+        let lines = evidence::read(&self.file).map_err(|problem| Mismatch { seq: 0, problem })?;
+        let mut walk = evidence::Walk::new(Some(lines.iter().map(|(_, c)| c.seq).collect()));
+        let mut after = 0;
+        loop {
+            let page = engine.raw_events(after, PAGE).map_err(|e| Mismatch { seq: 0, problem: format!("cannot read the log: {e}") })?;
+            for event in &page {
+                walk.step(event)?;
             }
-        });
-        match (held, unreadable) {
-            (Err(_), Some(e)) => Err(Mismatch { seq: 0, problem: format!("cannot read the log: {e}") }),
-            (held, _) => held,
+            match page.last() {
+                Some(last) => after = last.seq,
+                None => break,
+            }
         }
+        let held = evidence::check(&lines, &self.key.public(), &source, walk.last_seq(), |seq| walk.hash_at(seq))?;
+        let key = self.key.public();
+        let own: Vec<&(u64, Checkpoint)> = walk.recorded.iter().filter(|(_, c)| c.signed_by(&key)).collect();
+        let in_file = |c: &Checkpoint| lines.iter().any(|(_, l)| l.seq == c.seq && l.hash == c.hash && l.signature == c.signature);
+        if let Some((at, c)) = own.iter().rev().skip(1).find(|(_, c)| !in_file(c)) {
+            return Err(Mismatch {
+                seq: *at,
+                problem: format!(
+                    "event {at} records a checkpoint of event {} signed by this daemon's key, but {source} does not hold it: the file was cut or replaced, or it is not this daemon's",
+                    c.seq
+                ),
+            });
+        }
+        Ok(held)
     }
+}
+
+/// How many events a page of the walk reads.
+const PAGE: u32 = 1000;
+
+/// Whether an event is about checkpoints only: a checkpoint, or a notice of one that failed.
+fn about_checkpoints(change: &crate::model::Change) -> bool {
+    use crate::model::Change;
+    matches!(change, Change::Checkpoint { .. } | Change::NoticeFailed { trigger: crate::notify::Trigger::Checkpoint, .. })
 }
 
 /// Signs a checkpoint whenever one is due, until the daemon stops; then one last one, so a
@@ -114,12 +164,25 @@ pub async fn run(engine: Arc<Engine>, checkpoints: Arc<Checkpoints>, mut stop: w
     // The interval counts from the start (the log as found was checked against the file).
     let started = engine.now().timestamp().max(0) as u64;
     let _ = checkpoints.last_at.compare_exchange(0, started, Ordering::Relaxed, Ordering::Relaxed);
+    // The newest event worth signing: not a checkpoint (this daemon's or another's sharing the
+    // store), nor a failed notice of one, or daemons would sign each other's for ever.
+    let mut feed = engine.subscribe();
+    let mut written = engine.read(|s, _| s.last_seq);
     loop {
         let stopping = tokio::select! {
             _ = tokio::time::sleep(LOOK_EVERY) => false,
             _ = stop.wait_for(|s| *s) => true,
+            heard = feed.recv() => {
+                match heard {
+                    Ok(e) if !about_checkpoints(&e.change) => written = written.max(e.seq),
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => written = engine.read(|s, _| s.last_seq),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+                continue;
+            }
         };
-        let due = if stopping { checkpoints.anything_new(&engine) } else { checkpoints.due(&engine) };
+        let due = if stopping { checkpoints.anything_new(written) } else { checkpoints.due(&engine, written) };
         if due {
             let (e, c) = (engine.clone(), checkpoints.clone());
             match tokio::task::spawn_blocking(move || c.sign_now(&e)).await {

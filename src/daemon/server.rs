@@ -237,6 +237,12 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
         if let Some(c) = engine.checkpoints()
             && let Err(mismatch) = c.check_log(&engine)
         {
+            if mismatch.seq == 0 {
+                bail!(
+                    "cannot check the audit log against the signed checkpoints: {}. Fix the checkpoint file or its place; do not delete it, it is evidence",
+                    mismatch.problem
+                );
+            }
             bail!(
                 "the audit log does not match the signed checkpoints in {}: {}. The database was changed behind the daemon's back: restore it from a backup. (If it is meant to be a new database, move {} aside first; keep it, it is evidence)",
                 c.file().display(),

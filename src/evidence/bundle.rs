@@ -12,9 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{Checkpoint, PublicKey};
-use crate::model::Change;
 use crate::store::RawEvent;
-use crate::store::chain;
 
 /// What the first line says.
 pub const FORMAT: &str = "zsa audit log";
@@ -47,12 +45,16 @@ pub struct Verified {
     /// Checkpoints found in the log, and in the checkpoint file, all signed by the key.
     pub in_log: usize,
     pub in_file: usize,
+    /// The last event a checkpoint in the export covers (0: none): events after it are chained
+    /// but signed by nobody.
+    pub signed_through: u64,
 }
 
-/// Verifies an export read from `input`: every checkpoint in it signed by one of `keys` (several
-/// daemons sharing a store each sign with their own), and, if given, the checkpoint file's lines
-/// (`source` names it) signed by the first key, which is that file's daemon's. The first problem
-/// found is the error.
+/// Verifies an export read from `input`: the chain (`Walk`), every checkpoint in it signed by one
+/// of `keys` (several daemons sharing a store each sign with their own) over the hash the event
+/// it names has, and, if given, the checkpoint file's lines (`source` names it) signed by the
+/// first key, which is that file's daemon's. The first problem found is the error. What comes
+/// after the last checkpoint is reported in `signed_through`; the caller decides about it.
 pub fn verify(input: impl BufRead, keys: &[PublicKey], file: Option<(&str, &[(usize, Checkpoint)])>) -> Result<Verified, String> {
     let Some(key) = keys.first() else { return Err("no key to check checkpoints with: give the audit key `zsa audit key` printed".into()) };
     let shown = keys.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
@@ -68,67 +70,41 @@ pub fn verify(input: impl BufRead, keys: &[PublicKey], file: Option<(&str, &[(us
             header.format, header.version
         ));
     }
-    // Every hash, by seq (index seq - 1), to check what checkpoints signed.
-    let mut hashes: Vec<String> = Vec::new();
-    let mut in_log = 0;
+    let mut walk = super::Walk::new(None);
+    let mut checked = 0;
+    let mut signed_through = 0;
     for (n, line) in lines {
         let line = line.map_err(|e| format!("cannot read the export: {e}"))?;
         if line.trim().is_empty() {
             continue;
         }
-        let at = n + 1;
-        let event: RawEvent = serde_json::from_str(&line).map_err(|e| format!("line {at} is not an event: {e}"))?;
-        let expected = hashes.len() as u64 + 1;
-        if event.seq != expected {
-            return Err(format!("line {at}: event {} where event {expected} should be: events are missing or out of order", event.seq));
-        }
-        let prev = hashes.last().map_or(chain::GENESIS, String::as_str);
-        if event.prev_hash != prev {
-            return Err(format!(
-                "event {}: it follows {}, but the event before it has hash {prev}: the chain is broken",
-                event.seq, event.prev_hash
-            ));
-        }
-        let computed = chain::hash(prev, &event.body);
-        if computed != event.hash {
-            return Err(format!("event {}: its content hashes to {computed}, not to its hash {}: it was changed", event.seq, event.hash));
-        }
-        let parsed = chain::parse(&event.body, event.prev_hash.clone(), event.hash.clone())
-            .map_err(|e| format!("event {}: its content does not read as an event: {e}", event.seq))?;
-        if let Change::Checkpoint { signed_seq, signed_hash, signed_at, key: _, signature } = &parsed.change {
-            let c = Checkpoint {
-                seq: *signed_seq,
-                hash: signed_hash.clone(),
-                at: *signed_at,
-                key: String::new(),
-                signature: signature.clone(),
-            };
+        let event: RawEvent = serde_json::from_str(&line).map_err(|e| format!("line {} is not an event: {e}", n + 1))?;
+        walk.step(&event).map_err(|m| m.problem)?;
+        // A checkpoint the walk just found: signed by a key held, over what the log holds.
+        for (at, c) in &walk.recorded[checked..] {
             if !keys.iter().any(|k| c.signed_by(k)) {
                 return Err(format!(
-                    "event {}: its checkpoint is not signed by the key {shown}: it was forged, or another key signed it",
-                    event.seq
+                    "event {at}: its checkpoint is not signed by the key {shown}: it was forged, or another key signed it"
                 ));
             }
-            match hashes.get((*signed_seq as usize).wrapping_sub(1)) {
-                Some(h) if h == signed_hash => {}
-                _ => {
-                    return Err(format!(
-                        "event {}: its checkpoint signed event {signed_seq} with hash {signed_hash}, which the log before it does not hold",
-                        event.seq
-                    ));
-                }
+            if walk.hash_at(c.seq).as_deref() != Some(c.hash.as_str()) {
+                return Err(format!(
+                    "event {at}: its checkpoint signed event {} with hash {}, which the log before it does not hold",
+                    c.seq, c.hash
+                ));
             }
-            in_log += 1;
+            signed_through = signed_through.max(*at);
         }
-        hashes.push(event.hash);
+        checked = walk.recorded.len();
     }
-    let last = hashes.len() as u64;
+    let last = walk.last_seq();
     let in_file = match file {
         None => 0,
         Some((source, checkpoints)) => {
-            super::check(checkpoints, key, source, last, |seq| hashes.get((seq as usize).checked_sub(1)?).cloned())
-                .map_err(|m| m.problem)?
+            let held = super::check(checkpoints, key, source, last, |seq| walk.hash_at(seq)).map_err(|m| m.problem)?;
+            signed_through = signed_through.max(checkpoints.iter().map(|(_, c)| c.seq).max().unwrap_or(0));
+            held
         }
     };
-    Ok(Verified { events: last, head: hashes.last().cloned(), in_log, in_file })
+    Ok(Verified { events: last, head: walk.head().map(str::to_string), in_log: checked, in_file, signed_through })
 }

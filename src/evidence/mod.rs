@@ -118,9 +118,20 @@ pub fn key_path(state_dir: &Path) -> PathBuf {
 
 /// Appends a checkpoint to the file outside the database, durably (one JSON line each).
 pub fn append(file: &Path, checkpoint: &Checkpoint) -> std::io::Result<()> {
+    use std::io::{Read, Seek};
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().append(true).create(true).mode(0o644).open(file)?;
-    let mut line = serde_json::to_string(checkpoint).map_err(std::io::Error::other)?;
+    let mut f = std::fs::OpenOptions::new().read(true).append(true).create(true).mode(0o644).open(file)?;
+    // After an append that was cut short, the next line starts on a line of its own.
+    let mut line = String::new();
+    if f.seek(std::io::SeekFrom::End(0))? > 0 {
+        let mut last = [0u8; 1];
+        f.seek(std::io::SeekFrom::End(-1))?;
+        f.read_exact(&mut last)?;
+        if last[0] != b'\n' {
+            line.push('\n');
+        }
+    }
+    line.push_str(&serde_json::to_string(checkpoint).map_err(std::io::Error::other)?);
     line.push('\n');
     f.write_all(line.as_bytes())?;
     f.sync_data()
@@ -134,15 +145,92 @@ pub fn read(file: &Path) -> Result<Vec<(usize, Checkpoint)>, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(format!("cannot read the checkpoints in {}: {e}", file.display())),
     };
-    text.lines()
-        .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(n, line)| {
-            serde_json::from_str(line)
-                .map(|c| (n + 1, c))
-                .map_err(|e| format!("{} line {} is not a checkpoint: {e}", file.display(), n + 1))
-        })
-        .collect()
+    let complete = text.ends_with('\n');
+    let count = text.lines().count();
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str(line) {
+            Ok(c) => out.push((n + 1, c)),
+            // An unfinished line: an append a crash or a full disk cut short (the next append
+            // starts a line of its own after it). What it was to hold is in the log, and a line
+            // missing from the file is caught there (`Checkpoints::check_log`).
+            Err(e) if e.is_eof() || (!complete && n + 1 == count) => {
+                tracing::warn!(file = %file.display(), line = n + 1, "a line of the checkpoint file is unfinished (an append was cut short); it is skipped");
+            }
+            Err(e) => return Err(format!("{} line {} is not a checkpoint: {e}", file.display(), n + 1)),
+        }
+    }
+    Ok(out)
+}
+
+/// A walk of a log's events in order, exactly as stored: each numbered in turn from 1, linked to
+/// the one before, hashing to its hash. It keeps the hashes asked for (or all), and the
+/// checkpoints recorded in the log, so the log can be held against signed ones without a second
+/// read. A deletion, an edited event (its hash kept or not) or a broken link stops it.
+pub struct Walk {
+    expected: u64,
+    prev: String,
+    wanted: Option<std::collections::BTreeSet<u64>>,
+    hashes: std::collections::BTreeMap<u64, String>,
+    /// The checkpoints recorded in the log: (the seq of their event, the checkpoint).
+    pub recorded: Vec<(u64, Checkpoint)>,
+}
+
+impl Walk {
+    /// A walk keeping the hashes of `wanted` seqs (`None`: every hash).
+    pub fn new(wanted: Option<std::collections::BTreeSet<u64>>) -> Walk {
+        Walk { expected: 1, prev: crate::store::chain::GENESIS.to_string(), wanted, hashes: Default::default(), recorded: Vec::new() }
+    }
+
+    /// Checks the next event; the first problem ends the walk.
+    pub fn step(&mut self, e: &crate::store::RawEvent) -> Result<(), Mismatch> {
+        let seq = self.expected;
+        let bad = |problem: String| Err(Mismatch { seq, problem });
+        if e.seq != seq {
+            return bad(format!("event {seq} is missing (the next one is {}): events were removed", e.seq));
+        }
+        if e.prev_hash != self.prev {
+            return bad(format!("event {seq} does not link to the event before it: the log was cut or spliced"));
+        }
+        if crate::store::chain::hash(&e.prev_hash, &e.body) != e.hash {
+            return bad(format!("event {seq} was changed after it was written: its hash does not match its content"));
+        }
+        // Only a checkpoint's body is read whole; every body is hashed.
+        if e.body.contains("\"kind\":\"checkpoint\"") {
+            let parsed = crate::store::chain::parse(&e.body, e.prev_hash.clone(), e.hash.clone())
+                .map_err(|why| Mismatch { seq, problem: format!("event {seq} cannot be read: {why}") })?;
+            if parsed.seq != seq {
+                return bad(format!("event {seq} says it is event {}", parsed.seq));
+            }
+            if let crate::model::Change::Checkpoint { signed_seq, signed_hash, signed_at, key, signature } = parsed.change {
+                let c = Checkpoint { seq: signed_seq, hash: signed_hash, at: signed_at, key, signature };
+                self.recorded.push((seq, c));
+            }
+        }
+        if self.wanted.as_ref().is_none_or(|w| w.contains(&seq)) {
+            self.hashes.insert(seq, e.hash.clone());
+        }
+        self.prev = e.hash.clone();
+        self.expected += 1;
+        Ok(())
+    }
+
+    /// The seq of the last event walked (0: none).
+    pub fn last_seq(&self) -> u64 {
+        self.expected - 1
+    }
+
+    pub fn head(&self) -> Option<&str> {
+        (self.expected > 1).then_some(self.prev.as_str())
+    }
+
+    /// The hash of event `seq`, if it was kept.
+    pub fn hash_at(&self, seq: u64) -> Option<String> {
+        self.hashes.get(&seq).cloned()
+    }
 }
 
 /// What checking a log against checkpoints found wrong, first problem first.
