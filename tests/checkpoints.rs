@@ -323,3 +323,19 @@ async fn a_checkpoint_file_cut_short_is_refused_but_a_torn_last_line_is_not() {
     let said = stderr(&refused);
     assert!(said.contains("records a checkpoint of event") && said.contains("does not hold it"), "{said}");
 }
+
+/// A checkpoint file someone else could rewrite is no evidence: the daemon refuses to start,
+/// naming it.
+#[test]
+fn a_checkpoint_file_others_can_write_is_refused_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = Daemon::unstarted(common::POLICY);
+    let file = d.dir.path().join("checkpoints");
+    std::fs::write(&file, "").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let refused = d.start_refused(&["--checkpoint-file", file.to_str().unwrap()]).expect("refused");
+    let said = stderr(&refused);
+    assert!(said.contains("the checkpoint file") && said.contains(file.to_str().unwrap()), "{said}");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(d.start_refused(&["--checkpoint-file", file.to_str().unwrap()]).is_none(), "its own, private: it starts");
+}

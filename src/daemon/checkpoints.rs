@@ -32,14 +32,14 @@ pub struct Checkpoints {
 }
 
 impl Checkpoints {
-    /// The key in `state_dir` (made at the first start) and the checkpoint file.
-    /// The checkpoint file must be one the daemon can append to: found out at start, not at
-    /// the first checkpoint.
+    /// The key in `state_dir` (made at the first start) and the checkpoint file. The file must
+    /// be the daemon's own, that nobody else can write (nor a directory on its way), and one it
+    /// can append to: found out at start, not at the first checkpoint. Whoever could rewrite it
+    /// could drop the lines that catch a cut log.
     pub fn open(state_dir: &Path, file: PathBuf) -> anyhow::Result<Checkpoints> {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new().append(true).create(true).mode(0o644).open(&file).map_err(|e| {
-            anyhow::anyhow!("cannot append checkpoints to {}: {e}; give a file the daemon can write (--checkpoint-file)", file.display())
-        })?;
+        crate::fs_trust::walk(&file, false, None, "the checkpoint file").map_err(|e| anyhow::anyhow!(e.0))?;
+        evidence::open_for_append(&file)
+            .map_err(|e| anyhow::anyhow!("{e}; give a file of the daemon's own that it can write (--checkpoint-file)"))?;
         Ok(Checkpoints {
             key: SigningKey::load_or_create(state_dir)?,
             file,

@@ -119,14 +119,14 @@ pub fn key_path(state_dir: &Path) -> PathBuf {
 /// Appends a checkpoint to the file outside the database, durably (one JSON line each).
 pub fn append(file: &Path, checkpoint: &Checkpoint) -> std::io::Result<()> {
     use std::io::{Read, Seek};
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().read(true).append(true).create(true).mode(0o644).open(file)?;
+    let mut f = open_for_append(file).map_err(std::io::Error::other)?;
     // After an append that was cut short, the next line starts on a line of its own.
     let mut line = String::new();
-    if f.seek(std::io::SeekFrom::End(0))? > 0 {
+    let mut reader = std::fs::File::open(file)?;
+    if reader.seek(std::io::SeekFrom::End(0))? > 0 {
         let mut last = [0u8; 1];
-        f.seek(std::io::SeekFrom::End(-1))?;
-        f.read_exact(&mut last)?;
+        reader.seek(std::io::SeekFrom::End(-1))?;
+        reader.read_exact(&mut last)?;
         if last[0] != b'\n' {
             line.push('\n');
         }
@@ -135,6 +135,22 @@ pub fn append(file: &Path, checkpoint: &Checkpoint) -> std::io::Result<()> {
     line.push('\n');
     f.write_all(line.as_bytes())?;
     f.sync_data()
+}
+
+/// The checkpoint file, opened to append (made 0600 if absent): never through a symlink, and
+/// only if it is the daemon's own and nobody else can write it (`fs_trust`).
+pub fn open_for_append(file: &Path) -> Result<std::fs::File, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let f = crate::fs_trust::append_own_file(file, "the checkpoint file").map_err(|e| e.0)?;
+    let mode = f.metadata().map_err(|e| format!("cannot read {} (the checkpoint file): {e}", file.display()))?.permissions().mode();
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "refusing {} (the checkpoint file): others can write it (mode {:o}), and could drop the lines that catch a cut log; chmod 600 it",
+            file.display(),
+            mode & 0o777
+        ));
+    }
+    Ok(f)
 }
 
 /// The checkpoints in a file, in order, each with its line number; a line that is not one is
