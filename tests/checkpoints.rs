@@ -339,3 +339,17 @@ fn a_checkpoint_file_others_can_write_is_refused_at_start() {
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
     assert!(d.start_refused(&["--checkpoint-file", file.to_str().unwrap()]).is_none(), "its own, private: it starts");
 }
+
+/// A lost audit key is said to be lost, not taken for a forgery: the start is refused, saying
+/// the key is new and what to do.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_audit_key_is_named_as_such() {
+    let mut d = Daemon::start();
+    some_history(&mut d).await;
+    assert_eq!(code(&d.cli(None, &["audit", "checkpoint"]).await), 0);
+    d.stop();
+    std::fs::remove_file(d.state.join("audit-key")).unwrap();
+    let refused = d.start_refused(&[]).expect("refused");
+    let said = stderr(&refused);
+    assert!(said.contains("was made at this start") && said.contains("Put the old key back"), "{said}");
+}

@@ -29,6 +29,9 @@ pub struct Checkpoints {
     last_at: AtomicU64,
     /// A checkpoint recorded in the log whose line could not be written yet (tried again first).
     unwritten: std::sync::Mutex<Option<Checkpoint>>,
+    /// The key was made at this start: lines older than it cannot be signed by it.
+    key_is_new: bool,
+    key_file: PathBuf,
 }
 
 impl Checkpoints {
@@ -38,6 +41,8 @@ impl Checkpoints {
     /// could drop the lines that catch a cut log.
     pub fn open(state_dir: &Path, file: PathBuf) -> anyhow::Result<Checkpoints> {
         crate::fs_trust::walk(&file, false, None, "the checkpoint file").map_err(|e| anyhow::anyhow!(e.0))?;
+        let key_file = evidence::key_path(state_dir);
+        let key_is_new = std::fs::symlink_metadata(&key_file).is_err();
         evidence::open_for_append(&file)
             .map_err(|e| anyhow::anyhow!("{e}; give a file of the daemon's own that it can write (--checkpoint-file)"))?;
         Ok(Checkpoints {
@@ -46,6 +51,8 @@ impl Checkpoints {
             signed_through: AtomicU64::new(0),
             last_at: AtomicU64::new(0),
             unwritten: std::sync::Mutex::new(None),
+            key_is_new,
+            key_file,
         })
     }
 
@@ -132,7 +139,20 @@ impl Checkpoints {
                 None => break,
             }
         }
-        let held = evidence::check(&lines, &self.key.public(), &source, walk.last_seq(), |seq| walk.hash_at(seq))?;
+        let held = evidence::check(&lines, &self.key.public(), &source, walk.last_seq(), |seq| walk.hash_at(seq)).map_err(|m| {
+            match self.key_is_new && lines.iter().all(|(_, c)| !c.signed_by(&self.key.public())) {
+                // Not a forgery, most likely: the key that signed them is gone.
+                true => Mismatch {
+                    problem: format!(
+                        "{}. The audit key in {} was made at this start, so no line of {source} can be signed by it: the key was lost or replaced. Put the old key back from a backup, or move {source} aside knowingly (keep it, it is evidence)",
+                        m.problem,
+                        self.key_file.display()
+                    ),
+                    ..m
+                },
+                false => m,
+            }
+        })?;
         let key = self.key.public();
         let own: Vec<&(u64, Checkpoint)> = walk.recorded.iter().filter(|(_, c)| c.signed_by(&key)).collect();
         let in_file = |c: &Checkpoint| lines.iter().any(|(_, l)| l.seq == c.seq && l.hash == c.hash && l.signature == c.signature);
