@@ -99,6 +99,28 @@ pub struct DeliveryColumns {
 }
 
 impl DeliveryColumns {
+    /// The columns `d` is written as; `id` is `None` for a delivery not yet written (id 0),
+    /// which the store numbers.
+    pub fn of(d: &Delivery) -> Result<(Option<i64>, DeliveryColumns), StoreError> {
+        let columns = DeliveryColumns {
+            id: d.id as i64,
+            key: d.key.clone(),
+            seq: d.seq as i64,
+            channel: d.channel.clone(),
+            trigger: d.trigger.as_str().to_string(),
+            recipient: d.recipient.clone(),
+            notice: notice_column(d)?,
+            state: d.state.as_str().to_string(),
+            attempts: d.attempts as i64,
+            next_at: column_time(&d.next_at),
+            not_before: d.not_before.as_ref().map(column_time),
+            last_error: d.last_error.clone(),
+            created_at: column_time(&d.created_at),
+            done_at: d.done_at.as_ref().map(column_time),
+        };
+        Ok(((d.id != 0).then_some(columns.id), columns))
+    }
+
     pub fn read(self) -> Result<Delivery, StoreError> {
         let optional_time = |t: Option<String>| t.as_deref().map(time_of).transpose();
         Ok(Delivery {

@@ -23,9 +23,7 @@ use postgres::types::ToSql;
 use postgres::{Client, GenericClient, Row};
 use serde::de::DeserializeOwned;
 
-use super::codec::{
-    DELIVERY_COLUMNS, DeliveryColumns, RowKey, column_time, from_json, notice_column, run_state, stamp, stamps_of, time_of, to_json,
-};
+use super::codec::{DELIVERY_COLUMNS, DeliveryColumns, RowKey, column_time, from_json, run_state, stamp, stamps_of, time_of, to_json};
 use super::integrity::{ChainWalk, Ledger, StoredEvent, check_live, rebuilt_from_log};
 use super::pg_target::{Connector, Target};
 use super::query::{self, Arg};
@@ -402,23 +400,33 @@ fn write_disabled(tx: &mut impl GenericClient, events: &[Event]) -> Result<(), S
     Ok(())
 }
 
+/// Writes outbox rows, as SQLite's store does: a key already there is left as it is; a delivery
+/// not yet written gets the next id, one imported from another store keeps its own.
 fn write_deliveries(tx: &mut impl GenericClient, deliveries: &[Delivery]) -> Result<(), StoreError> {
+    let sql = format!(
+        "INSERT INTO deliveries ({DELIVERY_COLUMNS})
+         VALUES (COALESCE($1, nextval(pg_get_serial_sequence('deliveries', 'id'))), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+         ON CONFLICT (key) DO NOTHING"
+    );
     for d in deliveries {
+        let (id, c) = DeliveryColumns::of(d)?;
         tx.execute(
-            "INSERT INTO deliveries (key, seq, channel, trigger, recipient, notice, state, attempts, next_at, not_before, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (key) DO NOTHING",
+            &sql,
             &[
-                &d.key,
-                &(d.seq as i64),
-                &d.channel,
-                &d.trigger.as_str(),
-                &d.recipient,
-                &notice_column(d)?,
-                &d.state.as_str(),
-                &(d.attempts as i64),
-                &column_time(&d.next_at),
-                &d.not_before.as_ref().map(column_time),
-                &column_time(&d.created_at),
+                &id,
+                &c.key,
+                &c.seq,
+                &c.channel,
+                &c.trigger,
+                &c.recipient,
+                &c.notice,
+                &c.state,
+                &c.attempts,
+                &c.next_at,
+                &c.not_before,
+                &c.last_error,
+                &c.created_at,
+                &c.done_at,
             ],
         )?;
     }
@@ -789,29 +797,7 @@ impl Store for PostgresStore {
 
     fn import_deliveries(&mut self, deliveries: &[Delivery]) -> Result<(), StoreError> {
         let mut tx = self.client()?.transaction()?;
-        let sql =
-            format!("INSERT INTO deliveries ({DELIVERY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)");
-        for d in deliveries {
-            tx.execute(
-                &sql,
-                &[
-                    &(d.id as i64),
-                    &d.key,
-                    &(d.seq as i64),
-                    &d.channel,
-                    &d.trigger.as_str(),
-                    &d.recipient,
-                    &notice_column(d)?,
-                    &d.state.as_str(),
-                    &(d.attempts as i64),
-                    &column_time(&d.next_at),
-                    &d.not_before.as_ref().map(column_time),
-                    &d.last_error,
-                    &column_time(&d.created_at),
-                    &d.done_at.as_ref().map(column_time),
-                ],
-            )?;
-        }
+        write_deliveries(&mut tx, deliveries)?;
         // The next delivery written gets an id after the imported ones.
         tx.execute("SELECT setval(pg_get_serial_sequence('deliveries', 'id'), GREATEST((SELECT MAX(id) FROM deliveries), 1))", &[])?;
         tx.commit()?;

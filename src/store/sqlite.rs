@@ -12,8 +12,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::de::DeserializeOwned;
 
 use super::codec::{
-    DELIVERY_COLUMNS, DeliveryColumns, RowKey, Stamps, column_time, from_json, notice_column, row_of, run_state, stamp, stamps_of, time_of,
-    to_json,
+    DELIVERY_COLUMNS, DeliveryColumns, RowKey, Stamps, column_time, from_json, row_of, run_state, stamp, stamps_of, time_of, to_json,
 };
 use super::integrity::{ChainWalk, Ledger, StoredEvent, check_live, rebuilt_from_log};
 use super::query::{self, Arg};
@@ -239,29 +238,33 @@ fn delivery_of(row: &rusqlite::Row) -> Result<Delivery, StoreError> {
     .read()
 }
 
-/// Writes new outbox rows. A key already there is left as it is: the same event never causes
-/// the same delivery twice.
+/// Writes outbox rows. A key already there is left as it is: the same event never causes the
+/// same delivery twice. A delivery not yet written gets the next id; one imported from another
+/// store (`import_deliveries`) keeps its own, and its state, errors and times.
 fn write_deliveries(tx: &Connection, deliveries: &[Delivery]) -> Result<(), StoreError> {
     if deliveries.is_empty() {
         return Ok(());
     }
-    let mut insert = tx.prepare_cached(
-        "INSERT OR IGNORE INTO deliveries (key, seq, channel, trigger, recipient, notice, state, attempts, next_at, not_before, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-    )?;
+    let mut insert = tx.prepare_cached(&format!(
+        "INSERT OR IGNORE INTO deliveries ({DELIVERY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+    ))?;
     for d in deliveries {
+        let (id, c) = DeliveryColumns::of(d)?;
         insert.execute(params![
-            d.key,
-            d.seq as i64,
-            d.channel,
-            d.trigger.as_str(),
-            d.recipient,
-            notice_column(d)?,
-            d.state.as_str(),
-            d.attempts as i64,
-            column_time(&d.next_at),
-            d.not_before.as_ref().map(column_time),
-            column_time(&d.created_at),
+            id,
+            c.key,
+            c.seq,
+            c.channel,
+            c.trigger,
+            c.recipient,
+            c.notice,
+            c.state,
+            c.attempts,
+            c.next_at,
+            c.not_before,
+            c.last_error,
+            c.created_at,
+            c.done_at
         ])?;
     }
     Ok(())
@@ -705,29 +708,7 @@ impl Store for SqliteStore {
 
     fn import_deliveries(&mut self, deliveries: &[Delivery]) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
-        {
-            let mut insert = tx.prepare_cached(&format!(
-                "INSERT INTO deliveries ({DELIVERY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
-            ))?;
-            for d in deliveries {
-                insert.execute(params![
-                    d.id as i64,
-                    d.key,
-                    d.seq as i64,
-                    d.channel,
-                    d.trigger.as_str(),
-                    d.recipient,
-                    notice_column(d)?,
-                    d.state.as_str(),
-                    d.attempts as i64,
-                    column_time(&d.next_at),
-                    d.not_before.as_ref().map(column_time),
-                    d.last_error,
-                    column_time(&d.created_at),
-                    d.done_at.as_ref().map(column_time),
-                ])?;
-            }
-        }
+        write_deliveries(&tx, deliveries)?;
         tx.commit()?;
         Ok(())
     }
