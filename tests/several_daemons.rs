@@ -204,7 +204,7 @@ async fn a_run_is_abandoned_by_another_daemon_only_after_its_owners_heartbeats_s
     }
     // What B's heartbeat task does every 5 s, done now: record abandoned the runs of daemons
     // whose heartbeats lapsed.
-    let look_on_b = || look_for_lapsed(b);
+    let look_on_b = || look_for_lapsed(b, &db);
     // By B's clock A's last heartbeat is ten minutes old; by the store's it is fresh.
     look_on_b().await;
     assert!(running_on_b(), "a daemon whose clock is ahead does not take another for dead");
@@ -282,11 +282,11 @@ async fn in_process_pair(db: &PgDatabase, seconds: &str, minutes_ahead: [i64; 2]
 }
 
 /// What a daemon's heartbeat task does every 5 s, done on `d` now: record abandoned the runs
-/// of daemons whose heartbeats lapsed.
-async fn look_for_lapsed(d: &zsa::daemon::DaemonHandle) {
-    let e = d.engine.clone();
+/// of daemons whose heartbeats lapsed, as a session on `db` reads them.
+async fn look_for_lapsed(d: &zsa::daemon::DaemonHandle, db: &PgDatabase) {
+    let (e, store) = (d.engine.clone(), zsa::store::Location::Postgres(db.url.clone()));
     tokio::task::spawn_blocking(move || {
-        let beats = e.own_session().unwrap().expect("a shared store gives a session").heartbeats().unwrap();
+        let beats = zsa::store::open(&store).unwrap().heartbeats().unwrap();
         zsa::daemon::peers::abandon_lapsed(&e, &beats)
     })
     .await
@@ -366,7 +366,7 @@ async fn a_daemon_that_cannot_say_it_is_alive_stops_its_runs_before_others_take_
     assert_eq!(ends(log_of(&a.socket).await), 1);
     db.batch("DROP TRIGGER refuse_beats ON daemons");
     db.batch(&format!("UPDATE daemons SET heartbeat_at = clock_timestamp() - interval '31 seconds' WHERE id = '{a_id}'"));
-    look_for_lapsed(b).await;
+    look_for_lapsed(b, &db).await;
     assert_eq!(ends(log_of(&b.socket).await), 1, "ended exactly once");
     for (_, handle) in daemons {
         handle.shutdown().await;

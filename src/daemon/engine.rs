@@ -167,16 +167,6 @@ impl Engine {
         &self.identity
     }
 
-    /// A session of its own on a store other daemons share (for heartbeats, which must never
-    /// wait behind this daemon's writes or reads); `None` where one daemon owns the store.
-    pub fn own_session(&self) -> Result<Option<Box<dyn crate::store::Store>>, StoreError> {
-        let reader = lock(&self.reader);
-        if !reader.shared() {
-            return Ok(None);
-        }
-        reader.reader().map(Some)
-    }
-
     /// The store's word that another daemon extended the log, if it has a way to say it.
     pub fn listener(&self) -> Result<Option<Box<dyn crate::store::Listener>>, StoreError> {
         lock(&self.reader).listener()
