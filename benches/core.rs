@@ -26,7 +26,7 @@ fn rules(c: &mut Criterion) {
                 black_box(&b.state),
                 &b.policy,
                 &zsa::model::Actor::from("bob"),
-                &Command::Approve { request: pending, comment: None },
+                &Command::Approve { request: pending, comment: None, signature: None },
                 b.now,
             )
             .unwrap()

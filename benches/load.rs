@@ -368,7 +368,7 @@ async fn writes(rows: &mut Vec<Row>) {
             let new = NewRequest { task: "journal".into(), duration_secs: Some(60), ..Default::default() };
             let events = engine.execute("u200", Command::Request(new)).unwrap();
             let Change::RequestCreated { request, .. } = events[0].change else { panic!("{events:?}") };
-            engine.execute("alice", Command::Approve { request, comment: None }).unwrap();
+            engine.execute("alice", Command::Approve { request, comment: None, signature: None }).unwrap();
             pairs += 1;
         }
         pairs
@@ -399,7 +399,7 @@ async fn checkpoints(rows: &mut Vec<Row>) {
             let new = NewRequest { task: "journal".into(), duration_secs: Some(60), ..Default::default() };
             let events = engine.execute("u200", Command::Request(new)).unwrap();
             let Change::RequestCreated { request, .. } = events[0].change else { panic!("{events:?}") };
-            engine.execute("alice", Command::Approve { request, comment: None }).unwrap();
+            engine.execute("alice", Command::Approve { request, comment: None, signature: None }).unwrap();
         }
         let per_write = started.elapsed() / 1000;
         let c = engine.checkpoints().unwrap().clone();

@@ -5,6 +5,7 @@
 
 mod diagnostics;
 mod notify;
+mod people;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -21,7 +22,8 @@ use crate::model::text;
 use crate::model::wire::TaskView;
 
 pub use diagnostics::Problem;
-pub use notify::{Audience, NotifyRule, Person, check_email};
+pub use notify::{Audience, NotifyRule, check_email};
+pub use people::{Person, fingerprint};
 
 /// Why a policy could not be loaded: every problem found, each with its place in the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +84,9 @@ pub struct Task {
     /// How approvers must have authenticated for their approval to count: `peer` (their own Unix
     /// login) and/or `token`. `None` (the default) accepts any authenticated approver.
     pub approve_via: Option<Vec<String>>,
+    /// Approvals count only signed with a key the policy lists for the approver (`[people.NAME]
+    /// ssh_keys`): a stolen token alone cannot approve.
+    pub signed_approvals: bool,
     /// What the daemon runs for the grant's holder, if anything.
     pub run: Option<RunSpec>,
 }
@@ -287,7 +292,7 @@ struct RawPolicy {
     #[serde(default)]
     channels: BTreeMap<String, Spanned<crate::notify::channels::ChannelConfig>>,
     #[serde(default)]
-    people: BTreeMap<String, Spanned<notify::RawPerson>>,
+    people: BTreeMap<String, Spanned<people::RawPerson>>,
     #[serde(default)]
     notify: Vec<Spanned<notify::RawRule>>,
 }
@@ -334,6 +339,7 @@ struct RawTask {
     #[serde(default)]
     break_glass: bool,
     approve_via: Option<Spanned<Vec<Spanned<String>>>>,
+    signed_approvals: Option<Spanned<bool>>,
     run: Option<Spanned<Vec<String>>>,
     run_as: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
@@ -526,6 +532,8 @@ impl Policy {
         let auditor_groups = group_refs(&roles.auditors, "roles.auditors", p);
 
         let mut tasks = BTreeMap::new();
+        // Tasks with signed approvals, and where the policy says so: checked once people are read.
+        let mut signed_spans = Vec::new();
         for spanned in raw.tasks {
             let span = spanned.span();
             let t = spanned.into_inner();
@@ -636,6 +644,19 @@ impl Policy {
             let ticket_pattern = pattern(&t.ticket_pattern, "ticket_pattern");
             let reason_pattern = pattern(&t.reason_pattern, "reason_pattern");
             let approve_via = Self::validate_approve_via(&t, &here, p);
+            let signed_approvals = t.signed_approvals.as_ref().is_some_and(|s| *s.get_ref());
+            if let Some(signed) = t.signed_approvals.as_ref().filter(|s| *s.get_ref()) {
+                if approval == ApprovalMode::Auto {
+                    p.at(
+                        signed.span(),
+                        format!(
+                            "{here}: signed_approvals and approval = \"auto\" contradict each other: nobody approves an automatic task"
+                        ),
+                    );
+                } else {
+                    signed_spans.push((name.clone(), signed.span()));
+                }
+            }
             let run = Self::validate_run(&t, &here, span.clone(), p);
             tasks.insert(
                 name.clone(),
@@ -654,6 +675,7 @@ impl Policy {
                     reason_pattern,
                     break_glass: t.break_glass,
                     approve_via,
+                    signed_approvals,
                     run,
                 },
             );
@@ -662,7 +684,8 @@ impl Policy {
             p.list.push(Problem::whole("the policy defines no [[tasks]]; nobody could ask for anything"));
         }
         let channels = notify::channels(raw.channels, p);
-        let people = notify::people(raw.people, p);
+        let people = people::people(raw.people, p);
+        Self::check_signed_approvals(&tasks, &groups, &people, &signed_spans, p);
         let known = notify::Known { groups: &groups, tasks: &tasks, channels: &channels, people: &people };
         let notify = notify::rules(raw.notify, &known, p);
 
@@ -682,6 +705,40 @@ impl Policy {
             notify,
             sha256: hex::encode(Sha256::digest(source.as_bytes())),
             path: file.to_string(),
+        }
+    }
+
+    /// A task with signed approvals must have enough approvers with SSH keys to ever be approved.
+    fn check_signed_approvals(
+        tasks: &BTreeMap<String, Task>,
+        groups: &BTreeMap<String, BTreeSet<String>>,
+        people: &BTreeMap<String, Person>,
+        signed: &[(String, Range<usize>)],
+        p: &mut Problems,
+    ) {
+        for (name, span) in signed {
+            let Some(task) = tasks.get(name) else { continue };
+            let approvers: BTreeSet<&String> = task.approvers.iter().filter_map(|g| groups.get(g)).flatten().collect();
+            let (keyed, bare): (Vec<&String>, Vec<&String>) =
+                approvers.into_iter().partition(|who| people.get(*who).is_some_and(|x| !x.ssh_keys.is_empty()));
+            if (keyed.len() as u32) < task.approvals {
+                let bare: Vec<&str> = bare.iter().map(|s| s.as_str()).collect();
+                p.at_with_help(
+                    span.clone(),
+                    format!(
+                        "task '{}': signed_approvals needs {} approver(s) with SSH keys, but only {} of its approvers {} ssh_keys under [people]; without: {}",
+                        text::inert(name),
+                        task.approvals,
+                        keyed.len(),
+                        if keyed.len() == 1 { "has" } else { "have" },
+                        if bare.is_empty() { "nobody".to_string() } else { bare.join(", ") }
+                    ),
+                    format!(
+                        "list each approver's public key: [people.{}] ssh_keys = [\"ssh-ed25519 AAAA...\"]",
+                        bare.first().copied().unwrap_or("NAME")
+                    ),
+                );
+            }
         }
     }
 

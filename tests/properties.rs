@@ -180,7 +180,7 @@ impl World {
             }
             Op::Approve { who, pick } => {
                 if let Some(request) = self.nth_request(pick) {
-                    self.run(PEOPLE[who], Command::Approve { request, comment: None });
+                    self.run(PEOPLE[who], Command::Approve { request, comment: None, signature: None });
                 }
             }
             Op::Deny { who, pick } => {

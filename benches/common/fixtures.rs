@@ -88,7 +88,7 @@ impl Builder {
                 b.run(&who, Command::Request(new));
                 if i.is_multiple_of(6) {
                     let id = *b.state.requests.keys().next_back().unwrap();
-                    b.run("alice", Command::Approve { request: id, comment: None });
+                    b.run("alice", Command::Approve { request: id, comment: None, signature: None });
                 }
             } else {
                 let new = NewRequest { task: "restart".into(), duration_secs: Some(60), ..Default::default() };

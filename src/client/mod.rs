@@ -5,6 +5,7 @@
 //! to the daemon whose certificate the context trusts (`tls`), and never to a remote daemon in
 //! the clear.
 
+pub mod agent;
 mod endpoint;
 mod follow;
 
@@ -43,6 +44,10 @@ pub enum ClientError {
     /// The client cannot talk to this daemon as set up: a remote one with no token or no trust.
     #[error("{0}")]
     Setup(String),
+    /// An approval that must be signed could not be: no agent, no listed key in it, or it
+    /// refused. Nothing was sent.
+    #[error("{0}")]
+    Signing(#[from] agent::AgentError),
 }
 
 /// What to do about a daemon that does not answer, by where it was looked for.
@@ -63,6 +68,7 @@ impl ClientError {
             Self::UntrustedSocket(_) => "untrusted_socket",
             Self::UntrustedCertificate(_) => "untrusted_certificate",
             Self::Setup(_) => "client_setup",
+            Self::Signing(_) => "not_signed",
         }
     }
 }
@@ -236,8 +242,32 @@ impl Client {
         self.get(&format!("/v1/requests/{id}")).await
     }
 
+    /// Approves `id`; where the daemon says the approval counts only signed (the task's
+    /// `signed_approvals`), signs it first through the SSH agent with a key the policy lists for
+    /// the caller, over the request as the daemon holds it now.
     pub async fn approve(&self, id: RequestId, comment: Option<String>) -> Result<Outcome, ClientError> {
-        self.post(&format!("/v1/requests/{id}/approve"), &Comment { comment }).await
+        let view = self.show_request(id).await?.request;
+        let signature = match view.actions.signing_keys(RowAction::Approve) {
+            None => None,
+            Some(listed) => {
+                let me = self.whoami().await?.user;
+                let listed = listed.to_vec();
+                let request = view.request;
+                let socket = agent::socket_from_env();
+                let signed = tokio::task::spawn_blocking(move || {
+                    agent::sign_approval(socket.as_deref(), &request, &me, &listed, chrono::Utc::now())
+                })
+                .await
+                .map_err(|e| ClientError::Protocol(format!("signing stopped: {e}")))??;
+                Some(signed)
+            }
+        };
+        self.send_approval(id, &ApproveBody { comment, signature }).await
+    }
+
+    /// Sends exactly this approval of `id`, signed or not, as a script that signs by itself would.
+    pub async fn send_approval(&self, id: RequestId, body: &ApproveBody) -> Result<Outcome, ClientError> {
+        self.post(&format!("/v1/requests/{id}/approve"), body).await
     }
 
     pub async fn deny(&self, id: RequestId, comment: Option<String>) -> Result<Outcome, ClientError> {

@@ -86,11 +86,11 @@ pub fn seed(engine: &Engine) -> anyhow::Result<Vec<(String, String)>> {
     }
     ask(engine, "carol", "exchange.journal-rule", 60, "Journal rule for the legal hold on the finance mailboxes", Some("INC-1042"))?;
     let export = ask(engine, "dave", "mailbox.export", 30, "Customer asked for an export of their shared mailbox", Some("INC-1043"))?;
-    engine.execute("alice", Command::Approve { request: export, comment: Some("ticket checked".into()) })?;
+    engine.execute("alice", Command::Approve { request: export, comment: Some("ticket checked".into()), signature: None })?;
     ask(engine, "dave", "service.restart", 15, "nginx is leaking memory on web-3", None)?;
     let journal =
         ask(engine, "dave", "exchange.journal-rule", 45, "Remove the old journal rule for the archive migration", Some("INC-1039"))?;
-    engine.execute("bob", Command::Approve { request: journal, comment: None })?;
+    engine.execute("bob", Command::Approve { request: journal, comment: None, signature: None })?;
     ask(engine, "carol", "db.break-glass", 20, "Primary database refuses connections; pager went off at 02:10", None)?;
     let dns = ask(engine, "dave", "dns.edit", 20, "Point www at the new load balancer", None)?;
     engine.execute("alice", Command::Deny { request: dns, comment: Some("Wait for the change window on Thursday".into()) })?;

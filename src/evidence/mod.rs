@@ -8,6 +8,7 @@
 //! The key is Ed25519 through aws-lc-rs (the provider every TLS connection here uses). Keys and
 //! signatures are written in hex: `ed25519:<64 hex digits>` for a public key.
 
+pub mod approval;
 pub mod bundle;
 
 use std::io::Write;

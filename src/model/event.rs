@@ -54,6 +54,9 @@ pub enum Change {
         requester: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         comment: Option<String>,
+        /// Present when the approver signed with their SSH key.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signature: Option<super::ApprovalSignature>,
     },
     /// An earlier approval that no longer counts under the current policy and users (its
     /// approver left the approvers or was disabled, its token was revoked): dropped, so the

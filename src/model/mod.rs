@@ -14,7 +14,7 @@ pub use auth::{Actor, Auth, Token, TokenScope};
 pub use event::{Change, Event};
 pub use grant::{Grant, GrantEnd, GrantState, Review};
 pub use ids::{GrantId, RequestId, RunId, TokenId};
-pub use request::{Approval, Request, RequestState};
+pub use request::{Approval, ApprovalSignature, Request, RequestState, SignedApproval};
 pub use run::{Run, RunEnd, RunOutcome};
 
 /// The name the daemon acts under when it does something by itself (expiry, policy loads).

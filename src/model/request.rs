@@ -39,6 +39,31 @@ pub struct Approval {
     pub auth: Option<Auth>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// The fingerprint of the SSH key that signed it, if signed: checked again when the grant is
+    /// made, so a key taken out of the policy stops counting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_with: Option<String>,
+}
+
+/// What an approver sends with an approval signed through their SSH agent: when they signed, and
+/// the armored SSHSIG (namespace `zsa`) over the statement `evidence::approval` builds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedApproval {
+    pub signed_at: DateTime<Utc>,
+    pub signature: String,
+}
+
+/// A checked approval signature as the log keeps it: enough for anyone to check it again with
+/// no daemon (the statement is rebuilt from the request and this).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalSignature {
+    pub signed_at: DateTime<Utc>,
+    /// `SHA256:...` of the key, which the policy listed for the approver when it was checked.
+    pub key: String,
+    /// The armored SSHSIG; it holds the public key itself.
+    pub signature: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -122,6 +122,16 @@ pub struct Comment {
     pub comment: Option<String>,
 }
 
+/// What an approval carries: a comment, and where the task needs one, the approver's signature.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveBody {
+    #[serde(default)]
+    pub comment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<super::SignedApproval>,
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Reason {
@@ -163,6 +173,10 @@ impl RowAction {
 pub struct ActionView {
     pub action: RowAction,
     pub allowed: bool,
+    /// Present when the action counts only signed with the viewer's SSH key: the fingerprints of
+    /// the keys the policy lists for them, for the client to find in the SSH agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sign_with: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -182,6 +196,11 @@ impl Actions {
             Some(a) => Err(a.why.clone().unwrap_or_else(|| format!("you may not {} this", action.as_str()))),
             None => Err(format!("the daemon did not say you may {} this; reload (it may be older than this console)", action.as_str())),
         }
+    }
+
+    /// Where `action` is allowed and counts only signed: the fingerprints of the viewer's keys.
+    pub fn signing_keys(&self, action: RowAction) -> Option<&[String]> {
+        self.0.iter().find(|a| a.action == action && a.allowed).and_then(|a| a.sign_with.as_deref())
     }
 
     pub fn allows(&self, action: RowAction) -> bool {

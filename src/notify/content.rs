@@ -329,7 +329,13 @@ mod tests {
         h.add(
             "alice",
             1,
-            Change::RequestApproved { request, task: "exchange.journal-rule".into(), requester: "carol".into(), comment: None },
+            Change::RequestApproved {
+                request,
+                task: "exchange.journal-rule".into(),
+                requester: "carol".into(),
+                comment: None,
+                signature: None,
+            },
         );
         let denied = h.add(
             "bob",

@@ -9,16 +9,10 @@ use std::ops::Range;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{DURATION_HELP, Problems, Task, valid_name};
+use super::{DURATION_HELP, Person, Problems, Task, valid_name};
 use crate::model::{duration, text};
 use crate::notify::Trigger;
 use crate::notify::channels::{ChannelConfig, SecretSource, SmtpTls};
-
-/// Where a person is reached. Only email for now; chat handles may follow.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Person {
-    pub email: Option<String>,
-}
 
 /// Who a `[[notify]]` rule's `to` names.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,12 +49,6 @@ impl NotifyRule {
             Some(list) => task.is_some_and(|t| list.iter().any(|x| x == t)),
         }
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawPerson {
-    email: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -108,24 +96,6 @@ fn check_sender(from: &str) -> Result<(), String> {
             Err(format!("'{}' is not an email address a mail server would take ({e})", text::inert(from)))
         }
     }
-}
-
-pub(super) fn people(raw: BTreeMap<String, Spanned<RawPerson>>, p: &mut Problems) -> BTreeMap<String, Person> {
-    let mut out = BTreeMap::new();
-    for (name, person) in raw {
-        let span = person.span();
-        if !valid_name(&name) {
-            p.at(span.clone(), format!("person name '{}' may hold only letters, digits, '.', '-', '_' and '@'", text::inert(&name)));
-        }
-        let person = person.into_inner();
-        if let Some(email) = &person.email
-            && let Err(e) = check_email(email.get_ref())
-        {
-            p.at_with_help(email.span(), format!("people.{}.email: {e}", text::inert(&name)), "write it as name@example.org");
-        }
-        out.insert(name, Person { email: person.email.map(Spanned::into_inner) });
-    }
-    out
 }
 
 fn check_secret(here: &str, field: &str, secret: &SecretSource, span: &Range<usize>, p: &mut Problems) {

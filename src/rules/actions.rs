@@ -39,14 +39,27 @@ pub fn permits(state: &State, policy: &Policy, who: &Actor, action: RowAction, r
 
 fn view(action: RowAction, answer: Result<(), Refusal>) -> ActionView {
     match answer {
-        Ok(()) => ActionView { action, allowed: true, code: None, why: None },
-        Err(r) => ActionView { action, allowed: false, code: Some(r.code.to_string()), why: Some(r.message) },
+        Ok(()) => ActionView { action, allowed: true, code: None, why: None, sign_with: None },
+        Err(r) => ActionView { action, allowed: false, code: Some(r.code.to_string()), why: Some(r.message), sign_with: None },
     }
 }
 
-/// Approve, deny and cancel on `request`, each allowed or not for `who` at `now`.
+/// Approve, deny and cancel on `request`, each allowed or not for `who` at `now`; an approval
+/// that must be signed says with which of the viewer's keys.
 pub fn request_actions(state: &State, policy: &Policy, who: &Actor, request: &Request, now: DateTime<Utc>) -> Actions {
-    Actions(RowAction::ON_REQUEST.iter().map(|&a| view(a, permits(state, policy, who, a, Row::Request(request), now))).collect())
+    let signed = policy.tasks.get(&request.task).is_some_and(|t| t.signed_approvals);
+    Actions(
+        RowAction::ON_REQUEST
+            .iter()
+            .map(|&a| {
+                let mut v = view(a, permits(state, policy, who, a, Row::Request(request), now));
+                if a == RowAction::Approve && signed && v.allowed {
+                    v.sign_with = Some(policy.people.get(&who.user).map(|p| p.key_fingerprints()).unwrap_or_default());
+                }
+                v
+            })
+            .collect(),
+    )
 }
 
 /// Revoke, relinquish and review on `grant`, each allowed or not for `who` at `now`.

@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, Utc};
 
 use super::{Deadline, Entity, Refusal, State};
+use crate::evidence::approval;
 use crate::model::wire::{MAX_COMMENT_CHARS, MAX_NAME_CHARS, MAX_REASON_CHARS, MAX_TICKET_CHARS, NewRequest};
 use crate::model::{
-    Actor, Approval, Auth, Change, Grant, GrantId, POLICY_APPROVER, Request, RequestId, RequestState, RunId, RunOutcome, TokenId,
-    TokenScope, duration, text,
+    Actor, Approval, ApprovalSignature, Auth, Change, Grant, GrantId, POLICY_APPROVER, Request, RequestId, RequestState, RunId, RunOutcome,
+    SignedApproval, TokenId, TokenScope, duration, text,
 };
 use crate::policy::{ApprovalMode, Policy, Task};
 
@@ -19,6 +20,8 @@ pub enum Command {
     Approve {
         request: RequestId,
         comment: Option<String>,
+        /// The approver's SSH signature, required where the task has `signed_approvals`.
+        signature: Option<SignedApproval>,
     },
     Deny {
         request: RequestId,
@@ -161,7 +164,9 @@ pub fn decide(state: &State, policy: &Policy, who: &Actor, command: &Command, no
     not_disabled(state, who)?;
     match command {
         Command::Request(new) => request(state, policy, actor, new, now),
-        Command::Approve { request, comment } => approve(state, policy, who, *request, comment.as_deref(), now),
+        Command::Approve { request, comment, signature } => {
+            approve(state, policy, who, *request, comment.as_deref(), signature.as_ref(), now)
+        }
         Command::Deny { request, comment } => deny(state, policy, actor, *request, comment.as_deref(), now),
         Command::Cancel { request } => cancel(state, policy, actor, *request, now),
         Command::Revoke { grant, reason } => revoke(state, policy, actor, *grant, reason.as_deref(), now),
@@ -617,7 +622,87 @@ pub(super) fn may_approve<'a>(
     if let Some(why) = auth_refused(task, &request.requester, &id.to_string(), "approve", &who.auth) {
         return Err(Refusal::forbidden("approval_not_accepted", why));
     }
+    if task.signed_approvals && policy.people.get(actor).is_none_or(|p| p.ssh_keys.is_empty()) {
+        return Err(Refusal::forbidden(
+            "no_ssh_key",
+            format!(
+                "'{}' takes only approvals signed with the approver's SSH key (signed_approvals in the policy), and the policy lists no key for you; ask an admin to add your public key: [people.{}] ssh_keys = [\"ssh-ed25519 AAAA...\"]",
+                task.name,
+                text::inert(actor)
+            ),
+        ));
+    }
     Ok(task)
+}
+
+/// How far the time an approver says they signed may be from the daemon's: signing and sending
+/// take seconds, so a signature kept for later, or from a badly wrong clock, is refused.
+const SIGNED_AT_SLACK_SECS: i64 = 10 * 60;
+
+/// The approval signature `signed` as the log keeps it, checked against what `request` is and
+/// the keys the policy lists for `actor`; none if none was given and none is needed.
+fn approval_signature(
+    policy: &Policy,
+    task: &Task,
+    actor: &str,
+    request: &Request,
+    signed: Option<&SignedApproval>,
+    now: DateTime<Utc>,
+) -> Result<Option<ApprovalSignature>, Refusal> {
+    let id = request.id;
+    let Some(signed) = signed else {
+        if task.signed_approvals {
+            return Err(Refusal::forbidden(
+                "signature_required",
+                format!(
+                    "'{}' takes only approvals signed with your SSH key (signed_approvals in the policy), and this one came unsigned; \
+                     `zsa approve {id}` signs through your SSH agent: over SSH connect with `ssh -A` so your agent comes along, or load your key with ssh-add",
+                    task.name
+                ),
+            ));
+        }
+        return Ok(None);
+    };
+    let skew = (signed.signed_at - now).num_seconds();
+    if skew.abs() > SIGNED_AT_SLACK_SECS {
+        let at = signed.signed_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let daemon = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        return Err(Refusal::invalid(
+            "signature_stale",
+            format!(
+                "the signature says it was made at {at}, more than {} minutes from the daemon's time {daemon}; a signature is sent as it is made: check the signing machine's clock and approve again",
+                SIGNED_AT_SLACK_SECS / 60
+            ),
+        ));
+    }
+    let keys = policy.people.get(actor).map(|p| p.ssh_keys.as_slice()).unwrap_or_default();
+    approval::check(&approval::Facts::from(request), actor, signed, keys).map(Some).map_err(|bad| match bad {
+        approval::Bad::Unreadable(why) => {
+            Refusal::invalid("signature_unreadable", format!("the approval's signature is not an SSH signature zsa can read ({why}); approve again with `zsa approve {id}`"))
+        }
+        approval::Bad::UnknownKey(print) => Refusal::forbidden(
+            "signature_key_unknown",
+            format!(
+                "the approval was signed with the key {print}, which the policy does not list for you ({}); sign with one of your listed keys, or ask an admin to add this one to [people.{}] ssh_keys",
+                listed(policy, actor),
+                text::inert(actor)
+            ),
+        ),
+        approval::Bad::Mismatch => Refusal::forbidden(
+            "signature_mismatch",
+            format!(
+                "the signature does not match {id} as the daemon holds it (its task, requester, duration, reason, ticket and parameters), you as the approver and its time: it was made over something else; look at {id} again (zsa show {id}) and approve it anew"
+            ),
+        ),
+    })
+}
+
+/// The fingerprints the policy lists for `actor`, for messages.
+fn listed(policy: &Policy, actor: &str) -> String {
+    match policy.people.get(actor).map(|p| p.key_fingerprints()).unwrap_or_default() {
+        prints if prints.is_empty() => "it lists none".into(),
+        prints => format!("it lists {}", prints.join(", ")),
+    }
 }
 
 /// Whether `actor` may deny `request` now.
@@ -631,12 +716,14 @@ fn approve(
     who: &Actor,
     id: RequestId,
     comment: Option<&str>,
+    signed: Option<&SignedApproval>,
     now: DateTime<Utc>,
 ) -> Result<Vec<Change>, Refusal> {
     let actor = who.user.as_str();
     let request = find_request(state, id)?;
     let task = may_approve(state, policy, who, request, now)?;
     let comment = optional_text("comment", comment, MAX_COMMENT_CHARS, true)?;
+    let signature = approval_signature(policy, task, actor, request, signed, now)?;
     // Every earlier approval must still hold under the current policy and users; those that do
     // not are dropped on the record, and the request waits for others.
     let mut changes = Vec::new();
@@ -653,7 +740,13 @@ fn approve(
             None => approved_by.push(a.by.clone()),
         }
     }
-    changes.push(Change::RequestApproved { request: id, task: request.task.clone(), requester: request.requester.clone(), comment });
+    changes.push(Change::RequestApproved {
+        request: id,
+        task: request.task.clone(),
+        requester: request.requester.clone(),
+        comment,
+        signature,
+    });
     approved_by.push(actor.to_string());
     if approved_by.len() >= request.approvals_needed as usize {
         changes.push(Change::GrantStarted {
@@ -706,6 +799,16 @@ fn why_stale(state: &State, policy: &Policy, task: &Task, request: &Request, a: 
     }
     if !policy.may_approve(&a.by, task) {
         return Some(format!("{by} is no longer an approver of '{}'", task.name));
+    }
+    if task.signed_approvals {
+        let listed = |key: &String| policy.people.get(&a.by).is_some_and(|p| p.key_fingerprints().contains(key));
+        match &a.signed_with {
+            None => return Some(format!("{by}'s approval was not signed, and '{}' now takes only signed approvals", task.name)),
+            Some(key) if !listed(key) => {
+                return Some(format!("{by}'s approval was signed with the key {key}, which the policy no longer lists for them"));
+            }
+            Some(_) => {}
+        }
     }
     match &a.auth {
         Some(Auth::Token { token, .. }) if state.tokens.get(token).is_none_or(|t| t.revoked) => Some(no_longer_valid(&a.by)),

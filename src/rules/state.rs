@@ -285,9 +285,10 @@ impl State {
                 });
                 self.last_request = self.last_request.max(request.0);
             }
-            Change::RequestApproved { request, comment, .. } => {
+            Change::RequestApproved { request, comment, signature, .. } => {
                 if let Some(r) = self.requests.get_mut(request) {
-                    r.approvals.push(Approval { by: actor.clone(), at, auth: event.auth.clone(), comment: comment.clone() });
+                    let signed_with = signature.as_ref().map(|s| s.key.clone());
+                    r.approvals.push(Approval { by: actor.clone(), at, auth: event.auth.clone(), comment: comment.clone(), signed_with });
                 }
             }
             Change::ApprovalDropped { request, approver, .. } => {

@@ -112,7 +112,7 @@ impl World {
     }
 
     fn approve(&mut self, who: &str, id: RequestId) -> Result<Vec<Change>, Refusal> {
-        self.run(who, Command::Approve { request: id, comment: None })
+        self.run(who, Command::Approve { request: id, comment: None, signature: None })
     }
 
     fn expire(&mut self) -> Vec<Change> {
@@ -139,7 +139,7 @@ fn the_whole_life_of_a_manual_request() {
     assert_eq!(w.state.requests[&id].state, RequestState::Pending);
     assert!(!w.allowed("carol", "journal"));
 
-    let e = w.refused("carol", Command::Approve { request: id, comment: None });
+    let e = w.refused("carol", Command::Approve { request: id, comment: None, signature: None });
     assert_eq!(e.code, "own_request");
     assert!(e.message.contains("nobody may approve their own request") && e.message.contains("alice, bob"), "{e}");
 
@@ -262,14 +262,14 @@ fn two_approvals_from_distinct_approvers() {
     let mut w = World::new();
     let id = w.ask("dave", "export", None, None, Some("INC-1")).unwrap();
     assert_eq!(w.approve("alice", id).unwrap().len(), 1);
-    let e = w.refused("alice", Command::Approve { request: id, comment: None });
+    let e = w.refused("alice", Command::Approve { request: id, comment: None, signature: None });
     assert_eq!(e.code, "already_approved");
     assert!(e.message.contains("each approver counts once") && e.message.contains("needs 1 more"), "{e}");
     assert!(!w.allowed("dave", "export"));
     assert_eq!(w.approve("carol", id).unwrap().len(), 2, "carol approves others' requests");
     assert!(w.allowed("dave", "export"));
     assert_eq!(w.state.grants[&id.grant()].approved_by, vec!["alice", "carol"]);
-    let e = w.refused("bob", Command::Approve { request: id, comment: None });
+    let e = w.refused("bob", Command::Approve { request: id, comment: None, signature: None });
     assert_eq!(e.code, "not_pending");
     assert!(e.message.contains("R1 is already approved by carol"), "{e}");
 }
@@ -285,7 +285,7 @@ fn one_deny_ends_the_request_and_needs_a_comment() {
     w.run("bob", Command::Deny { request: id, comment: Some("not this week".into()) }).unwrap();
     let r = &w.state.requests[&id];
     assert_eq!((r.state, r.comment.as_deref()), (RequestState::Denied, Some("not this week")));
-    assert_eq!(w.refused("carol", Command::Approve { request: id, comment: None }).code, "not_pending");
+    assert_eq!(w.refused("carol", Command::Approve { request: id, comment: None, signature: None }).code, "not_pending");
     assert!(!w.allowed("dave", "export"));
 }
 
@@ -295,16 +295,16 @@ fn only_approvers_of_the_task_decide() {
     let id = journal(&mut w);
     // Those who may see the request (admins, auditors) are told who approves it.
     for who in ["erin", "root"] {
-        let e = w.refused(who, Command::Approve { request: id, comment: None });
+        let e = w.refused(who, Command::Approve { request: id, comment: None, signature: None });
         assert_eq!(e.code, "not_approver", "{who}");
         assert!(e.message.contains("its approvers are approvers (alice, bob, carol)"), "{e}");
     }
     // Those who may not see it learn nothing about it: the answer is the one for no request at all.
-    let missing = w.refused("alice", Command::Approve { request: RequestId(99), comment: None });
+    let missing = w.refused("alice", Command::Approve { request: RequestId(99), comment: None, signature: None });
     assert_eq!((missing.code, missing.message.as_str()), ("no_such_request", "there is no request R99 that you may see"));
     for who in ["dave", "frank"] {
         for cmd in [
-            Command::Approve { request: id, comment: None },
+            Command::Approve { request: id, comment: None, signature: None },
             Command::Deny { request: id, comment: Some("no".into()) },
             Command::Cancel { request: id },
         ] {
@@ -323,7 +323,7 @@ fn pending_requests_expire_after_the_ttl() {
     let mut w = World::new();
     let id = journal(&mut w);
     w.advance(3600);
-    let e = w.refused("alice", Command::Approve { request: id, comment: None });
+    let e = w.refused("alice", Command::Approve { request: id, comment: None, signature: None });
     assert_eq!(e.code, "request_expired", "an answer after the deadline is refused even before the sweep");
     let changes = w.expire();
     assert!(matches!(changes[0], Change::RequestExpired { .. }));
@@ -343,7 +343,7 @@ fn requesters_cancel_their_own_pending_requests() {
     w.run("carol", Command::Cancel { request: id }).unwrap();
     assert_eq!(w.state.requests[&id].state, RequestState::Cancelled);
     assert_eq!(w.refused("carol", Command::Cancel { request: id }).code, "not_pending");
-    assert_eq!(w.refused("alice", Command::Approve { request: id, comment: None }).code, "not_pending");
+    assert_eq!(w.refused("alice", Command::Approve { request: id, comment: None, signature: None }).code, "not_pending");
 }
 
 #[test]
@@ -438,7 +438,7 @@ fn disabling_a_user_ends_everything_of_theirs_at_once() {
     assert_eq!(e.code, "user_disabled");
     assert!(e.message.contains("an admin can enable it again"), "{e}");
     let id = w.ask("dave", "journal", None, Some("r"), None).unwrap();
-    assert_eq!(w.refused("carol", Command::Approve { request: id, comment: None }).code, "user_disabled");
+    assert_eq!(w.refused("carol", Command::Approve { request: id, comment: None, signature: None }).code, "user_disabled");
     assert_eq!(w.refused("root", Command::DisableUser { user: "carol".into(), reason: None }).code, "already_disabled");
 
     w.run("root", Command::EnableUser { user: "carol".into() }).unwrap();
@@ -572,7 +572,9 @@ fn replaying_the_log_rebuilds_the_same_state() {
 fn touched_by_copies_exactly_what_changes_will_need() {
     let mut w = World::new();
     let id = journal(&mut w);
-    let changes = decide(&w.state, &w.policy, &Actor::from("alice"), &Command::Approve { request: id, comment: None }, w.now).unwrap();
+    let changes =
+        decide(&w.state, &w.policy, &Actor::from("alice"), &Command::Approve { request: id, comment: None, signature: None }, w.now)
+            .unwrap();
     let touched = w.state.touched_by(&changes);
     assert_eq!(touched.requests.len(), 1);
     assert!(touched.grants.is_empty());
@@ -592,15 +594,16 @@ fn an_approval_through_a_token_the_requester_issued_does_not_count() {
     let mut w = World::new();
     let id = export(&mut w);
     for approver in ["alice", "bob"] {
-        let r = w.refused(via_token(approver, 1, "dave"), Command::Approve { request: id, comment: None });
+        let r = w.refused(via_token(approver, 1, "dave"), Command::Approve { request: id, comment: None, signature: None });
         assert_eq!(r.code, "approval_not_accepted", "{r:?}");
         assert!(r.message.contains("token T1") && r.message.contains("through a token they issued does not count"), "{}", r.message);
     }
     // A token someone else issued, and a person's own login, count.
     w.run("root", Command::issue_token("alice", "a")).unwrap();
     w.run("root", Command::issue_token("alice", "b")).unwrap();
-    w.run(via_token("alice", 2, "root"), Command::Approve { request: id, comment: None }).unwrap();
-    let changes = w.run(Actor::new("bob", Auth::Peer { uid: 1002 }), Command::Approve { request: id, comment: None }).unwrap();
+    w.run(via_token("alice", 2, "root"), Command::Approve { request: id, comment: None, signature: None }).unwrap();
+    let changes =
+        w.run(Actor::new("bob", Auth::Peer { uid: 1002 }), Command::Approve { request: id, comment: None, signature: None }).unwrap();
     let Some(Change::GrantStarted { approved_by, .. }) = changes.last() else { panic!("no grant: {changes:?}") };
     assert_eq!(approved_by, &["alice", "bob"]);
     // Each approval records how it was given.
@@ -616,10 +619,10 @@ fn a_task_may_accept_approvals_only_from_a_persons_own_login() {
     w.policy =
         Policy::parse(&POLICY.replace("require_ticket = true", "require_ticket = true\napprove_via = [\"peer\"]"), "t.toml").unwrap();
     let id = export(&mut w);
-    let r = w.refused(via_token("alice", 2, "root"), Command::Approve { request: id, comment: None });
+    let r = w.refused(via_token("alice", 2, "root"), Command::Approve { request: id, comment: None, signature: None });
     assert_eq!(r.code, "approval_not_accepted");
     assert!(r.message.contains("approve_via") && r.message.contains("own login"), "{}", r.message);
-    w.run(Actor::new("alice", Auth::Peer { uid: 1001 }), Command::Approve { request: id, comment: None }).unwrap();
+    w.run(Actor::new("alice", Auth::Peer { uid: 1001 }), Command::Approve { request: id, comment: None, signature: None }).unwrap();
     // Bad values are policy errors with their line.
     let bad = Policy::parse(&POLICY.replace("require_ticket = true", "require_ticket = true\napprove_via = [\"sms\"]"), "t.toml");
     let e = bad.expect_err("sms is no way to approve").to_string();
@@ -683,7 +686,7 @@ fn a_policy_load_and_a_token_revocation_drop_the_approvals_they_invalidate() {
     let token = w.state.next_token_id();
     w.run("root", Command::issue_token("alice", "x")).unwrap();
     let id = export(&mut w);
-    w.run(via_token("alice", token.0, "root"), Command::Approve { request: id, comment: None }).unwrap();
+    w.run(via_token("alice", token.0, "root"), Command::Approve { request: id, comment: None, signature: None }).unwrap();
     let changes = w.run("root", Command::RevokeToken { token }).unwrap();
     assert!(
         matches!(&changes[1], Change::ApprovalDropped { approver, why, .. } if approver == "alice" && why.contains("no longer valid")),
@@ -796,7 +799,7 @@ fn the_listed_actions_are_what_the_attempt_does() {
         .chain([via_token("alice", 1, "root"), via_token("alice", 2, "dave")])
         .collect();
     let attempt = |action: RowAction, row: Row<'_>| match (action, row) {
-        (RowAction::Approve, Row::Request(r)) => Command::Approve { request: r.id, comment: Some("ok".into()) },
+        (RowAction::Approve, Row::Request(r)) => Command::Approve { request: r.id, comment: Some("ok".into()), signature: None },
         (RowAction::Deny, Row::Request(r)) => Command::Deny { request: r.id, comment: Some("no".into()) },
         (RowAction::Cancel, Row::Request(r)) => Command::Cancel { request: r.id },
         (RowAction::Revoke, Row::Grant(g)) => Command::Revoke { grant: g.id, reason: Some("done".into()) },
@@ -879,7 +882,7 @@ fn the_approvers_for_a_requester_leave_out_the_requester_and_the_disabled() {
     let journal_task = &w.policy.tasks["journal"];
     assert_eq!(approvers_for(&w.state, &w.policy, journal_task, "carol"), ["alice"]);
     let own = journal(&mut w);
-    let refusal = w.refused("carol", Command::Approve { request: own, comment: None });
+    let refusal = w.refused("carol", Command::Approve { request: own, comment: None, signature: None });
     assert!(
         refusal.message.contains("ask another approver of 'journal': alice") && !refusal.message.contains("bob"),
         "{}",

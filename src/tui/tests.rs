@@ -156,7 +156,7 @@ pub(super) fn loaded(user: &str, roles: &[&str]) -> App {
         request(5, "dave", "glass", RequestState::Approved, "db down", 20),
         request(6, "alice", "journal", RequestState::Denied, "too broad", 90),
     ];
-    requests[1].approvals.push(Approval { by: "bob".into(), at: t0(), auth: None, comment: None });
+    requests[1].approvals.push(Approval { by: "bob".into(), at: t0(), auth: None, comment: None, signed_with: None });
     requests[3].grant = Some(GrantId(4));
     requests[4].grant = Some(GrantId(5));
     requests[5].decided_by = Some("bob".into());
@@ -181,7 +181,17 @@ pub(super) fn loaded(user: &str, roles: &[&str]) -> App {
                 params: Default::default(),
             },
         ),
-        event(3, "bob", Change::RequestApproved { request: RequestId(2), task: "export".into(), requester: "dave".into(), comment: None }),
+        event(
+            3,
+            "bob",
+            Change::RequestApproved {
+                request: RequestId(2),
+                task: "export".into(),
+                requester: "dave".into(),
+                comment: None,
+                signature: None,
+            },
+        ),
         event(4, "dave", Change::GrantRelinquished { grant: GrantId(9), task: "restart".into(), holder: "dave".into() }),
     ];
     let me = WhoAmI {
@@ -375,7 +385,13 @@ fn already_approved_by_me_is_refused_before_asking() {
 fn prompts_open_only_where_the_daemon_allows_and_say_its_reason_otherwise() {
     let mut app = alice();
     assert_eq!(app.selected(), Some(Item::Request(RequestId(1))));
-    let refused = ActionView { action: RowAction::Deny, allowed: false, code: Some("test".into()), why: Some("the daemon says no".into()) };
+    let refused = ActionView {
+        action: RowAction::Deny,
+        allowed: false,
+        code: Some("test".into()),
+        why: Some("the daemon says no".into()),
+        sign_with: None,
+    };
     app.requests.get_mut(&RequestId(1)).unwrap().actions = Actions(vec![refused]);
     key(&mut app, KeyCode::Char('d'));
     assert_eq!((app.mode.clone(), app.toast.as_ref().unwrap().text.as_str()), (Mode::Normal, "the daemon says no"));
@@ -384,8 +400,13 @@ fn prompts_open_only_where_the_daemon_allows_and_say_its_reason_otherwise() {
     // Her own active grant, which the daemon (say, in a policy of the future) will not let go.
     key(&mut app, KeyCode::Char('1'));
     assert_eq!(app.selected(), Some(Item::Grant(GrantId(4))));
-    let refused =
-        ActionView { action: RowAction::Relinquish, allowed: false, code: Some("test".into()), why: Some("held for an audit".into()) };
+    let refused = ActionView {
+        action: RowAction::Relinquish,
+        allowed: false,
+        code: Some("test".into()),
+        why: Some("held for an audit".into()),
+        sign_with: None,
+    };
     app.grants.get_mut(&GrantId(4)).unwrap().actions = Actions(vec![refused.clone()]);
     key(&mut app, KeyCode::Char('x'));
     assert_eq!((app.mode.clone(), app.toast.as_ref().unwrap().text.as_str()), (Mode::Normal, "held for an audit"));

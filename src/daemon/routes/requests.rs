@@ -12,7 +12,7 @@ use crate::daemon::Engine;
 use crate::daemon::auth::Caller;
 use crate::daemon::engine::Written;
 use crate::daemon::error::ApiError;
-use crate::model::wire::{Comment, NewRequest, Outcome, RequestView};
+use crate::model::wire::{ApproveBody, Comment, NewRequest, Outcome, RequestView};
 use crate::model::{Grant, Request, RequestId, RequestState};
 use crate::rules::{self, Command};
 use crate::store::StoreError;
@@ -127,10 +127,10 @@ pub async fn approve(
     State(engine): State<Arc<Engine>>,
     caller: Caller,
     Path(id): Path<String>,
-    Body(c): Body<Comment>,
+    Body(c): Body<ApproveBody>,
 ) -> Result<Json<Outcome>, ApiError> {
     let id = parse_id(&id)?;
-    act(&engine, &caller, id, Command::Approve { request: id, comment: c.comment }).await
+    act(&engine, &caller, id, Command::Approve { request: id, comment: c.comment, signature: c.signature }).await
 }
 
 pub async fn deny(

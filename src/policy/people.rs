@@ -1,0 +1,115 @@
+//! `[people.NAME]`: what the policy knows of a person beyond their groups: where notices reach
+//! them (`email`) and the SSH public keys whose signatures count as theirs (`ssh_keys`, for tasks
+//! with `signed_approvals`). Checked here with their places in the file.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use ssh_key::{Algorithm, HashAlg, PublicKey};
+use toml::Spanned;
+
+use super::notify::check_email;
+use super::{Problems, valid_name};
+use crate::model::text;
+
+/// One person as the policy describes them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Person {
+    pub email: Option<String>,
+    /// Keys whose SSHSIG signatures (namespace `zsa`) stand for this person's approval.
+    pub ssh_keys: Vec<PublicKey>,
+}
+
+impl Person {
+    /// The `SHA256:...` fingerprints of the person's keys, as `ssh-add -l` shows them.
+    pub fn key_fingerprints(&self) -> Vec<String> {
+        self.ssh_keys.iter().map(fingerprint).collect()
+    }
+}
+
+/// A key's `SHA256:...` fingerprint: what events record and messages name (never its comment,
+/// which is free text).
+pub fn fingerprint(key: &PublicKey) -> String {
+    key.fingerprint(HashAlg::Sha256).to_string()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPerson {
+    email: Option<Spanned<String>>,
+    ssh_keys: Option<Vec<Spanned<String>>>,
+}
+
+const KEY_HELP: &str =
+    "paste the one line of the person's public key file, e.g. ~/.ssh/id_ed25519.pub: \"ssh-ed25519 AAAA... alice@laptop\"";
+
+pub(super) fn people(raw: BTreeMap<String, Spanned<RawPerson>>, p: &mut Problems) -> BTreeMap<String, Person> {
+    let mut out = BTreeMap::new();
+    // Which person each key was first listed for: one key is one person's, or a signature would
+    // not say whose approval it is.
+    let mut owners: BTreeMap<String, String> = BTreeMap::new();
+    for (name, person) in raw {
+        let span = person.span();
+        let shown = text::inert(&name);
+        if !valid_name(&name) {
+            p.at(span.clone(), format!("person name '{shown}' may hold only letters, digits, '.', '-', '_' and '@'"));
+        }
+        let person = person.into_inner();
+        if let Some(email) = &person.email
+            && let Err(e) = check_email(email.get_ref())
+        {
+            p.at_with_help(email.span(), format!("people.{shown}.email: {e}"), "write it as name@example.org");
+        }
+        let mut keys = Vec::new();
+        for (i, line) in person.ssh_keys.iter().flatten().enumerate() {
+            let here = format!("people.{shown}.ssh_keys[{i}]");
+            match ssh_key(line.get_ref()) {
+                Err(e) => p.at_with_help(line.span(), format!("{here}: {e}"), KEY_HELP),
+                Ok(key) => {
+                    let print = fingerprint(&key);
+                    match owners.get(&print) {
+                        Some(owner) if *owner == name => p.at(line.span(), format!("{here}: the key {print} is listed twice")),
+                        Some(owner) => p.at(
+                            line.span(),
+                            format!(
+                                "{here}: the key {print} is also listed for '{}'; a key must be one person's, or a signature would not say whose approval it is",
+                                text::inert(owner)
+                            ),
+                        ),
+                        None => {
+                            owners.insert(print, name.clone());
+                            keys.push(key);
+                        }
+                    }
+                }
+            }
+        }
+        out.insert(name, Person { email: person.email.map(Spanned::into_inner), ssh_keys: keys });
+    }
+    out
+}
+
+/// One line of an OpenSSH public key file, of a kind whose signatures zsa checks.
+fn ssh_key(line: &str) -> Result<PublicKey, String> {
+    let key = PublicKey::from_openssh(line.trim()).map_err(|e| format!("not an SSH public key ({e})"))?;
+    match key.algorithm() {
+        Algorithm::Ed25519 | Algorithm::SkEd25519 | Algorithm::Ecdsa { .. } | Algorithm::SkEcdsaSha2NistP256 | Algorithm::Rsa { .. } => {
+            Ok(key)
+        }
+        other => Err(format!("{} keys are not accepted for signatures; use an Ed25519 key (ssh-keygen -t ed25519)", other.as_str())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_parse_and_unsupported_or_broken_ones_are_named() {
+        let ed = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKmSM6Z6xlm2m9d8nV+ZxvVbKfkxM0Q9nYbS9N1fJ7mK alice@laptop";
+        let key = ssh_key(ed).unwrap();
+        assert!(fingerprint(&key).starts_with("SHA256:"));
+        assert!(ssh_key("ssh-ed25519 AAAA").unwrap_err().contains("not an SSH public key"));
+        assert!(ssh_key("hello").unwrap_err().contains("not an SSH public key"));
+    }
+}

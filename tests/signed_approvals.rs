@@ -1,0 +1,284 @@
+//! Approvals signed with the approver's SSH key (issue 15): a real `ssh-agent` started by the
+//! test holds keys `ssh-keygen` made; the real CLI and console sign through it; the real daemon
+//! checks each signature before it counts the approval and keeps it in the log; the signed
+//! export is checked again offline. A stolen token, a signature over another request or by a
+//! key not listed for the approver counts for nothing and changes nothing.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::console::Console;
+use common::{Daemon, code, stderr, stdout};
+use zsa::client::agent;
+use zsa::model::wire::{ApproveBody, NewRequest};
+use zsa::model::{Change, RequestId, RequestState};
+
+/// A real `ssh-agent` on a socket of its own, stopped when dropped.
+struct Agent {
+    socket: PathBuf,
+    child: Child,
+}
+
+impl Agent {
+    fn start(dir: &Path) -> Agent {
+        let socket = dir.join("agent.sock");
+        let child = Command::new("ssh-agent")
+            .args(["-D", "-a"])
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("ssh-agent runs (Debian package openssh-client; .ci/run installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "ssh-agent did not open its socket");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Agent { socket, child }
+    }
+
+    /// Loads the private key at `key` into the agent, as `ssh-add` would for its owner.
+    fn add(&self, key: &Path) {
+        let out = Command::new("ssh-add").arg(key).env("SSH_AUTH_SOCK", &self.socket).output().expect("ssh-add runs");
+        assert!(out.status.success(), "ssh-add: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A new Ed25519 key pair in `dir` named `name`; its public key's line.
+fn keypair(dir: &Path, name: &str) -> (PathBuf, String) {
+    let path = dir.join(name);
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C"])
+        .arg(format!("{name}@test"))
+        .arg("-f")
+        .arg(&path)
+        .output()
+        .expect("ssh-keygen runs (Debian package openssh-client)");
+    assert!(out.status.success(), "ssh-keygen: {}", String::from_utf8_lossy(&out.stderr));
+    let public = std::fs::read_to_string(path.with_extension("pub")).unwrap().trim().to_string();
+    (path, public)
+}
+
+/// The test policy with `journal` taking only signed approvals and alice's key listed.
+fn policy(alice_key: &str, bob_key: &str) -> String {
+    common::POLICY.replace("ticket_pattern = \"INC-[0-9]+\"", "ticket_pattern = \"INC-[0-9]+\"\nsigned_approvals = true")
+        + &format!("[people.alice]\nssh_keys = [\"{alice_key}\"]\n[people.bob]\nssh_keys = [\"{bob_key}\"]\n")
+}
+
+struct Setup {
+    d: Daemon,
+    keys: tempfile::TempDir,
+    agent: Agent,
+    alice_pub: String,
+    bob_key: PathBuf,
+}
+
+/// A daemon with that policy, and an agent holding alice's key (bob's is made, not loaded).
+fn setup() -> Setup {
+    let keys = tempfile::tempdir().unwrap();
+    let (alice, alice_pub) = keypair(keys.path(), "alice");
+    let (bob_key, bob_pub) = keypair(keys.path(), "bob");
+    let d = Daemon::start_with(&policy(&alice_pub, &bob_pub));
+    let agent = Agent::start(keys.path());
+    agent.add(&alice);
+    Setup { d, keys, agent, alice_pub, bob_key }
+}
+
+async fn ask(d: &mut Daemon, reason: &str) -> RequestId {
+    ask_as(d, "dave", reason).await
+}
+
+async fn ask_as(d: &mut Daemon, requester: &str, reason: &str) -> RequestId {
+    let dave = d.user(requester).await;
+    let new = NewRequest { task: "journal".into(), reason: Some(reason.into()), ticket: Some("INC-7".into()), ..Default::default() };
+    dave.request(&new).await.expect("dave asks").request.id
+}
+
+/// `zsa approve` as `user` with the agent at `agent` (None: no agent at all).
+async fn approve_cli(d: &mut Daemon, user: &str, id: RequestId, agent: Option<&Path>) -> std::process::Output {
+    let token = d.token(user).await;
+    let mut cmd = Command::new(common::BIN);
+    cmd.args(["approve", &id.to_string()]).env("ZSA_SOCKET", &d.socket).env("ZSA_TOKEN", token);
+    match agent {
+        Some(a) => cmd.env("SSH_AUTH_SOCK", a),
+        None => cmd.env_remove("SSH_AUTH_SOCK"),
+    };
+    cmd.output().unwrap()
+}
+
+async fn state_of(d: &Daemon, id: RequestId) -> RequestState {
+    d.admin().show_request(id).await.unwrap().request.state
+}
+
+async fn events(d: &Daemon) -> usize {
+    d.admin().audit(&Default::default()).await.unwrap().len()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signed_approval_counts_and_is_kept_in_the_log() {
+    let mut s = setup();
+    let id = ask(&mut s.d, "mail flow stuck").await;
+    let out = approve_cli(&mut s.d, "alice", id, Some(&s.agent.socket)).await;
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(state_of(&s.d, id).await, RequestState::Approved);
+
+    let log = s.d.admin().audit(&Default::default()).await.unwrap();
+    let approved = log.iter().find(|e| matches!(e.change, Change::RequestApproved { .. })).expect("the approval is in the log");
+    let Change::RequestApproved { signature: Some(sig), .. } = &approved.change else {
+        panic!("the approval was recorded unsigned: {approved:?}")
+    };
+    let listed = ssh_key::PublicKey::from_openssh(&s.alice_pub).unwrap();
+    assert_eq!(sig.key, listed.fingerprint(ssh_key::HashAlg::Sha256).to_string(), "the log names the key that signed");
+    assert!(sig.signature.starts_with("-----BEGIN SSH SIGNATURE-----"), "{}", sig.signature);
+    // Anyone can check it with OpenSSH alone: the statement is rebuilt from the request.
+    let request = s.d.admin().show_request(id).await.unwrap().request.request;
+    let statement = zsa::evidence::approval::statement(&(&request).into(), "alice", sig.signed_at);
+    let (signers, signature) = (s.keys.path().join("allowed_signers"), s.keys.path().join("approval.sig"));
+    std::fs::write(&signers, format!("alice {}\n", s.alice_pub)).unwrap();
+    std::fs::write(&signature, &sig.signature).unwrap();
+    let mut verify = Command::new("ssh-keygen")
+        .args(["-Y", "verify", "-n", "zsa", "-I", "alice", "-f"])
+        .arg(&signers)
+        .arg("-s")
+        .arg(&signature)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut verify.stdin.take().unwrap(), statement.as_bytes()).unwrap();
+    let checked = verify.wait_with_output().unwrap();
+    assert!(checked.status.success(), "ssh-keygen -Y verify: {}", String::from_utf8_lossy(&checked.stdout));
+}
+
+/// A token taken from alice approves nothing without her key; nor does her signature over
+/// another request, a signature by a key the policy does not list for her, a broken one, or one
+/// made long ago. Each refusal says why, and none changes anything.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_without_the_key_and_a_signature_over_something_else_are_refused() {
+    let mut s = setup();
+    let first = ask(&mut s.d, "mail flow stuck").await;
+    let second = ask_as(&mut s.d, "carol", "another reason").await;
+    let alice = s.d.user("alice").await;
+    let bob = s.d.user("bob").await;
+    let before = events(&s.d).await;
+
+    let refused = |r: Result<zsa::model::wire::Outcome, zsa::client::ClientError>| match r {
+        Err(zsa::client::ClientError::Refused { code, message, .. }) => (code, message),
+        Err(other) => panic!("expected a refusal, got {other}"),
+        Ok(o) => panic!("expected a refusal, got {:?}", o.request.state),
+    };
+    let (c, m) = refused(alice.send_approval(first, &ApproveBody { comment: None, signature: None }).await);
+    assert_eq!(c, "signature_required", "{m}");
+    assert!(m.contains("signed with your SSH key") && m.contains("ssh -A"), "{m}");
+
+    let view = |id| {
+        let admin = s.d.admin();
+        async move { admin.show_request(id).await.unwrap().request.request }
+    };
+    let (first_req, second_req) = (view(first).await, view(second).await);
+    let listed = vec![ssh_key::PublicKey::from_openssh(&s.alice_pub).unwrap().fingerprint(ssh_key::HashAlg::Sha256).to_string()];
+    let now = chrono::Utc::now();
+    let over_first = agent::sign_approval(Some(&s.agent.socket), &first_req, "alice", &listed, now).unwrap();
+    let (c, m) = refused(alice.send_approval(second, &ApproveBody { comment: None, signature: Some(over_first.clone()) }).await);
+    assert_eq!(c, "signature_mismatch", "a signature over {first} does not approve {second}: {m}");
+    assert!(m.contains("made over something else"), "{m}");
+    // Nor is it bob's approval of the same request, though bob holds a token too.
+    let (c, _) = refused(bob.send_approval(first, &ApproveBody { comment: None, signature: Some(over_first.clone()) }).await);
+    assert_eq!(c, "signature_key_unknown", "alice's key is not bob's");
+
+    // Bob's key, loaded into the agent, is not one listed for alice.
+    s.agent.add(&s.bob_key);
+    let bobs = vec![zsa::policy::fingerprint(&ssh_key::PublicKey::read_openssh_file(&s.bob_key.with_extension("pub")).unwrap())];
+    let by_bob = agent::sign_approval(Some(&s.agent.socket), &first_req, "alice", &bobs, now).unwrap();
+    let (c, m) = refused(alice.send_approval(first, &ApproveBody { comment: None, signature: Some(by_bob) }).await);
+    assert_eq!(c, "signature_key_unknown", "{m}");
+    assert!(m.contains(&listed[0]), "it names the key that is listed: {m}");
+
+    let mut broken = over_first.clone();
+    broken.signature = broken.signature.replace("-----BEGIN SSH SIGNATURE-----\n", "-----BEGIN SSH SIGNATURE-----\nAAAA");
+    let (c, _) = refused(alice.send_approval(first, &ApproveBody { comment: None, signature: Some(broken) }).await);
+    assert_eq!(c, "signature_unreadable");
+
+    let old = agent::sign_approval(Some(&s.agent.socket), &first_req, "alice", &listed, now - chrono::Duration::hours(1)).unwrap();
+    let (c, m) = refused(alice.send_approval(first, &ApproveBody { comment: None, signature: Some(old) }).await);
+    assert_eq!(c, "signature_stale", "{m}");
+
+    assert_eq!(events(&s.d).await, before, "no refusal wrote anything");
+    assert_eq!(state_of(&s.d, first).await, RequestState::Pending);
+    assert_eq!(state_of(&s.d, second).await, RequestState::Pending);
+
+    // The right signature, sent as a script would, counts.
+    let out = alice.send_approval(first, &ApproveBody { comment: None, signature: Some(over_first) }).await.unwrap();
+    assert_eq!(out.request.state, RequestState::Approved);
+    assert!(second_req.reason.is_some());
+}
+
+/// The CLI says plainly what is missing: no agent, or no listed key in it; and sends nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_says_when_there_is_no_agent_or_no_listed_key_in_it() {
+    let mut s = setup();
+    let id = ask(&mut s.d, "mail flow stuck").await;
+    let out = approve_cli(&mut s.d, "alice", id, None).await;
+    assert_ne!(code(&out), 0);
+    assert!(stderr(&out).contains("no SSH agent") && stderr(&out).contains("ssh -A"), "{}", stderr(&out));
+
+    let empty = Agent::start(&s.keys.path().join("empty").tap_mkdir());
+    let out = approve_cli(&mut s.d, "alice", id, Some(&empty.socket)).await;
+    assert_ne!(code(&out), 0);
+    assert!(stderr(&out).contains("none of the 0 key(s) in your SSH agent"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("SHA256:"), "it names the listed key: {}", stderr(&out));
+
+    // Carol approves journal too, but the policy lists no key for her.
+    let out = approve_cli(&mut s.d, "carol", id, Some(&s.agent.socket)).await;
+    assert_ne!(code(&out), 0);
+    assert!(stderr(&out).contains("lists no key for you") && stderr(&out).contains("[people.carol] ssh_keys"), "{}", stderr(&out));
+    assert_eq!(state_of(&s.d, id).await, RequestState::Pending, "nothing was approved");
+}
+
+trait Mkdir {
+    fn tap_mkdir(self) -> Self;
+}
+
+impl Mkdir for PathBuf {
+    fn tap_mkdir(self) -> Self {
+        std::fs::create_dir_all(&self).unwrap();
+        self
+    }
+}
+
+/// The console's `a` signs through the agent it was started with (over SSH, the forwarded one);
+/// with no agent it says so and the request stays pending.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_console_signs_through_the_agent_and_says_when_there_is_none() {
+    let mut s = setup();
+    let id = ask(&mut s.d, "mail flow stuck").await;
+    let token = s.d.token("alice").await;
+
+    let mut without = Console::open_with_env(&s.d, &token, s.d.dir.path(), 30, 160, &["tui"], &[("SSH_AUTH_SOCK", "")]);
+    without.wait_for("Waiting for approval (1)");
+    without.press("a");
+    without.wait_for(&format!("Approve {id}?"));
+    without.press("\r");
+    without.wait("the refusal", |screen| screen.replace('\n', "").contains("no SSH agent"));
+    without.quit();
+    assert_eq!(state_of(&s.d, id).await, RequestState::Pending);
+
+    let socket = s.agent.socket.to_str().unwrap().to_string();
+    let mut with = Console::open_with_env(&s.d, &token, s.d.dir.path(), 30, 160, &["tui"], &[("SSH_AUTH_SOCK", &socket)]);
+    with.wait_for("Waiting for approval (1)");
+    with.press("a");
+    with.wait_for(&format!("Approve {id}?"));
+    with.press("\r");
+    with.wait_for("Waiting for approval (0)");
+    with.quit();
+    assert_eq!(state_of(&s.d, id).await, RequestState::Approved);
+}
