@@ -32,6 +32,17 @@ fn rules(c: &mut Criterion) {
             .unwrap()
         })
     });
+    // What a task with signed_approvals adds to each approval: the statement rebuilt and the
+    // SSHSIG checked, on the writer's thread.
+    let request = &b.state.requests[&pending];
+    let key = ssh_key::PrivateKey::random(&mut ssh_key::rand_core::OsRng, ssh_key::Algorithm::Ed25519).unwrap();
+    let statement = zsa::evidence::approval::statement(&request.into(), "bob", b.now);
+    let sig = key.sign(zsa::evidence::approval::NAMESPACE, ssh_key::HashAlg::Sha512, statement.as_bytes()).unwrap();
+    let signed = zsa::model::SignedApproval { signed_at: b.now, signature: sig.to_pem(ssh_key::LineEnding::LF).unwrap() };
+    let listed = [key.public_key().clone()];
+    c.bench_function("check an approval's SSH signature (Ed25519)", |bench| {
+        bench.iter(|| zsa::evidence::approval::check(&black_box(request).into(), "bob", &signed, &listed).unwrap())
+    });
     c.bench_function("decide: check access", |bench| {
         bench.iter(|| zsa::rules::check_access(black_box(&b.state), &b.policy, "u7", "u7", "restart", b.now).unwrap())
     });

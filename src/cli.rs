@@ -580,6 +580,10 @@ pub enum AuditCmd {
         /// Accept events after the export's last checkpoint (chained, but signed by nobody)
         #[arg(long, requires = "offline")]
         allow_unsigned_tail: bool,
+        /// An OpenSSH allowed_signers file (`alice ssh-ed25519 AAAA...`): each approval signed
+        /// with an SSH key must be signed with a key it lists for that approver
+        #[arg(long, value_name = "FILE", requires = "offline")]
+        allowed_signers: Option<PathBuf>,
     },
     /// Write the whole log, exactly as stored, to a file that `zsa audit verify --offline`
     /// checks with no daemon and no database

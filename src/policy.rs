@@ -653,6 +653,11 @@ impl Policy {
                             "{here}: signed_approvals and approval = \"auto\" contradict each other: nobody approves an automatic task"
                         ),
                     );
+                } else if t.break_glass {
+                    p.at(
+                        signed.span(),
+                        format!("{here}: signed_approvals would change nothing on a break-glass task: it is active at once, with no approval to sign"),
+                    );
                 } else {
                     signed_spans.push((name.clone(), signed.span()));
                 }
@@ -1018,6 +1023,7 @@ impl Policy {
                 .approve_via
                 .clone()
                 .unwrap_or_else(|| crate::model::auth::APPROVE_VIA_KINDS.iter().map(|k| k.to_string()).collect()),
+            signed_approvals: task.signed_approvals,
             may_request: self.may_request(user, task),
             may_approve: self.may_approve(user, task),
             // Who else approves depends on the live state too (disabled accounts): the daemon fills it.
@@ -1289,5 +1295,33 @@ one_of = ["nginx.service"]
         let b = Policy::parse(&format!("{BASE}\n"), "p").unwrap();
         assert_ne!(a.sha256, b.sha256);
         assert_eq!(a.sha256.len(), 64);
+    }
+
+    /// Two real public keys (ssh-keygen made them; only their public halves are here).
+    const ALICE_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJk7Co4E0Tq8oYtM1gPzvQyfY0YV1QvGQxB8mTMG0d8r alice@laptop";
+    const BOB_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOqQ3u+qXv6gKZ2s5oUu0yX4r0Q0G6pQ2m3C4vJm0kYz bob@desk";
+
+    #[test]
+    fn signed_approvals_need_enough_approvers_with_keys_and_keys_are_checked() {
+        let signed = BASE.replace("max_duration = \"1h\"", "max_duration = \"1h\"\nsigned_approvals = true");
+        let e = errors(&signed);
+        assert!(e.contains("p.toml:11") && e.contains("signed_approvals needs 1 approver(s) with SSH keys, but only 0"), "{e}");
+        assert!(e.contains("without: alice, bob"), "{e}");
+        let p = Policy::parse(&format!("{signed}[people.alice]\nssh_keys = [\"{ALICE_KEY}\"]\n"), "p.toml").unwrap();
+        assert!(p.tasks["t"].signed_approvals);
+        assert_eq!(p.people["alice"].key_fingerprints().len(), 1);
+        assert!(p.people["alice"].key_fingerprints()[0].starts_with("SHA256:"));
+
+        let both = format!("{signed}[people.alice]\nssh_keys = [\"{ALICE_KEY}\"]\n[people.bob]\nssh_keys = [\"{ALICE_KEY}\"]\n");
+        let e = errors(&both);
+        assert!(e.contains("people.bob.ssh_keys[0]") && e.contains("is also listed for 'alice'"), "one key, one person: {e}");
+        let e = errors(&format!("{BASE}[people.bob]\nssh_keys = [\"{BOB_KEY}\", \"ssh-ed25519 AAAA\"]\n"));
+        assert!(e.contains("people.bob.ssh_keys[1]: not an SSH public key"), "{e}");
+        let e = errors(&format!("{BASE}[people.bob]\nssh_keys = [\"{BOB_KEY}\", \"{BOB_KEY}\"]\n"));
+        assert!(e.contains("is listed twice"), "{e}");
+        let auto = BASE.replace("approval = \"manual\"", "approval = \"auto\"\nsigned_approvals = true");
+        assert!(errors(&auto).contains("signed_approvals and approval = \"auto\" contradict"), "{}", errors(&auto));
+        let glass = BASE.replace("approval = \"manual\"", "approval = \"manual\"\nbreak_glass = true\nsigned_approvals = true");
+        assert!(errors(&glass).contains("would change nothing on a break-glass task"), "{}", errors(&glass));
     }
 }

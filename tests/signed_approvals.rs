@@ -139,6 +139,14 @@ async fn a_signed_approval_counts_and_is_kept_in_the_log() {
     let listed = ssh_key::PublicKey::from_openssh(&s.alice_pub).unwrap();
     assert_eq!(sig.key, listed.fingerprint(ssh_key::HashAlg::Sha256).to_string(), "the log names the key that signed");
     assert!(sig.signature.starts_with("-----BEGIN SSH SIGNATURE-----"), "{}", sig.signature);
+    let shown = s.d.cli(None, &["show", &id.to_string()]).await;
+    assert!(
+        stdout(&shown).contains(&format!("approved by alice at")) && stdout(&shown).contains(&format!("(signed with {})", sig.key)),
+        "{}",
+        stdout(&shown)
+    );
+    let log = s.d.cli(None, &["audit"]).await;
+    assert!(stdout(&log).contains(&format!("signed with {}", sig.key)), "{}", stdout(&log));
     // Anyone can check it with OpenSSH alone: the statement is rebuilt from the request.
     let request = s.d.admin().show_request(id).await.unwrap().request.request;
     let statement = zsa::evidence::approval::statement(&(&request).into(), "alice", sig.signed_at);
@@ -276,9 +284,177 @@ async fn the_console_signs_through_the_agent_and_says_when_there_is_none() {
     let mut with = Console::open_with_env(&s.d, &token, s.d.dir.path(), 30, 160, &["tui"], &[("SSH_AUTH_SOCK", &socket)]);
     with.wait_for("Waiting for approval (1)");
     with.press("a");
-    with.wait_for(&format!("Approve {id}?"));
+    let prompt = with.wait_for(&format!("Approve {id}?"));
+    assert!(prompt.contains("signed through your SSH agent with") && prompt.contains("SHA256:"), "the prompt says it will sign: {prompt}");
     with.press("\r");
     with.wait_for("Waiting for approval (0)");
     with.quit();
     assert_eq!(state_of(&s.d, id).await, RequestState::Approved);
+}
+
+/// The whole log, rewritten from `changed` on as someone holding the database and the daemon's
+/// audit key could: `edit` applied to the one event it matches, every hash after it recomputed,
+/// every checkpoint signed anew with the key.
+fn rewrite(bundle: &str, key: &zsa::evidence::SigningKey, edit: impl Fn(&mut serde_json::Value) -> bool) -> String {
+    let mut lines = bundle.lines();
+    let mut out = vec![lines.next().unwrap().to_string()];
+    let mut prev = zsa::store::chain::GENESIS.to_string();
+    let mut hashes: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
+    for line in lines {
+        let mut event: zsa::store::RawEvent = serde_json::from_str(line).unwrap();
+        let mut body: serde_json::Value = serde_json::from_str(&event.body).unwrap();
+        let mut touched = edit(&mut body);
+        if body["kind"] == "checkpoint" {
+            let seq = body["signed_seq"].as_u64().unwrap();
+            let at = serde_json::from_value(body["signed_at"].clone()).unwrap();
+            let c = key.sign(seq, &hashes[&seq], at);
+            body["signed_hash"] = c.hash.into();
+            body["signature"] = c.signature.into();
+            touched = true;
+        }
+        if touched {
+            event.body = serde_json::to_string(&body).unwrap();
+        }
+        event.prev_hash = prev.clone();
+        event.hash = zsa::store::chain::hash(&prev, &event.body);
+        hashes.insert(event.seq, event.hash.clone());
+        prev = event.hash.clone();
+        out.push(serde_json::to_string(&event).unwrap());
+    }
+    out.join("\n") + "\n"
+}
+
+/// The signed export is checked offline, approvals included, with the daemon's public key
+/// alone; so is the live log. Rewritten with the daemon's own audit key, the log still verifies
+/// if what approvers signed is untouched, and not if the request they approved was changed: the
+/// audit key cannot make an approver seem to approve what they did not.
+#[tokio::test(flavor = "multi_thread")]
+async fn signed_approvals_are_checked_offline_and_the_audit_key_cannot_forge_them() {
+    let mut s = setup();
+    let id = ask(&mut s.d, "mail flow stuck").await;
+    assert_eq!(code(&approve_cli(&mut s.d, "alice", id, Some(&s.agent.socket)).await), 0);
+    let live = s.d.cli(None, &["audit", "verify"]).await;
+    assert_eq!(code(&live), 0, "{}", stderr(&live));
+    assert!(stdout(&live).contains("ok: 1 approvals signed with the approvers' SSH keys checked again"), "{}", stdout(&live));
+
+    let key = stdout(&s.d.cli(None, &["audit", "key"]).await).lines().next().unwrap().to_string();
+    let exported = s.d.dir.path().join("log.zsa");
+    let out = s.d.cli(None, &["audit", "export", "--signed", exported.to_str().unwrap()]).await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let audit_key = zsa::evidence::SigningKey::load_or_create(&s.d.state).unwrap();
+    s.d.kill9();
+
+    let away = tempfile::tempdir().unwrap();
+    let offline = |text: &str| {
+        let file = away.path().join("log.zsa");
+        std::fs::write(&file, text).unwrap();
+        Command::new(common::BIN)
+            .args(["audit", "verify", "--offline"])
+            .arg(&file)
+            .args(["--key", &key])
+            .env("ZSA_SOCKET", away.path().join("no-daemon.sock"))
+            .env_remove("SSH_AUTH_SOCK")
+            .current_dir(away.path())
+            .output()
+            .unwrap()
+    };
+    let bundle = std::fs::read_to_string(&exported).unwrap();
+    let out = offline(&bundle);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("ok: 1 approvals signed with the approvers' SSH keys checked again"), "{}", stdout(&out));
+
+    // A rewrite of what nobody signed for passes: the forger's tools work.
+    let harmless = rewrite(&bundle, &audit_key, |body| {
+        let hit = body["kind"] == "request_created";
+        if hit {
+            body["pending_until"] = "2099-01-01T00:00:00Z".into();
+        }
+        hit
+    });
+    assert_ne!(harmless, bundle);
+    let out = offline(&harmless);
+    assert_eq!(code(&out), 0, "the rewrite is signed with the audit key itself: {}{}", stdout(&out), stderr(&out));
+
+    // Four hours instead of one, which alice never approved: caught.
+    let longer = rewrite(&bundle, &audit_key, |body| {
+        let hit = body["kind"] == "request_created";
+        if hit {
+            body["duration_secs"] = (4 * 3600).into();
+        }
+        hit
+    });
+    let out = offline(&longer);
+    assert_eq!(code(&out), 1, "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains(&format!("alice's approval of {id}")) && stderr(&out).contains("not over this approval"),
+        "{}",
+        stderr(&out)
+    );
+    // Nor can her approval be moved to bob.
+    let moved = rewrite(&bundle, &audit_key, |body| {
+        let hit = body["kind"] == "request_approved";
+        if hit {
+            body["actor"] = "bob".into();
+        }
+        hit
+    });
+    let out = offline(&moved);
+    assert_eq!(code(&out), 1, "{}", stdout(&out));
+    assert!(stderr(&out).contains(&format!("bob's approval of {id}")), "{}", stderr(&out));
+
+    // A key of the forger's own, signing as alice and named in the event: it verifies as a
+    // signature, so only a list of whose keys are whose catches it (allowed_signers).
+    let request = s.d.admin().show_request(id).await;
+    assert!(request.is_err(), "the daemon is gone: what follows uses the export alone");
+    let forger = ssh_key::PrivateKey::random(&mut ssh_key::rand_core::OsRng, ssh_key::Algorithm::Ed25519).unwrap();
+    let asked: serde_json::Value = bundle
+        .lines()
+        .skip(1)
+        .map(|l| serde_json::from_str::<serde_json::Value>(&serde_json::from_str::<zsa::store::RawEvent>(l).unwrap().body).unwrap())
+        .find(|b| b["kind"] == "request_created")
+        .unwrap();
+    let forged = rewrite(&bundle, &audit_key, |body| {
+        let hit = body["kind"] == "request_approved";
+        if hit {
+            let at: chrono::DateTime<chrono::Utc> = serde_json::from_value(body["signature"]["signed_at"].clone()).unwrap();
+            let params = Default::default();
+            let facts = zsa::evidence::approval::Facts {
+                request: id,
+                task: asked["task"].as_str().unwrap(),
+                requester: asked["requester"].as_str().unwrap(),
+                duration_secs: asked["duration_secs"].as_u64().unwrap(),
+                reason: asked["reason"].as_str(),
+                ticket: asked["ticket"].as_str(),
+                params: &params,
+                requested_at: serde_json::from_value(asked["at"].clone()).unwrap(),
+            };
+            let text = zsa::evidence::approval::statement(&facts, "alice", at);
+            let sig = forger.sign("zsa", ssh_key::HashAlg::Sha512, text.as_bytes()).unwrap();
+            body["signature"]["signature"] = sig.to_pem(ssh_key::LineEnding::LF).unwrap().into();
+            body["signature"]["key"] = zsa::policy::fingerprint(forger.public_key()).into();
+        }
+        hit
+    });
+    let out = offline(&forged);
+    assert_eq!(code(&out), 0, "the forger's own key signed it, as the event says: {}", stderr(&out));
+    let signers = away.path().join("allowed_signers");
+    std::fs::write(&signers, format!("# the approvers' keys, kept by the auditors\nalice {}\n", s.alice_pub)).unwrap();
+    let with_signers = |text: &str| {
+        let file = away.path().join("log.zsa");
+        std::fs::write(&file, text).unwrap();
+        Command::new(common::BIN)
+            .args(["audit", "verify", "--offline"])
+            .arg(&file)
+            .args(["--key", &key, "--allowed-signers"])
+            .arg(&signers)
+            .env("ZSA_SOCKET", away.path().join("no-daemon.sock"))
+            .output()
+            .unwrap()
+    };
+    let out = with_signers(&forged);
+    assert_eq!(code(&out), 1, "{}", stdout(&out));
+    assert!(stderr(&out).contains("does not list for alice"), "{}", stderr(&out));
+    let out = with_signers(&bundle);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("each signed with a key") && stdout(&out).contains("lists for its approver"), "{}", stdout(&out));
 }

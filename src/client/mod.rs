@@ -242,27 +242,29 @@ impl Client {
         self.get(&format!("/v1/requests/{id}")).await
     }
 
-    /// Approves `id`; where the daemon says the approval counts only signed (the task's
-    /// `signed_approvals`), signs it first through the SSH agent with a key the policy lists for
-    /// the caller, over the request as the daemon holds it now.
+    /// Approves `id`; where the daemon answers that the approval counts only signed (the task's
+    /// `signed_approvals`), signs it through the SSH agent with a key the policy lists for the
+    /// caller, over the request as the daemon holds it now, and sends it again. An ordinary
+    /// approval costs one call, as before.
     pub async fn approve(&self, id: RequestId, comment: Option<String>) -> Result<Outcome, ClientError> {
+        let unsigned = ApproveBody { comment, signature: None };
+        match self.send_approval(id, &unsigned).await {
+            Err(ClientError::Refused { code, .. }) if code == "signature_required" => {}
+            answer => return answer,
+        }
         let view = self.show_request(id).await?.request;
-        let signature = match view.actions.signing_keys(RowAction::Approve) {
-            None => None,
-            Some(listed) => {
-                let me = self.whoami().await?.user;
-                let listed = listed.to_vec();
-                let request = view.request;
-                let socket = agent::socket_from_env();
-                let signed = tokio::task::spawn_blocking(move || {
-                    agent::sign_approval(socket.as_deref(), &request, &me, &listed, chrono::Utc::now())
-                })
+        let Some(listed) = view.actions.signing_keys(RowAction::Approve).map(<[String]>::to_vec) else {
+            // Nothing to sign with by the daemon's own account of it: its refusal says why.
+            return self.send_approval(id, &unsigned).await;
+        };
+        let me = self.whoami().await?.user;
+        let request = view.request;
+        let socket = agent::socket_from_env();
+        let signed =
+            tokio::task::spawn_blocking(move || agent::sign_approval(socket.as_deref(), &request, &me, &listed, chrono::Utc::now()))
                 .await
                 .map_err(|e| ClientError::Protocol(format!("signing stopped: {e}")))??;
-                Some(signed)
-            }
-        };
-        self.send_approval(id, &ApproveBody { comment, signature }).await
+        self.send_approval(id, &ApproveBody { signature: Some(signed), ..unsigned }).await
     }
 
     /// Sends exactly this approval of `id`, signed or not, as a script that signs by itself would.

@@ -85,6 +85,8 @@ pub async fn tasks(client: &Client, json: bool) -> CmdResult {
                 "break-glass".to_string()
             } else if t.approval == "auto" {
                 "auto".to_string()
+            } else if t.signed_approvals {
+                format!("{} of {}, signed", t.approvals, t.approver_users.join(","))
             } else {
                 format!("{} of {}", t.approvals, t.approver_users.join(","))
             };

@@ -180,6 +180,9 @@ async fn verify(client: &Client, json: bool) -> CmdResult {
             if let (Some(n), Some(key)) = (report.checkpoints, &report.audit_key) {
                 println!("ok: the log holds all {n} checkpoints signed by {key}");
             }
+            if let Some(n) = report.signed_approvals.filter(|n| *n > 0) {
+                println!("ok: {n} approvals signed with the approvers' SSH keys checked again");
+            }
         }
         Ok(())
     } else {
@@ -246,6 +249,7 @@ pub fn verify_offline(
     keys: &[String],
     checkpoints: Option<&std::path::Path>,
     allow_unsigned_tail: bool,
+    allowed_signers: Option<&std::path::Path>,
 ) -> CmdResult {
     let keys: Vec<_> = keys.iter().map(|k| crate::evidence::PublicKey::parse(k)).collect::<Result<_, _>>().map_err(CliError::Usage)?;
     let key = keys.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
@@ -255,7 +259,16 @@ pub fn verify_offline(
         None => None,
     };
     let against = lines.as_ref().map(|(source, lines)| (source.as_str(), lines.as_slice()));
-    match crate::evidence::bundle::verify(std::io::BufReader::new(input), &keys, against) {
+    let signers = match allowed_signers {
+        None => None,
+        Some(path) => {
+            let source = path.display().to_string();
+            let text = std::fs::read_to_string(path).map_err(|e| CliError::Refused(format!("cannot read {source}: {e}")))?;
+            Some((crate::evidence::approval::AllowedSigners::parse(&text, &source).map_err(CliError::Usage)?, source))
+        }
+    };
+    let signers_shown = signers.as_ref().map(|(_, source)| source.clone());
+    match crate::evidence::bundle::verify(std::io::BufReader::new(input), &keys, against, signers) {
         Ok(v) if (v.signed_through < v.events || v.events == 0) && !allow_unsigned_tail => Err(CliError::Refused(format!(
             "the export {} does NOT verify: {}; its chain is intact, but anyone could have made those events: export again (an export ends at a checkpoint), or pass --allow-unsigned-tail to accept them unsigned",
             file.display(),
@@ -268,11 +281,17 @@ pub fn verify_offline(
             let head = v.head.as_deref().unwrap_or("(empty log)");
             match json {
                 true => json_line(
-                    &serde_json::json!({"ok": true, "events": v.events, "head": head, "checkpoints_in_log": v.in_log, "checkpoints_in_file": v.in_file, "keys": key}),
+                    &serde_json::json!({"ok": true, "events": v.events, "head": head, "checkpoints_in_log": v.in_log, "checkpoints_in_file": v.in_file, "signed_approvals": v.signed_approvals, "keys": key}),
                 ),
                 false => {
                     println!("ok: {} events verified from {}; chain head {head}", v.events, file.display());
                     println!("ok: {} checkpoints in the log signed by {key}", v.in_log);
+                    if v.signed_approvals > 0 {
+                        println!("ok: {} approvals signed with the approvers' SSH keys checked again", v.signed_approvals);
+                    }
+                    if let Some(source) = &signers_shown {
+                        println!("ok: each signed with a key {source} lists for its approver");
+                    }
                     if v.signed_through < v.events {
                         println!(
                             "NOT signed: events {}..{} come after the last checkpoint (accepted: --allow-unsigned-tail)",

@@ -265,9 +265,9 @@ async fn dispatch(cli: Cli) -> CmdResult {
         Cmd::Tasks { .. } => admin::tasks(&client()?, json).await,
         // An offline check needs no daemon, so no client either.
         Cmd::Audit(crate::cli::AuditArgs {
-            command: Some(crate::cli::AuditCmd::Verify { offline: Some(file), key, checkpoints, allow_unsigned_tail }),
+            command: Some(crate::cli::AuditCmd::Verify { offline: Some(file), key, checkpoints, allow_unsigned_tail, allowed_signers }),
             ..
-        }) => audit::verify_offline(json, file, key, checkpoints.as_deref(), *allow_unsigned_tail),
+        }) => audit::verify_offline(json, file, key, checkpoints.as_deref(), *allow_unsigned_tail, allowed_signers.as_deref()),
         Cmd::Audit(args) => audit::run(&client()?, json, args).await,
         Cmd::Notices { failed, .. } => notices::list(&client()?, json, *failed).await,
         Cmd::Admin { command, .. } => admin::run(&client()?, json, command).await,

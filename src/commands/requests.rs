@@ -154,7 +154,8 @@ pub async fn show(client: &Client, json: bool, raw: &str) -> CmdResult {
             }
             for a in &r.approvals {
                 let c = a.comment.as_deref().map(|c| format!(": {}", text::inert_line(c))).unwrap_or_default();
-                println!("  approved by {} at {}{c}", text::inert(&a.by), time(a.at));
+                let signed = a.signed_with.as_deref().map(|k| format!(" (signed with {})", text::inert(k))).unwrap_or_default();
+                println!("  approved by {} at {}{signed}{c}", text::inert(&a.by), time(a.at));
             }
         }
     }

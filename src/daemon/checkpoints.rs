@@ -136,11 +136,15 @@ impl Checkpoints {
     /// over the hash the log holds, the log not ending before the newest line, and every
     /// checkpoint this key recorded in the log present in the file (but the newest, which a
     /// crash may have kept from the file). How many lines held, or what is wrong (`seq` 0: the
-    /// file itself could not be read). Blocking.
-    pub fn check_log(&self, engine: &Engine) -> Result<usize, Mismatch> {
+    /// file itself could not be read). With `approvals`, every signed approval is checked again
+    /// too (`Walk::checking_approvals`), and how many were is the second number. Blocking.
+    pub fn check_log(&self, engine: &Engine, approvals: bool) -> Result<(usize, usize), Mismatch> {
         let source = self.file.display().to_string();
         let lines = evidence::read(&self.file).map_err(|problem| Mismatch { seq: 0, problem })?;
         let mut walk = evidence::Walk::new(Some(lines.iter().map(|(_, c)| c.seq).collect()));
+        if approvals {
+            walk = walk.checking_approvals(None);
+        }
         let mut after = 0;
         loop {
             let page = engine.raw_events(after, PAGE).map_err(|e| Mismatch { seq: 0, problem: format!("cannot read the log: {e}") })?;
@@ -178,7 +182,7 @@ impl Checkpoints {
                 ),
             });
         }
-        Ok(held)
+        Ok((held, walk.signed_approvals))
     }
 }
 

@@ -549,8 +549,11 @@ impl Engine {
         let mut report = lock(&self.reader).verify()?;
         if let Some(checkpoints) = &self.checkpoints {
             report.audit_key = Some(checkpoints.public_key().to_string());
-            match checkpoints.check_log(self) {
-                Ok(held) => report.checkpoints = Some(held as u64),
+            match checkpoints.check_log(self, true) {
+                Ok((held, signed)) => {
+                    report.checkpoints = Some(held as u64);
+                    report.signed_approvals = Some(signed as u64);
+                }
                 Err(mismatch) if report.ok || report.first_bad_seq.is_none_or(|bad| mismatch.seq < bad) => {
                     report.ok = false;
                     report.first_bad_seq = Some(mismatch.seq);

@@ -235,7 +235,7 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
         // The log must still hold what was signed outside the database: a database rewritten,
         // or cut short, behind the daemon's back is refused before anything is decided from it.
         if let Some(c) = engine.checkpoints()
-            && let Err(mismatch) = c.check_log(&engine)
+            && let Err(mismatch) = c.check_log(&engine, false)
         {
             if mismatch.seq == 0 {
                 bail!(

@@ -148,3 +148,41 @@ pub fn check_recorded(facts: &Facts<'_>, approver: &str, recorded: &ApprovalSign
         )
     })
 }
+
+/// Who may sign as whom, from an OpenSSH `allowed_signers` file (`alice ssh-ed25519 AAAA...`,
+/// several principals separated by commas): what an auditor holds to check, offline, that each
+/// signed approval was made with a key of its approver's, not merely a key the log names.
+#[derive(Clone, Debug, Default)]
+pub struct AllowedSigners {
+    by_principal: std::collections::HashMap<String, Vec<String>>,
+}
+
+impl AllowedSigners {
+    /// Reads the file's text; `source` names it in messages. Options (`namespaces=...`,
+    /// `valid-after=...`) are not read, and a line that has them is refused rather than trusted
+    /// without them.
+    pub fn parse(text: &str, source: &str) -> Result<AllowedSigners, String> {
+        let mut by_principal: std::collections::HashMap<String, Vec<String>> = Default::default();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let at = format!("{source}:{}", n + 1);
+            let (principals, key) =
+                line.split_once(char::is_whitespace).ok_or_else(|| format!("{at}: a line is principals, then a key"))?;
+            let key = PublicKey::from_openssh(key.trim()).map_err(|e| {
+                format!("{at}: not a public key after the principals ({e}); options such as namespaces= or valid-after= are not read, so write the principals and the key only")
+            })?;
+            for principal in principals.split(',').filter(|p| !p.is_empty()) {
+                by_principal.entry(principal.to_string()).or_default().push(crate::policy::fingerprint(&key));
+            }
+        }
+        Ok(AllowedSigners { by_principal })
+    }
+
+    /// Whether the key with fingerprint `key` may sign as `principal`.
+    pub fn allows(&self, principal: &str, key: &str) -> bool {
+        self.by_principal.get(principal).is_some_and(|keys| keys.iter().any(|k| k == key))
+    }
+}

@@ -4,7 +4,8 @@
 //! holds: every hash, the chain from the first event without a gap, every checkpoint in it
 //! signed by that key over the hash the event it names has, and, given the checkpoint file kept
 //! outside the database, that the export holds every checkpointed event as signed and does not
-//! end before the newest.
+//! end before the newest; and every approval signed with an approver's SSH key, against the
+//! request the export holds.
 
 use std::io::{BufRead, Write};
 
@@ -48,14 +49,22 @@ pub struct Verified {
     /// The last event a checkpoint in the export covers (0: none): events after it are chained
     /// but signed by nobody.
     pub signed_through: u64,
+    /// Approvals signed with an approver's SSH key, each checked again.
+    pub signed_approvals: usize,
 }
 
 /// Verifies an export read from `input`: the chain (`Walk`), every checkpoint in it signed by one
 /// of `keys` (several daemons sharing a store each sign with their own) over the hash the event
 /// it names has, and, if given, the checkpoint file's lines (`source` names it) signed by the
-/// first key, which is that file's daemon's. The first problem found is the error. What comes
+/// first key, which is that file's daemon's; every signed approval, and with `signers` that its
+/// key is one listed for its approver. The first problem found is the error. What comes
 /// after the last checkpoint is reported in `signed_through`; the caller decides about it.
-pub fn verify(input: impl BufRead, keys: &[PublicKey], file: Option<(&str, &[(usize, Checkpoint)])>) -> Result<Verified, String> {
+pub fn verify(
+    input: impl BufRead,
+    keys: &[PublicKey],
+    file: Option<(&str, &[(usize, Checkpoint)])>,
+    signers: Option<(super::approval::AllowedSigners, String)>,
+) -> Result<Verified, String> {
     let Some(key) = keys.first() else { return Err("no key to check checkpoints with: give the audit key `zsa audit key` printed".into()) };
     let shown = keys.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
     let mut lines = input.lines().enumerate();
@@ -70,7 +79,7 @@ pub fn verify(input: impl BufRead, keys: &[PublicKey], file: Option<(&str, &[(us
             header.format, header.version
         ));
     }
-    let mut walk = super::Walk::new(None);
+    let mut walk = super::Walk::new(None).checking_approvals(signers);
     let mut checked = 0;
     let mut signed_through = 0;
     for (n, line) in lines {
@@ -106,5 +115,12 @@ pub fn verify(input: impl BufRead, keys: &[PublicKey], file: Option<(&str, &[(us
             held
         }
     };
-    Ok(Verified { events: last, head: walk.head().map(str::to_string), in_log: checked, in_file, signed_through })
+    Ok(Verified {
+        events: last,
+        head: walk.head().map(str::to_string),
+        in_log: checked,
+        in_file,
+        signed_through,
+        signed_approvals: walk.signed_approvals,
+    })
 }

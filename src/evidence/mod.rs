@@ -18,6 +18,8 @@ use aws_lc_rs::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::model::text;
+
 /// What a checkpoint's signature covers, and the line written to the checkpoint file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -194,12 +196,106 @@ pub struct Walk {
     hashes: std::collections::BTreeMap<u64, String>,
     /// The checkpoints recorded in the log: (the seq of their event, the checkpoint).
     pub recorded: Vec<(u64, Checkpoint)>,
+    /// With `checking_approvals`: what each request still open asked for, to check its signed
+    /// approvals against.
+    open: Option<std::collections::HashMap<crate::model::RequestId, Asked>>,
+    /// How many signed approvals were checked again.
+    pub signed_approvals: usize,
+    /// With `checking_approvals(Some(..))`: the keys each approver may sign with, and where
+    /// they came from.
+    signers: Option<(approval::AllowedSigners, String)>,
+}
+
+/// What a request asked for, as its `request_created` event says.
+struct Asked {
+    task: String,
+    requester: String,
+    duration_secs: u64,
+    reason: Option<String>,
+    ticket: Option<String>,
+    params: std::collections::BTreeMap<String, String>,
+    at: DateTime<Utc>,
 }
 
 impl Walk {
     /// A walk keeping the hashes of `wanted` seqs (`None`: every hash).
     pub fn new(wanted: Option<std::collections::BTreeSet<u64>>) -> Walk {
-        Walk { expected: 1, prev: crate::store::chain::GENESIS.to_string(), wanted, hashes: Default::default(), recorded: Vec::new() }
+        Walk {
+            expected: 1,
+            prev: crate::store::chain::GENESIS.to_string(),
+            wanted,
+            hashes: Default::default(),
+            recorded: Vec::new(),
+            open: None,
+            signed_approvals: 0,
+            signers: None,
+        }
+    }
+
+    /// Also checks every signed approval again: made by the key its event names, over the
+    /// statement for the request as the log's `request_created` says and the event's approver.
+    /// Someone who rewrites the log and signs it with the daemon's key still cannot make an
+    /// approver seem to approve what they did not.
+    /// With `signers` (and the file they came from), each signing key must also be one listed
+    /// for its approver there: a key the log merely names proves nothing about whose it is.
+    pub fn checking_approvals(mut self, signers: Option<(approval::AllowedSigners, String)>) -> Walk {
+        self.open = Some(Default::default());
+        self.signers = signers;
+        self
+    }
+
+    /// The approval part of `step`: `event` read whole.
+    fn check_approval(&mut self, seq: u64, event: crate::model::Event) -> Result<(), Mismatch> {
+        use crate::model::Change;
+        let Some(open) = self.open.as_mut() else { return Ok(()) };
+        match event.change {
+            Change::RequestCreated { request, task, requester, duration_secs, reason, ticket, params, .. } => {
+                open.insert(request, Asked { task, requester, duration_secs, reason, ticket, params, at: event.at });
+            }
+            Change::RequestApproved { request, signature: Some(signature), .. } => {
+                let Some(asked) = open.get(&request) else {
+                    return Err(Mismatch {
+                        seq,
+                        problem: format!(
+                            "event {seq} records a signed approval of {request}, which the log does not show as asked for and open"
+                        ),
+                    });
+                };
+                let facts = approval::Facts {
+                    request,
+                    task: &asked.task,
+                    requester: &asked.requester,
+                    duration_secs: asked.duration_secs,
+                    reason: asked.reason.as_deref(),
+                    ticket: asked.ticket.as_deref(),
+                    params: &asked.params,
+                    requested_at: asked.at,
+                };
+                let who = text::inert(&event.actor);
+                approval::check_recorded(&facts, &event.actor, &signature)
+                    .map_err(|why| Mismatch { seq, problem: format!("event {seq}: {who}'s approval of {request}: {why}") })?;
+                if let Some((signers, source)) = &self.signers
+                    && !signers.allows(&event.actor, &signature.key)
+                {
+                    return Err(Mismatch {
+                        seq,
+                        problem: format!(
+                            "event {seq}: {who}'s approval of {request} was signed with the key {}, which {source} does not list for {who}: the approval is not theirs, or the file is out of date",
+                            signature.key
+                        ),
+                    });
+                }
+                self.signed_approvals += 1;
+            }
+            Change::RequestDenied { request, .. }
+            | Change::RequestCancelled { request, .. }
+            | Change::RequestExpired { request, .. }
+            | Change::GrantStarted { request, .. } => {
+                open.remove(&request);
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Checks the next event; the first problem ends the walk.
@@ -215,7 +311,13 @@ impl Walk {
         if crate::store::chain::hash(&e.prev_hash, &e.body) != e.hash {
             return bad(format!("event {seq} was changed after it was written: its hash does not match its content"));
         }
-        // Only a checkpoint's body is read whole; every body is hashed.
+        // Only a checkpoint's body is read whole (and, checking approvals, a request's); every
+        // body is hashed.
+        if self.open.is_some() && (e.body.contains("\"kind\":\"request_") || e.body.contains("\"kind\":\"grant_started\"")) {
+            let parsed = crate::store::chain::parse(&e.body, e.prev_hash.clone(), e.hash.clone())
+                .map_err(|why| Mismatch { seq, problem: format!("event {seq} cannot be read: {why}") })?;
+            self.check_approval(seq, parsed)?;
+        }
         if e.body.contains("\"kind\":\"checkpoint\"") {
             let parsed = crate::store::chain::parse(&e.body, e.prev_hash.clone(), e.hash.clone())
                 .map_err(|why| Mismatch { seq, problem: format!("event {seq} cannot be read: {why}") })?;

@@ -404,7 +404,10 @@ impl Change {
                 opt("ticket", ticket),
                 opt("reason", reason)
             ),
-            Self::RequestApproved { comment, .. } => opt("comment", comment).trim_start().to_string(),
+            Self::RequestApproved { comment, signature, .. } => {
+                let signed = signature.as_ref().map(|s| format!(" signed with {}", inert_line(&s.key))).unwrap_or_default();
+                format!("{signed}{}", opt("comment", comment)).trim_start().to_string()
+            }
             Self::ApprovalDropped { approver, why, .. } => {
                 format!("the approval of {} no longer counts: {}", inert_line(approver), inert_line(why))
             }

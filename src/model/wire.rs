@@ -55,6 +55,9 @@ pub struct TaskView {
     /// How an approval must be given to count: `peer` (own login), `token`.
     #[serde(default)]
     pub approve_via: Vec<String>,
+    /// Approvals count only signed with the approver's SSH key.
+    #[serde(default)]
+    pub signed_approvals: bool,
     pub may_request: bool,
     pub may_approve: bool,
     /// Who could approve a request of the viewer's for this task: the approvers other than the
@@ -319,6 +322,9 @@ pub struct VerifyReport {
     /// The daemon's audit key, which signed them (`zsa audit key`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit_key: Option<String>,
+    /// How many approvals signed with an approver's SSH key were checked again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_approvals: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -607,5 +607,6 @@ via = "chat"
             .collect();
         let p = Policy::parse(&format!("{example}\n{uncommented}"), "policy.toml").unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
         assert!(!p.notify.is_empty() && !p.channels.is_empty(), "{uncommented}");
+        assert_eq!(p.people["alice"].ssh_keys.len(), 1, "the example lists a key the way a .pub file has it");
     }
 }

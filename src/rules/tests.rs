@@ -889,3 +889,72 @@ fn the_approvers_for_a_requester_leave_out_the_requester_and_the_disabled() {
         refusal.message
     );
 }
+
+/// A key pair for signed approvals, made here (the agent's part is tested end to end in
+/// tests/signed_approvals.rs), and the policy line listing its public half.
+fn ssh_pair() -> (ssh_key::PrivateKey, String) {
+    let key = ssh_key::PrivateKey::random(&mut ssh_key::rand_core::OsRng, ssh_key::Algorithm::Ed25519).unwrap();
+    let line = key.public_key().to_openssh().unwrap();
+    (key, line)
+}
+
+fn sign(w: &World, key: &ssh_key::PrivateKey, approver: &str, id: RequestId) -> crate::model::SignedApproval {
+    let request = &w.state.requests[&id];
+    let text = crate::evidence::approval::statement(&request.into(), approver, w.now);
+    let sig = key.sign(crate::evidence::approval::NAMESPACE, ssh_key::HashAlg::Sha512, text.as_bytes()).unwrap();
+    crate::model::SignedApproval { signed_at: w.now, signature: sig.to_pem(ssh_key::LineEnding::LF).unwrap() }
+}
+
+/// `export` (two approvals) with signed approvals, alice's, bob's and carol's keys listed.
+fn signed_world() -> (World, ssh_key::PrivateKey, ssh_key::PrivateKey, String) {
+    let (alice, alice_line) = ssh_pair();
+    let (bob, bob_line) = ssh_pair();
+    let (_, carol_line) = ssh_pair();
+    let text = POLICY.replace("approvals = 2\n", "approvals = 2\nsigned_approvals = true\n")
+        + &format!(
+            "[people.alice]\nssh_keys = [\"{alice_line}\"]\n[people.bob]\nssh_keys = [\"{bob_line}\"]\n[people.carol]\nssh_keys = [\"{carol_line}\"]\n"
+        );
+    let mut w = World::new();
+    w.policy = Policy::parse(&text, "test.toml").unwrap();
+    (w, alice, bob, text)
+}
+
+#[test]
+fn a_signed_approval_stops_counting_when_its_key_leaves_the_policy() {
+    let (mut w, alice, bob, text) = signed_world();
+    let id = w.ask("dave", "export", None, None, Some("INC-1")).unwrap();
+    let signed = sign(&w, &alice, "alice", id);
+    w.run("alice", Command::Approve { request: id, comment: None, signature: Some(signed) }).unwrap();
+    assert_eq!(w.state.requests[&id].approvals[0].signed_with.as_deref().map(|k| k.starts_with("SHA256:")), Some(true));
+    // Alice's key is taken out (lost laptop); her earlier approval no longer counts.
+    let alice_line = alice.public_key().to_openssh().unwrap();
+    w.policy = Policy::parse(&text.replace(&format!("ssh_keys = [\"{alice_line}\"]"), "ssh_keys = []"), "test.toml").unwrap();
+    let signed = sign(&w, &bob, "bob", id);
+    let changes = w.run("bob", Command::Approve { request: id, comment: None, signature: Some(signed) }).unwrap();
+    assert!(
+        changes
+            .iter()
+            .any(|c| matches!(c, Change::ApprovalDropped { approver, why, .. } if approver == "alice" && why.contains("no longer lists"))),
+        "{changes:?}"
+    );
+    assert_eq!(w.state.requests[&id].state, RequestState::Pending, "bob's approval alone is one of two");
+    // And she cannot approve again: the policy lists no key for her.
+    assert_eq!(w.refused("alice", Command::Approve { request: id, comment: None, signature: None }).code, "no_ssh_key");
+}
+
+#[test]
+fn an_unsigned_approval_stops_counting_when_the_task_starts_taking_only_signed_ones() {
+    let (mut w, _alice, bob, text) = signed_world();
+    let unsigned = Policy::parse(&text.replace("signed_approvals = true\n", ""), "test.toml").unwrap();
+    let signed = std::mem::replace(&mut w.policy, unsigned);
+    let id = w.ask("dave", "export", None, None, Some("INC-1")).unwrap();
+    w.approve("alice", id).unwrap();
+    w.policy = signed;
+    let by_bob = sign(&w, &bob, "bob", id);
+    let changes = w.run("bob", Command::Approve { request: id, comment: None, signature: Some(by_bob) }).unwrap();
+    assert!(changes.iter().any(|c| matches!(c, Change::ApprovalDropped { approver, .. } if approver == "alice")), "{changes:?}");
+    assert_eq!(w.state.requests[&id].state, RequestState::Pending);
+    // The daemon tells each row's viewer which of their keys to sign with.
+    let alice = request_actions(&w.state, &w.policy, &Actor::from("alice"), &w.state.requests[&id], w.now);
+    assert_eq!(alice.signing_keys(crate::model::wire::RowAction::Approve).map(|k| k.len()), Some(1));
+}

@@ -195,6 +195,7 @@ impl Default for ChainWalk {
                 problem: None,
                 checkpoints: None,
                 audit_key: None,
+                signed_approvals: None,
             },
             rebuilt: State::default(),
             stamps: Stamps::new(),

@@ -11,6 +11,7 @@ use super::theme::Theme;
 use super::widgets::moment;
 use super::widgets::scroll::{Popup, Scrolling, render_popup};
 use crate::model::text::{inert, inert_line};
+use crate::model::wire::RowAction;
 use crate::model::{Change, RequestId, RunId, duration};
 
 /// Lines of a transcript shown in the event's detail; `t` shows all of it.
@@ -267,6 +268,11 @@ pub fn prompt(app: &App, prompt: &Prompt, frame: &mut Frame, theme: &Theme) {
         lines.push(Line::styled(format!("reason: {}", inert_line(r.reason.as_deref().unwrap_or("-"))), theme.dim()));
         if let Some(t) = &r.ticket {
             lines.push(Line::styled(format!("ticket: {}", inert_line(t)), theme.dim()));
+        }
+        if let PromptKind::Approve(_) = prompt.kind
+            && let Some(keys) = r.actions.signing_keys(RowAction::Approve)
+        {
+            lines.push(Line::raw(format!("signed through your SSH agent with {}", inert_line(&keys.join(" or ")))));
         }
     }
     let mut footer = vec![Line::raw("")];

@@ -88,6 +88,7 @@ pub(super) fn task(name: &str, approval: &str, approvals: u32, may_request: bool
         reason_pattern: None,
         break_glass: name == "glass",
         approve_via: vec!["peer".into(), "token".into()],
+        signed_approvals: false,
         may_request,
         may_approve,
         approvers_for_you: Vec::new(),
