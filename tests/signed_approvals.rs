@@ -141,7 +141,7 @@ async fn a_signed_approval_counts_and_is_kept_in_the_log() {
     assert!(sig.signature.starts_with("-----BEGIN SSH SIGNATURE-----"), "{}", sig.signature);
     let shown = s.d.cli(None, &["show", &id.to_string()]).await;
     assert!(
-        stdout(&shown).contains(&format!("approved by alice at")) && stdout(&shown).contains(&format!("(signed with {})", sig.key)),
+        stdout(&shown).contains("approved by alice at") && stdout(&shown).contains(&format!("(signed with {})", sig.key)),
         "{}",
         stdout(&shown)
     );
