@@ -65,6 +65,26 @@ pub enum ApprovalMode {
     Auto,
 }
 
+/// Whether a live grant of a task may be made longer, and how.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExtendMode {
+    Never,
+    /// At once, within `max_total`.
+    Auto,
+    /// As a request of its own, approved like the task's requests.
+    Approval,
+}
+
+impl ExtendMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Never => "never",
+            Self::Auto => "auto",
+            Self::Approval => "approval",
+        }
+    }
+}
+
 /// One task as the rules see it.
 #[derive(Clone, Debug)]
 pub struct Task {
@@ -76,6 +96,10 @@ pub struct Task {
     pub approvals: u32,
     pub max_duration: u64,
     pub default_duration: u64,
+    /// Whether and how a live grant may be extended.
+    pub extend: ExtendMode,
+    /// The longest a grant may live, extensions included (at least `max_duration`).
+    pub max_total: u64,
     pub require_reason: bool,
     pub require_ticket: bool,
     pub ticket_pattern: Option<Pattern>,
@@ -330,6 +354,8 @@ struct RawTask {
     approvals: Option<Spanned<i64>>,
     max_duration: Spanned<String>,
     default_duration: Option<Spanned<String>>,
+    extend: Option<Spanned<String>>,
+    max_total: Option<Spanned<String>>,
     #[serde(default)]
     require_reason: bool,
     #[serde(default)]
@@ -632,6 +658,7 @@ impl Policy {
                 },
                 None => max_duration.min(3600),
             };
+            let (extend, max_total) = Self::validate_extend(&t, &here, max_duration, p);
             let mut pattern = |field: &Option<Spanned<String>>, label: &str| {
                 field.as_ref().and_then(|s| match Pattern::new(s.get_ref()) {
                     Ok(pat) => Some(pat),
@@ -674,6 +701,8 @@ impl Policy {
                     approvals,
                     max_duration,
                     default_duration,
+                    extend,
+                    max_total,
                     require_reason: t.require_reason,
                     require_ticket: t.require_ticket,
                     ticket_pattern,
@@ -711,6 +740,50 @@ impl Policy {
             sha256: hex::encode(Sha256::digest(source.as_bytes())),
             path: file.to_string(),
         }
+    }
+
+    /// `extend` and `max_total`: how a live grant may be made longer, and the most it may live.
+    fn validate_extend(t: &RawTask, here: &str, max_duration: u64, p: &mut Problems) -> (ExtendMode, u64) {
+        let extend = match &t.extend {
+            None => ExtendMode::Never,
+            Some(e) => match e.get_ref().as_str() {
+                "never" => ExtendMode::Never,
+                "auto" => ExtendMode::Auto,
+                "approval" => ExtendMode::Approval,
+                other => {
+                    p.at(e.span(), format!("{here}: extend is '{}'; it must be \"never\", \"auto\" or \"approval\"", text::inert(other)));
+                    ExtendMode::Never
+                }
+            },
+        };
+        if extend == ExtendMode::Approval && t.approval.get_ref() == "auto" {
+            let at = t.extend.as_ref().map(|e| e.span()).unwrap_or_default();
+            p.at(at, format!("{here}: extend = \"approval\" needs approvers, and approval is \"auto\"; say extend = \"auto\""));
+        }
+        if extend != ExtendMode::Never && t.break_glass {
+            let at = t.extend.as_ref().map(|e| e.span()).unwrap_or_default();
+            p.at(at, format!("{here}: a break-glass grant cannot be extended; the holder asks again, and that is reviewed too"));
+        }
+        let max_total = match &t.max_total {
+            None => max_duration,
+            Some(m) => match duration::parse(m.get_ref()) {
+                Ok(v) if v < max_duration => {
+                    p.at(m.span(), format!("{here}: max_total {} is shorter than max_duration {}", m.get_ref(), t.max_duration.get_ref()));
+                    max_duration
+                }
+                Ok(v) => {
+                    if extend == ExtendMode::Never {
+                        p.at(m.span(), format!("{here}: max_total limits extensions, and extend is \"never\"; set extend = \"auto\" or \"approval\", or remove max_total"));
+                    }
+                    v
+                }
+                Err(e) => {
+                    p.at_with_help(m.span(), format!("{here}: max_total: {e}"), DURATION_HELP);
+                    max_duration
+                }
+            },
+        };
+        (extend, max_total)
     }
 
     /// A task with signed approvals must have enough approvers with SSH keys to ever be approved.

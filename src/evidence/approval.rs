@@ -29,6 +29,8 @@ pub struct Facts<'a> {
     pub ticket: Option<&'a str>,
     pub params: &'a BTreeMap<String, String>,
     pub requested_at: DateTime<Utc>,
+    /// The grant an extension request would lengthen.
+    pub extends: Option<crate::model::GrantId>,
 }
 
 impl<'a> From<&'a Request> for Facts<'a> {
@@ -42,6 +44,7 @@ impl<'a> From<&'a Request> for Facts<'a> {
             ticket: r.ticket.as_deref(),
             params: &r.params,
             requested_at: r.created_at,
+            extends: r.extends,
         }
     }
 }
@@ -60,6 +63,9 @@ struct Statement<'a> {
     ticket: Option<&'a str>,
     params: &'a BTreeMap<String, String>,
     requested_at: String,
+    /// Only on an extension: what approving it lengthens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    extends: Option<String>,
     approver: &'a str,
     signed_at: String,
 }
@@ -80,6 +86,7 @@ pub fn statement(facts: &Facts<'_>, approver: &str, signed_at: DateTime<Utc>) ->
         ticket: facts.ticket,
         params: facts.params,
         requested_at: time(facts.requested_at),
+        extends: facts.extends.map(|g| g.to_string()),
         approver,
         signed_at: time(signed_at),
     };

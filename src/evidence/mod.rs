@@ -215,6 +215,7 @@ struct Asked {
     ticket: Option<String>,
     params: std::collections::BTreeMap<String, String>,
     at: DateTime<Utc>,
+    extends: Option<crate::model::GrantId>,
 }
 
 impl Walk {
@@ -249,8 +250,8 @@ impl Walk {
         use crate::model::Change;
         let Some(open) = self.open.as_mut() else { return Ok(()) };
         match event.change {
-            Change::RequestCreated { request, task, requester, duration_secs, reason, ticket, params, .. } => {
-                open.insert(request, Asked { task, requester, duration_secs, reason, ticket, params, at: event.at });
+            Change::RequestCreated { request, task, requester, duration_secs, reason, ticket, params, extends, .. } => {
+                open.insert(request, Asked { task, requester, duration_secs, reason, ticket, params, at: event.at, extends });
             }
             Change::RequestApproved { request, signature: Some(signature), .. } => {
                 let Some(asked) = open.get(&request) else {
@@ -270,6 +271,7 @@ impl Walk {
                     ticket: asked.ticket.as_deref(),
                     params: &asked.params,
                     requested_at: asked.at,
+                    extends: asked.extends,
                 };
                 let who = text::inert(&event.actor);
                 approval::check_recorded(&facts, &event.actor, &signature)
@@ -290,7 +292,8 @@ impl Walk {
             Change::RequestDenied { request, .. }
             | Change::RequestCancelled { request, .. }
             | Change::RequestExpired { request, .. }
-            | Change::GrantStarted { request, .. } => {
+            | Change::GrantStarted { request, .. }
+            | Change::GrantExtended { request: Some(request), .. } => {
                 open.remove(&request);
             }
             _ => {}
@@ -313,7 +316,9 @@ impl Walk {
         }
         // Only a checkpoint's body is read whole (and, checking approvals, a request's); every
         // body is hashed.
-        if self.open.is_some() && (e.body.contains("\"kind\":\"request_") || e.body.contains("\"kind\":\"grant_started\"")) {
+        if self.open.is_some()
+            && (e.body.contains("\"kind\":\"request_") || e.body.contains("\"kind\":\"grant_started\"") || e.body.contains("\"kind\":\"grant_extended\""))
+        {
             let parsed = crate::store::chain::parse(&e.body, e.prev_hash.clone(), e.hash.clone())
                 .map_err(|why| Mismatch { seq, problem: format!("event {seq} cannot be read: {why}") })?;
             self.check_approval(seq, parsed)?;

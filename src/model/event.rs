@@ -46,6 +46,9 @@ pub enum Change {
         break_glass: bool,
         #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
         params: std::collections::BTreeMap<String, String>,
+        /// An extension of this live grant, asked for by its holder, rather than a new grant.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        extends: Option<GrantId>,
     },
     /// One approver said yes. Enough of these start a grant (a separate event).
     RequestApproved {
@@ -95,6 +98,18 @@ pub enum Change {
         expires_at: DateTime<Utc>,
         approved_by: Vec<String>,
         break_glass: bool,
+    },
+    /// A live grant runs longer: at once where the task extends automatically, or when its
+    /// extension `request` was approved. `expires_at` is the new deadline.
+    GrantExtended {
+        grant: GrantId,
+        task: String,
+        holder: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<RequestId>,
+        by_secs: u64,
+        expires_at: DateTime<Utc>,
+        approved_by: Vec<String>,
     },
     /// Ended at its deadline; `deadline` is when it ended, even if recorded later.
     GrantExpired {
@@ -261,6 +276,7 @@ impl Change {
             Self::RequestCancelled { .. } => "request_cancelled",
             Self::RequestExpired { .. } => "request_expired",
             Self::GrantStarted { .. } => "grant_started",
+            Self::GrantExtended { .. } => "grant_extended",
             Self::GrantExpired { .. } => "grant_expired",
             Self::GrantRevoked { .. } => "grant_revoked",
             Self::GrantRelinquished { .. } => "grant_relinquished",
@@ -295,6 +311,7 @@ impl Change {
             | Self::RequestCancelled { requester, .. }
             | Self::RequestExpired { requester, .. } => Some(requester),
             Self::GrantStarted { holder, .. }
+            | Self::GrantExtended { holder, .. }
             | Self::RunStarted { holder, .. }
             | Self::RunEnded { holder, .. }
             | Self::GrantExpired { holder, .. }
@@ -320,6 +337,7 @@ impl Change {
             | Self::RequestCancelled { task, .. }
             | Self::RequestExpired { task, .. }
             | Self::GrantStarted { task, .. }
+            | Self::GrantExtended { task, .. }
             | Self::GrantExpired { task, .. }
             | Self::GrantRevoked { task, .. }
             | Self::GrantRelinquished { task, .. }
@@ -341,6 +359,7 @@ impl Change {
             | Self::RequestCancelled { request, .. }
             | Self::RequestExpired { request, .. } => Some(request.to_string()),
             Self::GrantStarted { grant, .. }
+            | Self::GrantExtended { grant, .. }
             | Self::GrantExpired { grant, .. }
             | Self::GrantRevoked { grant, .. }
             | Self::GrantRelinquished { grant, .. }
@@ -392,8 +411,12 @@ impl Change {
         let opt = |label: &str, v: &Option<String>| v.as_deref().map(|v| format!(" {label}: {}", inert_line(v))).unwrap_or_default();
         match self {
             Self::PolicyLoaded { sha256, path, tasks } => format!("{} ({tasks} tasks) sha256 {sha256}", inert_line(path)),
-            Self::RequestCreated { duration_secs, reason, ticket, approvals_needed, break_glass, .. } => format!(
-                "for {}, {}{}{}",
+            Self::RequestCreated { duration_secs, reason, ticket, approvals_needed, break_glass, extends, .. } => format!(
+                "{} {}, {}{}{}",
+                match extends {
+                    Some(g) => format!("extend {g} by"),
+                    None => "for".into(),
+                },
                 duration::format(*duration_secs),
                 match (*break_glass, *approvals_needed) {
                     (true, _) => "break-glass".to_string(),
@@ -419,6 +442,15 @@ impl Change {
                 expires_at.to_rfc3339(),
                 if *break_glass { " BREAK-GLASS" } else { "" },
                 if approved_by.is_empty() { "nobody yet".to_string() } else { inert_line(&approved_by.join(", ")) }
+            ),
+            Self::GrantExtended { by_secs, expires_at, approved_by, request, .. } => format!(
+                "by {} until {}, {}",
+                duration::format(*by_secs),
+                expires_at.to_rfc3339(),
+                match request {
+                    Some(r) => format!("{r} approved by {}", inert_line(&approved_by.join(", "))),
+                    None => "by policy".into(),
+                }
             ),
             Self::GrantExpired { deadline, .. } => format!("ended at its deadline {}", deadline.to_rfc3339()),
             Self::GrantRevoked { reason, .. } => format!("reason: {}", inert_line(reason)),

@@ -59,6 +59,13 @@ pub struct Grant {
     pub review: Option<Review>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended: Option<GrantEnd>,
+    /// How much longer than first granted it runs, by every extension together.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub extended_secs: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Grant {

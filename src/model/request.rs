@@ -95,6 +95,9 @@ pub struct Request {
     /// Parameters fixed when asking, so approvers approve exactly what will run.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub params: std::collections::BTreeMap<String, String>,
+    /// Set when this asks to extend a live grant of the requester's by `duration_secs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extends: Option<GrantId>,
 }
 
 impl Request {

@@ -109,6 +109,7 @@ impl History {
             "carol",
             0,
             Change::RequestCreated {
+                extends: None,
                 request: RequestId(1),
                 task: "exchange.journal-rule".into(),
                 requester: "carol".into(),

@@ -264,6 +264,7 @@ mod tests {
             "erin",
             0,
             Change::RequestCreated {
+                extends: None,
                 request: RequestId(1),
                 task: "db.shell".into(),
                 requester: "erin".into(),

@@ -11,7 +11,7 @@ use crate::model::{
     Actor, Approval, ApprovalSignature, Auth, Change, Grant, GrantId, POLICY_APPROVER, Request, RequestId, RequestState, RunId, RunOutcome,
     SignedApproval, TokenId, TokenScope, duration, text,
 };
-use crate::policy::{ApprovalMode, Policy, Task};
+use crate::policy::{ApprovalMode, ExtendMode, Policy, Task};
 
 /// Something a person (or the daemon) asks zsa to do.
 #[derive(Clone, Debug)]
@@ -36,6 +36,12 @@ pub enum Command {
     },
     Relinquish {
         grant: GrantId,
+    },
+    /// The holder asks for their live grant to run `by_secs` longer.
+    Extend {
+        grant: GrantId,
+        by_secs: u64,
+        reason: Option<String>,
     },
     Review {
         grant: GrantId,
@@ -137,7 +143,9 @@ impl Command {
             Command::Approve { request, .. } | Command::Deny { request, .. } | Command::Cancel { request } => {
                 Some(Entity::Request(*request))
             }
-            Command::Revoke { grant, .. } | Command::Relinquish { grant } | Command::Review { grant, .. } => Some(Entity::Grant(*grant)),
+            Command::Revoke { grant, .. } | Command::Relinquish { grant } | Command::Review { grant, .. } | Command::Extend { grant, .. } => {
+                Some(Entity::Grant(*grant))
+            }
             Command::RevokeToken { token } => Some(Entity::Token(*token)),
             Command::EndRun { run, .. } => Some(Entity::Run(*run)),
             Command::DisableUser { user, .. } | Command::EnableUser { user } => Some(Entity::User(user.clone())),
@@ -171,6 +179,7 @@ pub fn decide(state: &State, policy: &Policy, who: &Actor, command: &Command, no
         Command::Cancel { request } => cancel(state, policy, actor, *request, now),
         Command::Revoke { grant, reason } => revoke(state, policy, actor, *grant, reason.as_deref(), now),
         Command::Relinquish { grant } => relinquish(state, policy, actor, *grant, now),
+        Command::Extend { grant, by_secs, reason } => extend(state, policy, actor, *grant, *by_secs, reason.as_deref(), now),
         Command::Review { grant, comment } => review(state, policy, who, *grant, comment.as_deref()),
         Command::IssueToken { user, sha256, ttl, scope } => {
             admin_only(policy, actor, system, "issue tokens")?;
@@ -480,7 +489,7 @@ fn request(state: &State, policy: &Policy, actor: &str, new: &NewRequest, now: D
         .pending
         .iter()
         .filter_map(|id| state.requests.get(id))
-        .find(|r| r.requester == actor && r.task == *name && r.pending_until > now)
+        .find(|r| r.requester == actor && r.task == *name && r.pending_until > now && r.extends.is_none())
     {
         return Err(Refusal::conflict(
             "already_pending",
@@ -508,6 +517,7 @@ fn request(state: &State, policy: &Policy, actor: &str, new: &NewRequest, now: D
         pending_until: now + Duration::seconds(policy.pending_ttl as i64),
         break_glass: task.break_glass,
         params: new.params.clone(),
+        extends: None,
     }];
     if immediate {
         changes.push(Change::GrantStarted {
@@ -748,6 +758,21 @@ fn approve(
         signature,
     });
     approved_by.push(actor.to_string());
+    if let Some(grant) = request.extends {
+        if approved_by.len() >= request.approvals_needed as usize {
+            let g = extendable(state, policy, task, &request.requester, grant, request.duration_secs, now)?;
+            changes.push(Change::GrantExtended {
+                grant,
+                task: g.task.clone(),
+                holder: g.holder.clone(),
+                request: Some(id),
+                by_secs: request.duration_secs,
+                expires_at: g.expires_at + Duration::seconds(request.duration_secs as i64),
+                approved_by,
+            });
+        }
+        return Ok(changes);
+    }
     if approved_by.len() >= request.approvals_needed as usize {
         changes.push(Change::GrantStarted {
             grant: id.grant(),
@@ -948,7 +973,134 @@ fn revoke(
     let Some(reason) = optional_text("reason", reason, MAX_REASON_CHARS, true)? else {
         return Err(Refusal::invalid("reason_required", format!("a revocation needs a reason: zsa revoke {id} --reason \"...\"")));
     };
-    Ok(vec![Change::GrantRevoked { grant: id, task: grant.task.clone(), holder: grant.holder.clone(), reason }])
+    let mut changes = vec![Change::GrantRevoked { grant: id, task: grant.task.clone(), holder: grant.holder.clone(), reason }];
+    changes.extend(extensions_end(state, id, &format!("{id} was revoked")));
+    Ok(changes)
+}
+
+/// The live grant `id` of `holder`'s if it may run `by_secs` longer under `task`'s `max_total`.
+fn extendable<'a>(
+    state: &'a State,
+    policy: &Policy,
+    task: &Task,
+    holder: &str,
+    id: GrantId,
+    by_secs: u64,
+    now: DateTime<Utc>,
+) -> Result<&'a Grant, Refusal> {
+    let grant = live_grant(policy, holder, find_grant(state, id)?, now)?;
+    let lived = (grant.expires_at - grant.granted_at).num_seconds().max(0) as u64;
+    let room = task.max_total.saturating_sub(lived);
+    if by_secs > room {
+        let more = match room {
+            0 => format!("it has reached that, so it cannot be extended: ask for a new grant when it ends (zsa request {})", task.name),
+            room => format!("it may run at most {} more: extend it by that or less", duration::format(room)),
+        };
+        return Err(Refusal::invalid(
+            "extend_too_long",
+            format!(
+                "{id} would then last {} in all, and '{}' allows at most {} (max_total in the policy); {more}",
+                duration::format(lived + by_secs),
+                task.name,
+                duration::format(task.max_total)
+            ),
+        ));
+    }
+    Ok(grant)
+}
+
+/// Whether `actor` may ask for `grant` to run longer now: theirs, live, of a task that allows
+/// it, with no extension of it waiting already.
+pub(super) fn may_extend<'a>(state: &State, policy: &'a Policy, actor: &str, grant: &Grant, now: DateTime<Utc>) -> Result<&'a Task, Refusal> {
+    let grant = live_grant(policy, actor, grant, now)?;
+    let id = grant.id;
+    if grant.holder != actor {
+        return Err(Refusal::forbidden(
+            "not_holder",
+            format!("only the holder ({}) may extend {id}; they ask with: zsa extend {id} --by 30m", text::inert(&grant.holder)),
+        ));
+    }
+    let task = policy.tasks.get(&grant.task).ok_or_else(|| {
+        Refusal::conflict("unknown_task", format!("'{}' is no longer in the policy, so {id} cannot be extended", text::inert(&grant.task)))
+    })?;
+    if task.extend == ExtendMode::Never {
+        return Err(Refusal::forbidden(
+            "not_extendable",
+            format!(
+                "grants of '{}' cannot be extended (extend = \"never\" in the policy); ask for a new one when {id} ends: zsa request {}",
+                task.name, task.name
+            ),
+        ));
+    }
+    if !policy.may_request(actor, task) {
+        return Err(Refusal::forbidden(
+            "not_eligible",
+            format!("you may no longer ask for '{}', so {id} cannot be extended; it ends at {}", task.name, grant.expires_at.to_rfc3339()),
+        ));
+    }
+    if let Some(waiting) = state.pending.iter().filter_map(|r| state.requests.get(r)).find(|r| r.extends == Some(id) && r.pending_until > now) {
+        return Err(Refusal::conflict(
+            "already_pending",
+            format!("{} already asks to extend {id}; wait for it, or cancel it with: zsa cancel {}", waiting.id, waiting.id),
+        ));
+    }
+    Ok(task)
+}
+
+fn extend(
+    state: &State,
+    policy: &Policy,
+    actor: &str,
+    id: GrantId,
+    by_secs: u64,
+    reason: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Change>, Refusal> {
+    let grant = find_grant(state, id)?;
+    let task = may_extend(state, policy, actor, grant, now)?;
+    if by_secs == 0 {
+        return Err(Refusal::invalid("bad_duration", "an extension must be longer than zero: zsa extend G1 --by 30m"));
+    }
+    let reason = optional_text("reason", reason, MAX_REASON_CHARS, true)?;
+    check_field(task, "reason", reason.as_deref(), task.require_reason, task.reason_pattern.as_ref())?;
+    let grant = extendable(state, policy, task, actor, id, by_secs, now)?;
+    let expires_at = grant.expires_at + Duration::seconds(by_secs as i64);
+    match task.extend {
+        ExtendMode::Auto => Ok(vec![Change::GrantExtended {
+            grant: id,
+            task: task.name.clone(),
+            holder: actor.to_string(),
+            request: None,
+            by_secs,
+            expires_at,
+            approved_by: vec![POLICY_APPROVER.to_string()],
+        }]),
+        // Asked as a request of its own, which lapses when the grant would end unextended.
+        _ => Ok(vec![Change::RequestCreated {
+            request: state.next_request_id(),
+            task: task.name.clone(),
+            requester: actor.to_string(),
+            duration_secs: by_secs,
+            reason,
+            ticket: None,
+            approvals_needed: task.approvals,
+            pending_until: (now + Duration::seconds(policy.pending_ttl as i64)).min(grant.expires_at),
+            break_glass: false,
+            params: BTreeMap::new(),
+            extends: Some(id),
+        }]),
+    }
+}
+
+/// Asking to extend a grant that has ended no longer means anything: cancelled on the record.
+fn extensions_end(state: &State, grant: GrantId, why: &str) -> Vec<Change> {
+    state
+        .pending
+        .iter()
+        .filter_map(|id| state.requests.get(id))
+        .filter(|r| r.extends == Some(grant))
+        .map(|r| Change::RequestCancelled { request: r.id, task: r.task.clone(), requester: r.requester.clone(), reason: Some(why.to_string()) })
+        .collect()
 }
 
 /// Whether `actor` may give up `grant` now.
@@ -966,7 +1118,9 @@ pub(super) fn may_relinquish(policy: &Policy, actor: &str, grant: &Grant, now: D
 fn relinquish(state: &State, policy: &Policy, actor: &str, id: GrantId, now: DateTime<Utc>) -> Result<Vec<Change>, Refusal> {
     let grant = find_grant(state, id)?;
     may_relinquish(policy, actor, grant, now)?;
-    Ok(vec![Change::GrantRelinquished { grant: id, task: grant.task.clone(), holder: grant.holder.clone() }])
+    let mut changes = vec![Change::GrantRelinquished { grant: id, task: grant.task.clone(), holder: grant.holder.clone() }];
+    changes.extend(extensions_end(state, id, &format!("{id} was given up")));
+    Ok(changes)
 }
 
 /// Whether `who` may review `grant` (the comment is checked after).

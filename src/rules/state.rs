@@ -69,6 +69,7 @@ impl Entity {
             | Change::RequestCancelled { request, .. }
             | Change::RequestExpired { request, .. }
             | Change::GrantStarted { request, .. } => Some(Entity::Request(*request)),
+            Change::GrantExtended { grant, .. } => Some(Entity::Grant(*grant)),
             Change::GrantExpired { grant, .. }
             | Change::GrantRevoked { grant, .. }
             | Change::GrantRelinquished { grant, .. }
@@ -263,6 +264,7 @@ impl State {
                 pending_until,
                 break_glass,
                 params,
+                extends,
             } => {
                 self.add_pending(Request {
                     id: *request,
@@ -282,6 +284,7 @@ impl State {
                     comment: None,
                     grant: None,
                     params: params.clone(),
+                    extends: *extends,
                 });
                 self.last_request = self.last_request.max(request.0);
             }
@@ -322,7 +325,23 @@ impl State {
                     break_glass: *break_glass,
                     review: None,
                     ended: None,
+                    extended_secs: 0,
                 });
+            }
+            Change::GrantExtended { grant, request, by_secs, expires_at, .. } => {
+                if let Some(id) = request {
+                    self.close_request(*id, RequestState::Approved, at, actor, None);
+                    if let Some(r) = self.requests.get_mut(id) {
+                        r.grant = Some(*grant);
+                    }
+                }
+                if let Some(g) = self.grants.get_mut(grant) {
+                    if self.deadlines.remove(&(g.expires_at, Deadline::Grant(*grant))) {
+                        self.deadlines.insert((*expires_at, Deadline::Grant(*grant)));
+                    }
+                    g.expires_at = *expires_at;
+                    g.extended_secs += by_secs;
+                }
             }
             Change::GrantExpired { grant, deadline, .. } => {
                 self.end_grant(*grant, GrantState::Expired, GrantEnd { at: *deadline, by: actor.clone(), reason: None });

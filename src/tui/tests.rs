@@ -98,6 +98,7 @@ pub(super) fn task(name: &str, approval: &str, approvals: u32, may_request: bool
 
 pub(super) fn request(id: u64, who: &str, task: &str, state: RequestState, reason: &str, age_min: i64) -> Request {
     Request {
+        extends: None,
         id: RequestId(id),
         task: task.into(),
         requester: who.into(),
@@ -120,6 +121,7 @@ pub(super) fn request(id: u64, who: &str, task: &str, state: RequestState, reaso
 
 pub(super) fn grant(id: u64, who: &str, task: &str, left_min: i64, total_min: i64) -> Grant {
     Grant {
+        extended_secs: 0,
         id: GrantId(id),
         request: RequestId(id),
         task: task.into(),
@@ -170,6 +172,7 @@ pub(super) fn loaded(user: &str, roles: &[&str]) -> App {
             2,
             "carol",
             Change::RequestCreated {
+                extends: None,
                 request: RequestId(1),
                 task: "journal".into(),
                 requester: "carol".into(),
@@ -596,6 +599,7 @@ fn new_requests_for_me_announce_themselves() {
         5,
         "dave",
         Change::RequestCreated {
+            extends: None,
             request: RequestId(8),
             task: "export".into(),
             requester: "dave".into(),
