@@ -292,6 +292,11 @@ impl Client {
         self.post(&format!("/v1/grants/{id}/revoke"), &Reason { reason }).await
     }
 
+    /// Asks for grant `id` to run `by_secs` longer (its holder only).
+    pub async fn extend(&self, id: GrantId, by_secs: u64, reason: Option<String>) -> Result<ExtendOutcome, ClientError> {
+        self.post(&format!("/v1/grants/{id}/extend"), &ExtendBody { by_secs, reason }).await
+    }
+
     pub async fn relinquish(&self, id: GrantId) -> Result<GrantView, ClientError> {
         self.post(&format!("/v1/grants/{id}/relinquish"), &serde_json::json!({})).await
     }

@@ -317,7 +317,9 @@ impl Walk {
         // Only a checkpoint's body is read whole (and, checking approvals, a request's); every
         // body is hashed.
         if self.open.is_some()
-            && (e.body.contains("\"kind\":\"request_") || e.body.contains("\"kind\":\"grant_started\"") || e.body.contains("\"kind\":\"grant_extended\""))
+            && (e.body.contains("\"kind\":\"request_")
+                || e.body.contains("\"kind\":\"grant_started\"")
+                || e.body.contains("\"kind\":\"grant_extended\""))
         {
             let parsed = crate::store::chain::parse(&e.body, e.prev_hash.clone(), e.hash.clone())
                 .map_err(|why| Mismatch { seq, problem: format!("event {seq} cannot be read: {why}") })?;

@@ -125,6 +125,23 @@ pub struct Comment {
     pub comment: Option<String>,
 }
 
+/// What the holder of a grant asks to extend it by, and why.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendBody {
+    pub by_secs: u64,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// A grant after its holder asked to extend it: longer at once, or unchanged with the
+/// extension `request` waiting for approvers.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExtendOutcome {
+    pub grant: GrantView,
+    pub request: Option<RequestView>,
+}
+
 /// What an approval carries: a comment, and where the task needs one, the approver's signature.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -152,11 +169,12 @@ pub enum RowAction {
     Revoke,
     Relinquish,
     Review,
+    Extend,
 }
 
 impl RowAction {
     pub const ON_REQUEST: [RowAction; 3] = [RowAction::Approve, RowAction::Deny, RowAction::Cancel];
-    pub const ON_GRANT: [RowAction; 3] = [RowAction::Revoke, RowAction::Relinquish, RowAction::Review];
+    pub const ON_GRANT: [RowAction; 4] = [RowAction::Revoke, RowAction::Relinquish, RowAction::Review, RowAction::Extend];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -165,6 +183,7 @@ impl RowAction {
             Self::Cancel => "cancel",
             Self::Revoke => "revoke",
             Self::Relinquish => "relinquish",
+            Self::Extend => "extend",
             Self::Review => "review",
         }
     }

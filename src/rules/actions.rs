@@ -28,6 +28,7 @@ pub fn permits(state: &State, policy: &Policy, who: &Actor, action: RowAction, r
         (RowAction::Revoke, Row::Grant(g)) => decide::may_revoke(policy, actor, g, now),
         (RowAction::Relinquish, Row::Grant(g)) => decide::may_relinquish(policy, actor, g, now),
         (RowAction::Review, Row::Grant(g)) => decide::may_review(policy, who, g),
+        (RowAction::Extend, Row::Grant(g)) => decide::may_extend(state, policy, actor, g, now).map(drop),
         (action, Row::Request(r)) => {
             Err(Refusal::invalid("wrong_row", format!("{} is a request, and {} is done to grants", r.id, action.as_str())))
         }

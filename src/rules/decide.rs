@@ -143,9 +143,10 @@ impl Command {
             Command::Approve { request, .. } | Command::Deny { request, .. } | Command::Cancel { request } => {
                 Some(Entity::Request(*request))
             }
-            Command::Revoke { grant, .. } | Command::Relinquish { grant } | Command::Review { grant, .. } | Command::Extend { grant, .. } => {
-                Some(Entity::Grant(*grant))
-            }
+            Command::Revoke { grant, .. }
+            | Command::Relinquish { grant }
+            | Command::Review { grant, .. }
+            | Command::Extend { grant, .. } => Some(Entity::Grant(*grant)),
             Command::RevokeToken { token } => Some(Entity::Token(*token)),
             Command::EndRun { run, .. } => Some(Entity::Run(*run)),
             Command::DisableUser { user, .. } | Command::EnableUser { user } => Some(Entity::User(user.clone())),
@@ -1011,7 +1012,13 @@ fn extendable<'a>(
 
 /// Whether `actor` may ask for `grant` to run longer now: theirs, live, of a task that allows
 /// it, with no extension of it waiting already.
-pub(super) fn may_extend<'a>(state: &State, policy: &'a Policy, actor: &str, grant: &Grant, now: DateTime<Utc>) -> Result<&'a Task, Refusal> {
+pub(super) fn may_extend<'a>(
+    state: &State,
+    policy: &'a Policy,
+    actor: &str,
+    grant: &Grant,
+    now: DateTime<Utc>,
+) -> Result<&'a Task, Refusal> {
     let grant = live_grant(policy, actor, grant, now)?;
     let id = grant.id;
     if grant.holder != actor {
@@ -1038,7 +1045,9 @@ pub(super) fn may_extend<'a>(state: &State, policy: &'a Policy, actor: &str, gra
             format!("you may no longer ask for '{}', so {id} cannot be extended; it ends at {}", task.name, grant.expires_at.to_rfc3339()),
         ));
     }
-    if let Some(waiting) = state.pending.iter().filter_map(|r| state.requests.get(r)).find(|r| r.extends == Some(id) && r.pending_until > now) {
+    if let Some(waiting) =
+        state.pending.iter().filter_map(|r| state.requests.get(r)).find(|r| r.extends == Some(id) && r.pending_until > now)
+    {
         return Err(Refusal::conflict(
             "already_pending",
             format!("{} already asks to extend {id}; wait for it, or cancel it with: zsa cancel {}", waiting.id, waiting.id),
@@ -1099,7 +1108,12 @@ fn extensions_end(state: &State, grant: GrantId, why: &str) -> Vec<Change> {
         .iter()
         .filter_map(|id| state.requests.get(id))
         .filter(|r| r.extends == Some(grant))
-        .map(|r| Change::RequestCancelled { request: r.id, task: r.task.clone(), requester: r.requester.clone(), reason: Some(why.to_string()) })
+        .map(|r| Change::RequestCancelled {
+            request: r.id,
+            task: r.task.clone(),
+            requester: r.requester.clone(),
+            reason: Some(why.to_string()),
+        })
         .collect()
 }
 

@@ -958,3 +958,111 @@ fn an_unsigned_approval_stops_counting_when_the_task_starts_taking_only_signed_o
     let alice = request_actions(&w.state, &w.policy, &Actor::from("alice"), &w.state.requests[&id], w.now);
     assert_eq!(alice.signing_keys(crate::model::wire::RowAction::Approve).map(|k| k.len()), Some(1));
 }
+
+/// `journal` (4h at most) extends with approval up to 6h in all; `restart` (15m) at once up to 30m.
+fn extending_world() -> World {
+    let text = POLICY
+        .replace("default_duration = \"1h\"\n", "default_duration = \"1h\"\nextend = \"approval\"\nmax_total = \"6h\"\n")
+        .replace("max_duration = \"15m\"\n", "max_duration = \"15m\"\nextend = \"auto\"\nmax_total = \"30m\"\n");
+    let mut w = World::new();
+    w.policy = Policy::parse(&text, "test.toml").unwrap();
+    w
+}
+
+fn extend(w: &mut World, who: &str, grant: GrantId, secs: u64) -> Result<Vec<Change>, Refusal> {
+    w.run(who, Command::Extend { grant, by_secs: secs, reason: Some("still at it".into()) })
+}
+
+#[test]
+fn an_automatic_extension_moves_the_deadline_within_max_total() {
+    let mut w = extending_world();
+    let id = w.ask("carol", "restart", Some(600), None, None).unwrap();
+    let g = id.grant();
+    w.advance(300);
+    let changes = extend(&mut w, "carol", g, 600).unwrap();
+    assert!(matches!(&changes[..], [Change::GrantExtended { request: None, by_secs: 600, .. }]), "{changes:?}");
+    let grant = &w.state.grants[&g];
+    assert_eq!(grant.expires_at - grant.granted_at, Duration::seconds(1200));
+    assert_eq!(grant.extended_secs, 600);
+    // It is the deadline the sweep ends it at, not the old one.
+    w.advance(400);
+    assert!(w.expire().is_empty(), "the old deadline passed and the grant still runs");
+    assert!(w.allowed("carol", "restart"));
+    // 20 minutes in all; 30 at most: 10 more, not 15.
+    let e = w.refused("carol", Command::Extend { grant: g, by_secs: 900, reason: None });
+    assert_eq!(e.code, "extend_too_long");
+    assert!(e.message.contains("at most 10m more"), "{}", e.message);
+    extend(&mut w, "carol", g, 600).unwrap();
+    let e = w.refused("carol", Command::Extend { grant: g, by_secs: 60, reason: None });
+    assert!(e.message.contains("cannot be extended: ask for a new grant"), "{}", e.message);
+    w.advance(1200);
+    assert_eq!(w.expire().len(), 1);
+    assert!(!w.allowed("carol", "restart"));
+}
+
+#[test]
+fn an_extension_by_approval_is_a_request_that_lengthens_the_same_grant() {
+    let mut w = extending_world();
+    let id = journal(&mut w);
+    w.approve("alice", id).unwrap();
+    let g = id.grant();
+    let before = w.state.grants[&g].expires_at;
+    let changes = extend(&mut w, "carol", g, 3600).unwrap();
+    let Change::RequestCreated { request: ext, extends: Some(of), duration_secs: 3600, pending_until, .. } = &changes[0] else {
+        panic!("{changes:?}")
+    };
+    assert_eq!((*of, *pending_until), (g, before), "it lapses when the grant would end unextended");
+    let ext = *ext;
+    assert_eq!(w.state.grants[&g].expires_at, before, "nothing changes before an approver says yes");
+    assert_eq!(w.refused("carol", Command::Extend { grant: g, by_secs: 60, reason: None }).code, "already_pending");
+    assert_eq!(w.refused("carol", Command::Approve { request: ext, comment: None, signature: None }).code, "own_request");
+    let changes = w.approve("bob", ext).unwrap();
+    assert!(
+        matches!(changes.last(), Some(Change::GrantExtended { request: Some(r), by_secs: 3600, approved_by, .. }) if *r == ext && approved_by == &["bob".to_string()]),
+        "{changes:?}"
+    );
+    assert_eq!(w.state.grants[&g].expires_at, before + Duration::seconds(3600));
+    assert_eq!(w.state.requests[&ext].state, RequestState::Approved);
+    assert_eq!(w.state.requests[&ext].grant, Some(g));
+    assert!(w.state.active.contains(&g) && w.state.grants.len() == 1, "the same grant, no new one");
+}
+
+#[test]
+fn extensions_are_refused_where_the_policy_or_the_grant_does_not_allow_them() {
+    let mut w = extending_world();
+    // export: extend = "never" (the default).
+    let id = w.ask("carol", "export", None, None, Some("INC-1")).unwrap();
+    w.approve("alice", id).unwrap();
+    w.approve("bob", id).unwrap();
+    let e = w.refused("carol", Command::Extend { grant: id.grant(), by_secs: 60, reason: None });
+    assert_eq!(e.code, "not_extendable");
+    assert!(e.message.contains("extend = \"never\"") && e.message.contains("zsa request export"), "{}", e.message);
+    let j = journal(&mut w);
+    w.approve("alice", j).unwrap();
+    let e = w.refused("alice", Command::Extend { grant: j.grant(), by_secs: 60, reason: Some("x".into()) });
+    assert_eq!(e.code, "not_holder");
+    let e = w.refused("carol", Command::Extend { grant: j.grant(), by_secs: 60, reason: None });
+    assert_eq!(e.code, "missing_field", "journal needs a reason: {}", e.message);
+    // A grant given up cancels the extension it was waiting for.
+    let ext = extend(&mut w, "carol", j.grant(), 60).unwrap();
+    let Change::RequestCreated { request: ext, .. } = ext[0] else { panic!() };
+    let changes = w.run("carol", Command::Relinquish { grant: j.grant() }).unwrap();
+    assert!(changes.iter().any(|c| matches!(c, Change::RequestCancelled { request, .. } if *request == ext)), "{changes:?}");
+    assert_eq!(w.refused("bob", Command::Approve { request: ext, comment: None, signature: None }).code, "not_pending");
+    let e = w.refused("carol", Command::Extend { grant: j.grant(), by_secs: 60, reason: Some("x".into()) });
+    assert_eq!(e.code, "grant_ended");
+}
+
+#[test]
+fn extension_settings_are_checked_in_the_policy() {
+    let bad = |from: &str, to: &str| Policy::parse(&POLICY.replacen(from, to, 1), "p.toml").unwrap_err().to_string();
+    assert!(bad("default_duration = \"1h\"\n", "default_duration = \"1h\"\nextend = \"sometimes\"\n").contains("extend is 'sometimes'"));
+    assert!(
+        bad("default_duration = \"1h\"\n", "default_duration = \"1h\"\nextend = \"auto\"\nmax_total = \"1h\"\n")
+            .contains("max_total 1h is shorter than max_duration 4h")
+    );
+    assert!(bad("default_duration = \"1h\"\n", "default_duration = \"1h\"\nmax_total = \"8h\"\n").contains("extend is \"never\""));
+    assert!(bad("max_duration = \"15m\"\n", "max_duration = \"15m\"\nextend = \"approval\"\n").contains("needs approvers"));
+    let ok = Policy::parse(&POLICY.replace("default_duration = \"1h\"\n", "default_duration = \"1h\"\nextend = \"auto\"\n"), "p").unwrap();
+    assert_eq!(ok.tasks["journal"].max_total, 4 * 3600, "max_total defaults to max_duration");
+}

@@ -1,4 +1,4 @@
-//! Grants: list, show, revoke, relinquish, review.
+//! Grants: list, show, revoke, relinquish, review, extend.
 
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use super::{Body, Query, blocking, execute_and_read, grant_views, parse_id, stor
 use crate::daemon::Engine;
 use crate::daemon::auth::Caller;
 use crate::daemon::error::ApiError;
-use crate::model::wire::{Comment, GrantView, Reason};
+use crate::model::wire::{Comment, ExtendBody, ExtendOutcome, GrantView, Reason, RequestView};
 use crate::model::{Grant, GrantId};
 use crate::rules::{self, Command};
 
@@ -82,6 +82,33 @@ pub async fn revoke(
 pub async fn relinquish(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): Path<String>) -> Result<Json<GrantView>, ApiError> {
     let id = parse_id(&id)?;
     act(&engine, &caller, id, Command::Relinquish { grant: id }).await
+}
+
+/// The holder asks for more time: the grant as it is now, and the extension request if one must
+/// be approved first.
+pub async fn extend(
+    State(engine): State<Arc<Engine>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(b): Body<ExtendBody>,
+) -> Result<Json<ExtendOutcome>, ApiError> {
+    let id = parse_id(&id)?;
+    let command = Command::Extend { grant: id, by_secs: b.by_secs, reason: b.reason };
+    let (grant, request) = execute_and_read(&engine, &caller, command, move |e, written| {
+        let grant = match written.rows.grants.get(&id) {
+            Some(g) => Some(g.clone()),
+            None => e.read(|s, _| s.grants.get(&id).cloned()),
+        };
+        Ok((grant, written.rows.requests.into_values().find(|r| r.extends == Some(id))))
+    })
+    .await?;
+    let grant = visible(&engine, &caller, id, grant)?;
+    let request = request.map(|r| {
+        let now = engine.now();
+        let who = caller.actor();
+        engine.read(|s, p| RequestView { actions: rules::request_actions(s, p, &who, &r, now), request: r })
+    });
+    Ok(Json(ExtendOutcome { grant, request }))
 }
 
 pub async fn review(

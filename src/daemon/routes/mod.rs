@@ -42,6 +42,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/grants/{id}", get(grants::show))
         .route("/v1/grants/{id}/revoke", post(grants::revoke))
         .route("/v1/grants/{id}/relinquish", post(grants::relinquish))
+        .route("/v1/grants/{id}/extend", post(grants::extend))
         .route("/v1/grants/{id}/review", post(grants::review))
         .route("/v1/runs", get(runs::list).post(runs::start))
         .route("/v1/runs/{id}", get(runs::show))
