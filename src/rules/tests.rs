@@ -805,6 +805,7 @@ fn the_listed_actions_are_what_the_attempt_does() {
         (RowAction::Revoke, Row::Grant(g)) => Command::Revoke { grant: g.id, reason: Some("done".into()) },
         (RowAction::Relinquish, Row::Grant(g)) => Command::Relinquish { grant: g.id },
         (RowAction::Review, Row::Grant(g)) => Command::Review { grant: g.id, comment: None },
+        (RowAction::Extend, Row::Grant(g)) => Command::Extend { grant: g.id, by_secs: 60, reason: Some("more".into()) },
         _ => unreachable!("only the actions of a row's kind are listed"),
     };
     let mut answers = std::collections::BTreeMap::new();
