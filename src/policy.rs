@@ -799,6 +799,23 @@ impl Policy {
             let approvers: BTreeSet<&String> = task.approvers.iter().filter_map(|g| groups.get(g)).flatten().collect();
             let (keyed, bare): (Vec<&String>, Vec<&String>) =
                 approvers.into_iter().partition(|who| people.get(*who).is_some_and(|x| !x.ssh_keys.is_empty()));
+            // Nobody approves their own request: a requester who is a keyed approver has one fewer.
+            let requesters: BTreeSet<&String> = task.requesters.iter().filter_map(|g| groups.get(g)).flatten().collect();
+            if let Some(short) = keyed.iter().find(|k| requesters.contains(*k) && (keyed.len() as u32 - 1) < task.approvals)
+                && (keyed.len() as u32) >= task.approvals
+            {
+                p.at(
+                    span.clone(),
+                    format!(
+                        "task '{}': signed_approvals needs {} approver(s) with SSH keys besides the requester, and a request by '{}' would have only {}; list more approvers' keys under [people]",
+                        text::inert(name),
+                        task.approvals,
+                        text::inert(short),
+                        keyed.len() - 1
+                    ),
+                );
+                continue;
+            }
             if (keyed.len() as u32) < task.approvals {
                 let bare: Vec<&str> = bare.iter().map(|s| s.as_str()).collect();
                 p.at_with_help(
@@ -1394,6 +1411,11 @@ one_of = ["nginx.service"]
         assert!(e.contains("is listed twice"), "{e}");
         let auto = BASE.replace("approval = \"manual\"", "approval = \"auto\"\nsigned_approvals = true");
         assert!(errors(&auto).contains("signed_approvals and approval = \"auto\" contradict"), "{}", errors(&auto));
+        // approvals = 1, alice the only approver with a key, and alice may ask too: her own
+        // requests could never be approved.
+        let own =
+            format!("{signed}[people.alice]\nssh_keys = [\"{ALICE_KEY}\"]\n").replace("ops = [\"carol\"]", "ops = [\"carol\", \"alice\"]");
+        assert!(errors(&own).contains("a request by 'alice' would have only 0"), "{}", errors(&own));
         let glass = BASE.replace("approval = \"manual\"", "approval = \"manual\"\nbreak_glass = true\nsigned_approvals = true");
         assert!(errors(&glass).contains("would change nothing on a break-glass task"), "{}", errors(&glass));
     }

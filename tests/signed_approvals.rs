@@ -55,9 +55,15 @@ impl Drop for Agent {
 
 /// A new Ed25519 key pair in `dir` named `name`; its public key's line.
 fn keypair(dir: &Path, name: &str) -> (PathBuf, String) {
+    keypair_of(dir, name, &["-t", "ed25519"])
+}
+
+/// A new key pair of the kind `kind` says (`-t ecdsa`, `-t rsa -b 2048`).
+fn keypair_of(dir: &Path, name: &str, kind: &[&str]) -> (PathBuf, String) {
     let path = dir.join(name);
     let out = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C"])
+        .args(kind)
+        .args(["-q", "-N", "", "-C"])
         .arg(format!("{name}@test"))
         .arg("-f")
         .arg(&path)
@@ -402,6 +408,37 @@ async fn signed_approvals_are_checked_offline_and_the_audit_key_cannot_forge_the
     assert_eq!(code(&out), 1, "{}", stdout(&out));
     assert!(stderr(&out).contains(&format!("bob's approval of {id}")), "{}", stderr(&out));
 
+    // Her signature removed, or her approval made bob's without one: the request was asked for
+    // under signed approvals, so an unsigned approval, or a grant naming someone whose signed
+    // approval is not there, is caught.
+    let unsigned = rewrite(&bundle, &audit_key, |body| {
+        let hit = body["kind"] == "request_approved";
+        if hit {
+            body.as_object_mut().unwrap().remove("signature");
+        }
+        hit
+    });
+    let out = offline(&unsigned);
+    assert_eq!(code(&out), 1, "{}", stdout(&out));
+    assert!(stderr(&out).contains("is not signed") && stderr(&out).contains("the signature was removed"), "{}", stderr(&out));
+    let given_to_bob = rewrite(&bundle, &audit_key, |body| match body["kind"].as_str() {
+        Some("request_approved") => {
+            body.as_object_mut().unwrap().remove("signature");
+            body["kind"] = "approval_dropped".into();
+            body["approver"] = "alice".into();
+            body["why"] = "made up".into();
+            true
+        }
+        Some("grant_started") => {
+            body["approved_by"] = serde_json::json!(["bob"]);
+            true
+        }
+        _ => false,
+    });
+    let out = offline(&given_to_bob);
+    assert_eq!(code(&out), 1, "{}", stdout(&out));
+    assert!(stderr(&out).contains("names bob as an approver, but the log holds no standing signed approval"), "{}", stderr(&out));
+
     // A key of the forger's own, signing as alice and named in the event: it verifies as a
     // signature, so only a list of whose keys are whose catches it (allowed_signers).
     let request = s.d.admin().show_request(id).await;
@@ -458,4 +495,32 @@ async fn signed_approvals_are_checked_offline_and_the_audit_key_cannot_forge_the
     let out = with_signers(&bundle);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stdout(&out).contains("each signed with a key") && stdout(&out).contains("lists for its approver"), "{}", stdout(&out));
+}
+
+/// ECDSA and RSA keys sign approvals as Ed25519 ones do; RSA keys the verifier cannot check
+/// (under 2048 or over 4096 bits) are refused when the policy is checked, not at the first
+/// approval with a misleading message.
+#[tokio::test(flavor = "multi_thread")]
+async fn ecdsa_and_rsa_keys_sign_and_keys_that_could_not_are_refused_in_the_policy() {
+    for kind in [&["-t", "ecdsa", "-b", "256"][..], &["-t", "ecdsa", "-b", "521"], &["-t", "rsa", "-b", "2048"]] {
+        let keys = tempfile::tempdir().unwrap();
+        let (alice, alice_pub) = keypair_of(keys.path(), "alice", kind);
+        let (_, bob_pub) = keypair(keys.path(), "bob");
+        let mut d = Daemon::start_with(&policy(&alice_pub, &bob_pub));
+        let agent = Agent::start(keys.path());
+        agent.add(&alice);
+        let id = ask(&mut d, "mail flow stuck").await;
+        let out = approve_cli(&mut d, "alice", id, Some(&agent.socket)).await;
+        assert_eq!(code(&out), 0, "{kind:?}: {}", stderr(&out));
+        assert_eq!(state_of(&d, id).await, RequestState::Approved, "{kind:?}");
+    }
+    let keys = tempfile::tempdir().unwrap();
+    let (_, small) = keypair_of(keys.path(), "small", &["-t", "rsa", "-b", "1024"]);
+    let (_, bob_pub) = keypair(keys.path(), "bob");
+    let file = keys.path().join("policy.toml");
+    std::fs::write(&file, policy(&small, &bob_pub).replace("{ADMIN}", "root")).unwrap();
+    let out = Command::new(common::BIN).args(["policy", "check"]).arg(&file).output().unwrap();
+    assert_eq!(code(&out), 1, "{}", stdout(&out));
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(said.contains("people.alice.ssh_keys[0]: an RSA key of 1024 bits cannot sign approvals"), "{said}");
 }

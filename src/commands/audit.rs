@@ -289,7 +289,7 @@ pub fn verify_offline(
                     if v.signed_approvals > 0 {
                         println!("ok: {} approvals signed with the approvers' SSH keys checked again", v.signed_approvals);
                     }
-                    if let Some(source) = &signers_shown {
+                    if let Some(source) = signers_shown.as_ref().filter(|_| v.signed_approvals > 0) {
                         println!("ok: each signed with a key {source} lists for its approver");
                     }
                     if v.signed_through < v.events {

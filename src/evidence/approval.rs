@@ -136,16 +136,26 @@ pub fn check(facts: &Facts<'_>, approver: &str, signed: &SignedApproval, keys: &
 }
 
 /// Checks a recorded signature again with no policy at hand: made by the key the record names
-/// (the key is inside the signature) over the statement for `facts` and `approver`.
-pub fn check_recorded(facts: &Facts<'_>, approver: &str, recorded: &ApprovalSignature) -> Result<(), String> {
+/// (the key is inside the signature) over the statement for `facts` and `approver`, at a time
+/// the daemon would have taken when it recorded it at `recorded_at`.
+pub fn check_recorded(facts: &Facts<'_>, approver: &str, recorded: &ApprovalSignature, recorded_at: DateTime<Utc>) -> Result<(), String> {
+    use crate::model::text::inert_line;
     let sig = parse(&recorded.signature).map_err(|e| match e {
-        Bad::Unreadable(why) => format!("its signature cannot be read: {why}"),
+        Bad::Unreadable(why) => format!("its signature cannot be read: {}", inert_line(&why)),
         _ => "its signature cannot be read".into(),
     })?;
     let key = PublicKey::from(sig.public_key().clone());
     let print = crate::policy::fingerprint(&key);
     if print != recorded.key {
-        return Err(format!("it names the key {}, but its signature was made with {print}", recorded.key));
+        return Err(format!("it names the key {}, but its signature was made with {print}", inert_line(&recorded.key)));
+    }
+    if (recorded.signed_at - recorded_at).num_seconds().abs() > SIGNED_AT_SLACK_SECS {
+        return Err(format!(
+            "it was signed at {}, more than {} minutes from when it was recorded ({}): the daemon would have refused it",
+            time(recorded.signed_at),
+            SIGNED_AT_SLACK_SECS / 60,
+            time(recorded_at)
+        ));
     }
     let text = statement(facts, approver, recorded.signed_at);
     key.verify(NAMESPACE, text.as_bytes(), &sig).map_err(|_| {
@@ -155,6 +165,11 @@ pub fn check_recorded(facts: &Facts<'_>, approver: &str, recorded: &ApprovalSign
         )
     })
 }
+
+/// How far the time an approver says they signed may be from the daemon's when it records the
+/// approval: signing and sending take seconds, so a signature kept for later, or from a badly
+/// wrong clock, is refused.
+pub const SIGNED_AT_SLACK_SECS: i64 = 10 * 60;
 
 /// Who may sign as whom, from an OpenSSH `allowed_signers` file (`alice ssh-ed25519 AAAA...`,
 /// several principals separated by commas): what an auditor holds to check, offline, that each

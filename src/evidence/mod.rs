@@ -18,6 +18,8 @@ use aws_lc_rs::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeSet;
+
 use crate::model::text;
 
 /// What a checkpoint's signature covers, and the line written to the checkpoint file.
@@ -198,6 +200,7 @@ pub struct Walk {
     pub recorded: Vec<(u64, Checkpoint)>,
     /// With `checking_approvals`: what each request still open asked for, to check its signed
     /// approvals against.
+    /// Each with whether its approvals must be signed, and whose signed approval stands.
     open: Option<std::collections::HashMap<crate::model::RequestId, Asked>>,
     /// How many signed approvals were checked again.
     pub signed_approvals: usize,
@@ -216,6 +219,10 @@ struct Asked {
     params: std::collections::BTreeMap<String, String>,
     at: DateTime<Utc>,
     extends: Option<crate::model::GrantId>,
+    /// Its approvals must be signed.
+    must_sign: bool,
+    /// Whose signed approval of it stands (not dropped since).
+    standing: BTreeSet<String>,
 }
 
 impl Walk {
@@ -249,18 +256,41 @@ impl Walk {
     fn check_approval(&mut self, seq: u64, event: crate::model::Event) -> Result<(), Mismatch> {
         use crate::model::Change;
         let Some(open) = self.open.as_mut() else { return Ok(()) };
+        let who = text::inert_line(&event.actor);
+        let bad = |problem: String| Err(Mismatch { seq, problem: format!("event {seq}: {problem}") });
         match event.change {
-            Change::RequestCreated { request, task, requester, duration_secs, reason, ticket, params, extends, .. } => {
-                open.insert(request, Asked { task, requester, duration_secs, reason, ticket, params, at: event.at, extends });
+            Change::RequestCreated {
+                request, task, requester, duration_secs, reason, ticket, params, extends, signed_approvals, ..
+            } => {
+                let must_sign = signed_approvals;
+                let asked = Asked {
+                    task,
+                    requester,
+                    duration_secs,
+                    reason,
+                    ticket,
+                    params,
+                    at: event.at,
+                    extends,
+                    must_sign,
+                    standing: BTreeSet::new(),
+                };
+                open.insert(request, asked);
             }
-            Change::RequestApproved { request, signature: Some(signature), .. } => {
-                let Some(asked) = open.get(&request) else {
-                    return Err(Mismatch {
-                        seq,
-                        problem: format!(
-                            "event {seq} records a signed approval of {request}, which the log does not show as asked for and open"
-                        ),
-                    });
+            Change::RequestApproved { request, signature, .. } => {
+                let Some(asked) = open.get_mut(&request) else {
+                    if signature.is_some() {
+                        return bad(format!("a signed approval of {request}, which the log does not show as asked for and open"));
+                    }
+                    return Ok(());
+                };
+                let Some(signature) = signature else {
+                    if asked.must_sign {
+                        return bad(format!(
+                            "{who}'s approval of {request} is not signed, and {request} was asked for when its task took only signed approvals: the signature was removed"
+                        ));
+                    }
+                    return Ok(());
                 };
                 let facts = approval::Facts {
                     request,
@@ -273,27 +303,39 @@ impl Walk {
                     requested_at: asked.at,
                     extends: asked.extends,
                 };
-                let who = text::inert(&event.actor);
-                approval::check_recorded(&facts, &event.actor, &signature)
-                    .map_err(|why| Mismatch { seq, problem: format!("event {seq}: {who}'s approval of {request}: {why}") })?;
+                if let Err(why) = approval::check_recorded(&facts, &event.actor, &signature, event.at) {
+                    return bad(format!("{who}'s approval of {request}: {why}"));
+                }
                 if let Some((signers, source)) = &self.signers
                     && !signers.allows(&event.actor, &signature.key)
                 {
-                    return Err(Mismatch {
-                        seq,
-                        problem: format!(
-                            "event {seq}: {who}'s approval of {request} was signed with the key {}, which {source} does not list for {who}: the approval is not theirs, or the file is out of date",
-                            signature.key
-                        ),
-                    });
+                    return bad(format!(
+                        "{who}'s approval of {request} was signed with the key {}, which {source} does not list for {who}: the approval is not theirs, or the file is out of date",
+                        text::inert_line(&signature.key)
+                    ));
                 }
+                asked.standing.insert(event.actor.clone());
                 self.signed_approvals += 1;
             }
-            Change::RequestDenied { request, .. }
-            | Change::RequestCancelled { request, .. }
-            | Change::RequestExpired { request, .. }
-            | Change::GrantStarted { request, .. }
-            | Change::GrantExtended { request: Some(request), .. } => {
+            Change::ApprovalDropped { request, approver, .. } => {
+                if let Some(asked) = open.get_mut(&request) {
+                    asked.standing.remove(&approver);
+                }
+            }
+            // A grant made from a request that took only signed approvals names only approvers
+            // whose signed approval stands.
+            Change::GrantStarted { request, approved_by, .. } | Change::GrantExtended { request: Some(request), approved_by, .. } => {
+                if let Some(asked) = open.get(&request).filter(|a| a.must_sign)
+                    && let Some(unsigned) = approved_by.iter().find(|a| !asked.standing.contains(*a))
+                {
+                    return bad(format!(
+                        "the grant from {request} names {} as an approver, but the log holds no standing signed approval of theirs",
+                        text::inert_line(unsigned)
+                    ));
+                }
+                open.remove(&request);
+            }
+            Change::RequestDenied { request, .. } | Change::RequestCancelled { request, .. } | Change::RequestExpired { request, .. } => {
                 open.remove(&request);
             }
             _ => {}

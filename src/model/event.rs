@@ -49,6 +49,10 @@ pub enum Change {
         /// An extension of this live grant, asked for by its holder, rather than a new grant.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         extends: Option<GrantId>,
+        /// Asked for when the task took only approvals signed with SSH keys: every approval of
+        /// it must be signed, whatever the policy says later.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        signed_approvals: bool,
     },
     /// One approver said yes. Enough of these start a grant (a separate event).
     RequestApproved {

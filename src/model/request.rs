@@ -98,6 +98,10 @@ pub struct Request {
     /// Set when this asks to extend a live grant of the requester's by `duration_secs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extends: Option<GrantId>,
+    /// Every approval of it must be signed with the approver's SSH key (the task said so when
+    /// it was asked for).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub signed_approvals: bool,
 }
 
 impl Request {

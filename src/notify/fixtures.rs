@@ -110,6 +110,7 @@ impl History {
             0,
             Change::RequestCreated {
                 extends: None,
+                signed_approvals: false,
                 request: RequestId(1),
                 task: "exchange.journal-rule".into(),
                 requester: "carol".into(),

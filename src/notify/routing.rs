@@ -265,6 +265,7 @@ mod tests {
             0,
             Change::RequestCreated {
                 extends: None,
+                signed_approvals: false,
                 request: RequestId(1),
                 task: "db.shell".into(),
                 requester: "erin".into(),

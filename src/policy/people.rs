@@ -89,14 +89,27 @@ pub(super) fn people(raw: BTreeMap<String, Spanned<RawPerson>>, p: &mut Problems
     out
 }
 
-/// One line of an OpenSSH public key file, of a kind whose signatures zsa checks.
+/// One line of an OpenSSH public key file, of a kind whose signatures zsa can check: Ed25519,
+/// ECDSA, or RSA of 2048 to 4096 bits (what the verifier takes). Security-key (`sk-`) keys are
+/// refused: zsa would not check that the key was touched, which OpenSSH requires.
 fn ssh_key(line: &str) -> Result<PublicKey, String> {
     let key = PublicKey::from_openssh(line.trim()).map_err(|e| format!("not an SSH public key ({e})"))?;
+    let ed25519 = "use an Ed25519 key (ssh-keygen -t ed25519)";
     match key.algorithm() {
-        Algorithm::Ed25519 | Algorithm::SkEd25519 | Algorithm::Ecdsa { .. } | Algorithm::SkEcdsaSha2NistP256 | Algorithm::Rsa { .. } => {
-            Ok(key)
+        Algorithm::Ed25519 | Algorithm::Ecdsa { .. } => Ok(key),
+        Algorithm::Rsa { .. } => {
+            let bits = key.key_data().rsa().and_then(|k| k.n.as_positive_bytes()).map_or(0, |n| n.len() * 8);
+            if (2048..=4096).contains(&bits) {
+                Ok(key)
+            } else {
+                Err(format!("an RSA key of {bits} bits cannot sign approvals here (2048 to 4096 bits are checked); {ed25519}"))
+            }
         }
-        other => Err(format!("{} keys are not accepted for signatures; use an Ed25519 key (ssh-keygen -t ed25519)", other.as_str())),
+        Algorithm::SkEd25519 | Algorithm::SkEcdsaSha2NistP256 => Err(format!(
+            "security-key ({}) keys are not accepted: zsa does not check that the key was touched; {ed25519}",
+            key.algorithm().as_str()
+        )),
+        other => Err(format!("{} keys are not accepted for signatures; {ed25519}", other.as_str())),
     }
 }
 
@@ -111,5 +124,9 @@ mod tests {
         assert!(fingerprint(&key).starts_with("SHA256:"));
         assert!(ssh_key("ssh-ed25519 AAAA").unwrap_err().contains("not an SSH public key"));
         assert!(ssh_key("hello").unwrap_err().contains("not an SSH public key"));
+        // A security key's: zsa would not check that it was touched.
+        let sk = ssh_key::public::SkEd25519::new(ssh_key::public::Ed25519PublicKey([7; 32]), "ssh:");
+        let sk = PublicKey::from(ssh_key::public::KeyData::SkEd25519(sk)).to_openssh().unwrap();
+        assert!(ssh_key(&sk).unwrap_err().contains("security-key (sk-ssh-ed25519@openssh.com) keys are not accepted"), "{sk}");
     }
 }

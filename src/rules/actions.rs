@@ -48,7 +48,7 @@ fn view(action: RowAction, answer: Result<(), Refusal>) -> ActionView {
 /// Approve, deny and cancel on `request`, each allowed or not for `who` at `now`; an approval
 /// that must be signed says with which of the viewer's keys.
 pub fn request_actions(state: &State, policy: &Policy, who: &Actor, request: &Request, now: DateTime<Utc>) -> Actions {
-    let signed = policy.tasks.get(&request.task).is_some_and(|t| t.signed_approvals);
+    let signed = policy.tasks.get(&request.task).is_some_and(|t| decide::signatures_needed(t, request));
     Actions(
         RowAction::ON_REQUEST
             .iter()

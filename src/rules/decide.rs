@@ -519,6 +519,7 @@ fn request(state: &State, policy: &Policy, actor: &str, new: &NewRequest, now: D
         break_glass: task.break_glass,
         params: new.params.clone(),
         extends: None,
+        signed_approvals: task.signed_approvals && !immediate,
     }];
     if immediate {
         changes.push(Change::GrantStarted {
@@ -633,7 +634,7 @@ pub(super) fn may_approve<'a>(
     if let Some(why) = auth_refused(task, &request.requester, &id.to_string(), "approve", &who.auth) {
         return Err(Refusal::forbidden("approval_not_accepted", why));
     }
-    if task.signed_approvals && policy.people.get(actor).is_none_or(|p| p.ssh_keys.is_empty()) {
+    if signatures_needed(task, request) && policy.people.get(actor).is_none_or(|p| p.ssh_keys.is_empty()) {
         return Err(Refusal::forbidden(
             "no_ssh_key",
             format!(
@@ -646,9 +647,11 @@ pub(super) fn may_approve<'a>(
     Ok(task)
 }
 
-/// How far the time an approver says they signed may be from the daemon's: signing and sending
-/// take seconds, so a signature kept for later, or from a badly wrong clock, is refused.
-const SIGNED_AT_SLACK_SECS: i64 = 10 * 60;
+/// Whether approvals of `request` count only signed: its task says so now, or said so when it
+/// was asked for (a reload that drops `signed_approvals` does not unsign what is waiting).
+pub fn signatures_needed(task: &Task, request: &Request) -> bool {
+    task.signed_approvals || request.signed_approvals
+}
 
 /// The approval signature `signed` as the log keeps it, checked against what `request` is and
 /// the keys the policy lists for `actor`; none if none was given and none is needed.
@@ -662,7 +665,7 @@ fn approval_signature(
 ) -> Result<Option<ApprovalSignature>, Refusal> {
     let id = request.id;
     let Some(signed) = signed else {
-        if task.signed_approvals {
+        if signatures_needed(task, request) {
             return Err(Refusal::forbidden(
                 "signature_required",
                 format!(
@@ -675,14 +678,14 @@ fn approval_signature(
         return Ok(None);
     };
     let skew = (signed.signed_at - now).num_seconds();
-    if skew.abs() > SIGNED_AT_SLACK_SECS {
+    if skew.abs() > approval::SIGNED_AT_SLACK_SECS {
         let at = signed.signed_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let daemon = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         return Err(Refusal::invalid(
             "signature_stale",
             format!(
                 "the signature says it was made at {at}, more than {} minutes from the daemon's time {daemon}; a signature is sent as it is made: check the signing machine's clock and approve again",
-                SIGNED_AT_SLACK_SECS / 60
+                approval::SIGNED_AT_SLACK_SECS / 60
             ),
         ));
     }
@@ -826,7 +829,7 @@ fn why_stale(state: &State, policy: &Policy, task: &Task, request: &Request, a: 
     if !policy.may_approve(&a.by, task) {
         return Some(format!("{by} is no longer an approver of '{}'", task.name));
     }
-    if task.signed_approvals {
+    if signatures_needed(task, request) {
         let listed = |key: &String| policy.people.get(&a.by).is_some_and(|p| p.key_fingerprints().contains(key));
         match &a.signed_with {
             None => return Some(format!("{by}'s approval was not signed, and '{}' now takes only signed approvals", task.name)),
@@ -1097,6 +1100,7 @@ fn extend(
             break_glass: false,
             params: BTreeMap::new(),
             extends: Some(id),
+            signed_approvals: task.signed_approvals,
         }]),
     }
 }

@@ -265,6 +265,7 @@ impl State {
                 break_glass,
                 params,
                 extends,
+                signed_approvals,
             } => {
                 self.add_pending(Request {
                     id: *request,
@@ -285,6 +286,7 @@ impl State {
                     grant: None,
                     params: params.clone(),
                     extends: *extends,
+                    signed_approvals: *signed_approvals,
                 });
                 self.last_request = self.last_request.max(request.0);
             }

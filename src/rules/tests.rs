@@ -1067,3 +1067,14 @@ fn extension_settings_are_checked_in_the_policy() {
     let ok = Policy::parse(&POLICY.replace("default_duration = \"1h\"\n", "default_duration = \"1h\"\nextend = \"auto\"\n"), "p").unwrap();
     assert_eq!(ok.tasks["journal"].max_total, 4 * 3600, "max_total defaults to max_duration");
 }
+
+#[test]
+fn a_request_asked_for_under_signed_approvals_stays_signed_after_a_reload() {
+    let (mut w, alice, _bob, text) = signed_world();
+    let id = w.ask("dave", "export", None, None, Some("INC-1")).unwrap();
+    assert!(w.state.requests[&id].signed_approvals);
+    w.policy = Policy::parse(&text.replace("signed_approvals = true\n", ""), "test.toml").unwrap();
+    assert_eq!(w.refused("carol", Command::Approve { request: id, comment: None, signature: None }).code, "signature_required");
+    let signed = sign(&w, &alice, "alice", id);
+    w.run("alice", Command::Approve { request: id, comment: None, signature: Some(signed) }).unwrap();
+}

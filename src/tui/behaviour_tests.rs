@@ -303,6 +303,7 @@ fn a_config_mistake_names_the_file_and_line() {
 fn created(id: u64, requester: &str, task: &str) -> Action {
     let change = Change::RequestCreated {
         extends: None,
+        signed_approvals: false,
         request: RequestId(id),
         task: task.into(),
         requester: requester.into(),

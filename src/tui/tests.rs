@@ -99,6 +99,7 @@ pub(super) fn task(name: &str, approval: &str, approvals: u32, may_request: bool
 pub(super) fn request(id: u64, who: &str, task: &str, state: RequestState, reason: &str, age_min: i64) -> Request {
     Request {
         extends: None,
+        signed_approvals: false,
         id: RequestId(id),
         task: task.into(),
         requester: who.into(),
@@ -173,6 +174,7 @@ pub(super) fn loaded(user: &str, roles: &[&str]) -> App {
             "carol",
             Change::RequestCreated {
                 extends: None,
+                signed_approvals: false,
                 request: RequestId(1),
                 task: "journal".into(),
                 requester: "carol".into(),
@@ -600,6 +602,7 @@ fn new_requests_for_me_announce_themselves() {
         "dave",
         Change::RequestCreated {
             extends: None,
+            signed_approvals: false,
             request: RequestId(8),
             task: "export".into(),
             requester: "dave".into(),

@@ -130,7 +130,17 @@ pub async fn approve(
     Body(c): Body<ApproveBody>,
 ) -> Result<Json<Outcome>, ApiError> {
     let id = parse_id(&id)?;
-    act(&engine, &caller, id, Command::Approve { request: id, comment: c.comment, signature: c.signature }).await
+    let signed = c.signature.is_some();
+    let answer = act(&engine, &caller, id, Command::Approve { request: id, comment: c.comment, signature: c.signature }).await;
+    // A signature that does not hold is what a stolen token looks like: said in the daemon's log
+    // (the log of events records only what was decided).
+    if let Err(e) = &answer
+        && signed
+        && e.code.starts_with("signature_")
+    {
+        tracing::warn!(user = %caller.user, via = caller.via(), request = %id, code = %e.code, "a signed approval was refused");
+    }
+    answer
 }
 
 pub async fn deny(
