@@ -264,6 +264,24 @@ pub enum Cmd {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Ask for your live grant to run longer (as the task's `extend` allows: at once, or once
+    /// approvers say yes; never past its `max_total`)
+    #[command(after_help = "Example:\n  zsa extend G12 --by 30m --reason \"migration still running\"")]
+    Extend {
+        /// Your active grant's id (G12)
+        #[arg(value_name = "ID", add = completion::grant_ids())]
+        id: String,
+        /// How much longer, e.g. 30m, 1h
+        #[arg(long, value_name = "DURATION")]
+        by: String,
+        /// Why; the approvers read it (some tasks require one)
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
     /// Review a break-glass grant after the fact
     Review {
         /// The break-glass grant's id (G12)
@@ -733,6 +751,7 @@ impl Cmd {
             | Cmd::Grants { client, .. }
             | Cmd::Revoke { client, .. }
             | Cmd::Relinquish { client, .. }
+            | Cmd::Extend { client, .. }
             | Cmd::Review { client, .. }
             | Cmd::Check { client, .. }
             | Cmd::Gate { client, .. }
@@ -766,6 +785,7 @@ impl Cmd {
             | Cmd::Grants { output, .. }
             | Cmd::Revoke { output, .. }
             | Cmd::Relinquish { output, .. }
+            | Cmd::Extend { output, .. }
             | Cmd::Review { output, .. }
             | Cmd::Check { output, .. }
             | Cmd::Whoami { output, .. }

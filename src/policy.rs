@@ -1114,6 +1114,8 @@ impl Policy {
                 .clone()
                 .unwrap_or_else(|| crate::model::auth::APPROVE_VIA_KINDS.iter().map(|k| k.to_string()).collect()),
             signed_approvals: task.signed_approvals,
+            extend: task.extend.as_str().to_string(),
+            max_total_secs: task.max_total,
             may_request: self.may_request(user, task),
             may_approve: self.may_approve(user, task),
             // Who else approves depends on the live state too (disabled accounts): the daemon fills it.

@@ -99,7 +99,16 @@ pub async fn tasks(client: &Client, json: bool) -> CmdResult {
             vec![
                 t.name.clone(),
                 approval,
-                format!("{} (max {})", duration::format(t.default_duration_secs), duration::format(t.max_duration_secs)),
+                match t.extend.as_str() {
+                    "auto" | "approval" => format!(
+                        "{} (max {}; extend {}, {} in all)",
+                        duration::format(t.default_duration_secs),
+                        duration::format(t.max_duration_secs),
+                        if t.extend == "auto" { "at once" } else { "with approval" },
+                        duration::format(t.max_total_secs)
+                    ),
+                    _ => format!("{} (max {})", duration::format(t.default_duration_secs), duration::format(t.max_duration_secs)),
+                },
                 // Patterns are policy text: inert, like every text someone typed.
                 if needs.is_empty() { "-".into() } else { text::inert_line(&needs.join(", ")) },
                 you.into(),

@@ -74,6 +74,29 @@ pub async fn relinquish(client: &Client, json: bool, id: GrantId) -> CmdResult {
     Ok(())
 }
 
+/// `zsa extend`: the grant as it now runs, or the extension request waiting for approvers.
+pub async fn extend(client: &Client, json: bool, id: GrantId, by_secs: u64, reason: Option<String>) -> CmdResult {
+    let out = client.extend(id, by_secs, reason).await?;
+    if json {
+        json_line(&out);
+        return Ok(());
+    }
+    match &out.request {
+        None => println!("{} extended by {}: now until {}", out.grant.id, duration::format(by_secs), time(out.grant.expires_at)),
+        Some(r) => println!(
+            "{} asks to extend {} by {}: {} approval(s) needed; {} still ends at {} meanwhile (zsa show {})",
+            r.id,
+            out.grant.id,
+            duration::format(by_secs),
+            r.approvals_needed,
+            out.grant.id,
+            time(out.grant.expires_at),
+            r.id
+        ),
+    }
+    Ok(())
+}
+
 pub async fn review(client: &Client, json: bool, id: GrantId, comment: Option<String>) -> CmdResult {
     let g = client.review(id, comment).await?;
     if json {

@@ -255,6 +255,10 @@ async fn dispatch(cli: Cli) -> CmdResult {
             grants::revoke(&client()?, json, id, reason.clone()).await
         }
         Cmd::Relinquish { id: raw, .. } => grants::relinquish(&client()?, json, id(raw)?).await,
+        Cmd::Extend { id: raw, by, reason, .. } => {
+            let by = crate::model::duration::parse(by).map_err(CliError::Usage)?;
+            grants::extend(&client()?, json, id(raw)?, by, reason.clone()).await
+        }
         Cmd::Review { id: raw, comment, .. } => grants::review(&client()?, json, id(raw)?, comment.clone()).await,
         Cmd::Check { task, user, .. } => grants::check(&client()?, json, task, user.as_deref()).await,
         Cmd::Gate { task, command, .. } => gate::run(&client()?, task, command).await,

@@ -33,10 +33,13 @@ pub fn print_outcome(o: &Outcome, json: bool) {
             );
         }
         (None, RequestState::Pending) => println!(
-            "{} pending: {} asks for {} for {}; {}/{} approvals; expires {} if nobody answers",
+            "{} pending: {} asks {} {}; {}/{} approvals; expires {} if nobody answers",
             r.id,
             text::inert(&r.requester),
-            r.task,
+            match r.extends {
+                Some(g) => format!("to extend {g} ({}) by", r.task),
+                None => format!("for {} for", r.task),
+            },
             duration::format(r.duration_secs),
             r.approvals.len(),
             r.approvals_needed,
@@ -127,7 +130,10 @@ fn row(r: &Request, now: chrono::DateTime<Utc>) -> Vec<String> {
         r.state.as_str().to_string(),
         r.task.clone(),
         cell(&r.requester, 20),
-        duration::format(r.duration_secs),
+        match r.extends {
+            Some(g) => format!("+{} to {g}", duration::format(r.duration_secs)),
+            None => duration::format(r.duration_secs),
+        },
         if r.approvals_needed == 0 { "-".into() } else { format!("{}/{}", r.approvals.len(), r.approvals_needed) },
         duration::format((now - r.created_at).num_seconds().max(0) as u64),
         cell(r.ticket.as_deref().unwrap_or("-"), 16),

@@ -68,9 +68,14 @@ fn backoff(attempts: u32) -> Duration {
 
 /// Is the grant a `grant_expiring` notice is about still active? If not, the notice is moot.
 fn grant_still_active(engine: &Engine, delivery: &Delivery) -> bool {
-    let grant = delivery.notice.facts.get("grant").and_then(|g| g.as_str()).and_then(|g| g.get(1..)?.parse::<u64>().ok());
+    let facts = &delivery.notice.facts;
+    let grant = facts.get("grant").and_then(|g| g.as_str()).and_then(|g| g.get(1..)?.parse::<u64>().ok());
+    // Warned of for an end it no longer has (it was extended): the extension planned its own.
+    let warned_end = facts.get("expires_at").and_then(|t| serde_json::from_value::<chrono::DateTime<chrono::Utc>>(t.clone()).ok());
     match grant {
-        Some(n) => engine.read(|s, _| s.active.contains(&GrantId(n))),
+        Some(n) => engine.read(|s, _| {
+            s.active.contains(&GrantId(n)) && s.grants.get(&GrantId(n)).is_some_and(|g| warned_end.is_none_or(|end| end == g.expires_at))
+        }),
         None => true,
     }
 }

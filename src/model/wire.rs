@@ -58,6 +58,12 @@ pub struct TaskView {
     /// Approvals count only signed with the approver's SSH key.
     #[serde(default)]
     pub signed_approvals: bool,
+    /// Whether a live grant may be extended: `never`, `auto` or `approval`.
+    #[serde(default)]
+    pub extend: String,
+    /// The longest a grant may live, extensions included.
+    #[serde(default)]
+    pub max_total_secs: u64,
     pub may_request: bool,
     pub may_approve: bool,
     /// Who could approve a request of the viewer's for this task: the approvers other than the

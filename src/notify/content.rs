@@ -74,6 +74,15 @@ pub fn facts(trigger: Trigger, event: &Event, state: &State, policy: &Policy) ->
             (f.expires_at, f.approved_by, f.break_glass) = (Some(*expires_at), approved_by.clone(), *break_glass);
             f.duration_secs = u64::try_from((*expires_at - event.at).num_seconds()).ok();
         }
+        Change::GrantExtended { grant, expires_at, approved_by, .. } => {
+            f.grant = Some(grant.to_string());
+            (f.expires_at, f.approved_by) = (Some(*expires_at), approved_by.clone());
+            if let Some(g) = state.grants.get(grant) {
+                request_id = Some(g.request);
+                f.break_glass = g.break_glass;
+                f.duration_secs = u64::try_from((*expires_at - g.granted_at).num_seconds()).ok();
+            }
+        }
         Change::GrantExpired { grant, .. } | Change::GrantRevoked { grant, .. } | Change::GrantRelinquished { grant, .. } => {
             f.grant = Some(grant.to_string());
             if let Some(g) = state.grants.get(grant) {

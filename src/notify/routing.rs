@@ -42,6 +42,8 @@ pub fn triggers(change: &Change) -> Vec<Trigger> {
         Change::RequestExpired { .. } => vec![Trigger::RequestExpired],
         Change::GrantStarted { break_glass: true, .. } => vec![Trigger::GrantStarted, Trigger::BreakGlass, Trigger::GrantExpiring],
         Change::GrantStarted { .. } => vec![Trigger::GrantStarted, Trigger::GrantExpiring],
+        // Its new end is warned of anew; a warning planned for the old end is skipped when due.
+        Change::GrantExtended { .. } => vec![Trigger::GrantExpiring],
         Change::GrantExpired { .. } | Change::GrantRevoked { .. } | Change::GrantRelinquished { .. } => vec![Trigger::GrantEnded],
         // A failed notice about a failed notice is not routed again: no loops.
         Change::NoticeFailed { trigger: Trigger::NoticeFailed, .. } => vec![],
@@ -60,9 +62,11 @@ pub fn plan(event: &Event, state: &State, policy: &Policy) -> Vec<Planned> {
         let Some(channel) = policy.channels.get(&rule.via) else { continue };
         for &trigger in triggers.iter().filter(|t| rule.on.contains(t)) {
             let not_before = match (&event.change, trigger, rule.before) {
-                (Change::GrantStarted { expires_at, .. }, Trigger::GrantExpiring, Some(before)) => {
-                    Some((*expires_at - Duration::seconds(before.min(i64::MAX as u64) as i64)).max(event.at))
-                }
+                (
+                    Change::GrantStarted { expires_at, .. } | Change::GrantExtended { expires_at, .. },
+                    Trigger::GrantExpiring,
+                    Some(before),
+                ) => Some((*expires_at - Duration::seconds(before.min(i64::MAX as u64) as i64)).max(event.at)),
                 _ => None,
             };
             for (to, who) in recipients(rule, channel, event, state, policy) {

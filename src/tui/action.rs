@@ -38,6 +38,7 @@ pub enum Action {
     NewRequest,
     CancelSelected,
     RelinquishSelected,
+    ExtendSelected,
     ApproveSelected,
     DenySelected,
     RevokeSelected,
@@ -143,6 +144,8 @@ pub enum Submission {
     Revoke(GrantId, String),
     Relinquish(GrantId),
     Review(GrantId, Option<String>),
+    /// Extend a grant by so many seconds, for a reason.
+    Extend(GrantId, u64, Option<String>),
 }
 
 /// The daemon's time as the console believes it: local time corrected by the measured offset.

@@ -38,6 +38,7 @@ pub enum PromptKind {
     Revoke(GrantId),
     Relinquish(GrantId),
     Review(GrantId),
+    Extend(GrantId),
 }
 
 impl PromptKind {
@@ -49,6 +50,7 @@ impl PromptKind {
             Self::Revoke(id) => format!("Revoke {id}"),
             Self::Relinquish(id) => format!("Give up your grant {id}"),
             Self::Review(id) => format!("Review break-glass grant {id}"),
+            Self::Extend(id) => format!("Extend your grant {id}"),
         }
     }
 
@@ -58,6 +60,7 @@ impl PromptKind {
             Self::Approve(_) | Self::Review(_) => Some(("comment (optional)", false)),
             Self::Deny(_) => Some(("comment (required: tell them why)", true)),
             Self::Revoke(_) => Some(("reason (required)", true)),
+            Self::Extend(_) => Some(("how much longer, then why (30m still migrating)", true)),
             Self::Cancel(_) | Self::Relinquish(_) => None,
         }
     }
@@ -713,6 +716,7 @@ impl App {
             Action::ApproveSelected | Action::DenySelected => self.start_decision(matches!(action, Action::ApproveSelected)),
             Action::CancelSelected => self.start_on_request(RowAction::Cancel, PromptKind::Cancel),
             Action::RelinquishSelected => self.start_on_grant(RowAction::Relinquish, PromptKind::Relinquish),
+            Action::ExtendSelected => self.start_on_grant(RowAction::Extend, PromptKind::Extend),
             Action::RevokeSelected => self.start_on_grant(RowAction::Revoke, PromptKind::Revoke),
             Action::ReviewSelected => self.start_on_grant(RowAction::Review, PromptKind::Review),
             _ => Vec::new(),
@@ -1038,6 +1042,17 @@ impl App {
             PromptKind::Revoke(id) => Submission::Revoke(id, text),
             PromptKind::Relinquish(id) => Submission::Relinquish(id),
             PromptKind::Review(id) => Submission::Review(id, opt),
+            PromptKind::Extend(id) => {
+                // One line: the duration first (as `--by` takes it), then the reason.
+                let (by, why) = text.split_once(char::is_whitespace).unwrap_or((text.as_str(), ""));
+                match crate::model::duration::parse(by) {
+                    Ok(secs) => Submission::Extend(id, secs, Some(why.trim().to_string()).filter(|w| !w.is_empty())),
+                    Err(e) => {
+                        prompt.error = Some(format!("start with how much longer, e.g. 30m: {e}"));
+                        return Vec::new();
+                    }
+                }
+            }
         };
         self.mode = Mode::Normal;
         vec![Effect::Submit(submission)]
@@ -1154,6 +1169,10 @@ impl App {
             | Change::RequestCancelled { request, .. }
             | Change::RequestExpired { request, .. }
             | Change::GrantStarted { request, .. } => effects.push(Effect::FetchRequest(*request)),
+            Change::GrantExtended { grant, request, .. } => {
+                effects.push(Effect::FetchGrant(*grant));
+                effects.extend(request.map(Effect::FetchRequest));
+            }
             Change::GrantExpired { grant, .. }
             | Change::GrantRevoked { grant, .. }
             | Change::GrantRelinquished { grant, .. }

@@ -50,6 +50,7 @@ const REMAPPABLE: &[Remappable] = &[
     ("verify", 'V', U, Action::VerifyLog, "verify the hash chain now", "verify"),
     ("revoke", 'r', U, Action::RevokeSelected, "revoke the selected grant (admins)", ""),
     ("filter", '/', None, Action::StartFilter, "filter the rows: id, task, user, reason, ticket, state", "filter"),
+    ("extend", '+', R, Action::ExtendSelected, "ask for more time on the selected grant (how long, then why)", ""),
     ("sort", 's', None, Action::CycleSort, "sort by the next column: id, task, user, time, none", ""),
     ("sort_reverse", 'S', None, Action::ReverseSort, "reverse the sort", ""),
     ("bell", 'b', None, Action::ToggleBell, "bell for new requests on or off", ""),

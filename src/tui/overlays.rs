@@ -46,7 +46,7 @@ fn request_lines(app: &App, id: RequestId, theme: &Theme) -> Vec<Line<'static>> 
         field("request", format!("{} ({})", r.id, r.state.as_str()), theme),
         field("requester", inert_line(&r.requester), theme),
         field("task", r.task.clone(), theme),
-        field("duration", duration::format(r.duration_secs), theme),
+        field("duration", super::panes::asked_for(r), theme),
         field("ticket", inert_line(r.ticket.as_deref().unwrap_or("-")), theme),
         field("asked", moment(r.created_at, now), theme),
         field("approvals", format!("{}/{}", r.approvals.len(), r.approvals_needed), theme),
@@ -259,12 +259,22 @@ pub fn prompt(app: &App, prompt: &Prompt, frame: &mut Frame, theme: &Theme) {
     let mut lines = Vec::new();
     let request = match prompt.kind {
         PromptKind::Approve(id) | PromptKind::Deny(id) | PromptKind::Cancel(id) => app.requests.get(&id),
-        PromptKind::Revoke(g) | PromptKind::Relinquish(g) | PromptKind::Review(g) => {
+        PromptKind::Revoke(g) | PromptKind::Relinquish(g) | PromptKind::Review(g) | PromptKind::Extend(g) => {
             app.grants.get(&g).and_then(|g| app.requests.get(&g.request))
         }
     };
     if let Some(r) = request {
-        lines.push(Line::raw(format!("{} asks for {} for {}", inert_line(&r.requester), r.task, duration::format(r.duration_secs))));
+        match (prompt.kind, r.extends) {
+            (PromptKind::Approve(_) | PromptKind::Deny(_) | PromptKind::Cancel(_), Some(g)) => lines.push(Line::raw(format!(
+                "{} asks to extend {g} ({}) by {}",
+                inert_line(&r.requester),
+                r.task,
+                duration::format(r.duration_secs)
+            ))),
+            _ => {
+                lines.push(Line::raw(format!("{} asks for {} for {}", inert_line(&r.requester), r.task, duration::format(r.duration_secs))))
+            }
+        }
         lines.push(Line::styled(format!("reason: {}", inert_line(r.reason.as_deref().unwrap_or("-"))), theme.dim()));
         if let Some(t) = &r.ticket {
             lines.push(Line::styled(format!("ticket: {}", inert_line(t)), theme.dim()));
@@ -274,6 +284,17 @@ pub fn prompt(app: &App, prompt: &Prompt, frame: &mut Frame, theme: &Theme) {
         {
             lines.push(Line::raw(format!("signed through your SSH agent with {}", inert_line(&keys.join(" or ")))));
         }
+    }
+    if let PromptKind::Extend(g) = prompt.kind
+        && let Some(grant) = app.grants.get(&g)
+    {
+        let lived = (grant.expires_at - grant.granted_at).num_seconds().max(0) as u64;
+        let room = app.tasks.iter().find(|t| t.name == grant.task).map(|t| t.max_total_secs.saturating_sub(lived));
+        lines.push(Line::raw(format!(
+            "ends {}{}",
+            moment(grant.expires_at, app.now),
+            room.map(|r| format!("; at most {} more", duration::format(r))).unwrap_or_default()
+        )));
     }
     let mut footer = vec![Line::raw("")];
     if let Some((label, _)) = prompt.kind.input() {

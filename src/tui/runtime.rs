@@ -354,6 +354,14 @@ async fn submit(s: Submission, client: &Client, send: impl Fn(Action)) {
         Submission::Review(id, comment) => {
             client.review(id, comment).await.map(|g| (Action::GrantLoaded(Box::new(g)), format!("reviewed {id}")))
         }
+        Submission::Extend(id, by, reason) => client.extend(id, by, reason).await.map(|o| {
+            let by = crate::model::duration::format(by);
+            let msg = match &o.request {
+                Some(r) => format!("{} asks to extend {id} by {by}: waiting for {} approval(s)", r.id, r.approvals_needed),
+                None => format!("extended {id} by {by}"),
+            };
+            (Action::GrantLoaded(Box::new(o.grant)), msg)
+        }),
     };
     match result {
         Ok((loaded, msg)) => {

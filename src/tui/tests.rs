@@ -89,6 +89,8 @@ pub(super) fn task(name: &str, approval: &str, approvals: u32, may_request: bool
         break_glass: name == "glass",
         approve_via: vec!["peer".into(), "token".into()],
         signed_approvals: false,
+        extend: "never".into(),
+        max_total_secs: 3600,
         may_request,
         may_approve,
         approvers_for_you: Vec::new(),

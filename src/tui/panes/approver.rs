@@ -4,7 +4,6 @@
 use ratatui::text::{Line, Span};
 
 use super::{text, whole};
-use crate::model::duration;
 use crate::tui::app::{App, Item};
 use crate::tui::theme::Theme;
 use crate::tui::widgets::table::{Column, cut};
@@ -51,7 +50,7 @@ pub fn cells(app: &App, section: usize, item: Item, theme: &Theme) -> Vec<Line<'
                 id_cell,
                 who,
                 text(&r.task),
-                Line::from(duration::format(r.duration_secs)),
+                Line::from(super::asked_for(r)),
                 Line::from(format!("{}/{}", r.approvals.len(), r.approvals_needed)),
                 Line::from(age(r.created_at, now)),
                 Line::from(span((r.pending_until - now).num_seconds().max(0) as u64)),

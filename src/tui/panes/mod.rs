@@ -96,3 +96,11 @@ pub fn countdown_cells(app: &App, id: crate::model::GrantId, theme: &Theme) -> V
 pub fn text(s: &str) -> Line<'static> {
     Line::from(crate::model::text::inert_line(s))
 }
+
+/// How long a request asks for; an extension says by how much and of which grant (`+30m G12`).
+pub fn asked_for(r: &crate::model::Request) -> String {
+    match r.extends {
+        Some(g) => format!("+{} {g}", crate::model::duration::format(r.duration_secs)),
+        None => crate::model::duration::format(r.duration_secs),
+    }
+}

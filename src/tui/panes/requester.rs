@@ -3,7 +3,7 @@
 use ratatui::text::{Line, Span};
 
 use super::{text, whole};
-use crate::model::{RequestState, duration};
+use crate::model::RequestState;
 use crate::tui::app::{App, Item};
 use crate::tui::theme::Theme;
 use crate::tui::widgets::table::{Column, cut};
@@ -35,7 +35,7 @@ pub fn cells(app: &App, section: usize, item: Item, theme: &Theme) -> Vec<Line<'
             vec![
                 Line::from(r.id.to_string()),
                 text(&r.task),
-                Line::from(duration::format(r.duration_secs)),
+                Line::from(super::asked_for(r)),
                 Line::from(format!("{}/{}", r.approvals.len(), r.approvals_needed)),
                 Line::from(age(r.created_at, now)),
                 Line::from(span((r.pending_until - now).num_seconds().max(0) as u64)),
