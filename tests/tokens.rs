@@ -9,81 +9,17 @@ mod common;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};
 
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::{DateTime, Duration, Utc};
 use common::{BIN, Daemon, code, current_user, stderr, stdout};
 use zsa::client::{AuditParams, Client, ClientError};
-use zsa::clock::ManualClock;
-use zsa::daemon::{DaemonConfig, DaemonHandle, start};
 use zsa::model::wire::{IssueToken, NewRequest, TokenView};
 use zsa::model::{Change, TokenScope};
 
-/// A daemon in this process on a clock the test moves, with the test's account as its admin.
-struct Manual {
-    _dir: tempfile::TempDir,
-    config: DaemonConfig,
-    clock: Arc<ManualClock>,
-    handle: Option<DaemonHandle>,
-}
+use common::manual::ManualDaemon as Manual;
 
 impl Manual {
-    async fn start() -> Manual {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("policy.toml"), common::POLICY.replace("{ADMIN}", &current_user())).unwrap();
-        let config = DaemonConfig {
-            state_dir: dir.path().join("state"),
-            policy: dir.path().join("policy.toml"),
-            socket: dir.path().join("zsa.sock"),
-            ..Default::default()
-        };
-        let clock = Arc::new(ManualClock::new(Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap()));
-        let handle = start(config.clone(), clock.clone()).await.expect("the daemon starts");
-        Manual { _dir: dir, config, clock, handle: Some(handle) }
-    }
-
-    fn socket(&self) -> &Path {
-        &self.config.socket
-    }
-
-    fn now(&self) -> DateTime<Utc> {
-        self.handle.as_ref().expect("running").engine.now()
-    }
-
-    fn admin(&self) -> Client {
-        Client::new(self.socket(), None).unwrap()
-    }
-
-    fn with(&self, token: &str) -> Client {
-        Client::new(self.socket(), Some(token.to_string())).unwrap()
-    }
-
-    /// The real CLI, as the admin (None) or with a token.
-    fn cli(&self, token: Option<&str>, args: &[&str]) -> Output {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("--socket").arg(self.socket()).args(args).env_remove("ZSA_TOKEN");
-        if let Some(t) = token {
-            cmd.env("ZSA_TOKEN", t);
-        }
-        cmd.output().unwrap()
-    }
-
-    /// Issues a token with the real CLI: `zsa admin token issue ARGS...`.
-    fn issue(&self, args: &[&str]) -> String {
-        let out = self.cli(None, &[&["admin", "token", "issue"], args].concat());
-        assert_eq!(code(&out), 0, "{}", stderr(&out));
-        stdout(&out).trim().to_string()
-    }
-
-    async fn stop(&mut self) {
-        self.handle.take().expect("running").shutdown().await;
-    }
-
-    async fn restart(&mut self) {
-        self.handle = Some(start(self.config.clone(), self.clock.clone()).await.expect("the daemon starts again"));
-    }
-
     /// `last_used` of token `id` as the database holds it.
     fn saved_use(&self, id: u64) -> Option<String> {
         let conn = rusqlite::Connection::open(self.config.state_dir.join("zsa.db")).unwrap();

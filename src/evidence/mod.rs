@@ -324,7 +324,7 @@ impl Walk {
             }
             // A grant made from a request that took only signed approvals names only approvers
             // whose signed approval stands.
-            Change::GrantStarted { request, approved_by, .. } | Change::GrantExtended { request: Some(request), approved_by, .. } => {
+            Change::GrantStarted { request, approved_by, .. } | Change::GrantExtended { extension: Some(request), approved_by, .. } => {
                 if let Some(asked) = open.get(&request).filter(|a| a.must_sign)
                     && let Some(unsigned) = approved_by.iter().find(|a| !asked.standing.contains(*a))
                 {
@@ -335,7 +335,10 @@ impl Walk {
                 }
                 open.remove(&request);
             }
-            Change::RequestDenied { request, .. } | Change::RequestCancelled { request, .. } | Change::RequestExpired { request, .. } => {
+            Change::RequestDenied { request, .. }
+            | Change::RequestCancelled { request, .. }
+            | Change::RequestExpired { request, .. }
+            | Change::ExtensionApproved { request, .. } => {
                 open.remove(&request);
             }
             _ => {}

@@ -104,16 +104,25 @@ pub enum Change {
         break_glass: bool,
     },
     /// A live grant runs longer: at once where the task extends automatically, or when its
-    /// extension `request` was approved. `expires_at` is the new deadline.
+    /// extension request (`extension`) was approved. `expires_at` is the new deadline. Its
+    /// record is the grant's (`extension` is not `request`, which would make it the request's).
     GrantExtended {
         grant: GrantId,
         task: String,
         holder: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        request: Option<RequestId>,
+        extension: Option<RequestId>,
         by_secs: u64,
         expires_at: DateTime<Utc>,
         approved_by: Vec<String>,
+    },
+    /// An extension request was approved: it is done, and `grant` runs longer (the
+    /// `grant_extended` just before says until when).
+    ExtensionApproved {
+        request: RequestId,
+        task: String,
+        requester: String,
+        grant: GrantId,
     },
     /// Ended at its deadline; `deadline` is when it ended, even if recorded later.
     GrantExpired {
@@ -281,6 +290,7 @@ impl Change {
             Self::RequestExpired { .. } => "request_expired",
             Self::GrantStarted { .. } => "grant_started",
             Self::GrantExtended { .. } => "grant_extended",
+            Self::ExtensionApproved { .. } => "extension_approved",
             Self::GrantExpired { .. } => "grant_expired",
             Self::GrantRevoked { .. } => "grant_revoked",
             Self::GrantRelinquished { .. } => "grant_relinquished",
@@ -313,7 +323,8 @@ impl Change {
             | Self::ApprovalDropped { requester, .. }
             | Self::RequestDenied { requester, .. }
             | Self::RequestCancelled { requester, .. }
-            | Self::RequestExpired { requester, .. } => Some(requester),
+            | Self::RequestExpired { requester, .. }
+            | Self::ExtensionApproved { requester, .. } => Some(requester),
             Self::GrantStarted { holder, .. }
             | Self::GrantExtended { holder, .. }
             | Self::RunStarted { holder, .. }
@@ -342,6 +353,7 @@ impl Change {
             | Self::RequestExpired { task, .. }
             | Self::GrantStarted { task, .. }
             | Self::GrantExtended { task, .. }
+            | Self::ExtensionApproved { task, .. }
             | Self::GrantExpired { task, .. }
             | Self::GrantRevoked { task, .. }
             | Self::GrantRelinquished { task, .. }
@@ -361,7 +373,8 @@ impl Change {
             | Self::ApprovalDropped { request, .. }
             | Self::RequestDenied { request, .. }
             | Self::RequestCancelled { request, .. }
-            | Self::RequestExpired { request, .. } => Some(request.to_string()),
+            | Self::RequestExpired { request, .. }
+            | Self::ExtensionApproved { request, .. } => Some(request.to_string()),
             Self::GrantStarted { grant, .. }
             | Self::GrantExtended { grant, .. }
             | Self::GrantExpired { grant, .. }
@@ -397,7 +410,8 @@ impl Change {
             Self::GrantExpired { grant, .. }
             | Self::GrantRevoked { grant, .. }
             | Self::GrantRelinquished { grant, .. }
-            | Self::GrantReviewed { grant, .. } => vec![grant.to_string()],
+            | Self::GrantReviewed { grant, .. }
+            | Self::GrantExtended { grant, .. } => vec![grant.to_string()],
             other => other.record().into_iter().collect(),
         }
     }
@@ -447,11 +461,12 @@ impl Change {
                 if *break_glass { " BREAK-GLASS" } else { "" },
                 if approved_by.is_empty() { "nobody yet".to_string() } else { inert_line(&approved_by.join(", ")) }
             ),
-            Self::GrantExtended { by_secs, expires_at, approved_by, request, .. } => format!(
+            Self::ExtensionApproved { grant, .. } => format!("{grant} runs longer"),
+            Self::GrantExtended { by_secs, expires_at, approved_by, extension, .. } => format!(
                 "by {} until {}, {}",
                 duration::format(*by_secs),
                 expires_at.to_rfc3339(),
-                match request {
+                match extension {
                     Some(r) => format!("{r} approved by {}", inert_line(&approved_by.join(", "))),
                     None => "by policy".into(),
                 }

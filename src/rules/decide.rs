@@ -769,11 +769,12 @@ fn approve(
                 grant,
                 task: g.task.clone(),
                 holder: g.holder.clone(),
-                request: Some(id),
+                extension: Some(id),
                 by_secs: request.duration_secs,
                 expires_at: g.expires_at + Duration::seconds(request.duration_secs as i64),
                 approved_by,
             });
+            changes.push(Change::ExtensionApproved { request: id, task: g.task.clone(), requester: g.holder.clone(), grant });
         }
         return Ok(changes);
     }
@@ -1082,7 +1083,7 @@ fn extend(
             grant: id,
             task: task.name.clone(),
             holder: actor.to_string(),
-            request: None,
+            extension: None,
             by_secs,
             expires_at,
             approved_by: vec![POLICY_APPROVER.to_string()],

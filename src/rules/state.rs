@@ -70,6 +70,7 @@ impl Entity {
             | Change::RequestExpired { request, .. }
             | Change::GrantStarted { request, .. } => Some(Entity::Request(*request)),
             Change::GrantExtended { grant, .. } => Some(Entity::Grant(*grant)),
+            Change::ExtensionApproved { request, .. } => Some(Entity::Request(*request)),
             Change::GrantExpired { grant, .. }
             | Change::GrantRevoked { grant, .. }
             | Change::GrantRelinquished { grant, .. }
@@ -330,13 +331,13 @@ impl State {
                     extended_secs: 0,
                 });
             }
-            Change::GrantExtended { grant, request, by_secs, expires_at, .. } => {
-                if let Some(id) = request {
-                    self.close_request(*id, RequestState::Approved, at, actor, None);
-                    if let Some(r) = self.requests.get_mut(id) {
-                        r.grant = Some(*grant);
-                    }
+            Change::ExtensionApproved { request, grant, .. } => {
+                self.close_request(*request, RequestState::Approved, at, actor, None);
+                if let Some(r) = self.requests.get_mut(request) {
+                    r.grant = Some(*grant);
                 }
+            }
+            Change::GrantExtended { grant, by_secs, expires_at, .. } => {
                 if let Some(g) = self.grants.get_mut(grant) {
                     if self.deadlines.remove(&(g.expires_at, Deadline::Grant(*grant))) {
                         self.deadlines.insert((*expires_at, Deadline::Grant(*grant)));

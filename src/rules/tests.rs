@@ -983,7 +983,7 @@ fn an_automatic_extension_moves_the_deadline_within_max_total() {
     let g = id.grant();
     w.advance(300);
     let changes = extend(&mut w, "carol", g, 600).unwrap();
-    assert!(matches!(&changes[..], [Change::GrantExtended { request: None, by_secs: 600, .. }]), "{changes:?}");
+    assert!(matches!(&changes[..], [Change::GrantExtended { extension: None, by_secs: 600, .. }]), "{changes:?}");
     let grant = &w.state.grants[&g];
     assert_eq!(grant.expires_at - grant.granted_at, Duration::seconds(1200));
     assert_eq!(grant.extended_secs, 600);
@@ -1021,7 +1021,7 @@ fn an_extension_by_approval_is_a_request_that_lengthens_the_same_grant() {
     assert_eq!(w.refused("carol", Command::Approve { request: ext, comment: None, signature: None }).code, "own_request");
     let changes = w.approve("bob", ext).unwrap();
     assert!(
-        matches!(changes.last(), Some(Change::GrantExtended { request: Some(r), by_secs: 3600, approved_by, .. }) if *r == ext && approved_by == &["bob".to_string()]),
+        matches!(&changes[1..], [Change::GrantExtended { extension: Some(r), by_secs: 3600, approved_by, .. }, Change::ExtensionApproved { request, .. }] if *r == ext && *request == ext && approved_by == &["bob".to_string()]),
         "{changes:?}"
     );
     assert_eq!(w.state.grants[&g].expires_at, before + Duration::seconds(3600));

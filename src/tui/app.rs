@@ -1169,10 +1169,8 @@ impl App {
             | Change::RequestCancelled { request, .. }
             | Change::RequestExpired { request, .. }
             | Change::GrantStarted { request, .. } => effects.push(Effect::FetchRequest(*request)),
-            Change::GrantExtended { grant, request, .. } => {
-                effects.push(Effect::FetchGrant(*grant));
-                effects.extend(request.map(Effect::FetchRequest));
-            }
+            Change::GrantExtended { grant, .. } => effects.push(Effect::FetchGrant(*grant)),
+            Change::ExtensionApproved { request, .. } => effects.push(Effect::FetchRequest(*request)),
             Change::GrantExpired { grant, .. }
             | Change::GrantRevoked { grant, .. }
             | Change::GrantRelinquished { grant, .. }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod console;
+pub mod manual;
 pub mod postgres;
 pub mod smtp;
 
