@@ -33,6 +33,8 @@ requesters = ["oncall"]
 approval = "manual"
 approvers = ["approvers"]
 max_duration = "4h"
+extend = "approval"
+max_total = "6h"
 [[tasks]]
 name = "two"
 requesters = ["oncall"]
@@ -45,6 +47,8 @@ name = "auto"
 requesters = ["oncall"]
 approval = "auto"
 max_duration = "15m"
+extend = "auto"
+max_total = "30m"
 [[tasks]]
 name = "glass"
 requesters = ["oncall"]
@@ -70,6 +74,7 @@ enum Op {
     Enable { who: usize },
     Clock { secs: i64 },
     Expire,
+    Extend { who: usize, pick: usize, secs: u64 },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -82,6 +87,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (who.clone(), 0usize..50).prop_map(|(who, pick)| Op::Revoke { who, pick }),
         1 => (who.clone(), 0usize..50).prop_map(|(who, pick)| Op::Relinquish { who, pick }),
         1 => (who.clone(), 0usize..50).prop_map(|(who, pick)| Op::Review { who, pick }),
+        2 => (who.clone(), 0usize..50, 0u64..10_000).prop_map(|(who, pick, secs)| Op::Extend { who, pick, secs }),
         1 => who.clone().prop_map(|who| Op::Disable { who }),
         1 => who.prop_map(|who| Op::Enable { who }),
         3 => (-3600i64..7200).prop_map(|secs| Op::Clock { secs }),
@@ -208,6 +214,11 @@ impl World {
                     self.run(PEOPLE[who], Command::Review { grant, comment: None });
                 }
             }
+            Op::Extend { who, pick, secs } => {
+                if let Some(grant) = self.nth_grant(pick) {
+                    self.run(PEOPLE[who], Command::Extend { grant, by_secs: secs, reason: Some("more".into()) });
+                }
+            }
             Op::Disable { who } => self.run("root", Command::DisableUser { user: PEOPLE[who].into(), reason: None }),
             Op::Enable { who } => self.run("root", Command::EnableUser { user: PEOPLE[who].into() }),
             Op::Clock { secs } => self.now += Duration::seconds(secs),
@@ -236,8 +247,10 @@ impl World {
         for g in self.state.grants.values() {
             let r = &self.state.requests[&g.request];
             let task = &self.policy.tasks[&g.task];
-            // No grant outlives its approved duration or the task's maximum.
-            assert_eq!((g.expires_at - g.granted_at).num_seconds() as u64, r.duration_secs, "{}", g.id);
+            // No grant outlives its approved duration and its extensions, nor the task's max_total.
+            let life = (g.expires_at - g.granted_at).num_seconds() as u64;
+            assert_eq!(life, r.duration_secs + g.extended_secs, "{}", g.id);
+            assert!(life <= task.max_total, "{} lives {life} s, past max_total", g.id);
             assert!(r.duration_secs <= task.max_duration && r.duration_secs > 0);
             assert_eq!(r.state, RequestState::Approved);
             // No grant without its approvals, from distinct people who may approve, never the holder.
@@ -258,6 +271,11 @@ impl World {
         }
         for r in self.state.requests.values() {
             assert!(!r.approved_by(&r.requester), "{}: the requester approved their own request", r.id);
+            if let Some(g) = r.extends {
+                // An extension is of the requester's own grant, and done only on it.
+                assert_eq!(self.state.grants[&g].holder, r.requester, "{}", r.id);
+                assert!(r.state != RequestState::Approved || r.grant == Some(g), "{}", r.id);
+            }
             assert!(self.policy.may_request(&r.requester, &self.policy.tasks[&r.task]));
         }
         for user in self.state.disabled.keys() {
