@@ -94,3 +94,27 @@ async fn an_automatic_extension_counts_against_max_total_and_says_how_much_is_le
     let tasks = d.cli(Some(&carol), &["tasks"]);
     assert!(stdout(&tasks).contains("extend at once, 30m in all"), "{}", stdout(&tasks));
 }
+
+/// The console: `+` on one's own grant opens the extend prompt (how long, then why, with when
+/// it ends and how much more the task allows), and the grant's new end follows.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_console_extends_ones_own_grant_with_plus() {
+    let mut d = common::Daemon::start_with(&policy());
+    let carol = d.token("carol").await;
+    let asked = NewRequest { task: "restart".into(), duration_secs: Some(600), ..Default::default() };
+    let g = d.user("carol").await.request(&asked).await.unwrap().grant.expect("granted at once").id;
+    let mut console = common::console::Console::open(&d, &carol);
+    console.wait_for("Approver");
+    // Carol approves too, so the console opens on the queue; her grant is on the requester pane.
+    console.press("1");
+    console.wait_for(&g.to_string());
+    console.press("+");
+    let prompt = console.wait_for(&format!("Extend your grant {g}?"));
+    assert!(prompt.contains("at most 20m more"), "{prompt}");
+    assert!(prompt.contains("how much longer, then why"), "{prompt}");
+    console.press("15m restart is slow\r");
+    console.wait("the toast", |s| s.contains(&format!("extended {g} by 15m")));
+    console.quit();
+    let grant = d.admin().show_grant(g).await.unwrap();
+    assert_eq!((grant.expires_at - grant.granted_at).num_minutes(), 25);
+}

@@ -983,3 +983,26 @@ fn the_demo_notices_for_the_viewer_show_as_a_toast() {
     alice.update(Action::NoticeWritten(notice("alice", "R3: erin asks")), t0());
     assert_eq!(alice.toast.as_ref().unwrap().text, "notice for you: R3: erin asks");
 }
+
+#[test]
+fn plus_asks_for_more_time_on_ones_own_grant_how_long_then_why() {
+    let mut app = alice();
+    key(&mut app, KeyCode::Char('1'));
+    assert_eq!(app.selected(), Some(Item::Grant(GrantId(4))));
+    // The daemon says whether the viewer may extend it; here it says no, and why.
+    key(&mut app, KeyCode::Char('+'));
+    assert!(app.toast.as_ref().is_some_and(|t| t.text.contains("extend")), "{:?}", app.toast);
+    let allowed = ActionView { action: RowAction::Extend, allowed: true, code: None, why: None, sign_with: None };
+    app.grants.get_mut(&GrantId(4)).unwrap().actions = Actions(vec![allowed]);
+    key(&mut app, KeyCode::Char('+'));
+    assert!(matches!(&app.mode, Mode::Prompt(p) if p.kind == PromptKind::Extend(GrantId(4))));
+    assert!(key(&mut app, KeyCode::Enter).is_empty(), "how long is needed");
+    typed(&mut app, "soon please");
+    assert!(key(&mut app, KeyCode::Enter).is_empty());
+    assert!(matches!(&app.mode, Mode::Prompt(p) if p.error.as_deref().is_some_and(|e| e.contains("start with how much longer"))));
+    for _ in 0.."soon please".len() {
+        key(&mut app, KeyCode::Backspace);
+    }
+    typed(&mut app, "30m still migrating");
+    assert_eq!(key(&mut app, KeyCode::Enter), vec![Effect::Submit(Submission::Extend(GrantId(4), 1800, Some("still migrating".into())))]);
+}
