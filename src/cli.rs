@@ -118,7 +118,7 @@ pub enum Cmd {
     },
     /// Ask for a task
     #[command(
-        after_help = "Examples:\n  zsa request db.restart --for 30m --reason \"deploy 4.2\" --ticket INC-1042\n  zsa request db.restart --wait          # block until approved (exit 0) or denied/lapsed (exit 1)\n  zsa request nginx.restart --param unit=nginx.service"
+        after_help = "Examples:\n  zsa request db.restart --for 30m --reason \"deploy 4.2\" --ticket INC-1042\n  zsa request db.restart --wait          # block until approved (exit 0) or denied/lapsed (exit 1)\n  zsa request db.restart --at 2026-11-24T22:00 --for 2h   # approved ahead, starts then\n  zsa request nginx.restart --param unit=nginx.service"
     )]
     Request {
         /// The task to ask for, as `zsa tasks` lists it
@@ -127,6 +127,10 @@ pub enum Cmd {
         /// How long, e.g. 30m, 1h30m, 2h (default: the task's default_duration)
         #[arg(long = "for", value_name = "DURATION")]
         duration: Option<String>,
+        /// Start then, not when approved (approved ahead): 2026-11-24T22:00 (your local time),
+        /// with an offset (…T22:00+01:00 or …Z), or +3h from the daemon's now
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
         /// Why you need it; the approvers read it (some tasks require one)
         #[arg(long)]
         reason: Option<String>,

@@ -286,6 +286,8 @@ pub struct Policy {
     /// ... or once this long (seconds) has passed since it, if anything was written
     /// (`[settings] checkpoint_interval`, 5 minutes unless set).
     pub checkpoint_interval: u64,
+    /// How far ahead a request may ask its grant to start (`--at`).
+    pub schedule_ahead: u64,
     pub groups: BTreeMap<String, BTreeSet<String>>,
     pub admin_groups: Vec<String>,
     pub auditor_groups: Vec<String>,
@@ -330,6 +332,7 @@ struct RawSettings {
     token_max_ttl: Option<Spanned<String>>,
     checkpoint_events: Option<Spanned<i64>>,
     checkpoint_interval: Option<Spanned<String>>,
+    schedule_ahead: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -407,6 +410,8 @@ pub const DEFAULT_CHECKPOINT_EVENTS: u64 = 1000;
 /// The longest a written event goes without a signed checkpoint unless `checkpoint_interval`
 /// says otherwise: five minutes.
 pub const DEFAULT_CHECKPOINT_INTERVAL: u64 = 300;
+/// How far ahead a grant may be asked to start, unless `schedule_ahead` says otherwise.
+const DEFAULT_SCHEDULE_AHEAD: u64 = 30 * 24 * 3600;
 
 /// A token's lifetime unless `token_ttl` says otherwise: long enough that a gate script is not
 /// re-keyed every month, short enough that a forgotten token ends by itself within a quarter.
@@ -514,6 +519,13 @@ impl Policy {
                 }
             },
             None => DEFAULT_CHECKPOINT_INTERVAL,
+        };
+        let schedule_ahead = match raw.settings.as_ref().and_then(|s| s.get_ref().schedule_ahead.as_ref()) {
+            Some(ahead) => duration::parse(ahead.get_ref()).unwrap_or_else(|e| {
+                p.at_with_help(ahead.span(), format!("settings.schedule_ahead: {e}"), DURATION_HELP);
+                DEFAULT_SCHEDULE_AHEAD
+            }),
+            None => DEFAULT_SCHEDULE_AHEAD,
         };
 
         let mut groups = BTreeMap::new();
@@ -730,6 +742,7 @@ impl Policy {
             token_max_ttl,
             checkpoint_events,
             checkpoint_interval,
+            schedule_ahead,
             groups,
             admin_groups,
             auditor_groups,

@@ -118,3 +118,83 @@ async fn the_console_extends_ones_own_grant_with_plus() {
     let grant = d.admin().show_grant(g).await.unwrap();
     assert_eq!((grant.expires_at - grant.granted_at).num_minutes(), 25);
 }
+
+/// A grant approved ahead starts at its time exactly, across a restart: `check` says no (and
+/// when) before it, yes from it, no after it. A start in the past is refused; the requester can
+/// call one off before it starts.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scheduled_grant_starts_on_time_across_a_restart_and_can_be_called_off_before() {
+    let mut d = ManualDaemon::start_with(&policy()).await;
+    let carol = d.issue(&["carol"]);
+    let alice = d.user("alice");
+    let t0 = d.now();
+    let out = d.cli(Some(&carol), &["request", "journal", "--at", "+2h", "--for", "1h", "--reason", "maintenance window", "--json"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let asked: zsa::model::wire::Outcome = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let id = asked.request.id;
+    assert_eq!(asked.request.starts_at, Some(t0 + Duration::hours(2)));
+    assert_eq!(asked.request.pending_until, t0 + Duration::hours(1), "the policy's pending_ttl (1h) comes first here");
+    let g = alice.approve(id, None).await.unwrap().grant.expect("approved ahead: the grant exists").id;
+    assert!(!holds(&d, &carol, "journal"), "not before its start");
+    let check = d.cli(Some(&carol), &["check", "journal"]);
+    assert!(stderr(&check).contains(&format!("not yet: carol holds {g} for 'journal' from")), "{}", stderr(&check));
+    let listed = d.cli(Some(&carol), &["grants"]);
+    assert!(stdout(&listed).contains("starts in 2:00:00"), "{}", stdout(&listed));
+
+    d.stop().await;
+    d.clock.set(t0 + Duration::hours(2) - Duration::seconds(1));
+    d.restart().await;
+    assert!(!holds(&d, &carol, "journal"), "a second before its start");
+    d.clock.set(t0 + Duration::hours(2));
+    assert!(holds(&d, &carol, "journal"), "at its start exactly");
+    d.clock.set(t0 + Duration::hours(3));
+    assert!(!holds(&d, &carol, "journal"), "and not after its end");
+
+    // A start already past is refused; so is one further ahead than schedule_ahead (30 days).
+    let out = d.cli(Some(&carol), &["request", "journal", "--at", "2020-01-01T10:00:00Z", "--reason", "x"]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("is already past"), "{}", stderr(&out));
+    let out = d.cli(Some(&carol), &["request", "journal", "--at", "+40d", "--reason", "x"]);
+    assert!(stderr(&out).contains("more than 30d ahead"), "{}", stderr(&out));
+
+    // Approved ahead, then called off before it starts.
+    let out = d.cli(Some(&carol), &["request", "journal", "--at", "+1h", "--reason", "y", "--json"]);
+    let later: zsa::model::wire::Outcome = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let g2 = alice.approve(later.request.id, None).await.unwrap().grant.unwrap().id;
+    let out = d.cli(Some(&carol), &["cancel", &later.request.id.to_string()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let ended = d.admin().show_grant(g2).await.unwrap();
+    assert_eq!(ended.state, zsa::model::GrantState::Relinquished);
+    d.clock.advance(Duration::hours(1));
+    assert!(!holds(&d, &carol, "journal"), "a grant called off never starts");
+}
+
+/// `--at` without an offset is the user's local time, daylight saving included; a local time
+/// the clocks skip is refused rather than guessed.
+#[tokio::test(flavor = "multi_thread")]
+async fn at_reads_local_time_in_the_users_zone_and_refuses_a_skipped_hour() {
+    let d = ManualDaemon::start_with(&policy()).await;
+    let carol = d.issue(&["carol"]);
+    let ask = |tz: &str, at: &str| {
+        let mut cmd = std::process::Command::new(common::BIN);
+        cmd.arg("--socket").arg(d.socket()).args(["request", "journal", "--reason", "r", "--json", "--at", at]);
+        cmd.env("ZSA_TOKEN", &carol).env("TZ", tz).output().unwrap()
+    };
+    // 2026-03-01 is winter in New York: UTC-5.
+    let out = ask("America/New_York", "2026-03-01T10:30");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let o: zsa::model::wire::Outcome = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(o.request.starts_at.unwrap().to_rfc3339(), "2026-03-01T15:30:00+00:00");
+    d.with(&carol).cancel(o.request.id).await.unwrap();
+    // In Berlin the clocks go from 02:00 to 03:00 on 2026-03-29.
+    let out = ask("Europe/Berlin", "2026-03-29T02:30");
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("does not exist here"), "{}", stderr(&out));
+    // And back from 03:00 to 02:00 on 2026-10-25: which 02:30 must be said.
+    let out = ask("Europe/Berlin", "2026-10-25T02:30");
+    assert!(
+        stderr(&out).contains("happens twice") && stderr(&out).contains("+02:00") && stderr(&out).contains("+01:00"),
+        "{}",
+        stderr(&out)
+    );
+}

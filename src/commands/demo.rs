@@ -65,6 +65,7 @@ fn ask(engine: &Engine, who: &str, task: &str, minutes: u64, reason: &str, ticke
             reason: Some(reason.into()),
             ticket: ticket.map(Into::into),
             params: Default::default(),
+            starts_at: None,
         }),
     )?;
     events

@@ -44,7 +44,13 @@ pub fn print_list(grants: &[GrantView], all: bool, now: DateTime<Utc>) {
     let rows: Vec<Vec<String>> = grants
         .iter()
         .map(|g| {
-            let left = if g.is_active_at(now) { duration::clock((g.expires_at - now).num_seconds()) } else { "-".into() };
+            let left = if g.is_scheduled_at(now) {
+                format!("starts in {}", duration::clock((g.granted_at - now).num_seconds()))
+            } else if g.is_active_at(now) {
+                duration::clock((g.expires_at - now).num_seconds())
+            } else {
+                "-".into()
+            };
             let mut flags = Vec::new();
             if g.break_glass {
                 flags.push(if g.needs_review() { "break-glass, UNREVIEWED" } else { "break-glass, reviewed" });

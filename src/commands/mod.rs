@@ -232,9 +232,16 @@ async fn dispatch(cli: Cli) -> CmdResult {
     let connection = || connect::resolve(&args, false);
     let client = || connection()?.client();
     match command {
-        Cmd::Request { task, duration, reason, ticket, params, wait, .. } => {
+        Cmd::Request { task, duration, at, reason, ticket, params, wait, .. } => {
             let params = runs::parse_params(params)?;
-            let new = requests::NewArgs { task, for_: duration.as_deref(), reason: reason.clone(), ticket: ticket.clone(), params };
+            let new = requests::NewArgs {
+                task,
+                for_: duration.as_deref(),
+                at: at.as_deref(),
+                reason: reason.clone(),
+                ticket: ticket.clone(),
+                params,
+            };
             requests::request(&client()?, json, new, *wait).await
         }
         Cmd::Run { task, params, .. } => runs::run(&client()?, json, task, runs::parse_params(params)?).await,

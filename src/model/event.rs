@@ -53,6 +53,9 @@ pub enum Change {
         /// it must be signed, whatever the policy says later.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         signed_approvals: bool,
+        /// Asked ahead: its grant starts then.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        starts_at: Option<DateTime<Utc>>,
     },
     /// One approver said yes. Enough of these start a grant (a separate event).
     RequestApproved {
@@ -99,6 +102,9 @@ pub enum Change {
         request: RequestId,
         task: String,
         holder: String,
+        /// Approved ahead: the grant gives access only from then (else from this event on).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        starts_at: Option<DateTime<Utc>>,
         expires_at: DateTime<Utc>,
         approved_by: Vec<String>,
         break_glass: bool,

@@ -69,9 +69,20 @@ fn is_zero(n: &u64) -> bool {
 }
 
 impl Grant {
-    /// Active at `now`: not ended and not past its deadline, even if the sweep has not run yet.
+    /// Active at `now`: started, not ended and not past its deadline, even if the sweep has not
+    /// run yet. A grant approved ahead gives nothing before its start.
     pub fn is_active_at(&self, now: DateTime<Utc>) -> bool {
+        self.state == GrantState::Active && self.granted_at <= now && now < self.expires_at
+    }
+
+    /// Not ended and not past its deadline: active, or approved ahead and not started yet.
+    pub fn is_live_at(&self, now: DateTime<Utc>) -> bool {
         self.state == GrantState::Active && now < self.expires_at
+    }
+
+    /// Approved ahead and not started at `now`.
+    pub fn is_scheduled_at(&self, now: DateTime<Utc>) -> bool {
+        self.is_live_at(now) && now < self.granted_at
     }
 
     pub fn needs_review(&self) -> bool {

@@ -102,6 +102,9 @@ pub struct Request {
     /// it was asked for).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub signed_approvals: bool,
+    /// Asked ahead: when its grant starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<DateTime<Utc>>,
 }
 
 impl Request {

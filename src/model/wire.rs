@@ -87,6 +87,9 @@ pub struct NewRequest {
     /// Parameters of the task's command, fixed now so the approver sees what will run.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub params: std::collections::BTreeMap<String, String>,
+    /// Asked ahead: the grant starts exactly then (approved before), not when approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -109,6 +109,7 @@ impl History {
             "carol",
             0,
             Change::RequestCreated {
+                starts_at: None,
                 extends: None,
                 signed_approvals: false,
                 request: RequestId(1),
@@ -130,6 +131,7 @@ impl History {
             holder,
             1,
             Change::GrantStarted {
+                starts_at: None,
                 grant: GrantId(id),
                 request: RequestId(id),
                 task: task.into(),

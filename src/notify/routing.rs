@@ -225,6 +225,7 @@ mod tests {
             "alice",
             0,
             Change::GrantStarted {
+                starts_at: None,
                 grant: GrantId(9),
                 request: RequestId(9),
                 task: "exchange.journal-rule".into(),
@@ -268,6 +269,7 @@ mod tests {
             "erin",
             0,
             Change::RequestCreated {
+                starts_at: None,
                 extends: None,
                 signed_approvals: false,
                 request: RequestId(1),

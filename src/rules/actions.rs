@@ -24,7 +24,7 @@ pub fn permits(state: &State, policy: &Policy, who: &Actor, action: RowAction, r
     match (action, row) {
         (RowAction::Approve, Row::Request(r)) => decide::may_approve(state, policy, who, r, now).map(drop),
         (RowAction::Deny, Row::Request(r)) => decide::may_deny(state, policy, actor, r, now),
-        (RowAction::Cancel, Row::Request(r)) => decide::may_cancel(policy, actor, r, now),
+        (RowAction::Cancel, Row::Request(r)) => decide::may_cancel(state, policy, actor, r, now),
         (RowAction::Revoke, Row::Grant(g)) => decide::may_revoke(policy, actor, g, now),
         (RowAction::Relinquish, Row::Grant(g)) => decide::may_relinquish(policy, actor, g, now),
         (RowAction::Review, Row::Grant(g)) => decide::may_review(policy, who, g),

@@ -505,6 +505,17 @@ fn request(state: &State, policy: &Policy, actor: &str, new: &NewRequest, now: D
         run.build(name, &new.params).map_err(|m| Refusal::invalid("bad_param", m))?;
     }
 
+    let starts_at = match new.starts_at {
+        None => None,
+        Some(_) if task.break_glass => {
+            return Err(Refusal::invalid(
+                "break_glass_now",
+                format!("'{name}' is break-glass: it is for now, not ahead of time; leave --at out, or ask for another task"),
+            ));
+        }
+        Some(at) => Some(check_start(policy, at, now)?),
+    };
+    let pending_until = now + Duration::seconds(policy.pending_ttl as i64);
     let id = state.next_request_id();
     let immediate = task.approval == ApprovalMode::Auto || task.break_glass;
     let mut changes = vec![Change::RequestCreated {
@@ -515,11 +526,13 @@ fn request(state: &State, policy: &Policy, actor: &str, new: &NewRequest, now: D
         reason,
         ticket,
         approvals_needed: if immediate { 0 } else { task.approvals },
-        pending_until: now + Duration::seconds(policy.pending_ttl as i64),
+        // Asked ahead, it lapses at its start if nobody answered by then.
+        pending_until: starts_at.map_or(pending_until, |s| s.min(pending_until)),
         break_glass: task.break_glass,
         params: new.params.clone(),
         extends: None,
         signed_approvals: task.signed_approvals && !immediate,
+        starts_at,
     }];
     if immediate {
         changes.push(Change::GrantStarted {
@@ -527,12 +540,42 @@ fn request(state: &State, policy: &Policy, actor: &str, new: &NewRequest, now: D
             request: id,
             task: name.clone(),
             holder: actor.to_string(),
-            expires_at: now + Duration::seconds(secs as i64),
+            starts_at,
+            expires_at: starts_at.unwrap_or(now) + Duration::seconds(secs as i64),
             approved_by: if task.break_glass { Vec::new() } else { vec![POLICY_APPROVER.to_string()] },
             break_glass: task.break_glass,
         });
     }
     Ok(changes)
+}
+
+/// A start asked ahead: later than now, and no further ahead than the policy's
+/// `schedule_ahead` (what nobody could foresee is not approved months before).
+fn check_start(policy: &Policy, at: DateTime<Utc>, now: DateTime<Utc>) -> Result<DateTime<Utc>, Refusal> {
+    let shown = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    if at <= now {
+        return Err(Refusal::invalid(
+            "start_in_past",
+            format!(
+                "the start {} is already past (the daemon's time is {}); leave --at out to start when approved, or give a later time",
+                shown(at),
+                shown(now)
+            ),
+        ));
+    }
+    let latest = now + Duration::seconds(policy.schedule_ahead.min(i64::MAX as u64) as i64);
+    if at > latest {
+        return Err(Refusal::invalid(
+            "start_too_far",
+            format!(
+                "the start {} is more than {} ahead (schedule_ahead in the policy); ask by {} at the latest, or closer to the time",
+                shown(at),
+                duration::format(policy.schedule_ahead),
+                shown(latest)
+            ),
+        ));
+    }
+    Ok(at)
 }
 
 fn check_field(
@@ -784,7 +827,8 @@ fn approve(
             request: id,
             task: request.task.clone(),
             holder: request.requester.clone(),
-            expires_at: now + Duration::seconds(request.duration_secs as i64),
+            starts_at: request.starts_at,
+            expires_at: request.starts_at.unwrap_or(now) + Duration::seconds(request.duration_secs as i64),
             approved_by,
             break_glass: false,
         });
@@ -918,7 +962,7 @@ fn seen_grant<'a>(policy: &Policy, actor: &str, grant: &'a Grant) -> Result<&'a 
 }
 
 /// Whether `actor` may cancel `request` now.
-pub(super) fn may_cancel(policy: &Policy, actor: &str, request: &Request, now: DateTime<Utc>) -> Result<(), Refusal> {
+pub(super) fn may_cancel(state: &State, policy: &Policy, actor: &str, request: &Request, now: DateTime<Utc>) -> Result<(), Refusal> {
     let request = seen_request(policy, actor, request)?;
     let id = request.id;
     if request.requester != actor {
@@ -927,12 +971,27 @@ pub(super) fn may_cancel(policy: &Policy, actor: &str, request: &Request, now: D
             format!("only the requester ({}) may cancel {id}; an approver can deny it instead", text::inert(&request.requester)),
         ));
     }
+    // Approved ahead and not started yet: the requester may still call it off.
+    if scheduled_grant(state, request, now).is_some() {
+        return Ok(());
+    }
     ensure_pending(request, now)
+}
+
+/// The grant `request` was approved into, if it has not started yet at `now`.
+fn scheduled_grant<'a>(state: &'a State, request: &Request, now: DateTime<Utc>) -> Option<&'a Grant> {
+    let grant = state.grants.get(&request.grant?)?;
+    (request.state == RequestState::Approved && request.extends.is_none() && grant.is_scheduled_at(now)).then_some(grant)
 }
 
 fn cancel(state: &State, policy: &Policy, actor: &str, id: RequestId, now: DateTime<Utc>) -> Result<Vec<Change>, Refusal> {
     let request = find_request(state, id)?;
-    may_cancel(policy, actor, request, now)?;
+    may_cancel(state, policy, actor, request, now)?;
+    if let Some(g) = scheduled_grant(state, request, now) {
+        let mut changes = vec![Change::GrantRelinquished { grant: g.id, task: g.task.clone(), holder: g.holder.clone() }];
+        changes.extend(extensions_end(state, g.id, &format!("{} was called off before it started", g.id)));
+        return Ok(changes);
+    }
     Ok(vec![Change::RequestCancelled { request: id, task: request.task.clone(), requester: request.requester.clone(), reason: None }])
 }
 
@@ -943,7 +1002,7 @@ fn live_grant<'a>(policy: &Policy, actor: &str, grant: &'a Grant, now: DateTime<
     if let Some(end) = &grant.ended {
         return Err(Refusal::conflict("grant_ended", format!("{id} already ended ({}) at {}", grant.state.as_str(), end.at.to_rfc3339())));
     }
-    if !grant.is_active_at(now) {
+    if !grant.is_live_at(now) {
         return Err(Refusal::conflict("grant_ended", format!("{id} already ended (expired) at {}", grant.expires_at.to_rfc3339())));
     }
     Ok(grant)
@@ -1102,6 +1161,7 @@ fn extend(
             params: BTreeMap::new(),
             extends: Some(id),
             signed_approvals: task.signed_approvals,
+            starts_at: None,
         }]),
     }
 }

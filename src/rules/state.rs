@@ -267,6 +267,7 @@ impl State {
                 params,
                 extends,
                 signed_approvals,
+                starts_at,
             } => {
                 self.add_pending(Request {
                     id: *request,
@@ -288,6 +289,7 @@ impl State {
                     params: params.clone(),
                     extends: *extends,
                     signed_approvals: *signed_approvals,
+                    starts_at: *starts_at,
                 });
                 self.last_request = self.last_request.max(request.0);
             }
@@ -311,7 +313,7 @@ impl State {
             Change::RequestExpired { request, deadline, .. } => {
                 self.close_request(*request, RequestState::Expired, *deadline, actor, None);
             }
-            Change::GrantStarted { grant, request, task, holder, expires_at, approved_by, break_glass } => {
+            Change::GrantStarted { grant, request, task, holder, starts_at, expires_at, approved_by, break_glass } => {
                 self.close_request(*request, RequestState::Approved, at, actor, None);
                 if let Some(r) = self.requests.get_mut(request) {
                     r.grant = Some(*grant);
@@ -322,7 +324,7 @@ impl State {
                     task: task.clone(),
                     holder: holder.clone(),
                     state: GrantState::Active,
-                    granted_at: at,
+                    granted_at: starts_at.unwrap_or(at),
                     expires_at: *expires_at,
                     approved_by: approved_by.clone(),
                     break_glass: *break_glass,

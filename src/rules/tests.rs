@@ -102,6 +102,7 @@ impl World {
 
     fn ask(&mut self, who: &str, task: &str, secs: Option<u64>, reason: Option<&str>, ticket: Option<&str>) -> Result<RequestId, Refusal> {
         let cmd = Command::Request(NewRequest {
+            starts_at: None,
             task: task.into(),
             duration_secs: secs,
             reason: reason.map(Into::into),

@@ -70,6 +70,18 @@ pub fn check_access(
             ),
         ),
         None if !known_task => (false, format!("there is no task '{}' in the policy", text::inert(task))),
+        None if let Some(ahead) = state.held_by(user, task).filter(|g| g.is_scheduled_at(now)).min_by_key(|g| g.granted_at) => (
+            false,
+            format!(
+                "not yet: {} holds {} for '{}' from {} (in {}) until {}",
+                text::inert(user),
+                ahead.id,
+                task,
+                ahead.granted_at.to_rfc3339(),
+                crate::model::duration::clock((ahead.granted_at - now).num_seconds()),
+                ahead.expires_at.to_rfc3339()
+            ),
+        ),
         None => (
             false,
             format!(

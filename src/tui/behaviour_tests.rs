@@ -302,6 +302,7 @@ fn a_config_mistake_names_the_file_and_line() {
 /// The event that says `requester` asked for `task`, as R`id`.
 fn created(id: u64, requester: &str, task: &str) -> Action {
     let change = Change::RequestCreated {
+        starts_at: None,
         extends: None,
         signed_approvals: false,
         request: RequestId(id),

@@ -177,6 +177,7 @@ impl RequestForm {
             reason: some(self.reason.value()),
             ticket: some(self.ticket.value()),
             params: Default::default(),
+            starts_at: None,
         })
     }
 }

@@ -100,6 +100,7 @@ pub(super) fn task(name: &str, approval: &str, approvals: u32, may_request: bool
 
 pub(super) fn request(id: u64, who: &str, task: &str, state: RequestState, reason: &str, age_min: i64) -> Request {
     Request {
+        starts_at: None,
         extends: None,
         signed_approvals: false,
         id: RequestId(id),
@@ -175,6 +176,7 @@ pub(super) fn loaded(user: &str, roles: &[&str]) -> App {
             2,
             "carol",
             Change::RequestCreated {
+                starts_at: None,
                 extends: None,
                 signed_approvals: false,
                 request: RequestId(1),
@@ -504,6 +506,7 @@ fn the_request_form_is_checked_against_the_policy_as_you_type() {
     typed(&mut app, "INC-7");
     let sent = key(&mut app, KeyCode::Enter);
     let expected = NewRequest {
+        starts_at: None,
         task: "journal".into(),
         duration_secs: Some(1800),
         reason: Some("legal hold".into()),
@@ -603,6 +606,7 @@ fn new_requests_for_me_announce_themselves() {
         5,
         "dave",
         Change::RequestCreated {
+            starts_at: None,
             extends: None,
             signed_approvals: false,
             request: RequestId(8),

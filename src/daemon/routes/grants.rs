@@ -56,7 +56,7 @@ pub async fn list(State(engine): State<Arc<Engine>>, caller: Caller, Query(q): Q
         s.active
             .iter()
             .filter_map(|id| s.grants.get(id))
-            .filter(|g| g.is_active_at(now) && rules::grant_visible(p, &caller.user, g))
+            .filter(|g| g.is_live_at(now) && rules::grant_visible(p, &caller.user, g))
             .map(|g| GrantView { grant: g.clone(), actions: rules::grant_actions(s, p, &who, g, now) })
             .collect()
     })))

@@ -31,6 +31,10 @@ pub fn countdown_style(theme: &Theme, left: i64) -> Style {
 
 /// Time left, never cut and never like a clock: `44m59s`, `23h59m`, or a clear ENDED.
 pub fn countdown(theme: &Theme, g: &Grant, now: DateTime<Utc>) -> Line<'static> {
+    if g.is_scheduled_at(now) {
+        let until = (g.granted_at - now).num_seconds().max(0) as u64;
+        return Line::from(Span::styled(format!("starts in {}", crate::model::duration::clock(until as i64)), theme.dim()));
+    }
     let left = (g.expires_at - now).num_seconds();
     if left <= 0 {
         return Line::from(Span::styled("ENDED", theme.danger()));
