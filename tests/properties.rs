@@ -63,7 +63,7 @@ const TASKS: [&str; 5] = ["one", "two", "auto", "glass", "nope"];
 
 #[derive(Debug, Clone)]
 enum Op {
-    Ask { who: usize, task: usize, secs: u64 },
+    Ask { who: usize, task: usize, secs: u64, ahead: Option<i64> },
     Approve { who: usize, pick: usize },
     Deny { who: usize, pick: usize },
     Cancel { who: usize, pick: usize },
@@ -80,7 +80,8 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     let who = 0..PEOPLE.len();
     prop_oneof![
-        4 => (who.clone(), 0..TASKS.len(), 0u64..20_000).prop_map(|(who, task, secs)| Op::Ask { who, task, secs }),
+        4 => (who.clone(), 0..TASKS.len(), 0u64..20_000, prop_oneof![Just(None), (-600i64..20_000).prop_map(Some)])
+            .prop_map(|(who, task, secs, ahead)| Op::Ask { who, task, secs, ahead }),
         4 => (who.clone(), 0usize..50).prop_map(|(who, pick)| Op::Approve { who, pick }),
         1 => (who.clone(), 0usize..50).prop_map(|(who, pick)| Op::Deny { who, pick }),
         1 => (who.clone(), 0usize..50).prop_map(|(who, pick)| Op::Cancel { who, pick }),
@@ -179,9 +180,14 @@ impl World {
 
     fn step(&mut self, op: &Op) {
         match *op {
-            Op::Ask { who, task, secs } => {
-                let new =
-                    NewRequest { task: TASKS[task].into(), duration_secs: Some(secs), reason: Some("r".into()), ..Default::default() };
+            Op::Ask { who, task, secs, ahead } => {
+                let new = NewRequest {
+                    task: TASKS[task].into(),
+                    duration_secs: Some(secs),
+                    reason: Some("r".into()),
+                    starts_at: ahead.map(|s| self.now + Duration::seconds(s)),
+                    ..Default::default()
+                };
                 self.run(PEOPLE[who], Command::Request(new));
             }
             Op::Approve { who, pick } => {
@@ -251,6 +257,11 @@ impl World {
             let life = (g.expires_at - g.granted_at).num_seconds() as u64;
             assert_eq!(life, r.duration_secs + g.extended_secs, "{}", g.id);
             assert!(life <= task.max_total, "{} lives {life} s, past max_total", g.id);
+            // A grant approved ahead starts when it was asked to, and gives nothing before.
+            if let Some(start) = r.starts_at {
+                assert_eq!(g.granted_at, start, "{}", g.id);
+                assert!(self.now >= start || !g.is_active_at(self.now), "{} is active before its start", g.id);
+            }
             assert!(r.duration_secs <= task.max_duration && r.duration_secs > 0);
             assert_eq!(r.state, RequestState::Approved);
             // No grant without its approvals, from distinct people who may approve, never the holder.
@@ -456,7 +467,7 @@ mod api_bodies {
 #[test]
 fn the_clock_jumping_backwards_neither_extends_nor_ends_a_grant() {
     let mut w = World::new(false);
-    w.step(&Op::Ask { who: 4, task: 2, secs: 600 });
+    w.step(&Op::Ask { who: 4, task: 2, secs: 600, ahead: None });
     let g = *w.state.grants.keys().next().unwrap();
     let deadline = w.state.grants[&g].expires_at;
     w.now -= Duration::hours(3); // NTP steps the clock back

@@ -1081,3 +1081,36 @@ fn a_request_asked_for_under_signed_approvals_stays_signed_after_a_reload() {
     let signed = sign(&w, &alice, "alice", id);
     w.run("alice", Command::Approve { request: id, comment: None, signature: Some(signed) }).unwrap();
 }
+
+#[test]
+fn a_grant_asked_ahead_gives_nothing_before_its_start_and_refusals_say_what_would_do() {
+    let mut w = World::new();
+    let ahead = |w: &mut World, who: &str, task: &str, secs: i64| {
+        let starts_at = Some(w.now + Duration::seconds(secs));
+        w.run(who, Command::Request(NewRequest { task: task.into(), reason: Some("window".into()), starts_at, ..Default::default() }))
+    };
+    let e = ahead(&mut w, "carol", "journal", 0).unwrap_err();
+    assert_eq!(e.code, "start_in_past");
+    assert!(e.message.contains("leave --at out"), "{}", e.message);
+    let e = ahead(&mut w, "carol", "journal", 31 * 86_400).unwrap_err();
+    assert_eq!(e.code, "start_too_far");
+    assert!(e.message.contains("30d ahead (schedule_ahead in the policy)"), "{}", e.message);
+    assert_eq!(ahead(&mut w, "carol", "glass", 60).unwrap_err().code, "break_glass_now");
+    // Asked three hours ahead: it lapses at its start if unanswered, or the pending_ttl first.
+    let changes = ahead(&mut w, "carol", "journal", 3 * 3600).unwrap();
+    let Change::RequestCreated { request: id, pending_until, .. } = changes[0] else { panic!() };
+    assert_eq!(pending_until, w.now + Duration::hours(1));
+    w.approve("alice", id).unwrap();
+    let g = &w.state.grants[&id.grant()];
+    assert_eq!((g.granted_at, g.expires_at), (w.now + Duration::hours(3), w.now + Duration::hours(4)));
+    assert!(!w.allowed("carol", "journal"));
+    let answer = check_access(&w.state, &w.policy, "carol", "carol", "journal", w.now).unwrap();
+    assert!(answer.message.starts_with("not yet: carol holds G1"), "{}", answer.message);
+    w.advance(3 * 3600);
+    assert!(w.allowed("carol", "journal"));
+    // Once started it is a grant like any other: cancelling its request is no longer the way.
+    assert_eq!(w.refused("carol", Command::Cancel { request: id }).code, "not_pending");
+    // An automatic task asked ahead is granted ahead at once.
+    let auto = ahead(&mut w, "carol", "restart", 600).unwrap();
+    assert!(matches!(&auto[1], Change::GrantStarted { starts_at: Some(_), .. }), "{auto:?}");
+}
