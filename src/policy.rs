@@ -6,6 +6,7 @@
 mod diagnostics;
 mod notify;
 mod people;
+pub mod windows;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -100,6 +101,8 @@ pub struct Task {
     pub extend: ExtendMode,
     /// The longest a grant may live, extensions included (at least `max_duration`).
     pub max_total: u64,
+    /// When in the week it may be used, if not always.
+    pub windows: Option<windows::Windows>,
     pub require_reason: bool,
     pub require_ticket: bool,
     pub ticket_pattern: Option<Pattern>,
@@ -359,6 +362,10 @@ struct RawTask {
     default_duration: Option<Spanned<String>>,
     extend: Option<Spanned<String>>,
     max_total: Option<Spanned<String>>,
+    windows: Option<Spanned<Vec<String>>>,
+    timezone: Option<Spanned<String>>,
+    outside_window: Option<Spanned<String>>,
+    cut_at_window_end: Option<Spanned<bool>>,
     #[serde(default)]
     require_reason: bool,
     #[serde(default)]
@@ -671,6 +678,7 @@ impl Policy {
                 None => max_duration.min(3600),
             };
             let (extend, max_total) = Self::validate_extend(&t, &here, max_duration, p);
+            let windows = Self::validate_windows(&t, &here, p);
             let mut pattern = |field: &Option<Spanned<String>>, label: &str| {
                 field.as_ref().and_then(|s| match Pattern::new(s.get_ref()) {
                     Ok(pat) => Some(pat),
@@ -715,6 +723,7 @@ impl Policy {
                     default_duration,
                     extend,
                     max_total,
+                    windows,
                     require_reason: t.require_reason,
                     require_ticket: t.require_ticket,
                     ticket_pattern,
@@ -752,6 +761,55 @@ impl Policy {
             notify,
             sha256: hex::encode(Sha256::digest(source.as_bytes())),
             path: file.to_string(),
+        }
+    }
+
+    /// `windows`, `timezone`, `outside_window` and `cut_at_window_end`.
+    fn validate_windows(t: &RawTask, here: &str, p: &mut Problems) -> Option<windows::Windows> {
+        let Some(list) = &t.windows else {
+            for (set, name) in [
+                (t.timezone.as_ref().map(|s| s.span()), "timezone"),
+                (t.outside_window.as_ref().map(|s| s.span()), "outside_window"),
+                (t.cut_at_window_end.as_ref().map(|s| s.span()), "cut_at_window_end"),
+            ] {
+                if let Some(at) = set {
+                    p.at(at, format!("{here}: {name} is about windows, and the task has none; add windows = [\"Mon-Fri 08:00-18:00\"] or remove {name}"));
+                }
+            }
+            return None;
+        };
+        let Some(timezone) = &t.timezone else {
+            p.at_with_help(
+                list.span(),
+                format!("{here}: windows need a timezone"),
+                "add timezone = \"Europe/Berlin\" (an IANA name; \"UTC\" for none)",
+            );
+            return None;
+        };
+        let outside = match t.outside_window.as_ref().map(|o| (o.get_ref().as_str(), o.span())) {
+            None | Some(("refuse", _)) => windows::OutsideWindow::Refuse,
+            Some(("approval", at)) => {
+                if t.approvers.is_empty() {
+                    p.at(at, format!("{here}: outside_window = \"approval\" needs approvers to ask; name approvers"));
+                }
+                windows::OutsideWindow::Approval
+            }
+            Some((other, at)) => {
+                p.at(at, format!("{here}: outside_window is '{}'; it must be \"refuse\" or \"approval\"", text::inert(other)));
+                windows::OutsideWindow::Refuse
+            }
+        };
+        let cut = t.cut_at_window_end.as_ref().is_none_or(|c| *c.get_ref());
+        match windows::Windows::parse(list.get_ref(), timezone.get_ref(), outside, cut) {
+            Ok(w) => Some(w),
+            Err(e) if e.contains("IANA") => {
+                p.at(timezone.span(), format!("{here}: timezone: {e}"));
+                None
+            }
+            Err(e) => {
+                p.at(list.span(), format!("{here}: windows: {e}"));
+                None
+            }
         }
     }
 
@@ -1129,6 +1187,8 @@ impl Policy {
             signed_approvals: task.signed_approvals,
             extend: task.extend.as_str().to_string(),
             max_total_secs: task.max_total,
+            windows: task.windows.as_ref().map(|w| w.describe()),
+            window_now: None,
             may_request: self.may_request(user, task),
             may_approve: self.may_approve(user, task),
             // Who else approves depends on the live state too (disabled accounts): the daemon fills it.

@@ -42,6 +42,9 @@ approval = "manual"
 approvers = ["approvers"]
 approvals = 2
 max_duration = "2h"
+windows = ["Mon-Fri 09:00-17:00", "Sat 10:00-12:00"]
+timezone = "Europe/Berlin"
+outside_window = "approval"
 [[tasks]]
 name = "auto"
 requesters = ["oncall"]
@@ -255,8 +258,19 @@ impl World {
             let task = &self.policy.tasks[&g.task];
             // No grant outlives its approved duration and its extensions, nor the task's max_total.
             let life = (g.expires_at - g.granted_at).num_seconds() as u64;
-            assert_eq!(life, r.duration_secs + g.extended_secs, "{}", g.id);
+            let cut = task.windows.as_ref().and_then(|w| w.open_at(g.granted_at)).is_some();
+            if cut {
+                assert!(life <= r.duration_secs + g.extended_secs, "{}", g.id);
+            } else {
+                assert_eq!(life, r.duration_secs + g.extended_secs, "{}", g.id);
+            }
             assert!(life <= task.max_total, "{} lives {life} s, past max_total", g.id);
+            // A grant that started in a window (which cuts) never runs past that window's end.
+            if let Some(w) = &task.windows
+                && let Some((_, closes)) = w.open_at(g.granted_at)
+            {
+                assert!(g.expires_at <= closes, "{} runs past its window's end", g.id);
+            }
             // A grant approved ahead starts when it was asked to, and gives nothing before.
             if let Some(start) = r.starts_at {
                 assert_eq!(g.granted_at, start, "{}", g.id);

@@ -198,3 +198,51 @@ async fn at_reads_local_time_in_the_users_zone_and_refuses_a_skipped_hour() {
         stderr(&out)
     );
 }
+
+/// Windows in a time zone, against a clock moved across the night Berlin's clocks go forward:
+/// a grant is cut at its window's end (04:00 local, which that night is 02:00Z, an hour sooner
+/// than a naive "+3h" would say); outside the windows a task is refused, saying when the next
+/// opens, or, where the policy says so, needs an approval and is not cut.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_window_closing_cuts_a_grant_across_a_daylight_saving_change() {
+    let windowed = policy().replace(
+        "max_duration = \"15m\"\nextend = \"auto\"\nmax_total = \"30m\"\n",
+        "max_duration = \"4h\"\nwindows = [\"daily 01:00-04:00\"]\ntimezone = \"Europe/Berlin\"\n",
+    ) + "[[tasks]]\nname = \"late\"\nrequesters = [\"oncall\"]\napproval = \"auto\"\napprovers = [\"approvers\"]\nmax_duration = \"2h\"\nwindows = [\"Mon-Fri 09:00-17:00\"]\ntimezone = \"Europe/Berlin\"\noutside_window = \"approval\"\n";
+    let d = ManualDaemon::start_with(&windowed).await;
+    let carol = d.issue(&["carol"]);
+    // 01:30 in Berlin (CET), half an hour before the clocks jump from 02:00 to 03:00.
+    let t0 = chrono::DateTime::parse_from_rfc3339("2026-03-29T00:30:00Z").unwrap().with_timezone(&chrono::Utc);
+    d.clock.set(t0);
+    let asked = NewRequest { task: "restart".into(), duration_secs: Some(4 * 3600), ..Default::default() };
+    let grant = d.with(&carol).request(&asked).await.unwrap().grant.expect("in its window: granted at once");
+    assert_eq!(grant.expires_at.to_rfc3339(), "2026-03-29T02:00:00+00:00", "cut at 04:00 CEST");
+    d.clock.set(t0 + Duration::minutes(89));
+    assert!(holds(&d, &carol, "restart"));
+    d.clock.set(t0 + Duration::minutes(90));
+    assert!(!holds(&d, &carol, "restart"), "the window closed, and with it the grant");
+
+    // 05:00 CEST: outside; refused, saying when the next window opens.
+    let out = d.cli(Some(&carol), &["request", "restart", "--for", "1h"]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("may be used only in its windows, daily 01:00-04:00 (Europe/Berlin)"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the next opens Mon 2026-03-30 01:00 CEST") && stderr(&out).contains("--at 2026-03-29T23:00:00Z"),
+        "{}",
+        stderr(&out)
+    );
+    let tasks = d.cli(Some(&carol), &["tasks"]);
+    assert!(
+        stdout(&tasks)
+            .contains("restart only in its windows daily 01:00-04:00 (Europe/Berlin): closed; next opens Mon 2026-03-30 01:00 CEST"),
+        "{}",
+        stdout(&tasks)
+    );
+
+    // A Sunday, outside late's weekday windows: it waits for an approver, and is not cut.
+    let asked = NewRequest { task: "late".into(), duration_secs: Some(7200), ..Default::default() };
+    let r = d.with(&carol).request(&asked).await.unwrap();
+    assert!(r.grant.is_none() && r.request.approvals_needed == 1, "outside its windows an automatic task needs approval");
+    let g = d.user("alice").approve(r.request.id, None).await.unwrap().grant.unwrap();
+    assert_eq!(g.expires_at - g.granted_at, Duration::hours(2));
+}

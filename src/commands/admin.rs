@@ -118,6 +118,12 @@ pub async fn tasks(client: &Client, json: bool) -> CmdResult {
         .collect();
     table(&["TASK", "APPROVAL", "DURATION", "NEEDS", "YOU MAY", "DESCRIPTION"], &rows);
     for t in tasks.iter() {
+        if let (Some(windows), Some(now)) = (&t.windows, &t.window_now) {
+            println!();
+            println!("{} only in its windows {}: {}", t.name, text::inert_line(windows), now);
+        }
+    }
+    for t in tasks.iter() {
         if let Some(run) = &t.run {
             let params: Vec<String> = run.params.iter().map(|(k, v)| format!("{k}: {v}")).collect();
             println!();

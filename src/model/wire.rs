@@ -64,6 +64,13 @@ pub struct TaskView {
     /// The longest a grant may live, extensions included.
     #[serde(default)]
     pub max_total_secs: u64,
+    /// When in the week it may be used, with the zone (`Mon-Fri 08:00-18:00 (Europe/Berlin)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub windows: Option<String>,
+    /// With windows: until when the one open now stays open, in the zone's words, or when the
+    /// next opens (`open until Mon 2026-03-02 18:00 CET`, `next opens ...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_now: Option<String>,
     pub may_request: bool,
     pub may_approve: bool,
     /// Who could approve a request of the viewer's for this task: the approvers other than the

@@ -11,6 +11,7 @@ use crate::model::{
     Actor, Approval, ApprovalSignature, Auth, Change, Grant, GrantId, POLICY_APPROVER, Request, RequestId, RequestState, RunId, RunOutcome,
     SignedApproval, TokenId, TokenScope, duration, text,
 };
+use crate::policy::windows::{Opening, OutsideWindow, Windows};
 use crate::policy::{ApprovalMode, ExtendMode, Policy, Task};
 
 /// Something a person (or the daemon) asks zsa to do.
@@ -516,8 +517,15 @@ fn request(state: &State, policy: &Policy, actor: &str, new: &NewRequest, now: D
         Some(at) => Some(check_start(policy, at, now)?),
     };
     let pending_until = now + Duration::seconds(policy.pending_ttl as i64);
+    let start = starts_at.unwrap_or(now);
+    // Outside its windows a task is refused, or needs approval even where it is automatic.
+    let outside = match in_window(task, start) {
+        Ok(_) => false,
+        Err(w) if w.outside == OutsideWindow::Refuse => return Err(outside_windows(task, w, start, "ask")),
+        Err(_) => true,
+    };
     let id = state.next_request_id();
-    let immediate = task.approval == ApprovalMode::Auto || task.break_glass;
+    let immediate = (task.approval == ApprovalMode::Auto && !outside) || task.break_glass;
     let mut changes = vec![Change::RequestCreated {
         request: id,
         task: name.clone(),
@@ -541,12 +549,47 @@ fn request(state: &State, policy: &Policy, actor: &str, new: &NewRequest, now: D
             task: name.clone(),
             holder: actor.to_string(),
             starts_at,
-            expires_at: starts_at.unwrap_or(now) + Duration::seconds(secs as i64),
+            expires_at: grant_end(task, start, secs),
             approved_by: if task.break_glass { Vec::new() } else { vec![POLICY_APPROVER.to_string()] },
             break_glass: task.break_glass,
         });
     }
     Ok(changes)
+}
+
+/// The window of `task` open at `at` (None: the task has no windows); the windows if none is.
+fn in_window(task: &Task, at: DateTime<Utc>) -> Result<Option<Opening>, &Windows> {
+    match &task.windows {
+        None => Ok(None),
+        Some(_) if task.break_glass => Ok(None),
+        Some(w) => w.open_at(at).map(Some).ok_or(w),
+    }
+}
+
+/// When a grant of `task` starting at `start` for `secs` ends: then, or at the end of the
+/// window it starts in where the task cuts grants there.
+fn grant_end(task: &Task, start: DateTime<Utc>, secs: u64) -> DateTime<Utc> {
+    let end = start + Duration::seconds(secs as i64);
+    match (in_window(task, start), &task.windows) {
+        (Ok(Some((_, closes))), Some(w)) if w.cut_at_end => end.min(closes),
+        _ => end,
+    }
+}
+
+fn outside_windows(task: &Task, w: &Windows, at: DateTime<Utc>, verb: &str) -> Refusal {
+    let next = match w.next_open(at) {
+        Some(next) => format!(
+            "the next opens {}: {verb} then, or ask ahead: zsa request {} --at {}",
+            w.local(next),
+            task.name,
+            next.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
+        None => "none opens in the next week".to_string(),
+    };
+    Refusal::conflict(
+        "outside_window",
+        format!("'{}' may be used only in its windows, {}, and {} is outside them; {next}", task.name, w.describe(), w.local(at)),
+    )
 }
 
 /// A start asked ahead: later than now, and no further ahead than the policy's
@@ -822,13 +865,20 @@ fn approve(
         return Ok(changes);
     }
     if approved_by.len() >= request.approvals_needed as usize {
+        // A window that closed while the request waited: refused, unless outside needs only this.
+        let start = request.starts_at.unwrap_or(now);
+        if let Err(w) = in_window(task, start)
+            && w.outside == OutsideWindow::Refuse
+        {
+            return Err(outside_windows(task, w, start, "approve"));
+        }
         changes.push(Change::GrantStarted {
             grant: id.grant(),
             request: id,
             task: request.task.clone(),
             holder: request.requester.clone(),
             starts_at: request.starts_at,
-            expires_at: request.starts_at.unwrap_or(now) + Duration::seconds(request.duration_secs as i64),
+            expires_at: grant_end(task, start, request.duration_secs),
             approved_by,
             break_glass: false,
         });
@@ -1067,6 +1117,22 @@ fn extendable<'a>(
                 duration::format(lived + by_secs),
                 task.name,
                 duration::format(task.max_total)
+            ),
+        ));
+    }
+    // A grant cut at its window's end is not extended past it.
+    if let (Ok(Some((_, closes))), Some(w)) = (in_window(task, grant.granted_at), &task.windows)
+        && w.cut_at_end
+        && grant.expires_at + Duration::seconds(by_secs as i64) > closes
+    {
+        let room = (closes - grant.expires_at).num_seconds().max(0) as u64;
+        return Err(Refusal::invalid(
+            "extend_past_window",
+            format!(
+                "{id} started in the window that closes {}, and '{}' ends grants there (cut_at_window_end); extend it by at most {}",
+                w.local(closes),
+                task.name,
+                duration::format(room)
             ),
         ));
     }

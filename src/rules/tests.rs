@@ -1114,3 +1114,39 @@ fn a_grant_asked_ahead_gives_nothing_before_its_start_and_refusals_say_what_woul
     let auto = ahead(&mut w, "carol", "restart", 600).unwrap();
     assert!(matches!(&auto[1], Change::GrantStarted { starts_at: Some(_), .. }), "{auto:?}");
 }
+
+#[test]
+fn windows_refuse_outside_cut_at_the_end_and_bound_extensions() {
+    // journal: weekdays 09:00-17:00 UTC, extended at once; 2026-11-23 is a Monday.
+    let text = POLICY.replace(
+        "default_duration = \"1h\"\n",
+        "default_duration = \"1h\"\nextend = \"auto\"\nmax_total = \"8h\"\nwindows = [\"Mon-Fri 09:00-17:00\"]\ntimezone = \"UTC\"\n",
+    );
+    let mut w = World::new();
+    w.policy = Policy::parse(&text, "test.toml").unwrap();
+    w.now = Utc.with_ymd_and_hms(2026, 11, 23, 8, 0, 0).unwrap();
+    let e = w.ask("carol", "journal", Some(3600), Some("r"), None).unwrap_err();
+    assert_eq!(e.code, "outside_window");
+    assert!(
+        e.message
+            .contains("the next opens Mon 2026-11-23 09:00 UTC: ask then, or ask ahead: zsa request journal --at 2026-11-23T09:00:00Z"),
+        "{}",
+        e.message
+    );
+    // Asked ahead into the window, fine; asked at 16:00 for 4h, cut at 17:00.
+    w.now = Utc.with_ymd_and_hms(2026, 11, 23, 16, 0, 0).unwrap();
+    let id = journal_for(&mut w, 4 * 3600);
+    w.approve("alice", id).unwrap();
+    assert_eq!(w.state.grants[&id.grant()].expires_at, Utc.with_ymd_and_hms(2026, 11, 23, 17, 0, 0).unwrap());
+    let e = w.refused("carol", Command::Extend { grant: id.grant(), by_secs: 60, reason: Some("r".into()) });
+    assert_eq!(e.code, "extend_past_window");
+    // A request made in the window and approved after it closed: the approval is refused.
+    w.advance(30 * 60);
+    let late = w.ask("dave", "journal", Some(600), Some("r"), None).unwrap();
+    w.advance(40 * 60);
+    assert_eq!(w.refused("alice", Command::Approve { request: late, comment: None, signature: None }).code, "outside_window");
+}
+
+fn journal_for(w: &mut World, secs: u64) -> RequestId {
+    w.ask("carol", "journal", Some(secs), Some("r"), None).unwrap()
+}

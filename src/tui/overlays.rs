@@ -239,6 +239,9 @@ pub fn form(app: &App, form: &RequestForm, frame: &mut Frame, theme: &Theme) {
                 }
             };
             lines.push(Line::styled(format!("{:>11}{approval}; at most {}", "", duration::format(t.max_duration_secs)), theme.dim()));
+            if let (Some(windows), Some(now)) = (&t.windows, &t.window_now) {
+                lines.push(Line::styled(format!("{:>11}windows {}: {now}", "", inert_line(windows)), theme.dim()));
+            }
             lines.push(Line::styled(format!("{:>11}{}", "", inert_line(&t.description)), theme.dim()));
         }
         for (_, p) in problems.iter().filter(|(pf, _)| *pf == f) {

@@ -91,6 +91,8 @@ pub(super) fn task(name: &str, approval: &str, approvals: u32, may_request: bool
         signed_approvals: false,
         extend: "never".into(),
         max_total_secs: 3600,
+        windows: None,
+        window_now: None,
         may_request,
         may_approve,
         approvers_for_you: Vec::new(),

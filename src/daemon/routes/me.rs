@@ -32,12 +32,21 @@ pub async fn whoami(State(engine): State<Arc<Engine>>, caller: Caller) -> Json<W
 /// The tasks the caller may ask for or approve; admins and auditors see them all.
 pub async fn tasks(State(engine): State<Arc<Engine>>, caller: Caller) -> Json<Vec<TaskView>> {
     let user = &caller.user;
+    let now = engine.now();
     Json(engine.read(|s, policy| {
         policy
             .tasks
             .values()
             .filter(|t| policy.sees_everything(user) || policy.may_request(user, t) || policy.may_approve(user, t))
-            .map(|t| TaskView { approvers_for_you: rules::approvers_for(s, policy, t, user), ..policy.task_view(t, user) })
+            .map(|t| TaskView {
+                approvers_for_you: rules::approvers_for(s, policy, t, user),
+                window_now: t.windows.as_ref().map(|w| match (w.open_at(now), w.next_open(now)) {
+                    (Some((_, closes)), _) => format!("open until {}", w.local(closes)),
+                    (None, Some(next)) => format!("closed; next opens {}", w.local(next)),
+                    (None, None) => "closed".into(),
+                }),
+                ..policy.task_view(t, user)
+            })
             .collect()
     }))
 }
