@@ -11,7 +11,7 @@ use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use fixtures::Builder;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
-use zsa::model::wire::{GrantView, RequestView, TaskView, WhoAmI};
+use zsa::model::wire::{GrantView, TaskView, WhoAmI};
 use zsa::rules::{Command, State, decide};
 use zsa::tui::action::Action;
 use zsa::tui::app::App;
@@ -86,13 +86,8 @@ fn app_with(n: usize) -> App {
     let tasks: Vec<TaskView> = b.policy.tasks.values().map(|t| b.policy.task_view(t, "alice")).collect();
     // Each row carries alice's actions, as the daemon sends them.
     let alice = zsa::model::Actor::from("alice");
-    let requests = b
-        .state
-        .requests
-        .values()
-        .take(n)
-        .map(|r| RequestView { actions: zsa::rules::request_actions(&b.state, &b.policy, &alice, r, b.now), request: r.clone() })
-        .collect();
+    let requests =
+        b.state.requests.values().take(n).map(|r| zsa::rules::request_view(&b.state, &b.policy, &alice, r.clone(), b.now)).collect();
     let grants = b
         .state
         .grants

@@ -103,6 +103,8 @@ pub struct Task {
     pub max_total: u64,
     /// When in the week it may be used, if not always.
     pub windows: Option<windows::Windows>,
+    /// Approved in order, each by its own approvers (empty: one stage, the task's approvers).
+    pub stages: Vec<Stage>,
     pub require_reason: bool,
     pub require_ticket: bool,
     pub ticket_pattern: Option<Pattern>,
@@ -116,6 +118,14 @@ pub struct Task {
     pub signed_approvals: bool,
     /// What the daemon runs for the grant's holder, if anything.
     pub run: Option<RunSpec>,
+}
+
+/// One stage of approval: who approves at it, and how many must.
+#[derive(Clone, Debug)]
+pub struct Stage {
+    pub name: String,
+    pub approvers: Vec<String>,
+    pub approvals: u32,
 }
 
 /// The longest parameter value accepted.
@@ -363,6 +373,7 @@ struct RawTask {
     extend: Option<Spanned<String>>,
     max_total: Option<Spanned<String>>,
     windows: Option<Spanned<Vec<String>>>,
+    stages: Option<Spanned<Vec<RawStage>>>,
     timezone: Option<Spanned<String>>,
     outside_window: Option<Spanned<String>>,
     cut_at_window_end: Option<Spanned<bool>>,
@@ -383,6 +394,15 @@ struct RawTask {
     max_concurrent_runs: Option<Spanned<i64>>,
     #[serde(default)]
     params: BTreeMap<String, Spanned<RawParam>>,
+}
+
+/// One `[[tasks.stages]]`: its own approvers and how many of them must say yes.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStage {
+    name: Option<String>,
+    approvers: Vec<Spanned<String>>,
+    approvals: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -595,7 +615,41 @@ impl Policy {
             }
             let requesters = group_refs(t.requesters.get_ref(), &format!("{here}: requesters"), p);
             let problems_before = p.list.len();
-            let approvers = group_refs(&t.approvers, &format!("{here}: approvers"), p);
+            let mut approvers = group_refs(&t.approvers, &format!("{here}: approvers"), p);
+            // Stages name their own approvers: the task's are all of theirs, its approvals their sum.
+            let mut stages = Vec::new();
+            if let Some(raw) = &t.stages {
+                if !t.approvers.is_empty() || t.approvals.is_some() {
+                    p.at(
+                        raw.span(),
+                        format!("{here}: with [[tasks.stages]], approvers and approvals are given per stage; remove them from the task"),
+                    );
+                }
+                if raw.get_ref().is_empty() {
+                    p.at(raw.span(), format!("{here}: stages is empty"));
+                }
+                for (i, s) in raw.get_ref().iter().enumerate() {
+                    let label = s.name.clone().unwrap_or_else(|| format!("stage {}", i + 1));
+                    let groups_of = group_refs(&s.approvers, &format!("{here}: {}", text::inert(&label)), p);
+                    if groups_of.is_empty() {
+                        p.at(raw.span(), format!("{here}: {} names no approvers", text::inert(&label)));
+                    }
+                    let needed = match &s.approvals {
+                        Some(n) if !(1..=100).contains(n.get_ref()) => {
+                            p.at(n.span(), format!("{here}: {}: approvals is {}; it must be 1 to 100", text::inert(&label), n.get_ref()));
+                            1
+                        }
+                        Some(n) => *n.get_ref() as u32,
+                        None => 1,
+                    };
+                    for g in &groups_of {
+                        if !approvers.contains(g) {
+                            approvers.push(g.clone());
+                        }
+                    }
+                    stages.push(Stage { name: label, approvers: groups_of, approvals: needed });
+                }
+            }
             let approvers_ok = p.list.len() == problems_before;
             let approval = match t.approval.get_ref().as_str() {
                 "manual" => ApprovalMode::Manual,
@@ -616,8 +670,13 @@ impl Policy {
                     1
                 }
                 Some(n) => *n.get_ref() as u32,
+                None if !stages.is_empty() => stages.iter().map(|s| s.approvals).sum(),
                 None => 1,
             };
+            if !stages.is_empty() && (t.approval.get_ref() != "manual" || t.break_glass) {
+                let at = t.stages.as_ref().map(|s| s.span()).unwrap_or_default();
+                p.at(at, format!("{here}: approval stages need approval = \"manual\" (and no break_glass)"));
+            }
             let needs_approvers = approval == ApprovalMode::Manual || t.break_glass;
             if needs_approvers && approvers.is_empty() {
                 let why = if t.break_glass { "break-glass grants must be reviewed" } else { "approval is manual" };
@@ -724,6 +783,7 @@ impl Policy {
                     extend,
                     max_total,
                     windows,
+                    stages,
                     require_reason: t.require_reason,
                     require_ticket: t.require_ticket,
                     ticket_pattern,
@@ -1128,6 +1188,11 @@ impl Policy {
 
     pub fn may_request(&self, user: &str, task: &Task) -> bool {
         self.in_any(user, &task.requesters)
+    }
+
+    /// May approve at `stage` of a task.
+    pub fn approves_at(&self, user: &str, stage: &Stage) -> bool {
+        self.in_any(user, &stage.approvers)
     }
 
     pub fn may_approve(&self, user: &str, task: &Task) -> bool {

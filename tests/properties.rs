@@ -25,6 +25,7 @@ pending_ttl = "2h"
 admins = ["root"]
 approvers = ["alice", "bob", "carol"]
 oncall = ["carol", "dave", "erin"]
+leads = ["alice", "dave"]
 [roles]
 admins = ["admins"]
 [[tasks]]
@@ -53,6 +54,18 @@ max_duration = "15m"
 extend = "auto"
 max_total = "30m"
 [[tasks]]
+name = "staged"
+requesters = ["oncall"]
+approval = "manual"
+max_duration = "1h"
+[[tasks.stages]]
+name = "lead"
+approvers = ["leads"]
+[[tasks.stages]]
+name = "security"
+approvers = ["approvers"]
+approvals = 2
+[[tasks]]
 name = "glass"
 requesters = ["oncall"]
 approval = "manual"
@@ -62,7 +75,7 @@ break_glass = true
 "#;
 
 const PEOPLE: [&str; 6] = ["root", "alice", "bob", "carol", "dave", "erin"];
-const TASKS: [&str; 5] = ["one", "two", "auto", "glass", "nope"];
+const TASKS: [&str; 6] = ["one", "two", "auto", "glass", "staged", "nope"];
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -289,6 +302,12 @@ impl World {
                 assert_eq!(g.approved_by.len() as u32, task.approvals, "{}", g.id);
                 assert!(!g.approved_by.contains(&g.holder), "{}: approved by its holder", g.id);
                 assert!(g.approved_by.iter().all(|a| self.policy.may_approve(a, task)));
+                // In stages: each stage's approvals, in order, by its own approvers; nobody twice.
+                for (k, stage) in task.stages.iter().enumerate() {
+                    let at: Vec<&zsa::model::Approval> = r.approvals.iter().filter(|a| a.stage == Some(k as u32 + 1)).collect();
+                    assert_eq!(at.len() as u32, stage.approvals, "{}: stage {}", g.id, k + 1);
+                    assert!(at.iter().all(|a| self.policy.approves_at(&a.by, stage)), "{}: stage {}", g.id, k + 1);
+                }
             }
             if let Some(review) = &g.review {
                 assert_ne!(review.by, g.holder, "{}: reviewed by its holder", g.id);

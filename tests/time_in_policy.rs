@@ -246,3 +246,35 @@ async fn a_window_closing_cuts_a_grant_across_a_daylight_saving_change() {
     let g = d.user("alice").approve(r.request.id, None).await.unwrap().grant.unwrap();
     assert_eq!(g.expires_at - g.granted_at, Duration::hours(2));
 }
+
+/// Approval in stages through the real daemon and CLI: the queue of each approver holds only
+/// requests at a stage they approve; `zsa show` says how far it got.
+#[tokio::test(flavor = "multi_thread")]
+async fn stages_show_in_the_queue_and_in_show_and_are_decided_in_order() {
+    let staged = common::POLICY
+        .replace("oncall = [\"carol\", \"dave\"]\n", "oncall = [\"carol\", \"dave\"]\nleads = [\"alice\"]\nsecurity = [\"bob\", \"carol\"]\n")
+        .replace(
+            "name = \"export\"\nrequesters = [\"oncall\"]\napproval = \"manual\"\napprovers = [\"approvers\"]\napprovals = 2\nmax_duration = \"2h\"\n",
+            "name = \"export\"\nrequesters = [\"oncall\"]\napproval = \"manual\"\nmax_duration = \"2h\"\n[[tasks.stages]]\nname = \"lead\"\napprovers = [\"leads\"]\n[[tasks.stages]]\nname = \"security\"\napprovers = [\"security\"]\n",
+        );
+    let mut d = common::Daemon::start_with(&staged);
+    let id = d.user("dave").await.request(&NewRequest { task: "export".into(), ..Default::default() }).await.unwrap().request.id;
+    let queue = |out: std::process::Output| stdout(&out).contains(&id.to_string());
+    assert!(!queue(d.cli(Some("bob"), &["requests", "--pending"]).await), "security waits for the lead");
+    assert!(queue(d.cli(Some("alice"), &["requests", "--pending"]).await));
+    let out = d.cli(Some("bob"), &["approve", &id.to_string()]).await;
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("at stage 1/2 (lead), which you do not approve"), "{}", stderr(&out));
+    assert_eq!(code(&d.cli(Some("alice"), &["approve", &id.to_string()]).await), 0);
+    let shown = d.cli(Some("dave"), &["show", &id.to_string()]).await;
+    assert!(stdout(&shown).contains("stage 1/2 (lead) done by alice; stage 2/2 (security): 0 of 1"), "{}", stdout(&shown));
+    assert!(queue(d.cli(Some("bob"), &["requests", "--pending"]).await), "now it is security's");
+    assert!(!queue(d.cli(Some("alice"), &["requests", "--pending"]).await));
+    assert_eq!(code(&d.cli(Some("bob"), &["approve", &id.to_string()]).await), 0);
+    let shown = d.cli(Some("dave"), &["show", &id.to_string()]).await;
+    assert!(
+        stdout(&shown).contains("approved: dave holds") && stdout(&shown).contains("stage 2/2 (security) done by bob"),
+        "{}",
+        stdout(&shown)
+    );
+}

@@ -165,6 +165,9 @@ pub async fn show(client: &Client, json: bool, raw: &str) -> CmdResult {
             if let Some(ticket) = &r.ticket {
                 println!("  ticket: {}", text::inert(ticket));
             }
+            if let Some(stages) = &outcome.request.stages {
+                println!("  {stages}");
+            }
             for a in &r.approvals {
                 let c = a.comment.as_deref().map(|c| format!(": {}", text::inert_line(c))).unwrap_or_default();
                 let signed = a.signed_with.as_deref().map(|k| format!(" (signed with {})", text::inert(k))).unwrap_or_default();

@@ -67,6 +67,9 @@ pub enum Change {
         /// Present when the approver signed with their SSH key.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         signature: Option<super::ApprovalSignature>,
+        /// The stage it was given at (1 first), where the task approves in stages.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stage: Option<u32>,
     },
     /// An earlier approval that no longer counts under the current policy and users (its
     /// approver left the approvers or was disabled, its token was revoked): dropped, so the

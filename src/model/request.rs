@@ -43,6 +43,9 @@ pub struct Approval {
     /// made, so a key taken out of the policy stops counting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signed_with: Option<String>,
+    /// The approval stage it was given at (1 first), where the task has stages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<u32>,
 }
 
 /// What an approver sends with an approval signed through their SSH agent: when they signed, and

@@ -259,6 +259,10 @@ pub struct RequestView {
     pub request: Request,
     #[serde(default)]
     pub actions: Actions,
+    /// Where the task approves in stages: how far it got (`stage 1/2 (lead) done by alice;
+    /// stage 2/2 (security): 0 of 2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stages: Option<String>,
 }
 
 /// A grant as one viewer sees it: the grant, and what that viewer may do with it now.

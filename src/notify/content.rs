@@ -344,6 +344,7 @@ mod tests {
                 requester: "carol".into(),
                 comment: None,
                 signature: None,
+                stage: None,
             },
         );
         let denied = h.add(

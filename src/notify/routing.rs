@@ -191,8 +191,11 @@ mod tests {
         let request = RequestId(1);
         let task = || "exchange.journal-rule".to_string();
         let requester = || "carol".to_string();
-        let approved =
-            h.add("alice", 1, Change::RequestApproved { request, task: task(), requester: requester(), comment: None, signature: None });
+        let approved = h.add(
+            "alice",
+            1,
+            Change::RequestApproved { request, task: task(), requester: requester(), comment: None, signature: None, stage: None },
+        );
         let denied = h.add("bob", 2, Change::RequestDenied { request, task: task(), requester: requester(), comment: "freeze".into() });
         let expired = h.add("zsa", 3, Change::RequestExpired { request, task: task(), requester: requester(), deadline: t0() });
         for (event, trigger) in [(approved, "request_approved"), (denied, "request_denied"), (expired, "request_expired")] {

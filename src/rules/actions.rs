@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{Refusal, State, decide};
-use crate::model::wire::{ActionView, Actions, RowAction};
+use crate::model::wire::{ActionView, Actions, RequestView, RowAction};
 use crate::model::{Actor, Grant, Request};
 use crate::policy::{Policy, Task};
 
@@ -43,6 +43,12 @@ fn view(action: RowAction, answer: Result<(), Refusal>) -> ActionView {
         Ok(()) => ActionView { action, allowed: true, code: None, why: None, sign_with: None },
         Err(r) => ActionView { action, allowed: false, code: Some(r.code.to_string()), why: Some(r.message), sign_with: None },
     }
+}
+
+/// A request as `who` sees it: with what they may do, and how far its stages got.
+pub fn request_view(state: &State, policy: &Policy, who: &Actor, request: Request, now: DateTime<Utc>) -> RequestView {
+    let stages = policy.tasks.get(&request.task).and_then(|t| decide::stage_progress(t, &request));
+    RequestView { actions: request_actions(state, policy, who, &request, now), request, stages }
 }
 
 /// Approve, deny and cancel on `request`, each allowed or not for `who` at `now`; an approval

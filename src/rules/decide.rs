@@ -720,6 +720,27 @@ pub(super) fn may_approve<'a>(
     if let Some(why) = auth_refused(task, &request.requester, &id.to_string(), "approve", &who.auth) {
         return Err(Refusal::forbidden("approval_not_accepted", why));
     }
+    if let Some((k, stage)) = stage_now(task, request)
+        && !policy.approves_at(actor, stage)
+    {
+        let yours: Vec<String> = task
+            .stages
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| policy.approves_at(actor, s))
+            .map(|(i, s)| format!("{} ({})", i + 1, s.name))
+            .collect();
+        return Err(Refusal::forbidden(
+            "not_this_stage",
+            format!(
+                "{id} is at stage {}/{} ({}), which you do not approve; you approve at stage {}, which it has passed or not reached",
+                k + 1,
+                task.stages.len(),
+                stage.name,
+                yours.join(", ")
+            ),
+        ));
+    }
     if signatures_needed(task, request) && policy.people.get(actor).is_none_or(|p| p.ssh_keys.is_empty()) {
         return Err(Refusal::forbidden(
             "no_ssh_key",
@@ -731,6 +752,38 @@ pub(super) fn may_approve<'a>(
         ));
     }
     Ok(task)
+}
+
+/// The stage `request` waits at (0 first), where its task approves in stages: the first whose
+/// standing approvals are fewer than it needs.
+pub fn stage_now<'a>(task: &'a Task, request: &Request) -> Option<(usize, &'a crate::policy::Stage)> {
+    task.stages.iter().enumerate().find(|(k, s)| {
+        let done = request.approvals.iter().filter(|a| a.stage == Some(*k as u32 + 1)).count();
+        (done as u32) < s.approvals
+    })
+}
+
+/// How far `request` got through its task's stages, for people; none where there are none.
+pub fn stage_progress(task: &Task, request: &Request) -> Option<String> {
+    if task.stages.is_empty() {
+        return None;
+    }
+    let n = task.stages.len();
+    let parts: Vec<String> = task
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(k, s)| {
+            let by: Vec<String> =
+                request.approvals.iter().filter(|a| a.stage == Some(k as u32 + 1)).map(|a| text::inert_line(&a.by)).collect();
+            if by.len() as u32 >= s.approvals {
+                format!("stage {}/{n} ({}) done by {}", k + 1, s.name, by.join(", "))
+            } else {
+                format!("stage {}/{n} ({}): {} of {}", k + 1, s.name, by.len(), s.approvals)
+            }
+        })
+        .collect();
+    Some(parts.join("; "))
 }
 
 /// Whether approvals of `request` count only signed: its task says so now, or said so when it
@@ -846,6 +899,7 @@ fn approve(
         requester: request.requester.clone(),
         comment,
         signature,
+        stage: stage_now(task, request).map(|(k, _)| k as u32 + 1),
     });
     approved_by.push(actor.to_string());
     if let Some(grant) = request.extends {
@@ -923,6 +977,11 @@ fn why_stale(state: &State, policy: &Policy, task: &Task, request: &Request, a: 
     }
     if !policy.may_approve(&a.by, task) {
         return Some(format!("{by} is no longer an approver of '{}'", task.name));
+    }
+    if let Some(stage) = a.stage.and_then(|k| task.stages.get(k as usize - 1))
+        && !policy.approves_at(&a.by, stage)
+    {
+        return Some(format!("{by} no longer approves at stage {} of '{}'", stage.name, task.name));
     }
     if signatures_needed(task, request) {
         let listed = |key: &String| policy.people.get(&a.by).is_some_and(|p| p.key_fingerprints().contains(key));

@@ -7,7 +7,7 @@ mod refusal;
 mod state;
 mod visibility;
 
-pub use actions::{Row, approvers_for, grant_actions, permits, request_actions};
+pub use actions::{Row, approvers_for, grant_actions, permits, request_actions, request_view};
 pub use decide::{Command, TokenTtl, decide, may_retry_notice};
 pub use refusal::{Refusal, RefusalKind};
 pub use state::{Deadline, Entity, State};

@@ -293,10 +293,11 @@ impl State {
                 });
                 self.last_request = self.last_request.max(request.0);
             }
-            Change::RequestApproved { request, comment, signature, .. } => {
+            Change::RequestApproved { request, comment, signature, stage, .. } => {
                 if let Some(r) = self.requests.get_mut(request) {
                     let signed_with = signature.as_ref().map(|s| s.key.clone());
-                    r.approvals.push(Approval { by: actor.clone(), at, auth: event.auth.clone(), comment: comment.clone(), signed_with });
+                    let auth = event.auth.clone();
+                    r.approvals.push(Approval { by: actor.clone(), at, auth, comment: comment.clone(), signed_with, stage: *stage });
                 }
             }
             Change::ApprovalDropped { request, approver, .. } => {

@@ -1150,3 +1150,54 @@ fn windows_refuse_outside_cut_at_the_end_and_bound_extensions() {
 fn journal_for(w: &mut World, secs: u64) -> RequestId {
     w.ask("carol", "journal", Some(secs), Some("r"), None).unwrap()
 }
+
+/// `export` in two stages: one of the leads (alice, bob), then both of security (carol, gina).
+fn staged_world() -> World {
+    let text = POLICY
+        .replace(
+            "name = \"export\"\nrequesters = [\"oncall\"]\napproval = \"manual\"\napprovers = [\"approvers\"]\napprovals = 2\n",
+            "name = \"export\"\nrequesters = [\"oncall\"]\napproval = \"manual\"\n",
+        )
+        .replace(
+            "max_duration = \"2h\"\nrequire_ticket = true\n",
+            "max_duration = \"2h\"\nrequire_ticket = true\n[[tasks.stages]]\nname = \"lead\"\napprovers = [\"leads\"]\n[[tasks.stages]]\nname = \"security\"\napprovers = [\"security\"]\napprovals = 2\n",
+        );
+    let text = text.replace(
+        "other = [\"frank\", \"gina\"]\n",
+        "other = [\"frank\", \"gina\"]\nleads = [\"alice\", \"bob\"]\nsecurity = [\"bob\", \"carol\", \"gina\"]\n",
+    );
+    let mut w = World::new();
+    w.policy = Policy::parse(&text, "test.toml").unwrap_or_else(|e| panic!("{e}"));
+    w
+}
+
+#[test]
+fn stages_are_approved_in_order_by_their_own_approvers_and_nobody_twice() {
+    let mut w = staged_world();
+    let task = &w.policy.tasks["export"];
+    assert_eq!((task.stages.len(), task.approvals), (2, 3));
+    let id = w.ask("dave", "export", None, None, Some("INC-1")).unwrap();
+    // Security cannot go first.
+    let e = w.refused("carol", Command::Approve { request: id, comment: None, signature: None });
+    assert_eq!(e.code, "not_this_stage");
+    assert!(e.message.contains("at stage 1/2 (lead), which you do not approve; you approve at stage 2 (security)"), "{}", e.message);
+    w.approve("bob", id).unwrap();
+    assert_eq!(w.state.requests[&id].approvals[0].stage, Some(1));
+    let progress = super::decide::stage_progress(&w.policy.tasks["export"], &w.state.requests[&id]).unwrap();
+    assert_eq!(progress, "stage 1/2 (lead) done by bob; stage 2/2 (security): 0 of 2");
+    // Bob is in security too, but nobody approves at two stages of one request.
+    assert_eq!(w.refused("bob", Command::Approve { request: id, comment: None, signature: None }).code, "already_approved");
+    assert_eq!(w.refused("alice", Command::Approve { request: id, comment: None, signature: None }).code, "not_this_stage");
+    w.approve("carol", id).unwrap();
+    assert_eq!(w.state.requests[&id].state, RequestState::Pending);
+    let changes = w.approve("gina", id).unwrap();
+    assert!(
+        matches!(changes.last(), Some(Change::GrantStarted { approved_by, .. }) if approved_by == &["bob", "carol", "gina"]),
+        "{changes:?}"
+    );
+    // A denial at any stage ends it.
+    let other = w.ask("carol", "export", None, None, Some("INC-2")).unwrap();
+    w.approve("alice", other).unwrap();
+    w.run("gina", Command::Deny { request: other, comment: Some("no".into()) }).unwrap();
+    assert_eq!(w.state.requests[&other].state, RequestState::Denied);
+}

@@ -51,6 +51,10 @@ fn request_lines(app: &App, id: RequestId, theme: &Theme) -> Vec<Line<'static>> 
         field("asked", moment(r.created_at, now), theme),
         field("approvals", format!("{}/{}", r.approvals.len(), r.approvals_needed), theme),
     ];
+    // The daemon's words: names in it are already made inert.
+    if let Some(stages) = &r.stages {
+        lines.push(field("stages", stages.clone(), theme));
+    }
     if r.state == crate::model::RequestState::Pending {
         lines.push(field("lapses", format!("{} if nobody answers", moment(r.pending_until, now)), theme));
     }

@@ -59,7 +59,7 @@ fn policy() -> Policy {
 
 /// `r` as the daemon shows it to `user` at t0: with the actions its rules allow them.
 pub(super) fn seen_request(user: &str, r: Request) -> RequestView {
-    RequestView { actions: rules::request_actions(&rules::State::default(), &policy(), &user.into(), &r, t0()), request: r }
+    rules::request_view(&rules::State::default(), &policy(), &user.into(), r, t0())
 }
 
 /// `g` as the daemon shows it to `user` at t0.
@@ -165,7 +165,7 @@ pub(super) fn loaded(user: &str, roles: &[&str]) -> App {
         request(5, "dave", "glass", RequestState::Approved, "db down", 20),
         request(6, "alice", "journal", RequestState::Denied, "too broad", 90),
     ];
-    requests[1].approvals.push(Approval { by: "bob".into(), at: t0(), auth: None, comment: None, signed_with: None });
+    requests[1].approvals.push(Approval { by: "bob".into(), at: t0(), auth: None, comment: None, signed_with: None, stage: None });
     requests[3].grant = Some(GrantId(4));
     requests[4].grant = Some(GrantId(5));
     requests[5].decided_by = Some("bob".into());
@@ -202,6 +202,7 @@ pub(super) fn loaded(user: &str, roles: &[&str]) -> App {
                 requester: "dave".into(),
                 comment: None,
                 signature: None,
+                stage: None,
             },
         ),
         event(4, "dave", Change::GrantRelinquished { grant: GrantId(9), task: "restart".into(), holder: "dave".into() }),

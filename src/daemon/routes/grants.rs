@@ -11,7 +11,7 @@ use super::{Body, Query, blocking, execute_and_read, grant_views, parse_id, stor
 use crate::daemon::Engine;
 use crate::daemon::auth::Caller;
 use crate::daemon::error::ApiError;
-use crate::model::wire::{Comment, ExtendBody, ExtendOutcome, GrantView, Reason, RequestView};
+use crate::model::wire::{Comment, ExtendBody, ExtendOutcome, GrantView, Reason};
 use crate::model::{Grant, GrantId};
 use crate::rules::{self, Command};
 
@@ -106,7 +106,7 @@ pub async fn extend(
     let request = request.map(|r| {
         let now = engine.now();
         let who = caller.actor();
-        engine.read(|s, p| RequestView { actions: rules::request_actions(s, p, &who, &r, now), request: r })
+        engine.read(|s, p| rules::request_view(s, p, &who, r, now))
     });
     Ok(Json(ExtendOutcome { grant, request }))
 }

@@ -110,7 +110,7 @@ const VIEWS_PER_LOCK: usize = 1024;
 /// Requests as `caller` sees them now: each with the actions they may take on it (the rules'
 /// own checks, under the current state and policy).
 pub fn request_views(engine: &Engine, caller: &Caller, rows: Vec<Request>) -> Vec<RequestView> {
-    with_actions(engine, caller, rows, |s, p, who, r, now| RequestView { actions: rules::request_actions(s, p, who, &r, now), request: r })
+    with_actions(engine, caller, rows, rules::request_view)
 }
 
 /// Grants as `caller` sees them now: each with the actions they may take on it.

@@ -105,7 +105,7 @@ pub async fn list(
             .filter_map(|id| s.requests.get(id))
             .filter(|r| r.state == RequestState::Pending && r.pending_until > now)
             .filter(|r| rules::request_visible(p, &caller.user, r))
-            .map(|r| RequestView { request: r.clone(), actions: rules::request_actions(s, p, &who, r, now) })
+            .map(|r| rules::request_view(s, p, &who, r.clone(), now))
             .collect()
     })))
 }
