@@ -1013,3 +1013,20 @@ fn plus_asks_for_more_time_on_ones_own_grant_how_long_then_why() {
     typed(&mut app, "30m still migrating");
     assert_eq!(key(&mut app, KeyCode::Enter), vec![Effect::Submit(Submission::Extend(GrantId(4), 1800, Some("still migrating".into())))]);
 }
+
+#[test]
+fn a_grant_approved_ahead_counts_down_to_its_start_and_staged_requests_show_their_progress() {
+    // Starts in 2h14m, runs 1h: the countdown says when it starts, not how long it has left.
+    let mut ahead = grant(7, "alice", "journal", 194, 60);
+    ahead.granted_at = t0() + Duration::minutes(134);
+    let line = crate::tui::widgets::countdown(&Theme::new(false), &ahead, t0());
+    assert_eq!(line.to_string(), "starts in 2:14:00");
+    let started = grant(8, "alice", "journal", 30, 60);
+    assert_eq!(crate::tui::widgets::countdown(&Theme::new(false), &started, t0()).to_string(), "30m");
+    // A request's details carry the daemon's account of its stages.
+    let mut app = alice();
+    app.requests.get_mut(&RequestId(1)).unwrap().stages = Some("stage 1/2 (lead) done by bob; stage 2/2 (security): 0 of 2".into());
+    app.update(Action::Key(crossterm::event::KeyEvent::from(KeyCode::Enter)), t0());
+    let shown = screen(&app, 160, 40);
+    assert!(shown.contains("stage 1/2 (lead) done by bob; stage 2/2 (security): 0 of 2"), "{shown}");
+}
