@@ -120,6 +120,25 @@ pub struct Task {
     pub run: Option<RunSpec>,
 }
 
+/// A group membership that ends by itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Membership {
+    pub group: String,
+    pub user: String,
+    pub until: chrono::DateTime<chrono::Utc>,
+}
+
+/// `name@DATE` or `name@RFC3339`: the name and when the membership ends; None for a plain name
+/// (which may itself hold an '@').
+fn membership_end(member: &str) -> Option<(&str, chrono::DateTime<chrono::Utc>)> {
+    let (user, when) = member.rsplit_once('@')?;
+    if let Ok(day) = chrono::NaiveDate::parse_from_str(when, "%Y-%m-%d") {
+        let end = day.succ_opt()?.and_hms_opt(0, 0, 0)?.and_utc();
+        return Some((user, end));
+    }
+    chrono::DateTime::parse_from_rfc3339(when).ok().map(|t| (user, t.with_timezone(&chrono::Utc)))
+}
+
 /// One stage of approval: who approves at it, and how many must.
 #[derive(Clone, Debug)]
 pub struct Stage {
@@ -301,6 +320,8 @@ pub struct Policy {
     pub checkpoint_interval: u64,
     /// How far ahead a request may ask its grant to start (`--at`).
     pub schedule_ahead: u64,
+    /// Group memberships that end at a date (`carol@2026-12-31`); `as_of` takes them out.
+    pub memberships: Vec<Membership>,
     pub groups: BTreeMap<String, BTreeSet<String>>,
     pub admin_groups: Vec<String>,
     pub auditor_groups: Vec<String>,
@@ -556,16 +577,25 @@ impl Policy {
         };
 
         let mut groups = BTreeMap::new();
+        let mut memberships = Vec::new();
         for (name, members) in raw.groups {
             if !valid_name(&name) {
                 p.at(members.span(), format!("group name '{}' may hold only letters, digits, '.', '-', '_' and '@'", text::inert(&name)));
             }
             let mut set = BTreeSet::new();
             for m in members.get_ref() {
-                if !valid_name(m.get_ref()) {
+                // `carol@2026-12-31`: a member until the end of that day (UTC), or until an
+                // instant given whole (`carol@2026-12-31T18:00:00+01:00`).
+                let (user, until) = match membership_end(m.get_ref()) {
+                    Some((user, until)) => (user.to_string(), Some(until)),
+                    None => (m.get_ref().clone(), None),
+                };
+                if !valid_name(&user) {
                     p.at(m.span(), format!("'{}' in group '{name}' is not a valid user name", text::inert(m.get_ref())));
-                } else if !set.insert(m.get_ref().clone()) {
-                    p.at(m.span(), format!("'{}' is listed twice in group '{name}'", m.get_ref()));
+                } else if !set.insert(user.clone()) {
+                    p.at(m.span(), format!("'{}' is listed twice in group '{name}'", text::inert(&user)));
+                } else if let Some(until) = until {
+                    memberships.push(Membership { group: name.clone(), user, until });
                 }
             }
             groups.insert(name, set);
@@ -812,6 +842,7 @@ impl Policy {
             checkpoint_events,
             checkpoint_interval,
             schedule_ahead,
+            memberships,
             groups,
             admin_groups,
             auditor_groups,
@@ -1190,6 +1221,39 @@ impl Policy {
         self.in_any(user, &task.requesters)
     }
 
+    /// The policy as it stands at `now`: members whose membership ended by then are out of their
+    /// groups. Applied again as time passes (memberships only end).
+    pub fn as_of(&self, now: chrono::DateTime<chrono::Utc>) -> Policy {
+        let mut p = self.clone();
+        for m in self.memberships.iter().filter(|m| m.until <= now) {
+            if let Some(members) = p.groups.get_mut(&m.group) {
+                members.remove(&m.user);
+            }
+        }
+        p
+    }
+
+    /// When the next membership still in force ends.
+    pub fn next_membership_end(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.memberships.iter().filter(|m| self.groups.get(&m.group).is_some_and(|g| g.contains(&m.user))).map(|m| m.until).min()
+    }
+
+    /// Until when `user` may ask for `task` by dated memberships only (None: no end, or no
+    /// eligibility at all).
+    pub fn eligible_until(&self, user: &str, task: &Task) -> Option<chrono::DateTime<chrono::Utc>> {
+        let mut latest = None;
+        for group in &task.requesters {
+            if !self.groups.get(group).is_some_and(|g| g.contains(user)) {
+                continue;
+            }
+            match self.memberships.iter().find(|m| m.group == *group && m.user == user) {
+                None => return None,
+                Some(m) => latest = latest.max(Some(m.until)),
+            }
+        }
+        latest
+    }
+
     /// May approve at `stage` of a task.
     pub fn approves_at(&self, user: &str, stage: &Stage) -> bool {
         self.in_any(user, &stage.approvers)
@@ -1254,6 +1318,7 @@ impl Policy {
             max_total_secs: task.max_total,
             windows: task.windows.as_ref().map(|w| w.describe()),
             window_now: None,
+            eligible_until: self.eligible_until(user, task),
             may_request: self.may_request(user, task),
             may_approve: self.may_approve(user, task),
             // Who else approves depends on the live state too (disabled accounts): the daemon fills it.

@@ -278,3 +278,38 @@ async fn stages_show_in_the_queue_and_in_show_and_are_decided_in_order() {
         stdout(&shown)
     );
 }
+
+/// A membership with an end date: `zsa tasks` says until when; when it ends, on the daemon's
+/// clock, the person's pending requests are cancelled and their grants revoked at once, saying
+/// why, and they may ask for nothing more.
+#[tokio::test(flavor = "multi_thread")]
+async fn eligibility_ending_while_a_grant_is_active_ends_it_at_once() {
+    let dated = common::POLICY.replace("oncall = [\"carol\", \"dave\"]", "oncall = [\"carol@2026-03-01T09:10:00Z\", \"dave\"]");
+    let d = ManualDaemon::start_with(&dated).await;
+    let carol = d.issue(&["carol"]);
+    let tasks = d.cli(Some(&carol), &["tasks"]);
+    assert!(stdout(&tasks).contains("you are eligible for journal until 2026-03-01T09:10:00Z"), "{}", stdout(&tasks));
+    let granted = d.with(&carol).request(&NewRequest { task: "restart".into(), ..Default::default() }).await.unwrap();
+    let g = granted.grant.expect("restart is automatic").id;
+    let asked = NewRequest { task: "journal".into(), reason: Some("mail".into()), ..Default::default() };
+    let pending = d.with(&carol).request(&asked).await.unwrap().request.id;
+    assert!(holds(&d, &carol, "restart"));
+    d.clock.set(chrono::DateTime::parse_from_rfc3339("2026-03-01T09:10:00Z").unwrap().with_timezone(&chrono::Utc));
+    // The sweep runs by itself (the daemon wakes at least each second).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let grant = d.admin().show_grant(g).await.unwrap();
+        if grant.state == zsa::model::GrantState::Revoked {
+            let why = grant.ended.as_ref().and_then(|e| e.reason.clone()).unwrap_or_default();
+            assert!(why.contains("eligibility ended: membership of oncall"), "{why}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the grant was not ended when carol's eligibility did");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(d.admin().show_request(pending).await.unwrap().request.state, RequestState::Cancelled);
+    assert!(!holds(&d, &carol, "restart"));
+    let out = d.cli(Some(&carol), &["request", "restart"]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("may not ask for 'restart'"), "{}", stderr(&out));
+}

@@ -117,6 +117,11 @@ pub async fn tasks(client: &Client, json: bool) -> CmdResult {
         })
         .collect();
     table(&["TASK", "APPROVAL", "DURATION", "NEEDS", "YOU MAY", "DESCRIPTION"], &rows);
+    for t in tasks.iter().filter(|t| t.may_request) {
+        if let Some(until) = t.eligible_until {
+            println!("you are eligible for {} until {}", t.name, time(until));
+        }
+    }
     for t in tasks.iter() {
         if let (Some(windows), Some(now)) = (&t.windows, &t.window_now) {
             println!();

@@ -28,8 +28,13 @@ pub fn record_jumps(engine: &Engine, jumps: Vec<ClockJump>) -> Result<(), Engine
 
 pub async fn run(engine: Arc<Engine>, clock: Arc<SteadyClock>, mut shutdown: watch::Receiver<bool>) {
     loop {
-        let next = engine.read(|s, _| s.next_deadline());
+        // Memberships that end (`carol@2026-12-31`) end what they allowed, as deadlines do: the
+        // policy in force drops the member at the end, and the sweep then ends what they held.
         let now = engine.now();
+        let next = engine.read(|s, p| {
+            let lost = (!crate::rules::eligibility_ended(s, p, now).is_empty()).then_some(now);
+            s.next_deadline().into_iter().chain(p.next_membership_end()).chain(lost).min()
+        });
         let wait = match next {
             Some(at) => (at - now).to_std().unwrap_or(Duration::ZERO).min(LONGEST_NAP),
             None => LONGEST_NAP,

@@ -186,8 +186,20 @@ impl Engine {
         self.clock.now()
     }
 
+    /// The policy in force now: memberships that ended by now (`carol@2026-12-31`) are out.
     pub fn policy(&self) -> Arc<Policy> {
-        self.policy.read().unwrap_or_else(|e| e.into_inner()).clone()
+        let policy = self.policy.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let now = self.clock.now();
+        match policy.next_membership_end() {
+            Some(end) if end <= now => {
+                let mut held = self.policy.write().unwrap_or_else(|e| e.into_inner());
+                if Arc::ptr_eq(&held, &policy) {
+                    *held = Arc::new(policy.as_of(now));
+                }
+                held.clone()
+            }
+            _ => policy,
+        }
     }
 
     /// Runs `f` on the current state and policy. Keep `f` short: writers wait for it.

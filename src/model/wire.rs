@@ -71,6 +71,9 @@ pub struct TaskView {
     /// next opens (`open until Mon 2026-03-02 18:00 CET`, `next opens ...`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window_now: Option<String>,
+    /// When the viewer's eligibility to ask for it ends, where a dated membership gives it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eligible_until: Option<DateTime<Utc>>,
     pub may_request: bool,
     pub may_approve: bool,
     /// Who could approve a request of the viewer's for this task: the approvers other than the

@@ -247,7 +247,9 @@ pub fn decide(state: &State, policy: &Policy, who: &Actor, command: &Command, no
             if !system {
                 return Err(Refusal::forbidden("daemon_only", "only the daemon ends things at their deadline"));
             }
-            Ok(expire(state, now))
+            let mut changes = expire(state, now);
+            changes.extend(eligibility_ended(state, policy, now));
+            Ok(changes)
         }
         Command::StartRun { task, params, run_as, daemon } => {
             let mut started = start_run(state, policy, actor, task, params, run_as, now)?;
@@ -1461,6 +1463,35 @@ fn start_run(
         timeout_secs: run.timeout,
         daemon: None,
     }])
+}
+
+/// What people lose when a membership that allowed it ended (by `now`, in `policy` as of now):
+/// their pending requests are cancelled and their grants revoked, saying why, as when an admin
+/// disables them. A reload that drops someone does not do this; a date in the policy does.
+pub fn eligibility_ended(state: &State, policy: &Policy, now: DateTime<Utc>) -> Vec<Change> {
+    let ended: Vec<&crate::policy::Membership> = policy.memberships.iter().filter(|m| m.until <= now).collect();
+    let why = |user: &str| {
+        let which: Vec<String> =
+            ended.iter().filter(|m| m.user == user).map(|m| format!("{} ({})", m.group, m.until.to_rfc3339())).collect();
+        format!("eligibility ended: membership of {}", which.join(", "))
+    };
+    let lost = |user: &str, task: &str| {
+        ended.iter().any(|m| m.user == user) && policy.tasks.get(task).is_none_or(|t| !policy.may_request(user, t))
+    };
+    let mut changes = Vec::new();
+    let pending = state.pending.iter().filter_map(|id| state.requests.get(id)).filter(|r| r.pending_until > now);
+    for r in pending.filter(|r| lost(&r.requester, &r.task)) {
+        changes.push(Change::RequestCancelled {
+            request: r.id,
+            task: r.task.clone(),
+            requester: r.requester.clone(),
+            reason: Some(why(&r.requester)),
+        });
+    }
+    for g in state.active.iter().filter_map(|id| state.grants.get(id)).filter(|g| g.is_live_at(now) && lost(&g.holder, &g.task)) {
+        changes.push(Change::GrantRevoked { grant: g.id, task: g.task.clone(), holder: g.holder.clone(), reason: why(&g.holder) });
+    }
+    changes
 }
 
 /// Everything whose deadline has come, earliest first, each stamped with its own deadline.

@@ -1201,3 +1201,29 @@ fn stages_are_approved_in_order_by_their_own_approvers_and_nobody_twice() {
     w.run("gina", Command::Deny { request: other, comment: Some("no".into()) }).unwrap();
     assert_eq!(w.state.requests[&other].state, RequestState::Denied);
 }
+
+#[test]
+fn a_membership_with_an_end_date_ends_what_it_allowed_at_the_sweep() {
+    let day = POLICY.replace("oncall = [\"carol\", \"dave\"]", "oncall = [\"carol@2026-11-23\", \"dave\", \"x@example.org\"]");
+    let by_day = Policy::parse(&day, "test.toml").unwrap();
+    assert_eq!(by_day.memberships.len(), 1, "a name holding '@' but no date is a plain member");
+    let midnight = Utc.with_ymd_and_hms(2026, 11, 24, 0, 0, 0).unwrap();
+    assert_eq!(by_day.next_membership_end(), Some(midnight), "a date means to the end of that day, UTC");
+    let text = POLICY.replace("oncall = [\"carol\", \"dave\"]", "oncall = [\"carol@2026-11-23T09:05:00Z\", \"dave\"]");
+    let mut w = World::new();
+    w.policy = Policy::parse(&text, "test.toml").unwrap();
+    let end = Utc.with_ymd_and_hms(2026, 11, 23, 9, 5, 0).unwrap();
+    assert_eq!(w.policy.eligible_until("carol", &w.policy.tasks["journal"]), Some(end));
+    assert_eq!(w.policy.eligible_until("dave", &w.policy.tasks["journal"]), None);
+    let g = w.ask("carol", "restart", Some(900), None, None).unwrap().grant();
+    let r = journal(&mut w);
+    // Nothing changes before the end; at it, the policy in force drops carol and the sweep ends
+    // her grant and request, saying why.
+    assert!(eligibility_ended(&w.state, &w.policy.as_of(w.now), w.now).is_empty());
+    w.policy = w.policy.as_of(end);
+    w.now = end;
+    let changes = w.run(SYSTEM_ACTOR, Command::Expire).unwrap();
+    assert!(changes.iter().any(|c| matches!(c, Change::RequestCancelled { request, reason: Some(why), .. } if *request == r && why.contains("eligibility ended: membership of oncall"))), "{changes:?}");
+    assert!(!w.state.active.contains(&g) || w.state.grants[&g].state != GrantState::Active, "{changes:?}");
+    assert!(w.ask("carol", "journal", None, Some("again"), None).is_err());
+}

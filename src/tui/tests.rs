@@ -93,6 +93,7 @@ pub(super) fn task(name: &str, approval: &str, approvals: u32, may_request: bool
         max_total_secs: 3600,
         windows: None,
         window_now: None,
+        eligible_until: None,
         may_request,
         may_approve,
         approvers_for_you: Vec::new(),
