@@ -132,11 +132,15 @@ pub struct Membership {
 /// (which may itself hold an '@').
 fn membership_end(member: &str) -> Option<(&str, chrono::DateTime<chrono::Utc>)> {
     let (user, when) = member.rsplit_once('@')?;
+    end_of(when).map(|t| (user, t))
+}
+
+/// An end written as a date (to the end of that day, UTC) or an RFC 3339 time.
+fn end_of(when: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     if let Ok(day) = chrono::NaiveDate::parse_from_str(when, "%Y-%m-%d") {
-        let end = day.succ_opt()?.and_hms_opt(0, 0, 0)?.and_utc();
-        return Some((user, end));
+        return Some(day.succ_opt()?.and_hms_opt(0, 0, 0)?.and_utc());
     }
-    chrono::DateTime::parse_from_rfc3339(when).ok().map(|t| (user, t.with_timezone(&chrono::Utc)))
+    chrono::DateTime::parse_from_rfc3339(when).ok().map(|t| t.with_timezone(&chrono::Utc))
 }
 
 /// One stage of approval: who approves at it, and how many must.
@@ -830,6 +834,19 @@ impl Policy {
         }
         let channels = notify::channels(raw.channels, p);
         let people = people::people(raw.people, p);
+        // A person's end of eligibility ends each of their memberships, unless one ends sooner.
+        for (user, person) in &people {
+            let Some(until) = person.eligible_until else { continue };
+            for (group, members) in &groups {
+                if !members.contains(user) {
+                    continue;
+                }
+                match memberships.iter_mut().find(|m: &&mut Membership| m.group == *group && m.user == *user) {
+                    Some(m) => m.until = m.until.min(until),
+                    None => memberships.push(Membership { group: group.clone(), user: user.clone(), until }),
+                }
+            }
+        }
         Self::check_signed_approvals(&tasks, &groups, &people, &signed_spans, p);
         let known = notify::Known { groups: &groups, tasks: &tasks, channels: &channels, people: &people };
         let notify = notify::rules(raw.notify, &known, p);

@@ -18,6 +18,8 @@ pub struct Person {
     pub email: Option<String>,
     /// Keys whose SSHSIG signatures (namespace `zsa`) stand for this person's approval.
     pub ssh_keys: Vec<PublicKey>,
+    /// When all of this person's group memberships end (a contractor's last day).
+    pub eligible_until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Person {
@@ -38,6 +40,7 @@ pub fn fingerprint(key: &PublicKey) -> String {
 pub(super) struct RawPerson {
     email: Option<Spanned<String>>,
     ssh_keys: Option<Vec<Spanned<String>>>,
+    eligible_until: Option<Spanned<String>>,
 }
 
 const KEY_HELP: &str =
@@ -84,7 +87,20 @@ pub(super) fn people(raw: BTreeMap<String, Spanned<RawPerson>>, p: &mut Problems
                 }
             }
         }
-        out.insert(name, Person { email: person.email.map(Spanned::into_inner), ssh_keys: keys });
+        let eligible_until = person.eligible_until.as_ref().and_then(|u| match super::end_of(u.get_ref()) {
+            Some(t) => Some(t),
+            None => {
+                p.at(
+                    u.span(),
+                    format!(
+                        "people.{shown}.eligible_until: '{}' is not a date (2026-12-31) or a time (2026-12-31T18:00:00Z)",
+                        text::inert(u.get_ref())
+                    ),
+                );
+                None
+            }
+        });
+        out.insert(name, Person { email: person.email.map(Spanned::into_inner), ssh_keys: keys, eligible_until });
     }
     out
 }

@@ -1227,3 +1227,16 @@ fn a_membership_with_an_end_date_ends_what_it_allowed_at_the_sweep() {
     assert!(!w.state.active.contains(&g) || w.state.grants[&g].state != GrantState::Active, "{changes:?}");
     assert!(w.ask("carol", "journal", None, Some("again"), None).is_err());
 }
+
+#[test]
+fn a_persons_eligible_until_ends_all_their_memberships() {
+    let text = format!("{POLICY}[people.carol]\neligible_until = \"2026-11-23T09:05:00Z\"\n");
+    let p = Policy::parse(&text, "test.toml").unwrap();
+    let end = Utc.with_ymd_and_hms(2026, 11, 23, 9, 5, 0).unwrap();
+    // carol is on call and an approver: both end.
+    assert_eq!(p.memberships.iter().filter(|m| m.user == "carol" && m.until == end).count(), 2);
+    let later = p.as_of(end);
+    assert!(!later.may_request("carol", &later.tasks["journal"]) && !later.may_approve("carol", &later.tasks["journal"]));
+    let bad = Policy::parse(&format!("{POLICY}[people.carol]\neligible_until = \"soon\"\n"), "t").unwrap_err().to_string();
+    assert!(bad.contains("people.carol.eligible_until: 'soon' is not a date"), "{bad}");
+}
