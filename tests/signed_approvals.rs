@@ -351,19 +351,22 @@ async fn signed_approvals_are_checked_offline_and_the_audit_key_cannot_forge_the
     s.d.kill9();
 
     let away = tempfile::tempdir().unwrap();
-    let offline = |text: &str| {
+    // `zsa audit verify --offline` of `text` in a fresh directory, with `extra` arguments.
+    let verify = |text: &str, extra: &[&std::ffi::OsStr]| {
         let file = away.path().join("log.zsa");
         std::fs::write(&file, text).unwrap();
         Command::new(common::BIN)
             .args(["audit", "verify", "--offline"])
             .arg(&file)
             .args(["--key", &key])
+            .args(extra)
             .env("ZSA_SOCKET", away.path().join("no-daemon.sock"))
             .env_remove("SSH_AUTH_SOCK")
             .current_dir(away.path())
             .output()
             .unwrap()
     };
+    let offline = |text: &str| verify(text, &[]);
     let bundle = std::fs::read_to_string(&exported).unwrap();
     let out = offline(&bundle);
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
@@ -477,18 +480,7 @@ async fn signed_approvals_are_checked_offline_and_the_audit_key_cannot_forge_the
     assert_eq!(code(&out), 0, "the forger's own key signed it, as the event says: {}", stderr(&out));
     let signers = away.path().join("allowed_signers");
     std::fs::write(&signers, format!("# the approvers' keys, kept by the auditors\nalice {}\n", s.alice_pub)).unwrap();
-    let with_signers = |text: &str| {
-        let file = away.path().join("log.zsa");
-        std::fs::write(&file, text).unwrap();
-        Command::new(common::BIN)
-            .args(["audit", "verify", "--offline"])
-            .arg(&file)
-            .args(["--key", &key, "--allowed-signers"])
-            .arg(&signers)
-            .env("ZSA_SOCKET", away.path().join("no-daemon.sock"))
-            .output()
-            .unwrap()
-    };
+    let with_signers = |text: &str| verify(text, &["--allowed-signers".as_ref(), signers.as_os_str()]);
     let out = with_signers(&forged);
     assert_eq!(code(&out), 1, "{}", stdout(&out));
     assert!(stderr(&out).contains("does not list for alice"), "{}", stderr(&out));
