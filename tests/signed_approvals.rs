@@ -459,6 +459,7 @@ async fn signed_approvals_are_checked_offline_and_the_audit_key_cannot_forge_the
             let at: chrono::DateTime<chrono::Utc> = serde_json::from_value(body["signature"]["signed_at"].clone()).unwrap();
             let params = Default::default();
             let facts = zsa::evidence::approval::Facts {
+                starts_at: None,
                 extends: None,
                 request: id,
                 task: asked["task"].as_str().unwrap(),

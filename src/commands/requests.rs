@@ -201,7 +201,7 @@ pub fn start_time(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Strin
     use chrono::{Local, LocalResult, NaiveDateTime, TimeZone};
     let text = text.trim();
     if let Some(after) = text.strip_prefix('+') {
-        let secs = duration::parse(after).map_err(|e| format!("--at {text}: {e}"))?;
+        let secs = duration::parse(after).map_err(|e| format!("--at {}: {e}", text::inert_line(text)))?;
         return Ok(now + chrono::Duration::seconds(secs.min(i64::MAX as u64 / 1000) as i64));
     }
     if let Ok(t) = DateTime::parse_from_rfc3339(text).or_else(|_| DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M%:z")) {
@@ -216,10 +216,14 @@ pub fn start_time(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Strin
     match Local.from_local_datetime(&local) {
         LocalResult::Single(t) => Ok(t.with_timezone(&Utc)),
         LocalResult::Ambiguous(a, b) => Err(format!(
-            "--at {text}: that local time happens twice (the clocks go back); say which with its offset: {} or {}",
+            "--at {}: that local time happens twice (the clocks go back); say which with its offset: {} or {}",
+            text::inert_line(text),
             a.format("%Y-%m-%dT%H:%M%:z"),
             b.format("%Y-%m-%dT%H:%M%:z")
         )),
-        LocalResult::None => Err(format!("--at {text}: that local time does not exist here (the clocks go forward over it); pick another")),
+        LocalResult::None => Err(format!(
+            "--at {}: that local time does not exist here (the clocks go forward over it); pick another",
+            text::inert_line(text)
+        )),
     }
 }

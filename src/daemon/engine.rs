@@ -359,6 +359,8 @@ impl Engine {
     /// policy too (so nobody can lock themselves out by reloading), then put in force.
     pub fn reload(&self, actor: impl Into<Actor>, policy: Policy) -> Result<Vec<Arc<Event>>, EngineError> {
         let actor = actor.into();
+        // Decided as it stands now: memberships that already ended (`carol@...`) count for nothing.
+        let policy = policy.as_of(self.now());
         let mut store = lock(&self.writer);
         let events = self.record_caught_up(&mut **store, &policy, &actor, &Command::LoadPolicy)?.events;
         // In force before anyone hears of it: a client that reloads on the event gets the new one.

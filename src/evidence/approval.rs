@@ -31,6 +31,8 @@ pub struct Facts<'a> {
     pub requested_at: DateTime<Utc>,
     /// The grant an extension request would lengthen.
     pub extends: Option<crate::model::GrantId>,
+    /// When the grant would start, if asked ahead.
+    pub starts_at: Option<DateTime<Utc>>,
 }
 
 impl<'a> From<&'a Request> for Facts<'a> {
@@ -45,6 +47,7 @@ impl<'a> From<&'a Request> for Facts<'a> {
             params: &r.params,
             requested_at: r.created_at,
             extends: r.extends,
+            starts_at: r.starts_at,
         }
     }
 }
@@ -66,6 +69,9 @@ struct Statement<'a> {
     /// Only on an extension: what approving it lengthens.
     #[serde(skip_serializing_if = "Option::is_none")]
     extends: Option<String>,
+    /// Only when asked ahead: when the grant starts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    starts_at: Option<String>,
     approver: &'a str,
     signed_at: String,
 }
@@ -87,6 +93,7 @@ pub fn statement(facts: &Facts<'_>, approver: &str, signed_at: DateTime<Utc>) ->
         params: facts.params,
         requested_at: time(facts.requested_at),
         extends: facts.extends.map(|g| g.to_string()),
+        starts_at: facts.starts_at.map(time),
         approver,
         signed_at: time(signed_at),
     };

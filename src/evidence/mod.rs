@@ -219,6 +219,7 @@ struct Asked {
     params: std::collections::BTreeMap<String, String>,
     at: DateTime<Utc>,
     extends: Option<crate::model::GrantId>,
+    starts_at: Option<DateTime<Utc>>,
     /// Its approvals must be signed.
     must_sign: bool,
     /// Whose signed approval of it stands (not dropped since).
@@ -260,7 +261,17 @@ impl Walk {
         let bad = |problem: String| Err(Mismatch { seq, problem: format!("event {seq}: {problem}") });
         match event.change {
             Change::RequestCreated {
-                request, task, requester, duration_secs, reason, ticket, params, extends, signed_approvals, ..
+                request,
+                task,
+                requester,
+                duration_secs,
+                reason,
+                ticket,
+                params,
+                extends,
+                signed_approvals,
+                starts_at,
+                ..
             } => {
                 let must_sign = signed_approvals;
                 let asked = Asked {
@@ -272,6 +283,7 @@ impl Walk {
                     params,
                     at: event.at,
                     extends,
+                    starts_at,
                     must_sign,
                     standing: BTreeSet::new(),
                 };
@@ -302,6 +314,7 @@ impl Walk {
                     params: &asked.params,
                     requested_at: asked.at,
                     extends: asked.extends,
+                    starts_at: asked.starts_at,
                 };
                 if let Err(why) = approval::check_recorded(&facts, &event.actor, &signature, event.at) {
                     return bad(format!("{who}'s approval of {request}: {why}"));

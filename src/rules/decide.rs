@@ -516,7 +516,30 @@ fn request(state: &State, policy: &Policy, actor: &str, new: &NewRequest, now: D
                 format!("'{name}' is break-glass: it is for now, not ahead of time; leave --at out, or ask for another task"),
             ));
         }
-        Some(at) => Some(check_start(policy, at, now)?),
+        Some(at) => {
+            let at = check_start(policy, at, now)?;
+            let end = at + Duration::seconds(secs as i64);
+            // Booked ahead, grants could be laid end over end into standing access: one that
+            // overlaps a grant already held or booked is refused.
+            if let Some(g) = state.held_by(actor, name).find(|g| g.is_live_at(now) && at < g.expires_at && g.granted_at < end) {
+                return Err(Refusal::conflict(
+                    "overlaps_grant",
+                    format!(
+                        "you already hold {} for '{name}' from {} until {}; ask for a start after it ends",
+                        g.id,
+                        g.granted_at.to_rfc3339(),
+                        g.expires_at.to_rfc3339()
+                    ),
+                ));
+            }
+            if let Some(until) = policy.eligible_until(actor, task).filter(|u| at >= *u) {
+                return Err(Refusal::invalid(
+                    "start_after_eligibility",
+                    format!("your eligibility for '{name}' ends at {}, before that start; ask for an earlier one", until.to_rfc3339()),
+                ));
+            }
+            Some(at)
+        }
     };
     let pending_until = now + Duration::seconds(policy.pending_ttl as i64);
     let start = starts_at.unwrap_or(now);
@@ -722,7 +745,7 @@ pub(super) fn may_approve<'a>(
     if let Some(why) = auth_refused(task, &request.requester, &id.to_string(), "approve", &who.auth) {
         return Err(Refusal::forbidden("approval_not_accepted", why));
     }
-    if let Some((k, stage)) = stage_now(task, request)
+    if let Some((k, stage)) = stage_now(task, &standing(state, policy, task, request))
         && !policy.approves_at(actor, stage)
     {
         let yours: Vec<String> = task
@@ -754,6 +777,13 @@ pub(super) fn may_approve<'a>(
         ));
     }
     Ok(task)
+}
+
+/// `request` with only the approvals that still hold (`why_stale`): what stages count.
+fn standing(state: &State, policy: &Policy, task: &Task, request: &Request) -> Request {
+    let mut r = request.clone();
+    r.approvals.retain(|a| why_stale(state, policy, task, request, a).is_none());
+    r
 }
 
 /// The stage `request` waits at (0 first), where its task approves in stages: the first whose
@@ -901,11 +931,22 @@ fn approve(
         requester: request.requester.clone(),
         comment,
         signature,
-        stage: stage_now(task, request).map(|(k, _)| k as u32 + 1),
+        stage: stage_now(task, &standing(state, policy, task, request)).map(|(k, _)| k as u32 + 1),
     });
     approved_by.push(actor.to_string());
+    // In stages, what is enough is every stage done (with this approval), not a count fixed
+    // when it was asked: a reload may have added a stage or raised one.
+    let enough = match task.stages.is_empty() {
+        true => approved_by.len() >= request.approvals_needed as usize,
+        false => {
+            let mut after = standing(state, policy, task, request);
+            let stage = stage_now(task, &after).map(|(k, _)| k as u32 + 1);
+            after.approvals.push(Approval { by: actor.to_string(), at: now, auth: None, comment: None, signed_with: None, stage });
+            stage_now(task, &after).is_none()
+        }
+    };
     if let Some(grant) = request.extends {
-        if approved_by.len() >= request.approvals_needed as usize {
+        if enough {
             let g = extendable(state, policy, task, &request.requester, grant, request.duration_secs, now)?;
             changes.push(Change::GrantExtended {
                 grant,
@@ -920,7 +961,7 @@ fn approve(
         }
         return Ok(changes);
     }
-    if approved_by.len() >= request.approvals_needed as usize {
+    if enough {
         // A window that closed while the request waited: refused, unless outside needs only this.
         let start = request.starts_at.unwrap_or(now);
         if let Err(w) = in_window(task, start)
@@ -980,10 +1021,14 @@ fn why_stale(state: &State, policy: &Policy, task: &Task, request: &Request, a: 
     if !policy.may_approve(&a.by, task) {
         return Some(format!("{by} is no longer an approver of '{}'", task.name));
     }
-    if let Some(stage) = a.stage.and_then(|k| task.stages.get(k as usize - 1))
-        && !policy.approves_at(&a.by, stage)
-    {
-        return Some(format!("{by} no longer approves at stage {} of '{}'", stage.name, task.name));
+    if !task.stages.is_empty() {
+        match a.stage.and_then(|k| task.stages.get((k as usize).checked_sub(1)?)) {
+            None => return Some(format!("{by}'s approval was given at no stage '{}' now has", task.name)),
+            Some(stage) if !policy.approves_at(&a.by, stage) => {
+                return Some(format!("{by} no longer approves at stage {} of '{}'", stage.name, task.name));
+            }
+            Some(_) => {}
+        }
     }
     if signatures_needed(task, request) {
         let listed = |key: &String| policy.people.get(&a.by).is_some_and(|p| p.key_fingerprints().contains(key));

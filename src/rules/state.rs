@@ -214,9 +214,14 @@ impl State {
             Entity::Grant(id) => {
                 if !self.active.contains(id)
                     && let Some(g) = self.grants.remove(id)
-                    && !self.request_live(g.request)
                 {
-                    self.requests.remove(&g.request);
+                    // Its request, and the extension requests approved into it, go with it.
+                    let extensions: Vec<RequestId> = self.requests.values().filter(|r| r.extends == Some(*id)).map(|r| r.id).collect();
+                    for r in std::iter::once(g.request).chain(extensions) {
+                        if !self.request_live(r) {
+                            self.requests.remove(&r);
+                        }
+                    }
                 }
             }
             Entity::Run(id) => {

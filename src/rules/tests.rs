@@ -1029,6 +1029,10 @@ fn an_extension_by_approval_is_a_request_that_lengthens_the_same_grant() {
     assert_eq!(w.state.requests[&ext].state, RequestState::Approved);
     assert_eq!(w.state.requests[&ext].grant, Some(g));
     assert!(w.state.active.contains(&g) && w.state.grants.len() == 1, "the same grant, no new one");
+    // When it ends, memory forgets the extension with it (as a restart would load it).
+    w.run("carol", Command::Relinquish { grant: g }).unwrap();
+    w.state.forget_ended(&Entity::Grant(g));
+    assert!(!w.state.requests.contains_key(&ext) && !w.state.requests.contains_key(&id), "{:?}", w.state.requests.keys());
 }
 
 #[test]
@@ -1239,4 +1243,60 @@ fn a_persons_eligible_until_ends_all_their_memberships() {
     assert!(!later.may_request("carol", &later.tasks["journal"]) && !later.may_approve("carol", &later.tasks["journal"]));
     let bad = Policy::parse(&format!("{POLICY}[people.carol]\neligible_until = \"soon\"\n"), "t").unwrap_err().to_string();
     assert!(bad.contains("people.carol.eligible_until: 'soon' is not a date"), "{bad}");
+}
+
+/// From a hostile review: a reload that adds stages must not let an approval given before them
+/// stand in for a stage, nor a count fixed at asking decide when stages are done.
+#[test]
+fn a_reload_that_adds_stages_does_not_let_a_request_skip_one() {
+    let mut w = World::new();
+    let id = w.ask("dave", "export", None, None, Some("INC-1")).unwrap();
+    w.approve("carol", id).unwrap();
+    w.policy = staged_world().policy;
+    w.run("root", Command::LoadPolicy).unwrap();
+    let changes = w.approve("alice", id).unwrap();
+    assert!(!changes.iter().any(|c| matches!(c, Change::GrantStarted { .. })), "{changes:?}");
+    assert_eq!(w.state.requests[&id].state, RequestState::Pending, "security has not approved");
+    // Carol's approval, given at no stage, was dropped on the record (at the reload).
+    let r = &w.state.requests[&id];
+    assert_eq!(r.approvals.iter().map(|a| (a.by.as_str(), a.stage)).collect::<Vec<_>>(), vec![("alice", Some(1))]);
+    assert!(
+        w.log
+            .iter()
+            .any(|e| matches!(&e.change, Change::ApprovalDropped { approver, why, .. } if approver == "carol" && why.contains("no stage")))
+    );
+}
+
+/// From a hostile review: a stage is judged by the approvals that still hold, so a later stage
+/// cannot approve while the earlier stage's only approval is being dropped.
+#[test]
+fn a_stage_is_judged_by_the_approvals_that_still_hold() {
+    let mut w = staged_world();
+    let id = w.ask("dave", "export", None, None, Some("INC-1")).unwrap();
+    w.approve("bob", id).unwrap();
+    // bob leaves both groups (a membership that ended: no event).
+    w.policy.groups.get_mut("leads").unwrap().remove("bob");
+    w.policy.groups.get_mut("security").unwrap().remove("bob");
+    let e = w.refused("carol", Command::Approve { request: id, comment: None, signature: None });
+    assert_eq!(e.code, "not_this_stage", "{}", e.message);
+    w.approve("alice", id).unwrap();
+    let r = &w.state.requests[&id];
+    assert_eq!(r.approvals.iter().map(|a| (a.by.as_str(), a.stage)).collect::<Vec<_>>(), vec![("alice", Some(1))]);
+}
+
+/// From a hostile review: grants booked ahead cannot be laid over one another, nor start after
+/// the asker's eligibility ends.
+#[test]
+fn a_start_ahead_that_overlaps_a_held_grant_or_outlives_eligibility_is_refused() {
+    let text = POLICY.replace("oncall = [\"carol\", \"dave\"]", "oncall = [\"carol@2026-11-23T20:00:00Z\", \"dave\"]");
+    let mut w = World::new();
+    w.policy = Policy::parse(&text, "test.toml").unwrap();
+    let ahead = |w: &mut World, secs: i64| {
+        let starts_at = Some(w.now + Duration::seconds(secs));
+        w.run("carol", Command::Request(NewRequest { task: "restart".into(), duration_secs: Some(900), starts_at, ..Default::default() }))
+    };
+    ahead(&mut w, 3600).unwrap();
+    assert_eq!(ahead(&mut w, 3600 + 600).unwrap_err().code, "overlaps_grant");
+    ahead(&mut w, 3600 + 900).unwrap();
+    assert_eq!(ahead(&mut w, 12 * 3600).unwrap_err().code, "start_after_eligibility");
 }
