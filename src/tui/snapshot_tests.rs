@@ -228,3 +228,39 @@ fn below_the_minimum_size_the_console_says_so() {
     assert!(s.contains("need at least 50x12, now 40x10"), "{s}");
     assert!(!screen(&app, 50, 12).contains("too small"), "the minimum itself is enough");
 }
+
+/// Time in the policy as drawn: the extend prompt on one's own grant (when it ends, how much more
+/// the task allows), a grant approved ahead counting down to its start, and a request's details
+/// with its stages, at every size; what must not be lost is checked besides the snapshots.
+#[test]
+fn time_in_the_policy_at_every_size() {
+    use crate::model::wire::{ActionView, Actions, RowAction};
+    for (w, h) in SIZES {
+        let mut app = alice();
+        for t in app.tasks.iter_mut().filter(|t| t.name == "restart") {
+            t.max_total_secs = 3600;
+        }
+        let g = app.grants.get_mut(&GrantId(4)).unwrap();
+        g.actions = Actions(vec![ActionView { action: RowAction::Extend, allowed: true, code: None, why: None, sign_with: None }]);
+        key(&mut app, KeyCode::Char('1'));
+        assert_eq!(app.selected(), Some(Item::Grant(GrantId(4))));
+        key(&mut app, KeyCode::Char('+'));
+        let prompt = snap("extend_prompt", w, h, &app);
+        assert!(prompt.contains("Extend your grant G4?") && prompt.contains("Enter confirms"), "{prompt}");
+        key(&mut app, KeyCode::Esc);
+
+        let ahead = app.grants.get_mut(&GrantId(4)).unwrap();
+        ahead.granted_at = t0() + Duration::minutes(134);
+        ahead.expires_at = t0() + Duration::minutes(194);
+        app.update(Action::Tick, t0());
+        let pane = snap("scheduled_grant", w, h, &app);
+        assert!(pane.contains("starts in"), "{pane}");
+
+        let staged = "stage 1/2 (lead) done by bob; stage 2/2 (security): 0 of 2";
+        app.requests.get_mut(&RequestId(1)).unwrap().stages = Some(staged.into());
+        key(&mut app, KeyCode::Char('2'));
+        key(&mut app, KeyCode::Enter);
+        let details = snap("staged_request_details", w, h, &app);
+        assert!(details.replace(['\n', '│', ' '], "").contains("stage1/2(lead)donebybob"), "{details}");
+    }
+}
