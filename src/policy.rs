@@ -326,6 +326,8 @@ pub struct Policy {
     pub schedule_ahead: u64,
     /// Group memberships that end at a date (`carol@2026-12-31`); `as_of` takes them out.
     pub memberships: Vec<Membership>,
+    /// When the next of them still in force ends: kept, since the engine asks on every read.
+    next_membership_end: Option<chrono::DateTime<chrono::Utc>>,
     pub groups: BTreeMap<String, BTreeSet<String>>,
     pub admin_groups: Vec<String>,
     pub auditor_groups: Vec<String>,
@@ -859,6 +861,7 @@ impl Policy {
             checkpoint_events,
             checkpoint_interval,
             schedule_ahead,
+            next_membership_end: Self::first_end(&memberships, &groups),
             memberships,
             groups,
             admin_groups,
@@ -1247,12 +1250,17 @@ impl Policy {
                 members.remove(&m.user);
             }
         }
+        p.next_membership_end = Self::first_end(&p.memberships, &p.groups);
         p
     }
 
     /// When the next membership still in force ends.
     pub fn next_membership_end(&self) -> Option<chrono::DateTime<chrono::Utc>> {
-        self.memberships.iter().filter(|m| self.groups.get(&m.group).is_some_and(|g| g.contains(&m.user))).map(|m| m.until).min()
+        self.next_membership_end
+    }
+
+    fn first_end(memberships: &[Membership], groups: &BTreeMap<String, BTreeSet<String>>) -> Option<chrono::DateTime<chrono::Utc>> {
+        memberships.iter().filter(|m| groups.get(&m.group).is_some_and(|g| g.contains(&m.user))).map(|m| m.until).min()
     }
 
     /// Until when `user` may ask for `task` by dated memberships only (None: no end, or no

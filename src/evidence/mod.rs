@@ -198,9 +198,8 @@ pub struct Walk {
     hashes: std::collections::BTreeMap<u64, String>,
     /// The checkpoints recorded in the log: (the seq of their event, the checkpoint).
     pub recorded: Vec<(u64, Checkpoint)>,
-    /// With `checking_approvals`: what each request still open asked for, to check its signed
-    /// approvals against.
-    /// Each with whether its approvals must be signed, and whose signed approval stands.
+    /// With `checking_approvals`: each request still open, as asked, to check its signed
+    /// approvals against, and whose signed approval stands.
     open: Option<std::collections::HashMap<crate::model::RequestId, Asked>>,
     /// How many signed approvals were checked again.
     pub signed_approvals: usize,
@@ -211,17 +210,7 @@ pub struct Walk {
 
 /// What a request asked for, as its `request_created` event says.
 struct Asked {
-    task: String,
-    requester: String,
-    duration_secs: u64,
-    reason: Option<String>,
-    ticket: Option<String>,
-    params: std::collections::BTreeMap<String, String>,
-    at: DateTime<Utc>,
-    extends: Option<crate::model::GrantId>,
-    starts_at: Option<DateTime<Utc>>,
-    /// Its approvals must be signed.
-    must_sign: bool,
+    request: crate::model::Request,
     /// Whose signed approval of it stands (not dropped since).
     standing: BTreeSet<String>,
 }
@@ -260,34 +249,10 @@ impl Walk {
         let who = text::inert_line(&event.actor);
         let bad = |problem: String| Err(Mismatch { seq, problem: format!("event {seq}: {problem}") });
         match event.change {
-            Change::RequestCreated {
-                request,
-                task,
-                requester,
-                duration_secs,
-                reason,
-                ticket,
-                params,
-                extends,
-                signed_approvals,
-                starts_at,
-                ..
-            } => {
-                let must_sign = signed_approvals;
-                let asked = Asked {
-                    task,
-                    requester,
-                    duration_secs,
-                    reason,
-                    ticket,
-                    params,
-                    at: event.at,
-                    extends,
-                    starts_at,
-                    must_sign,
-                    standing: BTreeSet::new(),
-                };
-                open.insert(request, asked);
+            Change::RequestCreated { request, .. } => {
+                if let Some(r) = crate::model::Request::created(&event.change, event.at) {
+                    open.insert(request, Asked { request: r, standing: BTreeSet::new() });
+                }
             }
             Change::RequestApproved { request, signature, .. } => {
                 let Some(asked) = open.get_mut(&request) else {
@@ -297,25 +262,14 @@ impl Walk {
                     return Ok(());
                 };
                 let Some(signature) = signature else {
-                    if asked.must_sign {
+                    if asked.request.signed_approvals {
                         return bad(format!(
                             "{who}'s approval of {request} is not signed, and {request} was asked for when its task took only signed approvals: the signature was removed"
                         ));
                     }
                     return Ok(());
                 };
-                let facts = approval::Facts {
-                    request,
-                    task: &asked.task,
-                    requester: &asked.requester,
-                    duration_secs: asked.duration_secs,
-                    reason: asked.reason.as_deref(),
-                    ticket: asked.ticket.as_deref(),
-                    params: &asked.params,
-                    requested_at: asked.at,
-                    extends: asked.extends,
-                    starts_at: asked.starts_at,
-                };
+                let facts = approval::Facts::from(&asked.request);
                 if let Err(why) = approval::check_recorded(&facts, &event.actor, &signature, event.at) {
                     return bad(format!("{who}'s approval of {request}: {why}"));
                 }
@@ -338,7 +292,7 @@ impl Walk {
             // A grant made from a request that took only signed approvals names only approvers
             // whose signed approval stands.
             Change::GrantStarted { request, approved_by, .. } | Change::GrantExtended { extension: Some(request), approved_by, .. } => {
-                if let Some(asked) = open.get(&request).filter(|a| a.must_sign)
+                if let Some(asked) = open.get(&request).filter(|a| a.request.signed_approvals)
                     && let Some(unsigned) = approved_by.iter().find(|a| !asked.standing.contains(*a))
                 {
                     return bad(format!(

@@ -111,6 +111,51 @@ pub struct Request {
 }
 
 impl Request {
+    /// The pending request a `request_created` event makes (asked at `at`, the event's time):
+    /// what the state keeps and what the audit walk checks signed approvals against.
+    pub fn created(change: &super::Change, at: DateTime<Utc>) -> Option<Request> {
+        let super::Change::RequestCreated {
+            request,
+            task,
+            requester,
+            duration_secs,
+            reason,
+            ticket,
+            approvals_needed,
+            pending_until,
+            break_glass,
+            params,
+            extends,
+            signed_approvals,
+            starts_at,
+        } = change
+        else {
+            return None;
+        };
+        Some(Request {
+            id: *request,
+            task: task.clone(),
+            requester: requester.clone(),
+            state: RequestState::Pending,
+            duration_secs: *duration_secs,
+            reason: reason.clone(),
+            ticket: ticket.clone(),
+            created_at: at,
+            pending_until: *pending_until,
+            approvals_needed: *approvals_needed,
+            approvals: Vec::new(),
+            break_glass: *break_glass,
+            decided_at: None,
+            decided_by: None,
+            comment: None,
+            grant: None,
+            params: params.clone(),
+            extends: *extends,
+            signed_approvals: *signed_approvals,
+            starts_at: *starts_at,
+        })
+    }
+
     pub fn approved_by(&self, user: &str) -> bool {
         self.approvals.iter().any(|a| a.by == user)
     }

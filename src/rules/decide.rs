@@ -745,7 +745,9 @@ pub(super) fn may_approve<'a>(
     if let Some(why) = auth_refused(task, &request.requester, &id.to_string(), "approve", &who.auth) {
         return Err(Refusal::forbidden("approval_not_accepted", why));
     }
-    if let Some((k, stage)) = stage_now(task, &standing(state, policy, task, request))
+    // Only staged tasks pay for judging which approvals still hold (every listing asks this).
+    if !task.stages.is_empty()
+        && let Some((k, stage)) = stage_now(task, &standing(state, policy, task, request))
         && !policy.approves_at(actor, stage)
     {
         let yours: Vec<String> = task
@@ -925,22 +927,23 @@ fn approve(
             None => approved_by.push(a.by.clone()),
         }
     }
+    // The stage it is given at, judged by the approvals that still hold.
+    let held = (!task.stages.is_empty()).then(|| standing(state, policy, task, request));
+    let stage = held.as_ref().and_then(|h| stage_now(task, h)).map(|(k, _)| k as u32 + 1);
     changes.push(Change::RequestApproved {
         request: id,
         task: request.task.clone(),
         requester: request.requester.clone(),
         comment,
         signature,
-        stage: stage_now(task, &standing(state, policy, task, request)).map(|(k, _)| k as u32 + 1),
+        stage,
     });
     approved_by.push(actor.to_string());
     // In stages, what is enough is every stage done (with this approval), not a count fixed
     // when it was asked: a reload may have added a stage or raised one.
-    let enough = match task.stages.is_empty() {
-        true => approved_by.len() >= request.approvals_needed as usize,
-        false => {
-            let mut after = standing(state, policy, task, request);
-            let stage = stage_now(task, &after).map(|(k, _)| k as u32 + 1);
+    let enough = match held {
+        None => approved_by.len() >= request.approvals_needed as usize,
+        Some(mut after) => {
             after.approvals.push(Approval { by: actor.to_string(), at: now, auth: None, comment: None, signed_with: None, stage });
             stage_now(task, &after).is_none()
         }
@@ -1515,6 +1518,10 @@ fn start_run(
 /// disables them. A reload that drops someone does not do this; a date in the policy does.
 pub fn eligibility_ended(state: &State, policy: &Policy, now: DateTime<Utc>) -> Vec<Change> {
     let ended: Vec<&crate::policy::Membership> = policy.memberships.iter().filter(|m| m.until <= now).collect();
+    if ended.is_empty() {
+        // The daemon asks each second: nothing ended is nothing to look through.
+        return Vec::new();
+    }
     let why = |user: &str| {
         let which: Vec<String> =
             ended.iter().filter(|m| m.user == user).map(|m| format!("{} ({})", m.group, m.until.to_rfc3339())).collect();

@@ -259,43 +259,10 @@ impl State {
             | Change::NoticeRetried { .. }
             | Change::AuthThrottled { .. }
             | Change::Checkpoint { .. } => {}
-            Change::RequestCreated {
-                request,
-                task,
-                requester,
-                duration_secs,
-                reason,
-                ticket,
-                approvals_needed,
-                pending_until,
-                break_glass,
-                params,
-                extends,
-                signed_approvals,
-                starts_at,
-            } => {
-                self.add_pending(Request {
-                    id: *request,
-                    task: task.clone(),
-                    requester: requester.clone(),
-                    state: RequestState::Pending,
-                    duration_secs: *duration_secs,
-                    reason: reason.clone(),
-                    ticket: ticket.clone(),
-                    created_at: at,
-                    pending_until: *pending_until,
-                    approvals_needed: *approvals_needed,
-                    approvals: Vec::new(),
-                    break_glass: *break_glass,
-                    decided_at: None,
-                    decided_by: None,
-                    comment: None,
-                    grant: None,
-                    params: params.clone(),
-                    extends: *extends,
-                    signed_approvals: *signed_approvals,
-                    starts_at: *starts_at,
-                });
+            Change::RequestCreated { request, .. } => {
+                if let Some(r) = Request::created(&event.change, at) {
+                    self.add_pending(r);
+                }
                 self.last_request = self.last_request.max(request.0);
             }
             Change::RequestApproved { request, comment, signature, stage, .. } => {
