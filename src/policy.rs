@@ -120,12 +120,24 @@ pub struct Task {
     pub run: Option<RunSpec>,
 }
 
-/// A group membership that ends by itself.
+/// A group membership bounded in time: it starts at `from` (None: it holds already) and ends
+/// at `until` (None: it does not end by itself).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Membership {
     pub group: String,
     pub user: String,
-    pub until: chrono::DateTime<chrono::Utc>,
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Membership {
+    pub fn holds_at(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        self.from.is_none_or(|f| f <= now) && self.until.is_none_or(|u| now < u)
+    }
+
+    pub fn ended_by(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        self.until.is_some_and(|u| u <= now)
+    }
 }
 
 /// `name@DATE` or `name@RFC3339`: the name and when the membership ends; None for a plain name
@@ -141,6 +153,82 @@ fn end_of(when: &str) -> Option<chrono::DateTime<chrono::Utc>> {
         return Some(day.succ_opt()?.and_hms_opt(0, 0, 0)?.and_utc());
     }
     chrono::DateTime::parse_from_rfc3339(when).ok().map(|t| t.with_timezone(&chrono::Utc))
+}
+
+/// A start written as a date (from the start of that day, UTC) or an RFC 3339 time.
+fn start_of(when: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    if let Ok(day) = chrono::NaiveDate::parse_from_str(when, "%Y-%m-%d") {
+        return Some(day.and_hms_opt(0, 0, 0)?.and_utc());
+    }
+    chrono::DateTime::parse_from_rfc3339(when).ok().map(|t| t.with_timezone(&chrono::Utc))
+}
+
+const WHEN_HELP: &str = "write a date (2026-12-31) or a time with its offset (2026-12-31T18:00:00Z)";
+
+/// One member of a group as written: `"carol"`, `"carol@2026-12-31"`, or the table form
+/// `{ user = "carol", from = "2026-12-01", until = "2026-12-31" }`. Each problem is reported at
+/// the member with what to write instead; None when the member cannot be read.
+type DatedMember = (String, Option<chrono::DateTime<chrono::Utc>>, Option<chrono::DateTime<chrono::Utc>>);
+
+fn group_member(m: &Spanned<toml::Value>, group: &str, p: &mut Problems) -> Option<DatedMember> {
+    let here = format!("a member of group '{group}'");
+    match m.get_ref() {
+        // `carol@2026-12-31`: a member until the end of that day (UTC), or until an instant
+        // given whole (`carol@2026-12-31T18:00:00+01:00`).
+        toml::Value::String(s) => Some(match membership_end(s) {
+            Some((user, until)) => (user.to_string(), None, Some(until)),
+            None => (s.clone(), None, None),
+        }),
+        toml::Value::Table(t) => {
+            let mut fine = true;
+            for key in t.keys().filter(|k| !["user", "from", "until"].contains(&k.as_str())) {
+                p.at_with_help(
+                    m.span(),
+                    format!("{here}: unknown key '{}'", text::inert(key)),
+                    "a dated member is { user = \"carol\", from = \"2026-12-01\", until = \"2026-12-31\" }",
+                );
+                fine = false;
+            }
+            let Some(user) = t.get("user").and_then(toml::Value::as_str) else {
+                p.at_with_help(m.span(), format!("{here} is a table without its user"), "add user = \"NAME\"");
+                return None;
+            };
+            let mut when = |key: &str, read: fn(&str) -> Option<chrono::DateTime<chrono::Utc>>| match t.get(key) {
+                None => None,
+                Some(v) => match v.as_str().and_then(read) {
+                    Some(t) => Some(t),
+                    None => {
+                        p.at_with_help(
+                            m.span(),
+                            format!(
+                                "{here}: {key} {} is not a date or a time",
+                                v.as_str().map_or_else(|| format!("is a {}, which", v.type_str()), |s| format!("'{}'", text::inert(s)))
+                            ),
+                            WHEN_HELP,
+                        );
+                        fine = false;
+                        None
+                    }
+                },
+            };
+            let (from, until) = (when("from", start_of), when("until", end_of));
+            if let (Some(f), Some(u)) = (from, until)
+                && f >= u
+            {
+                p.at(m.span(), format!("{here}: '{}' would be a member from {f} until {u}, which is no time at all", text::inert(user)));
+                fine = false;
+            }
+            fine.then(|| (user.to_string(), from, until))
+        }
+        _ => {
+            p.at_with_help(
+                m.span(),
+                format!("{here} is neither a name nor a table"),
+                "write \"carol\", \"carol@2026-12-31\" or { user = \"carol\", until = \"2026-12-31\" }",
+            );
+            None
+        }
+    }
 }
 
 /// One stage of approval: who approves at it, and how many must.
@@ -324,10 +412,11 @@ pub struct Policy {
     pub checkpoint_interval: u64,
     /// How far ahead a request may ask its grant to start (`--at`).
     pub schedule_ahead: u64,
-    /// Group memberships that end at a date (`carol@2026-12-31`); `as_of` takes them out.
+    /// Group memberships that start or end at a date (`carol@2026-12-31`, `{ user, from,
+    /// until }`, `[people.NAME] eligible_from/eligible_until`); `as_of` applies them.
     pub memberships: Vec<Membership>,
     /// When the next of them still in force ends: kept, since the engine asks on every read.
-    next_membership_end: Option<chrono::DateTime<chrono::Utc>>,
+    next_membership_change: Option<chrono::DateTime<chrono::Utc>>,
     pub groups: BTreeMap<String, BTreeSet<String>>,
     pub admin_groups: Vec<String>,
     pub auditor_groups: Vec<String>,
@@ -350,7 +439,7 @@ struct RawPolicy {
     #[serde(default)]
     settings: Option<Spanned<RawSettings>>,
     #[serde(default)]
-    groups: BTreeMap<String, Spanned<Vec<Spanned<String>>>>,
+    groups: BTreeMap<String, Spanned<Vec<Spanned<toml::Value>>>>,
     #[serde(default)]
     roles: Option<Spanned<RawRoles>>,
     #[serde(default)]
@@ -590,18 +679,13 @@ impl Policy {
             }
             let mut set = BTreeSet::new();
             for m in members.get_ref() {
-                // `carol@2026-12-31`: a member until the end of that day (UTC), or until an
-                // instant given whole (`carol@2026-12-31T18:00:00+01:00`).
-                let (user, until) = match membership_end(m.get_ref()) {
-                    Some((user, until)) => (user.to_string(), Some(until)),
-                    None => (m.get_ref().clone(), None),
-                };
+                let Some((user, from, until)) = group_member(m, &name, p) else { continue };
                 if !valid_name(&user) {
-                    p.at(m.span(), format!("'{}' in group '{name}' is not a valid user name", text::inert(m.get_ref())));
+                    p.at(m.span(), format!("'{}' in group '{name}' is not a valid user name", text::inert(&user)));
                 } else if !set.insert(user.clone()) {
                     p.at(m.span(), format!("'{}' is listed twice in group '{name}'", text::inert(&user)));
-                } else if let Some(until) = until {
-                    memberships.push(Membership { group: name.clone(), user, until });
+                } else if from.is_some() || until.is_some() {
+                    memberships.push(Membership { group: name.clone(), user, from, until });
                 }
             }
             groups.insert(name, set);
@@ -836,22 +920,39 @@ impl Policy {
         }
         let channels = notify::channels(raw.channels, p);
         let people = people::people(raw.people, p);
-        // A person's end of eligibility ends each of their memberships, unless one ends sooner.
+        // A person's eligibility window bounds each of their memberships: none starts before
+        // `eligible_from` or lasts past `eligible_until`.
         for (user, person) in &people {
-            let Some(until) = person.eligible_until else { continue };
+            let (from, until) = (person.eligible_from, person.eligible_until);
+            if from.is_none() && until.is_none() {
+                continue;
+            }
             for (group, members) in &groups {
                 if !members.contains(user) {
                     continue;
                 }
                 match memberships.iter_mut().find(|m: &&mut Membership| m.group == *group && m.user == *user) {
-                    Some(m) => m.until = m.until.min(until),
-                    None => memberships.push(Membership { group: group.clone(), user: user.clone(), until }),
+                    Some(m) => {
+                        m.from = m.from.max(from);
+                        m.until = match (m.until, until) {
+                            (Some(a), Some(b)) => Some(a.min(b)),
+                            (a, b) => a.or(b),
+                        };
+                    }
+                    None => memberships.push(Membership { group: group.clone(), user: user.clone(), from, until }),
                 }
             }
         }
         Self::check_signed_approvals(&tasks, &groups, &people, &signed_spans, p);
         let known = notify::Known { groups: &groups, tasks: &tasks, channels: &channels, people: &people };
         let notify = notify::rules(raw.notify, &known, p);
+        // A membership that starts later is not one yet: `as_of` adds it when it starts. (The
+        // first read applies `as_of`, since the first change is then already due or still ahead.)
+        for m in memberships.iter().filter(|m| m.from.is_some()) {
+            if let Some(members) = groups.get_mut(&m.group) {
+                members.remove(&m.user);
+            }
+        }
 
         Policy {
             pending_ttl,
@@ -861,7 +962,7 @@ impl Policy {
             checkpoint_events,
             checkpoint_interval,
             schedule_ahead,
-            next_membership_end: Self::first_end(&memberships, &groups),
+            next_membership_change: Self::next_change(&memberships, None),
             memberships,
             groups,
             admin_groups,
@@ -1219,9 +1320,10 @@ impl Policy {
         groups.iter().any(|g| self.groups.get(g).is_some_and(|m| m.contains(user)))
     }
 
-    /// A user the policy knows: in at least one group.
+    /// A user the policy knows: in at least one group, or to be by a membership that starts
+    /// later (a new hire may get their token before their first day).
     pub fn knows(&self, user: &str) -> bool {
-        self.groups.values().any(|m| m.contains(user))
+        self.groups.values().any(|m| m.contains(user)) || self.memberships.iter().any(|m| m.user == user && m.from.is_some())
     }
 
     pub fn is_admin(&self, user: &str) -> bool {
@@ -1241,26 +1343,31 @@ impl Policy {
         self.in_any(user, &task.requesters)
     }
 
-    /// The policy as it stands at `now`: members whose membership ended by then are out of their
-    /// groups. Applied again as time passes (memberships only end).
+    /// The policy as it stands at `now`: each dated member is in their group exactly while their
+    /// membership holds. The same answer whichever policy of one file it is applied to, so it is
+    /// applied again as time passes.
     pub fn as_of(&self, now: chrono::DateTime<chrono::Utc>) -> Policy {
         let mut p = self.clone();
-        for m in self.memberships.iter().filter(|m| m.until <= now) {
+        for m in &self.memberships {
             if let Some(members) = p.groups.get_mut(&m.group) {
-                members.remove(&m.user);
+                if m.holds_at(now) {
+                    members.insert(m.user.clone());
+                } else {
+                    members.remove(&m.user);
+                }
             }
         }
-        p.next_membership_end = Self::first_end(&p.memberships, &p.groups);
+        p.next_membership_change = Self::next_change(&self.memberships, Some(now));
         p
     }
 
-    /// When the next membership still in force ends.
-    pub fn next_membership_end(&self) -> Option<chrono::DateTime<chrono::Utc>> {
-        self.next_membership_end
+    /// When a dated membership next starts or ends: the policy in force changes then.
+    pub fn next_membership_change(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.next_membership_change
     }
 
-    fn first_end(memberships: &[Membership], groups: &BTreeMap<String, BTreeSet<String>>) -> Option<chrono::DateTime<chrono::Utc>> {
-        memberships.iter().filter(|m| groups.get(&m.group).is_some_and(|g| g.contains(&m.user))).map(|m| m.until).min()
+    fn next_change(memberships: &[Membership], after: Option<chrono::DateTime<chrono::Utc>>) -> Option<chrono::DateTime<chrono::Utc>> {
+        memberships.iter().flat_map(|m| [m.from, m.until]).flatten().filter(|t| after.is_none_or(|a| *t > a)).min()
     }
 
     /// Until when `user` may ask for `task` by dated memberships only (None: no end, or no
@@ -1271,12 +1378,25 @@ impl Policy {
             if !self.groups.get(group).is_some_and(|g| g.contains(user)) {
                 continue;
             }
-            match self.memberships.iter().find(|m| m.group == *group && m.user == user) {
+            match self.memberships.iter().find(|m| m.group == *group && m.user == user).and_then(|m| m.until) {
                 None => return None,
-                Some(m) => latest = latest.max(Some(m.until)),
+                Some(until) => latest = latest.max(Some(until)),
             }
         }
         latest
+    }
+
+    /// When `user`, not eligible for `task` at `now`, becomes so by a membership that starts
+    /// later (None: not by any).
+    pub fn eligible_from(&self, user: &str, task: &Task, now: chrono::DateTime<chrono::Utc>) -> Option<chrono::DateTime<chrono::Utc>> {
+        if self.may_request(user, task) {
+            return None;
+        }
+        self.memberships
+            .iter()
+            .filter(|m| m.user == user && task.requesters.contains(&m.group))
+            .filter_map(|m| m.from.filter(|f| *f > now && m.until.is_none_or(|u| u > *f)))
+            .min()
     }
 
     /// May approve at `stage` of a task.
@@ -1344,6 +1464,8 @@ impl Policy {
             windows: task.windows.as_ref().map(|w| w.describe()),
             window_now: None,
             eligible_until: self.eligible_until(user, task),
+            // Needs the time: the daemon fills it.
+            eligible_from: None,
             may_request: self.may_request(user, task),
             may_approve: self.may_approve(user, task),
             // Who else approves depends on the live state too (disabled accounts): the daemon fills it.

@@ -45,7 +45,7 @@ max_duration = "2h"
 kind = "file"
 path = "{DIR}/notices.jsonl"
 [[notify]]
-on = ["grant_expiring", "grant_ended"]
+on = ["grant_started", "grant_expiring", "grant_ended"]
 to = ["holder"]
 via = "log"
 before = "10m"
@@ -97,12 +97,12 @@ impl Setup {
     }
 
     /// The seq of the event that causes `trigger` about `grant` (a delivery's key begins with
-    /// it): its start for `grant_expiring`, its end for `grant_ended`.
+    /// it): its start for `grant_started` and `grant_expiring`, its end for `grant_ended`.
     async fn cause(&self, trigger: Trigger, grant: GrantId) -> Option<u64> {
         let events = self.me.audit(&AuditParams { limit: Some(1000), ..Default::default() }).await.unwrap();
         events.iter().find_map(|e| {
             let about = match (&e.change, trigger) {
-                (Change::GrantStarted { grant, .. }, Trigger::GrantExpiring) => *grant,
+                (Change::GrantStarted { grant, .. }, Trigger::GrantExpiring | Trigger::GrantStarted) => *grant,
                 (Change::GrantRelinquished { grant, .. } | Change::GrantExpired { grant, .. }, Trigger::GrantEnded) => *grant,
                 _ => return None,
             };
@@ -200,5 +200,36 @@ async fn grant_expiring_goes_once_when_the_clock_reaches_the_end_less_before() {
     s.until_state(Trigger::GrantEnded, grant, DeliveryState::Sent).await;
     assert_eq!(lines(&s.log, "grant_expiring", grant).len(), 1, "grant_expiring was written again");
     assert_eq!(lines(&s.log, "grant_ended", grant).len(), 1);
+    s.daemon.shutdown().await;
+}
+
+/// A grant asked ahead: its holder hears that it started when it starts, not when it was
+/// approved; one called off before its start is never announced as started.
+#[tokio::test(flavor = "multi_thread")]
+async fn grant_started_of_a_grant_asked_ahead_goes_at_its_start_and_not_if_called_off() {
+    let s = setup().await;
+    let start = s.t0 + chrono::Duration::minutes(30);
+    let ahead = |task: &str| NewRequest { task: task.into(), duration_secs: Some(3600), starts_at: Some(start), ..Default::default() };
+    let asked = s.me.request(&ahead("restart")).await.unwrap();
+    let grant = asked.grant.expect("approved ahead at once").id;
+    let called_off = s.me.request(&ahead("reindex")).await.unwrap();
+    let off = called_off.grant.expect("approved ahead at once").id;
+    let pending = s.delivery(Trigger::GrantStarted, grant).await.expect("a grant_started delivery");
+    assert_eq!((pending.state, pending.next_at), (DeliveryState::Pending, start));
+    s.me.cancel(called_off.request.id).await.unwrap();
+    // The end of the one called off is told at once; once it is written, the sender has looked
+    // at the outbox with the clock before the start, and sent no start.
+    s.until_state(Trigger::GrantEnded, off, DeliveryState::Sent).await;
+    assert!(lines(&s.log, "grant_started", grant).is_empty(), "announced before it started");
+
+    s.at_minute(30);
+    let sent = s.until_state(Trigger::GrantStarted, grant, DeliveryState::Sent).await;
+    assert_eq!(sent.done_at, Some(start));
+    let written = lines(&s.log, "grant_started", grant);
+    assert_eq!(written.len(), 1);
+    assert_eq!(written[0]["facts"]["duration_secs"], 3600, "{}", written[0]);
+    let skipped = s.until_state(Trigger::GrantStarted, off, DeliveryState::Skipped).await;
+    assert_eq!(skipped.last_error.as_deref(), Some("the grant had already ended"));
+    assert!(lines(&s.log, "grant_started", off).is_empty());
     s.daemon.shutdown().await;
 }

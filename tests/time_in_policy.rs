@@ -281,14 +281,26 @@ async fn stages_show_in_the_queue_and_in_show_and_are_decided_in_order() {
 
 /// A membership with an end date: `zsa tasks` says until when; when it ends, on the daemon's
 /// clock, the person's pending requests are cancelled and their grants revoked at once, saying
-/// why, and they may ask for nothing more.
+/// why, and they may ask for nothing more. One with a start (the table form) holds from then.
 #[tokio::test(flavor = "multi_thread")]
 async fn eligibility_ending_while_a_grant_is_active_ends_it_at_once() {
-    let dated = common::POLICY.replace("oncall = [\"carol\", \"dave\"]", "oncall = [\"carol@2026-03-01T09:10:00Z\", \"dave\"]");
+    let dated = common::POLICY.replace(
+        "oncall = [\"carol\", \"dave\"]",
+        "oncall = [\"carol@2026-03-01T09:10:00Z\", \"dave\", { user = \"frank\", from = \"2026-03-01T09:05:00Z\" }]",
+    );
     let d = ManualDaemon::start_with(&dated).await;
     let carol = d.issue(&["carol"]);
     let tasks = d.cli(Some(&carol), &["tasks"]);
     assert!(stdout(&tasks).contains("you are eligible for journal until 2026-03-01T09:10:00Z"), "{}", stdout(&tasks));
+    let frank = d.issue(&["frank"]);
+    let tasks = d.cli(Some(&frank), &["tasks"]);
+    assert!(stdout(&tasks).contains("you become eligible for restart at 2026-03-01T09:05:00Z"), "{}", stdout(&tasks));
+    let early = d.cli(Some(&frank), &["request", "restart"]);
+    assert_eq!(code(&early), 1);
+    assert!(stderr(&early).contains("your eligibility for 'restart' starts at 2026-03-01T09:05:00+00:00; ask then"), "{}", stderr(&early));
+    d.clock.set(chrono::DateTime::parse_from_rfc3339("2026-03-01T09:05:00Z").unwrap().with_timezone(&chrono::Utc));
+    let on_time = d.cli(Some(&frank), &["request", "restart"]);
+    assert_eq!(code(&on_time), 0, "{}", stderr(&on_time));
     let granted = d.with(&carol).request(&NewRequest { task: "restart".into(), ..Default::default() }).await.unwrap();
     let g = granted.grant.expect("restart is automatic").id;
     let asked = NewRequest { task: "journal".into(), reason: Some("mail".into()), ..Default::default() };

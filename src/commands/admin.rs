@@ -117,9 +117,12 @@ pub async fn tasks(client: &Client, json: bool) -> CmdResult {
         })
         .collect();
     table(&["TASK", "APPROVAL", "DURATION", "NEEDS", "YOU MAY", "DESCRIPTION"], &rows);
-    for t in tasks.iter().filter(|t| t.may_request) {
-        if let Some(until) = t.eligible_until {
+    for t in tasks.iter() {
+        if let (true, Some(until)) = (t.may_request, t.eligible_until) {
             println!("you are eligible for {} until {}", t.name, time(until));
+        }
+        if let Some(from) = t.eligible_from {
+            println!("you become eligible for {} at {}", t.name, time(from));
         }
     }
     for t in tasks.iter() {

@@ -33,7 +33,7 @@ pub async fn run(engine: Arc<Engine>, clock: Arc<SteadyClock>, mut shutdown: wat
         let now = engine.now();
         let next = engine.read(|s, p| {
             let lost = (!crate::rules::eligibility_ended(s, p, now).is_empty()).then_some(now);
-            s.next_deadline().into_iter().chain(p.next_membership_end()).chain(lost).min()
+            s.next_deadline().into_iter().chain(p.next_membership_change()).chain(lost).min()
         });
         let wait = match next {
             Some(at) => (at - now).to_std().unwrap_or(Duration::ZERO).min(LONGEST_NAP),

@@ -186,11 +186,12 @@ impl Engine {
         self.clock.now()
     }
 
-    /// The policy in force now: memberships that ended by now (`carol@2026-12-31`) are out.
+    /// The policy in force now: dated members (`carol@2026-12-31`, `from`) are in their groups
+    /// only while their membership holds.
     pub fn policy(&self) -> Arc<Policy> {
         let policy = self.policy.read().unwrap_or_else(|e| e.into_inner()).clone();
         let now = self.clock.now();
-        match policy.next_membership_end() {
+        match policy.next_membership_change() {
             Some(end) if end <= now => {
                 let mut held = self.policy.write().unwrap_or_else(|e| e.into_inner());
                 if Arc::ptr_eq(&held, &policy) {

@@ -66,7 +66,8 @@ fn backoff(attempts: u32) -> Duration {
     half + Duration::from_millis(rand::rng().random_range(0..=half.as_millis() as u64))
 }
 
-/// Is the grant a `grant_expiring` notice is about still active? If not, the notice is moot.
+/// Is the grant a `grant_expiring` notice (or the `grant_started` of one asked ahead) is about
+/// still active, with the end the notice names? If not, the notice is moot.
 fn grant_still_active(engine: &Engine, delivery: &Delivery) -> bool {
     let facts = &delivery.notice.facts;
     let grant = facts.get("grant").and_then(|g| g.as_str()).and_then(|g| g.get(1..)?.parse::<u64>().ok());
@@ -154,7 +155,9 @@ async fn pause(shutdown: &mut watch::Receiver<bool>) {
 
 /// One attempt at one delivery, and its settling in the outbox.
 async fn attempt(engine: Arc<Engine>, delivery: Delivery, channel: Option<Result<Arc<Channel>, String>>, give_up_secs: u64) {
-    let outcome = if delivery.trigger == Trigger::GrantExpiring && !grant_still_active(&engine, &delivery) {
+    let waited_for_grant =
+        delivery.trigger == Trigger::GrantExpiring || (delivery.trigger == Trigger::GrantStarted && delivery.not_before.is_some());
+    let outcome = if waited_for_grant && !grant_still_active(&engine, &delivery) {
         Outcome::Skipped
     } else {
         match channel {

@@ -74,6 +74,9 @@ pub struct TaskView {
     /// When the viewer's eligibility to ask for it ends, where a dated membership gives it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eligible_until: Option<DateTime<Utc>>,
+    /// When the viewer, not eligible yet, becomes so by a membership that starts later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eligible_from: Option<DateTime<Utc>>,
     pub may_request: bool,
     pub may_approve: bool,
     /// Who could approve a request of the viewer's for this task: the approvers other than the

@@ -35,6 +35,9 @@ pub struct Facts {
     pub comment: Option<String>,
     pub approved_by: Vec<String>,
     pub approvals_needed: Option<u32>,
+    /// How far a staged request got (`stage 1/2 (lead) done by bob; stage 2/2 (security): 0 of 2`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stages: Option<String>,
     pub pending_until: Option<DateTime<Utc>>,
     pub expires_at: Option<DateTime<Utc>>,
     pub break_glass: bool,
@@ -68,11 +71,11 @@ pub fn facts(trigger: Trigger, event: &Event, state: &State, policy: &Policy) ->
         | Change::RequestApproved { request, .. }
         | Change::RequestExpired { request, .. }
         | Change::RequestDenied { request, .. } => request_id = Some(*request),
-        Change::GrantStarted { grant, request, expires_at, approved_by, break_glass, .. } => {
+        Change::GrantStarted { grant, request, starts_at, expires_at, approved_by, break_glass, .. } => {
             request_id = Some(*request);
             f.grant = Some(grant.to_string());
             (f.expires_at, f.approved_by, f.break_glass) = (Some(*expires_at), approved_by.clone(), *break_glass);
-            f.duration_secs = u64::try_from((*expires_at - event.at).num_seconds()).ok();
+            f.duration_secs = u64::try_from((*expires_at - starts_at.unwrap_or(event.at)).num_seconds()).ok();
         }
         Change::GrantExtended { grant, expires_at, approved_by, .. } => {
             f.grant = Some(grant.to_string());
@@ -115,6 +118,7 @@ pub fn facts(trigger: Trigger, event: &Event, state: &State, policy: &Policy) ->
             (f.approvals_needed, f.pending_until, f.break_glass) = (Some(r.approvals_needed), Some(r.pending_until), r.break_glass);
             if f.grant.is_none() {
                 f.approved_by = r.approvals.iter().map(|a| a.by.clone()).collect();
+                f.stages = policy.tasks.get(&r.task).and_then(|t| crate::rules::stage_progress(t, r));
             }
         }
     }
@@ -137,9 +141,10 @@ fn inert_facts(mut f: Facts) -> Facts {
     for s in [&mut f.actor].into_iter().chain(f.approved_by.iter_mut()) {
         *s = inert_line(s);
     }
-    for s in [&mut f.task, &mut f.task_description, &mut f.person, &mut f.reason, &mut f.ticket, &mut f.comment, &mut f.failed]
-        .into_iter()
-        .flatten()
+    for s in
+        [&mut f.task, &mut f.task_description, &mut f.person, &mut f.reason, &mut f.ticket, &mut f.comment, &mut f.failed, &mut f.stages]
+            .into_iter()
+            .flatten()
     {
         *s = inert_line(s);
     }
@@ -208,6 +213,7 @@ fn lines(f: &Facts) -> Vec<(&'static str, String)> {
     if let Some(needed) = f.approvals_needed.filter(|n| *n > 0 && f.grant.is_none()) {
         let names = if f.approved_by.is_empty() { "none yet".to_string() } else { f.approved_by.join(", ") };
         add("Approvals", Some(format!("{} of {needed} ({names})", f.approved_by.len())));
+        add("Stages", f.stages.clone());
     }
     if f.trigger == Some(Trigger::RequestCreated) || f.trigger == Some(Trigger::RequestApproved) {
         add("Lapses", f.pending_until.map(when));

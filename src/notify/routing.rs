@@ -10,7 +10,7 @@ use super::{Recipient, Trigger};
 use crate::model::{Change, Event};
 use crate::notify::channels::ChannelConfig;
 use crate::policy::{Audience, NotifyRule, Policy};
-use crate::rules::{State, approvers_for};
+use crate::rules::{State, approvers_for, approvers_now, waiting_stage};
 
 /// One delivery to write to the outbox: who, through which channel, from when.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,23 +53,54 @@ pub fn triggers(change: &Change) -> Vec<Trigger> {
     }
 }
 
+/// The request a change to a request is about (not a grant's: its approvals are over).
+fn request_asked(change: &Change) -> Option<crate::model::RequestId> {
+    match change {
+        Change::RequestCreated { request, .. }
+        | Change::RequestApproved { request, .. }
+        | Change::RequestDenied { request, .. }
+        | Change::RequestExpired { request, .. } => Some(*request),
+        _ => None,
+    }
+}
+
+/// An approval that completes a stage of a request still pending: the next stage's approvers
+/// now have something to approve, so it is `request_created` for them (and only for them).
+fn next_stage_reached(event: &Event, state: &State, policy: &Policy) -> bool {
+    let Change::RequestApproved { request, stage: Some(done), .. } = &event.change else { return false };
+    let Some(r) = state.requests.get(request).filter(|r| r.state == crate::model::RequestState::Pending) else { return false };
+    let Some(task) = policy.tasks.get(&r.task) else { return false };
+    waiting_stage(state, policy, task, r).is_some_and(|(k, _)| k as u32 + 1 > *done)
+}
+
 /// Every delivery `event` causes under `policy`, given `state` as it is after the event.
 pub fn plan(event: &Event, state: &State, policy: &Policy) -> Vec<Planned> {
-    let triggers = triggers(&event.change);
+    let mut triggers = triggers(&event.change);
+    let next_stage = next_stage_reached(event, state, policy);
+    if next_stage {
+        triggers.push(Trigger::RequestCreated);
+    }
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for rule in policy.notify.iter().filter(|r| r.applies_to_task(event.change.task())) {
         let Some(channel) = policy.channels.get(&rule.via) else { continue };
         for &trigger in triggers.iter().filter(|t| rule.on.contains(t)) {
+            // A stage reached is news to its approvers only, not to a rule's other audiences.
+            let approvers_only = next_stage && trigger == Trigger::RequestCreated;
+            if approvers_only && !rule.to.contains(&Audience::Approvers) {
+                continue;
+            }
             let not_before = match (&event.change, trigger, rule.before) {
                 (
                     Change::GrantStarted { expires_at, .. } | Change::GrantExtended { expires_at, .. },
                     Trigger::GrantExpiring,
                     Some(before),
                 ) => Some((*expires_at - Duration::seconds(before.min(i64::MAX as u64) as i64)).max(event.at)),
+                // Approved ahead: its holder hears that it started when it starts.
+                (Change::GrantStarted { starts_at: Some(at), .. }, Trigger::GrantStarted, _) if *at > event.at => Some(*at),
                 _ => None,
             };
-            for (to, who) in recipients(rule, channel, event, state, policy) {
+            for (to, who) in recipients(rule, channel, event, state, policy, approvers_only) {
                 let key = format!("{}:{}:{}:{who}", event.seq, trigger.as_str(), rule.via);
                 if seen.insert(key.clone()) {
                     out.push(Planned { key, channel: rule.via.clone(), trigger, to, not_before });
@@ -81,7 +112,14 @@ pub fn plan(event: &Event, state: &State, policy: &Policy) -> Vec<Planned> {
 }
 
 /// The recipients of one rule for one event, each with the name its key uses.
-fn recipients(rule: &NotifyRule, channel: &ChannelConfig, event: &Event, state: &State, policy: &Policy) -> Vec<(Recipient, String)> {
+fn recipients(
+    rule: &NotifyRule,
+    channel: &ChannelConfig,
+    event: &Event,
+    state: &State,
+    policy: &Policy,
+    approvers_only: bool,
+) -> Vec<(Recipient, String)> {
     if rule.to.is_empty() {
         return vec![(Recipient { name: None, address: String::new() }, "*".to_string())];
     }
@@ -89,12 +127,20 @@ fn recipients(rule: &NotifyRule, channel: &ChannelConfig, event: &Event, state: 
     let subject = event.change.subject();
     // People by name and fixed addresses, in the order the rule names them.
     let mut reached: Vec<Result<String, String>> = Vec::new();
-    for audience in &rule.to {
+    for audience in rule.to.iter().filter(|a| !approvers_only || **a == Audience::Approvers) {
         match audience {
             Audience::Approvers => {
                 let task = event.change.task().and_then(|t| policy.tasks.get(t));
-                if let (Some(task), Some(requester)) = (task, subject) {
-                    reached.extend(approvers_for(state, policy, task, requester).into_iter().map(Ok));
+                // On a staged task, the approvers of the stage the request waits at.
+                let request = request_asked(&event.change)
+                    .and_then(|id| state.requests.get(&id))
+                    .filter(|r| r.state == crate::model::RequestState::Pending);
+                match (task, request, subject) {
+                    (Some(task), Some(r), _) => reached.extend(approvers_now(state, policy, task, r).into_iter().map(Ok)),
+                    (Some(task), None, Some(requester)) => {
+                        reached.extend(approvers_for(state, policy, task, requester).into_iter().map(Ok))
+                    }
+                    _ => {}
                 }
             }
             Audience::Requester => reached.extend(subject.map(|s| Ok(s.to_string()))),
@@ -343,5 +389,48 @@ mod tests {
         let all: Vec<String> = events.iter().flat_map(|e| route(&h, e)).map(|p| p.key).collect();
         let unique: BTreeSet<&String> = all.iter().collect();
         assert_eq!(unique.len(), all.len(), "{all:?}");
+    }
+
+    /// Stage by stage: a new request reaches the first stage's approvers only; the approval that
+    /// completes a stage is news to the next stage's (and to no other audience of the rule).
+    #[test]
+    fn a_staged_request_reaches_each_stage_when_it_is_that_stages_turn() {
+        let staged = crate::notify::fixtures::POLICY
+            .replace("approvers = [\"approvers\"]\napprovals = 2\nmax_duration = \"4h\"\n", "max_duration = \"4h\"\n[[tasks.stages]]\nname = \"lead\"\napprovers = [\"leads\"]\n[[tasks.stages]]\nname = \"security\"\napprovers = [\"security\"]\n")
+            .replace("oncall = [\"dave\", \"alice\"]\n", "oncall = [\"dave\", \"alice\"]\nleads = [\"alice\"]\nsecurity = [\"bob\", \"erin\"]\n");
+        let policy = Policy::parse(&staged, "t").unwrap_or_else(|e| panic!("{e}"));
+        let mut h = History::default();
+        let created = h.carol_asks("r");
+        // Stage 1 is alice's; bob and erin (security) hear nothing yet. dave: group:oncall.
+        let to: Vec<String> = plan(&created, &h.state, &policy).into_iter().map(|p| p.to.address).collect();
+        assert_eq!(to, vec!["alice@example.org", "dave@example.org"]);
+        let approved = h.add(
+            "alice",
+            1,
+            Change::RequestApproved {
+                request: RequestId(1),
+                task: "exchange.journal-rule".into(),
+                requester: "carol".into(),
+                comment: None,
+                signature: None,
+                stage: Some(1),
+            },
+        );
+        let planned = plan(&approved, &h.state, &policy);
+        assert_eq!(
+            keys(&planned),
+            vec![
+                ("2:request_created:mail:bob@example.org".into(), "bob@example.org".into()),
+                ("2:request_created:mail:erin@example.org".into(), "erin@example.org".into()),
+                ("2:request_approved:mail:carol@example.org".into(), "carol@example.org".into()),
+            ]
+        );
+        let notice = crate::notify::content::render(&planned[0], &approved, &h.state, &policy);
+        assert!(notice.subject.starts_with("R1: carol asks for exchange.journal-rule"), "{}", notice.subject);
+        assert!(notice.text.contains("stage 1/2 (lead) done by alice; stage 2/2 (security): 0 of 1"), "{}", notice.text);
+        assert!(notice.text.contains("zsa approve R1"), "{}", notice.text);
+        // Without stages, an approval is news to the requester only.
+        let plain = route(&h, &approved);
+        assert!(plain.iter().all(|p| p.trigger == Trigger::RequestApproved), "{:?}", keys(&plain));
     }
 }

@@ -18,6 +18,8 @@ pub struct Person {
     pub email: Option<String>,
     /// Keys whose SSHSIG signatures (namespace `zsa`) stand for this person's approval.
     pub ssh_keys: Vec<PublicKey>,
+    /// When this person's group memberships start (a new hire's first day, a rotation's start).
+    pub eligible_from: Option<chrono::DateTime<chrono::Utc>>,
     /// When all of this person's group memberships end (a contractor's last day).
     pub eligible_until: Option<chrono::DateTime<chrono::Utc>>,
 }
@@ -40,6 +42,7 @@ pub fn fingerprint(key: &PublicKey) -> String {
 pub(super) struct RawPerson {
     email: Option<Spanned<String>>,
     ssh_keys: Option<Vec<Spanned<String>>>,
+    eligible_from: Option<Spanned<String>>,
     eligible_until: Option<Spanned<String>>,
 }
 
@@ -87,20 +90,28 @@ pub(super) fn people(raw: BTreeMap<String, Spanned<RawPerson>>, p: &mut Problems
                 }
             }
         }
-        let eligible_until = person.eligible_until.as_ref().and_then(|u| match super::end_of(u.get_ref()) {
-            Some(t) => Some(t),
-            None => {
+        let mut when = |key: &str, value: &Option<Spanned<String>>, read: fn(&str) -> Option<chrono::DateTime<chrono::Utc>>| {
+            let u = value.as_ref()?;
+            let t = read(u.get_ref());
+            if t.is_none() {
                 p.at(
                     u.span(),
                     format!(
-                        "people.{shown}.eligible_until: '{}' is not a date (2026-12-31) or a time (2026-12-31T18:00:00Z)",
+                        "people.{shown}.{key}: '{}' is not a date (2026-12-31) or a time (2026-12-31T18:00:00Z)",
                         text::inert(u.get_ref())
                     ),
                 );
-                None
             }
-        });
-        out.insert(name, Person { email: person.email.map(Spanned::into_inner), ssh_keys: keys, eligible_until });
+            t
+        };
+        let eligible_from = when("eligible_from", &person.eligible_from, super::start_of);
+        let eligible_until = when("eligible_until", &person.eligible_until, super::end_of);
+        if let (Some(f), Some(u)) = (eligible_from, eligible_until)
+            && f >= u
+        {
+            p.at(span.clone(), format!("people.{shown}: eligible_from {f} is not before eligible_until {u}; nobody would be eligible"));
+        }
+        out.insert(name, Person { email: person.email.map(Spanned::into_inner), ssh_keys: keys, eligible_from, eligible_until });
     }
     out
 }

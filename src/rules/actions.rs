@@ -79,3 +79,13 @@ pub fn grant_actions(state: &State, policy: &Policy, who: &Actor, grant: &Grant,
 pub fn approvers_for(state: &State, policy: &Policy, task: &Task, requester: &str) -> Vec<String> {
     policy.approver_users(task).into_iter().filter(|u| u != requester && !state.is_disabled(u)).collect()
 }
+
+/// Who could approve `request` now: on a staged task, the approvers of the stage it waits at
+/// who have not approved it at another; else its task's approvers (`approvers_for`).
+pub fn approvers_now(state: &State, policy: &Policy, task: &Task, request: &crate::model::Request) -> Vec<String> {
+    let everyone = approvers_for(state, policy, task, &request.requester);
+    match super::decide::waiting_stage(state, policy, task, request) {
+        None => everyone,
+        Some((_, stage)) => everyone.into_iter().filter(|u| policy.approves_at(u, stage) && !request.approved_by(u)).collect(),
+    }
+}

@@ -460,6 +460,12 @@ fn request(state: &State, policy: &Policy, actor: &str, new: &NewRequest, now: D
     };
     let name = &task.name;
     if !policy.may_request(actor, task) {
+        if let Some(from) = policy.eligible_from(actor, task, now) {
+            return Err(Refusal::forbidden(
+                "not_eligible_yet",
+                format!("your eligibility for '{name}' starts at {}; ask then", from.to_rfc3339()),
+            ));
+        }
         return Err(Refusal::forbidden(
             "not_eligible",
             format!(
@@ -746,8 +752,7 @@ pub(super) fn may_approve<'a>(
         return Err(Refusal::forbidden("approval_not_accepted", why));
     }
     // Only staged tasks pay for judging which approvals still hold (every listing asks this).
-    if !task.stages.is_empty()
-        && let Some((k, stage)) = stage_now(task, &standing(state, policy, task, request))
+    if let Some((k, stage)) = waiting_stage(state, policy, task, request)
         && !policy.approves_at(actor, stage)
     {
         let yours: Vec<String> = task
@@ -779,6 +784,15 @@ pub(super) fn may_approve<'a>(
         ));
     }
     Ok(task)
+}
+
+/// The stage a staged task's `request` waits at, judged by the approvals that still hold; None
+/// where its task has no stages or every stage is done.
+pub fn waiting_stage<'a>(state: &State, policy: &Policy, task: &'a Task, request: &Request) -> Option<(usize, &'a crate::policy::Stage)> {
+    if task.stages.is_empty() {
+        return None;
+    }
+    stage_now(task, &standing(state, policy, task, request))
 }
 
 /// `request` with only the approvals that still hold (`why_stale`): what stages count.
@@ -1517,14 +1531,14 @@ fn start_run(
 /// their pending requests are cancelled and their grants revoked, saying why, as when an admin
 /// disables them. A reload that drops someone does not do this; a date in the policy does.
 pub fn eligibility_ended(state: &State, policy: &Policy, now: DateTime<Utc>) -> Vec<Change> {
-    let ended: Vec<&crate::policy::Membership> = policy.memberships.iter().filter(|m| m.until <= now).collect();
+    let ended: Vec<&crate::policy::Membership> = policy.memberships.iter().filter(|m| m.ended_by(now)).collect();
     if ended.is_empty() {
         // The daemon asks each second: nothing ended is nothing to look through.
         return Vec::new();
     }
     let why = |user: &str| {
         let which: Vec<String> =
-            ended.iter().filter(|m| m.user == user).map(|m| format!("{} ({})", m.group, m.until.to_rfc3339())).collect();
+            ended.iter().filter(|m| m.user == user).flat_map(|m| m.until.map(|u| format!("{} ({})", m.group, u.to_rfc3339()))).collect();
         format!("eligibility ended: membership of {}", which.join(", "))
     };
     let lost = |user: &str, task: &str| {

@@ -1212,7 +1212,7 @@ fn a_membership_with_an_end_date_ends_what_it_allowed_at_the_sweep() {
     let by_day = Policy::parse(&day, "test.toml").unwrap();
     assert_eq!(by_day.memberships.len(), 1, "a name holding '@' but no date is a plain member");
     let midnight = Utc.with_ymd_and_hms(2026, 11, 24, 0, 0, 0).unwrap();
-    assert_eq!(by_day.next_membership_end(), Some(midnight), "a date means to the end of that day, UTC");
+    assert_eq!(by_day.next_membership_change(), Some(midnight), "a date means to the end of that day, UTC");
     let text = POLICY.replace("oncall = [\"carol\", \"dave\"]", "oncall = [\"carol@2026-11-23T09:05:00Z\", \"dave\"]");
     let mut w = World::new();
     w.policy = Policy::parse(&text, "test.toml").unwrap();
@@ -1238,11 +1238,88 @@ fn a_persons_eligible_until_ends_all_their_memberships() {
     let p = Policy::parse(&text, "test.toml").unwrap();
     let end = Utc.with_ymd_and_hms(2026, 11, 23, 9, 5, 0).unwrap();
     // carol is on call and an approver: both end.
-    assert_eq!(p.memberships.iter().filter(|m| m.user == "carol" && m.until == end).count(), 2);
+    assert_eq!(p.memberships.iter().filter(|m| m.user == "carol" && m.until == Some(end)).count(), 2);
     let later = p.as_of(end);
     assert!(!later.may_request("carol", &later.tasks["journal"]) && !later.may_approve("carol", &later.tasks["journal"]));
     let bad = Policy::parse(&format!("{POLICY}[people.carol]\neligible_until = \"soon\"\n"), "t").unwrap_err().to_string();
     assert!(bad.contains("people.carol.eligible_until: 'soon' is not a date"), "{bad}");
+    let bad =
+        Policy::parse(&format!("{POLICY}[people.carol]\neligible_from = \"2026-12-01\"\neligible_until = \"2026-11-30T12:00:00Z\"\n"), "t")
+            .unwrap_err()
+            .to_string();
+    assert!(bad.contains("people.carol: eligible_from 2026-12-01 00:00:00 UTC is not before eligible_until"), "{bad}");
+}
+
+#[test]
+fn a_membership_that_starts_later_holds_only_from_its_start_to_its_end() {
+    let text = POLICY.replace(
+        "oncall = [\"carol\", \"dave\"]",
+        "oncall = [\"carol\", \"dave\", { user = \"frank\", from = \"2026-11-23T10:00:00Z\", until = \"2026-11-23\" }]",
+    );
+    let file = Policy::parse(&text, "test.toml").unwrap();
+    let start = Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0).unwrap();
+    let end = Utc.with_ymd_and_hms(2026, 11, 24, 0, 0, 0).unwrap();
+    assert!(!file.may_request("frank", &file.tasks["restart"]), "the file as read holds frank out until his start");
+    assert_eq!(file.next_membership_change(), Some(start));
+    let mut w = World::new();
+    w.policy = file.as_of(w.now);
+    assert_eq!(w.policy.eligible_from("frank", &w.policy.tasks["restart"], w.now), Some(start));
+    let ask = Command::Request(NewRequest { task: "restart".into(), duration_secs: Some(900), ..Default::default() });
+    let early = w.refused("frank", ask);
+    assert_eq!(early.code, "not_eligible_yet");
+    assert!(early.message.contains("your eligibility for 'restart' starts at 2026-11-23T10:00:00+00:00; ask then"), "{}", early.message);
+    // From his start he is in, until the end of that day.
+    w.now = start;
+    w.policy = w.policy.as_of(start);
+    assert_eq!(w.policy.eligible_until("frank", &w.policy.tasks["restart"]), Some(end));
+    assert_eq!(w.policy.eligible_from("frank", &w.policy.tasks["restart"], w.now), None);
+    assert_eq!(w.policy.next_membership_change(), Some(end));
+    let g = w.ask("frank", "restart", Some(900), None, None).unwrap().grant();
+    // Applied to a policy already moved on, `as_of` answers as it does for the file.
+    assert_eq!(w.policy.as_of(end).groups, file.as_of(end).groups);
+    assert_eq!(file.as_of(start).groups, w.policy.groups);
+    w.policy = w.policy.as_of(end);
+    w.now = end;
+    let changes = w.run(SYSTEM_ACTOR, Command::Expire).unwrap();
+    assert!(!w.state.active.contains(&g) || w.state.grants[&g].state != GrantState::Active, "{changes:?}");
+    assert!(w.ask("frank", "restart", Some(900), None, None).is_err());
+}
+
+#[test]
+fn a_dated_member_written_wrong_is_named_with_what_to_write() {
+    let with = |member: &str| {
+        Policy::parse(&POLICY.replace("oncall = [\"carol\", \"dave\"]", &format!("oncall = [\"carol\", {member}]")), "t")
+            .unwrap_err()
+            .to_string()
+    };
+    let e = with("{ user = \"dave\", from = \"tomorrow\" }");
+    assert!(e.contains("a member of group 'oncall': from 'tomorrow' is not a date or a time"), "{e}");
+    let e = with("{ user = \"dave\", until = 5 }");
+    assert!(e.contains("until is a integer, which is not a date or a time"), "{e}");
+    let e = with("{ user = \"dave\", since = \"2026-12-01\" }");
+    assert!(e.contains("unknown key 'since'"), "{e}");
+    let e = with("{ from = \"2026-12-01\" }");
+    assert!(e.contains("a member of group 'oncall' is a table without its user"), "{e}");
+    let e = with("{ user = \"dave\", from = \"2026-12-02\", until = \"2026-12-01\" }");
+    assert!(e.contains("which is no time at all"), "{e}");
+    let e = with("7");
+    assert!(e.contains("is neither a name nor a table"), "{e}");
+    // The table form without dates is a plain member.
+    let p = Policy::parse(&POLICY.replace("oncall = [\"carol\", \"dave\"]", "oncall = [\"carol\", { user = \"dave\" }]"), "t").unwrap();
+    assert!(p.memberships.is_empty() && p.may_request("dave", &p.tasks["journal"]));
+}
+
+#[test]
+fn a_persons_eligible_from_starts_all_their_memberships() {
+    let text = format!("{POLICY}[people.carol]\neligible_from = \"2026-11-23T09:30:00Z\"\n");
+    let p = Policy::parse(&text, "test.toml").unwrap();
+    let start = Utc.with_ymd_and_hms(2026, 11, 23, 9, 30, 0).unwrap();
+    let now = Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).unwrap();
+    let before = p.as_of(now);
+    assert!(!before.may_request("carol", &before.tasks["journal"]) && !before.may_approve("carol", &before.tasks["journal"]));
+    let after = p.as_of(start);
+    assert!(after.may_request("carol", &after.tasks["journal"]) && after.may_approve("carol", &after.tasks["journal"]));
+    assert_eq!(after.next_membership_change(), None, "nothing changes after her start");
 }
 
 /// From a hostile review: a reload that adds stages must not let an approval given before them

@@ -94,6 +94,7 @@ pub(super) fn task(name: &str, approval: &str, approvals: u32, may_request: bool
         windows: None,
         window_now: None,
         eligible_until: None,
+        eligible_from: None,
         may_request,
         may_approve,
         approvers_for_you: Vec::new(),

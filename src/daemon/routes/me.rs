@@ -37,8 +37,14 @@ pub async fn tasks(State(engine): State<Arc<Engine>>, caller: Caller) -> Json<Ve
         policy
             .tasks
             .values()
-            .filter(|t| policy.sees_everything(user) || policy.may_request(user, t) || policy.may_approve(user, t))
+            .filter(|t| {
+                policy.sees_everything(user)
+                    || policy.may_request(user, t)
+                    || policy.may_approve(user, t)
+                    || policy.eligible_from(user, t, now).is_some()
+            })
             .map(|t| TaskView {
+                eligible_from: policy.eligible_from(user, t, now),
                 approvers_for_you: rules::approvers_for(s, policy, t, user),
                 window_now: t.windows.as_ref().map(|w| match (w.open_at(now), w.next_open(now)) {
                     (Some((_, closes)), _) => format!("open until {}", w.local(closes)),
