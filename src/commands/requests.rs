@@ -1,13 +1,13 @@
 //! `zsa request`, `requests`, `show`, `approve`, `deny`, `cancel`.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 
 use super::output::{cell, json_line, relative, table, time};
 use super::watch::{Follower, until_decided};
 use super::{CliError, CmdResult, id};
 use crate::client::Client;
 use crate::model::wire::{NewRequest, Outcome, RowAction};
-use crate::model::{GrantId, Request, RequestId, RequestState, duration, text};
+use crate::model::{GrantId, Request, RequestId, RequestState, duration, start_time, text};
 
 /// Prints a request and its grant: one JSON object `{"request": ..., "grant": ... or null}` (so
 /// `jq .request.id` has one answer), or a sentence a person reads.
@@ -70,7 +70,10 @@ pub async fn request(client: &Client, json: bool, new: NewArgs<'_>, wait: bool) 
     // A time relative to now is the daemon's now: it decides when the grant starts.
     let starts_at = match new.at {
         None => None,
-        Some(at) => Some(start_time(at, client.whoami().await?.now).map_err(CliError::Usage)?),
+        Some(at) => Some(
+            start_time::parse(at, client.whoami().await?.now)
+                .map_err(|e| CliError::Usage(format!("--at {}: {e}", text::inert_line(at))))?,
+        ),
     };
     // Follow before asking, so a decision made at once is on the stream.
     let mut follower = if wait { Some(Follower::open(client, None).await?) } else { None };
@@ -191,39 +194,4 @@ pub async fn deny(client: &Client, json: bool, id: RequestId, comment: Option<St
 pub async fn cancel(client: &Client, json: bool, id: RequestId) -> CmdResult {
     print_outcome(&client.cancel(id).await?, json);
     Ok(())
-}
-
-/// When `--at` says a grant starts: `+3h` after `now` (the daemon's), a time with an offset
-/// (`2026-11-24T22:00+01:00`, `...Z`), or a local time (`2026-11-24T22:00`, `2026-11-24 22:00`)
-/// in this machine's time zone, daylight saving included; one that a clock change skips or
-/// repeats is refused rather than guessed.
-pub fn start_time(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
-    use chrono::{Local, LocalResult, NaiveDateTime, TimeZone};
-    let text = text.trim();
-    if let Some(after) = text.strip_prefix('+') {
-        let secs = duration::parse(after).map_err(|e| format!("--at {}: {e}", text::inert_line(text)))?;
-        return Ok(now + chrono::Duration::seconds(secs.min(i64::MAX as u64 / 1000) as i64));
-    }
-    if let Ok(t) = DateTime::parse_from_rfc3339(text).or_else(|_| DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M%:z")) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    let local = ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"]
-        .iter()
-        .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
-        .ok_or_else(|| {
-            format!("--at {}: give a time as 2026-11-24T22:00 (local), 2026-11-24T22:00+01:00, or +3h", text::inert_line(text))
-        })?;
-    match Local.from_local_datetime(&local) {
-        LocalResult::Single(t) => Ok(t.with_timezone(&Utc)),
-        LocalResult::Ambiguous(a, b) => Err(format!(
-            "--at {}: that local time happens twice (the clocks go back); say which with its offset: {} or {}",
-            text::inert_line(text),
-            a.format("%Y-%m-%dT%H:%M%:z"),
-            b.format("%Y-%m-%dT%H:%M%:z")
-        )),
-        LocalResult::None => Err(format!(
-            "--at {}: that local time does not exist here (the clocks go forward over it); pick another",
-            text::inert_line(text)
-        )),
-    }
 }

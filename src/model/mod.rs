@@ -7,6 +7,7 @@ pub mod grant;
 pub mod ids;
 pub mod request;
 pub mod run;
+pub mod start_time;
 pub mod text;
 pub mod wire;
 

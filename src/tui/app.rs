@@ -883,8 +883,8 @@ impl App {
                 KeyCode::Tab | KeyCode::Down => form.next_field(true),
                 KeyCode::BackTab | KeyCode::Up => form.next_field(false),
                 KeyCode::Enter => {
-                    if form.problems(&tasks).is_empty()
-                        && let Some(new) = form.to_request(&tasks)
+                    if form.problems(&tasks, self.now).is_empty()
+                        && let Some(new) = form.to_request(&tasks, self.now)
                     {
                         self.mode = Mode::Normal;
                         return vec![Effect::Submit(Submission::Request(new))];

@@ -175,9 +175,9 @@ fn the_task_picker_narrows_as_you_type() {
     typed(&mut app, "zzz");
     let Mode::Form(form) = &app.mode else { panic!() };
     assert!(
-        form.problems(&app.tasks).iter().any(|(_, p)| p.contains("no task you may ask for matches")),
+        form.problems(&app.tasks, app.now).iter().any(|(_, p)| p.contains("no task you may ask for matches")),
         "{:?}",
-        form.problems(&app.tasks)
+        form.problems(&app.tasks, app.now)
     );
     ctrl(&mut app, 'w');
     typed(&mut app, "things");
@@ -193,8 +193,9 @@ fn text_fields_move_the_cursor_and_delete_words() {
     let mut app = alice();
     key(&mut app, KeyCode::Char('1'));
     key(&mut app, KeyCode::Char('n'));
-    key(&mut app, KeyCode::Tab);
-    key(&mut app, KeyCode::Tab);
+    for _ in 0..3 {
+        key(&mut app, KeyCode::Tab);
+    }
     typed(&mut app, "legal hold now");
     ctrl(&mut app, 'w');
     let Mode::Form(form) = &app.mode else { panic!() };
@@ -405,4 +406,41 @@ fn a_row_fetched_while_a_reload_is_under_way_is_fetched_again_after_it() {
     let me = app.me.clone().unwrap();
     let quiet = Action::Loaded { me, tasks: app.tasks.clone(), requests: vec![], grants: vec![], log: app.log.clone(), notices: vec![] };
     assert!(!app.update(quiet, t0()).iter().any(|e| matches!(e, Effect::FetchRequest(_) | Effect::FetchGrant(_))));
+}
+
+/// The Starts field asks ahead: empty is now; `+3h` is three hours after the daemon's now, and a
+/// time not ahead or not a time is marked before anything is sent.
+#[test]
+fn the_request_form_asks_ahead_with_its_starts_field() {
+    let mut app = alice();
+    key(&mut app, KeyCode::Char('1'));
+    key(&mut app, KeyCode::Char('n'));
+    key(&mut app, KeyCode::Tab);
+    key(&mut app, KeyCode::Tab);
+    typed(&mut app, "tomorrow");
+    let Mode::Form(form) = &app.mode else { panic!() };
+    let problems = form.problems(&app.tasks, app.now);
+    assert!(
+        problems.iter().any(|(f, p)| *f == super::form::Field::Start && p.starts_with("give a time as 2026-11-24T22:00 (local)")),
+        "{problems:?}"
+    );
+    ctrl(&mut app, 'u');
+    typed(&mut app, "2020-01-01T10:00:00Z");
+    let Mode::Form(form) = &app.mode else { panic!() };
+    let problems = form.problems(&app.tasks, app.now);
+    assert!(
+        problems.iter().any(|(f, p)| *f == super::form::Field::Start && p.contains("is not ahead; leave it empty to start now")),
+        "{problems:?}"
+    );
+    ctrl(&mut app, 'u');
+    typed(&mut app, "+3h");
+    let s = screen(&app, 100, 30);
+    assert!(s.contains("starts ") && s.contains(" (in 3h)"), "{s}");
+    key(&mut app, KeyCode::Tab);
+    typed(&mut app, "legal hold");
+    key(&mut app, KeyCode::Tab);
+    typed(&mut app, "INC-7");
+    let sent = key(&mut app, KeyCode::Enter);
+    let [Effect::Submit(super::action::Submission::Request(new))] = sent.as_slice() else { panic!("{sent:?}") };
+    assert_eq!(new.starts_at, Some(app.now + chrono::Duration::hours(3)));
 }

@@ -1,29 +1,33 @@
-//! The new-request form: which task, for how long, why, which ticket. It is checked against the
+//! The new-request form: which task, for how long, from when, why, which ticket. It is checked against the
 //! chosen task's policy on every keystroke, so the requester sees what the daemon would refuse
 //! before sending it. The daemon still decides; this only saves a round trip.
 
+use chrono::{DateTime, Utc};
 use crossterm::event::{KeyCode, KeyEvent};
 use regex::Regex;
 
 use super::textfield::TextField;
 use crate::model::wire::{MAX_REASON_CHARS, MAX_TICKET_CHARS, NewRequest, TaskView};
-use crate::model::{duration, text};
+use crate::model::{duration, start_time, text};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Field {
     Task,
     Duration,
+    /// Empty: now. Else when a grant asked ahead starts (`+3h`, a local time, one with offset).
+    Start,
     Reason,
     Ticket,
 }
 
 impl Field {
-    pub const ALL: [Field; 4] = [Field::Task, Field::Duration, Field::Reason, Field::Ticket];
+    pub const ALL: [Field; 5] = [Field::Task, Field::Duration, Field::Start, Field::Reason, Field::Ticket];
 
     pub fn label(self) -> &'static str {
         match self {
             Field::Task => "Task",
             Field::Duration => "Duration",
+            Field::Start => "Starts",
             Field::Reason => "Reason",
             Field::Ticket => "Ticket",
         }
@@ -39,6 +43,7 @@ pub struct RequestForm {
     pub search: TextField,
     pub field: Field,
     pub duration: TextField,
+    pub start: TextField,
     pub reason: TextField,
     pub ticket: TextField,
     /// Set when the user tried to submit with problems, so they are shown.
@@ -57,6 +62,7 @@ impl RequestForm {
             search: TextField::default(),
             field: Field::Task,
             duration: TextField::default(),
+            start: TextField::default(),
             reason: TextField::default(),
             ticket: TextField::default(),
             tried: false,
@@ -120,13 +126,27 @@ impl RequestForm {
                 }
             },
             Field::Duration => drop(self.duration.key(key)),
+            Field::Start => drop(self.start.key(key)),
             Field::Reason => drop(self.reason.key(key)),
             Field::Ticket => drop(self.ticket.key(key)),
         }
     }
 
-    /// What the daemon would refuse, field by field.
-    pub fn problems(&self, tasks: &[TaskView]) -> Vec<(Field, String)> {
+    /// When the grant would start: None for now (the field left empty).
+    pub fn starts_at(&self, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, String> {
+        let text = self.start.value().trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let at = start_time::parse(text, now)?;
+        if at <= now {
+            return Err(format!("{} is not ahead; leave it empty to start now", at.to_rfc3339()));
+        }
+        Ok(Some(at))
+    }
+
+    /// What the daemon would refuse, field by field, at the daemon's `now`.
+    pub fn problems(&self, tasks: &[TaskView], now: DateTime<Utc>) -> Vec<(Field, String)> {
         let mut out = Vec::new();
         let Some(task) = self.task(tasks) else {
             let why = if self.search.is_empty() {
@@ -143,6 +163,9 @@ impl RequestForm {
                 out.push((Field::Duration, format!("at most {} for this task", duration::format(task.max_duration_secs))))
             }
             Ok(_) => {}
+        }
+        if let Err(e) = self.starts_at(now) {
+            out.push((Field::Start, e));
         }
         let checks = [
             (Field::Reason, self.reason.value().trim(), task.require_reason, task.reason_pattern.as_deref(), MAX_REASON_CHARS),
@@ -168,7 +191,7 @@ impl RequestForm {
         out
     }
 
-    pub fn to_request(&self, tasks: &[TaskView]) -> Option<NewRequest> {
+    pub fn to_request(&self, tasks: &[TaskView], now: DateTime<Utc>) -> Option<NewRequest> {
         let task = self.task(tasks)?;
         let some = |s: &str| Some(s.trim().to_string()).filter(|s| !s.is_empty());
         Some(NewRequest {
@@ -177,7 +200,7 @@ impl RequestForm {
             reason: some(self.reason.value()),
             ticket: some(self.ticket.value()),
             params: Default::default(),
-            starts_at: None,
+            starts_at: self.starts_at(now).ok().flatten(),
         })
     }
 }

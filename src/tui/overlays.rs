@@ -205,7 +205,7 @@ pub fn transcript(app: &App, run: RunId, frame: &mut Frame, theme: &Theme) {
 
 pub fn form(app: &App, form: &RequestForm, frame: &mut Frame, theme: &Theme) {
     let task = form.task(&app.tasks);
-    let problems = form.problems(&app.tasks);
+    let problems = form.problems(&app.tasks, app.now);
     let mut lines = Vec::new();
     let focused = |f: Field| form.field == f;
     let mut focus = 0;
@@ -218,6 +218,9 @@ pub fn form(app: &App, form: &RequestForm, frame: &mut Frame, theme: &Theme) {
                 task.map(|t| format!("◀ {} ▶ ({n}){search}", t.name)).unwrap_or(search)
             }
             Field::Duration if focused(f) => form.duration.with_caret(),
+            Field::Start if focused(f) => form.start.with_caret(),
+            Field::Start if form.start.is_empty() => "now".to_string(),
+            Field::Start => form.start.to_string(),
             Field::Reason if focused(f) => form.reason.with_caret(),
             Field::Ticket if focused(f) => form.ticket.with_caret(),
             Field::Duration => form.duration.to_string(),
@@ -247,6 +250,15 @@ pub fn form(app: &App, form: &RequestForm, frame: &mut Frame, theme: &Theme) {
                 lines.push(Line::styled(format!("{:>11}windows {}: {now}", "", inert_line(windows)), theme.dim()));
             }
             lines.push(Line::styled(format!("{:>11}{}", "", inert_line(&t.description)), theme.dim()));
+        }
+        if f == Field::Start
+            && let Ok(Some(at)) = form.starts_at(app.now)
+        {
+            let local = at.with_timezone(&chrono::Local).format("%a %Y-%m-%d %H:%M %Z");
+            let wait = duration::format(u64::try_from((at - app.now).num_seconds()).unwrap_or(0));
+            lines.push(Line::styled(format!("{:>11}starts {local} (in {wait})", ""), theme.dim()));
+        } else if f == Field::Start && focused(f) {
+            lines.push(Line::styled(format!("{:>11}empty: now; or +3h, 2026-11-24T22:00 (local), ...+01:00", ""), theme.dim()));
         }
         for (_, p) in problems.iter().filter(|(pf, _)| *pf == f) {
             lines.push(Line::styled(format!("{:>11}✗ {}", "", inert_line(p)), theme.danger()));

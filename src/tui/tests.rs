@@ -484,7 +484,7 @@ fn the_request_form_is_checked_against_the_policy_as_you_type() {
     let Mode::Form(form) = &app.mode else { panic!("the form opens") };
     assert_eq!(form.task(&app.tasks).unwrap().name, "journal");
     assert_eq!(form.duration, "1h", "the task's default");
-    let problems = form.problems(&app.tasks);
+    let problems = form.problems(&app.tasks, app.now);
     assert!(problems.iter().any(|(_, p)| p == "this task needs a reason"), "{problems:?}");
     assert!(problems.iter().any(|(_, p)| p == "this task needs a ticket"));
     assert!(key(&mut app, KeyCode::Enter).is_empty(), "nothing is sent while a field is wrong");
@@ -495,16 +495,17 @@ fn the_request_form_is_checked_against_the_policy_as_you_type() {
     }
     typed(&mut app, "5h");
     let Mode::Form(form) = &app.mode else { panic!() };
-    assert!(form.problems(&app.tasks).iter().any(|(_, p)| p == "at most 4h for this task"));
+    assert!(form.problems(&app.tasks, app.now).iter().any(|(_, p)| p == "at most 4h for this task"));
     key(&mut app, KeyCode::Backspace);
     key(&mut app, KeyCode::Backspace);
     typed(&mut app, "30m");
+    key(&mut app, KeyCode::Tab);
     key(&mut app, KeyCode::Tab);
     typed(&mut app, "legal hold");
     key(&mut app, KeyCode::Tab);
     typed(&mut app, "JIRA-1");
     let Mode::Form(form) = &app.mode else { panic!() };
-    assert!(form.problems(&app.tasks).iter().any(|(_, p)| p == "must match INC-[0-9]+"));
+    assert!(form.problems(&app.tasks, app.now).iter().any(|(_, p)| p == "must match INC-[0-9]+"));
     for _ in 0.."JIRA-1".len() {
         key(&mut app, KeyCode::Backspace);
     }
