@@ -193,23 +193,29 @@ fn group_member(m: &Spanned<toml::Value>, group: &str, p: &mut Problems) -> Opti
                 p.at_with_help(m.span(), format!("{here} is a table without its user"), "add user = \"NAME\"");
                 return None;
             };
-            let mut when = |key: &str, read: fn(&str) -> Option<chrono::DateTime<chrono::Utc>>| match t.get(key) {
-                None => None,
-                Some(v) => match v.as_str().and_then(read) {
-                    Some(t) => Some(t),
-                    None => {
-                        p.at_with_help(
-                            m.span(),
-                            format!(
-                                "{here}: {key} {} is not a date or a time",
-                                v.as_str().map_or_else(|| format!("is a {}, which", v.type_str()), |s| format!("'{}'", text::inert(s)))
-                            ),
-                            WHEN_HELP,
-                        );
-                        fine = false;
-                        None
-                    }
-                },
+            // Quoted or not (`from = 2026-12-01` is a TOML date): a date, or a time with its offset.
+            let mut when = |key: &str, read: fn(&str) -> Option<chrono::DateTime<chrono::Utc>>| {
+                let v = t.get(key)?;
+                let written = match v {
+                    toml::Value::String(s) => s.clone(),
+                    toml::Value::Datetime(d) => d.to_string(),
+                    _ => String::new(),
+                };
+                let read = read(&written);
+                if read.is_none() {
+                    let what = match v {
+                        toml::Value::String(s) => format!("'{}' is not a date or a time with its offset", text::inert(s)),
+                        toml::Value::Datetime(_) => format!("{written} has no offset; say which zone it is in"),
+                        other => {
+                            let kind = other.type_str();
+                            let a = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+                            format!("is {a} {kind}, not a date or a time")
+                        }
+                    };
+                    p.at_with_help(m.span(), format!("{here}: {key} {what}"), WHEN_HELP);
+                    fine = false;
+                }
+                read
             };
             let (from, until) = (when("from", start_of), when("until", end_of));
             if let (Some(f), Some(u)) = (from, until)
@@ -683,7 +689,10 @@ impl Policy {
                 if !valid_name(&user) {
                     p.at(m.span(), format!("'{}' in group '{name}' is not a valid user name", text::inert(&user)));
                 } else if !set.insert(user.clone()) {
-                    p.at(m.span(), format!("'{}' is listed twice in group '{name}'", text::inert(&user)));
+                    p.at(
+                        m.span(),
+                        format!("'{}' is listed twice in group '{name}' (one entry per person, with one from/until)", text::inert(&user)),
+                    );
                 } else if from.is_some() || until.is_some() {
                     memberships.push(Membership { group: name.clone(), user, from, until });
                 }
@@ -942,6 +951,16 @@ impl Policy {
                     None => memberships.push(Membership { group: group.clone(), user: user.clone(), from, until }),
                 }
             }
+        }
+        for m in memberships.iter().filter(|m| matches!((m.from, m.until), (Some(f), Some(u)) if f >= u)) {
+            p.list.push(Problem::whole(&format!(
+                "'{}' would never be a member of '{}': [people.{}] eligible_from/eligible_until and the group's own dates leave no time between {} and {}",
+                text::inert(&m.user),
+                m.group,
+                text::inert(&m.user),
+                m.from.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                m.until.map(|t| t.to_rfc3339()).unwrap_or_default()
+            )));
         }
         Self::check_signed_approvals(&tasks, &groups, &people, &signed_spans, p);
         let known = notify::Known { groups: &groups, tasks: &tasks, channels: &channels, people: &people };
@@ -1320,10 +1339,11 @@ impl Policy {
         groups.iter().any(|g| self.groups.get(g).is_some_and(|m| m.contains(user)))
     }
 
-    /// A user the policy knows: in at least one group, or to be by a membership that starts
-    /// later (a new hire may get their token before their first day).
-    pub fn knows(&self, user: &str) -> bool {
-        self.groups.values().any(|m| m.contains(user)) || self.memberships.iter().any(|m| m.user == user && m.from.is_some())
+    /// A user the policy knows at `now`: in at least one group, or to be by a membership that
+    /// starts later (a new hire may get their token before their first day), not one that ended.
+    pub fn knows(&self, user: &str, now: chrono::DateTime<chrono::Utc>) -> bool {
+        self.groups.values().any(|m| m.contains(user))
+            || self.memberships.iter().any(|m| m.user == user && m.from.is_some_and(|f| f > now) && m.until.is_none_or(|u| u > now))
     }
 
     pub fn is_admin(&self, user: &str) -> bool {

@@ -67,12 +67,15 @@ fn backoff(attempts: u32) -> Duration {
 }
 
 /// Is the grant a `grant_expiring` notice (or the `grant_started` of one asked ahead) is about
-/// still active, with the end the notice names? If not, the notice is moot.
+/// still active, with the end a warning names? If not, the notice is moot.
 fn grant_still_active(engine: &Engine, delivery: &Delivery) -> bool {
     let facts = &delivery.notice.facts;
     let grant = facts.get("grant").and_then(|g| g.as_str()).and_then(|g| g.get(1..)?.parse::<u64>().ok());
-    // Warned of for an end it no longer has (it was extended): the extension planned its own.
-    let warned_end = facts.get("expires_at").and_then(|t| serde_json::from_value::<chrono::DateTime<chrono::Utc>>(t.clone()).ok());
+    // Warned of for an end it no longer has (it was extended): the extension planned its own. A
+    // start is news whatever the end has become.
+    let warned_end = (delivery.trigger == Trigger::GrantExpiring)
+        .then(|| facts.get("expires_at").and_then(|t| serde_json::from_value::<chrono::DateTime<chrono::Utc>>(t.clone()).ok()))
+        .flatten();
     match grant {
         Some(n) => engine.read(|s, _| {
             s.active.contains(&GrantId(n)) && s.grants.get(&GrantId(n)).is_some_and(|g| warned_end.is_none_or(|end| end == g.expires_at))
@@ -155,8 +158,9 @@ async fn pause(shutdown: &mut watch::Receiver<bool>) {
 
 /// One attempt at one delivery, and its settling in the outbox.
 async fn attempt(engine: Arc<Engine>, delivery: Delivery, channel: Option<Result<Arc<Channel>, String>>, give_up_secs: u64) {
-    let waited_for_grant =
-        delivery.trigger == Trigger::GrantExpiring || (delivery.trigger == Trigger::GrantStarted && delivery.not_before.is_some());
+    // A start asked ahead says so in its facts (a retry's `not_before` would not tell).
+    let asked_ahead = delivery.trigger == Trigger::GrantStarted && delivery.notice.facts.get("starts_at").is_some_and(|s| !s.is_null());
+    let waited_for_grant = delivery.trigger == Trigger::GrantExpiring || asked_ahead;
     let outcome = if waited_for_grant && !grant_still_active(&engine, &delivery) {
         Outcome::Skipped
     } else {

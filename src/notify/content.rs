@@ -40,6 +40,9 @@ pub struct Facts {
     pub stages: Option<String>,
     pub pending_until: Option<DateTime<Utc>>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// A grant approved ahead: when it starts (its `grant_started` notice goes then).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<DateTime<Utc>>,
     pub break_glass: bool,
     /// What a failed notice was, and why it failed (`notice_failed`).
     pub failed: Option<String>,
@@ -76,6 +79,7 @@ pub fn facts(trigger: Trigger, event: &Event, state: &State, policy: &Policy) ->
             f.grant = Some(grant.to_string());
             (f.expires_at, f.approved_by, f.break_glass) = (Some(*expires_at), approved_by.clone(), *break_glass);
             f.duration_secs = u64::try_from((*expires_at - starts_at.unwrap_or(event.at)).num_seconds()).ok();
+            f.starts_at = starts_at.filter(|at| *at > event.at);
         }
         Change::GrantExtended { grant, expires_at, approved_by, .. } => {
             f.grant = Some(grant.to_string());

@@ -77,14 +77,29 @@ pub fn wanted(events: &[Event], policy: &Policy) -> bool {
 }
 
 /// What routing and content read of the state after `events`: the rows they changed (`touched`,
-/// already changed), the requests of the grants among them, and who is disabled. Built only when
-/// `wanted`, instead of a copy of the whole state.
+/// already changed), the requests of the grants among them, who is disabled, and the tokens their
+/// approvals were given through (which stage a request waits at depends on them). Built only
+/// when `wanted`, instead of a copy of the whole state.
 pub fn view_after(before: &State, touched: &State, events: &[Event]) -> State {
     let mut view =
         State { requests: touched.requests.clone(), grants: touched.grants.clone(), disabled: before.disabled.clone(), ..State::default() };
     for g in touched.grants.values() {
         if let Some(r) = before.requests.get(&g.request) {
             view.requests.entry(g.request).or_insert_with(|| r.clone());
+        }
+    }
+    let through: Vec<crate::model::TokenId> = view
+        .requests
+        .values()
+        .flat_map(|r| &r.approvals)
+        .filter_map(|a| match &a.auth {
+            Some(crate::model::Auth::Token { token, .. }) => Some(*token),
+            _ => None,
+        })
+        .collect();
+    for id in through {
+        if let Some(t) = touched.tokens.get(&id).or_else(|| before.tokens.get(&id)) {
+            view.tokens.insert(id, t.clone());
         }
     }
     for e in events {

@@ -400,32 +400,50 @@ mod tests {
             .replace("oncall = [\"dave\", \"alice\"]\n", "oncall = [\"dave\", \"alice\"]\nleads = [\"alice\"]\nsecurity = [\"bob\", \"erin\"]\n");
         let policy = Policy::parse(&staged, "t").unwrap_or_else(|e| panic!("{e}"));
         let mut h = History::default();
+        let token = crate::model::TokenId(1);
+        h.add(
+            "root",
+            0,
+            Change::TokenIssued { token, user: "alice".into(), sha256: "00".into(), expires_at: None, scope: Default::default() },
+        );
         let created = h.carol_asks("r");
         // Stage 1 is alice's; bob and erin (security) hear nothing yet. dave: group:oncall.
         let to: Vec<String> = plan(&created, &h.state, &policy).into_iter().map(|p| p.to.address).collect();
         assert_eq!(to, vec!["alice@example.org", "dave@example.org"]);
-        let approved = h.add(
-            "alice",
-            1,
-            Change::RequestApproved {
-                request: RequestId(1),
-                task: "exchange.journal-rule".into(),
-                requester: "carol".into(),
-                comment: None,
-                signature: None,
-                stage: Some(1),
-            },
-        );
-        let planned = plan(&approved, &h.state, &policy);
+        // Alice approves through her token; the daemon plans from `view_after`, which must know
+        // the token to count her approval (found by a review: it did not, and stage 2 never heard).
+        let change = Change::RequestApproved {
+            request: RequestId(1),
+            task: "exchange.journal-rule".into(),
+            requester: "carol".into(),
+            comment: None,
+            signature: None,
+            stage: Some(1),
+        };
+        let before = h.state.clone();
+        let mut touched = before.touched_by(std::slice::from_ref(&change));
+        let approved = Event {
+            seq: h.events.len() as u64 + 1,
+            at: t0() + Duration::minutes(1),
+            actor: "alice".into(),
+            auth: Some(crate::model::Auth::Token { token, issued_by: "root".into() }),
+            change,
+            prev_hash: String::new(),
+            hash: String::new(),
+        };
+        touched.apply(&approved);
+        h.state.apply(&approved);
+        let view = crate::notify::outbox::view_after(&before, &touched, std::slice::from_ref(&approved));
+        let planned = plan(&approved, &view, &policy);
         assert_eq!(
             keys(&planned),
             vec![
-                ("2:request_created:mail:bob@example.org".into(), "bob@example.org".into()),
-                ("2:request_created:mail:erin@example.org".into(), "erin@example.org".into()),
-                ("2:request_approved:mail:carol@example.org".into(), "carol@example.org".into()),
+                ("3:request_created:mail:bob@example.org".into(), "bob@example.org".into()),
+                ("3:request_created:mail:erin@example.org".into(), "erin@example.org".into()),
+                ("3:request_approved:mail:carol@example.org".into(), "carol@example.org".into()),
             ]
         );
-        let notice = crate::notify::content::render(&planned[0], &approved, &h.state, &policy);
+        let notice = crate::notify::content::render(&planned[0], &approved, &view, &policy);
         assert!(notice.subject.starts_with("R1: carol asks for exchange.journal-rule"), "{}", notice.subject);
         assert!(notice.text.contains("stage 1/2 (lead) done by alice; stage 2/2 (security): 0 of 1"), "{}", notice.text);
         assert!(notice.text.contains("zsa approve R1"), "{}", notice.text);

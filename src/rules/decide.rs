@@ -195,7 +195,7 @@ pub fn decide(state: &State, policy: &Policy, who: &Actor, command: &Command, no
                 ));
             }
             check_user_name(user)?;
-            if !policy.knows(user) {
+            if !policy.knows(user, now) {
                 return Err(Refusal::invalid(
                     "unknown_user",
                     format!(

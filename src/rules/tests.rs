@@ -1254,27 +1254,31 @@ fn a_persons_eligible_until_ends_all_their_memberships() {
 fn a_membership_that_starts_later_holds_only_from_its_start_to_its_end() {
     let text = POLICY.replace(
         "oncall = [\"carol\", \"dave\"]",
-        "oncall = [\"carol\", \"dave\", { user = \"frank\", from = \"2026-11-23T10:00:00Z\", until = \"2026-11-23\" }]",
+        "oncall = [\"carol\", \"dave\", { user = \"hank\", from = \"2026-11-23T10:00:00Z\", until = \"2026-11-23\" }]",
     );
     let file = Policy::parse(&text, "test.toml").unwrap();
     let start = Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0).unwrap();
     let end = Utc.with_ymd_and_hms(2026, 11, 24, 0, 0, 0).unwrap();
-    assert!(!file.may_request("frank", &file.tasks["restart"]), "the file as read holds frank out until his start");
+    assert!(
+        !file.may_request("hank", &file.tasks["restart"]),
+        "the file as read holds hank out until his start (hank is in no other group)"
+    );
     assert_eq!(file.next_membership_change(), Some(start));
     let mut w = World::new();
     w.policy = file.as_of(w.now);
-    assert_eq!(w.policy.eligible_from("frank", &w.policy.tasks["restart"], w.now), Some(start));
+    assert_eq!(w.policy.eligible_from("hank", &w.policy.tasks["restart"], w.now), Some(start));
+    assert!(w.policy.knows("hank", w.now), "a token may be issued ahead of his start (hank is in no other group)");
     let ask = Command::Request(NewRequest { task: "restart".into(), duration_secs: Some(900), ..Default::default() });
-    let early = w.refused("frank", ask);
+    let early = w.refused("hank", ask);
     assert_eq!(early.code, "not_eligible_yet");
     assert!(early.message.contains("your eligibility for 'restart' starts at 2026-11-23T10:00:00+00:00; ask then"), "{}", early.message);
-    // From his start he is in, until the end of that day.
+    // From his start (hank is in no other group) he is in, until the end of that day.
     w.now = start;
     w.policy = w.policy.as_of(start);
-    assert_eq!(w.policy.eligible_until("frank", &w.policy.tasks["restart"]), Some(end));
-    assert_eq!(w.policy.eligible_from("frank", &w.policy.tasks["restart"], w.now), None);
+    assert_eq!(w.policy.eligible_until("hank", &w.policy.tasks["restart"]), Some(end));
+    assert_eq!(w.policy.eligible_from("hank", &w.policy.tasks["restart"], w.now), None);
     assert_eq!(w.policy.next_membership_change(), Some(end));
-    let g = w.ask("frank", "restart", Some(900), None, None).unwrap().grant();
+    let g = w.ask("hank", "restart", Some(900), None, None).unwrap().grant();
     // Applied to a policy already moved on, `as_of` answers as it does for the file.
     assert_eq!(w.policy.as_of(end).groups, file.as_of(end).groups);
     assert_eq!(file.as_of(start).groups, w.policy.groups);
@@ -1282,7 +1286,8 @@ fn a_membership_that_starts_later_holds_only_from_its_start_to_its_end() {
     w.now = end;
     let changes = w.run(SYSTEM_ACTOR, Command::Expire).unwrap();
     assert!(!w.state.active.contains(&g) || w.state.grants[&g].state != GrantState::Active, "{changes:?}");
-    assert!(w.ask("frank", "restart", Some(900), None, None).is_err());
+    assert!(w.ask("hank", "restart", Some(900), None, None).is_err());
+    assert!(!w.policy.knows("hank", w.now), "nor after his membership ended (found by a review)");
 }
 
 #[test]
@@ -1293,9 +1298,19 @@ fn a_dated_member_written_wrong_is_named_with_what_to_write() {
             .to_string()
     };
     let e = with("{ user = \"dave\", from = \"tomorrow\" }");
-    assert!(e.contains("a member of group 'oncall': from 'tomorrow' is not a date or a time"), "{e}");
+    assert!(e.contains("a member of group 'oncall': from 'tomorrow' is not a date or a time with its offset"), "{e}");
     let e = with("{ user = \"dave\", until = 5 }");
-    assert!(e.contains("until is a integer, which is not a date or a time"), "{e}");
+    assert!(e.contains("until is an integer, not a date or a time"), "{e}");
+    let e = with("{ user = \"dave\", until = 2026-12-01T10:00:00 }");
+    assert!(e.contains("until 2026-12-01T10:00:00 has no offset; say which zone it is in"), "{e}");
+    // A TOML date or offset time, unquoted, is read as its quoted form would be.
+    let unquoted = POLICY.replace(
+        "oncall = [\"carol\", \"dave\"]",
+        "oncall = [\"carol\", { user = \"dave\", from = 2026-12-01, until = 2026-12-31T18:00:00Z }]",
+    );
+    let p = Policy::parse(&unquoted, "t").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(p.memberships[0].from, Some(Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap()));
+    assert_eq!(p.memberships[0].until, Some(Utc.with_ymd_and_hms(2026, 12, 31, 18, 0, 0).unwrap()));
     let e = with("{ user = \"dave\", since = \"2026-12-01\" }");
     assert!(e.contains("unknown key 'since'"), "{e}");
     let e = with("{ from = \"2026-12-01\" }");
