@@ -343,6 +343,15 @@ pub enum Cmd {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Whether the daemon can do its job now (its store answers, deadlines are kept): exit 0 if
+    /// ready, 1 if not, naming what is wrong. Anyone may ask, with no token
+    #[command(after_help = "Examples:\n  zsa ready && echo up\n  zsa ready --socket https://zsa.example.org:8443 --json")]
+    Ready {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
     /// Who the daemon thinks you are, and your roles
     Whoami {
         #[command(flatten)]
@@ -760,6 +769,7 @@ impl Cmd {
             | Cmd::Check { client, .. }
             | Cmd::Gate { client, .. }
             | Cmd::Whoami { client, .. }
+            | Cmd::Ready { client, .. }
             | Cmd::Tasks { client, .. }
             | Cmd::Admin { client, .. }
             | Cmd::Notices { client, .. }
@@ -793,6 +803,7 @@ impl Cmd {
             | Cmd::Review { output, .. }
             | Cmd::Check { output, .. }
             | Cmd::Whoami { output, .. }
+            | Cmd::Ready { output, .. }
             | Cmd::Tasks { output, .. }
             | Cmd::Admin { output, .. }
             | Cmd::Notices { output, .. }

@@ -222,6 +222,16 @@ impl Client {
         self.send(self.call(Method::POST, path).json(body)).await
     }
 
+    /// `GET /v1/ready`, whose 503 is an answer (what is wrong), not a refusal. No token is sent:
+    /// anyone may ask.
+    pub async fn ready(&self) -> Result<crate::model::wire::Readiness, ClientError> {
+        let rb = self.http.request(Method::GET, format!("{}/v1/ready", self.base)).timeout(CALL_TIMEOUT);
+        let response = rb.send().await.map_err(|e| self.failed(&e))?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| ClientError::Protocol(e.to_string()))?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(format!("{e} in a {status} answer")))
+    }
+
     pub async fn whoami(&self) -> Result<WhoAmI, ClientError> {
         self.get("/v1/whoami").await
     }

@@ -55,6 +55,26 @@ pub async fn whoami(client: &Client, json: bool, conn: &Connection) -> CmdResult
     Ok(())
 }
 
+/// `zsa ready`: exit 0 when every check passes; else 1, naming each that does not.
+pub async fn ready(client: &Client, json: bool) -> CmdResult {
+    let r = client.ready().await?;
+    if json {
+        json_line(&r);
+    } else if r.ready {
+        println!("ready");
+    }
+    if r.ready {
+        return Ok(());
+    }
+    let failed: Vec<String> = r
+        .checks
+        .iter()
+        .filter(|c| !c.ok)
+        .map(|c| format!("{}: {}", c.name, text::inert_line(c.problem.as_deref().unwrap_or("?"))))
+        .collect();
+    Err(CliError::Refused(format!("the daemon is not ready: {}", failed.join("; "))))
+}
+
 pub async fn tasks(client: &Client, json: bool) -> CmdResult {
     let tasks = client.tasks().await?;
     if json {

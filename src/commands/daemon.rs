@@ -16,10 +16,11 @@ use crate::policy::{Policy, PolicyError};
 pub async fn run(args: &DaemonArgs) -> CmdResult {
     // Files the daemon creates are private unless it says otherwise (the socket is opened up).
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-    let settled = settle(args).map_err(|problems| CliError::Refused(problems.join("\n")))?;
+    let mut settled = settle(args).map_err(|problems| CliError::Refused(problems.join("\n")))?;
     if args.check_config {
         return check(&settled);
     }
+    settled.config.activated = crate::daemon::systemd::activated_socket().map_err(|e| CliError::Refused(format!("{e:#}")))?.map(Arc::new);
     match server::run_until_signalled(settled.config, Arc::new(SystemClock)).await {
         Ok(()) => Ok(()),
         Err(e) => match e.downcast_ref::<PolicyError>() {
@@ -112,6 +113,7 @@ fn settle(args: &DaemonArgs) -> Result<Settled, Vec<String>> {
         limits,
         store,
         checkpoint_file: args.checkpoint_file.clone().or(checkpoint_file),
+        activated: None,
     };
     Ok(Settled { config, file: (!shown.is_empty()).then_some(path), origins })
 }

@@ -274,6 +274,7 @@ async fn dispatch(cli: Cli) -> CmdResult {
             admin::whoami(&conn.client()?, json, &conn).await
         }
         Cmd::Tasks { .. } => admin::tasks(&client()?, json).await,
+        Cmd::Ready { .. } => admin::ready(&client()?, json).await,
         // An offline check needs no daemon, so no client either.
         Cmd::Audit(crate::cli::AuditArgs {
             command: Some(crate::cli::AuditCmd::Verify { offline: Some(file), key, checkpoints, allow_unsigned_tail, allowed_signers }),

@@ -43,6 +43,8 @@ pub struct DaemonConfig {
     pub store: Option<crate::store::Location>,
     /// Where signed checkpoints go outside the database; `None`: `checkpoints` in the state directory.
     pub checkpoint_file: Option<PathBuf>,
+    /// The listening socket systemd passed (`zsa.socket`), used instead of binding `socket`.
+    pub activated: Option<Arc<std::os::unix::net::UnixListener>>,
 }
 
 /// A TCP address to listen on, and the certificate and key it serves with. There is no
@@ -178,8 +180,10 @@ fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
 pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Result<DaemonHandle> {
     let started = std::time::Instant::now();
     // Where the socket goes is checked first, and the TLS files, so a bad --socket or key
-    // changes no state.
-    check_socket_place(&config.socket)?;
+    // changes no state. A socket systemd passed is in the place systemd made for it.
+    if config.activated.is_none() {
+        check_socket_place(&config.socket)?;
+    }
     let tls: Vec<_> = config
         .listeners
         .iter()
@@ -297,8 +301,17 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
         tcp_addrs.push(bound);
         doors.push(super::listen::Door::Tls { listener: tcp, tls: tokio_rustls::TlsAcceptor::from(tls.config) });
     }
-    doors.insert(0, super::listen::Door::Unix(bind_socket(&config.socket)?));
-    let socket_id = crate::fs_trust::file_id(&config.socket);
+    // A socket systemd passed is systemd's: it stays when the daemon stops (socket_id None).
+    let (unix, socket, socket_id) = match &config.activated {
+        Some(passed) => {
+            let listener = UnixListener::from_std(passed.try_clone().context("cannot take the socket systemd passed")?)?;
+            let path = passed.local_addr()?.as_pathname().map(Path::to_path_buf).unwrap_or_else(|| config.socket.clone());
+            tracing::info!(socket = %path.display(), "serving on the socket systemd passed");
+            (listener, path, None)
+        }
+        None => (bind_socket(&config.socket)?, config.socket.clone(), crate::fs_trust::file_id(&config.socket)),
+    };
+    doors.insert(0, super::listen::Door::Unix(unix));
     let (stop, stopped) = watch::channel(false);
     // Before serving: a daemon sharing its store has heard the others before it answers.
     let e = engine.clone();
@@ -328,7 +341,7 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
     }
     let events = engine.read(|s, _| s.last_seq);
     tracing::info!(
-        socket = %config.socket.display(),
+        socket = %socket.display(),
         state = %config.state_dir.display(),
         events,
         open_ms = opened.as_millis() as u64,
@@ -336,10 +349,10 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
         ready_ms = started.elapsed().as_millis() as u64,
         "zsa daemon listening"
     );
-    Ok(DaemonHandle { socket: config.socket, tcp_addrs, engine, stop, stopped_because, pulse, tasks, _lock: lock, socket_id })
+    Ok(DaemonHandle { socket, tcp_addrs, engine, stop, stopped_because, pulse, tasks, _lock: lock, socket_id })
 }
 
-/// Runs a daemon until SIGTERM or SIGINT; SIGHUP reloads the policy.
+/// Runs a daemon until SIGTERM or SIGINT; SIGHUP reloads the policy. Tells systemd each step.
 pub async fn run_until_signalled(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     // Handlers first: a SIGTERM that comes as soon as the socket answers must stop us cleanly.
@@ -347,11 +360,17 @@ pub async fn run_until_signalled(config: DaemonConfig, clock: Arc<dyn Clock>) ->
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let handle = start(config, clock).await?; // it logs where it listens
+    super::systemd::ready();
+    // Pinged only from now on: before READY=1 there is nothing to say is alive.
+    tokio::spawn(super::systemd::keep_watchdog(handle.engine.clone(), handle.stopping()));
     let mut stopping = handle.stopping();
     loop {
         tokio::select! {
             _ = hup.recv() => {
-                match super::service::reload_policy_as_daemon(handle.engine.clone()).await {
+                super::systemd::reloading();
+                let reloaded = super::service::reload_policy_as_daemon(handle.engine.clone()).await;
+                super::systemd::ready();
+                match reloaded {
                     Ok(load) => tracing::info!(sha256 = %load.sha256, "policy reloaded on SIGHUP"),
                     Err(super::service::ReloadError::Invalid(e)) => {
                         tracing::error!(error = %e, "SIGHUP: the policy was not reloaded; the old one stays in force");
@@ -367,6 +386,7 @@ pub async fn run_until_signalled(config: DaemonConfig, clock: Arc<dyn Clock>) ->
         }
     }
     tracing::info!("stopping");
+    super::systemd::stopping();
     let why = handle.stopped_because();
     handle.shutdown().await;
     match why {

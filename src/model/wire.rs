@@ -14,6 +14,39 @@ pub const MAX_NAME_CHARS: usize = 64;
 /// Largest request body the daemon reads.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
+/// `GET /v1/health`: the daemon answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+}
+
+/// `GET /v1/ready`: whether the daemon can do its job now, check by check.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Readiness {
+    pub ready: bool,
+    pub checks: Vec<ReadinessCheck>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadinessCheck {
+    /// `store`, `deadlines`, or `peers` (a daemon sharing its store).
+    pub name: String,
+    pub ok: bool,
+    /// What is wrong, where something is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+impl ReadinessCheck {
+    pub fn ok(name: &str) -> Self {
+        ReadinessCheck { name: name.into(), ok: true, problem: None }
+    }
+
+    pub fn failed(name: &str, problem: impl Into<String>) -> Self {
+        ReadinessCheck { name: name.into(), ok: false, problem: Some(problem.into()) }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WhoAmI {
     pub user: String,

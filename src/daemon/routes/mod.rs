@@ -4,6 +4,7 @@
 mod admin;
 mod audit;
 mod grants;
+mod health;
 mod me;
 mod notices;
 mod requests;
@@ -30,6 +31,8 @@ use crate::store::{Scope, Store, StoreError};
 
 pub fn router(engine: Arc<Engine>) -> Router {
     Router::new()
+        .route("/v1/health", get(health::health))
+        .route("/v1/ready", get(health::ready))
         .route("/v1/whoami", get(me::whoami))
         .route("/v1/tasks", get(me::tasks))
         .route("/v1/check", get(me::check))
