@@ -496,8 +496,21 @@ pub enum Shell {
     Fish,
 }
 
+/// How the daemon writes its log lines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One line a person reads
+    #[default]
+    Text,
+    /// One JSON object per line, with the request's span, for log shippers
+    Json,
+}
+
 #[derive(Args, Debug)]
 pub struct DaemonArgs {
+    /// How log lines are written: text, or one JSON object per line for log shippers (ZSA_LOG sets the level)
+    #[arg(long, env = "ZSA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
+    pub log_format: LogFormat,
     /// State directory [default: /var/lib/zsa for root, else $XDG_STATE_HOME/zsa]
     #[arg(long, env = "ZSA_STATE", value_name = "DIR")]
     pub state: Option<PathBuf>,

@@ -252,3 +252,55 @@ fn health_and_ready_answer_anyone_and_say_nothing_sensitive() {
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ready");
 }
+
+/// `--log-format json`: every line is one JSON object; each request is answered in a line that
+/// carries its span (method, path, caller, the token's id, status, latency), and no token is
+/// ever written, even at trace level.
+#[test]
+fn the_json_log_has_one_line_per_request_with_its_caller_and_never_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (state, socket, log) = (dir.path().join("state"), dir.path().join("zsa.sock"), dir.path().join("daemon.log"));
+    let child = common::daemon_command(&state, &policy(dir.path()), &socket)
+        .args(["--log-format", "json"])
+        .env("ZSA_LOG", "trace")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut child = Killed(child);
+    common::wait_for_socket(&socket);
+    let zsa = |token: Option<&str>, args: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--socket").arg(&socket).args(args).env_remove("ZSA_TOKEN");
+        if let Some(t) = token {
+            cmd.env("ZSA_TOKEN", t);
+        }
+        cmd.output().unwrap()
+    };
+    let out = zsa(None, &["admin", "token", "issue", "dave", "--ttl", "1d"]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(code(&zsa(Some(&token), &["whoami"])), 0);
+    assert_eq!(code(&zsa(Some(&format!("{token}x")), &["whoami"])), 1);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.0.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    child.0.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains(&token), "a token was written to the log");
+    let lines: Vec<serde_json::Value> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not one JSON object ({e}): {l}"))).collect();
+    let answered = |path: &str, status: u64| {
+        lines.iter().find(|l| l["fields"]["message"] == "answered" && l["span"]["path"] == path && l["span"]["status"] == status).cloned()
+    };
+    let whoami = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "answered" && l["span"]["path"] == "/v1/whoami" && l["span"]["token"] == "T1")
+        .unwrap_or_else(|| panic!("no answered line for whoami with the token:\n{text}"));
+    assert_eq!(
+        (&whoami["span"]["method"], &whoami["span"]["caller"], &whoami["span"]["status"]),
+        (&"GET".into(), &"dave".into(), &200.into())
+    );
+    assert!(whoami["span"]["ms"].as_f64().is_some_and(|ms| ms >= 0.0), "{whoami}");
+    let refused = answered("/v1/whoami", 401).unwrap_or_else(|| panic!("no answered line for the refused token:\n{text}"));
+    assert!(refused["span"].get("caller").is_none(), "nobody is named for a token that is not valid: {refused}");
+    let issued = answered("/v1/admin/tokens", 201).or_else(|| answered("/v1/admin/tokens", 200));
+    assert_eq!(issued.unwrap_or_else(|| panic!("{text}"))["span"]["caller"], current_user().as_str());
+}

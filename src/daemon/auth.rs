@@ -162,6 +162,12 @@ impl FromRequestParts<Arc<Engine>> for Caller {
                 Caller { user: name, auth: Auth::Peer { uid } }
             }
         };
+        // The request's log span names who asked (never a token: its id at most).
+        let span = tracing::Span::current();
+        span.record("caller", crate::model::text::inert_line(&caller.user));
+        if let Auth::Token { token, .. } = &caller.auth {
+            span.record("token", token.to_string());
+        }
         if parts.uri.path() != "/v1/whoami" && engine.read(|s, _| s.is_disabled(&caller.user)) {
             return Err(ApiError::forbidden(
                 "user_disabled",

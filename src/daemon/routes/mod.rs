@@ -72,7 +72,42 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(refuse_declared_oversize))
         .layer(axum::Extension(super::feed::StreamSlots::default()))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_request(())
+                .on_response(log_answer)
+                .on_body_chunk(())
+                .on_eos(())
+                .on_failure(()),
+        )
         .with_state(engine)
+}
+
+/// What monitors and gates ask every few seconds: logged at debug, not info.
+const FREQUENT: [&str; 4] = ["/v1/check", "/v1/health", "/v1/ready", "/metrics"];
+
+/// One span per request: what was asked; the caller is recorded once known (`auth`), status and
+/// latency once answered. Never the query string or a header: nothing secret rides in a path.
+fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    use tracing::field::Empty;
+    let (method, path) = (req.method(), req.uri().path());
+    match FREQUENT.contains(&path) {
+        true => tracing::debug_span!("http", %method, %path, caller = Empty, token = Empty, status = Empty, ms = Empty),
+        false => tracing::info_span!("http", %method, %path, caller = Empty, token = Empty, status = Empty, ms = Empty),
+    }
+}
+
+/// The line that says a request was answered, at its span's level.
+fn log_answer(res: &axum::http::Response<axum::body::Body>, latency: std::time::Duration, span: &tracing::Span) {
+    let status = res.status().as_u16();
+    let ms = latency.as_secs_f64() * 1000.0;
+    span.record("status", status);
+    span.record("ms", ms);
+    match span.metadata().map(|m| *m.level()) {
+        Some(tracing::Level::INFO) => tracing::info!(status, ms, "answered"),
+        _ => tracing::debug!(status, ms, "answered"),
+    }
 }
 
 /// A body declared larger than any the API takes is refused at once, before the daemon waits for
