@@ -508,6 +508,10 @@ pub enum LogFormat {
 
 #[derive(Args, Debug)]
 pub struct DaemonArgs {
+    /// Serve /metrics without authentication on this loopback address (127.0.0.1:9464), for a
+    /// Prometheus on this host; elsewhere scrape /metrics over TLS with a token
+    #[arg(long, env = "ZSA_METRICS_LISTEN", value_name = "ADDR:PORT", value_parser = crate::daemon::config_file::parse_address)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// How log lines are written: text, or one JSON object per line for log shippers (ZSA_LOG sets the level)
     #[arg(long, env = "ZSA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
     pub log_format: LogFormat,

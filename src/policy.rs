@@ -425,6 +425,8 @@ pub struct Policy {
     next_membership_change: Option<chrono::DateTime<chrono::Utc>>,
     pub groups: BTreeMap<String, BTreeSet<String>>,
     pub admin_groups: Vec<String>,
+    /// `[roles] metrics`: who may read `/metrics` (None: admins and auditors).
+    pub metrics_groups: Option<Vec<String>>,
     pub auditor_groups: Vec<String>,
     pub tasks: BTreeMap<String, Task>,
     /// How notices leave (`[channels.NAME]`), where people are reached (`[people.NAME]`), and
@@ -477,6 +479,9 @@ struct RawRoles {
     admins: Vec<Spanned<String>>,
     #[serde(default)]
     auditors: Vec<Spanned<String>>,
+    /// Who may read `/metrics`; left out: admins and auditors.
+    #[serde(default)]
+    metrics: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -724,6 +729,7 @@ impl Policy {
         let roles = raw.roles.map(|r| r.into_inner()).unwrap_or_default();
         let admin_groups = group_refs(&roles.admins, "roles.admins", p);
         let auditor_groups = group_refs(&roles.auditors, "roles.auditors", p);
+        let metrics_groups = roles.metrics.as_ref().map(|m| group_refs(m, "roles.metrics", p));
 
         let mut tasks = BTreeMap::new();
         // Tasks with signed approvals, and where the policy says so: checked once people are read.
@@ -986,6 +992,7 @@ impl Policy {
             groups,
             admin_groups,
             auditor_groups,
+            metrics_groups,
             tasks,
             channels,
             people,
@@ -1357,6 +1364,14 @@ impl Policy {
     /// Admins and auditors see every request, grant and event.
     pub fn sees_everything(&self, user: &str) -> bool {
         self.is_admin(user) || self.is_auditor(user)
+    }
+
+    /// May read `/metrics`: members of `[roles] metrics`, else admins and auditors.
+    pub fn may_read_metrics(&self, user: &str) -> bool {
+        match &self.metrics_groups {
+            Some(groups) => self.in_any(user, groups),
+            None => self.sees_everything(user),
+        }
     }
 
     pub fn may_request(&self, user: &str, task: &Task) -> bool {

@@ -232,6 +232,12 @@ impl Client {
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(format!("{e} in a {status} answer")))
     }
 
+    /// `GET /metrics`: the Prometheus text exposition.
+    pub async fn metrics(&self) -> Result<String, ClientError> {
+        let response = self.open(self.call(Method::GET, "/metrics").timeout(CALL_TIMEOUT)).await?;
+        response.text().await.map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
     pub async fn whoami(&self) -> Result<WhoAmI, ClientError> {
         self.get("/v1/whoami").await
     }

@@ -113,6 +113,7 @@ fn settle(args: &DaemonArgs) -> Result<Settled, Vec<String>> {
         limits,
         store,
         checkpoint_file: args.checkpoint_file.clone().or(checkpoint_file),
+        metrics_listen: args.metrics_listen,
         activated: None,
     };
     Ok(Settled { config, file: (!shown.is_empty()).then_some(path), origins })

@@ -226,7 +226,17 @@ impl Engine {
         let actor = actor.into();
         let mut store = lock(&self.writer);
         let policy = self.policy();
-        let written = self.record_caught_up(&mut **store, &policy, &actor, &command)?;
+        let written = match self.record_caught_up(&mut **store, &policy, &actor, &command) {
+            Ok(written) => written,
+            Err(e) => {
+                match &e {
+                    EngineError::Refused(r) => super::metrics::refused(r.code, &command, &policy),
+                    EngineError::Store(_) => super::metrics::store_error(),
+                }
+                return Err(e);
+            }
+        };
+        super::metrics::committed(&written.events, &written.rows, &policy, self.clock.now());
         self.publish(&written.events);
         Ok(written)
     }
@@ -440,7 +450,9 @@ impl Engine {
             let head = Head { seq: state.last_seq, hash: state.last_hash.clone() };
             Changeset { head, events, rows: Rows::from(touched), deliveries }
         };
+        let started = std::time::Instant::now();
         store.append(&change)?;
+        super::metrics::commit(started.elapsed());
         if !change.deliveries.is_empty() {
             self.outbox.notify_one();
         }

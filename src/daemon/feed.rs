@@ -112,12 +112,14 @@ impl StreamSlots {
             .retry_after(1));
         }
         *mine += 1;
+        super::metrics::stream_opened();
         Ok(StreamSlot { slots: self.clone(), holder, user: caller.user.clone(), token })
     }
 }
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
+        super::metrics::stream_closed();
         let mut open = self.slots.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(n) = open.get_mut(&self.holder) {
             *n -= 1;

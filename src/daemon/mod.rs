@@ -12,6 +12,7 @@ pub mod error;
 pub mod extract;
 pub mod feed;
 pub mod listen;
+pub mod metrics;
 pub mod notices;
 pub mod peers;
 pub mod readiness;

@@ -179,6 +179,15 @@ async fn attempt(engine: Arc<Engine>, delivery: Delivery, channel: Option<Result
     let now = engine.now();
     let give_up_at = delivery.due_since() + chrono::Duration::seconds(give_up_secs.min(i64::MAX as u64) as i64);
     let (settled, failed) = settle(&delivery, outcome, now, give_up_at);
+    super::metrics::notice(
+        &delivery.channel,
+        match settled.state {
+            DeliveryState::Sent => "sent",
+            DeliveryState::Pending => "retry",
+            DeliveryState::Failed => "failed",
+            DeliveryState::Skipped => "skipped",
+        },
+    );
     match &settled.state {
         DeliveryState::Sent => tracing::debug!(key = %delivery.key, "notice delivered"),
         DeliveryState::Pending => {

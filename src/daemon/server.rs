@@ -43,6 +43,8 @@ pub struct DaemonConfig {
     pub store: Option<crate::store::Location>,
     /// Where signed checkpoints go outside the database; `None`: `checkpoints` in the state directory.
     pub checkpoint_file: Option<PathBuf>,
+    /// Where `/metrics` is served without authentication: a loopback address only.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// The listening socket systemd passed (`zsa.socket`), used instead of binding `socket`.
     pub activated: Option<Arc<std::os::unix::net::UnixListener>>,
 }
@@ -62,6 +64,8 @@ pub struct DaemonHandle {
     /// The addresses the TCP listeners are bound to, in the order configured (a port given as 0
     /// is the one the system chose).
     pub tcp_addrs: Vec<std::net::SocketAddr>,
+    /// Where `--metrics-listen` is bound (its port chosen by the system if given as 0).
+    pub metrics_addr: Option<std::net::SocketAddr>,
     pub engine: Arc<Engine>,
     stop: watch::Sender<bool>,
     /// Why the daemon stopped on its own, if it did (`peers::keep_beating`).
@@ -179,10 +183,17 @@ fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
 /// Starts a daemon and returns once it is listening.
 pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Result<DaemonHandle> {
     let started = std::time::Instant::now();
+    // Installed before anything is counted (a counter before the recorder counts nowhere).
+    super::metrics::handle();
     // Where the socket goes is checked first, and the TLS files, so a bad --socket or key
     // changes no state. A socket systemd passed is in the place systemd made for it.
     if config.activated.is_none() {
         check_socket_place(&config.socket)?;
+    }
+    if let Some(addr) = config.metrics_listen.filter(|a| !a.ip().is_loopback()) {
+        bail!(
+            "--metrics-listen {addr}: metrics are served there without authentication, so only on a loopback address (127.0.0.1:9464, [::1]:9464); to scrape from another host, use a TLS listener (--listen) with the token of a user in [roles] metrics"
+        );
     }
     let tls: Vec<_> = config
         .listeners
@@ -258,6 +269,7 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
         Ok((Arc::new(engine), clock, rebuilt, opened, pulse))
     });
     let (engine, clock, rebuilt, opened, pulse) = opening.await.context("opening the store")??;
+    super::metrics::register(&engine.policy());
     let pulse = pulse.map(|p| Arc::new(std::sync::Mutex::new(p)));
     let loaded = started.elapsed();
 
@@ -328,6 +340,22 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
     let signing = engine.checkpoints().cloned().map(|c| tokio::spawn(super::checkpoints::run(engine.clone(), c, stopped.clone())));
     // Only daemons that share their store have others to hear and to tell they are alive.
     let mut tasks = vec![server, deadlines, notices, token_use];
+    let mut metrics_addr = None;
+    if let Some(addr) = config.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} for metrics"))?;
+        metrics_addr = Some(listener.local_addr()?);
+        tracing::info!(address = %listener.local_addr()?, "serving /metrics on loopback");
+        let mut stop = stopped.clone();
+        let app = routes::metrics_router(engine.clone());
+        tasks.push(tokio::spawn(async move {
+            let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            });
+            if let Err(e) = serving.await {
+                tracing::warn!(error = %e, "the metrics listener stopped");
+            }
+        }));
+    }
     tasks.extend(signing);
     let stopped_because = Arc::new(std::sync::OnceLock::new());
     if let Some(pulse) = &pulse {
@@ -349,7 +377,7 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
         ready_ms = started.elapsed().as_millis() as u64,
         "zsa daemon listening"
     );
-    Ok(DaemonHandle { socket, tcp_addrs, engine, stop, stopped_because, pulse, tasks, _lock: lock, socket_id })
+    Ok(DaemonHandle { socket, tcp_addrs, metrics_addr, engine, stop, stopped_because, pulse, tasks, _lock: lock, socket_id })
 }
 
 /// Runs a daemon until SIGTERM or SIGINT; SIGHUP reloads the policy. Tells systemd each step.

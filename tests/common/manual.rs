@@ -28,14 +28,22 @@ impl ManualDaemon {
 
     /// On `policy` (`{ADMIN}` the test's account).
     pub async fn start_with(policy: &str) -> ManualDaemon {
+        Self::start_configured(policy, |_| {}).await
+    }
+
+    /// On `policy` (`{ADMIN}` the test's account, `{DIR}` its directory), with `tweak` applied to
+    /// its settings.
+    pub async fn start_configured(policy: &str, tweak: impl FnOnce(&mut DaemonConfig)) -> ManualDaemon {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("policy.toml"), policy.replace("{ADMIN}", &current_user())).unwrap();
-        let config = DaemonConfig {
+        let text = policy.replace("{ADMIN}", &current_user()).replace("{DIR}", dir.path().to_str().unwrap());
+        std::fs::write(dir.path().join("policy.toml"), text).unwrap();
+        let mut config = DaemonConfig {
             state_dir: dir.path().join("state"),
             policy: dir.path().join("policy.toml"),
             socket: dir.path().join("zsa.sock"),
             ..Default::default()
         };
+        tweak(&mut config);
         let clock = Arc::new(ManualClock::new(Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap()));
         let handle = start(config.clone(), clock.clone()).await.expect("the daemon starts");
         ManualDaemon { dir, config, clock, handle: Some(handle) }

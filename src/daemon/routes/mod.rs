@@ -6,6 +6,7 @@ mod audit;
 mod grants;
 mod health;
 mod me;
+mod metrics;
 mod notices;
 mod requests;
 mod runs;
@@ -29,10 +30,13 @@ use crate::policy::Policy;
 use crate::rules;
 use crate::store::{Scope, Store, StoreError};
 
+pub use metrics::loopback_router as metrics_router;
+
 pub fn router(engine: Arc<Engine>) -> Router {
     Router::new()
         .route("/v1/health", get(health::health))
         .route("/v1/ready", get(health::ready))
+        .route("/metrics", get(metrics::metrics))
         .route("/v1/whoami", get(me::whoami))
         .route("/v1/tasks", get(me::tasks))
         .route("/v1/check", get(me::check))
