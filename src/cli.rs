@@ -679,6 +679,32 @@ pub enum AdminCmd {
     },
     /// Reload the daemon's policy file (as SIGHUP does)
     Reload,
+    /// Copy the daemon's SQLite store, consistent as of one moment, while it runs; the copy is
+    /// verified (chain and rows) before this says it is done
+    #[command(after_help = "Example:\n  zsa admin backup /var/backups/zsa-$(date +%F).db")]
+    Backup {
+        /// A new file for the copy (0600; never over an existing file)
+        file: PathBuf,
+    },
+    /// Put a backup in place of the state directory's store, with the daemon stopped: the backup's
+    /// chain and rows are verified, and checked against the signed checkpoints, before it is accepted
+    #[command(
+        after_help = "The store it replaces is kept beside it (zsa.db.before-restore-TIME), as are the checkpoints with --accept-loss.\n\nExample:\n  systemctl stop zsa && zsa admin restore /var/backups/zsa-2026-12-01.db --state /var/lib/zsa && systemctl start zsa"
+    )]
+    Restore {
+        /// The backup (as `zsa admin backup` wrote it)
+        file: PathBuf,
+        /// The stopped daemon's state directory [default: /var/lib/zsa for root, else $XDG_STATE_HOME/zsa]
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
+        /// Where the daemon appends its signed checkpoints [default: STATE/checkpoints]
+        #[arg(long, value_name = "FILE")]
+        checkpoint_file: Option<PathBuf>,
+        /// Accept losing the events signed checkpoints vouch for that the backup does not hold
+        /// (the checkpoint file is moved aside, kept as evidence, and a new one begins)
+        #[arg(long)]
+        accept_loss: bool,
+    },
     /// TLS for the daemon's TCP listeners (local: no daemon is asked)
     Tls {
         #[command(subcommand)]

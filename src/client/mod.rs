@@ -232,6 +232,11 @@ impl Client {
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(format!("{e} in a {status} answer")))
     }
 
+    /// `GET /v1/admin/backup`: the store's copy, as a body to stream (no timeout: it may be big).
+    pub async fn backup(&self) -> Result<reqwest::Response, ClientError> {
+        self.open(self.call(Method::GET, "/v1/admin/backup")).await
+    }
+
     /// `GET /metrics`: the Prometheus text exposition.
     pub async fn metrics(&self) -> Result<String, ClientError> {
         let response = self.open(self.call(Method::GET, "/metrics").timeout(CALL_TIMEOUT)).await?;

@@ -5,6 +5,7 @@
 
 mod admin;
 mod audit;
+mod backup;
 pub mod completion;
 pub mod connect;
 mod daemon;
@@ -222,6 +223,10 @@ async fn dispatch(cli: Cli) -> CmdResult {
         Cmd::Context { command, .. } => return login::context(command, &cli.client_args(), json),
         // Made here, for a daemon that may not run yet.
         Cmd::Admin { command: crate::cli::AdminCmd::Tls { command }, .. } => return tls::run(command, json),
+        // Offline: the daemon must be stopped.
+        Cmd::Admin { command: crate::cli::AdminCmd::Restore { file, state, checkpoint_file, accept_loss }, .. } => {
+            return backup::restore(file, state.as_deref(), checkpoint_file.as_deref(), *accept_loss, json).await;
+        }
         _ => {}
     }
     let args = with_token(cli.client_args())?;

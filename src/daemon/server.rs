@@ -130,7 +130,7 @@ impl DaemonHandle {
 }
 
 /// Takes the state directory's lock, so two daemons never write the same state.
-fn lock_state(dir: &Path) -> anyhow::Result<File> {
+pub(crate) fn lock_state(dir: &Path) -> anyhow::Result<File> {
     let path = dir.join("daemon.lock");
     let file = crate::fs_trust::open_own_file(&path, "the state directory's lock")?;
     match file.try_lock() {

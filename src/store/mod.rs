@@ -40,6 +40,9 @@ pub enum StoreError {
     Backend(Box<dyn std::error::Error + Send + Sync>),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// This store cannot do that; the message says what does.
+    #[error("{0}")]
+    Unsupported(String),
     /// A current-state row or an event was changed behind the daemon's back.
     #[error(
         "{0}. Someone changed the database behind the daemon's back, so zsa will not serve from it. Start the daemon once with --rebuild-from-log to rebuild the current state from the hash-chained log (the rebuild is recorded in the log)"
@@ -192,6 +195,13 @@ pub trait Store: Send {
     /// alive and follows their writes; false where one daemon owns the store (SQLite).
     fn shared(&self) -> bool {
         false
+    }
+    /// Writes a consistent copy of the whole store, as of one moment, to the new file `path`
+    /// while writers go on (`zsa admin backup`). Only a SQLite store can.
+    fn backup_to(&mut self, _path: &std::path::Path) -> Result<(), StoreError> {
+        Err(StoreError::Unsupported(
+            "a PostgreSQL store is backed up with PostgreSQL's own tools (pg_dump), or copied to a SQLite file with zsa store copy".into(),
+        ))
     }
     /// Notes that `me` is alive, by the store's own clock (one clock for every daemon, however
     /// far apart their hosts' clocks are). Written only if the identity's row is absent, is

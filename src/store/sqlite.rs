@@ -387,6 +387,25 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
+    fn backup_to(&mut self, path: &Path) -> Result<(), StoreError> {
+        // SQLite's online backup, all pages in one step: one read transaction, so the copy is
+        // the store as of its start while writers go on (WAL). Works from a read-only reader.
+        if std::fs::symlink_metadata(path).is_ok() {
+            return Err(StoreError::Io(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{} is already there", path.display()),
+            )));
+        }
+        let mut copy = Connection::open(path)?;
+        let backup = rusqlite::backup::Backup::new(&self.conn, &mut copy)?;
+        // -1: every page in this one step (stepping in parts starts over whenever a writer
+        // commits meanwhile, which under steady writes might never end).
+        match backup.step(-1)? {
+            rusqlite::backup::StepResult::Done => Ok(()),
+            other => Err(StoreError::Unavailable(format!("the backup could not read the store ({other:?}); try again"))),
+        }
+    }
+
     /// Rewrites every current-state row from the log, after checking that the log itself
     /// verifies (a broken log cannot be the source). Returns what was wrong with the rows, for
     /// the `state_rebuilt` event the daemon records.

@@ -86,3 +86,43 @@ pub async fn reload(State(engine): State<Arc<Engine>>, caller: Caller) -> Result
     let load = crate::daemon::service::reload_policy(engine, caller.actor()).await?;
     Ok(Json(load))
 }
+
+/// `GET /v1/admin/backup`: a consistent copy of the whole SQLite store as of one moment, taken
+/// while writers go on, streamed as the file (admins only: it holds every reason and token
+/// hash). The copy is made in the state directory (private) and unlinked once open, so nothing
+/// is left behind however the transfer ends.
+pub async fn backup(State(engine): State<Arc<Engine>>, caller: Caller) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    admins_only(&engine, &caller)?;
+    let dir = engine.runs_dir().parent().map(std::path::Path::to_path_buf).unwrap_or_else(|| engine.runs_dir().to_path_buf());
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
+    let path = dir.join(format!("backup-{}-{nanos}.db", std::process::id()));
+    let (e, p) = (engine.clone(), path.clone());
+    let made = tokio::task::spawn_blocking(move || -> Result<std::fs::File, crate::store::StoreError> {
+        e.stored(|s| s.backup_to(&p))?;
+        let file = std::fs::File::open(&p)?;
+        Ok(file)
+    })
+    .await;
+    // Open or not, the copy's name goes: an open file stays readable until it is closed.
+    let _ = std::fs::remove_file(&path);
+    let file = match made {
+        Ok(Ok(file)) => file,
+        Ok(Err(crate::store::StoreError::Unsupported(why))) => {
+            return Err(ApiError::new(StatusCode::CONFLICT, "backup_unsupported", format!("this daemon cannot back up its store: {why}")));
+        }
+        Ok(Err(e)) => return Err(e.into()),
+        Err(e) => {
+            tracing::error!(error = %e, "the backup task failed");
+            return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the backup failed; the daemon's log says why"));
+        }
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or_default();
+    tracing::info!(bytes = len, "backup taken");
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file)));
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/vnd.sqlite3".to_string()), (axum::http::header::CONTENT_LENGTH, len.to_string())],
+        body,
+    )
+        .into_response())
+}

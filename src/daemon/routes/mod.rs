@@ -65,6 +65,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v1/admin/users/{user}/disable", post(admin::disable))
         .route("/v1/admin/users/{user}/enable", post(admin::enable))
         .route("/v1/admin/reload", post(admin::reload))
+        .route("/v1/admin/backup", get(admin::backup))
         .route("/v1/notices", get(notices::list))
         .route("/v1/admin/notices/{id}/retry", post(notices::retry))
         .fallback(|| async {
