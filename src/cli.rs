@@ -689,12 +689,16 @@ pub enum AdminCmd {
     /// Put a backup in place of the state directory's store, with the daemon stopped: the backup's
     /// chain and rows are verified, and checked against the signed checkpoints, before it is accepted
     #[command(
-        after_help = "The store it replaces is kept beside it (zsa.db.before-restore-TIME), as are the checkpoints with --accept-loss.\n\nExample:\n  systemctl stop zsa && zsa admin restore /var/backups/zsa-2026-12-01.db --state /var/lib/zsa && systemctl start zsa"
+        after_help = "The store it replaces is kept beside it (zsa.db.before-restore-TIME), as are the checkpoints with --accept-loss.\n\nExample:\n  systemctl stop zsa.socket zsa.service\n  zsa admin restore /var/backups/zsa-2026-12-01.db --state /var/lib/zsa\n  systemctl start zsa.socket zsa.service"
     )]
     Restore {
         /// The backup (as `zsa admin backup` wrote it)
         file: PathBuf,
-        /// The stopped daemon's state directory [default: /var/lib/zsa for root, else $XDG_STATE_HOME/zsa]
+        /// The daemon's config file, read as `zsa daemon` reads it (state, store, checkpoint_file)
+        /// [default: /etc/zsa/daemon.toml for root, else $XDG_CONFIG_HOME/zsa/daemon.toml, if there]
+        #[arg(long, env = "ZSA_DAEMON_CONFIG", value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The stopped daemon's state directory [default: the config file's, else /var/lib/zsa for root, else $XDG_STATE_HOME/zsa]
         #[arg(long, value_name = "DIR")]
         state: Option<PathBuf>,
         /// Where the daemon appends its signed checkpoints [default: STATE/checkpoints]

@@ -24,7 +24,8 @@ fn sha256(path: &std::path::Path) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backup_taken_while_clients_write_restores_and_verifies() {
-    let mut d = Daemon::start();
+    // A checkpoint each 10 events: a backup holds several, as a real one does.
+    let mut d = Daemon::start_with(&common::POLICY.replace("pending_ttl = \"1h\"\n", "pending_ttl = \"1h\"\ncheckpoint_events = 10\n"));
     let socket = d.socket.to_str().unwrap().to_string();
     let state = d.state.to_str().unwrap().to_string();
     let backup = d.dir.path().join("backup.db");
@@ -49,7 +50,8 @@ async fn a_backup_taken_while_clients_write_restores_and_verifies() {
             acked
         }));
     }
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Long enough for checkpoints to be signed (each 10 events, looked for each second).
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     let backup_path = backup.to_str().unwrap().to_string();
     let out = tokio::task::spawn_blocking(move || zsa(&["--socket", &socket, "--json", "admin", "backup", &backup_path])).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -104,6 +106,17 @@ async fn a_backup_taken_while_clients_write_restores_and_verifies() {
     assert!(stderr(&bad).contains("does not verify") && stderr(&bad).contains("nothing was changed"), "{}", stderr(&bad));
     assert_eq!(sha256(&d.db()), db_before);
 
+    // Not a store, or another daemon's log: refused, nothing changed.
+    let garbage = d.dir.path().join("garbage.db");
+    std::fs::write(&garbage, "not a database").unwrap();
+    let out = zsa(&["admin", "restore", garbage.to_str().unwrap(), "--state", &state]);
+    assert!(code(&out) == 1 && stderr(&out).contains("is not a zsa store"), "{}", stderr(&out));
+    let foreign = foreign_backup(d.dir.path()).await;
+    let out = zsa(&["admin", "restore", foreign.to_str().unwrap(), "--state", &state, "--accept-loss"]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("nothing ties") && stderr(&out).contains("nothing was changed"), "{}", stderr(&out));
+    assert_eq!(sha256(&d.db()), db_before);
+
     let ok = zsa(&["admin", "restore", backup.to_str().unwrap(), "--state", &state, "--accept-loss"]);
     assert_eq!(code(&ok), 0, "{}", stderr(&ok));
     assert!(stdout(&ok).contains(&format!("restored {events} events")), "{}", stdout(&ok));
@@ -133,4 +146,20 @@ async fn a_backup_taken_while_clients_write_restores_and_verifies() {
     }
     assert!(acked.iter().filter(|r| **r <= newest).count() > 10, "writers were acknowledged before the backup");
     d.stop();
+}
+
+/// A backup of another daemon's store with more than the first checkpoint's events: the same
+/// kinds of events, other hashes.
+async fn foreign_backup(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut other = Daemon::start();
+    let dave = other.user("dave").await;
+    for _ in 0..15 {
+        let out = dave.request(&NewRequest { task: "restart".into(), duration_secs: Some(60), ..Default::default() }).await.unwrap();
+        dave.relinquish(out.grant.expect("automatic").id).await.unwrap();
+    }
+    let file = dir.join("foreign.db");
+    let out = zsa(&["--socket", other.socket.to_str().unwrap(), "admin", "backup", file.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    other.stop();
+    file
 }

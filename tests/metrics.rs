@@ -1,7 +1,7 @@
 //! `/metrics` (issue 17): the exposition parsed by a real Prometheus text parser, and each series
 //! moved by the action it counts, on a daemon in this process on a clock the test moves. Who may
-//! read it is the policy's; `--metrics-listen` serves it on loopback only. One test moves the
-//! counters (the recorder is the process's).
+//! read it is the policy's; `--metrics-listen` serves it on loopback only. One test, its parts in
+//! turn (the recorder is the process's).
 
 mod common;
 
@@ -53,7 +53,14 @@ async fn until(d: &ManualDaemon, what: &str, check: impl Fn(&Scrape) -> bool) ->
     }
 }
 
+/// One test, its parts in turn: the recorder and its gauges are the process's, so two daemons
+/// scraped at once would each set the gauges to their own state.
 #[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_each_action_and_only_the_policys_readers_see_them() {
+    each_series_moves_with_the_action_it_counts().await;
+    who_may_read_metrics_is_the_policys_and_the_loopback_listener_is_loopback_only().await;
+}
+
 async fn each_series_moves_with_the_action_it_counts() {
     let d = ManualDaemon::start_configured(&policy(), |c| c.metrics_listen = Some("127.0.0.1:0".parse().unwrap())).await;
     let dave = d.issue(&["dave"]);
@@ -124,7 +131,6 @@ async fn each_series_moves_with_the_action_it_counts() {
     assert_eq!(http.get(format!("http://{addr}/v1/whoami")).send().await.unwrap().status(), 404);
 }
 
-#[tokio::test(flavor = "multi_thread")]
 async fn who_may_read_metrics_is_the_policys_and_the_loopback_listener_is_loopback_only() {
     let d = ManualDaemon::start().await;
     let carol = d.issue(&["carol"]);

@@ -82,6 +82,24 @@ fn pass_as_fd_3(fd: i32) -> std::io::Result<()> {
     if ok { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
 
+/// `zsa daemon` on the test policy in `dir`, started as systemd starts a socket-activated
+/// service: `fd` as fd 3, `LISTEN_FDS=1`, `LISTEN_PID` its own pid (the shell execs into it).
+fn activated(dir: &Path, fd: i32, socket: &Path) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\"", BIN, "daemon", "--state"])
+        .arg(dir.join("state"))
+        .arg("--policy")
+        .arg(policy(dir))
+        .arg("--socket")
+        .arg(socket)
+        .env("ZSA_LOG", "warn");
+    // SAFETY: between fork and exec only async-signal-safe calls (`pass_as_fd_3`).
+    unsafe {
+        cmd.pre_exec(move || pass_as_fd_3(fd));
+    }
+    cmd
+}
+
 /// A child process killed when the test ends, passing or not.
 struct Killed(std::process::Child);
 
@@ -171,21 +189,8 @@ fn a_socket_passed_as_systemd_passes_it_is_served_even_a_connection_made_before_
     let mut early = UnixStream::connect(&passed).unwrap();
     write!(early, "GET /v1/health HTTP/1.1\r\nHost: zsa\r\nConnection: close\r\n\r\n").unwrap();
     let own_socket = dir.path().join("not-bound.sock");
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
-    let mut cmd = Command::new("sh");
-    cmd.args(["-c", "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\"", BIN, "daemon", "--state"])
-        .arg(dir.path().join("state"))
-        .arg("--policy")
-        .arg(policy(dir.path()))
-        .arg("--socket")
-        .arg(&own_socket)
-        .env("ZSA_LOG", "warn")
-        .stdout(Stdio::null());
-    // SAFETY: between fork and exec only async-signal-safe calls (`pass_as_fd_3`).
-    unsafe {
-        cmd.pre_exec(move || pass_as_fd_3(fd));
-    }
-    let mut child = Killed(cmd.spawn().unwrap());
+    let mut cmd = activated(dir.path(), std::os::fd::AsRawFd::as_raw_fd(&listener), &own_socket);
+    let mut child = Killed(cmd.stdout(Stdio::null()).spawn().unwrap());
     let (status, body) = read_answer(&mut early);
     assert!(status.contains("200") && body.contains("\"ok\""), "{status} {body}");
     // Every call on it is served, as the account that connects.
@@ -203,19 +208,7 @@ fn a_socket_passed_as_systemd_passes_it_is_served_even_a_connection_made_before_
 fn anything_but_one_listening_unix_socket_passed_is_refused_saying_what_to_fix() {
     let dir = tempfile::tempdir().unwrap();
     let file = std::fs::File::create(dir.path().join("not-a-socket")).unwrap();
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
-    let mut cmd = Command::new("sh");
-    cmd.args(["-c", "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\"", BIN, "daemon", "--state"])
-        .arg(dir.path().join("state"))
-        .arg("--policy")
-        .arg(policy(dir.path()))
-        .arg("--socket")
-        .arg(dir.path().join("zsa.sock"));
-    // SAFETY: as above.
-    unsafe {
-        cmd.pre_exec(move || pass_as_fd_3(fd));
-    }
-    let out = cmd.output().unwrap();
+    let out = activated(dir.path(), std::os::fd::AsRawFd::as_raw_fd(&file), &dir.path().join("zsa.sock")).output().unwrap();
     assert_eq!(code(&out), 1);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is not a listening Unix stream socket; zsa.socket must say ListenStream=/run/zsa/zsa.sock"), "{err}");
@@ -268,14 +261,7 @@ fn the_json_log_has_one_line_per_request_with_its_caller_and_never_a_token() {
         .unwrap();
     let mut child = Killed(child);
     common::wait_for_socket(&socket);
-    let zsa = |token: Option<&str>, args: &[&str]| {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("--socket").arg(&socket).args(args).env_remove("ZSA_TOKEN");
-        if let Some(t) = token {
-            cmd.env("ZSA_TOKEN", t);
-        }
-        cmd.output().unwrap()
-    };
+    let zsa = |token: Option<&str>, args: &[&str]| common::cli_on(&socket, token, args);
     let out = zsa(None, &["admin", "token", "issue", "dave", "--ttl", "1d"]);
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
     let token = String::from_utf8_lossy(&out.stdout).trim().to_string();

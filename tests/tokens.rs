@@ -314,14 +314,7 @@ fn trace_daemon(dir: &Path) -> (std::process::Child, PathBuf, PathBuf) {
 async fn a_token_never_appears_in_the_daemons_log_even_at_trace_level() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, socket, log) = trace_daemon(dir.path());
-    let zsa = |token: Option<&str>, args: &[&str]| {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("--socket").arg(&socket).args(args).env_remove("ZSA_TOKEN");
-        if let Some(t) = token {
-            cmd.env("ZSA_TOKEN", t);
-        }
-        cmd.output().unwrap()
-    };
+    let zsa = |token: Option<&str>, args: &[&str]| common::cli_on(&socket, token, args);
     let out = zsa(None, &["admin", "token", "issue", "dave", "--ttl", "1d"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let token = stdout(&out).trim().to_string();

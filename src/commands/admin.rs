@@ -258,9 +258,7 @@ pub async fn run(client: &Client, json: bool, command: &AdminCmd) -> CmdResult {
         }
         AdminCmd::Tls { command } => return super::tls::run(command, json),
         AdminCmd::Backup { file } => return super::backup::backup(client, file, json).await,
-        AdminCmd::Restore { file, state, checkpoint_file, accept_loss } => {
-            return super::backup::restore(file, state.as_deref(), checkpoint_file.as_deref(), *accept_loss, json).await;
-        }
+        AdminCmd::Restore { .. } => return super::restore(command, json).await,
     }
     Ok(())
 }

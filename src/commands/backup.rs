@@ -81,11 +81,29 @@ struct Restored {
     checkpoints_moved: Option<PathBuf>,
 }
 
-pub async fn restore(file: &Path, state: Option<&Path>, checkpoint_file: Option<&Path>, accept_loss: bool, json: bool) -> CmdResult {
-    let state = state.map(Path::to_path_buf).unwrap_or_else(crate::config::default_state_dir);
-    let checkpoints = checkpoint_file.map(Path::to_path_buf).unwrap_or_else(|| state.join("checkpoints"));
-    let file = file.to_path_buf();
-    let restored = tokio::task::spawn_blocking(move || restore_offline(&file, &state, &checkpoints, accept_loss))
+pub async fn restore(args: RestoreArgs<'_>, json: bool) -> CmdResult {
+    // Where the daemon keeps its store and checkpoints: its config file with the flags over it.
+    let file_settings = super::daemon::config(args.config).map_err(|problems| CliError::Refused(problems.join("\n")))?;
+    let (mut state, mut db, mut checkpoints) = (None, None, None);
+    if let Some(f) = file_settings {
+        state = f.state;
+        checkpoints = f.checkpoint_file;
+        match f.store {
+            Some(crate::store::Location::Sqlite(path)) => db = Some(path),
+            Some(crate::store::Location::Postgres(_)) => {
+                return Err(CliError::Refused(format!(
+                    "{} keeps the state in PostgreSQL: restore it with PostgreSQL's own tools (pg_restore), or copy a SQLite backup into an empty database with zsa store copy",
+                    f.path.display()
+                )));
+            }
+            None => {}
+        }
+    }
+    let state = args.state.map(Path::to_path_buf).or(state).unwrap_or_else(crate::config::default_state_dir);
+    let db = db.unwrap_or_else(|| state.join("zsa.db"));
+    let checkpoints = args.checkpoint_file.map(Path::to_path_buf).or(checkpoints).unwrap_or_else(|| state.join("checkpoints"));
+    let (file, accept_loss) = (args.file.to_path_buf(), args.accept_loss);
+    let restored = tokio::task::spawn_blocking(move || restore_offline(&file, &state, &db, &checkpoints, accept_loss))
         .await
         .map_err(|e| CliError::Other(e.into()))??;
     if json {
@@ -96,42 +114,75 @@ pub async fn restore(file: &Path, state: Option<&Path>, checkpoint_file: Option<
             println!("the store it replaced is kept at {}", old.display());
         }
         if let Some(moved) = &restored.checkpoints_moved {
-            println!("the checkpoints that vouched for the lost events are kept at {}; a new file begins", moved.display());
+            println!(
+                "the checkpoints that vouched for the lost events are kept at {}; those the backup holds stay in force",
+                moved.display()
+            );
         }
     }
     Ok(())
+}
+
+/// `zsa admin restore`'s arguments.
+pub struct RestoreArgs<'a> {
+    pub file: &'a Path,
+    pub config: Option<&'a Path>,
+    pub state: Option<&'a Path>,
+    pub checkpoint_file: Option<&'a Path>,
+    pub accept_loss: bool,
 }
 
 fn refused(why: String) -> CliError {
     CliError::Refused(why)
 }
 
-fn restore_offline(file: &Path, state: &Path, checkpoints: &Path, accept_loss: bool) -> Result<Restored, CliError> {
+/// A name for what is kept aside, unique to the nanosecond and never over an existing file.
+fn kept_name(of: &Path) -> PathBuf {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.9fZ");
+    PathBuf::from(format!("{}.before-restore-{stamp}", of.display()))
+}
+
+/// Whether `file` is a zsa store with a log: opened read-only (never created), its events table
+/// holding at least one event.
+fn holds_a_log(file: &Path) -> Result<u64, String> {
+    let c = rusqlite::Connection::open_with_flags(file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(|e| e.to_string())?;
+    c.query_row("SELECT count(*) FROM events", [], |r| r.get::<_, i64>(0)).map(|n| n as u64).map_err(|e| e.to_string())
+}
+
+fn restore_offline(file: &Path, state: &Path, db: &Path, checkpoints: &Path, accept_loss: bool) -> Result<Restored, CliError> {
     if !file.is_file() {
         return Err(refused(format!("{} is not a file; give a backup zsa admin backup wrote", file.display())));
+    }
+    match holds_a_log(file) {
+        Ok(0) => return Err(refused(format!("{} holds no events: it is not a backup of a daemon's store", file.display()))),
+        Ok(_) => {}
+        Err(e) => return Err(refused(format!("{} is not a zsa store ({e}): give a backup zsa admin backup wrote", file.display()))),
     }
     let state = crate::fs_trust::private_dir(state, "the state directory").map_err(|e| refused(e.0))?;
     // The daemon holds this lock while it runs: never restore under it.
     let _lock = crate::daemon::server::lock_state(&state).map_err(|e| {
-        refused(format!("{e:#}").replace("stop it first, or give this one its own --state", "stop it first (systemctl stop zsa)"))
+        refused(format!("{e:#}").replace(
+            "stop it first, or give this one its own --state",
+            "stop it first (systemctl stop zsa.socket zsa.service: the socket alone would start it again)",
+        ))
     })?;
-    let db = state.join("zsa.db");
-    let incoming = state.join("zsa.db.restoring");
-    for leftover in ["", "-wal", "-shm", "-journal"] {
-        let _ = std::fs::remove_file(format!("{}{leftover}", incoming.display()));
-    }
+    let incoming = PathBuf::from(format!("{}.restoring", db.display()));
+    let remove_incoming = || {
+        for leftover in ["", "-wal", "-shm", "-journal"] {
+            let _ = std::fs::remove_file(format!("{}{leftover}", incoming.display()));
+        }
+    };
+    remove_incoming();
     let copy = || -> std::io::Result<()> {
         let mut from = std::fs::File::open(file)?;
         let mut to = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&incoming)?;
         std::io::copy(&mut from, &mut to)?;
         to.sync_all()
     };
-    copy().map_err(|e| refused(format!("cannot copy {} into {}: {e}", file.display(), state.display())))?;
+    copy().map_err(|e| refused(format!("cannot copy {} to {}: {e}", file.display(), incoming.display())))?;
     let discard = |why: String| {
-        for leftover in ["", "-wal", "-shm", "-journal"] {
-            let _ = std::fs::remove_file(format!("{}{leftover}", incoming.display()));
-        }
-        refused(format!("{why}; nothing was changed in {}", state.display()))
+        remove_incoming();
+        refused(format!("{why}; nothing was changed"))
     };
     let (mut store, report) = verify(&incoming).map_err(|e| discard(format!("{} cannot be read as a store: {e}", file.display())))?;
     if !report.ok {
@@ -145,6 +196,7 @@ fn restore_offline(file: &Path, state: &Path, checkpoints: &Path, accept_loss: b
     // event they name, with the same hash. Those past its end are events a restore loses.
     let lines = crate::evidence::read(checkpoints).map_err(discard)?;
     let mut lost = Vec::new();
+    let mut held = Vec::new();
     for (line, c) in &lines {
         if c.seq > report.events {
             lost.push(c.seq);
@@ -161,19 +213,35 @@ fn restore_offline(file: &Path, state: &Path, checkpoints: &Path, accept_loss: b
                 c.hash
             )));
         }
+        held.push(*line);
     }
     drop(store);
+    // Something must tie the backup to this daemon: an event it holds that one of this daemon's
+    // own signed checkpoints vouches for. A backup that holds none (another daemon's log, or one
+    // older than every checkpoint) is refused even with --accept-loss.
+    let key = (std::fs::symlink_metadata(crate::evidence::key_path(&state)).is_ok())
+        .then(|| crate::evidence::SigningKey::load_or_create(&state).map(|k| k.public()))
+        .transpose()
+        .map_err(|e| discard(format!("{e:#}")))?;
+    let vouched = lines.iter().any(|(line, c)| held.contains(line) && key.as_ref().is_some_and(|k| c.signed_by(k)));
+    if !lines.is_empty() && !vouched {
+        return Err(discard(format!(
+            "nothing ties {} to this daemon: it holds none of the events this daemon's checkpoints in {} vouch for (another daemon's log, or one older than every checkpoint). If it is this daemon's, move {} aside yourself first (keep it: it is evidence)",
+            file.display(),
+            checkpoints.display(),
+            checkpoints.display()
+        )));
+    }
     if let Some(last) = lost.iter().max().filter(|_| !accept_loss) {
         return Err(discard(format!(
-            "the backup ends at event {}, but {} vouches for events up to {last}: restoring it loses those, and the daemon would refuse to start on a log shorter than its checkpoints. If that is what you mean, add --accept-loss (the checkpoint file is moved aside and kept as evidence)",
+            "the backup ends at event {}, but {} vouches for events up to {last}: restoring it loses those, and the daemon would refuse to start on a log shorter than its checkpoints. If that is what you mean, add --accept-loss (the checkpoint file is kept aside as evidence)",
             report.events,
             checkpoints.display()
         )));
     }
-    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
     let mut replaced = None;
-    if std::fs::symlink_metadata(&db).is_ok() {
-        let kept = state.join(format!("zsa.db.before-restore-{stamp}"));
+    if std::fs::symlink_metadata(db).is_ok() {
+        let kept = kept_name(db);
         for suffix in ["-wal", "-shm"] {
             let from = PathBuf::from(format!("{}{suffix}", db.display()));
             if std::fs::symlink_metadata(&from).is_ok() {
@@ -181,16 +249,27 @@ fn restore_offline(file: &Path, state: &Path, checkpoints: &Path, accept_loss: b
                     .map_err(|e| refused(format!("cannot move {} aside: {e}", from.display())))?;
             }
         }
-        std::fs::rename(&db, &kept).map_err(|e| refused(format!("cannot move {} aside: {e}", db.display())))?;
+        std::fs::rename(db, &kept).map_err(|e| refused(format!("cannot move {} aside: {e}", db.display())))?;
         replaced = Some(kept);
     }
     let mut checkpoints_moved = None;
     if !lost.is_empty() {
-        let kept = PathBuf::from(format!("{}.before-restore-{stamp}", checkpoints.display()));
+        // The lines the backup holds stay in force (the daemon checks its log against them);
+        // the whole file, lost lines and all, is kept aside.
+        let text = std::fs::read_to_string(checkpoints).map_err(|e| refused(format!("cannot read {}: {e}", checkpoints.display())))?;
+        let kept = kept_name(checkpoints);
         std::fs::rename(checkpoints, &kept).map_err(|e| refused(format!("cannot move {} aside: {e}", checkpoints.display())))?;
+        let in_force: String = text.lines().enumerate().filter(|(n, _)| held.contains(&(n + 1))).map(|(_, l)| format!("{l}\n")).collect();
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(checkpoints)?;
+            f.write_all(in_force.as_bytes())?;
+            f.sync_all()
+        };
+        write().map_err(|e| refused(format!("cannot write {}: {e}", checkpoints.display())))?;
         checkpoints_moved = Some(kept);
     }
-    std::fs::rename(&incoming, &db).map_err(|e| refused(format!("cannot put the backup in place as {}: {e}", db.display())))?;
-    std::fs::File::open(&state).and_then(|d| d.sync_all()).map_err(|e| refused(format!("cannot sync {}: {e}", state.display())))?;
+    std::fs::rename(&incoming, db).map_err(|e| refused(format!("cannot put the backup in place as {}: {e}", db.display())))?;
+    let dir = db.parent().unwrap_or(&state);
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| refused(format!("cannot sync {}: {e}", dir.display())))?;
     Ok(Restored { events: report.events, head: report.head, replaced, checkpoints_moved })
 }

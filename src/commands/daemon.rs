@@ -36,6 +36,19 @@ pub async fn run(args: &DaemonArgs) -> CmdResult {
     }
 }
 
+/// The daemon's config file: the one given, else the default one if it is there (what `zsa
+/// daemon` and `zsa admin restore` both read). Its problems, one per line.
+pub fn config(given: Option<&std::path::Path>) -> Result<Option<DaemonFile>, Vec<String>> {
+    let file = match given {
+        Some(path) => Some(config_file::load(path)),
+        None => {
+            let path = config_file::default_path();
+            std::fs::symlink_metadata(&path).is_ok().then(|| config_file::load(&path))
+        }
+    };
+    file.transpose().map_err(|e| e.to_string().lines().map(String::from).collect::<Vec<_>>())
+}
+
 /// The daemon's settings, and where each listener was given (`file:line` or `--listen`).
 struct Settled {
     config: DaemonConfig,
@@ -45,14 +58,7 @@ struct Settled {
 
 /// The config file's settings (if there is one) with the flags over them, or every problem found.
 fn settle(args: &DaemonArgs) -> Result<Settled, Vec<String>> {
-    let file = match &args.config {
-        Some(path) => Some(config_file::load(path)),
-        None => {
-            let path = config_file::default_path();
-            std::fs::symlink_metadata(&path).is_ok().then(|| config_file::load(&path))
-        }
-    };
-    let file = file.transpose().map_err(|e| e.to_string().lines().map(String::from).collect::<Vec<_>>())?;
+    let file = config(args.config.as_deref())?;
     let DaemonFile { path, state, policy, socket, store, checkpoint_file, listeners, limits } = file.unwrap_or_default();
     let shown = path.display().to_string();
     let mut problems = Vec::new();

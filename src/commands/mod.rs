@@ -224,9 +224,7 @@ async fn dispatch(cli: Cli) -> CmdResult {
         // Made here, for a daemon that may not run yet.
         Cmd::Admin { command: crate::cli::AdminCmd::Tls { command }, .. } => return tls::run(command, json),
         // Offline: the daemon must be stopped.
-        Cmd::Admin { command: crate::cli::AdminCmd::Restore { file, state, checkpoint_file, accept_loss }, .. } => {
-            return backup::restore(file, state.as_deref(), checkpoint_file.as_deref(), *accept_loss, json).await;
-        }
+        Cmd::Admin { command: command @ crate::cli::AdminCmd::Restore { .. }, .. } => return restore(command, json).await,
         _ => {}
     }
     let args = with_token(cli.client_args())?;
@@ -315,4 +313,19 @@ mod tests {
         assert_eq!(required(&Some(" ".into()), "--comment", "why", "zsa deny R1 --comment \"...\"").unwrap_err().exit_code(), 2);
         assert!(required(&Some("because".into()), "--comment", "why", "").is_ok());
     }
+}
+
+/// `zsa admin restore`: offline, so dispatched before any client is made.
+async fn restore(command: &crate::cli::AdminCmd, json: bool) -> CmdResult {
+    let crate::cli::AdminCmd::Restore { file, config, state, checkpoint_file, accept_loss } = command else {
+        return Ok(());
+    };
+    let args = backup::RestoreArgs {
+        file,
+        config: config.as_deref(),
+        state: state.as_deref(),
+        checkpoint_file: checkpoint_file.as_deref(),
+        accept_loss: *accept_loss,
+    };
+    backup::restore(args, json).await
 }

@@ -205,9 +205,13 @@ pub async fn run(engine: Arc<Engine>, checkpoints: Arc<Checkpoints>, mut stop: w
     // store), nor a failed notice of one, or daemons would sign each other's for ever.
     let mut feed = engine.subscribe();
     let mut written = engine.read(|s, _| s.last_seq);
+    // One clock for the whole loop: a sleep made afresh at each event heard would never end
+    // while events keep coming, and nothing would be signed under a steady load.
+    let mut look = tokio::time::interval(LOOK_EVERY);
+    look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         let stopping = tokio::select! {
-            _ = tokio::time::sleep(LOOK_EVERY) => false,
+            _ = look.tick() => false,
             _ = stop.wait_for(|s| *s) => true,
             heard = feed.recv() => {
                 match heard {

@@ -307,6 +307,16 @@ pub async fn wait_for_event(stream: &mut EventStream, within: Duration, mut matc
     found.expect("the expected event did not arrive in time")
 }
 
+/// The real CLI on `socket`, as the test's account (`token` None) or with a token.
+pub fn cli_on(socket: &Path, token: Option<&str>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--socket").arg(socket).args(args).env_remove("ZSA_TOKEN");
+    if let Some(t) = token {
+        cmd.env("ZSA_TOKEN", t);
+    }
+    cmd.output().unwrap()
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
