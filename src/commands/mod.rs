@@ -299,6 +299,21 @@ async fn dispatch(cli: Cli) -> CmdResult {
     }
 }
 
+/// `zsa admin restore`: offline, so dispatched before any client is made.
+async fn restore(command: &crate::cli::AdminCmd, json: bool) -> CmdResult {
+    let crate::cli::AdminCmd::Restore { file, config, state, checkpoint_file, accept_loss } = command else {
+        return Ok(());
+    };
+    let args = backup::RestoreArgs {
+        file,
+        config: config.as_deref(),
+        state: state.as_deref(),
+        checkpoint_file: checkpoint_file.as_deref(),
+        accept_loss: *accept_loss,
+    };
+    backup::restore(args, json).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,19 +328,4 @@ mod tests {
         assert_eq!(required(&Some(" ".into()), "--comment", "why", "zsa deny R1 --comment \"...\"").unwrap_err().exit_code(), 2);
         assert!(required(&Some("because".into()), "--comment", "why", "").is_ok());
     }
-}
-
-/// `zsa admin restore`: offline, so dispatched before any client is made.
-async fn restore(command: &crate::cli::AdminCmd, json: bool) -> CmdResult {
-    let crate::cli::AdminCmd::Restore { file, config, state, checkpoint_file, accept_loss } = command else {
-        return Ok(());
-    };
-    let args = backup::RestoreArgs {
-        file,
-        config: config.as_deref(),
-        state: state.as_deref(),
-        checkpoint_file: checkpoint_file.as_deref(),
-        accept_loss: *accept_loss,
-    };
-    backup::restore(args, json).await
 }
