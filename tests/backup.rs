@@ -124,8 +124,12 @@ async fn a_backup_taken_while_clients_write_restores_and_verifies() {
     assert!(kept.iter().any(|n| n.starts_with("zsa.db.before-restore-")), "{kept:?}");
     assert!(kept.iter().any(|n| n.starts_with("checkpoints.before-restore-")), "{kept:?}");
 
+    // A copy a backup left unfinished (the daemon stopped while making one) goes at the start.
+    let unfinished = d.state.join("backup-1-2.db");
+    std::fs::write(&unfinished, "a whole copy of the store").unwrap();
     // It serves again, the chain verifies, and every request acknowledged up to the backup is there.
     d.spawn();
+    assert!(!unfinished.exists(), "a backup copy was left in the state directory");
     let verified = d.cli(None, &["audit", "verify"]).await;
     assert_eq!(code(&verified), 0, "{}", stderr(&verified));
     let log = d.admin().audit(&zsa::client::AuditParams { limit: Some(10_000), ..Default::default() }).await.unwrap();

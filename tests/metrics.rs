@@ -129,6 +129,15 @@ async fn each_series_moves_with_the_action_it_counts() {
     let served = parse(&plain.text().await.unwrap());
     assert_eq!(value(&served, "zsa_requests_decided_total", &[("task", "journal"), ("outcome", "denied")]), 1.0);
     assert_eq!(http.get(format!("http://{addr}/v1/whoami")).send().await.unwrap().status(), 404);
+    // Anyone on the host may connect there, but not take the daemon's file descriptors: past a
+    // few connections, more are closed at once (found by a review: it held every one).
+    let open_fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+    let before = open_fds();
+    let idle: Vec<_> = (0..40).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let grown = open_fds() - before;
+    assert!(grown < 40 + 16, "the daemon kept {} of 40 idle connections", grown - 40);
+    drop(idle);
 }
 
 async fn who_may_read_metrics_is_the_policys_and_the_loopback_listener_is_loopback_only() {

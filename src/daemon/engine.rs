@@ -42,6 +42,11 @@ pub struct Engine {
     policy: RwLock<Arc<Policy>>,
     writer: Mutex<Box<dyn Store>>,
     reader: Mutex<Box<dyn Store>>,
+    /// A connection of its own for the readiness probe: a long read (a backup, a verify) on
+    /// `reader` must not make a healthy daemon look dead to the watchdog.
+    probe: Mutex<Box<dyn Store>>,
+    /// When the write under way began (None: none is): a write that hangs makes it not ready.
+    writing_since: Mutex<Option<std::time::Instant>>,
     clock: Arc<dyn Clock>,
     feed: broadcast::Sender<Arc<Event>>,
     deadlines: Notify,
@@ -49,6 +54,8 @@ pub struct Engine {
     outbox: Notify,
     /// Where run transcripts are kept.
     runs_dir: std::path::PathBuf,
+    /// The daemon's private state directory (backups are made there before they are streamed).
+    state_dir: std::path::PathBuf,
     /// Set when the daemon stops: event streams end, so connections close and clients reconnect.
     closing: tokio::sync::watch::Sender<bool>,
     /// True while this daemon, sharing its store, has not been able to say it is alive for long
@@ -88,17 +95,21 @@ impl Engine {
         let state = store.load_live()?;
         let token_use = super::token_use::TokenUse::loaded(store.token_use()?);
         let reader = store.reader()?;
+        let probe = store.reader()?;
         let (feed, _) = broadcast::channel(FEED_CAPACITY);
         Ok(Engine {
             state: RwLock::new(state),
             policy: RwLock::new(Arc::new(policy)),
             writer: Mutex::new(store),
             reader: Mutex::new(reader),
+            probe: Mutex::new(probe),
+            writing_since: Mutex::new(None),
             clock,
             feed,
             deadlines: Notify::new(),
             outbox: Notify::new(),
             runs_dir: std::env::temp_dir(),
+            state_dir: std::env::temp_dir(),
             closing: tokio::sync::watch::channel(false).0,
             lease_lost: tokio::sync::watch::channel(false).0,
             checkpoints: None,
@@ -176,6 +187,15 @@ impl Engine {
     pub fn with_runs_dir(mut self, dir: std::path::PathBuf) -> Self {
         self.runs_dir = dir;
         self
+    }
+
+    pub fn with_state_dir(mut self, dir: std::path::PathBuf) -> Self {
+        self.state_dir = dir;
+        self
+    }
+
+    pub fn state_dir(&self) -> &std::path::Path {
+        &self.state_dir
     }
 
     pub fn runs_dir(&self) -> &std::path::Path {
@@ -451,7 +471,10 @@ impl Engine {
             Changeset { head, events, rows: Rows::from(touched), deliveries }
         };
         let started = std::time::Instant::now();
-        store.append(&change)?;
+        *lock(&self.writing_since) = Some(started);
+        let appended = store.append(&change);
+        *lock(&self.writing_since) = None;
+        appended?;
         super::metrics::commit(started.elapsed());
         if !change.deliveries.is_empty() {
             self.outbox.notify_one();
@@ -556,6 +579,16 @@ impl Engine {
 
     /// Reads history from the store (not memory): requests, grants and runs by id or all of
     /// them. Blocking.
+    /// Runs `f` on the readiness probe's own connection. Blocking.
+    pub fn probe<R>(&self, f: impl FnOnce(&mut dyn Store) -> Result<R, StoreError>) -> Result<R, StoreError> {
+        f(&mut **lock(&self.probe))
+    }
+
+    /// How long the write under way has taken so far (None: no write is under way).
+    pub fn writing_for(&self) -> Option<std::time::Duration> {
+        lock(&self.writing_since).map(|t| t.elapsed())
+    }
+
     pub fn stored<R>(&self, f: impl FnOnce(&mut dyn Store) -> Result<R, StoreError>) -> Result<R, StoreError> {
         f(&mut **lock(&self.reader))
     }

@@ -777,3 +777,38 @@ where
         }
     }
 }
+
+/// The most connections `--metrics-listen` holds at once (a scraper needs one), and how long
+/// one may take: it serves a small page on loopback, to anyone there.
+const METRICS_CONNECTIONS: usize = 8;
+const METRICS_CONNECTION_TIME: Duration = Duration::from_secs(10);
+
+/// Serves `app` (the metrics page) in plain HTTP on a loopback listener: a few connections at
+/// once (more are closed at once), each given a short time, so a local user opening connections
+/// cannot take the daemon's file descriptors from the socket, the store and runs.
+pub async fn serve_loopback(listener: TcpListener, app: Router, mut stop: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(METRICS_CONNECTIONS));
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::debug!(error = %e, "metrics listener: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => return,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<Incoming>| app.clone().oneshot(req.map(axum::body::Body::new)));
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(5)).keep_alive(false);
+            let _ = tokio::time::timeout(METRICS_CONNECTION_TIME, builder.serve_connection(TokioIo::new(stream), service)).await;
+        });
+    }
+}

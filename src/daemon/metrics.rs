@@ -153,6 +153,18 @@ pub fn notice(channel: &str, outcome: &'static str) {
     metrics::counter!("zsa_notices_total", "channel" => channel.to_string(), "outcome" => outcome).increment(1);
 }
 
+/// Drains the histograms' buffers now and then, so a daemon nobody scrapes does not keep every
+/// sample it ever recorded.
+pub async fn keep_up(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = every.tick() => handle().run_upkeep(),
+            _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => return,
+        }
+    }
+}
+
 /// The exposition: the live gauges read now, with everything recorded.
 pub fn render(engine: &Engine) -> String {
     let handle = handle();

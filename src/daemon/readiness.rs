@@ -1,5 +1,6 @@
-//! Whether the daemon can do its job now: its store answers, its deadlines are being kept, and
-//! (sharing a store) it follows the other daemons. Answered at `GET /v1/ready` and used for the
+//! Whether the daemon can do its job now: its store answers (on a connection of the probe's
+//! own), no write hangs, its deadlines are being kept, and (sharing a store) it follows the
+//! other daemons. Answered at `GET /v1/ready` and used for the
 //! systemd watchdog, so a daemon whose store hangs stops saying it is alive and is restarted.
 
 use std::sync::Arc;
@@ -18,7 +19,7 @@ const DEADLINE_SLACK: chrono::Duration = chrono::Duration::seconds(10);
 /// user or a count of anything: anyone may ask.
 pub async fn check(engine: &Arc<Engine>) -> Readiness {
     let e = engine.clone();
-    let read = tokio::task::spawn_blocking(move || e.stored(|s| s.events(&EventFilter { tail: Some(1), ..Default::default() })));
+    let read = tokio::task::spawn_blocking(move || e.probe(|s| s.events(&EventFilter { tail: Some(1), ..Default::default() })));
     let store = match tokio::time::timeout(STORE_PATIENCE, read).await {
         Ok(Ok(Ok(_))) => ReadinessCheck::ok("store"),
         Ok(Ok(Err(err))) => {
@@ -37,7 +38,11 @@ pub async fn check(engine: &Arc<Engine>) -> Readiness {
         None => ReadinessCheck::ok("deadlines"),
         Some(at) => ReadinessCheck::failed("deadlines", format!("a deadline is {} s overdue", (now - at).num_seconds())),
     };
-    let mut checks = vec![store, deadlines];
+    let writes = match engine.writing_for().filter(|took| *took > STORE_PATIENCE * 5) {
+        None => ReadinessCheck::ok("writes"),
+        Some(took) => ReadinessCheck::failed("writes", format!("a write has been under way for {} s", took.as_secs())),
+    };
+    let mut checks = vec![store, writes, deadlines];
     if let Some(age) = engine.behind() {
         checks.push(ReadinessCheck::failed("peers", format!("has not followed the shared store for {} s", age.as_secs())));
     }

@@ -129,6 +129,22 @@ impl DaemonHandle {
     }
 }
 
+/// How the copies `GET /v1/admin/backup` makes in the state directory are named.
+pub const BACKUP_PREFIX: &str = "backup-";
+
+/// Copies a backup left in the state directory (the daemon stopped while making one): each a
+/// whole copy of the store, removed at start. Only regular files of ours under that name.
+fn remove_unfinished_backups(state_dir: &Path) {
+    let Ok(entries) = fs::read_dir(state_dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let ours = name.starts_with(BACKUP_PREFIX) && name.ends_with(".db") && entry.file_type().is_ok_and(|t| t.is_file());
+        if ours && fs::remove_file(entry.path()).is_ok() {
+            tracing::info!(file = %entry.path().display(), "removed a backup copy left unfinished");
+        }
+    }
+}
+
 /// Takes the state directory's lock, so two daemons never write the same state.
 pub(crate) fn lock_state(dir: &Path) -> anyhow::Result<File> {
     let path = dir.join("daemon.lock");
@@ -207,6 +223,8 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
     let location = config.store.clone().unwrap_or_else(|| Location::Sqlite(state_dir.join("zsa.db")));
     let identity = super::peers::identity(&state_dir)?;
     let transcripts = crate::fs_trust::private_dir(&state_dir.join("transcripts"), "the run transcripts' directory")?;
+    let state_dir_for_engine = state_dir.clone();
+    remove_unfinished_backups(&state_dir);
     let checkpoint_file = config.checkpoint_file.clone().unwrap_or_else(|| state_dir.join("checkpoints"));
     let checkpoints = super::checkpoints::Checkpoints::open(&state_dir, checkpoint_file)?;
     // Opening a store blocks (a PostgreSQL one talks to the server), and so does loading from it.
@@ -245,6 +263,7 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
         let engine = Engine::open(store, policy, clock.clone())
             .context("cannot start from the stored state")?
             .with_runs_dir(transcripts)
+            .with_state_dir(state_dir_for_engine)
             .with_identity(identity)
             .with_checkpoints(checkpoints);
         // The log must still hold what was signed outside the database: a database rewritten,
@@ -339,22 +358,14 @@ pub async fn start(config: DaemonConfig, clock: Arc<dyn Clock>) -> anyhow::Resul
     let token_use = tokio::spawn(super::token_use::run(engine.clone(), stopped.clone()));
     let signing = engine.checkpoints().cloned().map(|c| tokio::spawn(super::checkpoints::run(engine.clone(), c, stopped.clone())));
     // Only daemons that share their store have others to hear and to tell they are alive.
-    let mut tasks = vec![server, deadlines, notices, token_use];
+    let upkeep = tokio::spawn(super::metrics::keep_up(stopped.clone()));
+    let mut tasks = vec![server, deadlines, notices, token_use, upkeep];
     let mut metrics_addr = None;
     if let Some(addr) = config.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} for metrics"))?;
         metrics_addr = Some(listener.local_addr()?);
         tracing::info!(address = %listener.local_addr()?, "serving /metrics on loopback");
-        let mut stop = stopped.clone();
-        let app = routes::metrics_router(engine.clone());
-        tasks.push(tokio::spawn(async move {
-            let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            });
-            if let Err(e) = serving.await {
-                tracing::warn!(error = %e, "the metrics listener stopped");
-            }
-        }));
+        tasks.push(tokio::spawn(super::listen::serve_loopback(listener, routes::metrics_router(engine.clone()), stopped.clone())));
     }
     tasks.extend(signing);
     let stopped_because = Arc::new(std::sync::OnceLock::new());

@@ -94,18 +94,17 @@ pub async fn reload(State(engine): State<Arc<Engine>>, caller: Caller) -> Result
 pub async fn backup(State(engine): State<Arc<Engine>>, caller: Caller) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
     admins_only(&engine, &caller)?;
-    let dir = engine.runs_dir().parent().map(std::path::Path::to_path_buf).unwrap_or_else(|| engine.runs_dir().to_path_buf());
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
-    let path = dir.join(format!("backup-{}-{nanos}.db", std::process::id()));
+    let path = engine.state_dir().join(format!("{}{}-{nanos}.db", crate::daemon::server::BACKUP_PREFIX, std::process::id()));
     let (e, p) = (engine.clone(), path.clone());
     let made = tokio::task::spawn_blocking(move || -> Result<std::fs::File, crate::store::StoreError> {
-        e.stored(|s| s.backup_to(&p))?;
-        let file = std::fs::File::open(&p)?;
-        Ok(file)
+        let made = e.stored(|s| s.backup_to(&p)).and_then(|()| Ok(std::fs::File::open(&p)?));
+        // Here, not after the await: a client that goes away drops the handler, not this. An
+        // open file stays readable until it is closed.
+        let _ = std::fs::remove_file(&p);
+        made
     })
     .await;
-    // Open or not, the copy's name goes: an open file stays readable until it is closed.
-    let _ = std::fs::remove_file(&path);
     let file = match made {
         Ok(Ok(file)) => file,
         Ok(Err(crate::store::StoreError::Unsupported(why))) => {

@@ -96,8 +96,10 @@ const FREQUENT: [&str; 4] = ["/v1/check", "/v1/health", "/v1/ready", "/metrics"]
 /// latency once answered. Never the query string or a header: nothing secret rides in a path.
 fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
     use tracing::field::Empty;
-    let (method, path) = (req.method(), req.uri().path());
-    match FREQUENT.contains(&path) {
+    let (method, raw) = (req.method(), req.uri().path());
+    // Inert and short: a path is what anyone sent, and a log line is read in a terminal.
+    let path: String = crate::model::text::inert_line(raw).chars().take(200).collect();
+    match FREQUENT.contains(&raw) {
         true => tracing::debug_span!("http", %method, %path, caller = Empty, token = Empty, status = Empty, ms = Empty),
         false => tracing::info_span!("http", %method, %path, caller = Empty, token = Empty, status = Empty, ms = Empty),
     }
