@@ -85,3 +85,24 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+/// The refusals an endpoint may answer, for the OpenAPI description: each is
+/// `{"error": {"code", "message"}}`, the message saying why and what to do.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum Refused {
+    #[response(status = 400, description = "Bad input; nothing changed")]
+    BadRequest(#[to_schema] crate::model::wire::ErrorBody),
+    #[response(status = 401, description = "Who is asking is not known: connect over the socket, or present a valid token")]
+    Unauthorized(#[to_schema] crate::model::wire::ErrorBody),
+    #[response(status = 403, description = "Not allowed to the caller")]
+    Forbidden(#[to_schema] crate::model::wire::ErrorBody),
+    #[response(status = 404, description = "No such thing the caller may see")]
+    NotFound(#[to_schema] crate::model::wire::ErrorBody),
+    #[response(status = 409, description = "Not in a state that allows it")]
+    Conflict(#[to_schema] crate::model::wire::ErrorBody),
+    #[response(status = 429, description = "Too many: try again after Retry-After")]
+    TooMany(#[to_schema] crate::model::wire::ErrorBody),
+    #[response(status = 503, description = "The daemon cannot answer now (its store, or its peers)")]
+    Unavailable(#[to_schema] crate::model::wire::ErrorBody),
+}

@@ -130,13 +130,15 @@ impl Drop for StreamSlot {
     }
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct FeedQuery {
     #[serde(default)]
     after: Option<u64>,
 }
 
+#[utoipa::path(get, path = "/v1/events", tag = "audit", params(FeedQuery, ("last-event-id" = Option<String>, Header, description = "Resume after this event")), responses((status = 200, description = "Server-Sent Events, each an event of the log the caller may see", content_type = "text/event-stream", body = crate::model::Event), crate::daemon::error::Refused))]
 pub async fn stream(
     State(engine): State<Arc<Engine>>,
     Extension(slots): Extension<StreamSlots>,

@@ -23,7 +23,7 @@ use std::collections::BTreeSet;
 use crate::model::text;
 
 /// What a checkpoint's signature covers, and the line written to the checkpoint file.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Checkpoint {
     /// The event signed for: its sequence number and hash.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::{SYSTEM_ACTOR, TokenId};
 
 /// How the actor of an event authenticated.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "via", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Auth {
     /// The daemon itself (expiry, start-up, SIGHUP).
@@ -49,7 +49,7 @@ impl Auth {
 /// What a bearer token may be used for. A scope names the routes it opens (`daemon::auth`
 /// checks every request against it); new scopes are new variants, and a token issued before
 /// zsa kept scopes is `all`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenScope {
     /// Everything its user may do (but issue tokens: only an admin's own login does that).
@@ -154,7 +154,7 @@ impl From<&String> for Actor {
 
 /// A bearer token as the daemon keeps it: only the SHA-256 of the secret. (When it was last
 /// used is not here: that is no decision and no event, see `daemon::token_use`.)
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Token {
     pub id: TokenId,
     pub user: String,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{Auth, GrantId, RequestId, RunId, RunOutcome, TokenId, TokenScope};
 
 /// One recorded change, with its place in the hash chain.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     pub seq: u64,
     pub at: DateTime<Utc>,
@@ -24,7 +24,7 @@ pub struct Event {
 
 /// What changed. Every variant that concerns a person or a task names them, so the log can be
 /// filtered and shown without looking anything else up.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Change {
     PolicyLoaded {

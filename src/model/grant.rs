@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{GrantId, RequestId};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum GrantState {
     Active,
@@ -26,7 +26,7 @@ impl GrantState {
 }
 
 /// How and when a grant ended.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GrantEnd {
     pub at: DateTime<Utc>,
     pub by: String,
@@ -35,7 +35,7 @@ pub struct GrantEnd {
 }
 
 /// An approver's after-the-fact look at a break-glass grant.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Review {
     pub by: String,
     pub at: DateTime<Utc>,
@@ -43,7 +43,7 @@ pub struct Review {
     pub comment: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Grant {
     pub id: GrantId,
     pub request: RequestId,

@@ -38,6 +38,20 @@ macro_rules! prefixed_id {
             }
         }
 
+        // On the wire: a string such as `R12` (what serde writes through `String`).
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::schema::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .pattern(Some(concat!("^", $prefix, "[1-9][0-9]*$")))
+                    .examples([concat!($prefix, "12")])
+                    .description(Some(concat!("The id of a ", $what, ".")))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+
         impl From<$name> for String {
             fn from(id: $name) -> String {
                 id.to_string()

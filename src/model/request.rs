@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Auth, GrantId, RequestId};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RequestState {
     Pending,
@@ -30,7 +30,7 @@ impl RequestState {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Approval {
     pub by: String,
     pub at: DateTime<Utc>,
@@ -50,7 +50,7 @@ pub struct Approval {
 
 /// What an approver sends with an approval signed through their SSH agent: when they signed, and
 /// the armored SSHSIG (namespace `zsa`) over the statement `evidence::approval` builds.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignedApproval {
     pub signed_at: DateTime<Utc>,
@@ -59,7 +59,7 @@ pub struct SignedApproval {
 
 /// A checked approval signature as the log keeps it: enough for anyone to check it again with
 /// no daemon (the statement is rebuilt from the request and this).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalSignature {
     pub signed_at: DateTime<Utc>,
@@ -69,7 +69,7 @@ pub struct ApprovalSignature {
     pub signature: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Request {
     pub id: RequestId,
     pub task: String,

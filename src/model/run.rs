@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{GrantId, RunId};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunOutcome {
     /// The command ended by itself; see the exit code.
@@ -36,7 +36,7 @@ impl RunOutcome {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunEnd {
     pub at: DateTime<Utc>,
     pub outcome: RunOutcome,
@@ -49,7 +49,7 @@ pub struct RunEnd {
     pub truncated: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Run {
     pub id: RunId,
     pub grant: GrantId,

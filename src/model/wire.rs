@@ -15,19 +15,19 @@ pub const MAX_NAME_CHARS: usize = 64;
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// `GET /v1/health`: the daemon answers.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Health {
     pub status: String,
 }
 
 /// `GET /v1/ready`: whether the daemon can do its job now, check by check.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Readiness {
     pub ready: bool,
     pub checks: Vec<ReadinessCheck>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReadinessCheck {
     /// `store`, `deadlines`, or `peers` (a daemon sharing its store).
     pub name: String,
@@ -47,7 +47,7 @@ impl ReadinessCheck {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WhoAmI {
     pub user: String,
     /// `admin`, `auditor`, `approver`, `requester`: what this user may do under the current policy.
@@ -67,7 +67,7 @@ pub struct WhoAmI {
     pub policy_sha256: String,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskView {
     pub name: String,
     pub description: String,
@@ -120,7 +120,7 @@ pub struct TaskView {
     pub run: Option<RunView>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewRequest {
     pub task: String,
@@ -138,7 +138,7 @@ pub struct NewRequest {
     pub starts_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunRequest {
     pub task: String,
@@ -147,7 +147,7 @@ pub struct RunRequest {
 }
 
 /// One line of a run's answer stream (newline-delimited JSON).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum RunOutput {
     Started { run: super::RunId, argv: Vec<String> },
@@ -160,7 +160,7 @@ fn one() -> u32 {
 }
 
 /// What `zsa tasks` shows of a task that runs something.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunView {
     pub argv: Vec<String>,
     pub run_as: Option<String>,
@@ -173,7 +173,7 @@ pub struct RunView {
     pub params: std::collections::BTreeMap<String, String>,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Comment {
     #[serde(default)]
@@ -181,7 +181,7 @@ pub struct Comment {
 }
 
 /// What the holder of a grant asks to extend it by, and why.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExtendBody {
     pub by_secs: u64,
@@ -191,14 +191,14 @@ pub struct ExtendBody {
 
 /// A grant after its holder asked to extend it: longer at once, or unchanged with the
 /// extension `request` waiting for approvers.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExtendOutcome {
     pub grant: GrantView,
     pub request: Option<RequestView>,
 }
 
 /// What an approval carries: a comment, and where the task needs one, the approver's signature.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApproveBody {
     #[serde(default)]
@@ -207,7 +207,7 @@ pub struct ApproveBody {
     pub signature: Option<super::SignedApproval>,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Reason {
     #[serde(default)]
@@ -215,7 +215,7 @@ pub struct Reason {
 }
 
 /// Something a person may do to one request or grant (the console's keys, the CLI's verbs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RowAction {
     Approve,
@@ -246,7 +246,7 @@ impl RowAction {
 
 /// Whether the viewer may take one action on a row now; if not, the refusal the daemon would
 /// answer to the attempt (its code and message), so a client can say why before asking.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ActionView {
     pub action: RowAction,
     pub allowed: bool,
@@ -261,7 +261,7 @@ pub struct ActionView {
 }
 
 /// What the viewer may do with a row, as the daemon decided when it answered.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct Actions(pub Vec<ActionView>);
 
@@ -292,7 +292,7 @@ impl Actions {
 
 /// A request as one viewer sees it: the request, and what that viewer may do with it now.
 /// Reads through to the request (`view.task`), so code that shows a request shows a view alike.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RequestView {
     #[serde(flatten)]
     pub request: Request,
@@ -305,7 +305,7 @@ pub struct RequestView {
 }
 
 /// A grant as one viewer sees it: the grant, and what that viewer may do with it now.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GrantView {
     #[serde(flatten)]
     pub grant: Grant,
@@ -341,13 +341,13 @@ impl std::ops::DerefMut for GrantView {
 }
 
 /// A request after a change, with its grant if it has one.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Outcome {
     pub request: RequestView,
     pub grant: Option<GrantView>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CheckAnswer {
     pub allowed: bool,
     pub user: String,
@@ -358,7 +358,8 @@ pub struct CheckAnswer {
     pub now: DateTime<Utc>,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     #[serde(default)]
@@ -380,13 +381,13 @@ pub struct AuditQuery {
 }
 
 /// The daemon's audit key, and where its checkpoints go outside the database.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditKey {
     pub key: String,
     pub checkpoint_file: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VerifyReport {
     pub ok: bool,
     pub events: u64,
@@ -405,7 +406,7 @@ pub struct VerifyReport {
     pub signed_approvals: Option<u64>,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IssueToken {
     pub user: String,
@@ -419,7 +420,7 @@ pub struct IssueToken {
     pub scope: TokenScope,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IssuedToken {
     pub id: TokenId,
     pub user: String,
@@ -432,7 +433,7 @@ pub struct IssuedToken {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenView {
     pub id: TokenId,
     pub user: String,
@@ -463,19 +464,19 @@ impl TokenView {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PolicyLoad {
     pub sha256: String,
     pub path: String,
     pub tasks: u32,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     pub code: String,
     pub message: String,
@@ -483,7 +484,7 @@ pub struct ErrorDetail {
 
 /// One outbox delivery as `GET /v1/notices` shows it: where it stands, never the rendered
 /// notice or any channel secret. `last_error` is made inert (a receiver wrote it).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NoticeView {
     pub id: u64,
     pub key: String,

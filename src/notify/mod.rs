@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// What happened that someone must hear of: the `on` of a `[[notify]]` rule.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Trigger {
     RequestCreated,
@@ -78,7 +78,7 @@ impl Trigger {
 
 /// Who a notice is for: a person of the policy (by name) at an address of the channel's kind
 /// (an email address, or empty for a channel that has one fixed destination).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Recipient {
     pub name: Option<String>,
     pub address: String,
@@ -86,7 +86,7 @@ pub struct Recipient {
 
 /// One notice for one recipient, rendered and ready: what a channel delivers. Every text in it
 /// was made inert when it was rendered; a channel adds only the escaping of its own format.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Notice {
     /// Idempotency key, stable across retries: `<event seq>:<trigger>:<channel>:<recipient>` (the
     /// trigger because one event can cause several: a break-glass grant start is `grant_started`,

@@ -11,7 +11,7 @@ use crate::policy::Policy;
 use crate::rules::State;
 
 /// Where a delivery stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryState {
     /// Not yet delivered: due at `next_at`.
@@ -39,7 +39,7 @@ impl DeliveryState {
 }
 
 /// One row of the outbox.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Delivery {
     /// The store's id (0 until written).
     pub id: u64,

@@ -264,7 +264,7 @@ pub struct Takeover {
 }
 
 /// An event exactly as the log holds it: the body its hash covers, and the two hashes.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawEvent {
     pub seq: u64,

@@ -22,6 +22,7 @@ fn admins_only(engine: &Engine, caller: &Caller) -> Result<(), ApiError> {
     }
 }
 
+#[utoipa::path(post, path = "/v1/admin/tokens", tag = "admin", request_body = crate::model::wire::IssueToken, responses((status = 201, description = "Issued; the token is shown this once", body = crate::model::wire::IssuedToken), crate::daemon::error::Refused))]
 pub async fn issue_token(
     State(engine): State<Arc<Engine>>,
     caller: Caller,
@@ -47,6 +48,7 @@ pub async fn issue_token(
 }
 
 /// Every token, with when each was last used and whether it has expired by the daemon's clock.
+#[utoipa::path(get, path = "/v1/admin/tokens", tag = "admin", responses((status = 200, body = Vec<crate::model::wire::TokenView>), crate::daemon::error::Refused))]
 pub async fn tokens(State(engine): State<Arc<Engine>>, caller: Caller) -> Result<Json<Vec<TokenView>>, ApiError> {
     admins_only(&engine, &caller)?;
     Ok(Json(token_views(&engine, |_| true)))
@@ -58,12 +60,14 @@ pub(super) fn token_views(engine: &Engine, keep: impl Fn(&crate::model::Token) -
     engine.read(|s, _| s.tokens.values().filter(|t| keep(t)).map(|t| t.view(now, used.last_used(t.id))).collect())
 }
 
+#[utoipa::path(post, path = "/v1/admin/tokens/{id}/revoke", tag = "admin", params(("id" = String, Path, description = "A token id, e.g. T3")), responses((status = 204, description = "Revoked"), crate::daemon::error::Refused))]
 pub async fn revoke_token(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     let token: TokenId = parse_id(&id)?;
     execute(&engine, &caller, Command::RevokeToken { token }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/v1/admin/users/{user}/disable", tag = "admin", params(("user" = String, Path, description = "The user")), request_body = crate::model::wire::Reason, responses((status = 204, description = "Disabled: their grants ended, their requests cancelled"), crate::daemon::error::Refused))]
 pub async fn disable(
     State(engine): State<Arc<Engine>>,
     caller: Caller,
@@ -74,6 +78,7 @@ pub async fn disable(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/v1/admin/users/{user}/enable", tag = "admin", params(("user" = String, Path, description = "The user")), responses((status = 204, description = "Enabled"), crate::daemon::error::Refused))]
 pub async fn enable(State(engine): State<Arc<Engine>>, caller: Caller, Path(user): Path<String>) -> Result<StatusCode, ApiError> {
     execute(&engine, &caller, Command::EnableUser { user }).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -81,6 +86,7 @@ pub async fn enable(State(engine): State<Arc<Engine>>, caller: Caller, Path(user
 
 /// Re-reads the policy file the daemon was started with. A file that does not validate is
 /// refused with its file:line messages and the old policy stays in force.
+#[utoipa::path(post, path = "/v1/admin/reload", tag = "admin", responses((status = 200, body = crate::model::wire::PolicyLoad), crate::daemon::error::Refused))]
 pub async fn reload(State(engine): State<Arc<Engine>>, caller: Caller) -> Result<Json<PolicyLoad>, ApiError> {
     admins_only(&engine, &caller)?;
     let load = crate::daemon::service::reload_policy(engine, caller.actor()).await?;
@@ -91,6 +97,7 @@ pub async fn reload(State(engine): State<Arc<Engine>>, caller: Caller) -> Result
 /// while writers go on, streamed as the file (admins only: it holds every reason and token
 /// hash). The copy is made in the state directory (private) and unlinked once open, so nothing
 /// is left behind however the transfer ends.
+#[utoipa::path(get, path = "/v1/admin/backup", tag = "admin", responses((status = 200, description = "The SQLite store as of one moment", content_type = "application/vnd.sqlite3", body = Vec<u8>), crate::daemon::error::Refused))]
 pub async fn backup(State(engine): State<Arc<Engine>>, caller: Caller) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
     admins_only(&engine, &caller)?;

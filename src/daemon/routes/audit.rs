@@ -21,6 +21,7 @@ pub const MAX_PAGE: u32 = 10_000;
 
 /// Events, oldest first, one page at a time (`after` the last seq seen). Admins and auditors
 /// see everything; others see what concerns them and what they approve for.
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(crate::model::wire::AuditQuery), responses((status = 200, body = Vec<crate::model::Event>), crate::daemon::error::Refused))]
 pub async fn list(State(engine): State<Arc<Engine>>, caller: Caller, Query(q): Query<AuditQuery>) -> Result<Json<Vec<Event>>, ApiError> {
     let limit = q.limit.unwrap_or(DEFAULT_PAGE);
     if limit == 0 || limit > MAX_PAGE {
@@ -63,6 +64,7 @@ pub async fn list(State(engine): State<Arc<Engine>>, caller: Caller, Query(q): Q
 }
 
 /// `GET /v1/audit/key`: the key that signs checkpoints, for an auditor to keep and verify with.
+#[utoipa::path(get, path = "/v1/audit/key", tag = "audit", responses((status = 200, body = crate::model::wire::AuditKey), crate::daemon::error::Refused))]
 pub async fn key(State(engine): State<Arc<Engine>>, caller: Caller) -> Result<Json<AuditKey>, ApiError> {
     auditors_only(&engine, &caller)?;
     let c = checkpoints(&engine)?;
@@ -70,6 +72,7 @@ pub async fn key(State(engine): State<Arc<Engine>>, caller: Caller) -> Result<Js
 }
 
 /// `POST /v1/audit/checkpoint`: sign the log's head now (before a backup, say).
+#[utoipa::path(post, path = "/v1/audit/checkpoint", tag = "audit", responses((status = 200, body = crate::evidence::Checkpoint), crate::daemon::error::Refused))]
 pub async fn checkpoint(State(engine): State<Arc<Engine>>, caller: Caller) -> Result<Json<Checkpoint>, ApiError> {
     auditors_only(&engine, &caller)?;
     let c = checkpoints(&engine)?.clone();
@@ -80,6 +83,7 @@ pub async fn checkpoint(State(engine): State<Arc<Engine>>, caller: Caller) -> Re
 
 /// `GET /v1/audit/export?after=SEQ&limit=N`: events exactly as stored, for a signed export
 /// (`zsa audit export --signed`).
+#[utoipa::path(get, path = "/v1/audit/export", tag = "audit", params(crate::model::wire::AuditQuery), responses((status = 200, body = Vec<crate::store::RawEvent>), crate::daemon::error::Refused))]
 pub async fn export(
     State(engine): State<Arc<Engine>>,
     caller: Caller,
@@ -106,6 +110,7 @@ fn checkpoints(engine: &Engine) -> Result<&Arc<crate::daemon::checkpoints::Check
     engine.checkpoints().ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "no_checkpoints", "this daemon signs no checkpoints"))
 }
 
+#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", responses((status = 200, body = crate::model::wire::VerifyReport), crate::daemon::error::Refused))]
 pub async fn verify(State(engine): State<Arc<Engine>>, caller: Caller) -> Result<Json<VerifyReport>, ApiError> {
     if !engine.policy().sees_everything(&caller.user) {
         return Err(ApiError::forbidden("auditors_only", "only auditors and admins may verify the whole log"));

@@ -15,7 +15,8 @@ use crate::model::wire::{Comment, ExtendBody, ExtendOutcome, GrantView, Reason};
 use crate::model::{Grant, GrantId};
 use crate::rules::{self, Command};
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Include ended grants.
@@ -45,6 +46,7 @@ async fn act(engine: &Arc<Engine>, caller: &Caller, id: GrantId, command: Comman
 
 /// Active grants (those whose deadline has not passed) from memory, or every grant with
 /// `all=true` from the store.
+#[utoipa::path(get, path = "/v1/grants", tag = "grants", params(ListQuery), responses((status = 200, body = Vec<crate::model::wire::GrantView>), crate::daemon::error::Refused))]
 pub async fn list(State(engine): State<Arc<Engine>>, caller: Caller, Query(q): Query<ListQuery>) -> Result<Json<Vec<GrantView>>, ApiError> {
     if q.all {
         let rows = stored_list(&engine, &caller, |s, scope| s.grants(scope), rules::grant_visible).await?;
@@ -62,6 +64,7 @@ pub async fn list(State(engine): State<Arc<Engine>>, caller: Caller, Query(q): Q
     })))
 }
 
+#[utoipa::path(get, path = "/v1/grants/{id}", tag = "grants", params(("id" = String, Path, description = "A grant id, e.g. G12")), responses((status = 200, body = crate::model::wire::GrantView), crate::daemon::error::Refused))]
 pub async fn show(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): Path<String>) -> Result<Json<GrantView>, ApiError> {
     let id = parse_id(&id)?;
     let e = engine.clone();
@@ -69,6 +72,7 @@ pub async fn show(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): P
     Ok(Json(visible(&engine, &caller, id, grant)?))
 }
 
+#[utoipa::path(post, path = "/v1/grants/{id}/revoke", tag = "grants", params(("id" = String, Path, description = "A grant id, e.g. G12")), request_body = crate::model::wire::Reason, responses((status = 200, body = crate::model::wire::GrantView), crate::daemon::error::Refused))]
 pub async fn revoke(
     State(engine): State<Arc<Engine>>,
     caller: Caller,
@@ -79,6 +83,7 @@ pub async fn revoke(
     act(&engine, &caller, id, Command::Revoke { grant: id, reason: r.reason }).await
 }
 
+#[utoipa::path(post, path = "/v1/grants/{id}/relinquish", tag = "grants", params(("id" = String, Path, description = "A grant id, e.g. G12")), responses((status = 200, body = crate::model::wire::GrantView), crate::daemon::error::Refused))]
 pub async fn relinquish(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): Path<String>) -> Result<Json<GrantView>, ApiError> {
     let id = parse_id(&id)?;
     act(&engine, &caller, id, Command::Relinquish { grant: id }).await
@@ -86,6 +91,7 @@ pub async fn relinquish(State(engine): State<Arc<Engine>>, caller: Caller, Path(
 
 /// The holder asks for more time: the grant as it is now, and the extension request if one must
 /// be approved first.
+#[utoipa::path(post, path = "/v1/grants/{id}/extend", tag = "grants", params(("id" = String, Path, description = "A grant id, e.g. G12")), request_body = crate::model::wire::ExtendBody, responses((status = 200, body = crate::model::wire::ExtendOutcome), crate::daemon::error::Refused))]
 pub async fn extend(
     State(engine): State<Arc<Engine>>,
     caller: Caller,
@@ -111,6 +117,7 @@ pub async fn extend(
     Ok(Json(ExtendOutcome { grant, request }))
 }
 
+#[utoipa::path(post, path = "/v1/grants/{id}/review", tag = "grants", params(("id" = String, Path, description = "A grant id, e.g. G12")), request_body = crate::model::wire::Comment, responses((status = 200, body = crate::model::wire::GrantView), crate::daemon::error::Refused))]
 pub async fn review(
     State(engine): State<Arc<Engine>>,
     caller: Caller,

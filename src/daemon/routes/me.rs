@@ -13,6 +13,7 @@ use crate::daemon::error::ApiError;
 use crate::model::wire::{CheckAnswer, TaskView, WhoAmI};
 use crate::rules;
 
+#[utoipa::path(get, path = "/v1/whoami", tag = "me", responses((status = 200, body = crate::model::wire::WhoAmI), crate::daemon::error::Refused))]
 pub async fn whoami(State(engine): State<Arc<Engine>>, caller: Caller) -> Json<WhoAmI> {
     let now = engine.now();
     let tokens = super::admin::token_views(&engine, |t| t.user == caller.user);
@@ -30,6 +31,7 @@ pub async fn whoami(State(engine): State<Arc<Engine>>, caller: Caller) -> Json<W
 }
 
 /// The tasks the caller may ask for or approve; admins and auditors see them all.
+#[utoipa::path(get, path = "/v1/tasks", tag = "me", responses((status = 200, body = Vec<crate::model::wire::TaskView>), crate::daemon::error::Refused))]
 pub async fn tasks(State(engine): State<Arc<Engine>>, caller: Caller) -> Json<Vec<TaskView>> {
     let user = &caller.user;
     let now = engine.now();
@@ -57,7 +59,8 @@ pub async fn tasks(State(engine): State<Arc<Engine>>, caller: Caller) -> Json<Ve
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct CheckQuery {
     task: String,
@@ -65,6 +68,7 @@ pub struct CheckQuery {
 }
 
 /// Answers from memory: other tools may gate every command on this.
+#[utoipa::path(get, path = "/v1/check", tag = "me", params(CheckQuery), responses((status = 200, body = crate::model::wire::CheckAnswer), crate::daemon::error::Refused))]
 pub async fn check(State(engine): State<Arc<Engine>>, caller: Caller, Query(q): Query<CheckQuery>) -> Result<Json<CheckAnswer>, ApiError> {
     // Another daemon may have revoked the grant since: memory that stopped following a shared
     // store does not say yes.

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, Caller, Engine};
 
+#[utoipa::path(get, path = "/metrics", tag = "service", responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String), crate::daemon::error::Refused))]
 pub async fn metrics(State(engine): State<Arc<Engine>>, caller: Caller) -> Result<Response, ApiError> {
     if !engine.policy().may_read_metrics(&caller.user) {
         return Err(ApiError::forbidden(

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+
 use chrono::{DateTime, Utc};
 
 use super::Engine;
@@ -32,42 +32,93 @@ use crate::store::{Scope, Store, StoreError};
 
 pub use metrics::loopback_router as metrics_router;
 
+/// The API as a whole, for the OpenAPI description: what it is, and how callers prove who
+/// they are.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "zsa",
+        description = "Zero standing access: ask for a task, approvers decide, a grant ends by itself, every step in a tamper-evident log. JSON over the daemon's Unix socket, where the caller is the connecting Unix account (SO_PEERCRED), or over HTTPS with a bearer token. Every refusal is {\"error\": {\"code\", \"message\"}}."
+    ),
+    modifiers(&BearerToken),
+    security(("bearer" = []), ())
+)]
+struct ApiDoc;
+
+/// A bearer token an admin issued (`zsa admin token issue`).
+struct BearerToken;
+
+impl utoipa::Modify for BearerToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    }
+}
+
+/// Every endpoint, each registered together with its OpenAPI description (`utoipa-axum`): one
+/// list, so no route can go undocumented.
+fn endpoints() -> utoipa_axum::router::OpenApiRouter<Arc<Engine>> {
+    use utoipa::OpenApi;
+    use utoipa_axum::routes;
+    utoipa_axum::router::OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health::health))
+        .routes(routes!(health::ready))
+        .routes(routes!(openapi_json))
+        .routes(routes!(metrics::metrics))
+        .routes(routes!(me::whoami))
+        .routes(routes!(me::tasks))
+        .routes(routes!(me::check))
+        .routes(routes!(requests::list, requests::create))
+        .routes(routes!(requests::show))
+        .routes(routes!(requests::approve))
+        .routes(routes!(requests::deny))
+        .routes(routes!(requests::cancel))
+        .routes(routes!(grants::list))
+        .routes(routes!(grants::show))
+        .routes(routes!(grants::revoke))
+        .routes(routes!(grants::relinquish))
+        .routes(routes!(grants::extend))
+        .routes(routes!(grants::review))
+        .routes(routes!(runs::list, runs::start))
+        .routes(routes!(runs::show))
+        .routes(routes!(runs::transcript))
+        .routes(routes!(audit::list))
+        .routes(routes!(audit::verify))
+        .routes(routes!(audit::key))
+        .routes(routes!(audit::export))
+        .routes(routes!(audit::checkpoint))
+        .routes(routes!(super::feed::stream))
+        .routes(routes!(admin::tokens, admin::issue_token))
+        .routes(routes!(admin::revoke_token))
+        .routes(routes!(admin::disable))
+        .routes(routes!(admin::enable))
+        .routes(routes!(admin::reload))
+        .routes(routes!(admin::backup))
+        .routes(routes!(notices::list))
+        .routes(routes!(notices::retry))
+}
+
+/// The OpenAPI 3.1 description of the whole HTTP API, made from the code.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    endpoints().split_for_parts().1
+}
+
+/// The description, as served.
+#[derive(Clone)]
+struct Described(Arc<String>);
+
+/// The OpenAPI description of this API (also in docs/openapi.json).
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "service", security(()), responses((status = 200, description = "OpenAPI 3.1", content_type = "application/json", body = Object)))]
+async fn openapi_json(axum::Extension(doc): axum::Extension<Described>) -> impl axum::response::IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], doc.0.as_str().to_owned())
+}
+
 pub fn router(engine: Arc<Engine>) -> Router {
-    Router::new()
-        .route("/v1/health", get(health::health))
-        .route("/v1/ready", get(health::ready))
-        .route("/metrics", get(metrics::metrics))
-        .route("/v1/whoami", get(me::whoami))
-        .route("/v1/tasks", get(me::tasks))
-        .route("/v1/check", get(me::check))
-        .route("/v1/requests", get(requests::list).post(requests::create))
-        .route("/v1/requests/{id}", get(requests::show))
-        .route("/v1/requests/{id}/approve", post(requests::approve))
-        .route("/v1/requests/{id}/deny", post(requests::deny))
-        .route("/v1/requests/{id}/cancel", post(requests::cancel))
-        .route("/v1/grants", get(grants::list))
-        .route("/v1/grants/{id}", get(grants::show))
-        .route("/v1/grants/{id}/revoke", post(grants::revoke))
-        .route("/v1/grants/{id}/relinquish", post(grants::relinquish))
-        .route("/v1/grants/{id}/extend", post(grants::extend))
-        .route("/v1/grants/{id}/review", post(grants::review))
-        .route("/v1/runs", get(runs::list).post(runs::start))
-        .route("/v1/runs/{id}", get(runs::show))
-        .route("/v1/runs/{id}/transcript", get(runs::transcript))
-        .route("/v1/audit", get(audit::list))
-        .route("/v1/audit/verify", get(audit::verify))
-        .route("/v1/audit/key", get(audit::key))
-        .route("/v1/audit/export", get(audit::export))
-        .route("/v1/audit/checkpoint", post(audit::checkpoint))
-        .route("/v1/events", get(super::feed::stream))
-        .route("/v1/admin/tokens", get(admin::tokens).post(admin::issue_token))
-        .route("/v1/admin/tokens/{id}/revoke", post(admin::revoke_token))
-        .route("/v1/admin/users/{user}/disable", post(admin::disable))
-        .route("/v1/admin/users/{user}/enable", post(admin::enable))
-        .route("/v1/admin/reload", post(admin::reload))
-        .route("/v1/admin/backup", get(admin::backup))
-        .route("/v1/notices", get(notices::list))
-        .route("/v1/admin/notices/{id}/retry", post(notices::retry))
+    let (routes, api) = endpoints().split_for_parts();
+    let described = Described(Arc::new(api.to_pretty_json().unwrap_or_default()));
+    routes
+        .layer(axum::Extension(described))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "no_such_endpoint", "there is no such endpoint; see the API list in README.md")
         })

@@ -15,7 +15,8 @@ use crate::daemon::error::ApiError;
 use crate::model::wire::NoticeView;
 use crate::notify::outbox::DeliveryState;
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only the deliveries that failed.
@@ -24,6 +25,7 @@ pub struct ListQuery {
 }
 
 /// Every delivery in the outbox, oldest first, or only the failed ones.
+#[utoipa::path(get, path = "/v1/notices", tag = "notices", params(ListQuery), responses((status = 200, body = Vec<crate::model::wire::NoticeView>), crate::daemon::error::Refused))]
 pub async fn list(
     State(engine): State<Arc<Engine>>,
     caller: Caller,
@@ -43,6 +45,7 @@ pub async fn list(
 
 /// A failed delivery goes back to pending, due now, on the record (`notice_retried`); the sender
 /// tries it again at once.
+#[utoipa::path(post, path = "/v1/admin/notices/{id}/retry", tag = "notices", params(("id" = String, Path, description = "A notice id, as zsa notices shows it")), responses((status = 204, description = "Put back to be delivered now"), crate::daemon::error::Refused))]
 pub async fn retry(State(engine): State<Arc<Engine>>, caller: Caller, Path(raw): Path<String>) -> Result<StatusCode, ApiError> {
     let id: u64 = raw.parse().map_err(|_| {
         ApiError::bad_request("bad_id", format!("{:?} is not a notice id: give the number `zsa notices` shows in its ID column", raw))

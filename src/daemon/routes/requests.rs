@@ -17,7 +17,8 @@ use crate::model::{Grant, Request, RequestId, RequestState};
 use crate::rules::{self, Command};
 use crate::store::StoreError;
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// `pending` (default) or `all`.
@@ -58,6 +59,7 @@ fn visible(engine: &Engine, caller: &Caller, id: RequestId, found: (Option<Reque
     Ok(Outcome { request, grant })
 }
 
+#[utoipa::path(post, path = "/v1/requests", tag = "requests", request_body = crate::model::wire::NewRequest, responses((status = 201, body = crate::model::wire::Outcome), crate::daemon::error::Refused))]
 pub async fn create(
     State(engine): State<Arc<Engine>>,
     caller: Caller,
@@ -78,6 +80,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(visible(&engine, &caller, id, found)?)))
 }
 
+#[utoipa::path(get, path = "/v1/requests", tag = "requests", params(ListQuery), responses((status = 200, body = Vec<crate::model::wire::RequestView>), crate::daemon::error::Refused))]
 pub async fn list(
     State(engine): State<Arc<Engine>>,
     caller: Caller,
@@ -110,6 +113,7 @@ pub async fn list(
     })))
 }
 
+#[utoipa::path(get, path = "/v1/requests/{id}", tag = "requests", params(("id" = String, Path, description = "A request id, e.g. R12")), responses((status = 200, body = crate::model::wire::Outcome), crate::daemon::error::Refused))]
 pub async fn show(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): Path<String>) -> Result<Json<Outcome>, ApiError> {
     let id = parse_id(&id)?;
     let e = engine.clone();
@@ -123,6 +127,7 @@ async fn act(engine: &Arc<Engine>, caller: &Caller, id: RequestId, command: Comm
     Ok(Json(visible(engine, caller, id, found)?))
 }
 
+#[utoipa::path(post, path = "/v1/requests/{id}/approve", tag = "requests", params(("id" = String, Path, description = "A request id, e.g. R12")), request_body = crate::model::wire::ApproveBody, responses((status = 200, body = crate::model::wire::Outcome), crate::daemon::error::Refused))]
 pub async fn approve(
     State(engine): State<Arc<Engine>>,
     caller: Caller,
@@ -143,6 +148,7 @@ pub async fn approve(
     answer
 }
 
+#[utoipa::path(post, path = "/v1/requests/{id}/deny", tag = "requests", params(("id" = String, Path, description = "A request id, e.g. R12")), request_body = crate::model::wire::Comment, responses((status = 200, body = crate::model::wire::Outcome), crate::daemon::error::Refused))]
 pub async fn deny(
     State(engine): State<Arc<Engine>>,
     caller: Caller,
@@ -153,6 +159,7 @@ pub async fn deny(
     act(&engine, &caller, id, Command::Deny { request: id, comment: c.comment }).await
 }
 
+#[utoipa::path(post, path = "/v1/requests/{id}/cancel", tag = "requests", params(("id" = String, Path, description = "A request id, e.g. R12")), responses((status = 200, body = crate::model::wire::Outcome), crate::daemon::error::Refused))]
 pub async fn cancel(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): Path<String>) -> Result<Json<Outcome>, ApiError> {
     let id = parse_id(&id)?;
     act(&engine, &caller, id, Command::Cancel { request: id }).await

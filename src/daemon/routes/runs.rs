@@ -16,6 +16,7 @@ use crate::model::wire::RunRequest;
 use crate::model::{Run, RunId};
 use crate::rules;
 
+#[utoipa::path(post, path = "/v1/runs", tag = "runs", request_body = crate::model::wire::RunRequest, responses((status = 200, description = "The run's output, one JSON object per line as it comes", content_type = "application/x-ndjson", body = crate::model::wire::RunOutput), crate::daemon::error::Refused))]
 pub async fn start(State(engine): State<Arc<Engine>>, caller: Caller, Body(req): Body<RunRequest>) -> Result<Response, ApiError> {
     runner::start(engine, caller, req).await
 }
@@ -30,15 +31,18 @@ async fn visible_run(engine: &Arc<Engine>, caller: &Caller, id: RunId) -> Result
 }
 
 /// Every run the caller may see, from the store.
+#[utoipa::path(get, path = "/v1/runs", tag = "runs", responses((status = 200, body = Vec<crate::model::Run>), crate::daemon::error::Refused))]
 pub async fn list(State(engine): State<Arc<Engine>>, caller: Caller) -> Result<Json<Vec<Run>>, ApiError> {
     Ok(Json(stored_list(&engine, &caller, |s, scope| s.runs(scope), rules::run_visible).await?))
 }
 
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = String, Path, description = "A run id, e.g. X3")), responses((status = 200, body = crate::model::Run), crate::daemon::error::Refused))]
 pub async fn show(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): Path<String>) -> Result<Json<Run>, ApiError> {
     Ok(Json(visible_run(&engine, &caller, parse_id(&id)?).await?))
 }
 
 /// The transcript's bytes as kept. The client checks them against the digest in the audit log.
+#[utoipa::path(get, path = "/v1/runs/{id}/transcript", tag = "runs", params(("id" = String, Path, description = "A run id, e.g. X3")), responses((status = 200, description = "The transcript", content_type = "text/plain", body = String), crate::daemon::error::Refused))]
 pub async fn transcript(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
     let run = visible_run(&engine, &caller, parse_id(&id)?).await?;
     if run.ended.is_none() {
