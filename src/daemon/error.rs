@@ -101,6 +101,12 @@ pub enum Refused {
     NotFound(#[to_schema] crate::model::wire::ErrorBody),
     #[response(status = 409, description = "Not in a state that allows it")]
     Conflict(#[to_schema] crate::model::wire::ErrorBody),
+    #[response(status = 413, description = "The body is larger than any the API takes")]
+    TooLarge(#[to_schema] crate::model::wire::ErrorBody),
+    #[response(status = 415, description = "The body is not JSON")]
+    NotJson(#[to_schema] crate::model::wire::ErrorBody),
+    #[response(status = 422, description = "The body is JSON but not what the endpoint takes")]
+    BadBody(#[to_schema] crate::model::wire::ErrorBody),
     #[response(status = 429, description = "Too many: try again after Retry-After")]
     TooMany(#[to_schema] crate::model::wire::ErrorBody),
     #[response(status = 503, description = "The daemon cannot answer now (its store, or its peers)")]

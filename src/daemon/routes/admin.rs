@@ -60,7 +60,7 @@ pub(super) fn token_views(engine: &Engine, keep: impl Fn(&crate::model::Token) -
     engine.read(|s, _| s.tokens.values().filter(|t| keep(t)).map(|t| t.view(now, used.last_used(t.id))).collect())
 }
 
-#[utoipa::path(post, path = "/v1/admin/tokens/{id}/revoke", tag = "admin", params(("id" = String, Path, description = "A token id, e.g. T3")), responses((status = 204, description = "Revoked"), crate::daemon::error::Refused))]
+#[utoipa::path(post, path = "/v1/admin/tokens/{id}/revoke", tag = "admin", params(("id" = crate::model::TokenId, Path, description = "A token")), responses((status = 204, description = "Revoked"), crate::daemon::error::Refused))]
 pub async fn revoke_token(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     let token: TokenId = parse_id(&id)?;
     execute(&engine, &caller, Command::RevokeToken { token }).await?;

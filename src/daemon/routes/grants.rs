@@ -64,7 +64,7 @@ pub async fn list(State(engine): State<Arc<Engine>>, caller: Caller, Query(q): Q
     })))
 }
 
-#[utoipa::path(get, path = "/v1/grants/{id}", tag = "grants", params(("id" = String, Path, description = "A grant id, e.g. G12")), responses((status = 200, body = crate::model::wire::GrantView), crate::daemon::error::Refused))]
+#[utoipa::path(get, path = "/v1/grants/{id}", tag = "grants", params(("id" = crate::model::GrantId, Path, description = "A grant")), responses((status = 200, body = crate::model::wire::GrantView), crate::daemon::error::Refused))]
 pub async fn show(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): Path<String>) -> Result<Json<GrantView>, ApiError> {
     let id = parse_id(&id)?;
     let e = engine.clone();
@@ -72,7 +72,7 @@ pub async fn show(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): P
     Ok(Json(visible(&engine, &caller, id, grant)?))
 }
 
-#[utoipa::path(post, path = "/v1/grants/{id}/revoke", tag = "grants", params(("id" = String, Path, description = "A grant id, e.g. G12")), request_body = crate::model::wire::Reason, responses((status = 200, body = crate::model::wire::GrantView), crate::daemon::error::Refused))]
+#[utoipa::path(post, path = "/v1/grants/{id}/revoke", tag = "grants", params(("id" = crate::model::GrantId, Path, description = "A grant")), request_body = crate::model::wire::Reason, responses((status = 200, body = crate::model::wire::GrantView), crate::daemon::error::Refused))]
 pub async fn revoke(
     State(engine): State<Arc<Engine>>,
     caller: Caller,
@@ -83,7 +83,7 @@ pub async fn revoke(
     act(&engine, &caller, id, Command::Revoke { grant: id, reason: r.reason }).await
 }
 
-#[utoipa::path(post, path = "/v1/grants/{id}/relinquish", tag = "grants", params(("id" = String, Path, description = "A grant id, e.g. G12")), responses((status = 200, body = crate::model::wire::GrantView), crate::daemon::error::Refused))]
+#[utoipa::path(post, path = "/v1/grants/{id}/relinquish", tag = "grants", params(("id" = crate::model::GrantId, Path, description = "A grant")), responses((status = 200, body = crate::model::wire::GrantView), crate::daemon::error::Refused))]
 pub async fn relinquish(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): Path<String>) -> Result<Json<GrantView>, ApiError> {
     let id = parse_id(&id)?;
     act(&engine, &caller, id, Command::Relinquish { grant: id }).await
@@ -91,7 +91,7 @@ pub async fn relinquish(State(engine): State<Arc<Engine>>, caller: Caller, Path(
 
 /// The holder asks for more time: the grant as it is now, and the extension request if one must
 /// be approved first.
-#[utoipa::path(post, path = "/v1/grants/{id}/extend", tag = "grants", params(("id" = String, Path, description = "A grant id, e.g. G12")), request_body = crate::model::wire::ExtendBody, responses((status = 200, body = crate::model::wire::ExtendOutcome), crate::daemon::error::Refused))]
+#[utoipa::path(post, path = "/v1/grants/{id}/extend", tag = "grants", params(("id" = crate::model::GrantId, Path, description = "A grant")), request_body = crate::model::wire::ExtendBody, responses((status = 200, body = crate::model::wire::ExtendOutcome), crate::daemon::error::Refused))]
 pub async fn extend(
     State(engine): State<Arc<Engine>>,
     caller: Caller,
@@ -117,7 +117,7 @@ pub async fn extend(
     Ok(Json(ExtendOutcome { grant, request }))
 }
 
-#[utoipa::path(post, path = "/v1/grants/{id}/review", tag = "grants", params(("id" = String, Path, description = "A grant id, e.g. G12")), request_body = crate::model::wire::Comment, responses((status = 200, body = crate::model::wire::GrantView), crate::daemon::error::Refused))]
+#[utoipa::path(post, path = "/v1/grants/{id}/review", tag = "grants", params(("id" = crate::model::GrantId, Path, description = "A grant")), request_body = crate::model::wire::Comment, responses((status = 200, body = crate::model::wire::GrantView), crate::daemon::error::Refused))]
 pub async fn review(
     State(engine): State<Arc<Engine>>,
     caller: Caller,

@@ -40,6 +40,7 @@ pub use metrics::loopback_router as metrics_router;
         title = "zsa",
         description = "Zero standing access: ask for a task, approvers decide, a grant ends by itself, every step in a tamper-evident log. JSON over the daemon's Unix socket, where the caller is the connecting Unix account (SO_PEERCRED), or over HTTPS with a bearer token. Every refusal is {\"error\": {\"code\", \"message\"}}."
     ),
+    components(schemas(crate::model::wire::ErrorBody, crate::model::wire::ErrorDetail)),
     modifiers(&BearerToken),
     security(("bearer" = []), ())
 )]

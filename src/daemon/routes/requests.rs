@@ -113,7 +113,7 @@ pub async fn list(
     })))
 }
 
-#[utoipa::path(get, path = "/v1/requests/{id}", tag = "requests", params(("id" = String, Path, description = "A request id, e.g. R12")), responses((status = 200, body = crate::model::wire::Outcome), crate::daemon::error::Refused))]
+#[utoipa::path(get, path = "/v1/requests/{id}", tag = "requests", params(("id" = crate::model::RequestId, Path, description = "A request")), responses((status = 200, body = crate::model::wire::Outcome), crate::daemon::error::Refused))]
 pub async fn show(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): Path<String>) -> Result<Json<Outcome>, ApiError> {
     let id = parse_id(&id)?;
     let e = engine.clone();
@@ -127,7 +127,7 @@ async fn act(engine: &Arc<Engine>, caller: &Caller, id: RequestId, command: Comm
     Ok(Json(visible(engine, caller, id, found)?))
 }
 
-#[utoipa::path(post, path = "/v1/requests/{id}/approve", tag = "requests", params(("id" = String, Path, description = "A request id, e.g. R12")), request_body = crate::model::wire::ApproveBody, responses((status = 200, body = crate::model::wire::Outcome), crate::daemon::error::Refused))]
+#[utoipa::path(post, path = "/v1/requests/{id}/approve", tag = "requests", params(("id" = crate::model::RequestId, Path, description = "A request")), request_body = crate::model::wire::ApproveBody, responses((status = 200, body = crate::model::wire::Outcome), crate::daemon::error::Refused))]
 pub async fn approve(
     State(engine): State<Arc<Engine>>,
     caller: Caller,
@@ -148,7 +148,7 @@ pub async fn approve(
     answer
 }
 
-#[utoipa::path(post, path = "/v1/requests/{id}/deny", tag = "requests", params(("id" = String, Path, description = "A request id, e.g. R12")), request_body = crate::model::wire::Comment, responses((status = 200, body = crate::model::wire::Outcome), crate::daemon::error::Refused))]
+#[utoipa::path(post, path = "/v1/requests/{id}/deny", tag = "requests", params(("id" = crate::model::RequestId, Path, description = "A request")), request_body = crate::model::wire::Comment, responses((status = 200, body = crate::model::wire::Outcome), crate::daemon::error::Refused))]
 pub async fn deny(
     State(engine): State<Arc<Engine>>,
     caller: Caller,
@@ -159,7 +159,7 @@ pub async fn deny(
     act(&engine, &caller, id, Command::Deny { request: id, comment: c.comment }).await
 }
 
-#[utoipa::path(post, path = "/v1/requests/{id}/cancel", tag = "requests", params(("id" = String, Path, description = "A request id, e.g. R12")), responses((status = 200, body = crate::model::wire::Outcome), crate::daemon::error::Refused))]
+#[utoipa::path(post, path = "/v1/requests/{id}/cancel", tag = "requests", params(("id" = crate::model::RequestId, Path, description = "A request")), responses((status = 200, body = crate::model::wire::Outcome), crate::daemon::error::Refused))]
 pub async fn cancel(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): Path<String>) -> Result<Json<Outcome>, ApiError> {
     let id = parse_id(&id)?;
     act(&engine, &caller, id, Command::Cancel { request: id }).await

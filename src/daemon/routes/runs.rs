@@ -36,13 +36,13 @@ pub async fn list(State(engine): State<Arc<Engine>>, caller: Caller) -> Result<J
     Ok(Json(stored_list(&engine, &caller, |s, scope| s.runs(scope), rules::run_visible).await?))
 }
 
-#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = String, Path, description = "A run id, e.g. X3")), responses((status = 200, body = crate::model::Run), crate::daemon::error::Refused))]
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = crate::model::RunId, Path, description = "A run")), responses((status = 200, body = crate::model::Run), crate::daemon::error::Refused))]
 pub async fn show(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): Path<String>) -> Result<Json<Run>, ApiError> {
     Ok(Json(visible_run(&engine, &caller, parse_id(&id)?).await?))
 }
 
 /// The transcript's bytes as kept. The client checks them against the digest in the audit log.
-#[utoipa::path(get, path = "/v1/runs/{id}/transcript", tag = "runs", params(("id" = String, Path, description = "A run id, e.g. X3")), responses((status = 200, description = "The transcript", content_type = "text/plain", body = String), crate::daemon::error::Refused))]
+#[utoipa::path(get, path = "/v1/runs/{id}/transcript", tag = "runs", params(("id" = crate::model::RunId, Path, description = "A run")), responses((status = 200, description = "The transcript", content_type = "text/plain", body = String), crate::daemon::error::Refused))]
 pub async fn transcript(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
     let run = visible_run(&engine, &caller, parse_id(&id)?).await?;
     if run.ended.is_none() {
