@@ -699,8 +699,11 @@ pub enum AdminCmd {
         #[arg(long, env = "ZSA_DAEMON_CONFIG", value_name = "FILE")]
         config: Option<PathBuf>,
         /// The stopped daemon's state directory [default: the config file's, else /var/lib/zsa for root, else $XDG_STATE_HOME/zsa]
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, env = "ZSA_STATE", value_name = "DIR")]
         state: Option<PathBuf>,
+        /// The daemon's store, if not STATE/zsa.db: sqlite:PATH (a PostgreSQL store is restored with its own tools)
+        #[arg(long, env = "ZSA_STORE", hide_env_values = true, value_name = "URL")]
+        store: Option<String>,
         /// Where the daemon appends its signed checkpoints [default: STATE/checkpoints]
         #[arg(long, value_name = "FILE")]
         checkpoint_file: Option<PathBuf>,

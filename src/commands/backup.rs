@@ -99,6 +99,16 @@ pub async fn restore(args: RestoreArgs<'_>, json: bool) -> CmdResult {
             None => {}
         }
     }
+    if let Some(given) = args.store {
+        match crate::store::Location::parse(given).map_err(|e| CliError::Usage(format!("--store: {e}")))? {
+            crate::store::Location::Sqlite(path) => db = Some(path),
+            crate::store::Location::Postgres(_) => {
+                return Err(CliError::Refused(
+                    "--store names a PostgreSQL store: restore it with PostgreSQL's own tools (pg_restore), or copy a SQLite backup into an empty database with zsa store copy".into(),
+                ));
+            }
+        }
+    }
     let state = args.state.map(Path::to_path_buf).or(state).unwrap_or_else(crate::config::default_state_dir);
     let db = db.unwrap_or_else(|| state.join("zsa.db"));
     let checkpoints = args.checkpoint_file.map(Path::to_path_buf).or(checkpoints).unwrap_or_else(|| state.join("checkpoints"));
@@ -128,6 +138,7 @@ pub struct RestoreArgs<'a> {
     pub file: &'a Path,
     pub config: Option<&'a Path>,
     pub state: Option<&'a Path>,
+    pub store: Option<&'a str>,
     pub checkpoint_file: Option<&'a Path>,
     pub accept_loss: bool,
 }
@@ -202,8 +213,14 @@ fn restore_offline(file: &Path, state: &Path, db: &Path, checkpoints: &Path, acc
             lost.push(c.seq);
             continue;
         }
+        let Some(before) = c.seq.checked_sub(1) else {
+            return Err(discard(format!(
+                "{}:{line} names event 0, which no log has: it is not a checkpoint file of zsa's",
+                checkpoints.display()
+            )));
+        };
         let at = store
-            .events(&EventFilter { after_seq: Some(c.seq - 1), limit: Some(1), ..Default::default() })
+            .events(&EventFilter { after_seq: Some(before), limit: Some(1), ..Default::default() })
             .map_err(|e| discard(e.to_string()))?;
         if at.first().is_none_or(|e| e.hash != c.hash) {
             return Err(discard(format!(
@@ -239,37 +256,53 @@ fn restore_offline(file: &Path, state: &Path, db: &Path, checkpoints: &Path, acc
             checkpoints.display()
         )));
     }
-    let mut replaced = None;
-    if std::fs::symlink_metadata(db).is_ok() {
-        let kept = kept_name(db);
-        for suffix in ["-wal", "-shm"] {
-            let from = PathBuf::from(format!("{}{suffix}", db.display()));
-            if std::fs::symlink_metadata(&from).is_ok() {
-                std::fs::rename(&from, format!("{}{suffix}", kept.display()))
-                    .map_err(|e| refused(format!("cannot move {} aside: {e}", from.display())))?;
-            }
-        }
-        std::fs::rename(db, &kept).map_err(|e| refused(format!("cannot move {} aside: {e}", db.display())))?;
-        replaced = Some(kept);
-    }
-    let mut checkpoints_moved = None;
+    // Everything new is written first (the backup beside the store, the checkpoints in force
+    // beside theirs); then renames alone, each undone if a later one fails, so a failure never
+    // leaves the state directory without a store or with a store its checkpoints refuse.
+    let new_checkpoints = PathBuf::from(format!("{}.restoring", checkpoints.display()));
     if !lost.is_empty() {
-        // The lines the backup holds stay in force (the daemon checks its log against them);
-        // the whole file, lost lines and all, is kept aside.
-        let text = std::fs::read_to_string(checkpoints).map_err(|e| refused(format!("cannot read {}: {e}", checkpoints.display())))?;
-        let kept = kept_name(checkpoints);
-        std::fs::rename(checkpoints, &kept).map_err(|e| refused(format!("cannot move {} aside: {e}", checkpoints.display())))?;
+        let _ = std::fs::remove_file(&new_checkpoints);
+        let text = std::fs::read_to_string(checkpoints).map_err(|e| discard(format!("cannot read {}: {e}", checkpoints.display())))?;
         let in_force: String = text.lines().enumerate().filter(|(n, _)| held.contains(&(n + 1))).map(|(_, l)| format!("{l}\n")).collect();
         let write = || -> std::io::Result<()> {
-            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(checkpoints)?;
+            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&new_checkpoints)?;
             f.write_all(in_force.as_bytes())?;
             f.sync_all()
         };
-        write().map_err(|e| refused(format!("cannot write {}: {e}", checkpoints.display())))?;
-        checkpoints_moved = Some(kept);
+        write().map_err(|e| {
+            let _ = std::fs::remove_file(&new_checkpoints);
+            discard(format!("cannot write {}: {e}", new_checkpoints.display()))
+        })?;
     }
-    std::fs::rename(&incoming, db).map_err(|e| refused(format!("cannot put the backup in place as {}: {e}", db.display())))?;
+    let mut moves: Vec<(PathBuf, PathBuf)> = Vec::new();
+    if std::fs::symlink_metadata(db).is_ok() {
+        let kept = kept_name(db);
+        for suffix in ["-wal", "-shm", ""] {
+            let from = PathBuf::from(format!("{}{suffix}", db.display()));
+            if std::fs::symlink_metadata(&from).is_ok() {
+                moves.push((from, PathBuf::from(format!("{}{suffix}", kept.display()))));
+            }
+        }
+    }
+    if !lost.is_empty() {
+        moves.push((checkpoints.to_path_buf(), kept_name(checkpoints)));
+        moves.push((new_checkpoints.clone(), checkpoints.to_path_buf()));
+    }
+    moves.push((incoming.clone(), db.to_path_buf()));
+    for (n, (from, to)) in moves.iter().enumerate() {
+        // Never over a file: the names kept aside are unique to the nanosecond, and checked.
+        let taken = std::fs::symlink_metadata(to).is_ok();
+        if let Err(e) = if taken { Err(std::io::Error::other("a file is already there")) } else { std::fs::rename(from, to) } {
+            for (back_from, back_to) in moves[..n].iter().rev() {
+                let _ = std::fs::rename(back_to, back_from);
+            }
+            let _ = std::fs::remove_file(&new_checkpoints);
+            return Err(discard(format!("cannot move {} to {}: {e}; what had moved was put back", from.display(), to.display())));
+        }
+    }
     let dir = db.parent().unwrap_or(&state);
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| refused(format!("cannot sync {}: {e}", dir.display())))?;
+    let replaced = moves.iter().find(|(from, _)| from == db).map(|(_, to)| to.clone());
+    let checkpoints_moved = moves.iter().find(|(from, _)| from == checkpoints).map(|(_, to)| to.clone());
     Ok(Restored { events: report.events, head: report.head, replaced, checkpoints_moved })
 }

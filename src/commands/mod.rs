@@ -301,13 +301,14 @@ async fn dispatch(cli: Cli) -> CmdResult {
 
 /// `zsa admin restore`: offline, so dispatched before any client is made.
 async fn restore(command: &crate::cli::AdminCmd, json: bool) -> CmdResult {
-    let crate::cli::AdminCmd::Restore { file, config, state, checkpoint_file, accept_loss } = command else {
+    let crate::cli::AdminCmd::Restore { file, config, state, store, checkpoint_file, accept_loss } = command else {
         return Ok(());
     };
     let args = backup::RestoreArgs {
         file,
         config: config.as_deref(),
         state: state.as_deref(),
+        store: store.as_deref(),
         checkpoint_file: checkpoint_file.as_deref(),
         accept_loss: *accept_loss,
     };

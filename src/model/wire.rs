@@ -29,7 +29,7 @@ pub struct Readiness {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReadinessCheck {
-    /// `store`, `deadlines`, or `peers` (a daemon sharing its store).
+    /// `store`, `writes`, `deadlines`, or `peers` (a daemon sharing its store).
     pub name: String,
     pub ok: bool,
     /// What is wrong, where something is.

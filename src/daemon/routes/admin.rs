@@ -97,7 +97,7 @@ pub async fn reload(State(engine): State<Arc<Engine>>, caller: Caller) -> Result
 /// while writers go on, streamed as the file (admins only: it holds every reason and token
 /// hash). The copy is made in the state directory (private) and unlinked once open, so nothing
 /// is left behind however the transfer ends.
-#[utoipa::path(get, path = "/v1/admin/backup", tag = "admin", responses((status = 200, description = "The SQLite store as of one moment", content_type = "application/vnd.sqlite3", body = Vec<u8>), crate::daemon::error::Refused))]
+#[utoipa::path(get, path = "/v1/admin/backup", tag = "admin", responses((status = 200, description = "The SQLite store as of one moment", content_type = "application/vnd.sqlite3", body = String), crate::daemon::error::Refused))]
 pub async fn backup(State(engine): State<Arc<Engine>>, caller: Caller) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
     admins_only(&engine, &caller)?;
@@ -105,7 +105,8 @@ pub async fn backup(State(engine): State<Arc<Engine>>, caller: Caller) -> Result
     let path = engine.state_dir().join(format!("{}{}-{nanos}.db", crate::daemon::server::BACKUP_PREFIX, std::process::id()));
     let (e, p) = (engine.clone(), path.clone());
     let made = tokio::task::spawn_blocking(move || -> Result<std::fs::File, crate::store::StoreError> {
-        let made = e.stored(|s| s.backup_to(&p)).and_then(|()| Ok(std::fs::File::open(&p)?));
+        // A connection of its own: the copy takes a while, and history reads must not wait.
+        let made = e.stored(|s| s.reader()).and_then(|mut own| own.backup_to(&p)).and_then(|()| Ok(std::fs::File::open(&p)?));
         // Here, not after the await: a client that goes away drops the handler, not this. An
         // open file stays readable until it is closed.
         let _ = std::fs::remove_file(&p);

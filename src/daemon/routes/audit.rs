@@ -81,13 +81,27 @@ pub async fn checkpoint(State(engine): State<Arc<Engine>>, caller: Caller) -> Re
     signed.map(Json).ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "empty_log", "the log is empty: there is nothing to sign yet"))
 }
 
+/// A page of the log exactly as stored: only where it starts and how long it is (a filter would
+/// cut the chain the export is checked by).
+#[derive(serde::Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    /// Events with a sequence number above this.
+    #[serde(default)]
+    after: Option<u64>,
+    #[serde(default)]
+    #[param(minimum = 1, maximum = 10000)]
+    limit: Option<u32>,
+}
+
 /// `GET /v1/audit/export?after=SEQ&limit=N`: events exactly as stored, for a signed export
 /// (`zsa audit export --signed`).
-#[utoipa::path(get, path = "/v1/audit/export", tag = "audit", params(crate::model::wire::AuditQuery), responses((status = 200, body = Vec<crate::store::RawEvent>), crate::daemon::error::Refused))]
+#[utoipa::path(get, path = "/v1/audit/export", tag = "audit", params(ExportQuery), responses((status = 200, body = Vec<crate::store::RawEvent>), crate::daemon::error::Refused))]
 pub async fn export(
     State(engine): State<Arc<Engine>>,
     caller: Caller,
-    Query(q): Query<AuditQuery>,
+    Query(q): Query<ExportQuery>,
 ) -> Result<Json<Vec<crate::store::RawEvent>>, ApiError> {
     auditors_only(&engine, &caller)?;
     let limit = q.limit.unwrap_or(DEFAULT_PAGE);

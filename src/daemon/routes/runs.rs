@@ -42,7 +42,7 @@ pub async fn show(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): P
 }
 
 /// The transcript's bytes as kept. The client checks them against the digest in the audit log.
-#[utoipa::path(get, path = "/v1/runs/{id}/transcript", tag = "runs", params(("id" = crate::model::RunId, Path, description = "A run")), responses((status = 200, description = "The transcript", content_type = "text/plain", body = String), crate::daemon::error::Refused))]
+#[utoipa::path(get, path = "/v1/runs/{id}/transcript", tag = "runs", params(("id" = crate::model::RunId, Path, description = "A run")), responses((status = 200, description = "The transcript, its bytes as the command wrote them", content_type = "application/octet-stream", body = String), crate::daemon::error::Refused))]
 pub async fn transcript(State(engine): State<Arc<Engine>>, caller: Caller, Path(id): Path<String>) -> Result<Response, ApiError> {
     let run = visible_run(&engine, &caller, parse_id(&id)?).await?;
     if run.ended.is_none() {
