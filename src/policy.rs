@@ -421,7 +421,8 @@ pub struct Policy {
     /// Group memberships that start or end at a date (`carol@2026-12-31`, `{ user, from,
     /// until }`, `[people.NAME] eligible_from/eligible_until`); `as_of` applies them.
     pub memberships: Vec<Membership>,
-    /// When the next of them still in force ends: kept, since the engine asks on every read.
+    /// When the next of them starts or ends (the policy in force changes then): kept, since the
+    /// engine asks on every read.
     next_membership_change: Option<chrono::DateTime<chrono::Utc>>,
     pub groups: BTreeMap<String, BTreeSet<String>>,
     pub admin_groups: Vec<String>,

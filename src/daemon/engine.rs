@@ -577,8 +577,6 @@ impl Engine {
         Ok(events)
     }
 
-    /// Reads history from the store (not memory): requests, grants and runs by id or all of
-    /// them. Blocking.
     /// Runs `f` on the readiness probe's own connection. Blocking.
     pub fn probe<R>(&self, f: impl FnOnce(&mut dyn Store) -> Result<R, StoreError>) -> Result<R, StoreError> {
         f(&mut **lock(&self.probe))
@@ -589,6 +587,8 @@ impl Engine {
         lock(&self.writing_since).map(|t| t.elapsed())
     }
 
+    /// Reads history from the store (not memory): requests, grants and runs by id or all of
+    /// them. Blocking.
     pub fn stored<R>(&self, f: impl FnOnce(&mut dyn Store) -> Result<R, StoreError>) -> Result<R, StoreError> {
         f(&mut **lock(&self.reader))
     }

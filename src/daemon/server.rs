@@ -132,8 +132,8 @@ impl DaemonHandle {
 /// How the copies `GET /v1/admin/backup` makes in the state directory are named.
 pub const BACKUP_PREFIX: &str = "backup-";
 
-/// Copies a backup left in the state directory (the daemon stopped while making one): each a
-/// whole copy of the store, removed at start. Only regular files of ours under that name.
+/// Removes the copies backups left in the state directory (the daemon stopped while making
+/// one): each a whole copy of the store. Only regular files under that name.
 fn remove_unfinished_backups(state_dir: &Path) {
     let Ok(entries) = fs::read_dir(state_dir) else { return };
     for entry in entries.flatten() {
