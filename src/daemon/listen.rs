@@ -788,6 +788,8 @@ const METRICS_CONNECTION_TIME: Duration = Duration::from_secs(10);
 /// cannot take the daemon's file descriptors from the socket, the store and runs.
 pub async fn serve_loopback(listener: TcpListener, app: Router, mut stop: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(METRICS_CONNECTIONS));
+    // Its connections end with it: none keeps the engine (and its store) after the stop.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -798,11 +800,15 @@ pub async fn serve_loopback(listener: TcpListener, app: Router, mut stop: watch:
                     continue;
                 }
             },
-            _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => return,
+            _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => {
+                connections.abort_all();
+                return;
+            }
         };
+        while connections.try_join_next().is_some() {}
         let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
         let app = app.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let _slot = slot;
             let service =
                 hyper::service::service_fn(move |req: hyper::Request<Incoming>| app.clone().oneshot(req.map(axum::body::Body::new)));
