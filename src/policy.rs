@@ -149,16 +149,18 @@ fn membership_end(member: &str) -> Option<(&str, chrono::DateTime<chrono::Utc>)>
 
 /// An end written as a date (to the end of that day, UTC) or an RFC 3339 time.
 fn end_of(when: &str) -> Option<chrono::DateTime<chrono::Utc>> {
-    if let Ok(day) = chrono::NaiveDate::parse_from_str(when, "%Y-%m-%d") {
-        return Some(day.succ_opt()?.and_hms_opt(0, 0, 0)?.and_utc());
-    }
-    chrono::DateTime::parse_from_rfc3339(when).ok().map(|t| t.with_timezone(&chrono::Utc))
+    day_or_time(when, |day| day.succ_opt())
 }
 
 /// A start written as a date (from the start of that day, UTC) or an RFC 3339 time.
 fn start_of(when: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    day_or_time(when, Some)
+}
+
+/// A date, taken as midnight UTC of the day `pick` chooses for it, or an RFC 3339 time.
+fn day_or_time(when: &str, pick: fn(chrono::NaiveDate) -> Option<chrono::NaiveDate>) -> Option<chrono::DateTime<chrono::Utc>> {
     if let Ok(day) = chrono::NaiveDate::parse_from_str(when, "%Y-%m-%d") {
-        return Some(day.and_hms_opt(0, 0, 0)?.and_utc());
+        return Some(pick(day)?.and_hms_opt(0, 0, 0)?.and_utc());
     }
     chrono::DateTime::parse_from_rfc3339(when).ok().map(|t| t.with_timezone(&chrono::Utc))
 }

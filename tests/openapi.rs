@@ -20,23 +20,11 @@ async fn the_description_is_served_and_is_the_one_in_docs() {
     let kept = std::fs::read_to_string(in_docs()).unwrap_or_default();
     assert!(kept == made, "docs/openapi.json is not what the code describes; run ZSA_BLESS=1 cargo test --test openapi and read the diff");
     let d = Daemon::start();
-    let served = reqwest_over_socket(&d, "/v1/openapi.json").await;
+    let (status, served) = common::raw_get(&mut std::os::unix::net::UnixStream::connect(&d.socket).unwrap(), "/v1/openapi.json");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     assert_eq!(served.trim_end(), made.trim_end());
     let doc: serde_json::Value = serde_json::from_str(&made).unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
-}
-
-/// GET on the daemon's socket, as the test's account: the body.
-async fn reqwest_over_socket(d: &Daemon, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: zsa\r\nConnection: close\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    // Not chunked: the description is one body with its length.
-    body.to_string()
 }
 
 /// Each documented path and method is routed: the daemon never answers it with "no such

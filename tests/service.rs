@@ -6,30 +6,14 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, code, current_user};
-
-/// One raw HTTP/1.1 GET over a Unix socket, with no identity but the socket's: the status line
-/// and the body.
-fn get(stream: &mut UnixStream, path: &str) -> (String, String) {
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: zsa\r\nConnection: close\r\n\r\n").unwrap();
-    read_answer(stream)
-}
-
-fn read_answer(stream: &mut UnixStream) -> (String, String) {
-    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    let status = text.lines().next().unwrap_or_default().to_string();
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
-    (status, body)
-}
+use common::{BIN, code, current_user, raw_get, read_raw_answer};
 
 /// The datagrams the daemon sends to NOTIFY_SOCKET, in order.
 struct Notices {
@@ -169,7 +153,7 @@ fn ready_is_said_once_the_socket_answers_the_watchdog_is_pinged_and_stopping_on_
     let before = notices.until("READY=1");
     assert_eq!(before.len(), 1, "nothing before READY=1: {before:?}");
     // The moment READY=1 arrives, the socket answers and the daemon is ready.
-    let (status, body) = get(&mut UnixStream::connect(&socket).unwrap(), "/v1/ready");
+    let (status, body) = raw_get(&mut UnixStream::connect(&socket).unwrap(), "/v1/ready");
     assert!(status.contains("200"), "{status} {body}");
     let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(ready["ready"], true, "{body}");
@@ -191,7 +175,7 @@ fn a_socket_passed_as_systemd_passes_it_is_served_even_a_connection_made_before_
     let own_socket = dir.path().join("not-bound.sock");
     let mut cmd = activated(dir.path(), std::os::fd::AsRawFd::as_raw_fd(&listener), &own_socket);
     let mut child = Killed(cmd.stdout(Stdio::null()).spawn().unwrap());
-    let (status, body) = read_answer(&mut early);
+    let (status, body) = read_raw_answer(&mut early);
     assert!(status.contains("200") && body.contains("\"ok\""), "{status} {body}");
     // Every call on it is served, as the account that connects.
     let client = zsa::client::Client::new(&passed, None).unwrap();
@@ -222,12 +206,12 @@ fn health_and_ready_answer_anyone_and_say_nothing_sensitive() {
     let d = common::Daemon::start();
     for path in ["/v1/health", "/v1/ready"] {
         let mut stream = UnixStream::connect(&d.socket).unwrap();
-        let (status, body) = get(&mut stream, path);
+        let (status, body) = raw_get(&mut stream, path);
         assert!(status.contains("200"), "{path}: {status} {body}");
         assert!(!body.contains(&d.state.display().to_string()) && !body.contains("carol"), "{body}");
     }
     let mut stream = UnixStream::connect(&d.socket).unwrap();
-    let (_, body) = get(&mut stream, "/v1/ready");
+    let (_, body) = raw_get(&mut stream, "/v1/ready");
     let ready: zsa::model::wire::Readiness = serde_json::from_str(&body).unwrap();
     assert!(
         ready.ready && ready.checks.iter().any(|c| c.name == "store" && c.ok) && ready.checks.iter().any(|c| c.name == "deadlines" && c.ok)

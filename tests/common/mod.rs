@@ -307,6 +307,25 @@ pub async fn wait_for_event(stream: &mut EventStream, within: Duration, mut matc
     found.expect("the expected event did not arrive in time")
 }
 
+/// One raw HTTP/1.1 GET over a Unix socket, with no identity but the socket's: the status line
+/// and the body.
+pub fn raw_get(stream: &mut UnixStream, path: &str) -> (String, String) {
+    use std::io::Write;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: zsa\r\nConnection: close\r\n\r\n").unwrap();
+    read_raw_answer(stream)
+}
+
+/// The status line and body of the answer on `stream` (its whole answer: it was asked to close).
+pub fn read_raw_answer(stream: &mut UnixStream) -> (String, String) {
+    use std::io::Read;
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let status = text.lines().next().unwrap_or_default().to_string();
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
 /// The real CLI on `socket`, as the test's account (`token` None) or with a token.
 pub fn cli_on(socket: &Path, token: Option<&str>, args: &[&str]) -> Output {
     let mut cmd = Command::new(BIN);

@@ -39,14 +39,14 @@ pub async fn tasks(State(engine): State<Arc<Engine>>, caller: Caller) -> Json<Ve
         policy
             .tasks
             .values()
-            .filter(|t| {
-                policy.sees_everything(user)
-                    || policy.may_request(user, t)
-                    || policy.may_approve(user, t)
-                    || policy.eligible_from(user, t, now).is_some()
+            .filter_map(|t| {
+                let eligible_from = policy.eligible_from(user, t, now);
+                let shown =
+                    policy.sees_everything(user) || policy.may_request(user, t) || policy.may_approve(user, t) || eligible_from.is_some();
+                shown.then_some((t, eligible_from))
             })
-            .map(|t| TaskView {
-                eligible_from: policy.eligible_from(user, t, now),
+            .map(|(t, eligible_from)| TaskView {
+                eligible_from,
                 approvers_for_you: rules::approvers_for(s, policy, t, user),
                 window_now: t.windows.as_ref().map(|w| match (w.open_at(now), w.next_open(now)) {
                     (Some((_, closes)), _) => format!("open until {}", w.local(closes)),

@@ -149,12 +149,17 @@ const FREQUENT: [&str; 4] = ["/v1/check", "/v1/health", "/v1/ready", "/metrics"]
 fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
     use tracing::field::Empty;
     let (method, raw) = (req.method(), req.uri().path());
-    // Inert and short: a path is what anyone sent, and a log line is read in a terminal.
-    let path: String = crate::model::text::inert_line(raw).chars().take(200).collect();
+    // Made only if the span is enabled (the frequent calls' debug span mostly is not).
     match FREQUENT.contains(&raw) {
-        true => tracing::debug_span!("http", %method, %path, caller = Empty, token = Empty, status = Empty, ms = Empty),
-        false => tracing::info_span!("http", %method, %path, caller = Empty, token = Empty, status = Empty, ms = Empty),
+        true => tracing::debug_span!("http", %method, path = %shown_path(raw), caller = Empty, token = Empty, status = Empty, ms = Empty),
+        false => tracing::info_span!("http", %method, path = %shown_path(raw), caller = Empty, token = Empty, status = Empty, ms = Empty),
     }
+}
+
+/// A request path as logged: inert and short, since it is what anyone sent and a log line is
+/// read in a terminal.
+fn shown_path(raw: &str) -> String {
+    crate::model::text::inert_line(raw).chars().take(200).collect()
 }
 
 /// The line that says a request was answered, at its span's level.
