@@ -25,6 +25,7 @@ pub enum EngineError {
 }
 
 /// What a command recorded: its events, and the rows they changed exactly as written to the store.
+#[derive(Debug)]
 pub struct Written {
     pub events: Vec<Arc<Event>>,
     pub rows: Rows,
@@ -40,7 +41,7 @@ const MAX_RETRIES: u32 = 4;
 pub struct Engine {
     state: RwLock<State>,
     policy: RwLock<Arc<Policy>>,
-    writer: Mutex<Box<dyn Store>>,
+    writer: Mutex<Writing>,
     reader: Mutex<Box<dyn Store>>,
     /// A connection of its own for the readiness probe: a long read (a backup, a verify) on
     /// `reader` must not make a healthy daemon look dead to the watchdog.
@@ -85,6 +86,15 @@ pub struct Engine {
 /// for access from memory (it follows at least every second when all is well).
 pub const FOLLOW_STALE: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// What only the writer touches.
+struct Writing {
+    store: Box<dyn Store>,
+    /// Live state as every decision so far leaves it, written or not: a batch's next command is
+    /// decided against it. Between batches it equals `state` (what readers see); a batch that
+    /// could not be written is undone by copying `state` back.
+    draft: State,
+}
+
 fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -98,9 +108,9 @@ impl Engine {
         let probe = store.reader()?;
         let (feed, _) = broadcast::channel(FEED_CAPACITY);
         Ok(Engine {
+            writer: Mutex::new(Writing { store, draft: state.clone() }),
             state: RwLock::new(state),
             policy: RwLock::new(Arc::new(policy)),
-            writer: Mutex::new(store),
             reader: Mutex::new(reader),
             probe: Mutex::new(probe),
             writing_since: Mutex::new(None),
@@ -130,7 +140,7 @@ impl Engine {
 
     /// Saves when tokens were last used beside their rows. Blocking: one short transaction.
     pub fn save_token_use(&self, used: &[(crate::model::TokenId, DateTime<Utc>)]) -> Result<(), StoreError> {
-        lock(&self.writer).save_token_use(used)
+        lock(&self.writer).store.save_token_use(used)
     }
 
     /// Failed bearer tokens by source.
@@ -243,35 +253,59 @@ impl Engine {
     /// Like `execute`, and also hands back the rows as written, so an answer can show them
     /// without reading them back from the store.
     pub fn execute_written(&self, actor: impl Into<Actor>, command: Command) -> Result<Written, EngineError> {
-        let actor = actor.into();
-        let mut store = lock(&self.writer);
+        let mut answers = self.execute_batch(vec![(actor.into(), command)]);
+        answers.pop().unwrap_or_else(|| Err(StoreError::Corrupt("a command got no answer".into()).into()))
+    }
+
+    /// Group commit: decides `commands` in order, each against the state the ones before it
+    /// leave, and writes everything they change in one transaction (one fsync, or one commit on
+    /// PostgreSQL). Each command gets its own answer, and only once that transaction is
+    /// durable: a refusal changes nothing for the others; a write that fails fails them all
+    /// and changes nothing. Readers never see a change before it is durable. Blocking.
+    pub fn execute_batch(&self, commands: Vec<(Actor, Command)>) -> Vec<Result<Written, EngineError>> {
+        let mut writing = lock(&self.writer);
         let policy = self.policy();
-        let written = match self.record_caught_up(&mut **store, &policy, &actor, &command) {
-            Ok(written) => written,
-            Err(e) => {
-                match &e {
-                    EngineError::Refused(r) => super::metrics::refused(r.code, &command, &policy),
-                    EngineError::Store(_) => super::metrics::store_error(),
-                }
-                return Err(e);
+        let recorded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.record_caught_up(&mut writing, &policy, &commands)));
+        let answers = match recorded {
+            Ok(Ok(answers)) => answers,
+            Ok(Err(e)) => {
+                super::metrics::store_error();
+                let mut answers: Vec<_> = commands.iter().skip(1).map(|_| Err(e.again().into())).collect();
+                answers.insert(0, Err(e.into()));
+                return answers;
+            }
+            Err(panic) => {
+                // A bug, not a decision: whatever the draft holds is not to be trusted.
+                writing.draft = self.state.read().unwrap_or_else(|e| e.into_inner()).clone();
+                std::panic::resume_unwind(panic)
             }
         };
-        super::metrics::committed(&written.events, &written.rows, &policy, self.clock.now());
-        self.publish(&written.events);
-        Ok(written)
+        let now = self.clock.now();
+        for ((_, command), answer) in commands.iter().zip(&answers) {
+            match answer {
+                Ok(written) => super::metrics::committed(&written.events, &written.rows, &policy, now),
+                Err(EngineError::Refused(r)) => super::metrics::refused(r.code, command, &policy),
+                Err(EngineError::Store(_)) => super::metrics::store_error(),
+            }
+        }
+        // Still under the writer lock, so streams hear events in the order of the log.
+        for written in answers.iter().flatten() {
+            self.publish(&written.events);
+        }
+        answers
     }
 
     /// `record`, and when another daemon extended the log since this one last looked (the
     /// store refuses the change as a `Conflict`), takes its turn at the store (other daemons'
-    /// appends wait), catches up with the log and decides again on the state as it now is, and
-    /// gives the turn back. Each retry is counted.
-    fn record_caught_up(&self, store: &mut dyn Store, policy: &Policy, actor: &Actor, command: &Command) -> Result<Written, EngineError> {
-        let why = match self.record(store, policy, actor, command) {
-            Err(EngineError::Store(StoreError::Conflict(why))) => why,
+    /// appends wait), catches up with the log and decides the batch again on the state as it
+    /// now is, and gives the turn back. Each retry is counted.
+    fn record_caught_up(&self, writing: &mut Writing, policy: &Policy, commands: &[(Actor, Command)]) -> Result<Vec<Result<Written, EngineError>>, StoreError> {
+        let why = match self.record(writing, policy, commands) {
+            Err(StoreError::Conflict(why)) => why,
             other => return other,
         };
         tracing::debug!(why = %why, "the log moved on; catching up and deciding again in turn");
-        store.take_turn()?;
+        writing.store.take_turn()?;
         // The turn is given back however this ends, a panic included (the writer thread lives
         // on after one, and so would its session and the lock every other daemon waits for).
         let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -279,20 +313,21 @@ impl Engine {
             loop {
                 tries += 1;
                 self.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let caught = self.catch_up(&mut *store)?;
+                let caught = self.catch_up(writing)?;
                 self.publish(&caught);
                 // Catching up may have put a newer policy in force: decide by it (a policy being
                 // loaded is decided by itself).
                 let now_in_force = self.policy();
-                let policy = if matches!(command, Command::LoadPolicy) { policy } else { &now_in_force };
-                match self.record(&mut *store, policy, actor, command) {
+                let loading = commands.iter().any(|(_, c)| matches!(c, Command::LoadPolicy));
+                let policy = if loading { policy } else { &now_in_force };
+                match self.record(writing, policy, commands) {
                     // Only a writer that does not take turns (none of ours) could still win.
-                    Err(EngineError::Store(StoreError::Conflict(_))) if tries < MAX_RETRIES => continue,
+                    Err(StoreError::Conflict(_)) if tries < MAX_RETRIES => continue,
                     other => return other,
                 }
             }
         }));
-        if let Err(e) = store.end_turn() {
+        if let Err(e) = writing.store.end_turn() {
             tracing::warn!(error = %e, "could not give back the turn at the store (it ends with the session)");
         }
         again.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
@@ -301,9 +336,9 @@ impl Engine {
     /// Brings memory up to the log's head: the events other daemons wrote since this one last
     /// looked, applied as its own are (memory keeps only what is live). The caller holds the
     /// writer lock and publishes what this returns.
-    fn catch_up(&self, store: &mut dyn Store) -> Result<Vec<Arc<Event>>, StoreError> {
+    fn catch_up(&self, writing: &mut Writing) -> Result<Vec<Arc<Event>>, StoreError> {
         let after = self.read(|s, _| s.last_seq);
-        let events = store.events(&EventFilter { after_seq: Some(after), ..Default::default() })?;
+        let events = writing.store.events(&EventFilter { after_seq: Some(after), ..Default::default() })?;
         if events.is_empty() {
             return Ok(Vec::new());
         }
@@ -317,8 +352,10 @@ impl Engine {
                 )));
             }
             state.apply(e);
+            writing.draft.apply(e);
             if let Some(entity) = Entity::changed_by(&e.change) {
                 state.forget_ended(&entity);
+                writing.draft.forget_ended(&entity);
             }
         }
         drop(state);
@@ -359,13 +396,20 @@ impl Engine {
         *self.policy_differs.write().unwrap_or_else(|e| e.into_inner()) = differs;
     }
 
+    /// One command alone, for the callers that hold the writer lock for more than it (a reload,
+    /// a notice retried).
+    fn record_one(&self, writing: &mut Writing, policy: &Policy, actor: Actor, command: Command) -> Result<Written, EngineError> {
+        let mut answers = self.record_caught_up(writing, policy, &[(actor, command)])?;
+        answers.pop().unwrap_or_else(|| Err(StoreError::Corrupt("a command got no answer".into()).into()))
+    }
+
     /// Catches up with what other daemons wrote to a shared store, and tells this daemon's event
     /// streams and deadline task: what the follower calls when the store says the log moved.
     /// Blocking. Answers how many events it applied.
     pub fn follow(&self) -> Result<usize, StoreError> {
-        let mut store = lock(&self.writer);
-        let caught = self.catch_up(&mut **store)?;
-        drop(store);
+        let mut writing = lock(&self.writer);
+        let caught = self.catch_up(&mut writing)?;
+        drop(writing);
         *lock(&self.followed_at) = Some(std::time::Instant::now());
         self.publish(&caught);
         Ok(caught.len())
@@ -392,8 +436,8 @@ impl Engine {
         let actor = actor.into();
         // Decided as it stands now: memberships that already ended (`carol@...`) count for nothing.
         let policy = policy.as_of(self.now());
-        let mut store = lock(&self.writer);
-        let events = self.record_caught_up(&mut **store, &policy, &actor, &Command::LoadPolicy)?.events;
+        let mut writing = lock(&self.writer);
+        let events = self.record_one(&mut writing, &policy, actor, Command::LoadPolicy)?.events;
         // In force before anyone hears of it: a client that reloads on the event gets the new one.
         *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
         // This file is now the one in force, for every daemon sharing the store.
@@ -402,9 +446,82 @@ impl Engine {
         Ok(events)
     }
 
-    /// Decides, writes durably, and applies in memory. The caller holds the writer lock and
-    /// publishes afterwards.
-    fn record(&self, store: &mut dyn Store, policy: &Policy, actor: &Actor, command: &Command) -> Result<Written, EngineError> {
+    /// Decides each command against the draft, writes the batch durably, and only then applies
+    /// it to what readers see. The caller holds the writer lock and publishes afterwards. An
+    /// `Err` is the store's: nothing of the batch was written, and the draft is as before it.
+    fn record(&self, writing: &mut Writing, policy: &Policy, commands: &[(Actor, Command)]) -> Result<Vec<Result<Written, EngineError>>, StoreError> {
+        let head = Head { seq: writing.draft.last_seq, hash: writing.draft.last_hash.clone() };
+        let mut batch = Changeset { head, ..Changeset::default() };
+        // Each command's events (a range of the batch's) and rows, or why it was refused.
+        let mut decided = Vec::with_capacity(commands.len());
+        let mut named = Vec::new();
+        for (actor, command) in commands {
+            named.extend(command.names());
+            let from = batch.events.len();
+            let one = self.decide(writing, policy, actor, command).map(|(events, rows, deliveries)| {
+                batch.events.extend(events);
+                batch.deliveries.extend(deliveries);
+                for (id, r) in &rows.requests {
+                    batch.rows.requests.insert(*id, r.clone());
+                }
+                for (id, g) in &rows.grants {
+                    batch.rows.grants.insert(*id, g.clone());
+                }
+                for (id, r) in &rows.runs {
+                    batch.rows.runs.insert(*id, r.clone());
+                }
+                for (id, t) in &rows.tokens {
+                    batch.rows.tokens.insert(*id, t.clone());
+                }
+                (from..batch.events.len(), rows)
+            });
+            decided.push(one);
+        }
+        if !batch.events.is_empty() {
+            let started = std::time::Instant::now();
+            *lock(&self.writing_since) = Some(started);
+            let appended = writing.store.append(&batch);
+            *lock(&self.writing_since) = None;
+            if let Err(e) = appended {
+                // Nothing was written: the draft goes back to what is durable.
+                let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+                for entity in &named {
+                    state.forget_ended(entity);
+                }
+                writing.draft = state.clone();
+                return Err(e);
+            }
+            super::metrics::commit(started.elapsed(), commands.len());
+            if !batch.deliveries.is_empty() {
+                self.outbox.notify_one();
+            }
+        }
+        // Durable: readers see the whole batch at once. Whatever was decided, memory keeps only
+        // what is live.
+        let events: Vec<Arc<Event>> = batch.events.into_iter().map(Arc::new).collect();
+        {
+            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+            for e in &events {
+                state.apply(e);
+            }
+            let changed = events.iter().filter_map(|e| Entity::changed_by(&e.change));
+            for entity in named.into_iter().chain(changed) {
+                state.forget_ended(&entity);
+                writing.draft.forget_ended(&entity);
+            }
+        }
+        let loaded = commands.iter().zip(&decided).any(|((_, c), d)| matches!(c, Command::LoadPolicy) && d.as_ref().is_ok_and(|(range, _)| !range.is_empty()));
+        if loaded {
+            // This daemon's file is now the policy in force, for every daemon sharing the store.
+            *self.policy_differs.write().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+        Ok(decided.into_iter().map(|one| one.map(|(range, rows)| Written { events: events[range].to_vec(), rows })).collect())
+    }
+
+    /// Decides one command against the draft and applies it there: its sealed events, the rows
+    /// they change (as after them) and the notices they cause (planned from the state after
+    /// them, written in the same transaction). Nothing is written yet.
+    fn decide(&self, writing: &mut Writing, policy: &Policy, actor: &Actor, command: &Command) -> Result<(Vec<Event>, Rows, Vec<outbox::Delivery>), EngineError> {
         // The daemon's own bookkeeping (a run's end, a deadline, a failed notice) records facts
         // and goes on; every decision waits for the policies to agree.
         if !matches!(command, Command::LoadPolicy)
@@ -423,78 +540,46 @@ impl Engine {
             )
             .into());
         }
-        let named = command.names();
-        if let Some(entity) = &named {
-            self.admit(store, entity)?;
+        if let Some(entity) = command.names() {
+            self.admit(writing, &entity)?;
         }
-        let written = self.write(store, policy, actor, command);
-        {
-            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-            let events = written.as_ref().map(|(events, _)| events.as_slice()).unwrap_or_default();
-            for e in events {
-                state.apply(e);
-            }
-            // Whatever was decided, memory keeps only what is live.
-            let changed = events.iter().filter_map(|e| Entity::changed_by(&e.change));
-            for entity in named.into_iter().chain(changed) {
-                state.forget_ended(&entity);
-            }
-        }
-        let (events, rows) = written?;
-        if matches!(command, Command::LoadPolicy) && !events.is_empty() {
-            // This daemon's file is now the policy in force, for every daemon sharing the store.
-            *self.policy_differs.write().unwrap_or_else(|e| e.into_inner()) = None;
-        }
-        Ok(Written { events: events.into_iter().map(Arc::new).collect(), rows })
-    }
-
-    /// Decides against memory and writes the events and the rows they change in one transaction.
-    fn write(&self, store: &mut dyn Store, policy: &Policy, actor: &Actor, command: &Command) -> Result<(Vec<Event>, Rows), EngineError> {
         let now = self.clock.now();
-        let change = {
-            let state = self.state.read().unwrap_or_else(|e| e.into_inner());
-            let changes = rules::decide(&state, policy, actor, command, now)?;
-            if changes.is_empty() {
-                return Ok((Vec::new(), Rows::default()));
-            }
-            let mut touched = state.touched_by(&changes);
-            let events = chain::seal(state.last_seq, &state.last_hash, now, actor, changes);
-            for e in &events {
-                touched.apply(e);
-            }
-            // The notices they cause, from the state after them, written in the same transaction.
-            let deliveries = match outbox::wanted(&events, policy) {
-                true => outbox::plan(&events, &outbox::view_after(&state, &touched, &events), policy, now),
-                false => Vec::new(),
-            };
-            let head = Head { seq: state.last_seq, hash: state.last_hash.clone() };
-            Changeset { head, events, rows: Rows::from(touched), deliveries }
-        };
-        let started = std::time::Instant::now();
-        *lock(&self.writing_since) = Some(started);
-        let appended = store.append(&change);
-        *lock(&self.writing_since) = None;
-        appended?;
-        super::metrics::commit(started.elapsed());
-        if !change.deliveries.is_empty() {
-            self.outbox.notify_one();
+        let draft = &mut writing.draft;
+        let changes = rules::decide(draft, policy, actor, command, now)?;
+        if changes.is_empty() {
+            return Ok(Default::default());
         }
-        Ok((change.events, change.rows))
+        let mut touched = draft.touched_by(&changes);
+        let events = chain::seal(draft.last_seq, &draft.last_hash, now, actor, changes);
+        for e in &events {
+            touched.apply(e);
+        }
+        let deliveries = match outbox::wanted(&events, policy) {
+            true => outbox::plan(&events, &outbox::view_after(draft, &touched, &events), policy, now),
+            false => Vec::new(),
+        };
+        for e in &events {
+            draft.apply(e);
+        }
+        Ok((events, Rows::from(touched), deliveries))
     }
 
     /// Brings the ended request, grant or run a command names back from the store, so the
-    /// decision sees it as it is (approving a request that was denied last year says so).
-    fn admit(&self, store: &mut dyn Store, entity: &Entity) -> Result<(), StoreError> {
-        let in_memory = self.read(|s, _| match entity {
-            Entity::Request(id) => s.requests.contains_key(id),
-            Entity::Grant(id) => s.grants.contains_key(id),
-            Entity::Run(id) => s.runs.contains_key(id),
+    /// decision sees it as it is (approving a request that was denied last year says so). Into
+    /// the draft, and into what readers see, so the events about it apply there too.
+    fn admit(&self, writing: &mut Writing, entity: &Entity) -> Result<(), StoreError> {
+        let draft = &writing.draft;
+        let in_memory = match entity {
+            Entity::Request(id) => draft.requests.contains_key(id),
+            Entity::Grant(id) => draft.grants.contains_key(id),
+            Entity::Run(id) => draft.runs.contains_key(id),
             Entity::Token(_) | Entity::User(_) => true,
-        });
+        };
         if in_memory {
             return Ok(());
         }
         // Read before taking the lock: readers never wait for the disk.
+        let store = &mut writing.store;
         let (request, grant, run) = match entity {
             Entity::Request(id) => (store.request(*id)?, None, None),
             Entity::Grant(id) => (None, store.grant(*id)?, None),
@@ -502,9 +587,11 @@ impl Engine {
             Entity::Token(_) | Entity::User(_) => (None, None, None),
         };
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-        request.into_iter().for_each(|r| state.admit_request(r));
-        grant.into_iter().for_each(|g| state.admit_grant(g));
-        run.into_iter().for_each(|r| state.admit_run(r));
+        for state in [&mut *state, &mut writing.draft] {
+            request.iter().for_each(|r| state.admit_request(r.clone()));
+            grant.iter().for_each(|g| state.admit_grant(g.clone()));
+            run.iter().for_each(|r| state.admit_run(r.clone()));
+        }
         Ok(())
     }
 
@@ -540,7 +627,7 @@ impl Engine {
     /// Works on the outbox through the writing handle (claiming and settling deliveries write).
     /// Blocking; each call is one short transaction, so a decision waits for it at most that long.
     pub fn outbox<R>(&self, f: impl FnOnce(&mut dyn Store) -> Result<R, StoreError>) -> Result<R, StoreError> {
-        f(&mut **lock(&self.writer))
+        f(&mut *lock(&self.writer).store)
     }
 
     /// Puts a failed delivery back to pending, due now, and wakes the sender (see
@@ -551,8 +638,8 @@ impl Engine {
         let actor = actor.into();
         let policy = self.policy();
         rules::may_retry_notice(&policy, &actor.user)?;
-        let mut store = lock(&self.writer);
-        let Some(delivery) = store.delivery(id)? else {
+        let mut writing = lock(&self.writer);
+        let Some(delivery) = writing.store.delivery(id)? else {
             return Err(Refusal::not_found("no_such_notice", format!("there is no notice {id}; `zsa notices` lists them")).into());
         };
         if delivery.state != outbox::DeliveryState::Failed {
@@ -569,10 +656,10 @@ impl Engine {
             recipient: delivery.recipient,
             error: delivery.last_error,
         };
-        let events = self.record_caught_up(&mut **store, &policy, &actor, &Command::RetryNotice(Box::new(retried)))?.events;
-        store.retry_delivery(id, self.now())?;
+        let events = self.record_one(&mut writing, &policy, actor, Command::RetryNotice(Box::new(retried)))?.events;
+        writing.store.retry_delivery(id, self.now())?;
         self.outbox.notify_one();
-        drop(store);
+        drop(writing);
         self.publish(&events);
         Ok(events)
     }

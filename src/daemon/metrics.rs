@@ -51,6 +51,7 @@ fn describe() {
     describe_histogram!("zsa_decision_seconds", metrics::Unit::Seconds, "From a request to an approver's decision, by outcome");
     describe_histogram!("zsa_expiry_lateness_seconds", metrics::Unit::Seconds, "How long after its deadline a grant or request was ended");
     describe_histogram!("zsa_commit_seconds", metrics::Unit::Seconds, "One durable write of events and rows to the store");
+    describe_histogram!("zsa_commit_batch_commands", metrics::Unit::Count, "Commands whose changes one durable write carried (group commit)");
     describe_gauge!("zsa_event_streams", "Event streams (/v1/events) open now");
     describe_gauge!("zsa_pending_requests", "Requests waiting for a decision now");
     describe_gauge!("zsa_active_grants", "Grants giving access now");
@@ -135,8 +136,10 @@ pub fn store_error() {
     metrics::counter!("zsa_store_errors_total").increment(1);
 }
 
-pub fn commit(took: std::time::Duration) {
+/// One transaction written, holding `commands` commands' changes (group commit).
+pub fn commit(took: std::time::Duration, commands: usize) {
     metrics::histogram!("zsa_commit_seconds").record(took.as_secs_f64());
+    metrics::histogram!("zsa_commit_batch_commands").record(commands as f64);
 }
 
 pub fn stream_opened() {

@@ -21,22 +21,18 @@ pub async fn execute(engine: &Arc<Engine>, caller: &Caller, command: Command) ->
     execute_and_read(engine, caller, command, |_, written| Ok(written.events)).await
 }
 
-/// Runs a command, then `read` (the answer, from what was written or else the store) on the
-/// writer's own thread (never the shared blocking pool, where reads may queue): one hand-off
-/// per write, not two.
+/// Runs a command (committed with whatever others are queued with it), then `read` (the
+/// answer, from what was written or else the store) on the writer's own thread once it is
+/// durable (never the shared blocking pool, where reads may queue): one hand-off per write,
+/// not two.
 pub async fn execute_and_read<R: Send + 'static>(
     engine: &Arc<Engine>,
     caller: &Caller,
     command: Command,
     read: impl FnOnce(&Engine, Written) -> Result<R, EngineError> + Send + 'static,
 ) -> Result<R, ApiError> {
-    let engine = engine.clone();
-    let actor = caller.actor();
-    write(move || {
-        let written = engine.execute_written(actor, command)?;
-        read(&engine, written)
-    })
-    .await
+    let answered = super::writer::execute(engine.clone(), caller.actor(), command, move |engine, outcome| read(engine, outcome?)).await;
+    answered.map_err(|e| failed("a write", e))?.map_err(Into::into)
 }
 
 /// Runs a write on the writer's thread; its error, or a failure of the thread, becomes the API's error.

@@ -1,27 +1,45 @@
 //! The writer's own thread. Every command that changes state (approvals, requests, expiries,
 //! the end of a run, policy reloads) runs here, not on tokio's shared blocking pool, so however
 //! many reads queue on that pool (thousands of event-stream catch-ups, audit queries), a write
-//! never waits behind them. Writes are serialised by the engine anyway, so one thread loses
-//! nothing.
+//! never waits behind them.
+//!
+//! Commands queue as data, not as closures, so the thread can commit them in groups: while one
+//! transaction waits for the disk, the commands that arrive queue up, and the next turn takes
+//! them all (up to `MAX_BATCH`), decides them in order and writes them in one transaction
+//! (`Engine::execute_batch`). A lone command costs what it did before; many concurrent ones
+//! share one fsync.
 
-use std::sync::OnceLock;
 use std::sync::mpsc;
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::oneshot;
 
-type Job = Box<dyn FnOnce() + Send>;
+use super::Engine;
+use super::engine::{EngineError, Written};
+use crate::model::Actor;
+use crate::rules::Command;
+
+/// The most commands one transaction carries: enough to amortise an fsync many times over,
+/// few enough that the first caller's wait stays short.
+pub const MAX_BATCH: usize = 256;
+
+/// What is done with a command's outcome once its transaction is durable (or failed): on the
+/// writer's thread, so an answer that reads the store is not one more hand-off.
+pub type Answer = Box<dyn FnOnce(&Engine, Result<Written, EngineError>) + Send>;
+
+enum Job {
+    /// Writing that is not a command (a reload, saving token use, recording clock jumps): it
+    /// runs alone, in its turn.
+    Alone(Box<dyn FnOnce() + Send>),
+    /// A command: committed with the commands queued right behind it for the same engine.
+    Command { engine: Arc<Engine>, actor: Actor, command: Command, answer: Answer },
+}
 
 fn queue() -> &'static mpsc::Sender<Job> {
     static QUEUE: OnceLock<mpsc::Sender<Job>> = OnceLock::new();
     QUEUE.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<Job>();
-        let spawned = std::thread::Builder::new().name("zsa-writer".into()).spawn(move || {
-            for job in rx {
-                // A job that panics must not take the thread (and every later write) with it;
-                // its caller sees the failure through its dropped answer.
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-            }
-        });
+        let spawned = std::thread::Builder::new().name("zsa-writer".into()).spawn(move || work(rx));
         if let Err(e) = spawned {
             tracing::error!(error = %e, "could not start the writer thread; writes will fail");
         }
@@ -29,17 +47,84 @@ fn queue() -> &'static mpsc::Sender<Job> {
     })
 }
 
+/// The thread's loop: one job or one batch of commands at a time, in the order they came.
+fn work(rx: mpsc::Receiver<Job>) {
+    let mut next: Option<Job> = None;
+    loop {
+        let job = match next.take() {
+            Some(job) => job,
+            None => match rx.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+        };
+        match job {
+            // A job that panics must not take the thread (and every later write) with it; its
+            // caller sees the failure through its dropped answer.
+            Job::Alone(f) => {
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+            }
+            Job::Command { engine, actor, command, answer } => {
+                let mut commands = vec![(actor, command)];
+                let mut answers = vec![answer];
+                while commands.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(Job::Command { engine: same, actor, command, answer }) if Arc::ptr_eq(&same, &engine) => {
+                            commands.push((actor, command));
+                            answers.push(answer);
+                        }
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                commit(&engine, commands, answers);
+            }
+        }
+    }
+}
+
+/// Decides and writes one batch, then answers each caller. A panic while deciding answers none
+/// (each sees its dropped answer); a panic in one answer does not keep the others from theirs.
+fn commit(engine: &Engine, commands: Vec<(Actor, Command)>, answers: Vec<Answer>) {
+    let Ok(outcomes) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.execute_batch(commands))) else {
+        return;
+    };
+    for (outcome, answer) in outcomes.into_iter().zip(answers) {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| answer(engine, outcome)));
+    }
+}
+
 /// The job did not finish: its thread could not be started, or it panicked (the log says why).
 #[derive(Debug, thiserror::Error)]
 #[error("the writer thread failed while recording this; the daemon's log says why")]
 pub struct WriterFailed;
 
-/// Runs `f` on the writer thread and waits for its answer without blocking the async threads.
+/// Runs `f` on the writer thread, alone, and waits for its answer without blocking the async
+/// threads.
 pub async fn run<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Result<R, WriterFailed> {
     let (tx, rx) = oneshot::channel();
-    let job: Job = Box::new(move || {
+    let job = Job::Alone(Box::new(move || {
         let _ = tx.send(f());
-    });
+    }));
     queue().send(job).map_err(|_| WriterFailed)?;
+    rx.await.map_err(|_| WriterFailed)
+}
+
+/// Queues `command` for the next batch and waits for what `read` makes of its outcome (run on
+/// the writer's thread once the batch is durable), without blocking the async threads.
+pub async fn execute<R: Send + 'static>(
+    engine: Arc<Engine>,
+    actor: Actor,
+    command: Command,
+    read: impl FnOnce(&Engine, Result<Written, EngineError>) -> R + Send + 'static,
+) -> Result<R, WriterFailed> {
+    let (tx, rx) = oneshot::channel();
+    let answer: Answer = Box::new(move |engine, outcome| {
+        let _ = tx.send(read(engine, outcome));
+    });
+    queue().send(Job::Command { engine, actor, command, answer }).map_err(|_| WriterFailed)?;
     rx.await.map_err(|_| WriterFailed)
 }

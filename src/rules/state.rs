@@ -184,10 +184,16 @@ impl State {
         out
     }
 
-    /// Is this request still needed in memory: pending, or the request of an active grant (whose
-    /// parameters a run uses)?
+    /// Is this request still needed in memory: pending, or the request an active grant was
+    /// given for (whose parameters a run uses)? Not an approved extension of one: it is ended,
+    /// and a store loads only the grant's own request.
     fn request_live(&self, id: RequestId) -> bool {
-        self.pending.contains(&id) || self.requests.get(&id).and_then(|r| r.grant).is_some_and(|g| self.active.contains(&g))
+        self.pending.contains(&id)
+            || self
+                .requests
+                .get(&id)
+                .and_then(|r| r.grant)
+                .is_some_and(|g| self.active.contains(&g) && self.grants.get(&g).is_some_and(|g| g.request == id))
     }
 
     /// Puts an entity read from the store into the cache, so a decision can see it.

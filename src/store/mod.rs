@@ -53,6 +53,23 @@ pub enum StoreError {
     LogBroken(String),
 }
 
+impl StoreError {
+    /// The same failure, for another caller whose change was in the same failed transaction
+    /// (group commit): every one of them is told what happened.
+    pub fn again(&self) -> StoreError {
+        match self {
+            StoreError::Conflict(m) => StoreError::Conflict(m.clone()),
+            StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+            StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
+            StoreError::Backend(e) => StoreError::Backend(e.to_string().into()),
+            StoreError::Io(e) => StoreError::Io(std::io::Error::new(e.kind(), e.to_string())),
+            StoreError::Unsupported(m) => StoreError::Unsupported(m.clone()),
+            StoreError::Tampered(m) => StoreError::Tampered(m.clone()),
+            StoreError::LogBroken(m) => StoreError::LogBroken(m.clone()),
+        }
+    }
+}
+
 /// The head of the hash chain: the newest event's seq and hash (seq 0 when the log is empty).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Head {
