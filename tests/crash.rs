@@ -185,3 +185,137 @@ async fn crash_and_check(kills: usize) {
     }
     assert!(grants.iter().any(|g| g.state == GrantState::Expired), "some grants expired during the test");
 }
+
+/// Group commit under SIGKILL: fifty callers at once (half asking for an automatic grant, half
+/// approving requests made before), the daemon killed a few milliseconds into their batch.
+/// Afterwards each caller's change is all there or not at all: an acknowledged request has its
+/// grant, an acknowledged approval its grant, an unanswered one is whole or absent, and the
+/// chain verifies. A round without a kill shows through `/metrics` that such bursts were written
+/// in batches of more than one command, so the kills do land on batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_of_fifty_killed_in_flight_is_all_or_nothing_for_each_caller() {
+    const CALLERS: usize = 50;
+    let people: Vec<String> = (0..CALLERS).map(|i| format!("c{i}")).collect();
+    let policy = POLICY.replace(r#"req = ["u1", "u2", "u3", "u4"]"#, &format!("req = {people:?}"));
+    let mut d = Daemon::start_with(&policy);
+    let alice = d.user("alice").await;
+    let mut callers = Vec::new();
+    for who in &people {
+        callers.push(d.user(who).await);
+    }
+    let admin = d.admin();
+    let mut batched_seen = false;
+    // How long a burst takes unkilled (round 0): the kills land anywhere within about that.
+    let mut burst = Duration::ZERO;
+    for round in 0..8 {
+        // Half the callers have a request waiting for alice's approval (one an approval lost in
+        // the last round left waiting, or a new one).
+        let listed = admin.requests(true).await.unwrap();
+        let mut waiting = Vec::new();
+        for (who, c) in people.iter().zip(&callers).take(CALLERS / 2) {
+            let left = listed.iter().find(|r| &r.requester == who && r.state == RequestState::Pending).map(|r| r.id);
+            let id = match left {
+                Some(id) => id,
+                None => {
+                    c.request(&NewRequest { task: "manual".into(), duration_secs: Some(3600), ..Default::default() })
+                        .await
+                        .unwrap()
+                        .request
+                        .id
+                }
+            };
+            waiting.push(id);
+        }
+        let go = Arc::new(tokio::sync::Barrier::new(CALLERS + 1));
+        let mut flight = Vec::new();
+        for (i, c) in callers.iter().enumerate() {
+            let (c, alice, go) = (c.clone(), alice.clone(), go.clone());
+            let ticket = format!("r{round}-c{i}");
+            let approve = waiting.get(i).copied();
+            flight.push(tokio::spawn(async move {
+                go.wait().await;
+                match approve {
+                    Some(id) => (ticket, Some(id), answered_ok(&alice.approve(id, None).await)),
+                    None => {
+                        let new = NewRequest {
+                            task: "auto".into(),
+                            duration_secs: Some(3600),
+                            ticket: Some(ticket.clone()),
+                            ..Default::default()
+                        };
+                        (ticket, None, answered_ok(&c.request(&new).await))
+                    }
+                }
+            }));
+        }
+        go.wait().await;
+        let started = std::time::Instant::now();
+        let kill = round != 0;
+        if kill {
+            let most = burst.as_micros().max(1000) as u64;
+            tokio::time::sleep(Duration::from_micros(rand::rng().random_range(most / 10..most))).await;
+            d.kill9();
+        }
+        let mut outcomes = Vec::new();
+        for f in flight {
+            outcomes.push(f.await.unwrap());
+        }
+        if !kill {
+            burst = started.elapsed();
+        }
+        if kill {
+            d.spawn();
+        } else {
+            let metrics = admin.metrics().await.unwrap();
+            batched_seen = batches_of_more_than_one(&metrics);
+        }
+        let requests = admin.requests(true).await.unwrap();
+        let grants = admin.grants(true).await.unwrap();
+        let grant_of = |r: &zsa::model::Request| r.grant.and_then(|id| grants.iter().find(|g| g.id == id));
+        let mut acknowledged = 0;
+        for (ticket, approving, acked) in &outcomes {
+            acknowledged += usize::from(*acked);
+            match approving {
+                Some(id) => {
+                    let r = requests.iter().find(|r| r.id == *id).expect("the waiting request is there");
+                    match r.state {
+                        RequestState::Approved => assert!(grant_of(r).is_some(), "{id} approved without its grant"),
+                        RequestState::Pending => assert!(!acked, "the acknowledged approval of {id} was lost"),
+                        other => panic!("{id} is {other:?}"),
+                    }
+                }
+                None => match requests.iter().find(|r| r.ticket.as_deref() == Some(ticket.as_str())) {
+                    Some(r) => {
+                        assert_eq!(r.state, RequestState::Approved, "{ticket}");
+                        assert!(grant_of(r).is_some(), "{ticket}: the request is there without its grant");
+                    }
+                    None => assert!(!acked, "the acknowledged request {ticket} was lost"),
+                },
+            }
+        }
+        let report = admin.verify().await.unwrap();
+        assert!(report.ok, "the chain and the projections verify after round {round}: {report:?}");
+        eprintln!("round {round}: {acknowledged} of {CALLERS} acknowledged{}", if kill { " before the kill" } else { "" });
+        // The approved grants end, so the next round starts with none held.
+        for g in grants.iter().filter(|g| g.state == GrantState::Active) {
+            let _ = admin.revoke(g.id, Some("next round".into())).await;
+        }
+    }
+    assert!(batched_seen, "a burst of {CALLERS} callers was written in batches of more than one command");
+}
+
+/// Answered with success (a refusal or a lost connection is not an acknowledgement).
+fn answered_ok<T>(r: &Result<T, ClientError>) -> bool {
+    r.is_ok()
+}
+
+/// Whether the daemon's commit-batch histogram counts fewer transactions than commands.
+fn batches_of_more_than_one(metrics: &str) -> bool {
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("{name} is in the metrics:\n{metrics}"))
+    };
+    value("zsa_commit_batch_commands_sum ") > value("zsa_commit_batch_commands_count ")
+}

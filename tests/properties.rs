@@ -167,7 +167,8 @@ impl World {
         if let Some(batches) = &mut self.batches {
             let expected = match decided {
                 Ok(changes) => {
-                    let events = chain::seal(self.state.last_seq, &self.state.last_hash, self.now, &zsa::model::Actor::from(actor), changes);
+                    let events =
+                        chain::seal(self.state.last_seq, &self.state.last_hash, self.now, &zsa::model::Actor::from(actor), changes);
                     for e in &events {
                         self.state.apply(e);
                         self.log.push(e.clone());
@@ -236,7 +237,9 @@ impl World {
                     let written: Vec<Event> = written.events.iter().map(|e| (**e).clone()).collect();
                     assert_eq!(&written, events, "in a batch the engine decided {cmd:?} differently");
                 }
-                (Err(refusal), Err(EngineError::Refused(r))) => assert_eq!(&r, refusal, "in a batch the engine refused {cmd:?} differently"),
+                (Err(refusal), Err(EngineError::Refused(r))) => {
+                    assert_eq!(&r, refusal, "in a batch the engine refused {cmd:?} differently")
+                }
                 (expected, other) => panic!("{cmd:?} in a batch: the full state decided {expected:?}, the engine answered {other:?}"),
             }
         }

@@ -299,7 +299,12 @@ impl Engine {
     /// store refuses the change as a `Conflict`), takes its turn at the store (other daemons'
     /// appends wait), catches up with the log and decides the batch again on the state as it
     /// now is, and gives the turn back. Each retry is counted.
-    fn record_caught_up(&self, writing: &mut Writing, policy: &Policy, commands: &[(Actor, Command)]) -> Result<Vec<Result<Written, EngineError>>, StoreError> {
+    fn record_caught_up(
+        &self,
+        writing: &mut Writing,
+        policy: &Policy,
+        commands: &[(Actor, Command)],
+    ) -> Result<Vec<Result<Written, EngineError>>, StoreError> {
         let why = match self.record(writing, policy, commands) {
             Err(StoreError::Conflict(why)) => why,
             other => return other,
@@ -449,7 +454,12 @@ impl Engine {
     /// Decides each command against the draft, writes the batch durably, and only then applies
     /// it to what readers see. The caller holds the writer lock and publishes afterwards. An
     /// `Err` is the store's: nothing of the batch was written, and the draft is as before it.
-    fn record(&self, writing: &mut Writing, policy: &Policy, commands: &[(Actor, Command)]) -> Result<Vec<Result<Written, EngineError>>, StoreError> {
+    fn record(
+        &self,
+        writing: &mut Writing,
+        policy: &Policy,
+        commands: &[(Actor, Command)],
+    ) -> Result<Vec<Result<Written, EngineError>>, StoreError> {
         let head = Head { seq: writing.draft.last_seq, hash: writing.draft.last_hash.clone() };
         let mut batch = Changeset { head, ..Changeset::default() };
         // Each command's events (a range of the batch's) and rows, or why it was refused.
@@ -510,7 +520,10 @@ impl Engine {
                 writing.draft.forget_ended(&entity);
             }
         }
-        let loaded = commands.iter().zip(&decided).any(|((_, c), d)| matches!(c, Command::LoadPolicy) && d.as_ref().is_ok_and(|(range, _)| !range.is_empty()));
+        let loaded = commands
+            .iter()
+            .zip(&decided)
+            .any(|((_, c), d)| matches!(c, Command::LoadPolicy) && d.as_ref().is_ok_and(|(range, _)| !range.is_empty()));
         if loaded {
             // This daemon's file is now the policy in force, for every daemon sharing the store.
             *self.policy_differs.write().unwrap_or_else(|e| e.into_inner()) = None;
@@ -521,7 +534,13 @@ impl Engine {
     /// Decides one command against the draft and applies it there: its sealed events, the rows
     /// they change (as after them) and the notices they cause (planned from the state after
     /// them, written in the same transaction). Nothing is written yet.
-    fn decide(&self, writing: &mut Writing, policy: &Policy, actor: &Actor, command: &Command) -> Result<(Vec<Event>, Rows, Vec<outbox::Delivery>), EngineError> {
+    fn decide(
+        &self,
+        writing: &mut Writing,
+        policy: &Policy,
+        actor: &Actor,
+        command: &Command,
+    ) -> Result<(Vec<Event>, Rows, Vec<outbox::Delivery>), EngineError> {
         // The daemon's own bookkeeping (a run's end, a deadline, a failed notice) records facts
         // and goes on; every decision waits for the policies to agree.
         if !matches!(command, Command::LoadPolicy)

@@ -51,7 +51,11 @@ fn describe() {
     describe_histogram!("zsa_decision_seconds", metrics::Unit::Seconds, "From a request to an approver's decision, by outcome");
     describe_histogram!("zsa_expiry_lateness_seconds", metrics::Unit::Seconds, "How long after its deadline a grant or request was ended");
     describe_histogram!("zsa_commit_seconds", metrics::Unit::Seconds, "One durable write of events and rows to the store");
-    describe_histogram!("zsa_commit_batch_commands", metrics::Unit::Count, "Commands whose changes one durable write carried (group commit)");
+    describe_histogram!(
+        "zsa_commit_batch_commands",
+        metrics::Unit::Count,
+        "Commands whose changes one durable write carried (group commit)"
+    );
     describe_gauge!("zsa_event_streams", "Event streams (/v1/events) open now");
     describe_gauge!("zsa_pending_requests", "Requests waiting for a decision now");
     describe_gauge!("zsa_active_grants", "Grants giving access now");
