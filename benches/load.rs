@@ -159,6 +159,14 @@ fn raw_sqlite_commits(dir: &Path, secs: u64) -> f64 {
     n as f64 / secs as f64
 }
 
+/// The daemon's commit counters from `/metrics`: transactions, the commands they carried, and
+/// the seconds spent committing.
+async fn commit_metrics(admin: &Client) -> (f64, f64, f64) {
+    let text = admin.metrics().await.unwrap();
+    let value = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok()).unwrap_or(0.0);
+    (value("zsa_commit_batch_commands_count "), value("zsa_commit_batch_commands_sum "), value("zsa_commit_seconds_sum "))
+}
+
 /// Request+approve pairs per second over 4 s from `clients` requesters (u100...), alice approving.
 async fn request_approve_pairs(socket: &Path, clients: usize) -> f64 {
     let admin = Client::new(socket, None).unwrap();
@@ -345,13 +353,28 @@ async fn writes(rows: &mut Vec<Row>) {
     // The daemon as it runs in production: its own process, so the clients here do not share
     // its threads.
     let (mut daemon, _, socket) = spawn_daemon(dir.path());
-    for clients in [1usize, 8] {
+    let admin = Client::new(&socket, None).unwrap();
+    for clients in [1usize, 8, 32] {
+        let before = commit_metrics(&admin).await;
         let per_sec = request_approve_pairs(&socket, clients).await;
+        let after = commit_metrics(&admin).await;
+        let (transactions, commands, seconds) = (after.0 - before.0, after.1 - before.1, after.2 - before.2);
         rows.push(Row(
             format!("writes, {clients} client(s): request+approve pairs/s (2 commits each)"),
             format!("{per_sec:.0} pairs = {:.0} commits/s", per_sec * 2.0),
             format!("{raw:.0} raw commits/s"),
             format!("{:.2}", per_sec * 2.0 / raw),
+        ));
+        rows.push(Row(
+            format!("  same run: commands per transaction (group commit), time in the store's commit"),
+            format!(
+                "{:.2} a transaction, {} each, {:.0} % of the 4 s",
+                commands / transactions,
+                ms(Duration::from_secs_f64(seconds / transactions)),
+                seconds / 4.0 * 100.0
+            ),
+            String::new(),
+            String::new(),
         ));
     }
     let _ = daemon.kill();
