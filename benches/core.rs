@@ -97,7 +97,7 @@ fn app_with(n: usize) -> App {
         .collect();
     let log = b.events.iter().take(n).cloned().collect();
     app.update(Action::StreamConnected, b.now);
-    app.update(Action::Loaded { me, tasks, requests, grants, log, notices: vec![] }, b.now);
+    app.update(Action::Loaded { me, tasks, requests, grants, older: None, log, notices: vec![] }, b.now);
     app
 }
 

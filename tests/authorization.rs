@@ -259,3 +259,78 @@ async fn an_account_the_policy_does_not_know_can_do_nothing() {
         assert_eq!(common::code(&out), 1, "{args:?}: {}", common::stderr(&out));
     }
 }
+
+/// The pages a console loads instead of everything: what is live (`state=live`), a person's own
+/// requests a page at a time, newest first (`state=mine`, `before`, `limit`), and break-glass
+/// grants nobody has reviewed yet, live or ended (`review=needed`). Each shows only what its
+/// caller may see; a malformed page is refused, saying what is allowed.
+#[tokio::test]
+async fn a_console_loads_what_is_live_and_history_a_page_at_a_time() {
+    let mut d = Daemon::start();
+    let dave = d.user("dave").await;
+    let carol = d.user("carol").await;
+    let alice = d.user("alice").await;
+    let journal =
+        || NewRequest { task: "journal".into(), reason: Some("mail flow".into()), ticket: Some("INC-1".into()), ..Default::default() };
+    // 230 of dave's requests end (cancelled); carol has one waiting.
+    let mut ended = Vec::new();
+    for _ in 0..230 {
+        let id = dave.request(&journal()).await.unwrap().request.id;
+        dave.cancel(id).await.unwrap();
+        ended.push(id);
+    }
+    let carols = carol.request(&journal()).await.unwrap().request.id;
+
+    // dave's own, newest first, in pages that join without a gap or an overlap.
+    let mut paged = Vec::new();
+    let mut before = None;
+    loop {
+        let page = dave.my_requests(before, 100).await.unwrap();
+        assert!(page.len() <= 100);
+        assert!(page.iter().all(|r| r.requester == "dave"), "only dave's own");
+        assert!(page.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+        paged.extend(page.iter().map(|r| r.id));
+        match page.last() {
+            Some(last) if page.len() == 100 => before = Some(last.id),
+            _ => break,
+        }
+    }
+    ended.reverse();
+    assert_eq!(paged, ended, "every one of dave's requests, once, newest first");
+    // An admin's own history is his own, however much he may see.
+    assert!(d.admin().my_requests(None, 100).await.unwrap().is_empty());
+
+    // Live: carol's pending request and, once approved, dave's with its active grant.
+    let waiting = dave.request(&journal()).await.unwrap().request.id;
+    let granted = alice.approve(waiting, None).await.unwrap().grant.unwrap().id;
+    let live: Vec<_> = alice.live_requests().await.unwrap().into_iter().map(|r| r.id).collect();
+    assert_eq!(live, [carols, waiting], "pending, and given an active grant; nothing that ended");
+    assert_eq!(carol.live_requests().await.unwrap().iter().map(|r| r.id).collect::<Vec<_>>(), [carols, waiting]);
+    alice.revoke(granted, Some("done".into())).await.unwrap();
+    assert_eq!(alice.live_requests().await.unwrap().iter().map(|r| r.id).collect::<Vec<_>>(), [carols]);
+
+    // A break-glass grant waits for review after it ended, until someone reviews it.
+    let glass = dave.request(&NewRequest { task: "glass".into(), reason: Some("outage".into()), ..Default::default() }).await.unwrap();
+    let glass = glass.grant.unwrap().id;
+    dave.relinquish(glass).await.unwrap();
+    let to_review: Vec<_> = alice.grants_to_review().await.unwrap().into_iter().map(|g| g.id).collect();
+    assert_eq!(to_review, [glass]);
+    alice.review(glass, None).await.unwrap();
+    assert!(alice.grants_to_review().await.unwrap().is_empty());
+
+    // Malformed pages: refused, saying what is allowed.
+    for (path, says) in [
+        ("/v1/requests?state=mine&limit=0", "limit must be from 1 to 1000, not 0"),
+        ("/v1/requests?state=mine&limit=1001", "limit must be from 1 to 1000, not 1001"),
+        ("/v1/requests?state=mine&before=yesterday", "bad_id"),
+        ("/v1/requests?state=pending&before=R5", "before and limit page only state=mine"),
+        ("/v1/requests?state=old", "state must be 'pending', 'live', 'mine' or 'all'"),
+        ("/v1/grants?review=later", "review must be 'needed'"),
+        ("/v1/grants?review=needed&all=true", "review=needed already includes ended grants"),
+    ] {
+        let mut stream = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+        let (status, body) = common::raw_get(&mut stream, path);
+        assert!(status.contains("400"), "{path}: {status} {body}");
+        assert!(body.contains(says), "{path}: {body}");
+    }
+}

@@ -259,6 +259,20 @@ impl Client {
         self.get(if all { "/v1/requests?state=all" } else { "/v1/requests?state=pending" }).await
     }
 
+    /// What is live: requests waiting for a decision, and those given an active grant.
+    pub async fn live_requests(&self) -> Result<Vec<RequestView>, ClientError> {
+        self.get("/v1/requests?state=live").await
+    }
+
+    /// The caller's own requests older than `before` (from the newest when `None`), newest
+    /// first, at most `limit`.
+    pub async fn my_requests(&self, before: Option<RequestId>, limit: u32) -> Result<Vec<RequestView>, ClientError> {
+        match before {
+            Some(id) => self.get(&format!("/v1/requests?state=mine&before={id}&limit={limit}")).await,
+            None => self.get(&format!("/v1/requests?state=mine&limit={limit}")).await,
+        }
+    }
+
     pub async fn show_request(&self, id: RequestId) -> Result<Outcome, ClientError> {
         self.get(&format!("/v1/requests/{id}")).await
     }
@@ -303,6 +317,11 @@ impl Client {
 
     pub async fn grants(&self, all: bool) -> Result<Vec<GrantView>, ClientError> {
         self.get(if all { "/v1/grants?all=true" } else { "/v1/grants" }).await
+    }
+
+    /// Break-glass grants, live or ended, that nobody has reviewed yet.
+    pub async fn grants_to_review(&self) -> Result<Vec<GrantView>, ClientError> {
+        self.get("/v1/grants?review=needed").await
     }
 
     pub async fn show_grant(&self, id: GrantId) -> Result<GrantView, ClientError> {

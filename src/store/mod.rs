@@ -166,6 +166,10 @@ pub trait Store: Send {
     fn run(&mut self, id: RunId) -> Result<Option<Run>, StoreError>;
     /// Every request in `scope`, oldest first.
     fn requests(&mut self, scope: &Scope) -> Result<Vec<Request>, StoreError>;
+    /// Up to `limit` of `requester`'s own requests older than `before` (from the newest when
+    /// `None`), newest first: a person's history a page at a time, so a console never holds it
+    /// all.
+    fn requests_of(&mut self, requester: &str, before: Option<RequestId>, limit: u32) -> Result<Vec<Request>, StoreError>;
     /// Every grant in `scope`, oldest first.
     fn grants(&mut self, scope: &Scope) -> Result<Vec<Grant>, StoreError>;
     /// Every run in `scope`, oldest first.

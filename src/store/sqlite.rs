@@ -516,6 +516,12 @@ impl Store for SqliteStore {
         in_scope(&self.conn, "requests", "requester", scope)
     }
 
+    fn requests_of(&mut self, requester: &str, before: Option<RequestId>, limit: u32) -> Result<Vec<Request>, StoreError> {
+        let before = before.map_or(i64::MAX, |id| id.0 as i64);
+        let sql = "SELECT body FROM requests WHERE id < ?1 AND requester = ?2 ORDER BY id DESC LIMIT ?3";
+        bodies(&self.conn, sql, params![before, requester, limit])
+    }
+
     fn grants(&mut self, scope: &Scope) -> Result<Vec<Grant>, StoreError> {
         in_scope(&self.conn, "grants", "holder", scope)
     }

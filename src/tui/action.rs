@@ -55,16 +55,25 @@ pub enum Action {
     DismissToast,
 
     // Results, from effects and the event stream.
+    /// What is live, and the newest page of the viewer's own history (`older`: where the next
+    /// page starts, if there may be one).
     Loaded {
         me: WhoAmI,
         tasks: Vec<TaskView>,
         requests: Vec<RequestView>,
         grants: Vec<GrantView>,
+        older: Option<RequestId>,
         log: Vec<Event>,
         /// The notices that failed (auditors and admins; empty for others).
         notices: Vec<NoticeView>,
     },
     LoadFailed(String),
+    /// An older page of the viewer's own requests.
+    HistoryLoaded {
+        requests: Vec<RequestView>,
+        older: Option<RequestId>,
+    },
+    HistoryFailed(String),
     /// A notice the demo's file channel wrote (see `TuiOptions::notices`).
     NoticeWritten(Box<crate::notify::Notice>),
     /// The failed notices, fetched again after a `notice_failed` or `notice_retried`.
@@ -98,6 +107,8 @@ impl Action {
             self,
             Action::Loaded { .. }
                 | Action::LoadFailed(_)
+                | Action::HistoryLoaded { .. }
+                | Action::HistoryFailed(_)
                 | Action::FailedNoticesLoaded(_)
                 | Action::NoticeWritten(_)
                 | Action::EventReceived(_)
@@ -119,6 +130,8 @@ impl Action {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Effect {
     LoadAll,
+    /// The page of the viewer's own requests older than this one.
+    LoadHistory(RequestId),
     FetchRequest(RequestId),
     FetchGrant(GrantId),
     FetchFailedNotices,

@@ -226,7 +226,17 @@ pub struct App {
     stale: bool,
     /// While a full load is under way: the rows fetched meanwhile, to fetch again after it.
     fetched_during_load: Option<Vec<Effect>>,
+    /// Where the next (older) page of the viewer's own history starts, if there may be one:
+    /// history is loaded a page at a time as the cursor nears its end.
+    history_older: Option<RequestId>,
+    /// A page of history is being loaded (one at a time).
+    history_loading: bool,
 }
+
+const HISTORY_TITLE: &str = "My history";
+
+/// How near the end of "My history" the cursor gets before the next page is asked for.
+const HISTORY_AHEAD: usize = 10;
 
 impl App {
     pub fn new(daemon: String, now: DateTime<Utc>, bell: bool, people: Vec<String>) -> Self {
@@ -265,6 +275,8 @@ impl App {
             dirty: true,
             stale: false,
             fetched_during_load: None,
+            history_older: None,
+            history_loading: false,
         };
         app.rebuild();
         app
@@ -376,7 +388,7 @@ impl App {
         self.sections[0] = vec![
             Section { title: "My active grants", items: my_grants.iter().map(|g| Item::Grant(g.id)).collect(), urgent: false },
             Section { title: "My pending requests", items: my_pending.iter().map(|r| Item::Request(r.id)).collect(), urgent: false },
-            Section { title: "My history", items: history.iter().map(|r| Item::Request(r.id)).collect(), urgent: false },
+            Section { title: HISTORY_TITLE, items: history.iter().map(|r| Item::Request(r.id)).collect(), urgent: false },
         ];
 
         // The approver's rows are those the daemon says the viewer may act on (so never their own).
@@ -500,6 +512,9 @@ impl App {
         if !matches!(action, Action::Tick) {
             self.dirty = true;
         }
+        // Only what the viewer does moves the cursor toward older history: a page that failed
+        // is not asked for again until they move.
+        let moved = !matches!(action, Action::Tick | Action::EventReceived(_)) && !action.is_result();
         let effects = match action {
             Action::Key(key) => self.dispatch(self.keys.translate(self.key_context(), key)),
             Action::Mouse(mouse) => self.dispatch(self.keys.translate_mouse(self.key_context(), mouse)),
@@ -510,7 +525,27 @@ impl App {
             intent => self.on_intent(intent),
         };
         self.note_fetches_during_load(&effects);
+        let mut effects = effects;
+        if moved {
+            effects.extend(self.more_history());
+        }
         effects
+    }
+
+    /// The next page of the viewer's own history, when the requester pane's cursor is within
+    /// `HISTORY_AHEAD` rows of the end of "My history" and there may be more.
+    fn more_history(&mut self) -> Option<Effect> {
+        let older = self.history_older?;
+        if self.history_loading || self.pane != Pane::Requester || self.stale {
+            return None;
+        }
+        let c = self.cursors[Pane::Requester.index()];
+        let section = self.sections[Pane::Requester.index()].get(c.section)?;
+        if section.title != HISTORY_TITLE || c.row + HISTORY_AHEAD < section.items.len() {
+            return None;
+        }
+        self.history_loading = true;
+        Some(Effect::LoadHistory(older))
     }
 
     /// A full load answers from the moment it was asked; a row fetched for an event while it was
@@ -726,12 +761,14 @@ impl App {
     /// What the daemon answered or reported.
     fn on_result(&mut self, action: Action) -> Vec<Effect> {
         match action {
-            Action::Loaded { me, tasks, requests, grants, log, notices } => {
+            Action::Loaded { me, tasks, requests, grants, older, log, notices } => {
                 let first = self.me.is_none();
                 self.me = Some(me);
                 self.tasks = tasks;
                 self.requests = requests.into_iter().map(|r| (r.id, r)).collect();
                 self.grants = grants.into_iter().map(|g| (g.id, g)).collect();
+                self.history_older = older;
+                self.history_loading = false;
                 self.log = log;
                 self.failed_notices = notices;
                 self.show_notices();
@@ -745,6 +782,21 @@ impl App {
                     effects.extend(self.start_verify());
                 }
                 effects
+            }
+            Action::HistoryLoaded { requests, older } => {
+                self.history_loading = false;
+                self.history_older = older;
+                for r in requests {
+                    // A row already here came from an event or a load since: it is as new or newer.
+                    self.requests.entry(r.id).or_insert(r);
+                }
+                self.stale = true;
+                Vec::new()
+            }
+            Action::HistoryFailed(why) => {
+                self.history_loading = false;
+                self.toast(format!("could not load older history: {why}"), true);
+                Vec::new()
             }
             Action::LoadFailed(why) => {
                 // No older copy will land over what was fetched meanwhile.

@@ -70,7 +70,15 @@ fn a_check_cut_off_by_a_lost_daemon_is_no_longer_checking_and_runs_again() {
     assert_eq!(app.verify, VerifyState::Unknown, "the answer may never come");
     assert_eq!(app.update(Action::StreamConnected, t0()), vec![Effect::LoadAll]);
     let me = app.me.clone().unwrap();
-    let reload = Action::Loaded { me, tasks: app.tasks.clone(), requests: vec![], grants: vec![], log: app.log.clone(), notices: vec![] };
+    let reload = Action::Loaded {
+        me,
+        tasks: app.tasks.clone(),
+        requests: vec![],
+        grants: vec![],
+        older: None,
+        log: app.log.clone(),
+        notices: vec![],
+    };
     assert_eq!(app.update(reload, t0()), vec![Effect::Verify], "the check runs again after the reload");
     assert_eq!(app.verify, VerifyState::Checking);
     app.update(Action::VerifyFailed("connection reset".into()), t0());
@@ -397,14 +405,30 @@ fn a_row_fetched_while_a_reload_is_under_way_is_fetched_again_after_it() {
     // The load, asked before the cancel, lands after the fetch's answer and holds the old row.
     let me = app.me.clone().unwrap();
     let stale = app.requests.values().cloned().collect();
-    let reload = Action::Loaded { me, tasks: app.tasks.clone(), requests: stale, grants: vec![], log: app.log.clone(), notices: vec![] };
+    let reload = Action::Loaded {
+        me,
+        tasks: app.tasks.clone(),
+        requests: stale,
+        grants: vec![],
+        older: None,
+        log: app.log.clone(),
+        notices: vec![],
+    };
     let effects = app.update(reload, t0());
     assert!(effects.contains(&Effect::FetchRequest(RequestId(2))), "fetched again after the load: {effects:?}");
     // A load with nothing fetched meanwhile fetches nothing again.
     app.update(Action::StreamLost("again".into()), t0());
     app.update(Action::StreamConnected, t0());
     let me = app.me.clone().unwrap();
-    let quiet = Action::Loaded { me, tasks: app.tasks.clone(), requests: vec![], grants: vec![], log: app.log.clone(), notices: vec![] };
+    let quiet = Action::Loaded {
+        me,
+        tasks: app.tasks.clone(),
+        requests: vec![],
+        grants: vec![],
+        older: None,
+        log: app.log.clone(),
+        notices: vec![],
+    };
     assert!(!app.update(quiet, t0()).iter().any(|e| matches!(e, Effect::FetchRequest(_) | Effect::FetchGrant(_))));
 }
 

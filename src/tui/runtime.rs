@@ -21,6 +21,8 @@ use super::config;
 use super::theme::Theme;
 use super::ui;
 use crate::client::{AuditParams, Client, ClientError};
+use crate::model::RequestId;
+use crate::model::wire::RequestView;
 
 /// How many recent events the auditor pane loads at start; older ones stay in the daemon's log.
 const LOG_TAIL: u32 = 10_000;
@@ -287,6 +289,13 @@ async fn perform(effect: Effect, client: Client, tx: Tx, offset: Arc<AtomicI64>)
             Ok(a) => send(a),
             Err(e) => send(Action::LoadFailed(message(e))),
         },
+        Effect::LoadHistory(before) => match client.my_requests(Some(before), HISTORY_PAGE).await {
+            Ok(requests) => {
+                let older = next_page(&requests);
+                send(Action::HistoryLoaded { requests, older });
+            }
+            Err(e) => send(Action::HistoryFailed(message(e))),
+        },
         Effect::FetchRequest(id) => {
             if let Ok(o) = client.show_request(id).await {
                 send(Action::RequestLoaded(Box::new(o)));
@@ -372,14 +381,33 @@ async fn submit(s: Submission, client: &Client, send: impl Fn(Action)) {
     }
 }
 
-/// Loads everything the panes show, and measures the daemon's clock against ours.
+/// How many of the viewer's own requests a page of history holds: history is loaded a page at a
+/// time as the cursor nears its end, so the console never holds a long past whole.
+pub const HISTORY_PAGE: u32 = 100;
+
+/// Where the next page of history starts, if this page was full (there may be more).
+fn next_page(page: &[RequestView]) -> Option<RequestId> {
+    (page.len() as u32 == HISTORY_PAGE).then(|| page.iter().map(|r| r.id).min()).flatten()
+}
+
+/// Loads what the panes show (what is live, and the newest page of the viewer's own history),
+/// and measures the daemon's clock against ours.
 async fn load(client: &Client, offset: &AtomicI64) -> Result<Action, ClientError> {
     let sent = Utc::now();
     let me = client.whoami().await?;
     let received = Utc::now();
     let midpoint = sent + (received - sent) / 2;
     offset.store((me.now - midpoint).num_milliseconds(), Ordering::Relaxed);
-    let (tasks, requests, grants) = tokio::try_join!(client.tasks(), client.requests(true), client.grants(true))?;
+    let (tasks, mut requests, mine, mut grants, to_review) = tokio::try_join!(
+        client.tasks(),
+        client.live_requests(),
+        client.my_requests(None, HISTORY_PAGE),
+        client.grants(false),
+        client.grants_to_review()
+    )?;
+    let older = next_page(&mine);
+    requests.extend(mine);
+    grants.extend(to_review);
     let sees_log = me.roles.iter().any(|r| r == "admin" || r == "auditor");
     let (log, notices) = if sees_log {
         let params = AuditParams { tail: Some(LOG_TAIL), limit: Some(LOG_TAIL), ..Default::default() };
@@ -387,7 +415,7 @@ async fn load(client: &Client, offset: &AtomicI64) -> Result<Action, ClientError
     } else {
         (Vec::new(), Vec::new())
     };
-    Ok(Action::Loaded { me, tasks, requests, grants, log, notices })
+    Ok(Action::Loaded { me, tasks, requests, grants, older, log, notices })
 }
 
 #[cfg(test)]

@@ -234,7 +234,7 @@ pub(super) fn loaded(user: &str, roles: &[&str]) -> App {
     let requests = requests.into_iter().map(|r| seen_request(user, r)).collect();
     let grants = grants.into_iter().map(|g| seen_grant(user, g)).collect();
     app.update(Action::StreamConnected, t0());
-    app.update(Action::Loaded { me, tasks, requests, grants, log, notices: vec![] }, t0());
+    app.update(Action::Loaded { me, tasks, requests, grants, older: None, log, notices: vec![] }, t0());
     app
 }
 
@@ -961,7 +961,8 @@ fn the_auditor_sees_failed_notices_as_an_alarm_and_hears_of_new_ones() {
     };
     assert_eq!(erin.update(Action::EventReceived(event(6, "root", retried)), t0()), vec![Effect::FetchFailedNotices]);
     let me = erin.me.clone().unwrap();
-    let reload = Action::Loaded { me, tasks: vec![], requests: vec![], grants: vec![], log: erin.log.clone(), notices: vec![] };
+    let reload =
+        Action::Loaded { me, tasks: vec![], requests: vec![], grants: vec![], older: None, log: erin.log.clone(), notices: vec![] };
     assert!(erin.update(reload, t0()).contains(&Effect::FetchFailedNotices));
     assert_eq!(erin.sections[2].len(), 2, "none failed now: the alarm is gone");
     // Someone who does not see the outbox does not ask for it.
@@ -985,7 +986,7 @@ fn the_demo_notices_for_the_viewer_show_as_a_toast() {
     alice.update(Action::NoticeWritten(notice("bob", "R1: for bob")), t0());
     alice.update(Action::NoticeWritten(notice("alice", "R2: dave asks\u{1b}[2J")), t0());
     assert!(alice.toast.is_none());
-    alice.update(Action::Loaded { me, tasks: vec![], requests: vec![], grants: vec![], log: vec![], notices: vec![] }, t0());
+    alice.update(Action::Loaded { me, tasks: vec![], requests: vec![], grants: vec![], older: None, log: vec![], notices: vec![] }, t0());
     let toast = &alice.toast.as_ref().expect("a toast").text;
     assert!(toast.starts_with("2 notices for you; the newest: R2: dave asks") && !toast.contains('\u{1b}'), "{toast}");
     alice.update(Action::NoticeWritten(notice("bob", "R3: for bob")), t0());
@@ -1032,4 +1033,41 @@ fn a_grant_approved_ahead_counts_down_to_its_start_and_staged_requests_show_thei
     app.update(Action::Key(crossterm::event::KeyEvent::from(KeyCode::Enter)), t0());
     let shown = screen(&app, 160, 40);
     assert!(shown.contains("stage 1/2 (lead) done by bob; stage 2/2 (security): 0 of 2"), "{shown}");
+}
+
+/// History arrives a page at a time: the next, older page is asked for only when the cursor
+/// nears the end of "My history", once while it loads, and never once the daemon's page said
+/// there is no more.
+#[test]
+fn history_loads_the_next_page_only_as_the_cursor_nears_its_end() {
+    let mut app = loaded("dave", &["requester"]);
+    let page = |ids: std::ops::Range<u64>| -> Vec<RequestView> {
+        ids.map(|id| seen_request("dave", request(id, "dave", "journal", RequestState::Cancelled, "old", 2000 - id as i64))).collect()
+    };
+    // The newest page of dave's history, with more before it.
+    assert!(app.update(Action::HistoryLoaded { requests: page(1000..1100), older: Some(RequestId(1000)) }, t0()).is_empty());
+    key(&mut app, KeyCode::Char('1'));
+    let history = |app: &App| app.sections[0].iter().position(|s| s.title == "My history").unwrap();
+    assert_eq!(app.sections[0][history(&app)].items.len(), 100);
+    // Into the history, far from its end: nothing is asked for.
+    let mut asked = Vec::new();
+    while app.cursor().section != history(&app) || app.cursor().row < 5 {
+        asked.extend(key(&mut app, KeyCode::Down));
+    }
+    assert!(!asked.contains(&Effect::LoadHistory(RequestId(1000))), "{asked:?}");
+    // At its end: the page before R1000, once, however many keys while it loads.
+    assert_eq!(key(&mut app, KeyCode::Char('G')), vec![Effect::LoadHistory(RequestId(1000))]);
+    assert!(key(&mut app, KeyCode::Up).is_empty() && key(&mut app, KeyCode::Down).is_empty(), "asked once while it loads");
+    // The last page: its rows join the history, and nothing more is asked for.
+    app.update(Action::HistoryLoaded { requests: page(900..1000), older: None }, t0());
+    key(&mut app, KeyCode::Char('G'));
+    assert_eq!(app.sections[0][history(&app)].items.len(), 200);
+    assert_eq!(app.selected(), Some(Item::Request(RequestId(900))), "the oldest is last");
+    assert!(key(&mut app, KeyCode::Up).is_empty() && key(&mut app, KeyCode::Char('G')).is_empty());
+    // A page that fails says so, and the next key near the end asks again.
+    app.update(Action::HistoryLoaded { requests: vec![], older: Some(RequestId(900)) }, t0());
+    assert_eq!(key(&mut app, KeyCode::Up), vec![Effect::LoadHistory(RequestId(900))]);
+    app.update(Action::HistoryFailed("daemon gone".into()), t0());
+    assert!(app.toast.as_ref().unwrap().text.contains("could not load older history: daemon gone"));
+    assert_eq!(key(&mut app, KeyCode::Down), vec![Effect::LoadHistory(RequestId(900))]);
 }

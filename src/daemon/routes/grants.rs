@@ -22,6 +22,8 @@ pub struct ListQuery {
     /// Include ended grants.
     #[serde(default)]
     all: bool,
+    /// `needed`: only break-glass grants, live or ended, that nobody has reviewed yet.
+    review: Option<String>,
 }
 
 /// The grant as the caller sees it (with the actions they may take), if they may see it.
@@ -48,6 +50,18 @@ async fn act(engine: &Arc<Engine>, caller: &Caller, id: GrantId, command: Comman
 /// `all=true` from the store.
 #[utoipa::path(get, path = "/v1/grants", tag = "grants", params(ListQuery), responses((status = 200, body = Vec<crate::model::wire::GrantView>), crate::daemon::error::Refused))]
 pub async fn list(State(engine): State<Arc<Engine>>, caller: Caller, Query(q): Query<ListQuery>) -> Result<Json<Vec<GrantView>>, ApiError> {
+    match q.review.as_deref() {
+        None => {}
+        Some("needed") if !q.all => {
+            let mut rows = stored_list(&engine, &caller, |s, scope| s.grants(scope), rules::grant_visible).await?;
+            rows.retain(|g| g.break_glass && g.review.is_none());
+            return Ok(Json(grant_views(&engine, &caller, rows)));
+        }
+        Some("needed") => return Err(ApiError::bad_request("bad_query", "review=needed already includes ended grants; leave out all")),
+        Some(other) => {
+            return Err(ApiError::bad_request("bad_query", format!("review must be 'needed', not '{}'", crate::model::text::inert(other))));
+        }
+    }
     if q.all {
         let rows = stored_list(&engine, &caller, |s, scope| s.grants(scope), rules::grant_visible).await?;
         return Ok(Json(grant_views(&engine, &caller, rows)));

@@ -21,10 +21,20 @@ use crate::store::StoreError;
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    /// `pending` (default) or `all`.
+    /// `pending` (default): waiting for a decision; `live`: pending, or given an active grant;
+    /// `mine`: the caller's own, newest first, a page at a time; `all`: every one, oldest first.
     #[serde(default)]
     state: Option<String>,
+    /// With `state=mine`: only requests older than this one (the oldest of the page before).
+    before: Option<String>,
+    /// With `state=mine`: how many at most (default 100, at most 1000).
+    limit: Option<u32>,
 }
+
+/// A page of a person's own requests when the query does not say how many.
+pub const MINE_PAGE: u32 = 100;
+/// The most a page of a person's own requests may ask for.
+pub const MINE_MOST: u32 = 1000;
 
 /// A request and its grant as stored now (ended ones live only in the store). Blocking.
 fn stored(engine: &Engine, id: RequestId) -> Result<(Option<Request>, Option<Grant>), StoreError> {
@@ -86,31 +96,46 @@ pub async fn list(
     caller: Caller,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<RequestView>>, ApiError> {
-    let all = match q.state.as_deref() {
-        None | Some("pending") => false,
-        Some("all") => true,
-        Some(other) => {
-            return Err(ApiError::bad_request(
-                "bad_query",
-                format!("state must be 'pending' or 'all', not '{}'", crate::model::text::inert(other)),
-            ));
-        }
-    };
-    if all {
-        let rows = stored_list(&engine, &caller, |s, scope| s.requests(scope), rules::request_visible).await?;
-        return Ok(Json(request_views(&engine, &caller, rows)));
+    let state = q.state.as_deref().unwrap_or("pending");
+    if state != "mine" && (q.before.is_some() || q.limit.is_some()) {
+        return Err(ApiError::bad_request("bad_query", "before and limit page only state=mine (the caller's own requests, newest first)"));
     }
     let now = engine.now();
     let who = caller.actor();
-    Ok(Json(engine.read(|s, p| {
-        s.pending
-            .iter()
-            .filter_map(|id| s.requests.get(id))
-            .filter(|r| r.state == RequestState::Pending && r.pending_until > now)
-            .filter(|r| rules::request_visible(p, &caller.user, r))
-            .map(|r| rules::request_view(s, p, &who, r.clone(), now))
-            .collect()
-    })))
+    match state {
+        "all" => {
+            let rows = stored_list(&engine, &caller, |s, scope| s.requests(scope), rules::request_visible).await?;
+            Ok(Json(request_views(&engine, &caller, rows)))
+        }
+        "mine" => {
+            let before = q.before.as_deref().map(parse_id::<RequestId>).transpose()?;
+            let limit = match q.limit.unwrap_or(MINE_PAGE) {
+                n @ 1..=MINE_MOST => n,
+                n => return Err(ApiError::bad_request("bad_query", format!("limit must be from 1 to {MINE_MOST}, not {n}"))),
+            };
+            let (e, me) = (engine.clone(), caller.user.clone());
+            let rows = blocking(move || e.stored(|s| s.requests_of(&me, before, limit))).await?;
+            Ok(Json(request_views(&engine, &caller, rows)))
+        }
+        // Memory holds exactly what is live: no disk, however long the history.
+        "pending" | "live" => Ok(Json(engine.read(|s, p| {
+            let live = |r: &&Request| match r.state {
+                RequestState::Pending => r.pending_until > now,
+                _ => state == "live" && r.grant.is_some_and(|g| s.active.contains(&g)),
+            };
+            let ids: Box<dyn Iterator<Item = &RequestId>> =
+                if state == "live" { Box::new(s.requests.keys()) } else { Box::new(s.pending.iter()) };
+            ids.filter_map(|id| s.requests.get(id))
+                .filter(live)
+                .filter(|r| rules::request_visible(p, &caller.user, r))
+                .map(|r| rules::request_view(s, p, &who, r.clone(), now))
+                .collect()
+        }))),
+        other => Err(ApiError::bad_request(
+            "bad_query",
+            format!("state must be 'pending', 'live', 'mine' or 'all', not '{}'", crate::model::text::inert(other)),
+        )),
+    }
 }
 
 #[utoipa::path(get, path = "/v1/requests/{id}", tag = "requests", params(("id" = crate::model::RequestId, Path, description = "A request")), responses((status = 200, body = crate::model::wire::Outcome), crate::daemon::error::Refused))]
