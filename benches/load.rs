@@ -377,6 +377,24 @@ async fn writes(rows: &mut Vec<Row>) {
             String::new(),
         ));
     }
+    // `check` at 8 clients, alone and then while 8 writers run at full rate (both at once).
+    let u7 = Client::new(&socket, Some(admin.issue_token("u7").await.unwrap().token)).unwrap();
+    u7.request(&NewRequest { task: "restart".into(), duration_secs: Some(3600), ..Default::default() }).await.unwrap();
+    let path = "/v1/check?task=restart&user=u7";
+    let (alone_rate, alone) = hammer(&socket, path, 8, 4).await;
+    let ((during_rate, during), pairs) = tokio::join!(hammer(&socket, path, 8, 4), request_approve_pairs(&socket, 8));
+    rows.push(Row(
+        "check, 8 clients, alone / while 8 writers run: requests/s, p50 / p99".into(),
+        format!(
+            "alone {alone_rate:.0}/s, {} / {}; during {during_rate:.0}/s, {} / {}",
+            ms(percentile(&alone, 0.5)),
+            ms(percentile(&alone, 0.99)),
+            ms(percentile(&during, 0.5)),
+            ms(percentile(&during, 0.99))
+        ),
+        format!("writes meanwhile: {:.0} commits/s", pairs * 2.0),
+        format!("{:.2}", percentile(&during, 0.99).as_secs_f64() / percentile(&alone, 0.99).as_secs_f64()),
+    ));
     let _ = daemon.kill();
     let _ = daemon.wait();
     // The same pairs straight through the engine, without HTTP: what the store and the rules cost.

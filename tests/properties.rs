@@ -617,3 +617,58 @@ fn an_approved_extension_is_not_kept_in_memory_that_a_restart_would_not_load() {
     let extension = w.state.requests.values().find(|r| r.extends.is_some()).expect("the extension was asked for");
     assert!(extension.grant.is_some(), "and approved into the grant");
 }
+
+/// A batch whose transaction fails (here a trigger, planted through a second connection to the
+/// real database, aborts one of its events) fails every command in it, refusals included (each
+/// was decided on the state the others would have left), and changes nothing: memory, the
+/// store and the chain are as before, and the next command is decided on them as if the batch
+/// never was.
+#[test]
+fn a_batch_whose_write_fails_fails_every_command_in_it_and_changes_nothing() {
+    let policy = Policy::parse(POLICY, "p.toml").unwrap();
+    let now = Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).unwrap();
+    let twin = Twin::new(&policy, now);
+    let engine = &twin.engine;
+    let ask = |who: &str| {
+        (
+            zsa::model::Actor::from(who),
+            Command::Request(NewRequest { task: "one".into(), duration_secs: Some(600), reason: Some("r".into()), ..Default::default() }),
+        )
+    };
+    let first = engine.execute_batch(vec![ask("carol")]);
+    assert!(first[0].is_ok());
+    let before = engine.read(|s, _| s.clone());
+    let head = before.last_seq;
+    let db = twin._dir.path().join("zsa.db");
+    let planted = rusqlite::Connection::open(&db).unwrap();
+    planted
+        .execute_batch(&format!(
+            "CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.seq = {} BEGIN SELECT RAISE(ABORT, 'the disk said no'); END;",
+            head + 3
+        ))
+        .unwrap();
+    // dave asks, bob is refused (not eligible for "one"), dave asks again (refused: one
+    // pending is enough), alice approves, erin asks: the third event is refused by the disk.
+    let approve = (zsa::model::Actor::from("alice"), Command::Approve { request: RequestId(2), comment: None, signature: None });
+    let answers = engine.execute_batch(vec![ask("dave"), ask("bob"), ask("dave"), approve.clone(), ask("erin")]);
+    assert_eq!(answers.len(), 5);
+    for answer in &answers {
+        match answer {
+            Err(EngineError::Store(e)) => assert!(e.to_string().contains("the disk said no"), "{e}"),
+            other => panic!("every command of a failed batch fails with the store's error: {other:?}"),
+        }
+    }
+    assert_eq!(engine.read(|s, _| s.clone()), before, "memory is as before the batch");
+    assert_eq!(engine.stored(|s| s.load_live()).unwrap(), before, "the store is as before the batch");
+    // Without the trigger the same commands are decided on that state: new ids, the next seq.
+    planted.execute_batch("DROP TRIGGER refuse").unwrap();
+    let again = engine.execute_batch(vec![ask("dave"), ask("bob"), ask("dave"), approve]);
+    let events = |i: usize| again[i].as_ref().map(|w| w.events.len()).map_err(|e| e.to_string());
+    assert_eq!(events(0), Ok(1), "dave's request is R2");
+    assert!(matches!(&again[1], Err(EngineError::Refused(r)) if r.code == "not_eligible"), "{:?}", again[1]);
+    assert!(matches!(&again[2], Err(EngineError::Refused(r)) if r.code == "already_pending"), "{:?}", again[2]);
+    assert_eq!(events(3), Ok(2), "alice approves R2: approved, and its grant");
+    let written: Vec<u64> = again.iter().flatten().flat_map(|w| w.events.iter().map(|e| e.seq)).collect();
+    assert_eq!(written, [head + 1, head + 2, head + 3]);
+    assert!(engine.verify().unwrap().ok);
+}
