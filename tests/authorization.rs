@@ -306,6 +306,9 @@ async fn a_console_loads_what_is_live_and_history_a_page_at_a_time() {
     let live: Vec<_> = alice.live_requests().await.unwrap().into_iter().map(|r| r.id).collect();
     assert_eq!(live, [carols, waiting], "pending, and given an active grant; nothing that ended");
     assert_eq!(carol.live_requests().await.unwrap().iter().map(|r| r.id).collect::<Vec<_>>(), [carols, waiting]);
+    // dave approves nothing: he sees his own, never carol's.
+    assert_eq!(dave.live_requests().await.unwrap().iter().map(|r| r.id).collect::<Vec<_>>(), [waiting]);
+    assert!(dave.my_requests(None, 1000).await.unwrap().iter().all(|r| r.requester == "dave"));
     alice.revoke(granted, Some("done".into())).await.unwrap();
     assert_eq!(alice.live_requests().await.unwrap().iter().map(|r| r.id).collect::<Vec<_>>(), [carols]);
 

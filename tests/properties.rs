@@ -672,3 +672,33 @@ fn a_batch_whose_write_fails_fails_every_command_in_it_and_changes_nothing() {
     assert_eq!(written, [head + 1, head + 2, head + 3]);
     assert!(engine.verify().unwrap().ok);
 }
+
+/// While a batch is being written (held at the disk by another connection's write lock on the
+/// real database), nobody sees any of it: memory and `check` answer as before; once the
+/// transaction is durable, all of it at once.
+#[test]
+fn nothing_of_a_batch_is_seen_before_it_is_durable() {
+    let policy = Policy::parse(POLICY, "p.toml").unwrap();
+    let now = Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).unwrap();
+    let twin = Twin::new(&policy, now);
+    let auto = |who: &str| {
+        (zsa::model::Actor::from(who), Command::Request(NewRequest { task: "auto".into(), duration_secs: Some(600), ..Default::default() }))
+    };
+    let blocker = rusqlite::Connection::open(twin._dir.path().join("zsa.db")).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let engine = twin.engine.clone();
+    let writing = std::thread::spawn(move || engine.execute_batch(vec![auto("dave"), auto("erin")]));
+    let waited = std::time::Instant::now();
+    while twin.engine.writing_for().is_none_or(|d| d < std::time::Duration::from_millis(100)) {
+        assert!(waited.elapsed() < std::time::Duration::from_secs(5), "the batch reached the disk");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // Decided, sealed, waiting for the disk: not seen.
+    let check = |who: &str| twin.engine.read(|s, p| zsa::rules::check_access(s, p, "root", who, "auto", now).unwrap().allowed);
+    assert!(!check("dave") && !check("erin"), "check does not see a grant that is not durable");
+    assert!(twin.engine.read(|s, _| s.requests.is_empty() && s.active.is_empty() && s.last_seq == 0));
+    blocker.execute_batch("COMMIT").unwrap();
+    let answers = writing.join().unwrap();
+    assert!(answers.iter().all(|a| a.is_ok()), "{answers:?}");
+    assert!(check("dave") && check("erin"), "durable: both at once");
+}

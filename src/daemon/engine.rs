@@ -68,10 +68,12 @@ pub struct Engine {
     token_use: super::token_use::TokenUse,
     /// Sources whose bearer tokens keep failing (see `throttle`).
     throttle: super::throttle::Throttle,
-    /// Decisions made again because another daemon wrote first (`record_caught_up`).
+    /// Batches decided again because another daemon wrote first (`record_caught_up`).
     retries: std::sync::atomic::AtomicU64,
     /// Events applied from other daemons' writes (`catch_up`).
     followed: std::sync::atomic::AtomicU64,
+    /// Transactions this daemon wrote to the log (a batch of commands is one).
+    commits: std::sync::atomic::AtomicU64,
     /// This daemon's name among those sharing the store (`peers::identity`).
     identity: String,
     /// The SHA-256 of the policy in force by the log (the newest `policy_loaded`) when this
@@ -127,6 +129,7 @@ impl Engine {
             throttle: super::throttle::Throttle::default(),
             retries: Default::default(),
             followed: Default::default(),
+            commits: Default::default(),
             identity: String::new(),
             policy_differs: RwLock::new(None),
             followed_at: Mutex::new(None),
@@ -265,19 +268,13 @@ impl Engine {
     pub fn execute_batch(&self, commands: Vec<(Actor, Command)>) -> Vec<Result<Written, EngineError>> {
         let mut writing = lock(&self.writer);
         let policy = self.policy();
-        let recorded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.record_caught_up(&mut writing, &policy, &commands)));
-        let answers = match recorded {
-            Ok(Ok(answers)) => answers,
-            Ok(Err(e)) => {
+        let answers = match self.guarded(&mut writing, |engine, writing| engine.record_caught_up(writing, &policy, &commands)) {
+            Ok(answers) => answers,
+            Err(e) => {
                 super::metrics::store_error();
                 let mut answers: Vec<_> = commands.iter().skip(1).map(|_| Err(e.again().into())).collect();
                 answers.insert(0, Err(e.into()));
                 return answers;
-            }
-            Err(panic) => {
-                // A bug, not a decision: whatever the draft holds is not to be trusted.
-                writing.draft = self.state.read().unwrap_or_else(|e| e.into_inner()).clone();
-                std::panic::resume_unwind(panic)
             }
         };
         let now = self.clock.now();
@@ -347,23 +344,30 @@ impl Engine {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        // The chain read back must continue exactly where memory is, all of it, before any of it
+        // is applied.
+        let (mut seq, mut hash) = (writing.draft.last_seq, writing.draft.last_hash.clone());
         for e in &events {
-            // The chain read back must continue exactly where memory is.
-            if e.seq != state.last_seq + 1 || e.prev_hash != state.last_hash {
+            if e.seq != seq + 1 || e.prev_hash != hash {
                 return Err(StoreError::Corrupt(format!(
-                    "event {} in the store does not follow event {} this daemon holds; restart the daemon",
-                    e.seq, state.last_seq
+                    "event {} in the store does not follow event {seq} this daemon holds; restart the daemon",
+                    e.seq
                 )));
             }
-            state.apply(e);
-            writing.draft.apply(e);
-            if let Some(entity) = Entity::changed_by(&e.change) {
-                state.forget_ended(&entity);
-                writing.draft.forget_ended(&entity);
-            }
+            (seq, hash) = (e.seq, e.hash.clone());
         }
-        drop(state);
+        // What readers see first, then the draft (between batches they are equal), each under
+        // its own lock, so `check` never waits for the draft.
+        let follow = |state: &mut State| {
+            for e in &events {
+                state.apply(e);
+                if let Some(entity) = Entity::changed_by(&e.change) {
+                    state.forget_ended(&entity);
+                }
+            }
+        };
+        follow(&mut self.state.write().unwrap_or_else(|e| e.into_inner()));
+        follow(&mut writing.draft);
         self.followed.fetch_add(events.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let newest_policy = events.iter().rev().find_map(|e| match &e.change {
             crate::model::Change::PolicyLoaded { sha256, .. } => Some(sha256.clone()),
@@ -401,10 +405,22 @@ impl Engine {
         *self.policy_differs.write().unwrap_or_else(|e| e.into_inner()) = differs;
     }
 
+    /// Runs `f` on the writer's side; if it panics (a bug, not a decision), the draft, which it
+    /// may have left half changed, is put back from what readers see before the panic goes on.
+    fn guarded<R>(&self, writing: &mut Writing, f: impl FnOnce(&Engine, &mut Writing) -> R) -> R {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self, &mut *writing))) {
+            Ok(r) => r,
+            Err(panic) => {
+                writing.draft = self.state.read().unwrap_or_else(|e| e.into_inner()).clone();
+                std::panic::resume_unwind(panic)
+            }
+        }
+    }
+
     /// One command alone, for the callers that hold the writer lock for more than it (a reload,
     /// a notice retried).
     fn record_one(&self, writing: &mut Writing, policy: &Policy, actor: Actor, command: Command) -> Result<Written, EngineError> {
-        let mut answers = self.record_caught_up(writing, policy, &[(actor, command)])?;
+        let mut answers = self.guarded(writing, |engine, writing| engine.record_caught_up(writing, policy, &[(actor, command)]))?;
         answers.pop().unwrap_or_else(|| Err(StoreError::Corrupt("a command got no answer".into()).into()))
     }
 
@@ -414,9 +430,10 @@ impl Engine {
     pub fn follow(&self) -> Result<usize, StoreError> {
         let mut writing = lock(&self.writer);
         let caught = self.catch_up(&mut writing)?;
+        // Under the writer lock, so streams hear events in the order of the log.
+        self.publish(&caught);
         drop(writing);
         *lock(&self.followed_at) = Some(std::time::Instant::now());
-        self.publish(&caught);
         Ok(caught.len())
     }
 
@@ -433,6 +450,12 @@ impl Engine {
     pub fn concurrency(&self) -> (u64, u64) {
         use std::sync::atomic::Ordering::Relaxed;
         (self.retries.load(Relaxed), self.followed.load(Relaxed))
+    }
+
+    /// How many transactions this daemon wrote to the log (group commit makes one of many
+    /// commands).
+    pub fn commits(&self) -> u64 {
+        self.commits.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Loads a new policy: recorded as an event by `actor`, who must be an admin under the new
@@ -493,15 +516,20 @@ impl Engine {
             let appended = writing.store.append(&batch);
             *lock(&self.writing_since) = None;
             if let Err(e) = appended {
-                // Nothing was written: the draft goes back to what is durable.
-                let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-                for entity in &named {
-                    state.forget_ended(entity);
+                // Nothing was written: the draft goes back to what is durable (copied under the
+                // read lock: `check` goes on meanwhile).
+                {
+                    let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+                    for entity in &named {
+                        state.forget_ended(entity);
+                    }
                 }
-                writing.draft = state.clone();
+                writing.draft = self.state.read().unwrap_or_else(|e| e.into_inner()).clone();
                 return Err(e);
             }
-            super::metrics::commit(started.elapsed(), commands.len());
+            self.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let carried = decided.iter().filter(|d| d.as_ref().is_ok_and(|(range, _)| !range.is_empty())).count();
+            super::metrics::commit(started.elapsed(), carried);
             if !batch.deliveries.is_empty() {
                 self.outbox.notify_one();
             }
@@ -509,16 +537,19 @@ impl Engine {
         // Durable: readers see the whole batch at once. Whatever was decided, memory keeps only
         // what is live.
         let events: Vec<Arc<Event>> = batch.events.into_iter().map(Arc::new).collect();
+        let ended: Vec<Entity> = named.into_iter().chain(events.iter().filter_map(|e| Entity::changed_by(&e.change))).collect();
         {
             let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
             for e in &events {
                 state.apply(e);
             }
-            let changed = events.iter().filter_map(|e| Entity::changed_by(&e.change));
-            for entity in named.into_iter().chain(changed) {
-                state.forget_ended(&entity);
-                writing.draft.forget_ended(&entity);
+            for entity in &ended {
+                state.forget_ended(entity);
             }
+        }
+        // The draft already holds the events; it forgets the same, outside the readers' lock.
+        for entity in &ended {
+            writing.draft.forget_ended(entity);
         }
         let loaded = commands
             .iter()
@@ -605,12 +636,13 @@ impl Engine {
             Entity::Run(id) => (None, None, store.run(*id)?),
             Entity::Token(_) | Entity::User(_) => (None, None, None),
         };
-        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-        for state in [&mut *state, &mut writing.draft] {
+        let admit = |state: &mut State| {
             request.iter().for_each(|r| state.admit_request(r.clone()));
             grant.iter().for_each(|g| state.admit_grant(g.clone()));
             run.iter().for_each(|r| state.admit_run(r.clone()));
-        }
+        };
+        admit(&mut self.state.write().unwrap_or_else(|e| e.into_inner()));
+        admit(&mut writing.draft);
         Ok(())
     }
 
@@ -676,10 +708,11 @@ impl Engine {
             error: delivery.last_error,
         };
         let events = self.record_one(&mut writing, &policy, actor, Command::RetryNotice(Box::new(retried)))?.events;
+        // Published under the writer lock, in the order of the log, even if the retry then fails.
+        self.publish(&events);
         writing.store.retry_delivery(id, self.now())?;
         self.outbox.notify_one();
         drop(writing);
-        self.publish(&events);
         Ok(events)
     }
 

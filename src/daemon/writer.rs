@@ -128,3 +128,84 @@ pub async fn execute<R: Send + 'static>(
     queue().send(Job::Command { engine, actor, command, answer }).map_err(|_| WriterFailed)?;
     rx.await.map_err(|_| WriterFailed)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::model::SYSTEM_ACTOR;
+
+    fn engine(dir: &std::path::Path) -> Arc<Engine> {
+        let store = crate::store::sqlite::SqliteStore::open(&dir.join("zsa.db")).unwrap();
+        let policy = crate::policy::Policy::parse("[groups]\nadmins = [\"root\"]\n[roles]\nadmins = [\"admins\"]\n[[tasks]]\nname = \"t\"\nrequesters = [\"admins\"]\napproval = \"auto\"\nmax_duration = \"1h\"\n", "p.toml").unwrap();
+        let clock = Arc::new(crate::clock::ManualClock::new(chrono::Utc::now()));
+        Arc::new(Engine::open(Box::new(store), policy, clock).unwrap())
+    }
+
+    /// A writer loop of the test's own (not the process's shared one, which other tests use),
+    /// held by a first job until `release` is sent, so everything sent meanwhile queues up.
+    fn held_writer() -> (mpsc::Sender<Job>, mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel();
+        let (release, held) = mpsc::channel::<()>();
+        tx.send(Job::Alone(Box::new(move || {
+            let _ = held.recv();
+        })))
+        .unwrap();
+        (tx, release, std::thread::spawn(move || work(rx)))
+    }
+
+    fn token(engine: &Arc<Engine>, n: usize, seen: &Arc<Mutex<Vec<String>>>, label: &str) -> Job {
+        let (seen, label) = (seen.clone(), label.to_string());
+        let answer: Answer = Box::new(move |_, outcome| {
+            assert_eq!(outcome.unwrap().events.len(), 1);
+            seen.lock().unwrap().push(label);
+        });
+        Job::Command {
+            engine: engine.clone(),
+            actor: SYSTEM_ACTOR.into(),
+            command: Command::issue_token("root", format!("{n:064x}")),
+            answer,
+        }
+    }
+
+    /// Commands queued behind one another for the same engine are written in one transaction;
+    /// another engine's command, or a job that is not a command, ends the batch; everything is
+    /// done, and answered, in the order it came.
+    #[test]
+    fn commands_queued_together_are_written_together_in_the_order_they_came() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (one, two) = (engine(a.path()), engine(b.path()));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (tx, release, thread) = held_writer();
+        tx.send(token(&one, 1, &seen, "one 1")).unwrap();
+        tx.send(token(&one, 2, &seen, "one 2")).unwrap();
+        tx.send(token(&two, 3, &seen, "two 3")).unwrap();
+        let marker = seen.clone();
+        tx.send(Job::Alone(Box::new(move || marker.lock().unwrap().push("alone".into())))).unwrap();
+        tx.send(token(&one, 4, &seen, "one 4")).unwrap();
+        release.send(()).unwrap();
+        drop(tx);
+        thread.join().unwrap();
+        assert_eq!(*seen.lock().unwrap(), ["one 1", "one 2", "two 3", "alone", "one 4"]);
+        assert_eq!((one.commits(), two.commits()), (2, 1), "one 1 and one 2 in one transaction");
+        assert!(one.verify().unwrap().ok && two.verify().unwrap().ok);
+    }
+
+    /// However many wait, a transaction carries at most `MAX_BATCH` commands.
+    #[test]
+    fn a_transaction_carries_at_most_max_batch_commands() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (tx, release, thread) = held_writer();
+        for n in 0..MAX_BATCH + 44 {
+            tx.send(token(&engine, n, &seen, "t")).unwrap();
+        }
+        release.send(()).unwrap();
+        drop(tx);
+        thread.join().unwrap();
+        assert_eq!(seen.lock().unwrap().len(), MAX_BATCH + 44, "every one answered");
+        assert_eq!(engine.commits(), 2, "{MAX_BATCH}, then 44");
+    }
+}

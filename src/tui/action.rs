@@ -68,8 +68,9 @@ pub enum Action {
         notices: Vec<NoticeView>,
     },
     LoadFailed(String),
-    /// An older page of the viewer's own requests.
+    /// An older page of the viewer's own requests: those before `before`.
     HistoryLoaded {
+        before: RequestId,
         requests: Vec<RequestView>,
         older: Option<RequestId>,
     },

@@ -783,7 +783,10 @@ impl App {
                 }
                 effects
             }
-            Action::HistoryLoaded { requests, older } => {
+            // A page asked for before a full load landed (which starts history again from the
+            // newest) is not the next page any more.
+            Action::HistoryLoaded { before, .. } if self.history_older != Some(before) => Vec::new(),
+            Action::HistoryLoaded { requests, older, .. } => {
                 self.history_loading = false;
                 self.history_older = older;
                 for r in requests {

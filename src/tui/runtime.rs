@@ -292,7 +292,7 @@ async fn perform(effect: Effect, client: Client, tx: Tx, offset: Arc<AtomicI64>)
         Effect::LoadHistory(before) => match client.my_requests(Some(before), HISTORY_PAGE).await {
             Ok(requests) => {
                 let older = next_page(&requests);
-                send(Action::HistoryLoaded { requests, older });
+                send(Action::HistoryLoaded { before, requests, older });
             }
             Err(e) => send(Action::HistoryFailed(message(e))),
         },

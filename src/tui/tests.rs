@@ -1036,16 +1036,26 @@ fn a_grant_approved_ahead_counts_down_to_its_start_and_staged_requests_show_thei
 }
 
 /// History arrives a page at a time: the next, older page is asked for only when the cursor
-/// nears the end of "My history", once while it loads, and never once the daemon's page said
-/// there is no more.
+/// nears the end of "My history", once while it loads, again after a failure only when the
+/// viewer moves, never once the daemon's page said there is no more; a page asked for before a
+/// full reload landed is dropped (the reload starts history again from the newest).
 #[test]
 fn history_loads_the_next_page_only_as_the_cursor_nears_its_end() {
     let mut app = loaded("dave", &["requester"]);
     let page = |ids: std::ops::Range<u64>| -> Vec<RequestView> {
         ids.map(|id| seen_request("dave", request(id, "dave", "journal", RequestState::Cancelled, "old", 2000 - id as i64))).collect()
     };
-    // The newest page of dave's history, with more before it.
-    assert!(app.update(Action::HistoryLoaded { requests: page(1000..1100), older: Some(RequestId(1000)) }, t0()).is_empty());
+    // A load with the newest page of dave's history, and more before it.
+    let reload = |app: &App, older: Option<RequestId>| Action::Loaded {
+        me: app.me.clone().unwrap(),
+        tasks: app.tasks.clone(),
+        requests: app.requests.values().filter(|r| r.id.0 < 900).cloned().chain(page(1000..1100)).collect(),
+        grants: app.grants.values().cloned().collect(),
+        older,
+        log: app.log.clone(),
+        notices: vec![],
+    };
+    app.update(reload(&app, Some(RequestId(1000))), t0());
     key(&mut app, KeyCode::Char('1'));
     let history = |app: &App| app.sections[0].iter().position(|s| s.title == "My history").unwrap();
     assert_eq!(app.sections[0][history(&app)].items.len(), 100);
@@ -1058,16 +1068,23 @@ fn history_loads_the_next_page_only_as_the_cursor_nears_its_end() {
     // At its end: the page before R1000, once, however many keys while it loads.
     assert_eq!(key(&mut app, KeyCode::Char('G')), vec![Effect::LoadHistory(RequestId(1000))]);
     assert!(key(&mut app, KeyCode::Up).is_empty() && key(&mut app, KeyCode::Down).is_empty(), "asked once while it loads");
+    // It fails: said so, not asked again by itself, asked again when the viewer moves.
+    assert!(app.update(Action::HistoryFailed("daemon gone".into()), t0()).is_empty());
+    assert!(app.toast.as_ref().unwrap().text.contains("could not load older history: daemon gone"));
+    assert_eq!(key(&mut app, KeyCode::Up), vec![Effect::LoadHistory(RequestId(1000))]);
     // The last page: its rows join the history, and nothing more is asked for.
-    app.update(Action::HistoryLoaded { requests: page(900..1000), older: None }, t0());
+    app.update(Action::HistoryLoaded { before: RequestId(1000), requests: page(900..1000), older: None }, t0());
     key(&mut app, KeyCode::Char('G'));
     assert_eq!(app.sections[0][history(&app)].items.len(), 200);
     assert_eq!(app.selected(), Some(Item::Request(RequestId(900))), "the oldest is last");
     assert!(key(&mut app, KeyCode::Up).is_empty() && key(&mut app, KeyCode::Char('G')).is_empty());
-    // A page that fails says so, and the next key near the end asks again.
-    app.update(Action::HistoryLoaded { requests: vec![], older: Some(RequestId(900)) }, t0());
-    assert_eq!(key(&mut app, KeyCode::Up), vec![Effect::LoadHistory(RequestId(900))]);
-    app.update(Action::HistoryFailed("daemon gone".into()), t0());
-    assert!(app.toast.as_ref().unwrap().text.contains("could not load older history: daemon gone"));
-    assert_eq!(key(&mut app, KeyCode::Down), vec![Effect::LoadHistory(RequestId(900))]);
+    // A reload starts again from the newest page; a page asked for before it is dropped.
+    app.update(reload(&app, Some(RequestId(1000))), t0());
+    app.update(Action::HistoryLoaded { before: RequestId(700), requests: page(600..700), older: Some(RequestId(600)) }, t0());
+    assert!(!app.requests.contains_key(&RequestId(650)), "a page from before the reload is dropped");
+    assert_eq!(
+        key(&mut app, KeyCode::Char('G')),
+        vec![Effect::LoadHistory(RequestId(1000))],
+        "the next page is the one after the newest again"
+    );
 }

@@ -119,9 +119,13 @@ pub async fn list(
         }
         // Memory holds exactly what is live: no disk, however long the history.
         "pending" | "live" => Ok(Json(engine.read(|s, p| {
+            // Pending, or the request an active grant was given for (not an extension of one,
+            // which a command may have brought back into memory for a moment).
             let live = |r: &&Request| match r.state {
                 RequestState::Pending => r.pending_until > now,
-                _ => state == "live" && r.grant.is_some_and(|g| s.active.contains(&g)),
+                _ => {
+                    state == "live" && r.grant.is_some_and(|g| s.active.contains(&g) && s.grants.get(&g).is_some_and(|g| g.request == r.id))
+                }
             };
             let ids: Box<dyn Iterator<Item = &RequestId>> =
                 if state == "live" { Box::new(s.requests.keys()) } else { Box::new(s.pending.iter()) };
