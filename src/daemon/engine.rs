@@ -31,6 +31,9 @@ pub struct Written {
     pub rows: Rows,
 }
 
+/// Each command's outcome in a batch, in the order of the commands.
+pub type Answers = Vec<Result<Written, EngineError>>;
+
 /// How many events a slow stream client may fall behind before it re-reads from the store.
 const FEED_CAPACITY: usize = 4096;
 
@@ -265,7 +268,7 @@ impl Engine {
     /// PostgreSQL). Each command gets its own answer, and only once that transaction is
     /// durable: a refusal changes nothing for the others; a write that fails fails them all
     /// and changes nothing. Readers never see a change before it is durable. Blocking.
-    pub fn execute_batch(&self, commands: Vec<(Actor, Command)>) -> Vec<Result<Written, EngineError>> {
+    pub fn execute_batch(&self, commands: Vec<(Actor, Command)>) -> Answers {
         let mut writing = lock(&self.writer);
         let policy = self.policy();
         let answers = match self.guarded(&mut writing, |engine, writing| engine.record_caught_up(writing, &policy, &commands)) {
@@ -296,12 +299,7 @@ impl Engine {
     /// store refuses the change as a `Conflict`), takes its turn at the store (other daemons'
     /// appends wait), catches up with the log and decides the batch again on the state as it
     /// now is, and gives the turn back. Each retry is counted.
-    fn record_caught_up(
-        &self,
-        writing: &mut Writing,
-        policy: &Policy,
-        commands: &[(Actor, Command)],
-    ) -> Result<Vec<Result<Written, EngineError>>, StoreError> {
+    fn record_caught_up(&self, writing: &mut Writing, policy: &Policy, commands: &[(Actor, Command)]) -> Result<Answers, StoreError> {
         let why = match self.record(writing, policy, commands) {
             Err(StoreError::Conflict(why)) => why,
             other => return other,
@@ -477,12 +475,7 @@ impl Engine {
     /// Decides each command against the draft, writes the batch durably, and only then applies
     /// it to what readers see. The caller holds the writer lock and publishes afterwards. An
     /// `Err` is the store's: nothing of the batch was written, and the draft is as before it.
-    fn record(
-        &self,
-        writing: &mut Writing,
-        policy: &Policy,
-        commands: &[(Actor, Command)],
-    ) -> Result<Vec<Result<Written, EngineError>>, StoreError> {
+    fn record(&self, writing: &mut Writing, policy: &Policy, commands: &[(Actor, Command)]) -> Result<Answers, StoreError> {
         let head = Head { seq: writing.draft.last_seq, hash: writing.draft.last_hash.clone() };
         let mut batch = Changeset { head, ..Changeset::default() };
         // Each command's events (a range of the batch's) and rows, or why it was refused.

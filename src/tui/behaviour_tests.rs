@@ -69,16 +69,7 @@ fn a_check_cut_off_by_a_lost_daemon_is_no_longer_checking_and_runs_again() {
     app.update(Action::StreamLost("the daemon is not answering".into()), t0());
     assert_eq!(app.verify, VerifyState::Unknown, "the answer may never come");
     assert_eq!(app.update(Action::StreamConnected, t0()), vec![Effect::LoadAll]);
-    let me = app.me.clone().unwrap();
-    let reload = Action::Loaded {
-        me,
-        tasks: app.tasks.clone(),
-        requests: vec![],
-        grants: vec![],
-        older: None,
-        log: app.log.clone(),
-        notices: vec![],
-    };
+    let reload = reload_with_nothing_new(&app);
     assert_eq!(app.update(reload, t0()), vec![Effect::Verify], "the check runs again after the reload");
     assert_eq!(app.verify, VerifyState::Checking);
     app.update(Action::VerifyFailed("connection reset".into()), t0());
@@ -419,16 +410,7 @@ fn a_row_fetched_while_a_reload_is_under_way_is_fetched_again_after_it() {
     // A load with nothing fetched meanwhile fetches nothing again.
     app.update(Action::StreamLost("again".into()), t0());
     app.update(Action::StreamConnected, t0());
-    let me = app.me.clone().unwrap();
-    let quiet = Action::Loaded {
-        me,
-        tasks: app.tasks.clone(),
-        requests: vec![],
-        grants: vec![],
-        older: None,
-        log: app.log.clone(),
-        notices: vec![],
-    };
+    let quiet = reload_with_nothing_new(&app);
     assert!(!app.update(quiet, t0()).iter().any(|e| matches!(e, Effect::FetchRequest(_) | Effect::FetchGrant(_))));
 }
 
@@ -467,4 +449,17 @@ fn the_request_form_asks_ahead_with_its_starts_field() {
     let sent = key(&mut app, KeyCode::Enter);
     let [Effect::Submit(super::action::Submission::Request(new))] = sent.as_slice() else { panic!("{sent:?}") };
     assert_eq!(new.starts_at, Some(app.now + chrono::Duration::hours(3)));
+}
+
+/// A full load that brings nothing the console does not have (as after a reconnect).
+fn reload_with_nothing_new(app: &App) -> Action {
+    Action::Loaded {
+        me: app.me.clone().unwrap(),
+        tasks: app.tasks.clone(),
+        requests: vec![],
+        grants: vec![],
+        older: None,
+        log: app.log.clone(),
+        notices: vec![],
+    }
 }
