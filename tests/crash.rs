@@ -235,7 +235,7 @@ async fn a_batch_of_fifty_killed_in_flight_is_all_or_nothing_for_each_caller() {
             flight.push(tokio::spawn(async move {
                 go.wait().await;
                 match approve {
-                    Some(id) => (ticket, Some(id), answered_ok(&alice.approve(id, None).await)),
+                    Some(id) => (ticket, Some(id), alice.approve(id, None).await.is_ok()),
                     None => {
                         let new = NewRequest {
                             task: "auto".into(),
@@ -243,7 +243,7 @@ async fn a_batch_of_fifty_killed_in_flight_is_all_or_nothing_for_each_caller() {
                             ticket: Some(ticket.clone()),
                             ..Default::default()
                         };
-                        (ticket, None, answered_ok(&c.request(&new).await))
+                        (ticket, None, c.request(&new).await.is_ok())
                     }
                 }
             }));
@@ -302,11 +302,6 @@ async fn a_batch_of_fifty_killed_in_flight_is_all_or_nothing_for_each_caller() {
         }
     }
     assert!(batched_seen, "a burst of {CALLERS} callers was written in batches of more than one command");
-}
-
-/// Answered with success (a refusal or a lost connection is not an acknowledgement).
-fn answered_ok<T>(r: &Result<T, ClientError>) -> bool {
-    r.is_ok()
 }
 
 /// Whether the daemon's commit-batch histogram counts fewer transactions than commands.

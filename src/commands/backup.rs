@@ -72,6 +72,9 @@ pub async fn backup(client: &Client, file: &Path, json: bool) -> CmdResult {
     Ok(())
 }
 
+/// Why a PostgreSQL store is not restored here, and what does.
+const POSTGRES_RESTORE: &str = "the state in PostgreSQL: restore it with PostgreSQL's own tools (pg_restore), or copy a SQLite backup into an empty database with zsa store copy";
+
 /// What `restore` did.
 #[derive(serde::Serialize)]
 struct Restored {
@@ -91,10 +94,7 @@ pub async fn restore(args: RestoreArgs<'_>, json: bool) -> CmdResult {
         match f.store {
             Some(crate::store::Location::Sqlite(path)) => db = Some(path),
             Some(crate::store::Location::Postgres(_)) => {
-                return Err(CliError::Refused(format!(
-                    "{} keeps the state in PostgreSQL: restore it with PostgreSQL's own tools (pg_restore), or copy a SQLite backup into an empty database with zsa store copy",
-                    f.path.display()
-                )));
+                return Err(CliError::Refused(format!("{} keeps {POSTGRES_RESTORE}", f.path.display())));
             }
             None => {}
         }
@@ -103,9 +103,7 @@ pub async fn restore(args: RestoreArgs<'_>, json: bool) -> CmdResult {
         match crate::store::Location::parse(given).map_err(|e| CliError::Usage(format!("--store: {e}")))? {
             crate::store::Location::Sqlite(path) => db = Some(path),
             crate::store::Location::Postgres(_) => {
-                return Err(CliError::Refused(
-                    "--store names a PostgreSQL store: restore it with PostgreSQL's own tools (pg_restore), or copy a SQLite backup into an empty database with zsa store copy".into(),
-                ));
+                return Err(CliError::Refused(format!("--store names a store that keeps {POSTGRES_RESTORE}")));
             }
         }
     }

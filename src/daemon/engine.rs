@@ -100,6 +100,11 @@ struct Writing {
     draft: State,
 }
 
+/// The answer of a batch of one.
+fn only(mut answers: Answers) -> Result<Written, EngineError> {
+    answers.pop().unwrap_or_else(|| Err(StoreError::Corrupt("a command got no answer".into()).into()))
+}
+
 fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -259,8 +264,7 @@ impl Engine {
     /// Like `execute`, and also hands back the rows as written, so an answer can show them
     /// without reading them back from the store.
     pub fn execute_written(&self, actor: impl Into<Actor>, command: Command) -> Result<Written, EngineError> {
-        let mut answers = self.execute_batch(vec![(actor.into(), command)]);
-        answers.pop().unwrap_or_else(|| Err(StoreError::Corrupt("a command got no answer".into()).into()))
+        only(self.execute_batch(vec![(actor.into(), command)]))
     }
 
     /// Group commit: decides `commands` in order, each against the state the ones before it
@@ -418,8 +422,7 @@ impl Engine {
     /// One command alone, for the callers that hold the writer lock for more than it (a reload,
     /// a notice retried).
     fn record_one(&self, writing: &mut Writing, policy: &Policy, actor: Actor, command: Command) -> Result<Written, EngineError> {
-        let mut answers = self.guarded(writing, |engine, writing| engine.record_caught_up(writing, policy, &[(actor, command)]))?;
-        answers.pop().unwrap_or_else(|| Err(StoreError::Corrupt("a command got no answer".into()).into()))
+        only(self.guarded(writing, |engine, writing| engine.record_caught_up(writing, policy, &[(actor, command)]))?)
     }
 
     /// Catches up with what other daemons wrote to a shared store, and tells this daemon's event
@@ -487,18 +490,7 @@ impl Engine {
             let one = self.decide(writing, policy, actor, command).map(|(events, rows, deliveries)| {
                 batch.events.extend(events);
                 batch.deliveries.extend(deliveries);
-                for (id, r) in &rows.requests {
-                    batch.rows.requests.insert(*id, r.clone());
-                }
-                for (id, g) in &rows.grants {
-                    batch.rows.grants.insert(*id, g.clone());
-                }
-                for (id, r) in &rows.runs {
-                    batch.rows.runs.insert(*id, r.clone());
-                }
-                for (id, t) in &rows.tokens {
-                    batch.rows.tokens.insert(*id, t.clone());
-                }
+                batch.rows.absorb(&rows);
                 (from..batch.events.len(), rows)
             });
             decided.push(one);

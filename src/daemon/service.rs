@@ -35,13 +35,6 @@ pub async fn execute_and_read<R: Send + 'static>(
     answered.map_err(|e| failed("a write", e))?.map_err(Into::into)
 }
 
-/// Runs a write on the writer's thread; its error, or a failure of the thread, becomes the API's error.
-pub async fn write<R: Send + 'static, E: Into<ApiError> + Send + 'static>(
-    f: impl FnOnce() -> Result<R, E> + Send + 'static,
-) -> Result<R, ApiError> {
-    super::writer::run(f).await.map_err(|e| failed("a write", e))?.map_err(Into::into)
-}
-
 /// Runs blocking work (commands, store reads, policy loads) off the async threads; its error, or
 /// a failure of the task itself, becomes the API's error.
 pub async fn blocking<R: Send + 'static, E: Into<ApiError> + Send + 'static>(

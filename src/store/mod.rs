@@ -86,6 +86,16 @@ pub struct Rows {
     pub tokens: BTreeMap<TokenId, Token>,
 }
 
+impl Rows {
+    /// Takes in the rows a later change wrote: where both wrote a row, the later one stands.
+    pub fn absorb(&mut self, later: &Rows) {
+        self.requests.extend(later.requests.iter().map(|(id, r)| (*id, r.clone())));
+        self.grants.extend(later.grants.iter().map(|(id, g)| (*id, g.clone())));
+        self.runs.extend(later.runs.iter().map(|(id, r)| (*id, r.clone())));
+        self.tokens.extend(later.tokens.iter().map(|(id, t)| (*id, t.clone())));
+    }
+}
+
 impl From<State> for Rows {
     /// The requests, grants, runs and tokens of a state (disabled users are written from their
     /// events).
