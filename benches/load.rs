@@ -159,16 +159,18 @@ fn raw_sqlite_commits(dir: &Path, secs: u64) -> f64 {
     n as f64 / secs as f64
 }
 
-/// The daemon's commit counters from `/metrics`: transactions, the commands they carried, and
-/// the seconds spent committing.
-async fn commit_metrics(admin: &Client) -> (f64, f64, f64) {
+/// The daemon's commit counters from `/metrics`: transactions, the commands they carried, the
+/// seconds spent committing, and the seconds commands waited for the writer.
+async fn commit_metrics(admin: &Client) -> [f64; 4] {
     let text = admin.metrics().await.unwrap();
     let value = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok()).unwrap_or(0.0);
-    (value("zsa_commit_batch_commands_count "), value("zsa_commit_batch_commands_sum "), value("zsa_commit_seconds_sum "))
+    ["zsa_commit_batch_commands_count ", "zsa_commit_batch_commands_sum ", "zsa_commit_seconds_sum ", "zsa_write_wait_seconds_sum "]
+        .map(value)
 }
 
-/// Request+approve pairs per second over 4 s from `clients` requesters (u100...), alice approving.
-async fn request_approve_pairs(socket: &Path, clients: usize) -> f64 {
+/// Request+approve pairs per second over 4 s from `clients` requesters (u100...), alice approving,
+/// and how long each command took as its client saw it (sorted).
+async fn request_approve_pairs(socket: &Path, clients: usize) -> (f64, Vec<Duration>) {
     let admin = Client::new(socket, None).unwrap();
     let token = |user: String| {
         let admin = admin.clone();
@@ -182,21 +184,25 @@ async fn request_approve_pairs(socket: &Path, clients: usize) -> f64 {
         let u = token(format!("u{}", 100 + i)).await;
         let alice = alice.clone();
         tasks.push(tokio::spawn(async move {
-            let mut pairs = 0u64;
+            let mut took = Vec::new();
             while Instant::now() < until {
                 let new = NewRequest { task: "journal".into(), duration_secs: Some(60), ..Default::default() };
+                let t = Instant::now();
                 let id = u.request(&new).await.unwrap().request.id;
+                took.push(t.elapsed());
+                let t = Instant::now();
                 alice.approve(id, None).await.unwrap();
-                pairs += 1;
+                took.push(t.elapsed());
             }
-            pairs
+            took
         }));
     }
-    let mut pairs = 0;
+    let mut took = Vec::new();
     for t in tasks {
-        pairs += t.await.unwrap();
+        took.extend(t.await.unwrap());
     }
-    pairs as f64 / 4.0
+    took.sort();
+    (took.len() as f64 / 2.0 / 4.0, took)
 }
 
 /// Raw single-row commits to the machine's PostgreSQL over loopback, durable at commit as the
@@ -233,7 +239,7 @@ async fn postgres_writes(rows: &mut Vec<Row>) {
     let dir = tempfile::tempdir().unwrap();
     let (mut daemon, _, socket) = spawn_daemon_with(dir.path(), &["--store", &format!("postgres://root@127.0.0.1:5432/{name}")]);
     for clients in [1usize, 8] {
-        let per_sec = request_approve_pairs(&socket, clients).await;
+        let (per_sec, _) = request_approve_pairs(&socket, clients).await;
         rows.push(Row(
             format!("writes on PostgreSQL, 1 daemon, {clients} client(s): request+approve pairs/s (2 commits each)"),
             format!("{per_sec:.0} pairs = {:.0} commits/s", per_sec * 2.0),
@@ -356,36 +362,52 @@ async fn writes(rows: &mut Vec<Row>) {
     let admin = Client::new(&socket, None).unwrap();
     for clients in [1usize, 8, 32] {
         let before = commit_metrics(&admin).await;
-        let per_sec = request_approve_pairs(&socket, clients).await;
+        let (per_sec, took) = request_approve_pairs(&socket, clients).await;
         let after = commit_metrics(&admin).await;
-        let (transactions, commands, seconds) = (after.0 - before.0, after.1 - before.1, after.2 - before.2);
+        let [transactions, commands, seconds, waited] = [0, 1, 2, 3].map(|i| after[i] - before[i]);
         rows.push(Row(
-            format!("writes, {clients} client(s): request+approve pairs/s (2 commits each)"),
-            format!("{per_sec:.0} pairs = {:.0} commits/s", per_sec * 2.0),
+            format!("writes, {clients} client(s): request+approve pairs/s (2 commits each); a command p50 / p99"),
+            format!(
+                "{per_sec:.0} pairs = {:.0} commits/s; {} / {}",
+                per_sec * 2.0,
+                ms(percentile(&took, 0.5)),
+                ms(percentile(&took, 0.99))
+            ),
             format!("{raw:.0} raw commits/s"),
             format!("{:.2}", per_sec * 2.0 / raw),
         ));
         // (A daemon from before group commit has no batch histogram: nothing to say.)
         if transactions > 0.0 {
             rows.push(Row(
-                "  same run: commands per transaction (group commit), time in the store's commit".into(),
+                "  same run: commands a transaction (group commit), its commit; a command's mean: wait for the writer / whole".into(),
                 format!(
-                    "{:.2} a transaction, {} each, {:.0} % of the 4 s",
+                    "{:.2} a transaction, {} each, {:.0} % of the 4 s; {} / {}",
                     commands / transactions,
                     ms(Duration::from_secs_f64(seconds / transactions)),
-                    seconds / 4.0 * 100.0
+                    seconds / 4.0 * 100.0,
+                    ms(Duration::from_secs_f64(waited / commands.max(1.0))),
+                    ms(took.iter().sum::<Duration>() / took.len().max(1) as u32)
                 ),
                 String::new(),
                 String::new(),
             ));
         }
     }
+    // What a write costs beyond its commit, next to an answer with nothing to write or decide:
+    // one client, back to back, on the same daemon.
+    let (_, bare) = hammer(&socket, "/v1/health", 1, 2).await;
+    rows.push(Row(
+        "an answer with nothing to write (GET /v1/health), 1 client back to back: p50 / p99".into(),
+        format!("{} / {}", ms(percentile(&bare, 0.5)), ms(percentile(&bare, 0.99))),
+        String::new(),
+        String::new(),
+    ));
     // `check` at 8 clients, alone and then while 8 writers run at full rate (both at once).
     let u7 = Client::new(&socket, Some(admin.issue_token("u7").await.unwrap().token)).unwrap();
     u7.request(&NewRequest { task: "restart".into(), duration_secs: Some(3600), ..Default::default() }).await.unwrap();
     let path = "/v1/check?task=restart&user=u7";
     let (alone_rate, alone) = hammer(&socket, path, 8, 4).await;
-    let ((during_rate, during), pairs) = tokio::join!(hammer(&socket, path, 8, 4), request_approve_pairs(&socket, 8));
+    let ((during_rate, during), (pairs, _)) = tokio::join!(hammer(&socket, path, 8, 4), request_approve_pairs(&socket, 8));
     rows.push(Row(
         "check, 8 clients, alone / while 8 writers run: requests/s, p50 / p99".into(),
         format!(

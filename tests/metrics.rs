@@ -66,14 +66,21 @@ async fn each_series_moves_with_the_action_it_counts() {
     let dave = d.issue(&["dave"]);
     let alice = d.issue(&["alice"]);
     let s0 = scrape(&d).await;
-    for name in
-        ["zsa_requests_created_total", "zsa_requests_decided_total", "zsa_store_errors_total", "zsa_event_streams", "zsa_commit_seconds"]
-    {
+    for name in [
+        "zsa_requests_created_total",
+        "zsa_requests_decided_total",
+        "zsa_store_errors_total",
+        "zsa_event_streams",
+        "zsa_commit_seconds",
+        "zsa_write_wait_seconds",
+    ] {
         assert!(s0.docs.contains_key(name), "{name} is there from the start and says what it is: {:?}", s0.docs);
     }
     assert_eq!(value(&s0, "zsa_requests_decided_total", &[("task", "journal"), ("outcome", "denied")]), 0.0);
     let commits0 = value(&s0, "zsa_commit_seconds", &[]);
     assert!(commits0 >= 3.0, "the policy load and two tokens were committed: {commits0}");
+    let waits0 = value(&s0, "zsa_write_wait_seconds", &[]);
+    assert!(waits0 >= 2.0, "the two tokens waited for the writer, however briefly: {waits0}");
 
     // An automatic grant: asked, granted, active, told through the file channel.
     d.with(&dave).request(&NewRequest { task: "restart".into(), duration_secs: Some(600), ..Default::default() }).await.unwrap();
@@ -83,6 +90,7 @@ async fn each_series_moves_with_the_action_it_counts() {
     assert_eq!(value(&s1, "zsa_requests_decided_total", &[("task", "restart"), ("outcome", "granted")]), 1.0);
     assert_eq!(value(&s1, "zsa_active_grants", &[]), 1.0);
     assert!(value(&s1, "zsa_commit_seconds", &[]) > commits0);
+    assert!(value(&s1, "zsa_write_wait_seconds", &[]) > waits0, "the request waited for the writer");
     assert_eq!(value(&s1, "zsa_decision_seconds", &[]), 0.0, "an automatic grant is no one's decision");
 
     // A manual request waits, then is denied 90 s later by the daemon's clock.

@@ -52,6 +52,11 @@ fn describe() {
     describe_histogram!("zsa_expiry_lateness_seconds", metrics::Unit::Seconds, "How long after its deadline a grant or request was ended");
     describe_histogram!("zsa_commit_seconds", metrics::Unit::Seconds, "One durable write of events and rows to the store");
     describe_histogram!(
+        "zsa_write_wait_seconds",
+        metrics::Unit::Seconds,
+        "How long a command waited for the writer (behind the write under way) before it was decided"
+    );
+    describe_histogram!(
         "zsa_commit_batch_commands",
         metrics::Unit::Count,
         "Commands whose changes one durable write carried (group commit)"
@@ -144,6 +149,12 @@ pub fn store_error() {
 pub fn commit(took: std::time::Duration, commands: usize) {
     metrics::histogram!("zsa_commit_seconds").record(took.as_secs_f64());
     metrics::histogram!("zsa_commit_batch_commands").record(commands as f64);
+}
+
+/// A command reached the writer `took` after it was sent: time spent behind the write under way
+/// (the disk's pace, when it grows).
+pub fn waited_for_writer(took: std::time::Duration) {
+    metrics::histogram!("zsa_write_wait_seconds").record(took.as_secs_f64());
 }
 
 pub fn stream_opened() {

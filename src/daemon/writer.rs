@@ -11,6 +11,7 @@
 
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use tokio::sync::oneshot;
 
@@ -32,7 +33,17 @@ enum Job {
     /// runs alone, in its turn.
     Alone(Box<dyn FnOnce() + Send>),
     /// A command: committed with the commands queued right behind it for the same engine.
-    Command { engine: Arc<Engine>, actor: Actor, command: Command, answer: Answer },
+    Command(Box<Queued>),
+}
+
+/// A command on its way to the writer, with what is done with its outcome.
+struct Queued {
+    engine: Arc<Engine>,
+    actor: Actor,
+    command: Command,
+    answer: Answer,
+    /// When it was sent: how long it waited for the writer is a metric.
+    queued: Instant,
 }
 
 fn queue() -> &'static mpsc::Sender<Job> {
@@ -64,14 +75,21 @@ fn work(rx: mpsc::Receiver<Job>) {
             Job::Alone(f) => {
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
             }
-            Job::Command { engine, actor, command, answer } => {
-                let mut commands = vec![(actor, command)];
-                let mut answers = vec![answer];
-                while commands.len() < MAX_BATCH {
+            Job::Command(first) => {
+                let engine = first.engine.clone();
+                let (mut commands, mut answers) = (Vec::new(), Vec::new());
+                let mut take = |q: Box<Queued>| {
+                    super::metrics::waited_for_writer(q.queued.elapsed());
+                    commands.push((q.actor, q.command));
+                    answers.push(q.answer);
+                };
+                take(first);
+                let mut taken = 1;
+                while taken < MAX_BATCH {
                     match rx.try_recv() {
-                        Ok(Job::Command { engine: same, actor, command, answer }) if Arc::ptr_eq(&same, &engine) => {
-                            commands.push((actor, command));
-                            answers.push(answer);
+                        Ok(Job::Command(q)) if Arc::ptr_eq(&q.engine, &engine) => {
+                            take(q);
+                            taken += 1;
                         }
                         Ok(other) => {
                             next = Some(other);
@@ -125,7 +143,7 @@ pub async fn execute<R: Send + 'static>(
     let answer: Answer = Box::new(move |engine, outcome| {
         let _ = tx.send(read(engine, outcome));
     });
-    queue().send(Job::Command { engine, actor, command, answer }).map_err(|_| WriterFailed)?;
+    queue().send(Job::Command(Box::new(Queued { engine, actor, command, answer, queued: Instant::now() }))).map_err(|_| WriterFailed)?;
     rx.await.map_err(|_| WriterFailed)
 }
 
@@ -161,12 +179,13 @@ mod tests {
             assert_eq!(outcome.unwrap().events.len(), 1);
             seen.lock().unwrap().push(label);
         });
-        Job::Command {
+        Job::Command(Box::new(Queued {
             engine: engine.clone(),
             actor: SYSTEM_ACTOR.into(),
             command: Command::issue_token("root", format!("{n:064x}")),
             answer,
-        }
+            queued: Instant::now(),
+        }))
     }
 
     /// Commands queued behind one another for the same engine are written in one transaction;
