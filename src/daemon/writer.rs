@@ -211,6 +211,29 @@ mod tests {
         assert!(one.verify().unwrap().ok && two.verify().unwrap().ok);
     }
 
+    /// A command queued behind a write under way records how long it waited for the writer
+    /// (`zsa_write_wait_seconds`): the time from being sent to being taken into a batch.
+    #[test]
+    fn a_command_held_behind_a_write_records_how_long_it_waited() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path());
+        let waited = || {
+            let text = crate::daemon::metrics::handle().render();
+            text.lines().find_map(|l| l.strip_prefix("zsa_write_wait_seconds_sum ")?.trim().parse::<f64>().ok()).unwrap_or(0.0)
+        };
+        let before = waited();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (tx, release, thread) = held_writer();
+        tx.send(token(&engine, 1, &seen, "held")).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(80));
+        release.send(()).unwrap();
+        drop(tx);
+        thread.join().unwrap();
+        assert_eq!(*seen.lock().unwrap(), ["held"]);
+        // Other tests of this process may record too: only ever more.
+        assert!(waited() - before >= 0.08, "it waited 80 ms behind the write under way: {} s recorded", waited() - before);
+    }
+
     /// However many wait, a transaction carries at most `MAX_BATCH` commands.
     #[test]
     fn a_transaction_carries_at_most_max_batch_commands() {
