@@ -54,7 +54,7 @@ fn describe() {
     describe_histogram!(
         "zsa_write_wait_seconds",
         metrics::Unit::Seconds,
-        "How long a command waited for the writer (behind the write under way) before it was decided"
+        "How long a command waited before the writer took it into a batch (behind the writes before it)"
     );
     describe_histogram!(
         "zsa_commit_batch_commands",
@@ -151,8 +151,8 @@ pub fn commit(took: std::time::Duration, commands: usize) {
     metrics::histogram!("zsa_commit_batch_commands").record(commands as f64);
 }
 
-/// A command reached the writer `took` after it was sent: time spent behind the write under way
-/// (the disk's pace, when it grows).
+/// A command was taken into a batch `took` after it was sent: the hand-off to the writer, and
+/// the writes queued before it (the writer's pace, usually the disk's, when it grows).
 pub fn waited_for_writer(took: std::time::Duration) {
     metrics::histogram!("zsa_write_wait_seconds").record(took.as_secs_f64());
 }
