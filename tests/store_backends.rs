@@ -70,7 +70,7 @@ async fn story(backend: Backend) {
     alice.deny(r3, Some("not now".into())).await.unwrap();
 
     // A run, its output streamed back through the CLI.
-    dave.request(&NewRequest { task: "echo".into(), ..Default::default() }).await.unwrap();
+    let r4 = dave.request(&NewRequest { task: "echo".into(), ..Default::default() }).await.unwrap().request.id;
     let out = d.cli(Some("dave"), &["run", "echo", "--param", "name=story"]).await;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stdout(&out).contains("hello story"), "{}", stdout(&out));
@@ -93,6 +93,12 @@ async fn story(backend: Backend) {
     assert!(carol.request(&journal).await.is_err(), "carol is still disabled after a restart");
     assert!(erin.whoami().await.is_err(), "the revoked token is still refused after a restart");
     assert!(dave.check("journal", None).await.unwrap().allowed);
+    // A person's own history, newest first, a page at a time, read from the store.
+    let newest = dave.my_requests(None, 2).await.unwrap();
+    let older = dave.my_requests(Some(newest[newest.len() - 1].id), 2).await.unwrap();
+    let paged: Vec<_> = newest.iter().chain(&older).map(|r| r.id).collect();
+    assert_eq!(paged, [r4, r2, r1], "dave's own, in pages that join without a gap");
+    assert!(alice.my_requests(None, 100).await.unwrap().is_empty(), "alice asked for nothing herself");
     let denied = admin.show_request(r3).await.unwrap().request;
     assert_eq!(denied.state.as_str(), "denied");
     let runs = admin.audit(&AuditParams { user: Some("dave".into()), limit: Some(1000), ..Default::default() }).await.unwrap();

@@ -234,10 +234,9 @@ async fn failed(engine: &Arc<Engine>, source: Source, now: DateTime<Utc>, why: &
     let window_secs = engine.throttle().limits().window.num_seconds().max(0) as u64;
     tracing::warn!(%source, failures = tripped.failures, until = %tripped.until, "too many tokens that were not valid: throttled");
     let command = Command::NoteAuthThrottled { source: source.to_string(), failures: tripped.failures, window_secs, until: tripped.until };
-    match super::writer::execute(engine.clone(), Actor::daemon(), command, |_, recorded| recorded.map(|_| ())).await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => tracing::error!(error = %err, "could not record a throttled source"),
-        Err(err) => tracing::error!(error = %err, "could not record a throttled source"),
+    let recorded = super::writer::record(engine.clone(), Actor::daemon(), command).await.map_err(|e| e.to_string());
+    if let Err(err) = recorded.and_then(|r| r.map_err(|e| e.to_string())) {
+        tracing::error!(error = %err, "could not record a throttled source");
     }
     throttled(engine, &source, tripped.until, now)
 }

@@ -325,7 +325,7 @@ async fn record_end(engine: &Arc<Engine>, run: RunId, end: Command) -> bool {
             tracing::warn!(%run, "{ABANDONED_ELSEWHERE}; its processes were stopped");
             return true;
         }
-        match super::writer::execute(engine.clone(), SYSTEM_ACTOR.into(), end.clone(), |_, recorded| recorded.map(|_| ())).await {
+        match super::writer::record(engine.clone(), SYSTEM_ACTOR.into(), end.clone()).await {
             Ok(Ok(_)) => return true,
             Ok(Err(super::engine::EngineError::Store(crate::store::StoreError::Unavailable(why)))) => {
                 tracing::warn!(%run, "could not record the end of a run yet, trying again: {why}");

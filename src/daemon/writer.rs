@@ -147,6 +147,12 @@ pub async fn execute<R: Send + 'static>(
     rx.await.map_err(|_| WriterFailed)
 }
 
+/// Queues `command` and waits until it is durable or refused: the daemon's own bookkeeping (a
+/// run's end, a throttled source), which needs no answer beyond that.
+pub async fn record(engine: Arc<Engine>, actor: Actor, command: Command) -> Result<Result<(), EngineError>, WriterFailed> {
+    execute(engine, actor, command, |_, recorded| recorded.map(|_| ())).await
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
@@ -164,13 +170,20 @@ mod tests {
     /// A writer loop of the test's own (not the process's shared one, which other tests use),
     /// held by a first job until `release` is sent, so everything sent meanwhile queues up.
     fn held_writer() -> (mpsc::Sender<Job>, mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+        held_writer_running(work)
+    }
+
+    /// `held_writer`, its thread running `run` (the writer's loop, in some setting of its own).
+    fn held_writer_running(
+        run: impl FnOnce(mpsc::Receiver<Job>) + Send + 'static,
+    ) -> (mpsc::Sender<Job>, mpsc::Sender<()>, std::thread::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel();
         let (release, held) = mpsc::channel::<()>();
         tx.send(Job::Alone(Box::new(move || {
             let _ = held.recv();
         })))
         .unwrap();
-        (tx, release, std::thread::spawn(move || work(rx)))
+        (tx, release, std::thread::spawn(move || run(rx)))
     }
 
     fn token(engine: &Arc<Engine>, n: usize, seen: &Arc<Mutex<Vec<String>>>, label: &str) -> Job {
@@ -221,13 +234,7 @@ mod tests {
         let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        let (release, held) = mpsc::channel::<()>();
-        tx.send(Job::Alone(Box::new(move || {
-            let _ = held.recv();
-        })))
-        .unwrap();
-        let thread = std::thread::spawn(move || metrics::with_local_recorder(&recorder, || work(rx)));
+        let (tx, release, thread) = held_writer_running(move |rx| metrics::with_local_recorder(&recorder, || work(rx)));
         tx.send(token(&engine, 1, &seen, "held")).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(80));
         release.send(()).unwrap();

@@ -228,7 +228,11 @@ fn by_id<T: DeserializeOwned>(client: &mut impl GenericClient, table: &str, id: 
 }
 
 fn in_scope<T: DeserializeOwned>(client: &mut impl GenericClient, table: &str, person: &str, scope: &Scope) -> Result<Vec<T>, StoreError> {
-    let q = query::in_scope(mark, table, person, scope);
+    queried(client, query::in_scope(mark, table, person, scope))
+}
+
+/// The `body` of every row a built query returns.
+fn queried<T: DeserializeOwned>(client: &mut impl GenericClient, q: query::Query) -> Result<Vec<T>, StoreError> {
     let values = values(&q.args);
     bodies(client, &q.sql, &refs(&values))
 }
@@ -622,9 +626,7 @@ impl Store for PostgresStore {
     }
 
     fn requests_of(&mut self, requester: &str, before: Option<RequestId>, limit: u32) -> Result<Vec<Request>, StoreError> {
-        let before = before.map_or(i64::MAX, |id| id.0 as i64);
-        let sql = "SELECT body FROM requests WHERE id < $1 AND requester = $2 ORDER BY id DESC LIMIT $3";
-        bodies(self.client()?, sql, &[&before, &requester, &i64::from(limit)])
+        queried(self.client()?, query::requests_of(mark, requester, before, limit))
     }
 
     fn grants(&mut self, scope: &Scope) -> Result<Vec<Grant>, StoreError> {

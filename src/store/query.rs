@@ -2,6 +2,7 @@
 //! built once for every backend: each names its placeholders its own way (`?1`, `$1`).
 
 use super::{EventFilter, Scope};
+use crate::model::RequestId;
 
 /// A value bound to a placeholder.
 #[derive(Clone, Debug, PartialEq)]
@@ -46,6 +47,17 @@ pub fn in_scope(mark: Mark, table: &str, person: &str, scope: &Scope) -> Query {
     }
     sql.push_str(" ORDER BY id");
     q.sql = sql;
+    q
+}
+
+/// Up to `limit` of `requester`'s own requests older than `before` (from the newest when
+/// `None`), newest first.
+pub fn requests_of(mark: Mark, requester: &str, before: Option<RequestId>, limit: u32) -> Query {
+    let mut q = Query::new(mark);
+    let before = q.bind(Arg::Int(before.map_or(i64::MAX, |id| id.0 as i64)));
+    let requester = q.bind(Arg::Text(requester.to_string()));
+    let limit = q.bind(Arg::Int(limit.into()));
+    q.sql = format!("SELECT body FROM requests WHERE id < {before} AND requester = {requester} ORDER BY id DESC LIMIT {limit}");
     q
 }
 

@@ -155,7 +155,11 @@ fn values(args: Vec<Arg>) -> impl rusqlite::Params {
 
 /// Every row of `table` in `scope`; `person` is the column naming whose it is.
 fn in_scope<T: DeserializeOwned>(conn: &Connection, table: &str, person: &str, scope: &Scope) -> Result<Vec<T>, StoreError> {
-    let q = query::in_scope(mark, table, person, scope);
+    queried(conn, query::in_scope(mark, table, person, scope))
+}
+
+/// The `body` of every row a built query returns.
+fn queried<T: DeserializeOwned>(conn: &Connection, q: query::Query) -> Result<Vec<T>, StoreError> {
     bodies(conn, &q.sql, values(q.args))
 }
 
@@ -517,9 +521,7 @@ impl Store for SqliteStore {
     }
 
     fn requests_of(&mut self, requester: &str, before: Option<RequestId>, limit: u32) -> Result<Vec<Request>, StoreError> {
-        let before = before.map_or(i64::MAX, |id| id.0 as i64);
-        let sql = "SELECT body FROM requests WHERE id < ?1 AND requester = ?2 ORDER BY id DESC LIMIT ?3";
-        bodies(&self.conn, sql, params![before, requester, limit])
+        queried(&self.conn, query::requests_of(mark, requester, before, limit))
     }
 
     fn grants(&mut self, scope: &Scope) -> Result<Vec<Grant>, StoreError> {

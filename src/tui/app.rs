@@ -515,7 +515,7 @@ impl App {
         // Only what the viewer does moves the cursor toward older history: a page that failed
         // is not asked for again until they move.
         let moved = !matches!(action, Action::Tick | Action::EventReceived(_)) && !action.is_result();
-        let effects = match action {
+        let mut effects = match action {
             Action::Key(key) => self.dispatch(self.keys.translate(self.key_context(), key)),
             Action::Mouse(mouse) => self.dispatch(self.keys.translate_mouse(self.key_context(), mouse)),
             Action::ModeKey(key) => self.mode_key(key),
@@ -525,7 +525,6 @@ impl App {
             intent => self.on_intent(intent),
         };
         self.note_fetches_during_load(&effects);
-        let mut effects = effects;
         if moved {
             effects.extend(self.more_history());
         }

@@ -394,17 +394,7 @@ fn a_row_fetched_while_a_reload_is_under_way_is_fetched_again_after_it() {
     let fetch = app.update(Action::EventReceived(super::tests::event(40, "dave", cancelled)), t0());
     assert_eq!(fetch, vec![Effect::FetchRequest(RequestId(2))]);
     // The load, asked before the cancel, lands after the fetch's answer and holds the old row.
-    let me = app.me.clone().unwrap();
-    let stale = app.requests.values().cloned().collect();
-    let reload = Action::Loaded {
-        me,
-        tasks: app.tasks.clone(),
-        requests: stale,
-        grants: vec![],
-        older: None,
-        log: app.log.clone(),
-        notices: vec![],
-    };
+    let reload = reload_with(&app, app.requests.values().cloned().collect());
     let effects = app.update(reload, t0());
     assert!(effects.contains(&Effect::FetchRequest(RequestId(2))), "fetched again after the load: {effects:?}");
     // A load with nothing fetched meanwhile fetches nothing again.
@@ -453,10 +443,15 @@ fn the_request_form_asks_ahead_with_its_starts_field() {
 
 /// A full load that brings nothing the console does not have (as after a reconnect).
 fn reload_with_nothing_new(app: &App) -> Action {
+    reload_with(app, vec![])
+}
+
+/// A full load of `requests`, and the console's own tasks and log.
+fn reload_with(app: &App, requests: Vec<RequestView>) -> Action {
     Action::Loaded {
         me: app.me.clone().unwrap(),
         tasks: app.tasks.clone(),
-        requests: vec![],
+        requests,
         grants: vec![],
         older: None,
         log: app.log.clone(),

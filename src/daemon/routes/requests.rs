@@ -117,7 +117,6 @@ pub async fn list(
             let rows = blocking(move || e.stored(|s| s.requests_of(&me, before, limit))).await?;
             Ok(Json(request_views(&engine, &caller, rows)))
         }
-        // Memory holds exactly what is live: no disk, however long the history.
         "pending" | "live" => Ok(Json(engine.read(|s, p| {
             // Pending, or the request an active grant was given for (not an extension of one,
             // which a command may have brought back into memory for a moment).
